@@ -1,0 +1,76 @@
+//! Error kinds shared by every crate.
+//!
+//! Each crate keeps its own `thiserror` enum; each converts into a [`Problem`] — a kind plus the
+//! seed's `{"error": ..., "details": ...}` body — and the edges map the kind exactly once: to an
+//! HTTP status in the gateway, to a gRPC code in [`crate::grpc`].
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Malformed or invalid input (HTTP 400, gRPC INVALID_ARGUMENT).
+    InvalidArgument,
+    /// No or bad credentials (401, UNAUTHENTICATED).
+    Unauthenticated,
+    /// The role may not do this (403, PERMISSION_DENIED).
+    PermissionDenied,
+    /// No such resource in the caller's organisation (404, NOT_FOUND).
+    NotFound,
+    /// The change conflicts with existing state (409, ALREADY_EXISTS / FAILED_PRECONDITION).
+    Conflict,
+    /// Well-formed but semantically unacceptable (422, FAILED_PRECONDITION).
+    Unprocessable,
+    /// The body is larger than allowed (413, RESOURCE_EXHAUSTED).
+    PayloadTooLarge,
+    /// Rate limit exceeded (429, RESOURCE_EXHAUSTED).
+    RateLimited,
+    /// A dependency (the database) is unreachable (503, UNAVAILABLE).
+    Unavailable,
+    /// A bug or an unexpected failure (500, INTERNAL); details are logged, not returned.
+    Internal,
+}
+
+/// A failure as the caller sees it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}: {details}")]
+pub struct Problem {
+    pub kind: ErrorKind,
+    pub error: String,
+    pub details: Value,
+}
+
+impl Problem {
+    pub fn new(kind: ErrorKind, error: impl Into<String>, details: impl Into<Value>) -> Self {
+        Problem { kind, error: error.into(), details: details.into() }
+    }
+
+    pub fn invalid(error: impl Into<String>, details: impl Into<Value>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, error, details)
+    }
+
+    /// 400 naming the offending field or parameter.
+    pub fn invalid_field(field: &str, details: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::InvalidArgument, format!("Invalid value for '{field}'"), details.to_string())
+    }
+
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, format!("{what} not found"), format!("No {what} with id {id}"))
+    }
+
+    pub fn conflict(error: impl Into<String>, details: impl Into<Value>) -> Self {
+        Self::new(ErrorKind::Conflict, error, details)
+    }
+
+    /// An internal failure: the cause is logged here and hidden from the caller.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(ErrorKind::Internal, "Internal server error", "The failure was logged; quote the request id when reporting it")
+    }
+
+    /// The seed's JSON error body.
+    pub fn body(&self) -> Value {
+        serde_json::json!({ "error": self.error, "details": self.details })
+    }
+}

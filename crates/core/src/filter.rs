@@ -1,0 +1,120 @@
+//! Parsing of filter parameters and body fields into typed values, with 400s that name the
+//! parameter — an unknown enum value or a malformed date is an error, never an empty list.
+
+use time::Date;
+use uuid::Uuid;
+
+use crate::error::Problem;
+use crate::timefmt::DATE_FORMAT;
+
+/// A closed set of string values (an enumeration of the seed, e.g. `framework_type`).
+pub trait Choice: Sized + Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+
+    fn parse_field(field: &str, raw: &str) -> Result<Self, Problem> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == raw).ok_or_else(|| {
+            Problem::invalid_field(field, format!("{raw:?} is not one of: {}", Self::allowed()))
+        })
+    }
+
+    fn allowed() -> String {
+        Self::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Declares a [`Choice`] enum whose variants are written as the seed's plain strings.
+#[macro_export]
+macro_rules! choice {
+    ($(#[$m:meta])* $vis:vis enum $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name { $($variant),+ }
+
+        impl $crate::filter::Choice for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str($crate::filter::Choice::as_str(*self))
+            }
+        }
+    };
+}
+
+pub fn parse_date(field: &str, raw: &str) -> Result<Date, Problem> {
+    Date::parse(raw.trim(), DATE_FORMAT)
+        .map_err(|_| Problem::invalid_field(field, format!("{raw:?} is not a date in YYYY-MM-DD form")))
+}
+
+pub fn parse_opt_date(field: &str, raw: Option<&str>) -> Result<Option<Date>, Problem> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => parse_date(field, s).map(Some),
+    }
+}
+
+pub fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw.trim()).map_err(|_| Problem::invalid_field(field, format!("{raw:?} is not a valid UUID")))
+}
+
+/// A resource id taken from a path: a malformed one cannot name anything, so it is a 404.
+pub fn parse_id(what: &str, raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw.trim()).map_err(|_| Problem::not_found(what, raw))
+}
+
+/// A required, non-blank text field, trimmed.
+pub fn required_text(field: &str, raw: &str, max_len: usize) -> Result<String, Problem> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(Problem::invalid_field(field, "This field is required and may not be blank"));
+    }
+    bounded_text(field, value, max_len)
+}
+
+pub fn bounded_text(field: &str, raw: &str, max_len: usize) -> Result<String, Problem> {
+    if raw.chars().count() > max_len {
+        return Err(Problem::invalid_field(field, format!("at most {max_len} characters")));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A `LIKE`/`ILIKE` pattern matching `needle` anywhere, with the wildcards in it escaped.
+pub fn contains_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for ch in needle.trim().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::choice! { enum Colour { Red = "RED", Green = "GREEN" } }
+
+    #[test]
+    fn choices_parse_exactly_and_list_allowed_values() {
+        assert_eq!(Colour::parse_field("c", "RED").unwrap(), Colour::Red);
+        let err = Colour::parse_field("colour", "red").unwrap_err();
+        assert_eq!(err.error, "Invalid value for 'colour'");
+        assert!(err.details.as_str().unwrap().contains("RED, GREEN"));
+    }
+
+    #[test]
+    fn dates_and_patterns() {
+        assert!(parse_date("d", "2024-02-30").is_err());
+        assert_eq!(parse_date("d", "2024-02-29").unwrap().to_string(), "2024-02-29");
+        assert_eq!(contains_pattern(" 50%_a\\ "), "%50\\%\\_a\\\\%");
+    }
+}

@@ -1,0 +1,236 @@
+//! PostgreSQL access for every Custos crate.
+//!
+//! * [`Db`] owns the connection pool. The service reaches the database only through
+//!   [`Db::begin`], which opens a transaction, drops to the restricted `custos_app` role and sets
+//!   the tenant — so row-level security applies to every statement whatever user the pool
+//!   connected as.
+//! * [`migrate`] runs the embedded migrations from `migrations/` (no libpq needed).
+//! * [`schema`] is the diesel schema, kept by hand (`diesel print-schema` would need libpq) and
+//!   checked against the migrated database by a test.
+
+pub mod schema;
+
+use std::time::Duration;
+
+use custos_core::{ErrorKind, Problem};
+use diesel::prelude::*;
+use diesel::sql_types::{Text, Uuid as SqlUuid};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use uuid::Uuid;
+
+pub use diesel_async::AsyncPgConnection as PgConn;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// The role every request transaction runs as.
+pub const APP_ROLE: &str = "custos_app";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
+        )
+    }
+
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::ForeignKeyViolation, _))
+        )
+    }
+}
+
+impl From<DbError> for Problem {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Unavailable(msg) => {
+                tracing::warn!(%msg, "database unavailable");
+                Problem::new(ErrorKind::Unavailable, "Service unavailable", "The database cannot be reached; retry shortly")
+            }
+            DbError::Query(diesel::result::Error::NotFound) => {
+                Problem::new(ErrorKind::NotFound, "Not found", "No such resource")
+            }
+            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)) => {
+                Problem::conflict("Conflict", format!("A resource with these values already exists ({})", info.message()))
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+/// Pool configuration.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    pub max_connections: usize,
+    pub acquire_timeout: Duration,
+}
+
+impl DbConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        DbConfig { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The shared connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<AsyncPgConnection>,
+}
+
+/// Pool usage, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+impl Db {
+    /// Builds the pool; it connects lazily. Call [`Db::ping`] to fail fast on a bad URL.
+    pub fn connect(config: &DbConfig) -> Result<Db, DbError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&config.url);
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections)
+            .wait_timeout(Some(config.acquire_timeout))
+            .create_timeout(Some(config.acquire_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(Db { pool })
+    }
+
+    pub async fn conn(&self) -> Result<Object<AsyncPgConnection>, DbError> {
+        self.pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus { max_size: s.max_size, size: s.size, available: s.available, waiting: s.waiting }
+    }
+
+    /// Opens a transaction for one tenant, running as the restricted role under RLS.
+    pub async fn begin(&self, organization_id: Uuid) -> Result<Tx, DbError> {
+        let mut conn = self.conn().await?;
+        AnsiTransactionManager::begin_transaction(&mut *conn).await?;
+        let mut tx = Tx { conn: Some(conn) };
+        diesel::sql_query(format!("SET LOCAL ROLE {APP_ROLE}")).execute(tx.conn()).await?;
+        diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
+            .bind::<Text, _>(organization_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        Ok(tx)
+    }
+
+    /// Opens a transaction for work before a tenant is known (authentication): still under the
+    /// restricted role, where RLS shows no tenant rows at all.
+    pub async fn begin_untenanted(&self) -> Result<Tx, DbError> {
+        let mut conn = self.conn().await?;
+        AnsiTransactionManager::begin_transaction(&mut *conn).await?;
+        let mut tx = Tx { conn: Some(conn) };
+        diesel::sql_query(format!("SET LOCAL ROLE {APP_ROLE}")).execute(tx.conn()).await?;
+        Ok(tx)
+    }
+
+    /// Resolves an organisation slug to its id, before any tenant is set.
+    pub async fn organization_by_slug(&self, slug: &str) -> Result<Option<(Uuid, String)>, DbError> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+            #[diesel(sql_type = Text)]
+            name: String,
+        }
+        let mut tx = self.begin_untenanted().await?;
+        let row: Option<Row> = diesel::sql_query("SELECT id, name FROM custos_organization_by_slug($1)")
+            .bind::<Text, _>(slug)
+            .get_result(tx.conn())
+            .await
+            .optional()?;
+        tx.commit().await?;
+        Ok(row.map(|r| (r.id, r.name)))
+    }
+}
+
+/// An open transaction. Commit it explicitly; dropping it rolls back (the connection is then
+/// discarded by the pool rather than reused mid-transaction).
+pub struct Tx {
+    conn: Option<Object<AsyncPgConnection>>,
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> &mut AsyncPgConnection {
+        self.conn.as_deref_mut().expect("transaction used after commit")
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        let mut conn = self.conn.take().expect("transaction committed twice");
+        AnsiTransactionManager::commit_transaction(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            // Roll back off the caller's path so the connection returns to the pool clean; if the
+            // rollback fails the pool discards the connection as broken.
+            handle.spawn(async move {
+                let _ = AnsiTransactionManager::rollback_transaction(&mut *conn).await;
+            });
+        }
+    }
+}
+
+/// Runs every pending embedded migration against `url` as the user the URL names.
+pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| DbError::Migration(e.to_string()))?;
+        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+    })
+    .await
+    .map_err(|e| DbError::Migration(e.to_string()))?
+}
+
+/// Names of every embedded migration, in order (tests key their template database on these).
+pub fn migration_names() -> Vec<String> {
+    use diesel::migration::MigrationSource;
+    MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map(|ms| ms.iter().map(|m| m.name().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Establishes one plain connection (tools and tests; the service uses the pool).
+pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
+    AsyncPgConnection::establish(url).await.map_err(|e| DbError::Unavailable(e.to_string()))
+}

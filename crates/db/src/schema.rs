@@ -1,0 +1,102 @@
+//! The diesel schema, written by hand to match `migrations/` (checked by `tests/schema_drift`).
+
+diesel::table! {
+    organizations (id) {
+        id -> Uuid,
+        slug -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        email -> Text,
+        display_name -> Text,
+        role -> Text,
+        is_active -> Bool,
+        last_login_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        user_id -> Uuid,
+        name -> Text,
+        token_prefix -> Text,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    frameworks (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        framework_type -> Text,
+        version -> Text,
+        description -> Text,
+        applicable_regions -> Array<Text>,
+        industry_sectors -> Array<Text>,
+        is_active -> Bool,
+        effective_date -> Nullable<Date>,
+        review_date -> Nullable<Date>,
+        catalog_key -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    requirements (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        framework_id -> Uuid,
+        parent_id -> Nullable<Uuid>,
+        requirement_id -> Text,
+        title -> Text,
+        description -> Text,
+        section -> Text,
+        requirement_type -> Text,
+        priority -> Text,
+        compliance_status -> Text,
+        is_implemented -> Bool,
+        assigned_to -> Nullable<Uuid>,
+        last_assessment_date -> Nullable<Date>,
+        next_assessment_date -> Nullable<Date>,
+        implementation_notes -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        recorded_at -> Timestamptz,
+        actor -> Text,
+        actor_detail -> Jsonb,
+        action -> Text,
+        resource_type -> Text,
+        resource_id -> Text,
+        changes -> Jsonb,
+        request_id -> Nullable<Text>,
+        client_addr -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(requirements -> frameworks (framework_id));
+diesel::joinable!(api_tokens -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(organizations, users, api_tokens, frameworks, requirements, audit_events);

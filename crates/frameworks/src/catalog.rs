@@ -1,0 +1,270 @@
+//! The built-in framework catalogue and `custos seed`.
+//!
+//! A catalogue entry is a YAML data file (format `custos-catalog/v1`, documented in
+//! `crates/frameworks/catalog/README.md`). The built-in files are compiled into the binary;
+//! operators can add their own with `custos seed --catalog-dir DIR`. Seeding is idempotent: a
+//! framework is keyed by its catalogue `key`, a requirement by its `requirement_id`, and only what
+//! is missing is created — so re-running after a catalogue grows adds just the new requirements.
+
+use std::path::Path;
+
+use custos_audit_chain::{Change, record};
+use custos_core::ctx::Access;
+use custos_core::filter::{Choice, parse_date};
+use custos_core::{Problem, RequestCtx, new_id};
+use custos_db::schema::{frameworks, requirements};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::model::{FrameworkType, Priority, RequirementType};
+use crate::service::{FrameworksError, FrameworksService};
+
+pub const FORMAT: &str = "custos-catalog/v1";
+
+/// The catalogue files shipped with Custos: (file name, contents).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("gdpr.yaml", include_str!("../catalog/gdpr.yaml")),
+    ("iso27001-2022.yaml", include_str!("../catalog/iso27001-2022.yaml")),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFramework {
+    pub format: String,
+    pub key: String,
+    pub name: String,
+    pub framework_type: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub applicable_regions: Vec<String>,
+    #[serde(default)]
+    pub industry_sectors: Vec<String>,
+    #[serde(default)]
+    pub effective_date: Option<String>,
+    pub requirements: Vec<CatalogRequirement>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRequirement {
+    pub requirement_id: String,
+    pub title: String,
+    #[serde(default)]
+    pub section: String,
+    #[serde(default)]
+    pub description: String,
+    pub requirement_type: String,
+    pub priority: String,
+    /// `requirement_id` of the parent requirement in the same file, for hierarchical catalogues.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// What seeding one catalogue entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedOutcome {
+    pub key: String,
+    pub framework_id: Uuid,
+    pub framework_created: bool,
+    pub requirements_created: usize,
+    pub requirements_total: usize,
+}
+
+/// Parses and checks one catalogue file; errors name the file and, for YAML errors, the line.
+pub fn parse(file_name: &str, text: &str) -> Result<CatalogFramework, Problem> {
+    let bad = |details: String| Problem::invalid(format!("Invalid catalogue file {file_name}"), details);
+    let catalog: CatalogFramework = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if catalog.format != FORMAT {
+        return Err(bad(format!("format must be {FORMAT:?}, found {:?}", catalog.format)));
+    }
+    FrameworkType::parse_field("framework_type", &catalog.framework_type).map_err(|p| bad(p.details.to_string()))?;
+    if let Some(d) = &catalog.effective_date {
+        parse_date("effective_date", d).map_err(|p| bad(p.details.to_string()))?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in &catalog.requirements {
+        let at = |p: Problem| bad(format!("requirement {}: {}", r.requirement_id, p.details.as_str().unwrap_or_default()));
+        RequirementType::parse_field("requirement_type", &r.requirement_type).map_err(at)?;
+        Priority::parse_field("priority", &r.priority).map_err(at)?;
+        if r.requirement_id.trim().is_empty() || r.title.trim().is_empty() {
+            return Err(bad("every requirement needs a requirement_id and a title".into()));
+        }
+        if !seen.insert(r.requirement_id.as_str()) {
+            return Err(bad(format!("requirement_id {} appears twice", r.requirement_id)));
+        }
+        if let Some(parent) = &r.parent
+            && !seen.contains(parent.as_str())
+        {
+            return Err(bad(format!("requirement {}: parent {parent} must be listed before it", r.requirement_id)));
+        }
+    }
+    Ok(catalog)
+}
+
+/// The built-in catalogue, parsed.
+pub fn builtin() -> Result<Vec<CatalogFramework>, Problem> {
+    BUILTIN.iter().map(|(name, text)| parse(name, text)).collect()
+}
+
+/// Every `*.yaml`/`*.yml` file of `dir`, parsed, in file-name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<CatalogFramework>, Problem> {
+    let read_err = |e: std::io::Error| Problem::invalid("Cannot read catalogue directory", format!("{}: {e}", dir.display()));
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(read_err)?;
+            parse(&p.display().to_string(), &text)
+        })
+        .collect()
+}
+
+impl FrameworksService {
+    /// Loads catalogue entries into the caller's organisation, creating only what is missing.
+    pub async fn seed(&self, ctx: &RequestCtx, catalogs: &[CatalogFramework]) -> Result<Vec<SeedOutcome>, FrameworksError> {
+        ctx.require(Access::Write)?;
+        let mut outcomes = Vec::with_capacity(catalogs.len());
+        for catalog in catalogs {
+            outcomes.push(self.seed_one(ctx, catalog).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn seed_one(&self, ctx: &RequestCtx, catalog: &CatalogFramework) -> Result<SeedOutcome, FrameworksError> {
+        let mut tx = self.db().begin(ctx.organization_id).await?;
+        let effective_date = catalog.effective_date.as_deref().map(|d| parse_date("effective_date", d)).transpose()?;
+        let new_framework_id = new_id();
+        let inserted: Option<Uuid> = diesel::insert_into(frameworks::table)
+            .values((
+                frameworks::id.eq(new_framework_id),
+                frameworks::organization_id.eq(ctx.organization_id),
+                frameworks::name.eq(&catalog.name),
+                frameworks::framework_type.eq(&catalog.framework_type),
+                frameworks::version.eq(&catalog.version),
+                frameworks::description.eq(&catalog.description),
+                frameworks::applicable_regions.eq(&catalog.applicable_regions),
+                frameworks::industry_sectors.eq(&catalog.industry_sectors),
+                frameworks::effective_date.eq(effective_date),
+                frameworks::catalog_key.eq(&catalog.key),
+            ))
+            .on_conflict((frameworks::organization_id, frameworks::catalog_key))
+            .do_nothing()
+            .returning(frameworks::id)
+            .get_result(tx.conn())
+            .await
+            .optional()?;
+        let framework_created = inserted.is_some();
+        let framework_id = match inserted {
+            Some(id) => id,
+            None => frameworks::table
+                .filter(frameworks::organization_id.eq(ctx.organization_id))
+                .filter(frameworks::catalog_key.eq(&catalog.key))
+                .select(frameworks::id)
+                .first(tx.conn())
+                .await?,
+        };
+        if framework_created {
+            let after = json!({
+                "id": framework_id, "name": catalog.name, "framework_type": catalog.framework_type,
+                "version": catalog.version, "catalog_key": catalog.key,
+            });
+            audit(&mut tx, ctx, "create", "framework", framework_id, after).await?;
+        }
+
+        let existing: Vec<(String, Uuid)> = requirements::table
+            .filter(requirements::organization_id.eq(ctx.organization_id))
+            .filter(requirements::framework_id.eq(framework_id))
+            .select((requirements::requirement_id, requirements::id))
+            .load(tx.conn())
+            .await?;
+        let mut ids: std::collections::HashMap<String, Uuid> = existing.into_iter().collect();
+        let mut created = 0;
+        for r in &catalog.requirements {
+            if ids.contains_key(&r.requirement_id) {
+                continue;
+            }
+            let id = new_id();
+            let parent_id = r.parent.as_ref().and_then(|p| ids.get(p).copied());
+            diesel::insert_into(requirements::table)
+                .values((
+                    requirements::id.eq(id),
+                    requirements::organization_id.eq(ctx.organization_id),
+                    requirements::framework_id.eq(framework_id),
+                    requirements::parent_id.eq(parent_id),
+                    requirements::requirement_id.eq(&r.requirement_id),
+                    requirements::title.eq(&r.title),
+                    requirements::description.eq(&r.description),
+                    requirements::section.eq(&r.section),
+                    requirements::requirement_type.eq(&r.requirement_type),
+                    requirements::priority.eq(&r.priority),
+                ))
+                .execute(tx.conn())
+                .await?;
+            let after = json!({
+                "id": id, "framework": framework_id, "requirement_id": r.requirement_id, "title": r.title,
+                "requirement_type": r.requirement_type, "priority": r.priority, "compliance_status": "NOT_ASSESSED",
+            });
+            audit(&mut tx, ctx, "create", "requirement", id, after).await?;
+            ids.insert(r.requirement_id.clone(), id);
+            created += 1;
+        }
+        tx.commit().await?;
+        Ok(SeedOutcome {
+            key: catalog.key.clone(),
+            framework_id,
+            framework_created,
+            requirements_created: created,
+            requirements_total: catalog.requirements.len(),
+        })
+    }
+}
+
+async fn audit(tx: &mut custos_db::Tx, ctx: &RequestCtx, action: &str, kind: &str, id: Uuid, after: Value) -> Result<(), FrameworksError> {
+    record(tx, ctx, Change { action, resource_type: kind, resource_id: id.to_string(), before: Value::Null, after }).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalogue_is_complete() {
+        let all = builtin().expect("built-in catalogue parses");
+        let gdpr = all.iter().find(|c| c.key == "gdpr").unwrap();
+        let ids: Vec<_> = gdpr.requirements.iter().map(|r| r.requirement_id.as_str()).collect();
+        let expected: Vec<String> = (5..=49).map(|n| format!("Art. {n}")).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(gdpr.requirements[27].title, "Security of processing");
+
+        let iso = all.iter().find(|c| c.key == "iso27001-2022").unwrap();
+        let mut expected = Vec::new();
+        for (theme, n) in [(5, 37), (6, 8), (7, 14), (8, 34)] {
+            expected.extend((1..=n).map(|i| format!("A.{theme}.{i}")));
+        }
+        let ids: Vec<_> = iso.requirements.iter().map(|r| r.requirement_id.clone()).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(ids.len(), 93);
+        let by_id = |id: &str| iso.requirements.iter().find(|r| r.requirement_id == id).unwrap().title.clone();
+        assert_eq!(by_id("A.5.7"), "Threat intelligence");
+        assert_eq!(by_id("A.8.34"), "Protection of information systems during audit testing");
+    }
+
+    #[test]
+    fn bad_files_are_rejected_with_their_name() {
+        let err = parse("x.yaml", "format: custos-catalog/v1\nkey: k\n").unwrap_err();
+        assert!(err.error.contains("x.yaml"));
+        let wrong_type = "format: custos-catalog/v1\nkey: k\nname: n\nframework_type: NOPE\nversion: '1'\nrequirements: []\n";
+        assert!(parse("y.yaml", wrong_type).unwrap_err().details.to_string().contains("NOPE"));
+    }
+}

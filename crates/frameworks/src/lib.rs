@@ -1,0 +1,14 @@
+//! Regulatory frameworks and their compliance requirements (seed 000), with live compliance
+//! summaries and the built-in framework catalogue.
+//!
+//! * [`model`] — the closed value sets (framework types, priorities, statuses) and database rows.
+//! * [`service::FrameworksService`] — every operation, written once; REST, gRPC and the CLI call it.
+//! * [`catalog`] — the built-in catalogue (YAML data files under `catalog/`) and `custos seed`.
+//! * [`grpc`] — the thin tonic adapter.
+
+pub mod catalog;
+pub mod grpc;
+pub mod model;
+pub mod service;
+
+pub use service::{FrameworksError, FrameworksService};

@@ -1,0 +1,717 @@
+//! Every framework and requirement operation, written once.
+
+use std::collections::HashMap;
+
+use custos_audit_chain::{Change, record};
+use custos_core::ctx::Access;
+use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
+use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
+use custos_db::schema::{frameworks, requirements, users};
+use custos_db::{Db, DbError, Tx};
+use custos_proto::v1 as pb;
+use diesel::dsl::count_star;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Text};
+use diesel_async::RunQueryDsl;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::*;
+
+diesel::define_sql_function!(fn array_to_string(array: Array<Text>, delimiter: Text) -> Text);
+
+const NAME_MAX: usize = 200;
+const SHORT_MAX: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameworksError {
+    #[error(transparent)]
+    Rejected(#[from] Problem),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for FrameworksError {
+    fn from(e: diesel::result::Error) -> Self {
+        FrameworksError::Db(e.into())
+    }
+}
+
+impl From<FrameworksError> for Problem {
+    fn from(err: FrameworksError) -> Self {
+        match err {
+            FrameworksError::Rejected(p) => p,
+            FrameworksError::Db(e) => e.into(),
+        }
+    }
+}
+
+type Result<T, E = FrameworksError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct FrameworksService {
+    db: Db,
+}
+
+fn framework_not_found(id: impl std::fmt::Display) -> FrameworksError {
+    Problem::not_found("Framework", id).into()
+}
+
+fn requirement_not_found(id: impl std::fmt::Display) -> FrameworksError {
+    Problem::not_found("Requirement", id).into()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// The seed's exact error body for a bad compliance status.
+fn invalid_status() -> FrameworksError {
+    Problem::invalid(
+        "Invalid compliance status",
+        format!("Status must be one of: {}", ComplianceStatus::allowed()),
+    )
+    .into()
+}
+
+impl FrameworksService {
+    pub fn new(db: Db) -> Self {
+        FrameworksService { db }
+    }
+
+    async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
+        ctx.require(access)?;
+        Ok(self.db.begin(ctx.organization_id).await?)
+    }
+
+    // ---- frameworks -------------------------------------------------------------------------
+
+    pub async fn list_frameworks(&self, ctx: &RequestCtx, req: pb::ListFrameworksRequest) -> Result<pb::ListFrameworksResponse> {
+        let page = PageRequest::new(req.page, req.page_size)?;
+        let filters = FrameworkFilters::parse(&req)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
+        let info = page.info(count)?;
+        let rows: Vec<FrameworkRow> = filters
+            .apply(ctx.organization_id)
+            .order((frameworks::name.asc(), frameworks::id.asc()))
+            .offset(page.offset())
+            .limit(page.limit())
+            .select(FrameworkRow::as_select())
+            .load(tx.conn())
+            .await?;
+        let counts = requirement_counts(&mut tx, ctx, rows.iter().map(|r| r.id).collect()).await?;
+        tx.commit().await?;
+        Ok(pb::ListFrameworksResponse {
+            count: info.count,
+            next_page: info.next_page,
+            previous_page: info.previous_page,
+            results: rows.iter().map(|r| r.to_pb(counts.get(&r.id).copied().unwrap_or(0))).collect(),
+        })
+    }
+
+    pub async fn get_framework(&self, ctx: &RequestCtx, req: pb::GetFrameworkRequest) -> Result<pb::Framework> {
+        let id = parse_id("Framework", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        let framework = load_framework_pb(&mut tx, ctx, id).await?;
+        tx.commit().await?;
+        Ok(framework)
+    }
+
+    pub async fn create_framework(&self, ctx: &RequestCtx, req: pb::CreateFrameworkRequest) -> Result<pb::Framework> {
+        let fields = validate_framework(req.framework.unwrap_or_default())?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let id = new_id();
+        let row: FrameworkRow = diesel::insert_into(frameworks::table)
+            .values((frameworks::id.eq(id), frameworks::organization_id.eq(ctx.organization_id), &fields))
+            .returning(FrameworkRow::as_returning())
+            .get_result(tx.conn())
+            .await?;
+        let created = row.to_pb(0);
+        audit(&mut tx, ctx, "create", "framework", id, Value::Null, json(&created)).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn update_framework(&self, ctx: &RequestCtx, req: pb::UpdateFrameworkRequest) -> Result<pb::Framework> {
+        let id = parse_id("Framework", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let current = lock_framework(&mut tx, ctx, id).await?;
+        let input = req.framework.unwrap_or_default();
+        let input = if req.update_mask.is_empty() { input } else { update::overlay(current.to_input(), input, &req.update_mask)? };
+        let fields = validate_framework(input)?;
+        let before = load_framework_pb(&mut tx, ctx, id).await?;
+        diesel::update(frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)))
+            .set((&fields, frameworks::updated_at.eq(timefmt::now())))
+            .execute(tx.conn())
+            .await?;
+        let after = load_framework_pb(&mut tx, ctx, id).await?;
+        audit(&mut tx, ctx, "update", "framework", id, json(&before), json(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Deletes a framework and, with it, its requirements (each recorded in the audit trail).
+    pub async fn delete_framework(&self, ctx: &RequestCtx, req: pb::DeleteFrameworkRequest) -> Result<pb::DeleteFrameworkResponse> {
+        let id = parse_id("Framework", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        lock_framework(&mut tx, ctx, id).await?;
+        let before = load_framework_pb(&mut tx, ctx, id).await?;
+        let doomed: Vec<RequirementRow> = requirements::table
+            .filter(requirements::organization_id.eq(ctx.organization_id))
+            .filter(requirements::framework_id.eq(id))
+            .order((requirements::created_at.asc(), requirements::id.asc()))
+            .select(RequirementRow::as_select())
+            .load(tx.conn())
+            .await?;
+        diesel::delete(frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)))
+            .execute(tx.conn())
+            .await?;
+        for row in &doomed {
+            audit(&mut tx, ctx, "delete", "requirement", row.id, json(&row.to_pb(&before.name)), Value::Null).await?;
+        }
+        audit(&mut tx, ctx, "delete", "framework", id, json(&before), Value::Null).await?;
+        tx.commit().await?;
+        Ok(pb::DeleteFrameworkResponse {})
+    }
+
+    pub async fn compliance_summary(&self, ctx: &RequestCtx, req: pb::ComplianceSummaryRequest) -> Result<pb::ComplianceSummary> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            total: i64,
+            #[diesel(sql_type = BigInt)]
+            compliant: i64,
+            #[diesel(sql_type = BigInt)]
+            partially: i64,
+            #[diesel(sql_type = BigInt)]
+            non_compliant: i64,
+            #[diesel(sql_type = BigInt)]
+            not_assessed: i64,
+            #[diesel(sql_type = BigInt)]
+            implemented: i64,
+            #[diesel(sql_type = BigInt)]
+            overdue: i64,
+        }
+        let id = parse_id("Framework", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        lock_framework_shared(&mut tx, ctx, id).await?;
+        let row: Row = diesel::sql_query(
+            "SELECT count(*) AS total,
+                    count(*) FILTER (WHERE compliance_status = 'COMPLIANT') AS compliant,
+                    count(*) FILTER (WHERE compliance_status = 'PARTIALLY_COMPLIANT') AS partially,
+                    count(*) FILTER (WHERE compliance_status = 'NON_COMPLIANT') AS non_compliant,
+                    count(*) FILTER (WHERE compliance_status = 'NOT_ASSESSED') AS not_assessed,
+                    count(*) FILTER (WHERE is_implemented) AS implemented,
+                    count(*) FILTER (WHERE next_assessment_date < CURRENT_DATE) AS overdue
+               FROM requirements WHERE organization_id = $1 AND framework_id = $2",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(ctx.organization_id)
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .get_result(tx.conn())
+        .await?;
+        tx.commit().await?;
+        let percentage = if row.total == 0 { 0.0 } else { (row.compliant as f64 * 1000.0 / row.total as f64).round() / 10.0 };
+        Ok(pb::ComplianceSummary {
+            total_requirements: row.total,
+            compliant: row.compliant,
+            partially_compliant: row.partially,
+            non_compliant: row.non_compliant,
+            not_assessed: row.not_assessed,
+            implemented: row.implemented,
+            overdue_assessments: row.overdue,
+            compliance_percentage: percentage,
+        })
+    }
+
+    // ---- requirements -----------------------------------------------------------------------
+
+    pub async fn list_requirements(&self, ctx: &RequestCtx, req: pb::ListRequirementsRequest) -> Result<pb::ListRequirementsResponse> {
+        let page = PageRequest::new(req.page, req.page_size)?;
+        let filters = RequirementFilters::parse(&req)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        let today = timefmt::today();
+        let count: i64 = filters.apply(ctx.organization_id, today).count().get_result(tx.conn()).await?;
+        let info = page.info(count)?;
+        let rows: Vec<(RequirementRow, String)> = filters
+            .apply(ctx.organization_id, today)
+            .inner_join(frameworks::table)
+            .order((requirements::created_at.asc(), requirements::id.asc()))
+            .offset(page.offset())
+            .limit(page.limit())
+            .select((RequirementRow::as_select(), frameworks::name))
+            .load(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(pb::ListRequirementsResponse {
+            count: info.count,
+            next_page: info.next_page,
+            previous_page: info.previous_page,
+            results: rows.iter().map(|(r, name)| r.to_pb(name)).collect(),
+        })
+    }
+
+    /// The requirements of one framework (`/frameworks/{id}/requirements/`): 404 for an unknown
+    /// framework, where the flat list's `framework` filter simply matches nothing.
+    pub async fn list_framework_requirements(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListFrameworkRequirementsRequest,
+    ) -> Result<pb::ListRequirementsResponse> {
+        let id = parse_id("Framework", &req.id)?;
+        {
+            let mut tx = self.begin(ctx, Access::Read).await?;
+            lock_framework_shared(&mut tx, ctx, id).await?;
+            tx.commit().await?;
+        }
+        let flat = pb::ListRequirementsRequest {
+            framework: Some(id.to_string()),
+            compliance_status: req.compliance_status,
+            priority: req.priority,
+            page: req.page,
+            page_size: req.page_size,
+            ..Default::default()
+        };
+        self.list_requirements(ctx, flat).await
+    }
+
+    pub async fn get_requirement(&self, ctx: &RequestCtx, req: pb::GetRequirementRequest) -> Result<pb::Requirement> {
+        let id = parse_id("Requirement", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        let requirement = load_requirement_pb(&mut tx, ctx, id).await?;
+        tx.commit().await?;
+        Ok(requirement)
+    }
+
+    pub async fn create_requirement(&self, ctx: &RequestCtx, req: pb::CreateRequirementRequest) -> Result<pb::Requirement> {
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let fields = validate_requirement(&mut tx, ctx, req.requirement.unwrap_or_default(), None).await?;
+        let id = new_id();
+        diesel::insert_into(requirements::table)
+            .values((requirements::id.eq(id), requirements::organization_id.eq(ctx.organization_id), &fields))
+            .execute(tx.conn())
+            .await
+            .map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
+        let created = load_requirement_pb(&mut tx, ctx, id).await?;
+        audit(&mut tx, ctx, "create", "requirement", id, Value::Null, json(&created)).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn update_requirement(&self, ctx: &RequestCtx, req: pb::UpdateRequirementRequest) -> Result<pb::Requirement> {
+        let id = parse_id("Requirement", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let current = lock_requirement(&mut tx, ctx, id).await?;
+        let input = req.requirement.unwrap_or_default();
+        let input = if req.update_mask.is_empty() { input } else { update::overlay(current.to_input(), input, &req.update_mask)? };
+        let fields = validate_requirement(&mut tx, ctx, input, Some(&current)).await?;
+        let before = load_requirement_pb(&mut tx, ctx, id).await?;
+        // A change of status is an assessment: it dates the assessment, as update_status does.
+        let last_assessment = if fields.compliance_status != current.compliance_status {
+            Some(timefmt::today())
+        } else {
+            current.last_assessment_date
+        };
+        let changes = diesel::update(
+            requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)),
+        )
+        .set((&fields, requirements::updated_at.eq(timefmt::now()), requirements::last_assessment_date.eq(last_assessment)));
+        changes.execute(tx.conn()).await.map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
+        let after = load_requirement_pb(&mut tx, ctx, id).await?;
+        audit(&mut tx, ctx, "update", "requirement", id, json(&before), json(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    pub async fn delete_requirement(&self, ctx: &RequestCtx, req: pb::DeleteRequirementRequest) -> Result<pb::DeleteRequirementResponse> {
+        let id = parse_id("Requirement", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        lock_requirement(&mut tx, ctx, id).await?;
+        let before = load_requirement_pb(&mut tx, ctx, id).await?;
+        diesel::delete(requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)))
+            .execute(tx.conn())
+            .await?;
+        audit(&mut tx, ctx, "delete", "requirement", id, json(&before), Value::Null).await?;
+        tx.commit().await?;
+        Ok(pb::DeleteRequirementResponse {})
+    }
+
+    /// Records an assessment outcome; the assessment date becomes today.
+    pub async fn update_status(&self, ctx: &RequestCtx, req: pb::UpdateStatusRequest) -> Result<pb::Requirement> {
+        let id = parse_id("Requirement", &req.id)?;
+        let status = ComplianceStatus::ALL
+            .iter()
+            .find(|s| s.as_str() == req.compliance_status)
+            .ok_or_else(invalid_status)?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        lock_requirement(&mut tx, ctx, id).await?;
+        let before = load_requirement_pb(&mut tx, ctx, id).await?;
+        diesel::update(requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)))
+            .set((
+                requirements::compliance_status.eq(status.as_str()),
+                requirements::last_assessment_date.eq(timefmt::today()),
+                requirements::updated_at.eq(timefmt::now()),
+            ))
+            .execute(tx.conn())
+            .await?;
+        let after = load_requirement_pb(&mut tx, ctx, id).await?;
+        audit(&mut tx, ctx, "update_status", "requirement", id, json(&before), json(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Schedules the next assessment: today or a later date.
+    pub async fn schedule_assessment(&self, ctx: &RequestCtx, req: pb::ScheduleAssessmentRequest) -> Result<pb::Requirement> {
+        let id = parse_id("Requirement", &req.id)?;
+        if req.assessment_date.trim().is_empty() {
+            return Err(Problem::invalid_field("assessment_date", "This field is required").into());
+        }
+        let date = filter::parse_date("assessment_date", &req.assessment_date)?;
+        if date < timefmt::today() {
+            return Err(Problem::invalid("Invalid assessment date", "assessment_date cannot be in the past").into());
+        }
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        lock_requirement(&mut tx, ctx, id).await?;
+        let before = load_requirement_pb(&mut tx, ctx, id).await?;
+        diesel::update(requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)))
+            .set((requirements::next_assessment_date.eq(date), requirements::updated_at.eq(timefmt::now())))
+            .execute(tx.conn())
+            .await?;
+        let after = load_requirement_pb(&mut tx, ctx, id).await?;
+        audit(&mut tx, ctx, "schedule_assessment", "requirement", id, json(&before), json(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+async fn audit(tx: &mut Tx, ctx: &RequestCtx, action: &str, resource_type: &str, id: Uuid, before: Value, after: Value) -> Result<()> {
+    record(tx, ctx, Change { action, resource_type, resource_id: id.to_string(), before, after }).await?;
+    Ok(())
+}
+
+fn duplicate_requirement(e: diesel::result::Error, requirement_id: &str) -> FrameworksError {
+    let e = DbError::from(e);
+    if e.is_unique_violation() {
+        Problem::conflict(
+            "Duplicate requirement",
+            format!("The framework already has a requirement with requirement_id {requirement_id:?}"),
+        )
+        .into()
+    } else {
+        e.into()
+    }
+}
+
+async fn requirement_counts(tx: &mut Tx, ctx: &RequestCtx, ids: Vec<Uuid>) -> Result<HashMap<Uuid, i64>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, i64)> = requirements::table
+        .filter(requirements::organization_id.eq(ctx.organization_id))
+        .filter(requirements::framework_id.eq_any(ids))
+        .group_by(requirements::framework_id)
+        .select((requirements::framework_id, count_star()))
+        .load(tx.conn())
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+async fn lock_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
+    frameworks::table
+        .filter(frameworks::organization_id.eq(ctx.organization_id))
+        .filter(frameworks::id.eq(id))
+        .select(FrameworkRow::as_select())
+        .for_update()
+        .first(tx.conn())
+        .await
+        .optional()?
+        .ok_or_else(|| framework_not_found(id))
+}
+
+async fn lock_framework_shared(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
+    frameworks::table
+        .filter(frameworks::organization_id.eq(ctx.organization_id))
+        .filter(frameworks::id.eq(id))
+        .select(FrameworkRow::as_select())
+        .first(tx.conn())
+        .await
+        .optional()?
+        .ok_or_else(|| framework_not_found(id))
+}
+
+async fn load_framework_pb(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<pb::Framework> {
+    let row = lock_framework_shared(tx, ctx, id).await?;
+    let counts = requirement_counts(tx, ctx, vec![id]).await?;
+    Ok(row.to_pb(counts.get(&id).copied().unwrap_or(0)))
+}
+
+async fn lock_requirement(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<RequirementRow> {
+    requirements::table
+        .filter(requirements::organization_id.eq(ctx.organization_id))
+        .filter(requirements::id.eq(id))
+        .select(RequirementRow::as_select())
+        .for_update()
+        .first(tx.conn())
+        .await
+        .optional()?
+        .ok_or_else(|| requirement_not_found(id))
+}
+
+async fn load_requirement_pb(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<pb::Requirement> {
+    let (row, name): (RequirementRow, String) = requirements::table
+        .inner_join(frameworks::table)
+        .filter(requirements::organization_id.eq(ctx.organization_id))
+        .filter(requirements::id.eq(id))
+        .select((RequirementRow::as_select(), frameworks::name))
+        .first(tx.conn())
+        .await
+        .optional()?
+        .ok_or_else(|| requirement_not_found(id))?;
+    Ok(row.to_pb(&name))
+}
+
+fn clean_list(field: &str, values: Vec<String>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let v = filter::required_text(field, &v, SHORT_MAX)?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn validate_framework(input: pb::FrameworkInput) -> Result<FrameworkFields> {
+    let framework_type = FrameworkType::parse_field("framework_type", input.framework_type.trim())?;
+    let effective_date = parse_opt_date("effective_date", input.effective_date.as_deref())?;
+    let review_date = parse_opt_date("review_date", input.review_date.as_deref())?;
+    if let (Some(e), Some(r)) = (effective_date, review_date)
+        && r < e
+    {
+        return Err(Problem::invalid_field("review_date", "review_date cannot be before effective_date").into());
+    }
+    Ok(FrameworkFields {
+        name: filter::required_text("name", &input.name, NAME_MAX)?,
+        framework_type: framework_type.as_str().to_owned(),
+        version: filter::bounded_text("version", input.version.trim(), 50)?,
+        description: filter::bounded_text("description", &input.description, 20_000)?,
+        applicable_regions: clean_list("applicable_regions", input.applicable_regions)?,
+        industry_sectors: clean_list("industry_sectors", input.industry_sectors)?,
+        is_active: input.is_active.unwrap_or(true),
+        effective_date,
+        review_date,
+    })
+}
+
+async fn validate_requirement(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    input: pb::RequirementInput,
+    current: Option<&RequirementRow>,
+) -> Result<RequirementFields> {
+    if input.framework.trim().is_empty() {
+        return Err(Problem::invalid_field("framework", "This field is required").into());
+    }
+    let framework_id = parse_uuid("framework", &input.framework)?;
+    let framework_exists: Option<Uuid> = frameworks::table
+        .filter(frameworks::organization_id.eq(ctx.organization_id))
+        .filter(frameworks::id.eq(framework_id))
+        .select(frameworks::id)
+        .first(tx.conn())
+        .await
+        .optional()?;
+    if framework_exists.is_none() {
+        return Err(Problem::invalid_field("framework", format!("No framework with id {framework_id}")).into());
+    }
+    let requirement_type = RequirementType::parse_field("requirement_type", input.requirement_type.trim())?;
+    let priority = Priority::parse_field("priority", input.priority.trim())?;
+    let compliance_status = match input.compliance_status.as_deref().map(str::trim) {
+        None | Some("") => current.map_or(ComplianceStatus::NotAssessed.as_str(), |c| c.compliance_status.as_str()).to_owned(),
+        Some(raw) => ComplianceStatus::parse_field("compliance_status", raw)?.as_str().to_owned(),
+    };
+    let assigned_to = match input.assigned_to.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => {
+            let user = parse_uuid("assigned_to", raw)?;
+            let found: Option<Uuid> = users::table
+                .filter(users::organization_id.eq(ctx.organization_id))
+                .filter(users::id.eq(user))
+                .select(users::id)
+                .first(tx.conn())
+                .await
+                .optional()?;
+            Some(found.ok_or_else(|| Problem::invalid_field("assigned_to", format!("No user with id {user}")))?)
+        }
+    };
+    let parent_id = match input.parent.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => {
+            let parent = parse_uuid("parent", raw)?;
+            if current.is_some_and(|c| c.id == parent) {
+                return Err(Problem::invalid_field("parent", "a requirement cannot be its own parent").into());
+            }
+            let found: Option<Uuid> = requirements::table
+                .filter(requirements::organization_id.eq(ctx.organization_id))
+                .filter(requirements::framework_id.eq(framework_id))
+                .filter(requirements::id.eq(parent))
+                .select(requirements::id)
+                .first(tx.conn())
+                .await
+                .optional()?;
+            Some(found.ok_or_else(|| Problem::invalid_field("parent", format!("No requirement {parent} in this framework")))?)
+        }
+    };
+    Ok(RequirementFields {
+        framework_id,
+        parent_id,
+        requirement_id: filter::required_text("requirement_id", input.requirement_id.trim(), SHORT_MAX)?,
+        title: filter::required_text("title", &input.title, 500)?,
+        description: filter::bounded_text("description", &input.description, 20_000)?,
+        section: filter::bounded_text("section", input.section.trim(), NAME_MAX)?,
+        requirement_type: requirement_type.as_str().to_owned(),
+        priority: priority.as_str().to_owned(),
+        compliance_status,
+        is_implemented: input.is_implemented.unwrap_or(false),
+        assigned_to,
+        next_assessment_date: parse_opt_date("next_assessment_date", input.next_assessment_date.as_deref())?,
+        implementation_notes: filter::bounded_text("implementation_notes", &input.implementation_notes, 20_000)?,
+    })
+}
+
+/// Parsed list filters of frameworks.
+struct FrameworkFilters {
+    framework_type: Option<FrameworkType>,
+    is_active: Option<bool>,
+    after: Option<time::Date>,
+    before: Option<time::Date>,
+    search: Option<String>,
+}
+
+impl FrameworkFilters {
+    fn parse(req: &pb::ListFrameworksRequest) -> Result<Self> {
+        Ok(FrameworkFilters {
+            framework_type: match req.framework_type.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(raw) => Some(FrameworkType::parse_field("framework_type", raw)?),
+            },
+            is_active: req.is_active,
+            after: parse_opt_date("effective_date_after", req.effective_date_after.as_deref())?,
+            before: parse_opt_date("effective_date_before", req.effective_date_before.as_deref())?,
+            search: req.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(contains_pattern),
+        })
+    }
+
+    fn apply(&self, org: Uuid) -> frameworks::BoxedQuery<'static, Pg> {
+        let mut q = frameworks::table.filter(frameworks::organization_id.eq(org)).into_boxed();
+        if let Some(t) = self.framework_type {
+            q = q.filter(frameworks::framework_type.eq(t.as_str()));
+        }
+        if let Some(active) = self.is_active {
+            q = q.filter(frameworks::is_active.eq(active));
+        }
+        if let Some(after) = self.after {
+            q = q.filter(frameworks::effective_date.ge(after));
+        }
+        if let Some(before) = self.before {
+            q = q.filter(frameworks::effective_date.le(before));
+        }
+        if let Some(pattern) = &self.search {
+            q = q.filter(
+                frameworks::name
+                    .ilike(pattern.clone())
+                    .or(frameworks::description.ilike(pattern.clone()))
+                    .or(array_to_string(frameworks::applicable_regions, " ").ilike(pattern.clone()))
+                    .or(array_to_string(frameworks::industry_sectors, " ").ilike(pattern.clone())),
+            );
+        }
+        q
+    }
+}
+
+/// Parsed list filters of requirements.
+struct RequirementFilters {
+    framework: Option<Uuid>,
+    compliance_status: Option<ComplianceStatus>,
+    requirement_type: Option<RequirementType>,
+    priority: Option<Priority>,
+    is_implemented: Option<bool>,
+    assigned_to: Option<Uuid>,
+    overdue: Option<bool>,
+    search: Option<String>,
+}
+
+fn opt_choice<C: Choice>(field: &str, raw: Option<&str>) -> Result<Option<C>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => Ok(Some(C::parse_field(field, raw)?)),
+    }
+}
+
+fn opt_uuid(field: &str, raw: Option<&str>) -> Result<Option<Uuid>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => Ok(Some(parse_uuid(field, raw)?)),
+    }
+}
+
+impl RequirementFilters {
+    fn parse(req: &pb::ListRequirementsRequest) -> Result<Self> {
+        Ok(RequirementFilters {
+            framework: opt_uuid("framework", req.framework.as_deref())?,
+            compliance_status: match req.compliance_status.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(raw) => Some(ComplianceStatus::ALL.iter().copied().find(|s| s.as_str() == raw).ok_or_else(invalid_status)?),
+            },
+            requirement_type: opt_choice("requirement_type", req.requirement_type.as_deref())?,
+            priority: opt_choice("priority", req.priority.as_deref())?,
+            is_implemented: req.is_implemented,
+            assigned_to: opt_uuid("assigned_to", req.assigned_to.as_deref())?,
+            overdue: req.overdue,
+            search: req.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(contains_pattern),
+        })
+    }
+
+    fn apply(&self, org: Uuid, today: time::Date) -> requirements::BoxedQuery<'static, Pg> {
+        let mut q = requirements::table.filter(requirements::organization_id.eq(org)).into_boxed();
+        if let Some(f) = self.framework {
+            q = q.filter(requirements::framework_id.eq(f));
+        }
+        if let Some(s) = self.compliance_status {
+            q = q.filter(requirements::compliance_status.eq(s.as_str()));
+        }
+        if let Some(t) = self.requirement_type {
+            q = q.filter(requirements::requirement_type.eq(t.as_str()));
+        }
+        if let Some(p) = self.priority {
+            q = q.filter(requirements::priority.eq(p.as_str()));
+        }
+        if let Some(i) = self.is_implemented {
+            q = q.filter(requirements::is_implemented.eq(i));
+        }
+        if let Some(u) = self.assigned_to {
+            q = q.filter(requirements::assigned_to.eq(u));
+        }
+        match self.overdue {
+            Some(true) => q = q.filter(requirements::next_assessment_date.lt(today)),
+            Some(false) => {
+                q = q.filter(requirements::next_assessment_date.is_null().or(requirements::next_assessment_date.ge(today)))
+            }
+            None => {}
+        }
+        if let Some(pattern) = &self.search {
+            q = q.filter(
+                requirements::title
+                    .ilike(pattern.clone())
+                    .or(requirements::description.ilike(pattern.clone()))
+                    .or(requirements::requirement_id.ilike(pattern.clone())),
+            );
+        }
+        q
+    }
+}
+

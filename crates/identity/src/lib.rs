@@ -1,0 +1,13 @@
+//! Identity and tenancy: organisations, users with one of four roles, API tokens (stored hashed)
+//! and bearer JWTs from an SSO provider.
+//!
+//! [`service::IdentityService`] holds the operations (the CLI and the gateway call the same ones);
+//! [`auth::Authenticator`] turns an `Authorization` header into a [`custos_core::RequestCtx`];
+//! [`grpc`] is the thin tonic adapter.
+
+pub mod auth;
+pub mod grpc;
+pub mod service;
+
+pub use auth::{Authenticator, JwtConfig, JwtKey, Principal};
+pub use service::{IdentityError, IdentityService, IssuedToken, Organization};

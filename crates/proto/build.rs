@@ -1,0 +1,37 @@
+//! Compiles `proto/` with protox (pure Rust, no system `protoc`) and generates prost/tonic code.
+//!
+//! Every message also derives serde with proto field names and `#[serde(default)]`: the JSON form
+//! of a message *is* the REST shape, so the REST facade needs no hand-written DTOs.
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let dir = root.join("custos/v1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .collect();
+    files.sort();
+    println!("cargo:rerun-if-changed={}", root.display());
+
+    let fds = protox::Compiler::new([&root])?
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(&files)?
+        .file_descriptor_set();
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("custos_descriptor.bin"), fds.encode_to_vec())?;
+
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .message_attribute(
+            ".custos",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .compile_fds_with_config(fds, config)?;
+    Ok(())
+}
