@@ -1,0 +1,21 @@
+//! The composition root of Custos: the `custos` binary's library.
+//!
+//! * [`config`] — configuration from the environment (`DATABASE_URL`, `CUSTOS_*`).
+//! * [`server`] — builds the services once and serves them twice: gRPC (tonic, with health and
+//!   reflection) on `CUSTOS_GRPC_ADDR` and the REST/JSON facade (axum) on `CUSTOS_HTTP_ADDR`.
+//! * [`rest`] — the REST facade: a route table mapping each endpoint to a service method and
+//!   its proto messages; request/response JSON is the messages' own serde form, so no endpoint has
+//!   hand-written DTOs; the OpenAPI document is generated from the same table and the proto
+//!   descriptors.
+//! * [`edge`] — what every request passes through on both protocols: request id, authentication,
+//!   rate limits, metrics — and the one mapping of error kinds to HTTP status codes.
+//! * [`cli`] — operator subcommands (`migrate`, `org create`, `token create`, `seed`).
+
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod rest;
+pub mod server;
+
+pub use config::Config;
+pub use server::{App, RunningServer};

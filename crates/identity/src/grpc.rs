@@ -10,6 +10,6 @@ use crate::IdentityService;
 #[tonic::async_trait]
 impl IdentityApi for IdentityService {
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        unary(request, async |ctx, _| self.who_am_i(&ctx).await).await
+        unary(request, async |ctx, m| self.who_am_i(&ctx, m).await).await
     }
 }

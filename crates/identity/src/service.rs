@@ -133,6 +133,19 @@ impl IdentityService {
             .ok_or_else(|| IdentityError::UnknownOrganization(slug.to_owned()))
     }
 
+    /// Every organisation's id and slug (operator commands). The restricted role sees none, so
+    /// this reads as the connecting user; with a restricted `DATABASE_URL` it returns nothing.
+    pub async fn all_organizations(&self) -> Result<Vec<(Uuid, String)>, IdentityError> {
+        let mut conn = self.db.conn().await?;
+        let rows = organizations::table
+            .order(organizations::slug.asc())
+            .select((organizations::id, organizations::slug))
+            .load(&mut conn)
+            .await
+            .map_err(DbError::from)?;
+        Ok(rows)
+    }
+
     /// Issues a new API token for `email` in the organisation, creating the user if missing and
     /// setting their role (a change of role is audited as such).
     pub async fn issue_token(
@@ -185,7 +198,7 @@ impl IdentityService {
     }
 
     /// Who the caller is (any role).
-    pub async fn who_am_i(&self, ctx: &RequestCtx) -> Result<pb::WhoAmIResponse, IdentityError> {
+    pub async fn who_am_i(&self, ctx: &RequestCtx, _req: pb::WhoAmIRequest) -> Result<pb::WhoAmIResponse, IdentityError> {
         Ok(pb::WhoAmIResponse {
             organization_id: ctx.organization_id.to_string(),
             organization_slug: ctx.organization_slug.clone(),

@@ -1,0 +1,188 @@
+//! The `custos` command line: the server and the operator subcommands. Operator commands call
+//! the same service methods as the API, in-process, as an `operator:<user>` actor.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use custos_core::{RequestCtx, Role};
+use custos_frameworks::catalog;
+
+use crate::config::{Config, check_database_url};
+use crate::server::{self, App};
+
+#[derive(Debug, Parser)]
+#[command(name = "custos", version, about = "Custos — compliance & governance platform", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the REST API (CUSTOS_HTTP_ADDR) and gRPC (CUSTOS_GRPC_ADDR).
+    ///
+    /// Environment: DATABASE_URL (required), CUSTOS_HTTP_ADDR (127.0.0.1:8080),
+    /// CUSTOS_GRPC_ADDR (127.0.0.1:50051), CUSTOS_DATA_DIR (./data), CUSTOS_MIGRATE_ON_START (true),
+    /// CUSTOS_DB_MAX_CONNECTIONS (16), CUSTOS_RATE_LIMIT_AUTH_PER_HOUR (1000),
+    /// CUSTOS_RATE_LIMIT_ANON_PER_HOUR (100), CUSTOS_JWT_HS256_SECRET or
+    /// CUSTOS_JWT_RS256_PUBLIC_KEY / CUSTOS_JWT_RS256_PUBLIC_KEY_FILE, CUSTOS_JWT_ISSUER,
+    /// CUSTOS_JWT_AUDIENCE, CUSTOS_LOG_FORMAT (text|json), RUST_LOG (info).
+    Serve,
+    /// Apply pending database migrations (creates the restricted `custos_app` role if needed).
+    Migrate(DbArgs),
+    /// Manage organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Load the built-in framework catalogue (and any --catalog-dir files) into organisations.
+    /// Idempotent: only what is missing is created.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation.
+    Create {
+        /// URL-safe identifier: lowercase letters, digits and dashes.
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user (the user is created if missing; their role is set).
+    /// The token is printed once, as the last line of output.
+    Create {
+        /// The organisation's slug.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        /// viewer, editor, admin or auditor.
+        #[arg(long)]
+        role: String,
+        /// A label for the token, shown in listings.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Only this organisation (default: every organisation).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Also load every *.yaml catalogue file of this directory (format: custos-catalog/v1).
+    #[arg(long)]
+    pub catalog_dir: Option<PathBuf>,
+    /// Skip the built-in catalogue (load only --catalog-dir).
+    #[arg(long)]
+    pub no_builtin: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
+    check_database_url(&args.database_url)?;
+    let mut config = custos_db::DbConfig::new(&args.database_url);
+    config.max_connections = 4;
+    let db = custos_db::Db::connect(&config)?;
+    db.ping().await.map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", server::redact(&args.database_url)))?;
+    Ok(App::new(db))
+}
+
+/// Runs one subcommand. Output goes to stdout; errors are returned for `main` to print.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => {
+            let config = Config::from_env()?;
+            let server = server::start(&config).await?;
+            println!("REST  http://{}/api/compliance/   (docs: http://{}/api/docs/)", server.http_addr, server.http_addr);
+            println!("gRPC  {}", server.grpc_addr);
+            server.run_until_signal().await;
+        }
+        Command::Migrate(db) => {
+            check_database_url(&db.database_url)?;
+            let applied = custos_db::migrate(&db.database_url)
+                .await
+                .map_err(|e| anyhow::anyhow!("migrations failed on {}: {e}", server::redact(&db.database_url)))?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for m in applied {
+                println!("applied {m}");
+            }
+        }
+        Command::Org(OrgCommand::Create { slug, name, db }) => {
+            let app = app_for(&db).await?;
+            let org = app.identity.create_organization(&slug, &name).await.map_err(problem)?;
+            println!("created organisation {} ({}) id={}", org.slug, org.name, org.id);
+        }
+        Command::Token(TokenCommand::Create { org, email, role, name, db }) => {
+            let role: Role = role.parse().map_err(|p: custos_core::Problem| anyhow::anyhow!("{}", p.details.as_str().unwrap_or("invalid role")))?;
+            let app = app_for(&db).await?;
+            let issued = app.identity.issue_token(&org, &email, role, &name).await.map_err(problem)?;
+            if issued.user_created {
+                println!("created user {email} ({role}) id={}", issued.user_id);
+            } else {
+                println!("user {email} ({role}) id={}", issued.user_id);
+            }
+            println!("token id={} — store it now, it cannot be shown again:", issued.token_id);
+            println!("{}", issued.token);
+        }
+        Command::Seed(args) => {
+            let app = app_for(&args.db).await?;
+            let mut catalogs = if args.no_builtin { Vec::new() } else { catalog::builtin().map_err(problem_of)? };
+            if let Some(dir) = &args.catalog_dir {
+                catalogs.extend(catalog::load_dir(dir).map_err(problem_of)?);
+            }
+            let orgs = match &args.org {
+                Some(slug) => vec![app.identity.organization(slug).await.map_err(problem)?],
+                None => app.identity.all_organizations().await.map_err(problem)?,
+            };
+            if orgs.is_empty() {
+                anyhow::bail!("no organisations to seed; create one with `custos org create`");
+            }
+            for (org_id, slug) in orgs {
+                let ctx = RequestCtx::operator(org_id, slug.clone());
+                for o in app.frameworks.seed(&ctx, &catalogs).await.map_err(problem)? {
+                    println!(
+                        "{slug}: {} — framework {}, {} of {} requirements created",
+                        o.key,
+                        if o.framework_created { "created" } else { "present" },
+                        o.requirements_created,
+                        o.requirements_total
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn problem_of(p: custos_core::Problem) -> anyhow::Error {
+    match p.details.as_str() {
+        Some(d) => anyhow::anyhow!("{}: {d}", p.error),
+        None => anyhow::anyhow!("{}: {}", p.error, p.details),
+    }
+}
+
+fn problem<E: Into<custos_core::Problem>>(e: E) -> anyhow::Error {
+    problem_of(e.into())
+}

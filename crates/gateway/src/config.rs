@@ -1,0 +1,104 @@
+//! Configuration, read once from the environment. Every variable is listed in the README and in
+//! `custos serve --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use custos_identity::{JwtConfig, JwtKey};
+
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub migrate_on_start: bool,
+    pub db_max_connections: usize,
+    pub rate_limit_auth_per_hour: u32,
+    pub rate_limit_anon_per_hour: u32,
+    pub jwt: Option<JwtConfig>,
+    pub log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|e| ConfigError(format!("{name}={raw:?} is invalid: {e}"))),
+    }
+}
+
+fn flag(name: &str, default: bool) -> Result<bool, ConfigError> {
+    match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError(format!("{name}={other:?} is invalid: use true or false"))),
+    }
+}
+
+impl Config {
+    /// Reads the whole configuration; `database_url` may be passed explicitly (CLI flag).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let database_url = var("DATABASE_URL").ok_or_else(|| {
+            ConfigError("DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/custos)".into())
+        })?;
+        check_database_url(&database_url)?;
+        let jwt = match (var("CUSTOS_JWT_HS256_SECRET"), var("CUSTOS_JWT_RS256_PUBLIC_KEY"), var("CUSTOS_JWT_RS256_PUBLIC_KEY_FILE")) {
+            (None, None, None) => None,
+            (Some(secret), None, None) => {
+                if secret.len() < 32 {
+                    return Err(ConfigError("CUSTOS_JWT_HS256_SECRET must be at least 32 characters".into()));
+                }
+                Some(JwtKey::Hs256(secret.into_bytes()))
+            }
+            (None, Some(pem), None) => Some(JwtKey::Rs256Pem(pem.replace("\\n", "\n").into_bytes())),
+            (None, None, Some(path)) => Some(JwtKey::Rs256Pem(
+                std::fs::read(&path).map_err(|e| ConfigError(format!("CUSTOS_JWT_RS256_PUBLIC_KEY_FILE {path}: {e}")))?,
+            )),
+            _ => return Err(ConfigError("configure exactly one of CUSTOS_JWT_HS256_SECRET, CUSTOS_JWT_RS256_PUBLIC_KEY(_FILE)".into())),
+        }
+        .map(|key| JwtConfig { key, issuer: var("CUSTOS_JWT_ISSUER"), audience: var("CUSTOS_JWT_AUDIENCE") });
+        Ok(Config {
+            database_url,
+            http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
+            data_dir: PathBuf::from(var("CUSTOS_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            migrate_on_start: flag("CUSTOS_MIGRATE_ON_START", true)?,
+            db_max_connections: parsed("CUSTOS_DB_MAX_CONNECTIONS", 16usize)?,
+            rate_limit_auth_per_hour: positive("CUSTOS_RATE_LIMIT_AUTH_PER_HOUR", 1000)?,
+            rate_limit_anon_per_hour: positive("CUSTOS_RATE_LIMIT_ANON_PER_HOUR", 100)?,
+            jwt,
+            log_json: var("CUSTOS_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),
+        })
+    }
+}
+
+fn positive(name: &str, default: u32) -> Result<u32, ConfigError> {
+    let v = parsed(name, default)?;
+    if v == 0 {
+        return Err(ConfigError(format!("{name} must be at least 1")));
+    }
+    Ok(v)
+}
+
+/// Catches an obviously wrong `DATABASE_URL` before any connection is tried.
+pub fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError(format!(
+            "DATABASE_URL must be a postgres:// or postgresql:// URL, got {:?}",
+            url.split('@').next_back().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}

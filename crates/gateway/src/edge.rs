@@ -1,0 +1,235 @@
+//! What every request passes through, on both protocols: a request id, authentication, rate
+//! limits and metrics. Also the one mapping of [`ErrorKind`] to HTTP status codes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use custos_core::{ErrorKind, Problem, RequestCtx};
+use custos_identity::Authenticator;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The one mapping of error kinds to HTTP status codes.
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A problem as a REST response: the seed's `{"error", "details"}` body.
+pub fn problem_response(problem: &Problem) -> Response {
+    let mut resp = (http_status(problem.kind), axum::Json(problem.body())).into_response();
+    if problem.kind == ErrorKind::Unauthenticated {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+    }
+    resp
+}
+
+/// A problem as a gRPC response (trailers-only), for failures before the service is reached.
+fn grpc_problem_response(problem: &Problem) -> Response {
+    let status = custos_core::grpc::status(problem);
+    let mut resp = status.into_http::<Body>();
+    *resp.status_mut() = StatusCode::OK;
+    resp.map(|_| Body::empty())
+}
+
+fn is_grpc(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// Paths anyone may call: liveness, and the API's own documentation (which holds no tenant data
+/// and which a browser must be able to load before it can send credentials).
+fn is_public(path: &str) -> bool {
+    path == "/health/" || path == "/health" || path == "/api/schema/" || path.starts_with("/api/docs")
+        || path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// Paths that are neither authenticated nor rate limited (orchestrator probes hit them often).
+fn is_probe(path: &str) -> bool {
+    path == "/health/" || path == "/health" || path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// The seed's two rate limits: per authenticated principal and per unauthenticated client address.
+pub struct RateLimits {
+    authenticated: DefaultKeyedRateLimiter<String>,
+    anonymous: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl RateLimits {
+    pub fn new(auth_per_hour: u32, anon_per_hour: u32) -> Self {
+        let quota = |n: u32| Quota::per_hour(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        RateLimits { authenticated: RateLimiter::keyed(quota(auth_per_hour)), anonymous: RateLimiter::keyed(quota(anon_per_hour)) }
+    }
+
+    fn check_authenticated(&self, key: &String) -> Result<(), Duration> {
+        self.authenticated.check_key(key).map_err(|n| n.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn check_anonymous(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.anonymous.check_key(&ip).map_err(|n| n.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets keys that are back to a full quota, so the limiter's memory stays bounded.
+    pub fn shrink(&self) {
+        self.authenticated.retain_recent();
+        self.anonymous.retain_recent();
+    }
+}
+
+fn throttled(wait: Duration) -> (Problem, u64) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        Problem::new(ErrorKind::RateLimited, "Request was throttled", format!("Expected available in {secs} seconds")),
+        secs.max(1),
+    )
+}
+
+#[derive(Clone)]
+pub struct Edge {
+    pub authenticator: Authenticator,
+    pub limits: Arc<RateLimits>,
+}
+
+/// Request id, authentication, rate limit and metrics for one request.
+pub async fn middleware(State(edge): State<Edge>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let grpc = is_grpc(&req);
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+
+    let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
+
+    let mut response = match admit(&edge, &mut req, &path, &request_id, client).await {
+        Ok(()) => {
+            use tracing::Instrument;
+            next.run(req).instrument(span.clone()).await
+        }
+        Err((problem, retry_after)) => {
+            let mut resp = if grpc { grpc_problem_response(&problem) } else { problem_response(&problem) };
+            if let Some(secs) = retry_after {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+
+    let status = response.status().as_u16().to_string();
+    let route = route_label(&path);
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("custos_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.clone())
+        .increment(1);
+    metrics::histogram!("custos_request_duration_seconds", "route" => route, "method" => method.clone()).record(elapsed);
+    tracing::info!(parent: &span, status = %status, elapsed_ms = elapsed * 1000.0, "request finished");
+    response
+}
+
+type Rejection = (Problem, Option<u64>);
+
+async fn admit(edge: &Edge, req: &mut Request, path: &str, request_id: &str, client: Option<IpAddr>) -> Result<(), Rejection> {
+    if is_probe(path) {
+        return Ok(());
+    }
+    let anon_check = |edge: &Edge| -> Result<(), Rejection> {
+        match client {
+            Some(ip) => edge.limits.check_anonymous(ip).map_err(|w| {
+                let (p, s) = throttled(w);
+                (p, Some(s))
+            }),
+            None => Ok(()),
+        }
+    };
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(authorization) = authorization else {
+        anon_check(edge)?;
+        if is_public(path) {
+            return Ok(());
+        }
+        return Err((
+            Problem::new(ErrorKind::Unauthenticated, "Authentication credentials were not provided", "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'"),
+            None,
+        ));
+    };
+    let principal = match edge.authenticator.authenticate(&authorization).await {
+        Ok(p) => p,
+        Err(problem) => {
+            // Failed credentials count against the client address, so guessing tokens is throttled.
+            anon_check(edge)?;
+            tracing::warn!(error = %problem.details, "authentication failed");
+            return Err((problem, None));
+        }
+    };
+    let key = format!("{}:{}", principal.organization_id, principal.actor.label());
+    edge.limits.check_authenticated(&key).map_err(|w| {
+        let (p, s) = throttled(w);
+        (p, Some(s))
+    })?;
+    req.extensions_mut().insert(RequestCtx {
+        organization_id: principal.organization_id,
+        organization_slug: principal.organization_slug,
+        role: principal.role,
+        actor: principal.actor,
+        request_id: Some(request_id.to_owned()),
+        client_addr: client,
+    });
+    Ok(())
+}
+
+/// A bounded-cardinality route label: ids in the path become `{id}`.
+pub fn route_label(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if uuid::Uuid::parse_str(seg).is_ok() || (seg.len() > 20 && seg.contains('-')) { "{id}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_hide_ids() {
+        assert_eq!(
+            route_label("/api/compliance/frameworks/0192d1b4-7a3e-7c1a-9d1e-2f3a4b5c6d7e/requirements/"),
+            "/api/compliance/frameworks/{id}/requirements/"
+        );
+    }
+
+    #[test]
+    fn every_kind_has_its_status() {
+        assert_eq!(http_status(ErrorKind::InvalidArgument), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(ErrorKind::RateLimited), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(http_status(ErrorKind::Conflict), StatusCode::CONFLICT);
+    }
+}

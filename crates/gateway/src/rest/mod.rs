@@ -1,0 +1,278 @@
+//! The REST/JSON facade: one generic handler, driven by the route table in [`routes`].
+//!
+//! Each endpoint names a service method and its proto request/response messages. The handler
+//! builds the request message from path parameters, the query string (GET, DELETE) or the JSON
+//! body, calls the very method gRPC calls, and writes the response message's JSON. List
+//! responses become the seed's `{"count", "next", "previous", "results"}` page with absolute
+//! URLs. Bad input is a 400 naming the field; nothing here knows any one resource.
+
+pub mod docs;
+pub mod openapi;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, OriginalUri, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use custos_core::{Problem, RequestCtx};
+use futures::future::BoxFuture;
+use http::{HeaderMap, Method, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::edge::problem_response;
+use crate::server::App;
+
+/// Where an endpoint's request message comes from, besides path parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyShape {
+    /// The query string (GET and DELETE).
+    Query,
+    /// The JSON body is the request message itself.
+    Whole,
+    /// The JSON body is one field of the request message (e.g. `framework` of
+    /// `CreateFrameworkRequest`); with PATCH, the body's keys become its `update_mask`.
+    Field(&'static str),
+}
+
+/// The raw input of one call, before it becomes a typed request message.
+enum Input {
+    Query(String),
+    Json(Value),
+}
+
+type Call = Arc<dyn Fn(App, RequestCtx, Input) -> BoxFuture<'static, Result<Value, Problem>> + Send + Sync>;
+
+/// A service method, type-erased: it decodes its own request message and encodes its response.
+#[derive(Clone)]
+pub struct Operation {
+    call: Call,
+    pub request: String,
+    pub response: String,
+}
+
+/// Wraps a service method as an [`Operation`].
+pub fn op<Req, Resp, F, Fut>(f: F) -> Operation
+where
+    Req: DeserializeOwned + prost::Name + Send + 'static,
+    Resp: Serialize + prost::Name + Send + 'static,
+    F: Fn(App, RequestCtx, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Problem>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    let call: Call = Arc::new(move |app, ctx, input| {
+        let f = f.clone();
+        Box::pin(async move {
+            let req: Req = decode(input)?;
+            let resp = f(app, ctx, req).await?;
+            serde_json::to_value(resp).map_err(Problem::internal)
+        })
+    });
+    Operation { call, request: Req::full_name(), response: Resp::full_name() }
+}
+
+fn decode<Req: DeserializeOwned>(input: Input) -> Result<Req, Problem> {
+    match input {
+        Input::Query(qs) => {
+            let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(qs.as_bytes()));
+            serde_path_to_error::deserialize(de).map_err(|e| Problem::invalid_field(&e.path().to_string(), e.inner()))
+        }
+        Input::Json(value) => serde_path_to_error::deserialize(value).map_err(|e| {
+            // A body mapped onto one field reports paths inside it (`framework.is_active`) as the
+            // client wrote them (`is_active`).
+            let path = e.path().to_string();
+            let field = path.split_once('.').map_or(path.as_str(), |(_, rest)| rest).to_owned();
+            Problem::invalid_field(&field, e.inner())
+        }),
+    }
+}
+
+/// One REST endpoint.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub body: BodyShape,
+    pub list: bool,
+    pub success: StatusCode,
+    pub operation: Operation,
+}
+
+impl Endpoint {
+    fn new(method: Method, path: &'static str, operation_id: &'static str, summary: &'static str, operation: Operation) -> Self {
+        let body = if method == Method::GET || method == Method::DELETE { BodyShape::Query } else { BodyShape::Whole };
+        let success = match method {
+            Method::DELETE => StatusCode::NO_CONTENT,
+            _ => StatusCode::OK,
+        };
+        let tag = path.trim_start_matches("/api/compliance/").split('/').next().unwrap_or("api");
+        Endpoint { method, path, operation_id, summary, tag, body, list: false, success, operation }
+    }
+    pub fn get(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
+        Self::new(Method::GET, path, id, summary, op)
+    }
+    pub fn post(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
+        Self::new(Method::POST, path, id, summary, op)
+    }
+    pub fn put(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
+        Self::new(Method::PUT, path, id, summary, op)
+    }
+    pub fn patch(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
+        Self::new(Method::PATCH, path, id, summary, op)
+    }
+    pub fn delete(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
+        Self::new(Method::DELETE, path, id, summary, op)
+    }
+    /// The response is a page of results.
+    pub fn list(mut self) -> Self {
+        self.list = true;
+        self
+    }
+    /// The request body is this field of the request message.
+    pub fn body_field(mut self, field: &'static str) -> Self {
+        self.body = BodyShape::Field(field);
+        self
+    }
+    pub fn created(mut self) -> Self {
+        self.success = StatusCode::CREATED;
+        self
+    }
+
+    pub fn path_params(&self) -> Vec<&'static str> {
+        self.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
+    }
+}
+
+/// Builds the axum router of every endpoint in the table.
+pub fn router(endpoints: &[Endpoint]) -> Router<App> {
+    let mut by_path: Vec<(&'static str, MethodRouter<App>)> = Vec::new();
+    for ep in endpoints {
+        let path = ep.path;
+        let ep = Arc::new(ep.clone());
+        let filter = MethodFilter::try_from(ep.method.clone()).expect("standard method");
+        let handler = on(
+            filter,
+            move |State(app): State<App>,
+                  ctx: Option<Extension<RequestCtx>>,
+                  Path(params): Path<HashMap<String, String>>,
+                  OriginalUri(uri): OriginalUri,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let ep = ep.clone();
+                async move { handle(&ep, app, ctx.map(|c| c.0), params, uri, headers, body).await }
+            },
+        );
+        match by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, methods)) => {
+                let merged = std::mem::replace(methods, MethodRouter::new()).merge(handler);
+                *methods = merged;
+            }
+            None => by_path.push((path, handler)),
+        }
+    }
+    by_path.into_iter().fold(Router::new(), |r, (path, methods)| r.route(path, methods))
+}
+
+async fn handle(
+    ep: &Endpoint,
+    app: App,
+    ctx: Option<RequestCtx>,
+    params: HashMap<String, String>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ctx) = ctx else {
+        return problem_response(&Problem::new(
+            custos_core::ErrorKind::Unauthenticated,
+            "Authentication credentials were not provided",
+            "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
+        ));
+    };
+    let result = match build_input(ep, &params, &uri, &body) {
+        Ok(input) => (ep.operation.call)(app, ctx, input).await,
+        Err(p) => Err(p),
+    };
+    match result {
+        Err(problem) => problem_response(&problem),
+        Ok(_) if ep.success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
+        Ok(value) => {
+            let value = if ep.list { page_envelope(value, &uri, &headers) } else { value };
+            (ep.success, axum::Json(value)).into_response()
+        }
+    }
+}
+
+fn build_input(ep: &Endpoint, params: &HashMap<String, String>, uri: &http::Uri, body: &Bytes) -> Result<Input, Problem> {
+    if ep.body == BodyShape::Query {
+        // Path parameters win over query parameters of the same name.
+        let query = uri.query().unwrap_or_default();
+        let mut pairs: Vec<(String, String)> =
+            form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| !params.contains_key(k.as_ref())).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        pairs.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        return Ok(Input::Query(qs));
+    }
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(body).map_err(|e| Problem::invalid("Malformed JSON", format!("The request body is not valid JSON: {e}")))?
+    };
+    let Value::Object(object) = value else {
+        return Err(Problem::invalid("Malformed request", "The request body must be a JSON object"));
+    };
+    let mut message = match ep.body {
+        BodyShape::Field(field) => {
+            let mut m = Map::new();
+            if ep.method == Method::PATCH {
+                let mask: Vec<Value> = object.keys().cloned().map(Value::String).collect();
+                m.insert("update_mask".into(), Value::Array(mask));
+            }
+            m.insert(field.into(), Value::Object(object));
+            m
+        }
+        _ => object,
+    };
+    for (k, v) in params {
+        message.insert(k.clone(), Value::String(v.clone()));
+    }
+    Ok(Input::Json(Value::Object(message)))
+}
+
+/// Turns a list response (`count`, `next_page`, `previous_page`, `results`) into the seed's page:
+/// `{"count", "next", "previous", "results"}` with absolute URLs, as Django REST framework writes.
+fn page_envelope(value: Value, uri: &http::Uri, headers: &HeaderMap) -> Value {
+    let Value::Object(mut m) = value else { return value };
+    let link = |page: Option<u64>| -> Value {
+        let Some(page) = page else { return Value::Null };
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if page > 1 {
+            pairs.push(("page".into(), page.to_string()));
+        }
+        let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let sep = if qs.is_empty() { "" } else { "?" };
+        Value::String(format!("{scheme}://{host}{}{sep}{qs}", uri.path()))
+    };
+    let next = link(m.get("next_page").and_then(Value::as_u64));
+    let previous = link(m.get("previous_page").and_then(Value::as_u64));
+    let mut out = Map::new();
+    out.insert("count".into(), m.remove("count").unwrap_or(Value::from(0)));
+    out.insert("next".into(), next);
+    out.insert("previous".into(), previous);
+    out.insert("results".into(), m.remove("results").unwrap_or(Value::Array(vec![])));
+    Value::Object(out)
+}

@@ -1,0 +1,69 @@
+//! The route table: every REST endpoint, the service method it calls, and how it is documented.
+//! The gRPC services expose the same methods; this table is the only REST-specific knowledge.
+
+use custos_core::Problem;
+
+use super::{Endpoint, op};
+use crate::server::App;
+
+/// Calls `app.<service>.<method>(&ctx, request)` and maps its error to a [`Problem`].
+macro_rules! call {
+    ($service:ident . $method:ident) => {
+        op(|app: App, ctx, req| async move { app.$service.$method(&ctx, req).await.map_err(Problem::from) })
+    };
+}
+
+pub fn endpoints() -> Vec<Endpoint> {
+    const FW: &str = "/api/compliance/frameworks/";
+    const FW_ID: &str = "/api/compliance/frameworks/{id}/";
+    const REQ: &str = "/api/compliance/requirements/";
+    const REQ_ID: &str = "/api/compliance/requirements/{id}/";
+    vec![
+        Endpoint::get(FW, "listFrameworks", "List regulatory frameworks", call!(frameworks.list_frameworks)).list(),
+        Endpoint::post(FW, "createFramework", "Create a framework", call!(frameworks.create_framework))
+            .body_field("framework")
+            .created(),
+        Endpoint::get(FW_ID, "getFramework", "Get a framework", call!(frameworks.get_framework)),
+        Endpoint::put(FW_ID, "replaceFramework", "Replace a framework", call!(frameworks.update_framework))
+            .body_field("framework"),
+        Endpoint::patch(FW_ID, "updateFramework", "Partially update a framework", call!(frameworks.update_framework))
+            .body_field("framework"),
+        Endpoint::delete(FW_ID, "deleteFramework", "Delete a framework and its requirements", call!(frameworks.delete_framework)),
+        Endpoint::get(
+            "/api/compliance/frameworks/{id}/requirements/",
+            "listFrameworkRequirements",
+            "List a framework's requirements",
+            call!(frameworks.list_framework_requirements),
+        )
+        .list(),
+        Endpoint::get(
+            "/api/compliance/frameworks/{id}/compliance_summary/",
+            "getComplianceSummary",
+            "Live compliance figures of a framework",
+            call!(frameworks.compliance_summary),
+        ),
+        Endpoint::get(REQ, "listRequirements", "List compliance requirements", call!(frameworks.list_requirements)).list(),
+        Endpoint::post(REQ, "createRequirement", "Create a requirement", call!(frameworks.create_requirement))
+            .body_field("requirement")
+            .created(),
+        Endpoint::get(REQ_ID, "getRequirement", "Get a requirement", call!(frameworks.get_requirement)),
+        Endpoint::put(REQ_ID, "replaceRequirement", "Replace a requirement", call!(frameworks.update_requirement))
+            .body_field("requirement"),
+        Endpoint::patch(REQ_ID, "updateRequirement", "Partially update a requirement", call!(frameworks.update_requirement))
+            .body_field("requirement"),
+        Endpoint::delete(REQ_ID, "deleteRequirement", "Delete a requirement", call!(frameworks.delete_requirement)),
+        Endpoint::post(
+            "/api/compliance/requirements/{id}/update_status/",
+            "updateRequirementStatus",
+            "Record a requirement's compliance status",
+            call!(frameworks.update_status),
+        ),
+        Endpoint::post(
+            "/api/compliance/requirements/{id}/schedule_assessment/",
+            "scheduleAssessment",
+            "Schedule a requirement's next assessment",
+            call!(frameworks.schedule_assessment),
+        ),
+        Endpoint::get("/api/compliance/whoami/", "whoAmI", "The caller's organisation, role and identity", call!(identity.who_am_i)),
+    ]
+}

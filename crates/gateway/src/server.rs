@@ -1,0 +1,248 @@
+//! The composition root: builds each service once and serves it over gRPC and REST.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use custos_db::{Db, DbConfig};
+use custos_frameworks::FrameworksService;
+use custos_identity::{Authenticator, IdentityService};
+use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
+use custos_proto::v1::identity_service_server::IdentityServiceServer;
+use http::{StatusCode, header};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::edge::{self, Edge, RateLimits};
+use crate::rest;
+
+/// Every domain service, built once. The REST facade, the gRPC adapters and the CLI all hold this.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub identity: IdentityService,
+    pub frameworks: FrameworksService,
+}
+
+impl App {
+    pub fn new(db: Db) -> Self {
+        App { identity: IdentityService::new(db.clone()), frameworks: FrameworksService::new(db.clone()), db }
+    }
+}
+
+/// Connects the pool and checks the database answers, with an error an operator can act on.
+pub async fn connect(config: &Config) -> anyhow::Result<Db> {
+    let mut db_config = DbConfig::new(&config.database_url);
+    db_config.max_connections = config.db_max_connections;
+    let db = Db::connect(&db_config)?;
+    db.ping().await.map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", redact(&config.database_url)))?;
+    Ok(db)
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Only the first server of a process installs the global recorder (tests start many).
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A running server: both listeners, stoppable.
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub app: App,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let term = async move {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Builds the services and starts both listeners (ports may be 0 for tests).
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    if config.migrate_on_start {
+        let applied = custos_db::migrate(&config.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations failed on {}: {e}", redact(&config.database_url)))?;
+        for m in applied {
+            tracing::info!(migration = %m, "applied migration");
+        }
+    }
+    let db = connect(config).await?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
+    let app = App::new(db.clone());
+    let authenticator = Authenticator::new(db.clone(), config.jwt.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
+    let edge = Edge { authenticator, limits: limits.clone() };
+    let metrics = metrics_handle();
+
+    let rest_router = rest_router(app.clone(), edge.clone(), metrics);
+    let grpc_router = grpc_router(&app, edge).await?;
+
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on CUSTOS_HTTP_ADDR {}: {e}", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on CUSTOS_GRPC_ADDR {}: {e}", config.grpc_addr))?;
+    let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
+    let (shutdown, _) = watch::channel(false);
+
+    let serve = |listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>| {
+        tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            let result = axum::serve(listener, service)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "listener failed");
+            }
+        })
+    };
+    let mut tasks = vec![
+        serve(http, rest_router, shutdown.subscribe()),
+        serve(grpc, grpc_router, shutdown.subscribe()),
+    ];
+    let mut stop = shutdown.subscribe();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => limits.shrink(),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }));
+    tracing::info!(%http_addr, %grpc_addr, "custos serving");
+    Ok(RunningServer { http_addr, grpc_addr, app, shutdown, tasks })
+}
+
+fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {
+    let endpoints = rest::routes::endpoints();
+    let schema = Arc::new(rest::openapi::document(&endpoints));
+    rest::router(&endpoints)
+        .route("/health/", get(health))
+        .route("/health", get(health))
+        .route("/api/schema/", get(move || async move { axum::Json((*schema).clone()) }))
+        .route(
+            "/metrics",
+            get(move |State(app): State<App>| async move {
+                let pool = app.db.status();
+                metrics::gauge!("custos_db_pool_max_connections").set(pool.max_size as f64);
+                metrics::gauge!("custos_db_pool_connections", "state" => "open").set(pool.size as f64);
+                metrics::gauge!("custos_db_pool_connections", "state" => "idle").set(pool.available as f64);
+                metrics::gauge!("custos_db_pool_connections", "state" => "in_use")
+                    .set(pool.size.saturating_sub(pool.available) as f64);
+                metrics::gauge!("custos_db_pool_waiting").set(pool.waiting as f64);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render())
+            }),
+        )
+        .merge(rest::docs::router())
+        .fallback(|| async {
+            edge::problem_response(&custos_core::Problem::new(
+                custos_core::ErrorKind::NotFound,
+                "Not found",
+                "No endpoint at this path; see /api/docs/",
+            ))
+        })
+        .layer(axum::middleware::from_fn_with_state(edge, edge::middleware))
+        .with_state(app)
+}
+
+async fn health(State(app): State<App>) -> Response {
+    match app.db.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({ "status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION") })))
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unavailable", "database": "unreachable" })))
+                .into_response()
+        }
+    }
+}
+
+async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<FrameworksServiceServer<FrameworksService>>().await;
+    health_reporter.set_serving::<IdentityServiceServer<IdentityService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(FrameworksServiceServer::new(app.frameworks.clone()))
+        .add_service(IdentityServiceServer::new(app.identity.clone()));
+    Ok(routes.into_axum_router().layer(axum::middleware::from_fn_with_state(edge, edge::middleware)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}
