@@ -202,6 +202,16 @@ fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {
                 "No endpoint at this path; see /api/docs/",
             ))
         })
+        .method_not_allowed_fallback(|| async {
+            let problem = custos_core::Problem::new(
+                custos_core::ErrorKind::InvalidArgument,
+                "Method not allowed",
+                "This endpoint does not accept this HTTP method; see /api/docs/",
+            );
+            let mut resp = edge::problem_response(&problem);
+            *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            resp
+        })
         .layer(axum::middleware::from_fn_with_state(edge, edge::middleware))
         .with_state(app)
 }

@@ -1,0 +1,280 @@
+//! Test harness shared by every crate's integration tests.
+//!
+//! * [`TestDb`] — a fresh PostgreSQL database per test, cloned from a migrated template (fast),
+//!   dropped when the test ends, even after a panic. The server is the one named by
+//!   `CUSTOS_TEST_DATABASE_URL` (or `DATABASE_URL`), by default `postgres://postgres@127.0.0.1:5432/postgres`
+//!   — `cargo xtask test` points it at a private cluster when none runs.
+//! * [`TestServer`] — the real gateway on free ports over that database, with REST and gRPC
+//!   clients and helpers to create organisations and tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use custos_core::Role;
+use custos_db::Db;
+use custos_gateway::{Config, RunningServer};
+use custos_identity::JwtConfig;
+use diesel_async::RunQueryDsl;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// The PostgreSQL server tests run against (an admin URL: it must be allowed to create databases).
+pub fn admin_url() -> String {
+    std::env::var("CUSTOS_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[authority_end..].find('/').map(|i| i + authority_end).unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..path_start])
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+const TEMPLATE_LOCK: i64 = 0x0c57_0500;
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = admin_url();
+        let mut conn = custos_db::connect_once(&admin).await.unwrap_or_else(|e| {
+            panic!("cannot reach the test PostgreSQL server ({e}); run `cargo xtask test`, which starts one if needed")
+        });
+        let names = custos_db::migration_names().join(",");
+        let template = format!("custos_tpl_{}", &blake3::hash(names.as_bytes()).to_hex()[..16]);
+        diesel::sql_query(format!("SELECT pg_advisory_lock({TEMPLATE_LOCK})")).execute(&mut conn).await.expect("lock");
+        let exists: i64 = {
+            diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+                "SELECT count(*) FROM pg_database WHERE datname = '{template}'"
+            ))
+            .get_result(&mut conn)
+            .await
+            .expect("query pg_database")
+        };
+        if exists == 0 {
+            let building = format!("{template}_building");
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut conn).await.expect("drop");
+            diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut conn).await.expect("create template");
+            custos_db::migrate(&with_database(&admin, &building)).await.expect("migrate template");
+            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut conn).await.expect("rename");
+        }
+        let name = format!("custos_t_{}", Uuid::new_v4().simple());
+        let created = diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await;
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK})")).execute(&mut conn).await.expect("unlock");
+        created.expect("create test database");
+        TestDb { url: with_database(&admin, &name), name, admin }
+    }
+
+    /// A plain connection as the admin user (bypasses RLS: for assertions about raw state).
+    pub async fn superuser(&self) -> custos_db::PgConn {
+        custos_db::connect_once(&self.url).await.expect("connect test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // A thread of its own with its own runtime: runs even while the test's runtime unwinds.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut conn) = custos_db::connect_once(&admin).await {
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// How to start a test server.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    pub rate_limit_auth_per_hour: Option<u32>,
+    pub rate_limit_anon_per_hour: Option<u32>,
+    pub jwt: Option<JwtConfig>,
+}
+
+/// A running gateway over its own database.
+pub struct TestServer {
+    pub db: TestDb,
+    pub server: Option<RunningServer>,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub grpc_addr: SocketAddr,
+    data_dir: PathBuf,
+}
+
+/// An organisation created for a test, with a token per role.
+#[derive(Clone, Debug)]
+pub struct TestOrg {
+    pub id: Uuid,
+    pub slug: String,
+    pub admin: String,
+    pub editor: String,
+    pub viewer: String,
+    pub auditor: String,
+}
+
+impl TestOrg {
+    pub fn token(&self, role: Role) -> &str {
+        match role {
+            Role::Admin => &self.admin,
+            Role::Editor => &self.editor,
+            Role::Viewer => &self.viewer,
+            Role::Auditor => &self.auditor,
+        }
+    }
+}
+
+pub type GrpcChannel = InterceptedService<Channel, AuthHeader>;
+
+/// Adds `authorization` metadata to every gRPC call.
+#[derive(Clone)]
+pub struct AuthHeader(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for AuthHeader {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    pub async fn start_with(options: ServerOptions) -> TestServer {
+        let db = TestDb::new().await;
+        let data_dir = std::env::temp_dir().join(format!("custos-test-{}", db.name));
+        let config = Config {
+            database_url: db.url.clone(),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data_dir.clone(),
+            migrate_on_start: false,
+            db_max_connections: 4,
+            rate_limit_auth_per_hour: options.rate_limit_auth_per_hour.unwrap_or(1_000_000),
+            rate_limit_anon_per_hour: options.rate_limit_anon_per_hour.unwrap_or(1_000_000),
+            jwt: options.jwt,
+            log_json: false,
+        };
+        let server = custos_gateway::server::start(&config).await.expect("start gateway");
+        TestServer {
+            base: format!("http://{}", server.http_addr),
+            grpc_addr: server.grpc_addr,
+            server: Some(server),
+            http: reqwest::Client::new(),
+            db,
+            data_dir,
+        }
+    }
+
+    pub fn app(&self) -> &custos_gateway::App {
+        &self.server.as_ref().expect("running").app
+    }
+
+    pub fn db_pool(&self) -> &Db {
+        &self.app().db
+    }
+
+    /// Creates an organisation with one user and token per role.
+    pub async fn org(&self, slug: &str) -> TestOrg {
+        let identity = &self.app().identity;
+        let org = identity.create_organization(slug, &format!("{slug} Ltd")).await.expect("create org");
+        let mut tokens = Vec::new();
+        for role in [Role::Admin, Role::Editor, Role::Viewer, Role::Auditor] {
+            let t = identity.issue_token(slug, &format!("{role}@{slug}.test"), role, "test").await.expect("token");
+            tokens.push(t.token);
+        }
+        let [admin, editor, viewer, auditor]: [String; 4] = tokens.try_into().expect("four tokens");
+        TestOrg { id: org.id, slug: slug.to_owned(), admin, editor, viewer, auditor }
+    }
+
+    /// One REST call; returns the status and the JSON body (`Value::Null` when empty).
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> (StatusCode, Value) {
+        let resp = self.raw(method, path, token, body).await;
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        (status, value)
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> reqwest::Response {
+        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let mut req = self.http.request(method, url);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(&body)).await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), Some(&body)).await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(&body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// A gRPC channel that sends `Authorization: Token <token>` (or nothing).
+    pub async fn grpc(&self, token: Option<&str>) -> GrpcChannel {
+        self.grpc_with_header(token.map(|t| format!("Token {t}"))).await
+    }
+
+    pub async fn grpc_with_header(&self, authorization: Option<String>) -> GrpcChannel {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr)).expect("uri").connect().await.expect("connect gRPC");
+        let header = authorization.map(|a| a.parse().expect("ascii header"));
+        InterceptedService::new(channel, AuthHeader(header))
+    }
+
+    /// Number of audit entries of the organisation with this action and resource type.
+    pub async fn audit_count(&self, org: Uuid, action: &str, resource_type: &str) -> i64 {
+        use custos_db::schema::audit_events as a;
+        use diesel::{ExpressionMethods, QueryDsl};
+        let mut conn = self.db.superuser().await;
+        a::table
+            .filter(a::organization_id.eq(org))
+            .filter(a::action.eq(action))
+            .filter(a::resource_type.eq(resource_type))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .expect("count audit events")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

@@ -1,0 +1,251 @@
+//! Authentication, roles and rate limits over REST.
+
+use custos_identity::{JwtConfig, JwtKey};
+use custos_testkit::{ServerOptions, TestServer};
+use jsonwebtoken::{EncodingKey, Header};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{create_framework, create_requirement, id, seed_gdpr_body};
+
+const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-characters";
+
+fn jwt(claims: Value, key: &EncodingKey, alg: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(&Header::new(alg), &claims, key).expect("encode jwt")
+}
+
+fn exp_in(secs: i64) -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp() + secs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_or_bad_credentials_are_401() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let url = "/api/compliance/frameworks/";
+    let (status, err) = s.call(Method::GET, url, None, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(err["error"], "Authentication credentials were not provided");
+    let (status, err) = s.call(Method::GET, url, Some("cst_not-a-real-token"), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(err["error"], "Authentication failed");
+    for header in ["Basic dXNlcjpwYXNz", "Token", &format!("Bearer {}", org.admin), &org.admin] {
+        let resp = s.http.get(format!("{}{url}", s.base)).header("Authorization", header).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{header}");
+        assert!(resp.headers().contains_key("www-authenticate"));
+    }
+    // A POST without credentials changes nothing.
+    let (status, _) = s.call(Method::POST, url, None, Some(&seed_gdpr_body())).await;
+    assert_eq!(status, 401);
+    let (_, page) = s.get(url, &org.viewer).await;
+    assert_eq!(page["count"], 0);
+    // Health needs no credentials.
+    let (status, health) = s.call(Method::GET, "/health/", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewers_and_auditors_cannot_write() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let fw = create_framework(&s, &org, seed_gdpr_body()).await;
+    let fid = id(&fw);
+    let rid = id(&create_requirement(&s, &org, &fid, "Art. 5", json!({})).await);
+    let (_, fw) = s.get(&format!("/api/compliance/frameworks/{fid}/"), &org.viewer).await;
+    let writes: Vec<(Method, String, Value)> = vec![
+        (Method::POST, "/api/compliance/frameworks/".into(), seed_gdpr_body()),
+        (Method::PUT, format!("/api/compliance/frameworks/{fid}/"), seed_gdpr_body()),
+        (Method::PATCH, format!("/api/compliance/frameworks/{fid}/"), json!({ "name": "x" })),
+        (Method::DELETE, format!("/api/compliance/frameworks/{fid}/"), json!({})),
+        (Method::POST, "/api/compliance/requirements/".into(), json!({ "framework": fid, "requirement_id": "Z", "title": "z", "requirement_type": "LEGAL", "priority": "LOW" })),
+        (Method::PUT, format!("/api/compliance/requirements/{rid}/"), json!({ "framework": fid, "requirement_id": "Z", "title": "z", "requirement_type": "LEGAL", "priority": "LOW" })),
+        (Method::PATCH, format!("/api/compliance/requirements/{rid}/"), json!({ "title": "x" })),
+        (Method::DELETE, format!("/api/compliance/requirements/{rid}/"), json!({})),
+        (Method::POST, format!("/api/compliance/requirements/{rid}/update_status/"), json!({ "compliance_status": "COMPLIANT" })),
+        (Method::POST, format!("/api/compliance/requirements/{rid}/schedule_assessment/"), json!({ "assessment_date": "2099-01-01" })),
+    ];
+    for token in [&org.viewer, &org.auditor] {
+        for (method, url, body) in &writes {
+            let (status, err) = s.call(method.clone(), url, Some(token), Some(body)).await;
+            assert_eq!(status, 403, "{method} {url}: {err}");
+            assert_eq!(err["error"], "You do not have permission to perform this action");
+        }
+    }
+    // Nothing changed, and every role can read.
+    for token in [&org.viewer, &org.auditor, &org.editor, &org.admin] {
+        let (status, got) = s.get(&format!("/api/compliance/frameworks/{fid}/"), token).await;
+        assert_eq!(status, 200);
+        assert_eq!(got, fw);
+    }
+    // Admins write like editors.
+    let (status, _) = s.patch(&format!("/api/compliance/frameworks/{fid}/"), &org.admin, json!({ "version": "2.0" })).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_jwt_hs256_names_org_and_role() {
+    let s = TestServer::start_with(ServerOptions {
+        jwt: Some(JwtConfig { key: JwtKey::Hs256(HS_SECRET.into()), issuer: Some("https://sso.example".into()), audience: None }),
+        ..Default::default()
+    })
+    .await;
+    let org = s.org("acme").await;
+    let key = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    let hs = jsonwebtoken::Algorithm::HS256;
+    let bearer = |claims: Value| format!("Bearer {}", jwt(claims, &key, hs));
+    let call = |auth: String, method: Method, body: Option<Value>| {
+        let s = &s;
+        async move {
+            let mut req = s.http.request(method, format!("{}/api/compliance/frameworks/", s.base)).header("Authorization", auth);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let editor = json!({ "sub": "sso|42", "org": "acme", "role": "editor", "email": "e@acme.test", "iss": "https://sso.example", "exp": exp_in(300) });
+    let (status, created) = call(bearer(editor.clone()), Method::POST, Some(seed_gdpr_body())).await;
+    assert_eq!(status, 201, "{created}");
+    let viewer = json!({ "sub": "sso|43", "org": "acme", "role": "viewer", "iss": "https://sso.example", "exp": exp_in(300) });
+    let (status, page) = call(bearer(viewer.clone()), Method::GET, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["count"], 1);
+    let (status, _) = call(bearer(viewer), Method::POST, Some(seed_gdpr_body())).await;
+    assert_eq!(status, 403);
+    // The audit trail names the SSO subject.
+    let (status, me) = s
+        .http
+        .get(format!("{}/api/compliance/whoami/", s.base))
+        .header("Authorization", bearer(editor.clone()))
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(status, 200);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["actor"], "jwt:sso|42");
+    assert_eq!(me["organization_id"], org.id.to_string());
+
+    let bad = [
+        json!({ "sub": "x", "org": "acme", "role": "editor", "iss": "https://sso.example", "exp": exp_in(-600) }),
+        json!({ "sub": "x", "org": "nope", "role": "editor", "iss": "https://sso.example", "exp": exp_in(300) }),
+        json!({ "sub": "x", "org": "acme", "role": "root", "iss": "https://sso.example", "exp": exp_in(300) }),
+        json!({ "sub": "x", "org": "acme", "role": "editor", "iss": "https://evil.example", "exp": exp_in(300) }),
+        json!({ "sub": "x", "role": "editor", "iss": "https://sso.example", "exp": exp_in(300) }),
+    ];
+    for claims in bad {
+        let (status, err) = call(bearer(claims.clone()), Method::GET, None).await;
+        assert_eq!(status, 401, "{claims}: {err}");
+    }
+    let forged = jwt(editor, &EncodingKey::from_secret(b"another-secret-of-at-least-32-characters!"), hs);
+    let (status, _) = call(format!("Bearer {forged}"), Method::GET, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_jwt_rs256_with_provider_public_key() {
+    let public = include_bytes!("fixtures/jwt-test-rsa-public.pem").to_vec();
+    let private = include_bytes!("fixtures/jwt-test-rsa-private.pem");
+    let s = TestServer::start_with(ServerOptions {
+        jwt: Some(JwtConfig { key: JwtKey::Rs256Pem(public), issuer: None, audience: Some("custos".into()) }),
+        ..Default::default()
+    })
+    .await;
+    s.org("acme").await;
+    let key = EncodingKey::from_rsa_pem(private).unwrap();
+    let rs = jsonwebtoken::Algorithm::RS256;
+    let good = jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "custos", "exp": exp_in(300) }), &key, rs);
+    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let wrong_aud = jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "other", "exp": exp_in(300) }), &key, rs);
+    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&wrong_aud).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    // An HS256 token signed with the public key (algorithm confusion) is refused.
+    let confused = jwt(
+        json!({ "sub": "u1", "org": "acme", "role": "admin", "aud": "custos", "exp": exp_in(300) }),
+        &EncodingKey::from_secret(include_bytes!("fixtures/jwt-test-rsa-public.pem")),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&confused).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authenticated_rate_limit_is_per_principal_with_retry_after() {
+    let s = TestServer::start_with(ServerOptions { rate_limit_auth_per_hour: Some(5), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    for i in 0..5 {
+        let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+        assert_eq!(status, 200, "request {i}");
+    }
+    let resp = s.raw(Method::GET, "/api/compliance/frameworks/", Some(&org.viewer), None).await;
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"], "Request was throttled");
+    // Another principal has its own budget.
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.editor).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_rate_limit_is_per_address() {
+    let s = TestServer::start_with(ServerOptions { rate_limit_anon_per_hour: Some(3), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    for _ in 0..3 {
+        let (status, _) = s.call(Method::GET, "/api/compliance/frameworks/", None, None).await;
+        assert_eq!(status, 401);
+    }
+    let resp = s.raw(Method::GET, "/api/compliance/frameworks/", None, None).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    // Guessing tokens draws on the same budget.
+    let (status, _) = s.call(Method::GET, "/api/compliance/frameworks/", Some("cst_guess"), None).await;
+    assert_eq!(status, 429);
+    // Authenticated callers from the same address are not affected, nor is the health probe.
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.call(Method::GET, "/health/", None, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_stored_hashed_and_track_last_use() {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let mut conn = s.db.superuser().await;
+    let rows: Vec<(Vec<u8>, String, Option<time::OffsetDateTime>)> = custos_db::schema::api_tokens::table
+        .select((custos_db::schema::api_tokens::token_hash, custos_db::schema::api_tokens::token_prefix, custos_db::schema::api_tokens::last_used_at))
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    for (hash, prefix, last_used) in &rows {
+        assert_eq!(hash.len(), 32);
+        assert!(!org.admin.as_bytes().windows(hash.len()).any(|w| w == hash.as_slice()));
+        assert!(prefix.starts_with("cst_") && prefix.len() < 16, "only a short prefix is kept");
+        assert!(last_used.is_none());
+    }
+    s.get("/api/compliance/frameworks/", &org.viewer).await;
+    let used: i64 = custos_db::schema::api_tokens::table
+        .filter(custos_db::schema::api_tokens::last_used_at.is_not_null())
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(used, 1);
+    // The token secret is in no audit entry.
+    let audit: Vec<Value> = custos_db::schema::audit_events::table
+        .select(custos_db::schema::audit_events::changes)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert!(audit.iter().all(|c| !c.to_string().contains(&org.viewer)));
+    assert_eq!(s.audit_count(org.id, "create", "api_token").await, 4);
+}

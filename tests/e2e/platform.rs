@@ -1,0 +1,80 @@
+//! The platform around the API: health, OpenAPI, docs, metrics, request ids, unknown paths.
+
+use custos_testkit::TestServer;
+use reqwest::Method;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_and_offline_docs() {
+    let s = TestServer::start().await;
+    let (status, doc) = s.call(Method::GET, "/api/schema/", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/api/compliance/frameworks/", vec!["get", "post"]),
+        ("/api/compliance/frameworks/{id}/", vec!["get", "put", "patch", "delete"]),
+        ("/api/compliance/frameworks/{id}/requirements/", vec!["get"]),
+        ("/api/compliance/frameworks/{id}/compliance_summary/", vec!["get"]),
+        ("/api/compliance/requirements/", vec!["get", "post"]),
+        ("/api/compliance/requirements/{id}/", vec!["get", "put", "patch", "delete"]),
+        ("/api/compliance/requirements/{id}/update_status/", vec!["post"]),
+        ("/api/compliance/requirements/{id}/schedule_assessment/", vec!["post"]),
+    ] {
+        for m in methods {
+            assert!(paths[path].get(m).is_some(), "{m} {path}");
+        }
+    }
+    let list = &paths["/api/compliance/frameworks/"]["get"];
+    let params: Vec<&str> = list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for p in ["framework_type", "is_active", "effective_date_after", "effective_date_before", "search", "page", "page_size"] {
+        assert!(params.contains(&p), "{p} in {params:?}");
+    }
+    assert_eq!(
+        list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["results"]["items"]["$ref"],
+        "#/components/schemas/Framework"
+    );
+    let framework = &doc["components"]["schemas"]["Framework"]["properties"];
+    assert_eq!(framework["applicable_regions"]["type"], "array");
+    assert!(framework["framework_type"]["description"].as_str().unwrap().contains("GDPR"));
+    assert_eq!(
+        paths["/api/compliance/frameworks/"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/FrameworkInput"
+    );
+
+    let resp = s.raw(Method::GET, "/api/docs/", None, None).await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("/api/docs/swagger-ui-bundle.js") && html.contains("/api/schema/"));
+    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+    let js = s.raw(Method::GET, "/api/docs/swagger-ui-bundle.js", None, None).await;
+    assert_eq!(js.status(), 200);
+    assert!(js.bytes().await.unwrap().len() > 500_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_request_ids_and_unknown_paths() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let resp = s.raw(Method::GET, "/api/compliance/frameworks/", Some(&org.viewer), None).await;
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!rid.is_empty());
+    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).header("x-request-id", "trace-abc-123").header("Authorization", format!("Token {}", org.viewer)).send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+
+    let (status, _) = s.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, 401, "metrics need credentials");
+    let resp = s.raw(Method::GET, "/metrics", Some(&org.viewer), None).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains(r#"custos_requests_total{route="/api/compliance/frameworks/",method="GET",status="200"}"#), "{text}");
+    assert!(text.contains("custos_request_duration_seconds_bucket") || text.contains("custos_request_duration_seconds{"), "{text}");
+    assert!(text.contains("custos_db_pool_connections"));
+
+    let (status, err) = s.call(Method::GET, "/api/compliance/nothing-here/", Some(&org.viewer), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"], "Not found");
+    let (status, err): (_, Value) = s.call(Method::POST, "/api/compliance/frameworks/00000000-0000-0000-0000-000000000000/", Some(&org.editor), None).await;
+    assert_eq!(status, 405);
+    assert_eq!(err["error"], "Method not allowed");
+}
