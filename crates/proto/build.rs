@@ -28,10 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     tonic_prost_build::configure()
-        .message_attribute(
-            ".custos",
-            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
-        )
+        .message_attribute(".custos", "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]")
         .compile_fds_with_config(fds, config)?;
     Ok(())
 }

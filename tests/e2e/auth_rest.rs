@@ -58,12 +58,28 @@ async fn viewers_and_auditors_cannot_write() {
         (Method::PUT, format!("/api/compliance/frameworks/{fid}/"), seed_gdpr_body()),
         (Method::PATCH, format!("/api/compliance/frameworks/{fid}/"), json!({ "name": "x" })),
         (Method::DELETE, format!("/api/compliance/frameworks/{fid}/"), json!({})),
-        (Method::POST, "/api/compliance/requirements/".into(), json!({ "framework": fid, "requirement_id": "Z", "title": "z", "requirement_type": "LEGAL", "priority": "LOW" })),
-        (Method::PUT, format!("/api/compliance/requirements/{rid}/"), json!({ "framework": fid, "requirement_id": "Z", "title": "z", "requirement_type": "LEGAL", "priority": "LOW" })),
+        (
+            Method::POST,
+            "/api/compliance/requirements/".into(),
+            json!({ "framework": fid, "requirement_id": "Z", "title": "z", "requirement_type": "LEGAL", "priority": "LOW" }),
+        ),
+        (
+            Method::PUT,
+            format!("/api/compliance/requirements/{rid}/"),
+            json!({ "framework": fid, "requirement_id": "Z", "title": "z", "requirement_type": "LEGAL", "priority": "LOW" }),
+        ),
         (Method::PATCH, format!("/api/compliance/requirements/{rid}/"), json!({ "title": "x" })),
         (Method::DELETE, format!("/api/compliance/requirements/{rid}/"), json!({})),
-        (Method::POST, format!("/api/compliance/requirements/{rid}/update_status/"), json!({ "compliance_status": "COMPLIANT" })),
-        (Method::POST, format!("/api/compliance/requirements/{rid}/schedule_assessment/"), json!({ "assessment_date": "2099-01-01" })),
+        (
+            Method::POST,
+            format!("/api/compliance/requirements/{rid}/update_status/"),
+            json!({ "compliance_status": "COMPLIANT" }),
+        ),
+        (
+            Method::POST,
+            format!("/api/compliance/requirements/{rid}/schedule_assessment/"),
+            json!({ "assessment_date": "2099-01-01" }),
+        ),
     ];
     for token in [&org.viewer, &org.auditor] {
         for (method, url, body) in &writes {
@@ -79,14 +95,19 @@ async fn viewers_and_auditors_cannot_write() {
         assert_eq!(got, fw);
     }
     // Admins write like editors.
-    let (status, _) = s.patch(&format!("/api/compliance/frameworks/{fid}/"), &org.admin, json!({ "version": "2.0" })).await;
+    let (status, _) =
+        s.patch(&format!("/api/compliance/frameworks/{fid}/"), &org.admin, json!({ "version": "2.0" })).await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_jwt_hs256_names_org_and_role() {
     let s = TestServer::start_with(ServerOptions {
-        jwt: Some(JwtConfig { key: JwtKey::Hs256(HS_SECRET.into()), issuer: Some("https://sso.example".into()), audience: None }),
+        jwt: Some(JwtConfig {
+            key: JwtKey::Hs256(HS_SECRET.into()),
+            issuer: Some("https://sso.example".into()),
+            audience: None,
+        }),
         ..Default::default()
     })
     .await;
@@ -97,7 +118,8 @@ async fn bearer_jwt_hs256_names_org_and_role() {
     let call = |auth: String, method: Method, body: Option<Value>| {
         let s = &s;
         async move {
-            let mut req = s.http.request(method, format!("{}/api/compliance/frameworks/", s.base)).header("Authorization", auth);
+            let mut req =
+                s.http.request(method, format!("{}/api/compliance/frameworks/", s.base)).header("Authorization", auth);
             if let Some(b) = body {
                 req = req.json(&b);
             }
@@ -109,7 +131,8 @@ async fn bearer_jwt_hs256_names_org_and_role() {
     let editor = json!({ "sub": "sso|42", "org": "acme", "role": "editor", "email": "e@acme.test", "iss": "https://sso.example", "exp": exp_in(300) });
     let (status, created) = call(bearer(editor.clone()), Method::POST, Some(seed_gdpr_body())).await;
     assert_eq!(status, 201, "{created}");
-    let viewer = json!({ "sub": "sso|43", "org": "acme", "role": "viewer", "iss": "https://sso.example", "exp": exp_in(300) });
+    let viewer =
+        json!({ "sub": "sso|43", "org": "acme", "role": "viewer", "iss": "https://sso.example", "exp": exp_in(300) });
     let (status, page) = call(bearer(viewer.clone()), Method::GET, None).await;
     assert_eq!(status, 200);
     assert_eq!(page["count"], 1);
@@ -157,11 +180,14 @@ async fn bearer_jwt_rs256_with_provider_public_key() {
     s.org("acme").await;
     let key = EncodingKey::from_rsa_pem(private).unwrap();
     let rs = jsonwebtoken::Algorithm::RS256;
-    let good = jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "custos", "exp": exp_in(300) }), &key, rs);
+    let good =
+        jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "custos", "exp": exp_in(300) }), &key, rs);
     let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&good).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let wrong_aud = jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "other", "exp": exp_in(300) }), &key, rs);
-    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&wrong_aud).send().await.unwrap();
+    let wrong_aud =
+        jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "other", "exp": exp_in(300) }), &key, rs);
+    let resp =
+        s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&wrong_aud).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     // An HS256 token signed with the public key (algorithm confusion) is refused.
     let confused = jwt(
@@ -169,7 +195,8 @@ async fn bearer_jwt_rs256_with_provider_public_key() {
         &EncodingKey::from_secret(include_bytes!("fixtures/jwt-test-rsa-public.pem")),
         jsonwebtoken::Algorithm::HS256,
     );
-    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&confused).send().await.unwrap();
+    let resp =
+        s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&confused).send().await.unwrap();
     assert_eq!(resp.status(), 401);
 }
 
@@ -221,7 +248,11 @@ async fn tokens_are_stored_hashed_and_track_last_use() {
     let org = s.org("acme").await;
     let mut conn = s.db.superuser().await;
     let rows: Vec<(Vec<u8>, String, Option<time::OffsetDateTime>)> = custos_db::schema::api_tokens::table
-        .select((custos_db::schema::api_tokens::token_hash, custos_db::schema::api_tokens::token_prefix, custos_db::schema::api_tokens::last_used_at))
+        .select((
+            custos_db::schema::api_tokens::token_hash,
+            custos_db::schema::api_tokens::token_prefix,
+            custos_db::schema::api_tokens::last_used_at,
+        ))
         .load(&mut conn)
         .await
         .unwrap();

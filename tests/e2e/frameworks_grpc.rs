@@ -45,20 +45,32 @@ async fn every_rpc_works_end_to_end() {
     assert_eq!(got, fw);
 
     let list = c
-        .list_frameworks(pb::ListFrameworksRequest { framework_type: Some("GDPR".into()), search: Some("eea".into()), ..Default::default() })
+        .list_frameworks(pb::ListFrameworksRequest {
+            framework_type: Some("GDPR".into()),
+            search: Some("eea".into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.count, 1);
     assert_eq!(list.next_page, None);
     assert_eq!(list.results[0].id, fw.id);
-    let none = c.list_frameworks(pb::ListFrameworksRequest { is_active: Some(false), ..Default::default() }).await.unwrap().into_inner();
+    let none = c
+        .list_frameworks(pb::ListFrameworksRequest { is_active: Some(false), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(none.count, 0);
 
     // A masked update changes only the named fields.
     let patch = pb::FrameworkInput { version: "2.0".into(), ..Default::default() };
     let updated = c
-        .update_framework(pb::UpdateFrameworkRequest { id: fw.id.clone(), framework: Some(patch), update_mask: vec!["version".into()] })
+        .update_framework(pb::UpdateFrameworkRequest {
+            id: fw.id.clone(),
+            framework: Some(patch),
+            update_mask: vec!["version".into()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -66,31 +78,45 @@ async fn every_rpc_works_end_to_end() {
     assert_eq!(updated.name, fw.name);
 
     let r1 = c
-        .create_requirement(pb::CreateRequirementRequest { requirement: Some(requirement(&fw.id, "Art. 5", Some("COMPLIANT"), "CRITICAL")) })
+        .create_requirement(pb::CreateRequirementRequest {
+            requirement: Some(requirement(&fw.id, "Art. 5", Some("COMPLIANT"), "CRITICAL")),
+        })
         .await
         .unwrap()
         .into_inner();
     let r2 = c
-        .create_requirement(pb::CreateRequirementRequest { requirement: Some(requirement(&fw.id, "Art. 6", None, "LOW")) })
+        .create_requirement(pb::CreateRequirementRequest {
+            requirement: Some(requirement(&fw.id, "Art. 6", None, "LOW")),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r2.compliance_status, "NOT_ASSESSED");
     let nested = c
-        .list_framework_requirements(pb::ListFrameworkRequirementsRequest { id: fw.id.clone(), priority: Some("LOW".into()), ..Default::default() })
+        .list_framework_requirements(pb::ListFrameworkRequirementsRequest {
+            id: fw.id.clone(),
+            priority: Some("LOW".into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(nested.results.iter().map(|r| r.requirement_id.as_str()).collect::<Vec<_>>(), ["Art. 6"]);
     let flat = c
-        .list_requirements(pb::ListRequirementsRequest { compliance_status: Some("COMPLIANT".into()), ..Default::default() })
+        .list_requirements(pb::ListRequirementsRequest {
+            compliance_status: Some("COMPLIANT".into()),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(flat.results.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [r1.id.as_str()]);
 
     let status = c
-        .update_requirement_status(pb::UpdateStatusRequest { id: r2.id.clone(), compliance_status: "PARTIALLY_COMPLIANT".into() })
+        .update_requirement_status(pb::UpdateStatusRequest {
+            id: r2.id.clone(),
+            compliance_status: "PARTIALLY_COMPLIANT".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -117,7 +143,8 @@ async fn every_rpc_works_end_to_end() {
     assert_eq!(renamed.title, "Lawfulness");
     assert_eq!(renamed.priority, "LOW");
 
-    let summary = c.get_compliance_summary(pb::ComplianceSummaryRequest { id: fw.id.clone() }).await.unwrap().into_inner();
+    let summary =
+        c.get_compliance_summary(pb::ComplianceSummaryRequest { id: fw.id.clone() }).await.unwrap().into_inner();
     assert_eq!((summary.total_requirements, summary.compliant, summary.partially_compliant), (2, 1, 1));
     assert_eq!(summary.compliance_percentage, 50.0);
 
@@ -142,9 +169,12 @@ async fn grpc_errors_carry_the_same_rules() {
     let org = s.org("acme").await;
     let other = s.org("other").await;
     let mut editor = FrameworksServiceClient::new(s.grpc(Some(&org.editor)).await);
-    let fw = editor.create_framework(pb::CreateFrameworkRequest { framework: Some(gdpr()) }).await.unwrap().into_inner();
+    let fw =
+        editor.create_framework(pb::CreateFrameworkRequest { framework: Some(gdpr()) }).await.unwrap().into_inner();
     let r = editor
-        .create_requirement(pb::CreateRequirementRequest { requirement: Some(requirement(&fw.id, "Art. 5", None, "LOW")) })
+        .create_requirement(pb::CreateRequirementRequest {
+            requirement: Some(requirement(&fw.id, "Art. 5", None, "LOW")),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -156,23 +186,34 @@ async fn grpc_errors_carry_the_same_rules() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "Invalid compliance status");
     let details: serde_json::Value = serde_json::from_slice(err.details()).unwrap();
-    assert_eq!(details["details"], "Status must be one of: COMPLIANT, PARTIALLY_COMPLIANT, NON_COMPLIANT, NOT_ASSESSED");
+    assert_eq!(
+        details["details"],
+        "Status must be one of: COMPLIANT, PARTIALLY_COMPLIANT, NON_COMPLIANT, NOT_ASSESSED"
+    );
     let err = editor
         .schedule_assessment(pb::ScheduleAssessmentRequest { id: r.id.clone(), assessment_date: "2001-01-01".into() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = editor
-        .create_framework(pb::CreateFrameworkRequest { framework: Some(pb::FrameworkInput { framework_type: "NOPE".into(), ..gdpr() }) })
+        .create_framework(pb::CreateFrameworkRequest {
+            framework: Some(pb::FrameworkInput { framework_type: "NOPE".into(), ..gdpr() }),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = editor.list_frameworks(pb::ListFrameworksRequest { effective_date_after: Some("x".into()), ..Default::default() }).await.unwrap_err();
+    let err = editor
+        .list_frameworks(pb::ListFrameworksRequest { effective_date_after: Some("x".into()), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = editor.list_frameworks(pb::ListFrameworksRequest { page: Some(7), ..Default::default() }).await.unwrap_err();
+    let err =
+        editor.list_frameworks(pb::ListFrameworksRequest { page: Some(7), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = editor
-        .create_requirement(pb::CreateRequirementRequest { requirement: Some(requirement(&fw.id, "Art. 5", None, "LOW")) })
+        .create_requirement(pb::CreateRequirementRequest {
+            requirement: Some(requirement(&fw.id, "Art. 5", None, "LOW")),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
@@ -181,17 +222,26 @@ async fn grpc_errors_carry_the_same_rules() {
     let err = anonymous.list_frameworks(pb::ListFrameworksRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut forged = FrameworksServiceClient::new(s.grpc(Some("cst_forged")).await);
-    assert_eq!(forged.list_frameworks(pb::ListFrameworksRequest::default()).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        forged.list_frameworks(pb::ListFrameworksRequest::default()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 
     let mut viewer = FrameworksServiceClient::new(s.grpc(Some(&org.viewer)).await);
-    assert_eq!(viewer.get_framework(pb::GetFrameworkRequest { id: fw.id.clone() }).await.unwrap().into_inner().id, fw.id);
+    assert_eq!(
+        viewer.get_framework(pb::GetFrameworkRequest { id: fw.id.clone() }).await.unwrap().into_inner().id,
+        fw.id
+    );
     let err = viewer.create_framework(pb::CreateFrameworkRequest { framework: Some(gdpr()) }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = viewer.delete_framework(pb::DeleteFrameworkRequest { id: fw.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
     let mut intruder = FrameworksServiceClient::new(s.grpc(Some(&other.admin)).await);
-    assert_eq!(intruder.get_framework(pb::GetFrameworkRequest { id: fw.id.clone() }).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        intruder.get_framework(pb::GetFrameworkRequest { id: fw.id.clone() }).await.unwrap_err().code(),
+        Code::NotFound
+    );
     assert_eq!(
         intruder.delete_requirement(pb::DeleteRequirementRequest { id: r.id.clone() }).await.unwrap_err().code(),
         Code::NotFound
@@ -216,7 +266,8 @@ async fn grpc_rate_limit_health_and_reflection() {
     assert!(err.metadata().get("retry-after").is_some());
 
     // Health checking answers without credentials.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", s.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", s.grpc_addr)).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let resp = health
         .check(tonic_health::pb::HealthCheckRequest { service: "custos.v1.FrameworksService".into() })
@@ -226,12 +277,15 @@ async fn grpc_rate_limit_health_and_reflection() {
     assert_eq!(resp.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
     // Reflection lists the services (grpcurl relies on it); it needs credentials like any API.
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut reflection = ServerReflectionClient::new(s.grpc(Some(&org.admin)).await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
     let reply = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("unexpected reply") };

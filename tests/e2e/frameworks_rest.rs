@@ -50,10 +50,16 @@ async fn every_framework_type_has_its_display_name() {
         let fw = create_framework(&s, &org, json!({ "name": format!("{t} programme"), "framework_type": t })).await;
         assert_eq!(fw["framework_type_display"], display);
     }
-    let (status, err) = s.post("/api/compliance/frameworks/", &org.editor, json!({ "name": "x", "framework_type": "GDPR2" })).await;
+    let (status, err) =
+        s.post("/api/compliance/frameworks/", &org.editor, json!({ "name": "x", "framework_type": "GDPR2" })).await;
     assert_eq!(status, 400);
     assert_eq!(err["error"], "Invalid value for 'framework_type'");
-    assert!(err["details"].as_str().unwrap().contains("GDPR, HIPAA, SOX, ISO27001, NIST_CSF, SOC2, PCI_DSS, ISO20000, CCPA, CUSTOM"));
+    assert!(
+        err["details"]
+            .as_str()
+            .unwrap()
+            .contains("GDPR, HIPAA, SOX, ISO27001, NIST_CSF, SOC2, PCI_DSS, ISO20000, CCPA, CUSTOM")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,7 +72,10 @@ async fn create_validates_fields() {
         (json!({ "name": "x" }), "framework_type"),
         (json!({ "name": "x", "framework_type": "GDPR", "effective_date": "25/05/2018" }), "effective_date"),
         (json!({ "name": "x", "framework_type": "GDPR", "review_date": "2018-02-30" }), "review_date"),
-        (json!({ "name": "x", "framework_type": "GDPR", "effective_date": "2020-01-01", "review_date": "2019-01-01" }), "review_date"),
+        (
+            json!({ "name": "x", "framework_type": "GDPR", "effective_date": "2020-01-01", "review_date": "2019-01-01" }),
+            "review_date",
+        ),
         (json!({ "name": "x", "framework_type": "GDPR", "is_active": "yes" }), "is_active"),
         (json!({ "name": "x", "framework_type": "GDPR", "applicable_regions": "EU" }), "applicable_regions"),
         (json!({ "name": "x".repeat(201), "framework_type": "GDPR" }), "name"),
@@ -110,7 +119,8 @@ async fn put_replaces_patch_updates_delete_removes() {
     create_requirement(&s, &org, &id(&fw), "Art. 5", json!({})).await;
 
     // PATCH changes only what it names; null clears a nullable field.
-    let (status, patched) = s.patch(&url, &org.editor, json!({ "description": "Updated", "review_date": null, "id": "ignored" })).await;
+    let (status, patched) =
+        s.patch(&url, &org.editor, json!({ "description": "Updated", "review_date": null, "id": "ignored" })).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["description"], "Updated");
     assert_eq!(patched["review_date"], Value::Null);
@@ -191,7 +201,10 @@ async fn list_filters_by_type_activity_dates_and_search() {
     assert_eq!(names("?is_active=true").await.len(), 3);
     assert_eq!(names("?effective_date_after=2005-04-20").await, ["GDPR Compliance Framework", "HIPAA Security Rule"]);
     assert_eq!(names("?effective_date_before=2005-04-19").await, ["SOX ITGC"]);
-    assert_eq!(names("?effective_date_after=2003-01-01&effective_date_before=2010-01-01").await, ["HIPAA Security Rule"]);
+    assert_eq!(
+        names("?effective_date_after=2003-01-01&effective_date_before=2010-01-01").await,
+        ["HIPAA Security Rule"]
+    );
     // search: name, description, regions, sectors; case-insensitive; wildcards are literal.
     assert_eq!(names("?search=itgc").await, ["SOX ITGC"]);
     assert_eq!(names("?search=ePHI").await, ["HIPAA Security Rule"]);
@@ -296,8 +309,18 @@ async fn compliance_summary_counts_live_state() {
 
     let yesterday = (time::OffsetDateTime::now_utc().date() - time::Duration::days(1)).to_string();
     let statuses = [
-        "COMPLIANT", "COMPLIANT", "COMPLIANT", "COMPLIANT", "COMPLIANT", "COMPLIANT", "COMPLIANT", "COMPLIANT",
-        "PARTIALLY_COMPLIANT", "PARTIALLY_COMPLIANT", "NON_COMPLIANT", "NOT_ASSESSED",
+        "COMPLIANT",
+        "COMPLIANT",
+        "COMPLIANT",
+        "COMPLIANT",
+        "COMPLIANT",
+        "COMPLIANT",
+        "COMPLIANT",
+        "COMPLIANT",
+        "PARTIALLY_COMPLIANT",
+        "PARTIALLY_COMPLIANT",
+        "NON_COMPLIANT",
+        "NOT_ASSESSED",
     ];
     for (i, status) in statuses.iter().enumerate() {
         let extra = json!({
@@ -317,8 +340,18 @@ async fn compliance_summary_counts_live_state() {
     let keys: Vec<_> = summary.as_object().unwrap().keys().cloned().collect();
     assert_eq!(
         keys,
-        ["total_requirements", "compliant", "partially_compliant", "non_compliant", "not_assessed", "implemented", "overdue_assessments", "compliance_percentage"]
+        [
+            "total_requirements",
+            "compliant",
+            "partially_compliant",
+            "non_compliant",
+            "not_assessed",
+            "implemented",
+            "overdue_assessments",
+            "compliance_percentage"
+        ]
     );
-    let (status, _) = s.get(&format!("/api/compliance/frameworks/{}/compliance_summary/", uuid::Uuid::now_v7()), &org.viewer).await;
+    let (status, _) =
+        s.get(&format!("/api/compliance/frameworks/{}/compliance_summary/", uuid::Uuid::now_v7()), &org.viewer).await;
     assert_eq!(status, 404);
 }

@@ -31,7 +31,13 @@ pub async fn create_framework(s: &TestServer, org: &TestOrg, body: Value) -> Val
     created
 }
 
-pub async fn create_requirement(s: &TestServer, org: &TestOrg, framework: &str, requirement_id: &str, extra: Value) -> Value {
+pub async fn create_requirement(
+    s: &TestServer,
+    org: &TestOrg,
+    framework: &str,
+    requirement_id: &str,
+    extra: Value,
+) -> Value {
     let mut body = json!({
         "framework": framework,
         "requirement_id": requirement_id,

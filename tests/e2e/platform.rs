@@ -26,8 +26,11 @@ async fn openapi_document_and_offline_docs() {
         }
     }
     let list = &paths["/api/compliance/frameworks/"]["get"];
-    let params: Vec<&str> = list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for p in ["framework_type", "is_active", "effective_date_after", "effective_date_before", "search", "page", "page_size"] {
+    let params: Vec<&str> =
+        list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for p in
+        ["framework_type", "is_active", "effective_date_after", "effective_date_before", "search", "page", "page_size"]
+    {
         assert!(params.contains(&p), "{p} in {params:?}");
     }
     assert_eq!(
@@ -59,7 +62,14 @@ async fn metrics_request_ids_and_unknown_paths() {
     let resp = s.raw(Method::GET, "/api/compliance/frameworks/", Some(&org.viewer), None).await;
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(!rid.is_empty());
-    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).header("x-request-id", "trace-abc-123").header("Authorization", format!("Token {}", org.viewer)).send().await.unwrap();
+    let resp = s
+        .http
+        .get(format!("{}/api/compliance/frameworks/", s.base))
+        .header("x-request-id", "trace-abc-123")
+        .header("Authorization", format!("Token {}", org.viewer))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
 
     let (status, _) = s.call(Method::GET, "/metrics", None, None).await;
@@ -67,14 +77,22 @@ async fn metrics_request_ids_and_unknown_paths() {
     let resp = s.raw(Method::GET, "/metrics", Some(&org.viewer), None).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
-    assert!(text.contains(r#"custos_requests_total{route="/api/compliance/frameworks/",method="GET",status="200"}"#), "{text}");
-    assert!(text.contains("custos_request_duration_seconds_bucket") || text.contains("custos_request_duration_seconds{"), "{text}");
+    assert!(
+        text.contains(r#"custos_requests_total{route="/api/compliance/frameworks/",method="GET",status="200"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("custos_request_duration_seconds_bucket") || text.contains("custos_request_duration_seconds{"),
+        "{text}"
+    );
     assert!(text.contains("custos_db_pool_connections"));
 
     let (status, err) = s.call(Method::GET, "/api/compliance/nothing-here/", Some(&org.viewer), None).await;
     assert_eq!(status, 404);
     assert_eq!(err["error"], "Not found");
-    let (status, err): (_, Value) = s.call(Method::POST, "/api/compliance/frameworks/00000000-0000-0000-0000-000000000000/", Some(&org.editor), None).await;
+    let (status, err): (_, Value) = s
+        .call(Method::POST, "/api/compliance/frameworks/00000000-0000-0000-0000-000000000000/", Some(&org.editor), None)
+        .await;
     assert_eq!(status, 405);
     assert_eq!(err["error"], "Method not allowed");
 }

@@ -50,16 +50,40 @@ async fn requirement_crud_and_validation() {
 
     let bad = [
         (json!({ "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW" }), "framework"),
-        (json!({ "framework": "not-a-uuid", "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW" }), "framework"),
-        (json!({ "framework": uuid::Uuid::now_v7(), "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW" }), "framework"),
+        (
+            json!({ "framework": "not-a-uuid", "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW" }),
+            "framework",
+        ),
+        (
+            json!({ "framework": uuid::Uuid::now_v7(), "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW" }),
+            "framework",
+        ),
         (json!({ "framework": fid, "title": "t", "requirement_type": "LEGAL", "priority": "LOW" }), "requirement_id"),
         (json!({ "framework": fid, "requirement_id": "X", "requirement_type": "LEGAL", "priority": "LOW" }), "title"),
-        (json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LAW", "priority": "LOW" }), "requirement_type"),
-        (json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "URGENT" }), "priority"),
-        (json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "compliance_status": "DONE" }), "compliance_status"),
-        (json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "assigned_to": uuid::Uuid::now_v7() }), "assigned_to"),
-        (json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "next_assessment_date": "soon" }), "next_assessment_date"),
-        (json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "is_implemented": 1 }), "is_implemented"),
+        (
+            json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LAW", "priority": "LOW" }),
+            "requirement_type",
+        ),
+        (
+            json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "URGENT" }),
+            "priority",
+        ),
+        (
+            json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "compliance_status": "DONE" }),
+            "compliance_status",
+        ),
+        (
+            json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "assigned_to": uuid::Uuid::now_v7() }),
+            "assigned_to",
+        ),
+        (
+            json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "next_assessment_date": "soon" }),
+            "next_assessment_date",
+        ),
+        (
+            json!({ "framework": fid, "requirement_id": "X", "title": "t", "requirement_type": "LEGAL", "priority": "LOW", "is_implemented": 1 }),
+            "is_implemented",
+        ),
     ];
     for (body, field) in bad {
         let (status, err) = s.post("/api/compliance/requirements/", &org.editor, body.clone()).await;
@@ -68,7 +92,8 @@ async fn requirement_crud_and_validation() {
     }
 
     // PATCH: a change of status dates the assessment; unassigning with null.
-    let (status, patched) = s.patch(&url, &org.editor, json!({ "compliance_status": "NON_COMPLIANT", "assigned_to": null })).await;
+    let (status, patched) =
+        s.patch(&url, &org.editor, json!({ "compliance_status": "NON_COMPLIANT", "assigned_to": null })).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["compliance_status"], "NON_COMPLIANT");
     assert_eq!(patched["assigned_to"], Value::Null);
@@ -91,7 +116,11 @@ async fn requirement_crud_and_validation() {
     let (status, _) = s.get("/api/compliance/requirements/not-a-uuid/", &org.viewer).await;
     assert_eq!(status, 404);
     for action in ["create", "update", "delete"] {
-        assert_eq!(s.audit_count(org.id, action, "requirement").await, if action == "update" { 2 } else { 1 }, "{action}");
+        assert_eq!(
+            s.audit_count(org.id, action, "requirement").await,
+            if action == "update" { 2 } else { 1 },
+            "{action}"
+        );
     }
 }
 
@@ -150,7 +179,10 @@ async fn requirement_filters() {
     }
     let (status, err) = s.get("/api/compliance/requirements/?compliance_status=GOOD", &org.viewer).await;
     assert_eq!(status, 400);
-    assert_eq!(err, json!({ "error": "Invalid compliance status", "details": "Status must be one of: COMPLIANT, PARTIALLY_COMPLIANT, NON_COMPLIANT, NOT_ASSESSED" }));
+    assert_eq!(
+        err,
+        json!({ "error": "Invalid compliance status", "details": "Status must be one of: COMPLIANT, PARTIALLY_COMPLIANT, NON_COMPLIANT, NOT_ASSESSED" })
+    );
 
     // The nested list: its framework only, with its two filters; 404 for an unknown framework.
     let nested = |q: String| {
@@ -215,13 +247,26 @@ async fn update_status_and_schedule_assessment() {
     let (status, scheduled) = s.post(&schedule_url, &org.editor, json!({ "assessment_date": next })).await;
     assert_eq!(status, 200);
     assert_eq!(scheduled["next_assessment_date"], next);
-    let (status, scheduled) = s.post(&schedule_url, &org.editor, json!({ "assessment_date": today().to_string() })).await;
+    let (status, scheduled) =
+        s.post(&schedule_url, &org.editor, json!({ "assessment_date": today().to_string() })).await;
     assert_eq!(status, 200, "today is not in the past: {scheduled}");
     assert_eq!(s.audit_count(org.id, "schedule_assessment", "requirement").await, 2);
 
     let missing = uuid::Uuid::now_v7();
-    let (status, _) = s.post(&format!("/api/compliance/requirements/{missing}/update_status/"), &org.editor, json!({ "compliance_status": "COMPLIANT" })).await;
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/requirements/{missing}/update_status/"),
+            &org.editor,
+            json!({ "compliance_status": "COMPLIANT" }),
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = s.post(&format!("/api/compliance/requirements/{missing}/schedule_assessment/"), &org.editor, json!({ "assessment_date": next })).await;
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/requirements/{missing}/schedule_assessment/"),
+            &org.editor,
+            json!({ "assessment_date": next }),
+        )
+        .await;
     assert_eq!(status, 404);
 }

@@ -37,12 +37,24 @@ async fn one_tenant_cannot_read_or_change_anothers_data() {
     }
     let writes = [
         (Method::PATCH, format!("/api/compliance/frameworks/{fid}/"), json!({ "name": "hijacked" })),
-        (Method::PUT, format!("/api/compliance/frameworks/{fid}/"), json!({ "name": "hijacked", "framework_type": "GDPR" })),
+        (
+            Method::PUT,
+            format!("/api/compliance/frameworks/{fid}/"),
+            json!({ "name": "hijacked", "framework_type": "GDPR" }),
+        ),
         (Method::DELETE, format!("/api/compliance/frameworks/{fid}/"), json!({})),
         (Method::PATCH, format!("/api/compliance/requirements/{rid}/"), json!({ "title": "hijacked" })),
         (Method::DELETE, format!("/api/compliance/requirements/{rid}/"), json!({})),
-        (Method::POST, format!("/api/compliance/requirements/{rid}/update_status/"), json!({ "compliance_status": "NON_COMPLIANT" })),
-        (Method::POST, format!("/api/compliance/requirements/{rid}/schedule_assessment/"), json!({ "assessment_date": "2099-01-01" })),
+        (
+            Method::POST,
+            format!("/api/compliance/requirements/{rid}/update_status/"),
+            json!({ "compliance_status": "NON_COMPLIANT" }),
+        ),
+        (
+            Method::POST,
+            format!("/api/compliance/requirements/{rid}/schedule_assessment/"),
+            json!({ "assessment_date": "2099-01-01" }),
+        ),
     ];
     for (method, url, body) in writes {
         let (status, _) = s.call(method.clone(), &url, Some(&b.admin), Some(&body)).await;
@@ -90,7 +102,11 @@ async fn row_level_security_hides_other_tenants_even_from_raw_sql() {
     conn.begin_test_transaction().await.unwrap();
     // Exactly what the service does at the start of every request transaction.
     diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut conn).await.unwrap();
-    diesel::sql_query("SELECT set_config('custos.org_id', $1, true)").bind::<Text, _>(a.id.to_string()).execute(&mut conn).await.unwrap();
+    diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
+        .bind::<Text, _>(a.id.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let count = |sql: &'static str| diesel::sql_query(sql);
     let n = |c: Count| c.n;
     // No WHERE clause at all: only tenant A's rows come back.
@@ -143,7 +159,11 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
         tx.begin_test_transaction().await.unwrap();
         diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut tx).await.unwrap();
-        diesel::sql_query("SELECT set_config('custos.org_id', $1, true)").bind::<Text, _>(a.id.to_string()).execute(&mut tx).await.unwrap();
+        diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
+            .bind::<Text, _>(a.id.to_string())
+            .execute(&mut tx)
+            .await
+            .unwrap();
         let result = diesel::sql_query(statement).execute(&mut tx).await;
         assert!(result.is_err(), "{statement} must be refused");
     }

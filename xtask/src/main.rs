@@ -1,1 +1,153 @@
-fn main(){}
+//! Developer tasks.
+//!
+//! * `cargo xtask run` — serve a local Custos: with `DATABASE_URL` set, against that database;
+//!   otherwise a private PostgreSQL cluster under `target/custos-pg` is created and started. Then
+//!   migrate, create a `demo` organisation, seed the catalogue, print an admin token and serve.
+//! * `cargo xtask test [ARGS]` — the whole test suite against real PostgreSQL: the server named by
+//!   `CUSTOS_TEST_DATABASE_URL`/`DATABASE_URL`, else the one on 127.0.0.1:5432, else a private
+//!   cluster. Each test makes its own database. Extra ARGS go to the test runner.
+//! * `cargo xtask pg start|stop|url` — manage the private cluster by hand.
+
+mod pg;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(),
+        Some("test") => test(&args[1..]),
+        Some("pg") => pg_command(args.get(1).map(String::as_str)),
+        _ => {
+            eprintln!("usage: cargo xtask <run | test [ARGS] | pg start|stop|url>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn status(cmd: &mut Command) -> Result {
+    let st = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if st.success() { Ok(()) } else { Err(format!("{cmd:?} failed ({st})")) }
+}
+
+fn output(cmd: &mut Command) -> Result<(bool, String, String)> {
+    let o = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    Ok((
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    ))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn run() -> Result {
+    let database_url = match env("DATABASE_URL") {
+        Some(url) => url,
+        None => {
+            let cluster = pg::Cluster::local(false)?;
+            cluster.start()?;
+            cluster.ensure_database("custos")?;
+            cluster.url("custos")
+        }
+    };
+    status(cargo().args(["build", "--quiet", "-p", "custos-gateway", "--bin", "custos"]))?;
+    let bin = pg::workspace_root().join("target/debug/custos");
+    let custos = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.args(args).env("DATABASE_URL", &database_url);
+        c
+    };
+    status(&mut custos(&["migrate"]))?;
+    let (ok, _, err) = output(&mut custos(&["org", "create", "demo", "--name", "Demo Organisation"]))?;
+    if !ok && !err.contains("already exists") {
+        return Err(err);
+    }
+    status(&mut custos(&["seed", "--org", "demo"]))?;
+    let (ok, out, err) = output(&mut custos(&[
+        "token",
+        "create",
+        "--org",
+        "demo",
+        "--email",
+        "admin@demo.local",
+        "--role",
+        "admin",
+        "--name",
+        "xtask run",
+    ]))?;
+    if !ok {
+        return Err(err);
+    }
+    let token = out.lines().last().unwrap_or_default().trim().to_owned();
+    let http = env("CUSTOS_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+    let grpc = env("CUSTOS_GRPC_ADDR").unwrap_or_else(|| "127.0.0.1:50051".into());
+    println!();
+    println!("  Custos — demo organisation 'demo', catalogue seeded");
+    println!("  database  {}", pg::redact(&database_url));
+    println!("  REST      http://{http}/api/compliance/");
+    println!("  API docs  http://{http}/api/docs/");
+    println!("  gRPC      {grpc}   (grpcurl -plaintext -H 'authorization: Token …' {grpc} list)");
+    println!("  admin token (shown once):");
+    println!("  {token}");
+    println!();
+    println!("  try: curl -H 'Authorization: Token {token}' http://{http}/api/compliance/frameworks/");
+    println!();
+    status(&mut custos(&["serve"]))
+}
+
+fn test(extra: &[String]) -> Result {
+    let url = match env("CUSTOS_TEST_DATABASE_URL").or_else(|| env("DATABASE_URL")) {
+        Some(url) => url,
+        None if env("CUSTOS_TEST_PRIVATE_PG").is_none() && pg::port_open("127.0.0.1", 5432) => {
+            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
+        }
+        None => {
+            let cluster = pg::Cluster::local(true)?;
+            cluster.start()?;
+            cluster.url("postgres")
+        }
+    };
+    println!("xtask: tests use PostgreSQL at {}", pg::redact(&url));
+    let nextest = output(cargo().args(["nextest", "--version"])).map(|(ok, _, _)| ok).unwrap_or(false);
+    let mut cmd = cargo();
+    if nextest {
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        cmd.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    cmd.args(extra).env("CUSTOS_TEST_DATABASE_URL", &url);
+    status(&mut cmd)
+}
+
+fn pg_command(what: Option<&str>) -> Result {
+    let cluster = pg::Cluster::local(false)?;
+    match what {
+        Some("start") => {
+            cluster.start()?;
+            println!("{}", cluster.url("postgres"));
+            Ok(())
+        }
+        Some("stop") => cluster.stop(),
+        Some("url") => {
+            println!("{}", cluster.url("postgres"));
+            Ok(())
+        }
+        _ => Err("usage: cargo xtask pg start|stop|url".into()),
+    }
+}

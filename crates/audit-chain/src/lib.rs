@@ -48,4 +48,3 @@ pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result
         .await?;
     Ok(())
 }
-

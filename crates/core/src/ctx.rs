@@ -67,15 +67,9 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = Problem;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "Invalid role",
-                    format!("Role must be one of: viewer, editor, admin, auditor (got {s:?})"),
-                )
-            })
+        Role::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            Problem::invalid("Invalid role", format!("Role must be one of: viewer, editor, admin, auditor (got {s:?})"))
+        })
     }
 }
 

@@ -66,7 +66,11 @@ impl Problem {
     /// An internal failure: the cause is logged here and hidden from the caller.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(ErrorKind::Internal, "Internal server error", "The failure was logged; quote the request id when reporting it")
+        Self::new(
+            ErrorKind::Internal,
+            "Internal server error",
+            "The failure was logged; quote the request id when reporting it",
+        )
     }
 
     /// The seed's JSON error body.

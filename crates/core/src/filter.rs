@@ -13,9 +13,11 @@ pub trait Choice: Sized + Copy + 'static {
     fn as_str(self) -> &'static str;
 
     fn parse_field(field: &str, raw: &str) -> Result<Self, Problem> {
-        Self::ALL.iter().copied().find(|c| c.as_str() == raw).ok_or_else(|| {
-            Problem::invalid_field(field, format!("{raw:?} is not one of: {}", Self::allowed()))
-        })
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == raw)
+            .ok_or_else(|| Problem::invalid_field(field, format!("{raw:?} is not one of: {}", Self::allowed())))
     }
 
     fn allowed() -> String {

@@ -13,9 +13,10 @@ use crate::error::Problem;
 /// `base` with the fields named in `mask` taken from `patch`. Names that are not writable fields
 /// (`id`, `created_at`, … sent back by a client) are ignored, as read-only fields are on create.
 pub fn overlay<T: Serialize + DeserializeOwned>(base: T, patch: T, mask: &[String]) -> Result<T, Problem> {
-    let (Value::Object(mut base), Value::Object(patch)) =
-        (serde_json::to_value(base).map_err(Problem::internal)?, serde_json::to_value(patch).map_err(Problem::internal)?)
-    else {
+    let (Value::Object(mut base), Value::Object(patch)) = (
+        serde_json::to_value(base).map_err(Problem::internal)?,
+        serde_json::to_value(patch).map_err(Problem::internal)?,
+    ) else {
         return Err(Problem::internal("update target is not a message"));
     };
     for field in mask {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use custos_core::{ErrorKind, Problem};
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use uuid::Uuid;
@@ -49,7 +49,10 @@ impl DbError {
     pub fn is_foreign_key_violation(&self) -> bool {
         matches!(
             self,
-            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::ForeignKeyViolation, _))
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _
+            ))
         )
     }
 }
@@ -59,14 +62,22 @@ impl From<DbError> for Problem {
         match err {
             DbError::Unavailable(msg) => {
                 tracing::warn!(%msg, "database unavailable");
-                Problem::new(ErrorKind::Unavailable, "Service unavailable", "The database cannot be reached; retry shortly")
+                Problem::new(
+                    ErrorKind::Unavailable,
+                    "Service unavailable",
+                    "The database cannot be reached; retry shortly",
+                )
             }
             DbError::Query(diesel::result::Error::NotFound) => {
                 Problem::new(ErrorKind::NotFound, "Not found", "No such resource")
             }
-            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)) => {
-                Problem::conflict("Conflict", format!("A resource with these values already exists ({})", info.message()))
-            }
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            )) => Problem::conflict(
+                "Conflict",
+                format!("A resource with these values already exists ({})", info.message()),
+            ),
             other => Problem::internal(other),
         }
     }
@@ -213,9 +224,7 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
         use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| DbError::Migration(e.to_string()))?;
+        let applied = conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
         Ok(applied.into_iter().map(|v| v.to_string()).collect())
     })
     .await

@@ -88,7 +88,8 @@ pub fn parse(file_name: &str, text: &str) -> Result<CatalogFramework, Problem> {
     }
     let mut seen = std::collections::HashSet::new();
     for r in &catalog.requirements {
-        let at = |p: Problem| bad(format!("requirement {}: {}", r.requirement_id, p.details.as_str().unwrap_or_default()));
+        let at =
+            |p: Problem| bad(format!("requirement {}: {}", r.requirement_id, p.details.as_str().unwrap_or_default()));
         RequirementType::parse_field("requirement_type", &r.requirement_type).map_err(at)?;
         Priority::parse_field("priority", &r.priority).map_err(at)?;
         if r.requirement_id.trim().is_empty() || r.title.trim().is_empty() {
@@ -113,7 +114,8 @@ pub fn builtin() -> Result<Vec<CatalogFramework>, Problem> {
 
 /// Every `*.yaml`/`*.yml` file of `dir`, parsed, in file-name order.
 pub fn load_dir(dir: &Path) -> Result<Vec<CatalogFramework>, Problem> {
-    let read_err = |e: std::io::Error| Problem::invalid("Cannot read catalogue directory", format!("{}: {e}", dir.display()));
+    let read_err =
+        |e: std::io::Error| Problem::invalid("Cannot read catalogue directory", format!("{}: {e}", dir.display()));
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(read_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -131,7 +133,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<CatalogFramework>, Problem> {
 
 impl FrameworksService {
     /// Loads catalogue entries into the caller's organisation, creating only what is missing.
-    pub async fn seed(&self, ctx: &RequestCtx, catalogs: &[CatalogFramework]) -> Result<Vec<SeedOutcome>, FrameworksError> {
+    pub async fn seed(
+        &self,
+        ctx: &RequestCtx,
+        catalogs: &[CatalogFramework],
+    ) -> Result<Vec<SeedOutcome>, FrameworksError> {
         ctx.require(Access::Write)?;
         let mut outcomes = Vec::with_capacity(catalogs.len());
         for catalog in catalogs {
@@ -166,12 +172,14 @@ impl FrameworksService {
         let framework_created = inserted.is_some();
         let framework_id = match inserted {
             Some(id) => id,
-            None => frameworks::table
-                .filter(frameworks::organization_id.eq(ctx.organization_id))
-                .filter(frameworks::catalog_key.eq(&catalog.key))
-                .select(frameworks::id)
-                .first(tx.conn())
-                .await?,
+            None => {
+                frameworks::table
+                    .filter(frameworks::organization_id.eq(ctx.organization_id))
+                    .filter(frameworks::catalog_key.eq(&catalog.key))
+                    .select(frameworks::id)
+                    .first(tx.conn())
+                    .await?
+            }
         };
         if framework_created {
             let after = json!({
@@ -229,8 +237,16 @@ impl FrameworksService {
     }
 }
 
-async fn audit(tx: &mut custos_db::Tx, ctx: &RequestCtx, action: &str, kind: &str, id: Uuid, after: Value) -> Result<(), FrameworksError> {
-    record(tx, ctx, Change { action, resource_type: kind, resource_id: id.to_string(), before: Value::Null, after }).await?;
+async fn audit(
+    tx: &mut custos_db::Tx,
+    ctx: &RequestCtx,
+    action: &str,
+    kind: &str,
+    id: Uuid,
+    after: Value,
+) -> Result<(), FrameworksError> {
+    record(tx, ctx, Change { action, resource_type: kind, resource_id: id.to_string(), before: Value::Null, after })
+        .await?;
     Ok(())
 }
 
@@ -264,7 +280,8 @@ mod tests {
     fn bad_files_are_rejected_with_their_name() {
         let err = parse("x.yaml", "format: custos-catalog/v1\nkey: k\n").unwrap_err();
         assert!(err.error.contains("x.yaml"));
-        let wrong_type = "format: custos-catalog/v1\nkey: k\nname: n\nframework_type: NOPE\nversion: '1'\nrequirements: []\n";
+        let wrong_type =
+            "format: custos-catalog/v1\nkey: k\nname: n\nframework_type: NOPE\nversion: '1'\nrequirements: []\n";
         assert!(parse("y.yaml", wrong_type).unwrap_err().details.to_string().contains("NOPE"));
     }
 }

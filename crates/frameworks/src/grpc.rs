@@ -47,7 +47,10 @@ impl FrameworksApi for FrameworksService {
     async fn update_requirement(&self, r: Request<pb::UpdateRequirementRequest>) -> Reply<pb::Requirement> {
         unary(r, async |ctx, m| self.update_requirement(&ctx, m).await).await
     }
-    async fn delete_requirement(&self, r: Request<pb::DeleteRequirementRequest>) -> Reply<pb::DeleteRequirementResponse> {
+    async fn delete_requirement(
+        &self,
+        r: Request<pb::DeleteRequirementRequest>,
+    ) -> Reply<pb::DeleteRequirementResponse> {
         unary(r, async |ctx, m| self.delete_requirement(&ctx, m).await).await
     }
     async fn update_requirement_status(&self, r: Request<pb::UpdateStatusRequest>) -> Reply<pb::Requirement> {

@@ -68,11 +68,8 @@ fn json<T: serde::Serialize>(value: &T) -> Value {
 
 /// The seed's exact error body for a bad compliance status.
 fn invalid_status() -> FrameworksError {
-    Problem::invalid(
-        "Invalid compliance status",
-        format!("Status must be one of: {}", ComplianceStatus::allowed()),
-    )
-    .into()
+    Problem::invalid("Invalid compliance status", format!("Status must be one of: {}", ComplianceStatus::allowed()))
+        .into()
 }
 
 impl FrameworksService {
@@ -87,7 +84,11 @@ impl FrameworksService {
 
     // ---- frameworks -------------------------------------------------------------------------
 
-    pub async fn list_frameworks(&self, ctx: &RequestCtx, req: pb::ListFrameworksRequest) -> Result<pb::ListFrameworksResponse> {
+    pub async fn list_frameworks(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListFrameworksRequest,
+    ) -> Result<pb::ListFrameworksResponse> {
         let page = PageRequest::new(req.page, req.page_size)?;
         let filters = FrameworkFilters::parse(&req)?;
         let mut tx = self.begin(ctx, Access::Read).await?;
@@ -139,13 +140,19 @@ impl FrameworksService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = lock_framework(&mut tx, ctx, id).await?;
         let input = req.framework.unwrap_or_default();
-        let input = if req.update_mask.is_empty() { input } else { update::overlay(current.to_input(), input, &req.update_mask)? };
+        let input = if req.update_mask.is_empty() {
+            input
+        } else {
+            update::overlay(current.to_input(), input, &req.update_mask)?
+        };
         let fields = validate_framework(input)?;
         let before = load_framework_pb(&mut tx, ctx, id).await?;
-        diesel::update(frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)))
-            .set((&fields, frameworks::updated_at.eq(timefmt::now())))
-            .execute(tx.conn())
-            .await?;
+        diesel::update(
+            frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)),
+        )
+        .set((&fields, frameworks::updated_at.eq(timefmt::now())))
+        .execute(tx.conn())
+        .await?;
         let after = load_framework_pb(&mut tx, ctx, id).await?;
         audit(&mut tx, ctx, "update", "framework", id, json(&before), json(&after)).await?;
         tx.commit().await?;
@@ -153,7 +160,11 @@ impl FrameworksService {
     }
 
     /// Deletes a framework and, with it, its requirements (each recorded in the audit trail).
-    pub async fn delete_framework(&self, ctx: &RequestCtx, req: pb::DeleteFrameworkRequest) -> Result<pb::DeleteFrameworkResponse> {
+    pub async fn delete_framework(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::DeleteFrameworkRequest,
+    ) -> Result<pb::DeleteFrameworkResponse> {
         let id = parse_id("Framework", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         lock_framework(&mut tx, ctx, id).await?;
@@ -165,9 +176,11 @@ impl FrameworksService {
             .select(RequirementRow::as_select())
             .load(tx.conn())
             .await?;
-        diesel::delete(frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)))
-            .execute(tx.conn())
-            .await?;
+        diesel::delete(
+            frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)),
+        )
+        .execute(tx.conn())
+        .await?;
         for row in &doomed {
             audit(&mut tx, ctx, "delete", "requirement", row.id, json(&row.to_pb(&before.name)), Value::Null).await?;
         }
@@ -176,7 +189,11 @@ impl FrameworksService {
         Ok(pb::DeleteFrameworkResponse {})
     }
 
-    pub async fn compliance_summary(&self, ctx: &RequestCtx, req: pb::ComplianceSummaryRequest) -> Result<pb::ComplianceSummary> {
+    pub async fn compliance_summary(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ComplianceSummaryRequest,
+    ) -> Result<pb::ComplianceSummary> {
         #[derive(QueryableByName)]
         struct Row {
             #[diesel(sql_type = BigInt)]
@@ -212,7 +229,8 @@ impl FrameworksService {
         .get_result(tx.conn())
         .await?;
         tx.commit().await?;
-        let percentage = if row.total == 0 { 0.0 } else { (row.compliant as f64 * 1000.0 / row.total as f64).round() / 10.0 };
+        let percentage =
+            if row.total == 0 { 0.0 } else { (row.compliant as f64 * 1000.0 / row.total as f64).round() / 10.0 };
         Ok(pb::ComplianceSummary {
             total_requirements: row.total,
             compliant: row.compliant,
@@ -227,7 +245,11 @@ impl FrameworksService {
 
     // ---- requirements -----------------------------------------------------------------------
 
-    pub async fn list_requirements(&self, ctx: &RequestCtx, req: pb::ListRequirementsRequest) -> Result<pb::ListRequirementsResponse> {
+    pub async fn list_requirements(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListRequirementsRequest,
+    ) -> Result<pb::ListRequirementsResponse> {
         let page = PageRequest::new(req.page, req.page_size)?;
         let filters = RequirementFilters::parse(&req)?;
         let mut tx = self.begin(ctx, Access::Read).await?;
@@ -284,7 +306,11 @@ impl FrameworksService {
         Ok(requirement)
     }
 
-    pub async fn create_requirement(&self, ctx: &RequestCtx, req: pb::CreateRequirementRequest) -> Result<pb::Requirement> {
+    pub async fn create_requirement(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::CreateRequirementRequest,
+    ) -> Result<pb::Requirement> {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_requirement(&mut tx, ctx, req.requirement.unwrap_or_default(), None).await?;
         let id = new_id();
@@ -299,12 +325,20 @@ impl FrameworksService {
         Ok(created)
     }
 
-    pub async fn update_requirement(&self, ctx: &RequestCtx, req: pb::UpdateRequirementRequest) -> Result<pb::Requirement> {
+    pub async fn update_requirement(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::UpdateRequirementRequest,
+    ) -> Result<pb::Requirement> {
         let id = parse_id("Requirement", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = lock_requirement(&mut tx, ctx, id).await?;
         let input = req.requirement.unwrap_or_default();
-        let input = if req.update_mask.is_empty() { input } else { update::overlay(current.to_input(), input, &req.update_mask)? };
+        let input = if req.update_mask.is_empty() {
+            input
+        } else {
+            update::overlay(current.to_input(), input, &req.update_mask)?
+        };
         let fields = validate_requirement(&mut tx, ctx, input, Some(&current)).await?;
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
         // A change of status is an assessment: it dates the assessment, as update_status does.
@@ -314,9 +348,15 @@ impl FrameworksService {
             current.last_assessment_date
         };
         let changes = diesel::update(
-            requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)),
+            requirements::table
+                .filter(requirements::organization_id.eq(ctx.organization_id))
+                .filter(requirements::id.eq(id)),
         )
-        .set((&fields, requirements::updated_at.eq(timefmt::now()), requirements::last_assessment_date.eq(last_assessment)));
+        .set((
+            &fields,
+            requirements::updated_at.eq(timefmt::now()),
+            requirements::last_assessment_date.eq(last_assessment),
+        ));
         changes.execute(tx.conn()).await.map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
         let after = load_requirement_pb(&mut tx, ctx, id).await?;
         audit(&mut tx, ctx, "update", "requirement", id, json(&before), json(&after)).await?;
@@ -324,14 +364,22 @@ impl FrameworksService {
         Ok(after)
     }
 
-    pub async fn delete_requirement(&self, ctx: &RequestCtx, req: pb::DeleteRequirementRequest) -> Result<pb::DeleteRequirementResponse> {
+    pub async fn delete_requirement(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::DeleteRequirementRequest,
+    ) -> Result<pb::DeleteRequirementResponse> {
         let id = parse_id("Requirement", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         lock_requirement(&mut tx, ctx, id).await?;
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
-        diesel::delete(requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)))
-            .execute(tx.conn())
-            .await?;
+        diesel::delete(
+            requirements::table
+                .filter(requirements::organization_id.eq(ctx.organization_id))
+                .filter(requirements::id.eq(id)),
+        )
+        .execute(tx.conn())
+        .await?;
         audit(&mut tx, ctx, "delete", "requirement", id, json(&before), Value::Null).await?;
         tx.commit().await?;
         Ok(pb::DeleteRequirementResponse {})
@@ -340,21 +388,23 @@ impl FrameworksService {
     /// Records an assessment outcome; the assessment date becomes today.
     pub async fn update_status(&self, ctx: &RequestCtx, req: pb::UpdateStatusRequest) -> Result<pb::Requirement> {
         let id = parse_id("Requirement", &req.id)?;
-        let status = ComplianceStatus::ALL
-            .iter()
-            .find(|s| s.as_str() == req.compliance_status)
-            .ok_or_else(invalid_status)?;
+        let status =
+            ComplianceStatus::ALL.iter().find(|s| s.as_str() == req.compliance_status).ok_or_else(invalid_status)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         lock_requirement(&mut tx, ctx, id).await?;
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
-        diesel::update(requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)))
-            .set((
-                requirements::compliance_status.eq(status.as_str()),
-                requirements::last_assessment_date.eq(timefmt::today()),
-                requirements::updated_at.eq(timefmt::now()),
-            ))
-            .execute(tx.conn())
-            .await?;
+        diesel::update(
+            requirements::table
+                .filter(requirements::organization_id.eq(ctx.organization_id))
+                .filter(requirements::id.eq(id)),
+        )
+        .set((
+            requirements::compliance_status.eq(status.as_str()),
+            requirements::last_assessment_date.eq(timefmt::today()),
+            requirements::updated_at.eq(timefmt::now()),
+        ))
+        .execute(tx.conn())
+        .await?;
         let after = load_requirement_pb(&mut tx, ctx, id).await?;
         audit(&mut tx, ctx, "update_status", "requirement", id, json(&before), json(&after)).await?;
         tx.commit().await?;
@@ -362,7 +412,11 @@ impl FrameworksService {
     }
 
     /// Schedules the next assessment: today or a later date.
-    pub async fn schedule_assessment(&self, ctx: &RequestCtx, req: pb::ScheduleAssessmentRequest) -> Result<pb::Requirement> {
+    pub async fn schedule_assessment(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ScheduleAssessmentRequest,
+    ) -> Result<pb::Requirement> {
         let id = parse_id("Requirement", &req.id)?;
         if req.assessment_date.trim().is_empty() {
             return Err(Problem::invalid_field("assessment_date", "This field is required").into());
@@ -374,10 +428,14 @@ impl FrameworksService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         lock_requirement(&mut tx, ctx, id).await?;
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
-        diesel::update(requirements::table.filter(requirements::organization_id.eq(ctx.organization_id)).filter(requirements::id.eq(id)))
-            .set((requirements::next_assessment_date.eq(date), requirements::updated_at.eq(timefmt::now())))
-            .execute(tx.conn())
-            .await?;
+        diesel::update(
+            requirements::table
+                .filter(requirements::organization_id.eq(ctx.organization_id))
+                .filter(requirements::id.eq(id)),
+        )
+        .set((requirements::next_assessment_date.eq(date), requirements::updated_at.eq(timefmt::now())))
+        .execute(tx.conn())
+        .await?;
         let after = load_requirement_pb(&mut tx, ctx, id).await?;
         audit(&mut tx, ctx, "schedule_assessment", "requirement", id, json(&before), json(&after)).await?;
         tx.commit().await?;
@@ -389,7 +447,15 @@ impl FrameworksService {
     }
 }
 
-async fn audit(tx: &mut Tx, ctx: &RequestCtx, action: &str, resource_type: &str, id: Uuid, before: Value, after: Value) -> Result<()> {
+async fn audit(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    action: &str,
+    resource_type: &str,
+    id: Uuid,
+    before: Value,
+    after: Value,
+) -> Result<()> {
     record(tx, ctx, Change { action, resource_type, resource_id: id.to_string(), before, after }).await?;
     Ok(())
 }
@@ -531,7 +597,9 @@ async fn validate_requirement(
     let requirement_type = RequirementType::parse_field("requirement_type", input.requirement_type.trim())?;
     let priority = Priority::parse_field("priority", input.priority.trim())?;
     let compliance_status = match input.compliance_status.as_deref().map(str::trim) {
-        None | Some("") => current.map_or(ComplianceStatus::NotAssessed.as_str(), |c| c.compliance_status.as_str()).to_owned(),
+        None | Some("") => {
+            current.map_or(ComplianceStatus::NotAssessed.as_str(), |c| c.compliance_status.as_str()).to_owned()
+        }
         Some(raw) => ComplianceStatus::parse_field("compliance_status", raw)?.as_str().to_owned(),
     };
     let assigned_to = match input.assigned_to.as_deref().map(str::trim) {
@@ -563,7 +631,9 @@ async fn validate_requirement(
                 .first(tx.conn())
                 .await
                 .optional()?;
-            Some(found.ok_or_else(|| Problem::invalid_field("parent", format!("No requirement {parent} in this framework")))?)
+            Some(found.ok_or_else(|| {
+                Problem::invalid_field("parent", format!("No requirement {parent} in this framework"))
+            })?)
         }
     };
     Ok(RequirementFields {
@@ -665,7 +735,9 @@ impl RequirementFilters {
             framework: opt_uuid("framework", req.framework.as_deref())?,
             compliance_status: match req.compliance_status.as_deref().map(str::trim) {
                 None | Some("") => None,
-                Some(raw) => Some(ComplianceStatus::ALL.iter().copied().find(|s| s.as_str() == raw).ok_or_else(invalid_status)?),
+                Some(raw) => {
+                    Some(ComplianceStatus::ALL.iter().copied().find(|s| s.as_str() == raw).ok_or_else(invalid_status)?)
+                }
             },
             requirement_type: opt_choice("requirement_type", req.requirement_type.as_deref())?,
             priority: opt_choice("priority", req.priority.as_deref())?,
@@ -699,7 +771,9 @@ impl RequirementFilters {
         match self.overdue {
             Some(true) => q = q.filter(requirements::next_assessment_date.lt(today)),
             Some(false) => {
-                q = q.filter(requirements::next_assessment_date.is_null().or(requirements::next_assessment_date.ge(today)))
+                q = q.filter(
+                    requirements::next_assessment_date.is_null().or(requirements::next_assessment_date.ge(today)),
+                )
             }
             None => {}
         }
@@ -714,4 +788,3 @@ impl RequirementFilters {
         q
     }
 }
-

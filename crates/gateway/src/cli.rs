@@ -103,7 +103,9 @@ async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let mut config = custos_db::DbConfig::new(&args.database_url);
     config.max_connections = 4;
     let db = custos_db::Db::connect(&config)?;
-    db.ping().await.map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", server::redact(&args.database_url)))?;
+    db.ping()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", server::redact(&args.database_url)))?;
     Ok(App::new(db))
 }
 
@@ -113,7 +115,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let config = Config::from_env()?;
             let server = server::start(&config).await?;
-            println!("REST  http://{}/api/compliance/   (docs: http://{}/api/docs/)", server.http_addr, server.http_addr);
+            println!(
+                "REST  http://{}/api/compliance/   (docs: http://{}/api/docs/)",
+                server.http_addr, server.http_addr
+            );
             println!("gRPC  {}", server.grpc_addr);
             server.run_until_signal().await;
         }
@@ -135,7 +140,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created organisation {} ({}) id={}", org.slug, org.name, org.id);
         }
         Command::Token(TokenCommand::Create { org, email, role, name, db }) => {
-            let role: Role = role.parse().map_err(|p: custos_core::Problem| anyhow::anyhow!("{}", p.details.as_str().unwrap_or("invalid role")))?;
+            let role: Role = role.parse().map_err(|p: custos_core::Problem| {
+                anyhow::anyhow!("{}", p.details.as_str().unwrap_or("invalid role"))
+            })?;
             let app = app_for(&db).await?;
             let issued = app.identity.issue_token(&org, &email, role, &name).await.map_err(problem)?;
             if issued.user_created {

@@ -54,7 +54,11 @@ impl Config {
             ConfigError("DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/custos)".into())
         })?;
         check_database_url(&database_url)?;
-        let jwt = match (var("CUSTOS_JWT_HS256_SECRET"), var("CUSTOS_JWT_RS256_PUBLIC_KEY"), var("CUSTOS_JWT_RS256_PUBLIC_KEY_FILE")) {
+        let jwt = match (
+            var("CUSTOS_JWT_HS256_SECRET"),
+            var("CUSTOS_JWT_RS256_PUBLIC_KEY"),
+            var("CUSTOS_JWT_RS256_PUBLIC_KEY_FILE"),
+        ) {
             (None, None, None) => None,
             (Some(secret), None, None) => {
                 if secret.len() < 32 {
@@ -64,9 +68,14 @@ impl Config {
             }
             (None, Some(pem), None) => Some(JwtKey::Rs256Pem(pem.replace("\\n", "\n").into_bytes())),
             (None, None, Some(path)) => Some(JwtKey::Rs256Pem(
-                std::fs::read(&path).map_err(|e| ConfigError(format!("CUSTOS_JWT_RS256_PUBLIC_KEY_FILE {path}: {e}")))?,
+                std::fs::read(&path)
+                    .map_err(|e| ConfigError(format!("CUSTOS_JWT_RS256_PUBLIC_KEY_FILE {path}: {e}")))?,
             )),
-            _ => return Err(ConfigError("configure exactly one of CUSTOS_JWT_HS256_SECRET, CUSTOS_JWT_RS256_PUBLIC_KEY(_FILE)".into())),
+            _ => {
+                return Err(ConfigError(
+                    "configure exactly one of CUSTOS_JWT_HS256_SECRET, CUSTOS_JWT_RS256_PUBLIC_KEY(_FILE)".into(),
+                ));
+            }
         }
         .map(|key| JwtConfig { key, issuer: var("CUSTOS_JWT_ISSUER"), audience: var("CUSTOS_JWT_AUDIENCE") });
         Ok(Config {

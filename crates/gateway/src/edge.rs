@@ -61,7 +61,10 @@ fn is_grpc(req: &Request) -> bool {
 /// Paths anyone may call: liveness, and the API's own documentation (which holds no tenant data
 /// and which a browser must be able to load before it can send credentials).
 fn is_public(path: &str) -> bool {
-    path == "/health/" || path == "/health" || path == "/api/schema/" || path.starts_with("/api/docs")
+    path == "/health/"
+        || path == "/health"
+        || path == "/api/schema/"
+        || path.starts_with("/api/docs")
         || path.starts_with("/grpc.health.v1.Health/")
 }
 
@@ -79,7 +82,10 @@ pub struct RateLimits {
 impl RateLimits {
     pub fn new(auth_per_hour: u32, anon_per_hour: u32) -> Self {
         let quota = |n: u32| Quota::per_hour(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
-        RateLimits { authenticated: RateLimiter::keyed(quota(auth_per_hour)), anonymous: RateLimiter::keyed(quota(anon_per_hour)) }
+        RateLimits {
+            authenticated: RateLimiter::keyed(quota(auth_per_hour)),
+            anonymous: RateLimiter::keyed(quota(anon_per_hour)),
+        }
     }
 
     fn check_authenticated(&self, key: &String) -> Result<(), Duration> {
@@ -150,14 +156,21 @@ pub async fn middleware(State(edge): State<Edge>, mut req: Request, next: Next) 
     let elapsed = started.elapsed().as_secs_f64();
     metrics::counter!("custos_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.clone())
         .increment(1);
-    metrics::histogram!("custos_request_duration_seconds", "route" => route, "method" => method.clone()).record(elapsed);
+    metrics::histogram!("custos_request_duration_seconds", "route" => route, "method" => method.clone())
+        .record(elapsed);
     tracing::info!(parent: &span, status = %status, elapsed_ms = elapsed * 1000.0, "request finished");
     response
 }
 
 type Rejection = (Problem, Option<u64>);
 
-async fn admit(edge: &Edge, req: &mut Request, path: &str, request_id: &str, client: Option<IpAddr>) -> Result<(), Rejection> {
+async fn admit(
+    edge: &Edge,
+    req: &mut Request,
+    path: &str,
+    request_id: &str,
+    client: Option<IpAddr>,
+) -> Result<(), Rejection> {
     if is_probe(path) {
         return Ok(());
     }
@@ -177,7 +190,11 @@ async fn admit(edge: &Edge, req: &mut Request, path: &str, request_id: &str, cli
             return Ok(());
         }
         return Err((
-            Problem::new(ErrorKind::Unauthenticated, "Authentication credentials were not provided", "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'"),
+            Problem::new(
+                ErrorKind::Unauthenticated,
+                "Authentication credentials were not provided",
+                "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
+            ),
             None,
         ));
     };
@@ -209,7 +226,11 @@ async fn admit(edge: &Edge, req: &mut Request, path: &str, request_id: &str, cli
 /// A bounded-cardinality route label: ids in the path become `{id}`.
 pub fn route_label(path: &str) -> String {
     path.split('/')
-        .map(|seg| if uuid::Uuid::parse_str(seg).is_ok() || (seg.len() > 20 && seg.contains('-')) { "{id}" } else { seg })
+        .map(
+            |seg| {
+                if uuid::Uuid::parse_str(seg).is_ok() || (seg.len() > 20 && seg.contains('-')) { "{id}" } else { seg }
+            },
+        )
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -43,7 +43,9 @@ pub async fn connect(config: &Config) -> anyhow::Result<Db> {
     let mut db_config = DbConfig::new(&config.database_url);
     db_config.max_connections = config.db_max_connections;
     let db = Db::connect(&db_config)?;
-    db.ping().await.map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", redact(&config.database_url)))?;
+    db.ping()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", redact(&config.database_url)))?;
     Ok(db)
 }
 
@@ -157,10 +159,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             }
         })
     };
-    let mut tasks = vec![
-        serve(http, rest_router, shutdown.subscribe()),
-        serve(grpc, grpc_router, shutdown.subscribe()),
-    ];
+    let mut tasks =
+        vec![serve(http, rest_router, shutdown.subscribe()), serve(grpc, grpc_router, shutdown.subscribe())];
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -218,7 +218,10 @@ fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {
 
 async fn health(State(app): State<App>) -> Response {
     match app.db.ping().await {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({ "status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION") })))
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION") })),
+        )
             .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");

@@ -144,7 +144,8 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(jwt, key, validation)
             .map_err(|e| unauthenticated(format!("Invalid bearer token: {e}")))?;
         let claims = data.claims;
-        let role = claims.role.parse::<Role>().map_err(|_| unauthenticated(format!("Unknown role {:?}", claims.role)))?;
+        let role =
+            claims.role.parse::<Role>().map_err(|_| unauthenticated(format!("Unknown role {:?}", claims.role)))?;
         let (organization_id, _) = self
             .db
             .organization_by_slug(&claims.org)

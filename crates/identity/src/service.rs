@@ -30,9 +30,11 @@ pub enum IdentityError {
 impl From<IdentityError> for Problem {
     fn from(err: IdentityError) -> Self {
         match err {
-            IdentityError::UnknownOrganization(slug) => {
-                Problem::new(ErrorKind::NotFound, "Organisation not found", format!("No organisation with slug {slug:?}"))
-            }
+            IdentityError::UnknownOrganization(slug) => Problem::new(
+                ErrorKind::NotFound,
+                "Organisation not found",
+                format!("No organisation with slug {slug:?}"),
+            ),
             IdentityError::OrganizationExists(slug) => {
                 Problem::conflict("Organisation already exists", format!("The slug {slug:?} is taken"))
             }
@@ -157,7 +159,10 @@ impl IdentityService {
     ) -> Result<IssuedToken, IdentityError> {
         let email = email.trim();
         if !email.contains('@') || email.starts_with('@') || email.len() > 254 {
-            return Err(IdentityError::Invalid { field: "email", reason: format!("{email:?} is not an e-mail address") });
+            return Err(IdentityError::Invalid {
+                field: "email",
+                reason: format!("{email:?} is not an e-mail address"),
+            });
         }
         let (org_id, slug) = self.organization(org_slug).await?;
         let ctx = RequestCtx::operator(org_id, slug);
@@ -198,7 +203,11 @@ impl IdentityService {
     }
 
     /// Who the caller is (any role).
-    pub async fn who_am_i(&self, ctx: &RequestCtx, _req: pb::WhoAmIRequest) -> Result<pb::WhoAmIResponse, IdentityError> {
+    pub async fn who_am_i(
+        &self,
+        ctx: &RequestCtx,
+        _req: pb::WhoAmIRequest,
+    ) -> Result<pb::WhoAmIResponse, IdentityError> {
         Ok(pb::WhoAmIResponse {
             organization_id: ctx.organization_id.to_string(),
             organization_slug: ctx.organization_slug.clone(),
@@ -218,7 +227,11 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 async fn upsert_user(tx: &mut Tx, ctx: &RequestCtx, email: &str, role: Role) -> Result<(Uuid, bool), IdentityError> {
     let existing: Option<(Uuid, String)> = users::table
         .filter(users::organization_id.eq(ctx.organization_id))
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(").bind::<diesel::sql_types::Text, _>(email).sql(")"))
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = lower(")
+                .bind::<diesel::sql_types::Text, _>(email)
+                .sql(")"),
+        )
         .select((users::id, users::role))
         .first(tx.conn())
         .await
@@ -227,11 +240,13 @@ async fn upsert_user(tx: &mut Tx, ctx: &RequestCtx, email: &str, role: Role) -> 
     match existing {
         Some((id, old_role)) if old_role == role.as_str() => Ok((id, false)),
         Some((id, old_role)) => {
-            diesel::update(users::table.filter(users::id.eq(id)).filter(users::organization_id.eq(ctx.organization_id)))
-                .set((users::role.eq(role.as_str()), users::updated_at.eq(timefmt::now())))
-                .execute(tx.conn())
-                .await
-                .map_err(DbError::from)?;
+            diesel::update(
+                users::table.filter(users::id.eq(id)).filter(users::organization_id.eq(ctx.organization_id)),
+            )
+            .set((users::role.eq(role.as_str()), users::updated_at.eq(timefmt::now())))
+            .execute(tx.conn())
+            .await
+            .map_err(DbError::from)?;
             record(
                 tx,
                 ctx,

@@ -68,15 +68,33 @@ impl TestDb {
         };
         if exists == 0 {
             let building = format!("{template}_building");
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut conn).await.expect("drop");
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .expect("drop");
             diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut conn).await.expect("create template");
             custos_db::migrate(&with_database(&admin, &building)).await.expect("migrate template");
-            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut conn).await.expect("rename");
+            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}"))
+                .execute(&mut conn)
+                .await
+                .expect("rename");
         }
         let name = format!("custos_t_{}", Uuid::new_v4().simple());
         let created = diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await;
-        diesel::sql_query(format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK})")).execute(&mut conn).await.expect("unlock");
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK})"))
+            .execute(&mut conn)
+            .await
+            .expect("unlock");
         created.expect("create test database");
+        TestDb { url: with_database(&admin, &name), name, admin }
+    }
+
+    /// An empty database (no migrations applied), for testing `custos migrate` itself.
+    pub async fn empty() -> TestDb {
+        let admin = admin_url();
+        let mut conn = custos_db::connect_once(&admin).await.expect("reach the test PostgreSQL server");
+        let name = format!("custos_t_{}", Uuid::new_v4().simple());
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
         TestDb { url: with_database(&admin, &name), name, admin }
     }
 
@@ -94,7 +112,9 @@ impl Drop for TestDb {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut conn) = custos_db::connect_once(&admin).await {
-                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
@@ -210,15 +230,31 @@ impl TestServer {
     }
 
     /// One REST call; returns the status and the JSON body (`Value::Null` when empty).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let resp = self.raw(method, path, token, body).await;
         let status = resp.status();
         let bytes = resp.bytes().await.expect("body");
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         (status, value)
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> reqwest::Response {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         let mut req = self.http.request(method, url);
         if let Some(t) = token {
@@ -252,7 +288,11 @@ impl TestServer {
     }
 
     pub async fn grpc_with_header(&self, authorization: Option<String>) -> GrpcChannel {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr)).expect("uri").connect().await.expect("connect gRPC");
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect gRPC");
         let header = authorization.map(|a| a.parse().expect("ascii header"));
         InterceptedService::new(channel, AuthHeader(header))
     }

@@ -31,10 +31,22 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/api/docs", get(|| async { axum::response::Redirect::permanent("/api/docs/") }))
         .route(
             "/api/docs/swagger-ui-bundle.js",
-            get(|| async { ([(header::CONTENT_TYPE, "application/javascript"), (header::CACHE_CONTROL, "public, max-age=86400")], BUNDLE).into_response() }),
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/javascript"),
+                        (header::CACHE_CONTROL, "public, max-age=86400"),
+                    ],
+                    BUNDLE,
+                )
+                    .into_response()
+            }),
         )
         .route(
             "/api/docs/swagger-ui.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css"), (header::CACHE_CONTROL, "public, max-age=86400")], CSS).into_response() }),
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/css"), (header::CACHE_CONTROL, "public, max-age=86400")], CSS)
+                    .into_response()
+            }),
         )
 }

@@ -108,7 +108,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(method: Method, path: &'static str, operation_id: &'static str, summary: &'static str, operation: Operation) -> Self {
+    fn new(
+        method: Method,
+        path: &'static str,
+        operation_id: &'static str,
+        summary: &'static str,
+        operation: Operation,
+    ) -> Self {
         let body = if method == Method::GET || method == Method::DELETE { BodyShape::Query } else { BodyShape::Whole };
         let success = match method {
             Method::DELETE => StatusCode::NO_CONTENT,
@@ -212,12 +218,19 @@ async fn handle(
     }
 }
 
-fn build_input(ep: &Endpoint, params: &HashMap<String, String>, uri: &http::Uri, body: &Bytes) -> Result<Input, Problem> {
+fn build_input(
+    ep: &Endpoint,
+    params: &HashMap<String, String>,
+    uri: &http::Uri,
+    body: &Bytes,
+) -> Result<Input, Problem> {
     if ep.body == BodyShape::Query {
         // Path parameters win over query parameters of the same name.
         let query = uri.query().unwrap_or_default();
-        let mut pairs: Vec<(String, String)> =
-            form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| !params.contains_key(k.as_ref())).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| !params.contains_key(k.as_ref()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         pairs.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
         let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
         return Ok(Input::Query(qs));
@@ -225,7 +238,8 @@ fn build_input(ep: &Endpoint, params: &HashMap<String, String>, uri: &http::Uri,
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
-        serde_json::from_slice(body).map_err(|e| Problem::invalid("Malformed JSON", format!("The request body is not valid JSON: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| Problem::invalid("Malformed JSON", format!("The request body is not valid JSON: {e}")))?
     };
     let Value::Object(object) = value else {
         return Err(Problem::invalid("Malformed request", "The request body must be a JSON object"));

@@ -28,7 +28,9 @@ fn index(fds: &FileDescriptorSet) -> HashMap<String, MessageInfo<'_>> {
             .source_code_info
             .iter()
             .flat_map(|s| s.location.iter())
-            .filter_map(|l| l.leading_comments.as_ref().map(|c| (l.path.clone(), c.trim().replace('\n', " ").replace("  ", " "))))
+            .filter_map(|l| {
+                l.leading_comments.as_ref().map(|c| (l.path.clone(), c.trim().replace('\n', " ").replace("  ", " ")))
+            })
             .collect();
         for (i, msg) in file.message_type.iter().enumerate() {
             let i = i as i32;
@@ -40,7 +42,11 @@ fn index(fds: &FileDescriptorSet) -> HashMap<String, MessageInfo<'_>> {
                 .collect();
             out.insert(
                 format!("{package}.{}", msg.name()),
-                MessageInfo { descriptor: msg, comment: comments.get(&vec![4, i]).cloned().unwrap_or_default(), field_comments },
+                MessageInfo {
+                    descriptor: msg,
+                    comment: comments.get(&vec![4, i]).cloned().unwrap_or_default(),
+                    field_comments,
+                },
             );
         }
     }
@@ -52,7 +58,9 @@ fn field_schema(field: &FieldDescriptorProto) -> Value {
         Type::String => json!({ "type": "string" }),
         Type::Bool => json!({ "type": "boolean" }),
         Type::Int64 | Type::Sint64 | Type::Sfixed64 => json!({ "type": "integer", "format": "int64" }),
-        Type::Uint32 | Type::Int32 | Type::Sint32 | Type::Fixed32 | Type::Sfixed32 => json!({ "type": "integer", "format": "int32" }),
+        Type::Uint32 | Type::Int32 | Type::Sint32 | Type::Fixed32 | Type::Sfixed32 => {
+            json!({ "type": "integer", "format": "int32" })
+        }
         Type::Uint64 | Type::Fixed64 => json!({ "type": "integer", "format": "int64", "minimum": 0 }),
         Type::Double => json!({ "type": "number", "format": "double" }),
         Type::Float => json!({ "type": "number", "format": "float" }),
@@ -135,13 +143,19 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         }
         let body_schema = match (ep.body, req) {
             (BodyShape::Whole, _) => Some(reference(&ep.operation.request)),
-            (BodyShape::Field(name), Some(req)) => {
-                req.descriptor.field.iter().find(|f| f.name() == name).map(|f| json!({ "$ref": format!("#/components/schemas/{}", short_name(f.type_name())) }))
-            }
+            (BodyShape::Field(name), Some(req)) => req
+                .descriptor
+                .field
+                .iter()
+                .find(|f| f.name() == name)
+                .map(|f| json!({ "$ref": format!("#/components/schemas/{}", short_name(f.type_name())) })),
             _ => None,
         };
         if let Some(schema) = body_schema {
-            op.insert("requestBody".into(), json!({ "required": true, "content": { "application/json": { "schema": schema } } }));
+            op.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": { "application/json": { "schema": schema } } }),
+            );
         }
         let success = if ep.success == http::StatusCode::NO_CONTENT {
             json!({ "description": "Done; no content" })

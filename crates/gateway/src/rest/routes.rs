@@ -28,7 +28,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             .body_field("framework"),
         Endpoint::patch(FW_ID, "updateFramework", "Partially update a framework", call!(frameworks.update_framework))
             .body_field("framework"),
-        Endpoint::delete(FW_ID, "deleteFramework", "Delete a framework and its requirements", call!(frameworks.delete_framework)),
+        Endpoint::delete(
+            FW_ID,
+            "deleteFramework",
+            "Delete a framework and its requirements",
+            call!(frameworks.delete_framework),
+        ),
         Endpoint::get(
             "/api/compliance/frameworks/{id}/requirements/",
             "listFrameworkRequirements",
@@ -42,15 +47,21 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Live compliance figures of a framework",
             call!(frameworks.compliance_summary),
         ),
-        Endpoint::get(REQ, "listRequirements", "List compliance requirements", call!(frameworks.list_requirements)).list(),
+        Endpoint::get(REQ, "listRequirements", "List compliance requirements", call!(frameworks.list_requirements))
+            .list(),
         Endpoint::post(REQ, "createRequirement", "Create a requirement", call!(frameworks.create_requirement))
             .body_field("requirement")
             .created(),
         Endpoint::get(REQ_ID, "getRequirement", "Get a requirement", call!(frameworks.get_requirement)),
         Endpoint::put(REQ_ID, "replaceRequirement", "Replace a requirement", call!(frameworks.update_requirement))
             .body_field("requirement"),
-        Endpoint::patch(REQ_ID, "updateRequirement", "Partially update a requirement", call!(frameworks.update_requirement))
-            .body_field("requirement"),
+        Endpoint::patch(
+            REQ_ID,
+            "updateRequirement",
+            "Partially update a requirement",
+            call!(frameworks.update_requirement),
+        )
+        .body_field("requirement"),
         Endpoint::delete(REQ_ID, "deleteRequirement", "Delete a requirement", call!(frameworks.delete_requirement)),
         Endpoint::post(
             "/api/compliance/requirements/{id}/update_status/",
@@ -64,6 +75,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Schedule a requirement's next assessment",
             call!(frameworks.schedule_assessment),
         ),
-        Endpoint::get("/api/compliance/whoami/", "whoAmI", "The caller's organisation, role and identity", call!(identity.who_am_i)),
+        Endpoint::get(
+            "/api/compliance/whoami/",
+            "whoAmI",
+            "The caller's organisation, role and identity",
+            call!(identity.who_am_i),
+        ),
     ]
 }

@@ -1,0 +1,152 @@
+//! The `custos` binary as operators use it: real processes against a real database.
+
+use std::process::{Command, Output};
+
+use custos_testkit::TestDb;
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+
+fn custos(args: &[&str], database_url: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custos"));
+    cmd.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    if let Some(url) = database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd.output().expect("run custos")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failure an operator can read: non-zero exit, one `error:` line, no panic.
+fn assert_clean_failure(o: &Output, mentions: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(mentions), "{err}");
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    let mut conn = db.superuser().await;
+    diesel::sql_query(sql).get_result::<Count>(&mut conn).await.expect(sql).n
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["org", "--help"],
+        vec!["org", "create", "--help"],
+        vec!["token", "--help"],
+        vec!["token", "create", "--help"],
+        vec!["seed", "--help"],
+    ] {
+        let o = custos(&args, None);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("Usage: custos"), "{args:?}");
+    }
+    let serve = stdout(&custos(&["serve", "--help"], None));
+    for var in
+        ["DATABASE_URL", "CUSTOS_HTTP_ADDR", "CUSTOS_GRPC_ADDR", "CUSTOS_DATA_DIR", "CUSTOS_RATE_LIMIT_AUTH_PER_HOUR"]
+    {
+        assert!(serve.contains(var), "{var} documented in serve --help");
+    }
+}
+
+#[test]
+fn configuration_errors_are_one_line_without_panics() {
+    assert_clean_failure(&custos(&["migrate"], Some("mysql://root@localhost/x")), "DATABASE_URL");
+    assert_clean_failure(&custos(&["serve"], None), "DATABASE_URL is not set");
+    assert_clean_failure(&custos(&["migrate"], Some("postgres://postgres@127.0.0.1:1/nothing")), "127.0.0.1:1");
+    assert_clean_failure(
+        &custos(&["org", "create", "acme", "--name", "Acme"], Some("postgres://postgres@127.0.0.1:1/nothing")),
+        "cannot reach the database",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")
+        .env("CUSTOS_HTTP_ADDR", "not-an-address")
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, "CUSTOS_HTTP_ADDR");
+    let o = custos(
+        &["token", "create", "--org", "acme", "--email", "a@b.c", "--role", "root"],
+        Some("postgres://postgres@127.0.0.1:1/x"),
+    );
+    assert_clean_failure(&o, "viewer, editor, admin, auditor");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_flow_migrate_org_token_seed() {
+    let db = TestDb::empty().await;
+    let url = db.url.clone();
+    let run = |args: &[&str]| custos(args, Some(&url));
+
+    let o = run(&["migrate"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("applied"));
+    let o = run(&["migrate"]);
+    assert!(stdout(&o).contains("up to date"), "{}", stdout(&o));
+
+    let o = run(&["org", "create", "acme", "--name", "Acme Corp"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(&run(&["org", "create", "acme", "--name", "Again"]), "already exists");
+    assert_clean_failure(&run(&["org", "create", "Not A Slug", "--name", "x"]), "slug");
+
+    let o = run(&["token", "create", "--org", "acme", "--email", "ciso@acme.test", "--role", "admin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let token = out.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("cst_") && token.len() > 40, "{out}");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM api_tokens").await, 1);
+    // A second token for the same user with another role changes the role, audited.
+    let o = run(&["token", "create", "--org", "acme", "--email", "CISO@acme.test", "--role", "auditor"]);
+    assert!(o.status.success());
+    assert_ne!(stdout(&o).lines().last().unwrap(), token);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM users").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM users WHERE role = 'auditor'").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_events WHERE action = 'role_change'").await, 1);
+    assert_clean_failure(&run(&["token", "create", "--org", "nope", "--email", "a@b.c", "--role", "viewer"]), "nope");
+
+    let o = run(&["seed", "--org", "acme"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 2);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 138);
+    let audit_before = count(&db, "SELECT count(*) AS n FROM audit_events").await;
+    let o = run(&["seed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("0 of 45 requirements created"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 2, "seeding twice creates nothing");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 138);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_events").await, audit_before);
+
+    // A user's own catalogue file is loaded alongside, and a broken one is refused by name.
+    let dir = std::env::temp_dir().join(format!("custos-catalog-{}", db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("internal.yaml"),
+        "format: custos-catalog/v1\nkey: internal\nname: Internal controls\nframework_type: CUSTOM\nversion: '1'\nrequirements:\n  - requirement_id: IC-1\n    title: Quarterly access review\n    requirement_type: ADMINISTRATIVE\n    priority: HIGH\n",
+    )
+    .unwrap();
+    let o = run(&["seed", "--org", "acme", "--no-builtin", "--catalog-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 139);
+    std::fs::write(dir.join("zz-broken.yaml"), "format: custos-catalog/v1\nkey: [\n").unwrap();
+    assert_clean_failure(&run(&["seed", "--org", "acme", "--catalog-dir", dir.to_str().unwrap()]), "zz-broken.yaml");
+    let _ = std::fs::remove_dir_all(&dir);
+}
