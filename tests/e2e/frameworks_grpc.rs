@@ -276,21 +276,45 @@ async fn grpc_rate_limit_health_and_reflection() {
         .into_inner();
     assert_eq!(resp.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
-    // Reflection lists the services (grpcurl relies on it); it needs credentials like any API.
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(s.grpc(Some(&org.admin)).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
-    let reply = stream.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("unexpected reply") };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for svc in ["custos.v1.FrameworksService", "custos.v1.IdentityService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == svc), "{svc} in {names:?}");
+    // Reflection lists the services without credentials, in both protocol versions (grpcurl
+    // uses whichever the server offers).
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(s.grpc(None).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream =
+            reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+        let reply = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reply")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for svc in ["custos.v1.FrameworksService", "custos.v1.IdentityService", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == svc), "{svc} in {names:?}");
+        }
+    }
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(s.grpc(None).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("custos.v1.FrameworksService".into())),
+        };
+        let mut stream =
+            reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+        let reply = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+            panic!("unexpected reply")
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
     }
 }

@@ -6,6 +6,7 @@ mod frameworks_grpc;
 mod frameworks_rest;
 mod platform;
 mod requirements_rest;
+mod schema_drift;
 mod tenancy;
 
 use custos_testkit::{TestOrg, TestServer};

@@ -1,4 +1,5 @@
-//! The diesel schema, written by hand to match `migrations/` (checked by `tests/schema_drift`).
+//! The diesel schema, written by hand to match `migrations/` (checked by the e2e test
+//! `schema_drift`).
 
 diesel::table! {
     organizations (id) {

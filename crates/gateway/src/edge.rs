@@ -58,14 +58,15 @@ fn is_grpc(req: &Request) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
-/// Paths anyone may call: liveness, and the API's own documentation (which holds no tenant data
-/// and which a browser must be able to load before it can send credentials).
+/// Paths anyone may call: liveness, and the API's own description — the OpenAPI document, the docs
+/// page and gRPC reflection — which hold no tenant data and which tools (a browser, grpcurl) must
+/// be able to load before they can send credentials. Rate limits still apply to them.
 fn is_public(path: &str) -> bool {
-    path == "/health/"
-        || path == "/health"
+    is_probe(path)
         || path == "/api/schema/"
         || path.starts_with("/api/docs")
-        || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
 }
 
 /// Paths that are neither authenticated nor rate limited (orchestrator probes hit them often).

@@ -65,7 +65,11 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Explicit buckets make latencies real Prometheus histograms (aggregatable across
+            // replicas) rather than per-process summaries.
+            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let recorder =
+                PrometheusBuilder::new().set_buckets(&buckets).expect("non-empty bucket list").build_recorder();
             let handle = recorder.handle();
             // Only the first server of a process installs the global recorder (tests start many).
             let _ = metrics::set_global_recorder(recorder);
