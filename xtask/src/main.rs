@@ -102,7 +102,7 @@ fn run() -> Result {
     println!("  database  {}", pg::redact(&database_url));
     println!("  REST      http://{http}/api/compliance/");
     println!("  API docs  http://{http}/api/docs/");
-    println!("  gRPC      {grpc}   (grpcurl -plaintext -H 'authorization: Token …' {grpc} list)");
+    println!("  gRPC      {grpc}   (grpcurl -plaintext {grpc} list)");
     println!("  admin token (shown once):");
     println!("  {token}");
     println!();

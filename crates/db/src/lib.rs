@@ -147,8 +147,9 @@ impl Db {
         let mut conn = self.conn().await?;
         AnsiTransactionManager::begin_transaction(&mut *conn).await?;
         let mut tx = Tx { conn: Some(conn) };
-        diesel::sql_query(format!("SET LOCAL ROLE {APP_ROLE}")).execute(tx.conn()).await?;
-        diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
+        // One round trip: `set_config('role', …, true)` is `SET LOCAL ROLE`, membership checked.
+        diesel::sql_query("SELECT set_config('role', $1, true), set_config('custos.org_id', $2, true)")
+            .bind::<Text, _>(APP_ROLE)
             .bind::<Text, _>(organization_id.to_string())
             .execute(tx.conn())
             .await?;
@@ -161,7 +162,7 @@ impl Db {
         let mut conn = self.conn().await?;
         AnsiTransactionManager::begin_transaction(&mut *conn).await?;
         let mut tx = Tx { conn: Some(conn) };
-        diesel::sql_query(format!("SET LOCAL ROLE {APP_ROLE}")).execute(tx.conn()).await?;
+        diesel::sql_query("SELECT set_config('role', $1, true)").bind::<Text, _>(APP_ROLE).execute(tx.conn()).await?;
         Ok(tx)
     }
 

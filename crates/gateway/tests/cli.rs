@@ -150,3 +150,43 @@ async fn operator_flow_migrate_org_token_seed() {
     assert_clean_failure(&run(&["seed", "--org", "acme", "--catalog-dir", dir.to_str().unwrap()]), "zz-broken.yaml");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_migrates_on_start_answers_health_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::empty().await;
+    let data_dir = std::env::temp_dir().join(format!("custos-serve-{}", db.name));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("CUSTOS_HTTP_ADDR", "127.0.0.1:0")
+        .env("CUSTOS_GRPC_ADDR", "127.0.0.1:0")
+        .env("CUSTOS_DATA_DIR", &data_dir)
+        .env("CUSTOS_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let health: serde_json::Value = reqwest::get(format!("http://{addr}/health/")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(data_dir.is_dir(), "CUSTOS_DATA_DIR is created");
+    assert_eq!(
+        count(&db, "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'frameworks'").await,
+        1,
+        "migrated on start"
+    );
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0: {exit}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    let served = logs.lines().find(|l| l.contains("custos serving")).expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(served).expect("JSON logs");
+    assert_eq!(line["level"], "INFO");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
