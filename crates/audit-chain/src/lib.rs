@@ -7,6 +7,10 @@
 //! The tamper-evidence layer — per-organisation hash chain, Merkle tree, signed checkpoints,
 //! proofs and verification — is the audit-chain issue's work and builds on these rows.
 
+pub mod encoding;
+pub mod merkle;
+pub mod note;
+
 use custos_core::{RequestCtx, new_id};
 use custos_db::schema::audit_events;
 use custos_db::{DbError, Tx};
