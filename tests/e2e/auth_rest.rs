@@ -272,8 +272,8 @@ async fn tokens_are_stored_hashed_and_track_last_use() {
         .unwrap();
     assert_eq!(used, 1);
     // The token secret is in no audit entry.
-    let audit: Vec<Value> = custos_db::schema::audit_events::table
-        .select(custos_db::schema::audit_events::changes)
+    let audit: Vec<Value> = custos_db::schema::audit_queue::table
+        .select(custos_db::schema::audit_queue::changes)
         .load(&mut conn)
         .await
         .unwrap();

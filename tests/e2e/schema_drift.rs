@@ -36,9 +36,16 @@ async fn hand_written_schema_matches_the_migrations() {
             "requirements",
             diesel::debug_query::<Pg, _>(&requirements::table.select(requirements::all_columns)).to_string(),
         ),
+        ("audit_queue", diesel::debug_query::<Pg, _>(&audit_queue::table.select(audit_queue::all_columns)).to_string()),
+        ("audit_log", diesel::debug_query::<Pg, _>(&audit_log::table.select(audit_log::all_columns)).to_string()),
+        ("audit_heads", diesel::debug_query::<Pg, _>(&audit_heads::table.select(audit_heads::all_columns)).to_string()),
         (
-            "audit_events",
-            diesel::debug_query::<Pg, _>(&audit_events::table.select(audit_events::all_columns)).to_string(),
+            "audit_tree_nodes",
+            diesel::debug_query::<Pg, _>(&audit_tree_nodes::table.select(audit_tree_nodes::all_columns)).to_string(),
+        ),
+        (
+            "audit_checkpoints",
+            diesel::debug_query::<Pg, _>(&audit_checkpoints::table.select(audit_checkpoints::all_columns)).to_string(),
         ),
     ];
     for (table, sql) in tables {

@@ -121,7 +121,7 @@ async fn row_level_security_hides_other_tenants_even_from_raw_sql() {
         .await
         .unwrap();
     assert_eq!(by_id.n, 0);
-    let by_org: Count = diesel::sql_query("SELECT count(*) AS n FROM audit_events WHERE organization_id = $1::uuid")
+    let by_org: Count = diesel::sql_query("SELECT count(*) AS n FROM audit_queue WHERE organization_id = $1::uuid")
         .bind::<Text, _>(b.id.to_string())
         .get_result(&mut conn)
         .await
@@ -155,7 +155,14 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         .await
         .unwrap();
     assert!(!flags.rolsuper && !flags.rolbypassrls);
-    for statement in ["UPDATE audit_events SET action = 'forged'", "DELETE FROM audit_events"] {
+    for statement in [
+        "UPDATE audit_log SET action = 'forged'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "UPDATE audit_checkpoints SET tree_size = 0",
+        "DELETE FROM audit_tree_nodes",
+        "UPDATE audit_queue SET action = 'forged'",
+    ] {
         let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
         tx.begin_test_transaction().await.unwrap();
         diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut tx).await.unwrap();

@@ -2,17 +2,28 @@
 //!
 //! Every state change in the platform calls [`record`] with the open transaction that makes the
 //! change, so the entry commits or rolls back with it: if the entry cannot be written, the change
-//! fails. Entries are written to `audit_events` (append-only for the service role).
+//! fails. Entries are written to `audit_queue` (append-only for the service role).
 //!
 //! The tamper-evidence layer — per-organisation hash chain, Merkle tree, signed checkpoints,
 //! proofs and verification — is the audit-chain issue's work and builds on these rows.
 
 pub mod encoding;
+pub mod grpc;
+pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod proofs;
+pub mod rows;
+pub mod sequencer;
+pub mod service;
+pub mod verify;
+
+pub use sequencer::{AuditChain, ChainError, IntegrateOutcome, SequencerConfig};
+pub use service::{AuditError, AuditService};
+pub use verify::VerifyReport;
 
 use custos_core::{RequestCtx, new_id};
-use custos_db::schema::audit_events;
+use custos_db::schema::audit_queue;
 use custos_db::{DbError, Tx};
 use diesel::ExpressionMethods;
 use diesel_async::RunQueryDsl;
@@ -35,18 +46,18 @@ pub struct Change<'a> {
 /// Records `change` in the transaction that makes it.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
     let actor_detail = serde_json::to_value(&ctx.actor).unwrap_or(Value::Null);
-    diesel::insert_into(audit_events::table)
+    diesel::insert_into(audit_queue::table)
         .values((
-            audit_events::id.eq(new_id()),
-            audit_events::organization_id.eq(ctx.organization_id),
-            audit_events::actor.eq(ctx.actor.label()),
-            audit_events::actor_detail.eq(json!({ "actor": actor_detail, "role": ctx.role.as_str() })),
-            audit_events::action.eq(change.action),
-            audit_events::resource_type.eq(change.resource_type),
-            audit_events::resource_id.eq(change.resource_id),
-            audit_events::changes.eq(json!({ "before": change.before, "after": change.after })),
-            audit_events::request_id.eq(ctx.request_id.as_deref()),
-            audit_events::client_addr.eq(ctx.client_addr.map(|a| a.to_string())),
+            audit_queue::id.eq(new_id()),
+            audit_queue::organization_id.eq(ctx.organization_id),
+            audit_queue::actor.eq(ctx.actor.label()),
+            audit_queue::actor_detail.eq(json!({ "actor": actor_detail, "role": ctx.role.as_str() })),
+            audit_queue::action.eq(change.action),
+            audit_queue::resource_type.eq(change.resource_type),
+            audit_queue::resource_id.eq(change.resource_id),
+            audit_queue::changes.eq(json!({ "before": change.before, "after": change.after })),
+            audit_queue::request_id.eq(ctx.request_id.as_deref()),
+            audit_queue::client_addr.eq(ctx.client_addr.map(|a| a.to_string())),
         ))
         .execute(tx.conn())
         .await?;

@@ -156,6 +156,20 @@ impl Db {
         Ok(tx)
     }
 
+    /// A read-only transaction on one consistent snapshot (long reads such as verification).
+    pub async fn begin_snapshot(&self, organization_id: Uuid) -> Result<Tx, DbError> {
+        let mut conn = self.conn().await?;
+        AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let mut tx = Tx { conn: Some(conn) };
+        diesel::sql_query("SELECT set_config('role', $1, true), set_config('custos.org_id', $2, true)")
+            .bind::<Text, _>(APP_ROLE)
+            .bind::<Text, _>(organization_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        Ok(tx)
+    }
+
     /// Opens a transaction for work before a tenant is known (authentication): still under the
     /// restricted role, where RLS shows no tenant rows at all.
     pub async fn begin_untenanted(&self) -> Result<Tx, DbError> {

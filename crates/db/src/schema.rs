@@ -83,7 +83,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    audit_events (id) {
+    /// Audit entries written with their change, waiting for the sequencer.
+    audit_queue (id) {
         id -> Uuid,
         organization_id -> Uuid,
         recorded_at -> Timestamptz,
@@ -98,6 +99,76 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The sequenced, hash-chained audit log (append-only).
+    audit_log (organization_id, seq) {
+        organization_id -> Uuid,
+        seq -> BigInt,
+        event_id -> Uuid,
+        recorded_at -> Timestamptz,
+        sequenced_at -> Timestamptz,
+        actor -> Text,
+        actor_detail -> Jsonb,
+        action -> Text,
+        resource_type -> Text,
+        resource_id -> Text,
+        changes -> Jsonb,
+        request_id -> Nullable<Text>,
+        client_addr -> Nullable<Text>,
+        salt_seed -> Nullable<Bytea>,
+        salts -> Nullable<Jsonb>,
+        withheld -> Nullable<Jsonb>,
+        leaf_hash -> Bytea,
+        chain_hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_heads (organization_id) {
+        organization_id -> Uuid,
+        tree_size -> BigInt,
+        chain_hash -> Bytea,
+        frontier -> Bytea,
+        checkpoint_size -> BigInt,
+        checkpoint_at -> Nullable<Timestamptz>,
+        pruned_before -> BigInt,
+        prune_chain_hash -> Nullable<Bytea>,
+        prune_frontier -> Nullable<Bytea>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_tree_nodes (organization_id, level, idx) {
+        organization_id -> Uuid,
+        level -> SmallInt,
+        idx -> BigInt,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (organization_id, tree_size) {
+        organization_id -> Uuid,
+        tree_size -> BigInt,
+        root_hash -> Bytea,
+        note -> Text,
+        key_name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(organizations, users, api_tokens, frameworks, requirements, audit_events);
+diesel::allow_tables_to_appear_in_same_query!(
+    organizations,
+    users,
+    api_tokens,
+    frameworks,
+    requirements,
+    audit_queue,
+    audit_log,
+    audit_heads,
+    audit_tree_nodes,
+    audit_checkpoints
+);

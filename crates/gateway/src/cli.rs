@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use custos_core::{RequestCtx, Role};
 use custos_frameworks::catalog;
 
-use crate::config::{Config, check_database_url};
+use custos_audit_chain::keys::DEFAULT_ORIGIN;
+use custos_audit_chain::note::NoteSigner;
+use custos_audit_chain::{AuditChain, SequencerConfig};
+use ed25519_dalek::SigningKey;
+
+use crate::config::{AuditConfig, Config, check_database_url};
 use crate::server::{self, App};
 
 #[derive(Debug, Parser)]
@@ -39,6 +44,26 @@ pub enum Command {
     /// Load the built-in framework catalogue (and any --catalog-dir files) into organisations.
     /// Idempotent: only what is missing is created.
     Seed(SeedArgs),
+    /// Verify the audit chain: recompute every entry's hashes and the Merkle tree and check every
+    /// signed checkpoint. Exits 0 when intact; otherwise names the first bad sequence number and
+    /// what is wrong, and exits 1. Queued entries are integrated first.
+    ///
+    /// Checkpoint signatures are checked with the configured key (CUSTOS_SIGNING_KEY,
+    /// CUSTOS_SIGNING_KEY_FILE or the generated key under CUSTOS_DATA_DIR) and any
+    /// CUSTOS_AUDIT_TRUSTED_KEYS.
+    VerifyAuditChain(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only this organisation (default: every organisation).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Only entries recorded in the last N days (earlier ones anchor the check).
+    #[arg(long)]
+    pub days: Option<u32>,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]
@@ -98,7 +123,7 @@ pub struct SeedArgs {
     pub db: DbArgs,
 }
 
-async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
+async fn connect(args: &DbArgs) -> anyhow::Result<custos_db::Db> {
     check_database_url(&args.database_url)?;
     let mut config = custos_db::DbConfig::new(&args.database_url);
     config.max_connections = 4;
@@ -106,7 +131,25 @@ async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     db.ping()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the database at {}: {e}", server::redact(&args.database_url)))?;
-    Ok(App::new(db))
+    Ok(db)
+}
+
+/// The services for commands that only record audit entries (they are queued for the server's
+/// sequencer): no signing key is needed, so none is loaded or generated.
+async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
+    let db = connect(args).await?;
+    let unused_signer = NoteSigner::new(DEFAULT_ORIGIN, SigningKey::from_bytes(&rand::random()));
+    let chain = AuditChain::new(db.clone(), unused_signer, vec![], SequencerConfig::default());
+    Ok(App::new(db, chain))
+}
+
+/// The services with the configured audit signing key, for the audit commands.
+async fn audit_app_for(args: &DbArgs) -> anyhow::Result<App> {
+    let db = connect(args).await?;
+    let data_dir = std::path::PathBuf::from(std::env::var("CUSTOS_DATA_DIR").unwrap_or_else(|_| "./data".into()));
+    let config = AuditConfig::from_env(&data_dir)?;
+    let chain = server::audit_chain(db.clone(), &config)?;
+    Ok(App::new(db, chain))
 }
 
 /// Runs one subcommand. Output goes to stdout; errors are returned for `main` to print.
@@ -159,14 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = &args.catalog_dir {
                 catalogs.extend(catalog::load_dir(dir).map_err(problem_of)?);
             }
-            let orgs = match &args.org {
-                Some(slug) => vec![app.identity.organization(slug).await.map_err(problem)?],
-                None => app.identity.all_organizations().await.map_err(problem)?,
-            };
-            if orgs.is_empty() {
-                anyhow::bail!("no organisations to seed; create one with `custos org create`");
-            }
-            for (org_id, slug) in orgs {
+            for (org_id, slug) in organisations(&app, args.org.as_deref()).await? {
                 let ctx = RequestCtx::operator(org_id, slug.clone());
                 for o in app.frameworks.seed(&ctx, &catalogs).await.map_err(problem)? {
                     println!(
@@ -179,8 +215,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::VerifyAuditChain(args) => verify_audit_chain(args).await?,
     }
     Ok(())
+}
+
+/// The organisations an operator command applies to: one by slug, or all.
+async fn organisations(app: &App, slug: Option<&str>) -> anyhow::Result<Vec<(uuid::Uuid, String)>> {
+    let orgs = match slug {
+        Some(slug) => vec![app.identity.organization(slug).await.map_err(problem)?],
+        None => app.identity.all_organizations().await.map_err(problem)?,
+    };
+    if orgs.is_empty() {
+        anyhow::bail!("no organisations; create one with `custos org create`");
+    }
+    Ok(orgs)
+}
+
+async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
+    let app = audit_app_for(&args.db).await?;
+    let chain = app.audit.chain();
+    let mut failed = Vec::new();
+    for (org, slug) in organisations(&app, args.org.as_deref()).await? {
+        chain.sync(org).await?;
+        let started = std::time::Instant::now();
+        let report = chain.verify(org, args.days).await?;
+        let secs = started.elapsed().as_secs_f64();
+        if report.ok {
+            println!(
+                "{slug}: OK — {} entries ({}..{}) and {} checkpoints verified in {secs:.2}s",
+                report.entries_checked, report.first_seq, report.tree_size, report.checkpoints_checked
+            );
+        } else {
+            println!(
+                "{slug}: FAILED at sequence number {} — {}",
+                report.first_bad_seq.map_or("?".into(), |s| s.to_string()),
+                report.problem.as_deref().unwrap_or("unknown problem")
+            );
+            failed.push(slug.clone());
+        }
+        for note in &report.notes {
+            println!("{slug}: note: {note}");
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { anyhow::bail!("audit chain verification failed for {}", failed.join(", ")) }
 }
 
 fn problem_of(p: custos_core::Problem) -> anyhow::Error {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use custos_audit_chain::keys::{DEFAULT_ORIGIN, KeyConfig};
 use custos_identity::{JwtConfig, JwtKey};
 
 #[derive(Clone)]
@@ -18,6 +19,36 @@ pub struct Config {
     pub rate_limit_anon_per_hour: u32,
     pub jwt: Option<JwtConfig>,
     pub log_json: bool,
+    pub audit: AuditConfig,
+}
+
+/// The audit chain's keys and tuning.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    pub keys: KeyConfig,
+    pub checkpoint_interval_ms: u64,
+    pub retention_days: u32,
+}
+
+impl AuditConfig {
+    /// From `CUSTOS_SIGNING_KEY(_FILE)`, `CUSTOS_ENV`, `CUSTOS_LOG_ORIGIN`, `CUSTOS_AUDIT_*`.
+    pub fn from_env(data_dir: &std::path::Path) -> Result<AuditConfig, ConfigError> {
+        let production = var("CUSTOS_ENV").is_some_and(|e| e.eq_ignore_ascii_case("production"));
+        Ok(AuditConfig {
+            keys: KeyConfig {
+                key: var("CUSTOS_SIGNING_KEY"),
+                key_file: var("CUSTOS_SIGNING_KEY_FILE").map(PathBuf::from),
+                data_dir: data_dir.to_path_buf(),
+                production,
+                origin: var("CUSTOS_LOG_ORIGIN").unwrap_or_else(|| DEFAULT_ORIGIN.to_owned()),
+                trusted: var("CUSTOS_AUDIT_TRUSTED_KEYS")
+                    .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                    .unwrap_or_default(),
+            },
+            checkpoint_interval_ms: parsed("CUSTOS_AUDIT_CHECKPOINT_INTERVAL_MS", 500u64)?,
+            retention_days: positive("CUSTOS_AUDIT_RETENTION_DAYS", 2555)?,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +109,13 @@ impl Config {
             }
         }
         .map(|key| JwtConfig { key, issuer: var("CUSTOS_JWT_ISSUER"), audience: var("CUSTOS_JWT_AUDIENCE") });
+        let data_dir = PathBuf::from(var("CUSTOS_DATA_DIR").unwrap_or_else(|| "./data".into()));
         Ok(Config {
+            audit: AuditConfig::from_env(&data_dir)?,
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
-            data_dir: PathBuf::from(var("CUSTOS_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            data_dir,
             migrate_on_start: flag("CUSTOS_MIGRATE_ON_START", true)?,
             db_max_connections: parsed("CUSTOS_DB_MAX_CONNECTIONS", 16usize)?,
             rate_limit_auth_per_hour: positive("CUSTOS_RATE_LIMIT_AUTH_PER_HOUR", 1000)?,

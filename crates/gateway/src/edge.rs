@@ -67,6 +67,8 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/api/docs")
         || path.starts_with("/grpc.reflection.v1.ServerReflection/")
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+        || path == crate::rest::routes::PUBLIC_KEY
+        || path == "/custos.v1.AuditService/GetPublicKey"
 }
 
 /// Paths that are neither authenticated nor rate limited (orchestrator probes hit them often).

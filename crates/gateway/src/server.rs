@@ -8,9 +8,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use custos_audit_chain::keys::{self, KeySource};
+use custos_audit_chain::{AuditChain, AuditService, SequencerConfig};
 use custos_db::{Db, DbConfig};
 use custos_frameworks::FrameworksService;
 use custos_identity::{Authenticator, IdentityService};
+use custos_proto::v1::audit_service_server::AuditServiceServer;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
 use custos_proto::v1::identity_service_server::IdentityServiceServer;
 use http::{StatusCode, header};
@@ -20,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{AuditConfig, Config};
 use crate::edge::{self, Edge, RateLimits};
 use crate::rest;
 
@@ -30,12 +33,37 @@ pub struct App {
     pub db: Db,
     pub identity: IdentityService,
     pub frameworks: FrameworksService,
+    pub audit: AuditService,
 }
 
 impl App {
-    pub fn new(db: Db) -> Self {
-        App { identity: IdentityService::new(db.clone()), frameworks: FrameworksService::new(db.clone()), db }
+    pub fn new(db: Db, chain: AuditChain) -> Self {
+        App {
+            identity: IdentityService::new(db.clone()),
+            frameworks: FrameworksService::new(db.clone()),
+            audit: AuditService::new(chain),
+            db,
+        }
     }
+}
+
+/// The audit chain with the configured signing key (generated on first use outside production).
+pub fn audit_chain(db: Db, config: &AuditConfig) -> anyhow::Result<AuditChain> {
+    let (signer, source) = keys::load(&config.keys)?;
+    if let KeySource::Generated(path) = &source {
+        let key = signer.verifier().to_note_key();
+        tracing::warn!(path = %path.display(), verifier_key = %key, "USING A GENERATED AUDIT SIGNING KEY: set CUSTOS_SIGNING_KEY for production");
+        eprintln!(
+            "WARNING: audit checkpoints are signed with a generated key ({}); set CUSTOS_SIGNING_KEY for production",
+            path.display()
+        );
+    }
+    let trusted = keys::trusted(&config.keys, Some(&signer))?;
+    let sequencer = SequencerConfig {
+        checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
+        ..SequencerConfig::default()
+    };
+    Ok(AuditChain::new(db, signer, trusted, sequencer))
 }
 
 /// Connects the pool and checks the database answers, with an error an operator can act on.
@@ -132,7 +160,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let db = connect(config).await?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
-    let app = App::new(db.clone());
+    let chain = audit_chain(db.clone(), &config.audit)?;
+    let app = App::new(db.clone(), chain.clone());
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
     let edge = Edge { authenticator, limits: limits.clone() };
@@ -165,6 +194,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     };
     let mut tasks =
         vec![serve(http, rest_router, shutdown.subscribe()), serve(grpc, grpc_router, shutdown.subscribe())];
+    tasks.push(tokio::spawn(chain.run(shutdown.subscribe())));
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -239,6 +269,7 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<FrameworksServiceServer<FrameworksService>>().await;
     health_reporter.set_serving::<IdentityServiceServer<IdentityService>>().await;
+    health_reporter.set_serving::<AuditServiceServer<AuditService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -251,7 +282,8 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(FrameworksServiceServer::new(app.frameworks.clone()))
-        .add_service(IdentityServiceServer::new(app.identity.clone()));
+        .add_service(IdentityServiceServer::new(app.identity.clone()))
+        .add_service(AuditServiceServer::new(app.audit.clone()));
     Ok(routes.into_axum_router().layer(axum::middleware::from_fn_with_state(edge, edge::middleware)))
 }
 

@@ -196,6 +196,18 @@ impl TestServer {
             rate_limit_anon_per_hour: options.rate_limit_anon_per_hour.unwrap_or(1_000_000),
             jwt: options.jwt,
             log_json: false,
+            audit: custos_gateway::config::AuditConfig {
+                keys: custos_audit_chain::keys::KeyConfig {
+                    key: None,
+                    key_file: None,
+                    data_dir: data_dir.clone(),
+                    production: false,
+                    origin: "custos.test/audit".into(),
+                    trusted: vec![],
+                },
+                checkpoint_interval_ms: 200,
+                retention_days: 2555,
+            },
         };
         let server = custos_gateway::server::start(&config).await.expect("start gateway");
         TestServer {
@@ -297,19 +309,26 @@ impl TestServer {
         InterceptedService::new(channel, AuthHeader(header))
     }
 
-    /// Number of audit entries of the organisation with this action and resource type.
+    /// Number of audit entries of the organisation with this action and resource type, whether
+    /// still queued or already sequenced into the log.
     pub async fn audit_count(&self, org: Uuid, action: &str, resource_type: &str) -> i64 {
-        use custos_db::schema::audit_events as a;
-        use diesel::{ExpressionMethods, QueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
         let mut conn = self.db.superuser().await;
-        a::table
-            .filter(a::organization_id.eq(org))
-            .filter(a::action.eq(action))
-            .filter(a::resource_type.eq(resource_type))
-            .count()
-            .get_result(&mut conn)
-            .await
-            .expect("count audit events")
+        let row: Count = diesel::sql_query(
+            "SELECT (SELECT count(*) FROM audit_queue WHERE organization_id = $1 AND action = $2 AND resource_type = $3)
+                  + (SELECT count(*) FROM audit_log WHERE organization_id = $1 AND action = $2 AND resource_type = $3) AS n",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(org)
+        .bind::<diesel::sql_types::Text, _>(action)
+        .bind::<diesel::sql_types::Text, _>(resource_type)
+        .get_result(&mut conn)
+        .await
+        .expect("count audit entries");
+        row.n
     }
 }
 

@@ -47,7 +47,7 @@ enum Input {
     Json(Value),
 }
 
-type Call = Arc<dyn Fn(App, RequestCtx, Input) -> BoxFuture<'static, Result<Value, Problem>> + Send + Sync>;
+type Call = Arc<dyn Fn(App, Option<RequestCtx>, Input) -> BoxFuture<'static, Result<Value, Problem>> + Send + Sync>;
 
 /// A service method, type-erased: it decodes its own request message and encodes its response.
 #[derive(Clone)]
@@ -57,12 +57,36 @@ pub struct Operation {
     pub response: String,
 }
 
-/// Wraps a service method as an [`Operation`].
+/// Wraps a service method as an [`Operation`] for authenticated callers.
 pub fn op<Req, Resp, F, Fut>(f: F) -> Operation
 where
     Req: DeserializeOwned + prost::Name + Send + 'static,
     Resp: Serialize + prost::Name + Send + 'static,
     F: Fn(App, RequestCtx, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Problem>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    public_op(move |app, ctx: Option<RequestCtx>, req| {
+        let f = f.clone();
+        async move {
+            match ctx {
+                Some(ctx) => f(app, ctx, req).await,
+                None => Err(Problem::new(
+                    custos_core::ErrorKind::Unauthenticated,
+                    "Authentication credentials were not provided",
+                    "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
+                )),
+            }
+        }
+    })
+}
+
+/// Wraps a service method that also answers anonymous callers (its path is public in `edge`).
+pub fn public_op<Req, Resp, F, Fut>(f: F) -> Operation
+where
+    Req: DeserializeOwned + prost::Name + Send + 'static,
+    Resp: Serialize + prost::Name + Send + 'static,
+    F: Fn(App, Option<RequestCtx>, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, Problem>> + Send + 'static,
 {
     let f = Arc::new(f);
@@ -103,6 +127,7 @@ pub struct Endpoint {
     pub tag: &'static str,
     pub body: BodyShape,
     pub list: bool,
+    pub cursor: bool,
     pub success: StatusCode,
     pub operation: Operation,
 }
@@ -121,7 +146,7 @@ impl Endpoint {
             _ => StatusCode::OK,
         };
         let tag = path.trim_start_matches("/api/compliance/").split('/').next().unwrap_or("api");
-        Endpoint { method, path, operation_id, summary, tag, body, list: false, success, operation }
+        Endpoint { method, path, operation_id, summary, tag, body, list: false, cursor: false, success, operation }
     }
     pub fn get(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
         Self::new(Method::GET, path, id, summary, op)
@@ -141,6 +166,11 @@ impl Endpoint {
     /// The response is a page of results.
     pub fn list(mut self) -> Self {
         self.list = true;
+        self
+    }
+    /// The response is a cursor-paginated list (`results` and `next_cursor`).
+    pub fn cursor_list(mut self) -> Self {
+        self.cursor = true;
         self
     }
     /// The request body is this field of the request message.
@@ -197,13 +227,6 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(ctx) = ctx else {
-        return problem_response(&Problem::new(
-            custos_core::ErrorKind::Unauthenticated,
-            "Authentication credentials were not provided",
-            "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
-        ));
-    };
     let result = match build_input(ep, &params, &uri, &body) {
         Ok(input) => (ep.operation.call)(app, ctx, input).await,
         Err(p) => Err(p),
@@ -212,7 +235,13 @@ async fn handle(
         Err(problem) => problem_response(&problem),
         Ok(_) if ep.success == StatusCode::NO_CONTENT => StatusCode::NO_CONTENT.into_response(),
         Ok(value) => {
-            let value = if ep.list { page_envelope(value, &uri, &headers) } else { value };
+            let value = if ep.list {
+                page_envelope(value, &uri, &headers)
+            } else if ep.cursor {
+                cursor_envelope(value, &uri, &headers)
+            } else {
+                value
+            };
             (ep.success, axum::Json(value)).into_response()
         }
     }
@@ -262,27 +291,48 @@ fn build_input(
     Ok(Input::Json(Value::Object(message)))
 }
 
+/// An absolute link to this path with `param` set to `value` (other query parameters kept).
+fn link(uri: &http::Uri, headers: &HeaderMap, param: &str, value: Option<String>) -> Value {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k != param)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if let Some(v) = value {
+        pairs.push((param.to_owned(), v));
+    }
+    let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    let sep = if qs.is_empty() { "" } else { "?" };
+    Value::String(format!("{scheme}://{host}{}{sep}{qs}", uri.path()))
+}
+
+/// A cursor page: `{"next", "previous", "results"}` (Django REST framework's cursor pagination),
+/// where `next` carries the opaque cursor; there is no total count, so pages stay fast however
+/// long the list.
+fn cursor_envelope(value: Value, uri: &http::Uri, headers: &HeaderMap) -> Value {
+    let Value::Object(mut m) = value else { return value };
+    let next = match m.remove("next_cursor") {
+        Some(Value::String(c)) => link(uri, headers, "cursor", Some(c)),
+        _ => Value::Null,
+    };
+    let mut out = Map::new();
+    out.insert("next".into(), next);
+    out.insert("previous".into(), Value::Null);
+    out.insert("results".into(), m.remove("results").unwrap_or(Value::Array(vec![])));
+    Value::Object(out)
+}
+
 /// Turns a list response (`count`, `next_page`, `previous_page`, `results`) into the seed's page:
 /// `{"count", "next", "previous", "results"}` with absolute URLs, as Django REST framework writes.
 fn page_envelope(value: Value, uri: &http::Uri, headers: &HeaderMap) -> Value {
     let Value::Object(mut m) = value else { return value };
-    let link = |page: Option<u64>| -> Value {
-        let Some(page) = page else { return Value::Null };
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-            .filter(|(k, _)| k != "page")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        if page > 1 {
-            pairs.push(("page".into(), page.to_string()));
-        }
-        let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-        let sep = if qs.is_empty() { "" } else { "?" };
-        Value::String(format!("{scheme}://{host}{}{sep}{qs}", uri.path()))
+    let page_link = |page: Option<u64>| match page {
+        None => Value::Null,
+        Some(p) => link(uri, headers, "page", (p > 1).then(|| p.to_string())),
     };
-    let next = link(m.get("next_page").and_then(Value::as_u64));
-    let previous = link(m.get("previous_page").and_then(Value::as_u64));
+    let next = page_link(m.get("next_page").and_then(Value::as_u64));
+    let previous = page_link(m.get("previous_page").and_then(Value::as_u64));
     let mut out = Map::new();
     out.insert("count".into(), m.remove("count").unwrap_or(Value::from(0)));
     out.insert("next".into(), next);

@@ -3,7 +3,7 @@
 
 use custos_core::Problem;
 
-use super::{Endpoint, op};
+use super::{Endpoint, op, public_op};
 use crate::server::App;
 
 /// Calls `app.<service>.<method>(&ctx, request)` and maps its error to a [`Problem`].
@@ -13,11 +13,16 @@ macro_rules! call {
     };
 }
 
+/// Paths served to anonymous callers too (see `edge::is_public`).
+pub const PUBLIC_KEY: &str = "/api/compliance/audit-log/public-key/";
+
 pub fn endpoints() -> Vec<Endpoint> {
     const FW: &str = "/api/compliance/frameworks/";
     const FW_ID: &str = "/api/compliance/frameworks/{id}/";
     const REQ: &str = "/api/compliance/requirements/";
     const REQ_ID: &str = "/api/compliance/requirements/{id}/";
+    const AUDIT: &str = "/api/compliance/audit-log/";
+    const CHECKPOINTS: &str = "/api/compliance/audit-log/checkpoints/";
     vec![
         Endpoint::get(FW, "listFrameworks", "List regulatory frameworks", call!(frameworks.list_frameworks)).list(),
         Endpoint::post(FW, "createFramework", "Create a framework", call!(frameworks.create_framework))
@@ -80,6 +85,60 @@ pub fn endpoints() -> Vec<Endpoint> {
             "whoAmI",
             "The caller's organisation, role and identity",
             call!(identity.who_am_i),
+        ),
+        Endpoint::get(
+            AUDIT,
+            "listAuditEntries",
+            "The audit trail, newest first (auditors, admins)",
+            call!(audit.list_entries),
+        )
+        .cursor_list(),
+        Endpoint::get("/api/compliance/audit-log/{seq}/", "getAuditEntry", "One audit entry", call!(audit.get_entry)),
+        Endpoint::get(
+            CHECKPOINTS,
+            "listAuditCheckpoints",
+            "Signed checkpoints, newest first",
+            call!(audit.list_checkpoints),
+        )
+        .cursor_list(),
+        Endpoint::post(
+            CHECKPOINTS,
+            "createAuditCheckpoint",
+            "Integrate queued entries and sign a checkpoint now",
+            call!(audit.create_checkpoint),
+        )
+        .created(),
+        Endpoint::get(
+            "/api/compliance/audit-log/checkpoints/latest/",
+            "latestAuditCheckpoint",
+            "The latest signed checkpoint",
+            call!(audit.latest_checkpoint),
+        ),
+        Endpoint::get(
+            "/api/compliance/audit-log/proofs/inclusion/",
+            "auditInclusionProof",
+            "Merkle inclusion proof of an entry in a checkpoint (RFC 9162)",
+            call!(audit.inclusion_proof),
+        ),
+        Endpoint::get(
+            "/api/compliance/audit-log/proofs/consistency/",
+            "auditConsistencyProof",
+            "Merkle consistency proof between two tree sizes (RFC 9162)",
+            call!(audit.consistency_proof),
+        ),
+        Endpoint::post(
+            "/api/compliance/audit-log/verify/",
+            "verifyAuditChain",
+            "Recompute every hash and the tree and check every checkpoint",
+            call!(audit.verify_chain),
+        ),
+        Endpoint::get(
+            PUBLIC_KEY,
+            "auditPublicKey",
+            "The checkpoint signing key (public)",
+            public_op(|app: App, ctx, req| async move {
+                app.audit.public_key(ctx.as_ref(), req).await.map_err(Problem::from)
+            }),
         ),
     ]
 }

@@ -1,0 +1,47 @@
+//! Thin tonic adapter over [`AuditService`].
+
+use custos_core::RequestCtx;
+use custos_core::grpc::unary;
+use custos_proto::v1 as pb;
+use custos_proto::v1::audit_service_server::AuditService as AuditApi;
+use tonic::{Request, Response, Status};
+
+use crate::service::AuditService;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AuditApi for AuditService {
+    async fn list_entries(&self, r: Request<pb::ListAuditEntriesRequest>) -> Reply<pb::ListAuditEntriesResponse> {
+        unary(r, async |ctx, m| self.list_entries(&ctx, m).await).await
+    }
+    async fn get_entry(&self, r: Request<pb::GetAuditEntryRequest>) -> Reply<pb::AuditEntry> {
+        unary(r, async |ctx, m| self.get_entry(&ctx, m).await).await
+    }
+    async fn list_checkpoints(&self, r: Request<pb::ListCheckpointsRequest>) -> Reply<pb::ListCheckpointsResponse> {
+        unary(r, async |ctx, m| self.list_checkpoints(&ctx, m).await).await
+    }
+    async fn latest_checkpoint(&self, r: Request<pb::LatestCheckpointRequest>) -> Reply<pb::AuditCheckpoint> {
+        unary(r, async |ctx, m| self.latest_checkpoint(&ctx, m).await).await
+    }
+    async fn create_checkpoint(&self, r: Request<pb::CreateCheckpointRequest>) -> Reply<pb::AuditCheckpoint> {
+        unary(r, async |ctx, m| self.create_checkpoint(&ctx, m).await).await
+    }
+    async fn get_inclusion_proof(&self, r: Request<pb::InclusionProofRequest>) -> Reply<pb::InclusionProof> {
+        unary(r, async |ctx, m| self.inclusion_proof(&ctx, m).await).await
+    }
+    async fn get_consistency_proof(&self, r: Request<pb::ConsistencyProofRequest>) -> Reply<pb::ConsistencyProof> {
+        unary(r, async |ctx, m| self.consistency_proof(&ctx, m).await).await
+    }
+    async fn verify_chain(&self, r: Request<pb::VerifyAuditChainRequest>) -> Reply<pb::VerifyAuditChainResponse> {
+        unary(r, async |ctx, m| self.verify_chain(&ctx, m).await).await
+    }
+    /// Public: answers without credentials too.
+    async fn get_public_key(&self, r: Request<pb::PublicKeyRequest>) -> Reply<pb::PublicKeyResponse> {
+        let ctx = r.extensions().get::<RequestCtx>().cloned();
+        self.public_key(ctx.as_ref(), r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| custos_core::grpc::status(&e.into()))
+    }
+}

@@ -1,0 +1,346 @@
+//! The sequencer: drains each organisation's queue into its log, in batches, and signs checkpoints.
+//!
+//! One sequencer works on an organisation at a time — it holds that organisation's `audit_heads`
+//! row (`FOR UPDATE SKIP LOCKED`), so any number of replicas can run it. Writers never touch that
+//! row; they only insert into the queue. Within a batch, entries are ordered by the time they were
+//! recorded; an entry whose transaction commits late is sequenced in a later batch, so sequence
+//! order is integration order and `recorded_at` can step back slightly between batches. Once
+//! sequenced, nothing moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use custos_core::timefmt;
+use custos_db::schema::{audit_checkpoints, audit_heads, audit_queue};
+use custos_db::{Db, DbError, Tx};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bytea, SmallInt, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::encoding::{Hash, chain_hash, leaf_hash};
+use crate::merkle::Frontier;
+use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
+use crate::rows::{QueueRow, to_hash};
+
+/// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
+pub const STRATUM: u8 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("audit state of organisation {0} is corrupt: {1}")]
+    Corrupt(Uuid, String),
+}
+
+impl From<diesel::result::Error> for ChainError {
+    fn from(e: diesel::result::Error) -> Self {
+        ChainError::Db(e.into())
+    }
+}
+
+/// Tuning of the sequencer.
+#[derive(Debug, Clone)]
+pub struct SequencerConfig {
+    pub batch_size: usize,
+    /// Minimum time between two checkpoints of one organisation.
+    pub checkpoint_interval: Duration,
+    /// How long the sequencer sleeps when there is nothing to do.
+    pub idle_poll: Duration,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        SequencerConfig {
+            batch_size: 5000,
+            checkpoint_interval: Duration::from_millis(500),
+            idle_poll: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The audit chain of every organisation: sequencing, checkpoints, and the keys they use.
+#[derive(Clone)]
+pub struct AuditChain {
+    pub(crate) db: Db,
+    pub(crate) signer: Arc<NoteSigner>,
+    pub(crate) trusted: Arc<Vec<NoteVerifier>>,
+    pub(crate) config: SequencerConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrateOutcome {
+    pub sequenced: usize,
+    pub tree_size: u64,
+    pub checkpoint: Option<u64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_heads)]
+pub(crate) struct Heads {
+    pub organization_id: Uuid,
+    pub tree_size: i64,
+    pub chain_hash: Vec<u8>,
+    pub frontier: Vec<u8>,
+    pub checkpoint_size: i64,
+    pub checkpoint_at: Option<OffsetDateTime>,
+    pub pruned_before: i64,
+    pub prune_chain_hash: Option<Vec<u8>>,
+    pub prune_frontier: Option<Vec<u8>>,
+}
+
+impl Heads {
+    pub(crate) fn frontier(&self) -> Result<Frontier, ChainError> {
+        Frontier::from_bytes(self.tree_size as u64, &self.frontier)
+            .ok_or_else(|| ChainError::Corrupt(self.organization_id, "frontier does not match tree size".into()))
+    }
+
+    pub(crate) fn prune_frontier(&self) -> Result<Frontier, ChainError> {
+        Frontier::from_bytes(self.pruned_before as u64, self.prune_frontier.as_deref().unwrap_or_default())
+            .ok_or_else(|| ChainError::Corrupt(self.organization_id, "prune frontier does not match boundary".into()))
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct OrgId {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+impl AuditChain {
+    pub fn new(db: Db, signer: NoteSigner, trusted: Vec<NoteVerifier>, config: SequencerConfig) -> Self {
+        AuditChain { db, signer: Arc::new(signer), trusted: Arc::new(trusted), config }
+    }
+
+    pub fn signer(&self) -> &NoteSigner {
+        &self.signer
+    }
+
+    pub fn trusted(&self) -> &[NoteVerifier] {
+        &self.trusted
+    }
+
+    /// The origin line of an organisation's checkpoints.
+    pub fn origin(&self, organization_id: Uuid) -> String {
+        format!("{}/{organization_id}", self.signer.name)
+    }
+
+    /// Organisations with queued entries or entries not yet covered by a checkpoint.
+    pub async fn pending(&self) -> Result<Vec<Uuid>, ChainError> {
+        let mut tx = self.db.begin_untenanted().await?;
+        let rows: Vec<OrgId> = diesel::sql_query("SELECT id FROM custos_audit_pending() AS id").load(tx.conn()).await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Locks an organisation's head row, creating it on first use; `None` if another sequencer
+    /// holds it.
+    pub(crate) async fn lock_heads(tx: &mut Tx, org: Uuid, wait: bool) -> Result<Option<Heads>, ChainError> {
+        diesel::insert_into(audit_heads::table)
+            .values(audit_heads::organization_id.eq(org))
+            .on_conflict_do_nothing()
+            .execute(tx.conn())
+            .await?;
+        let q = audit_heads::table.filter(audit_heads::organization_id.eq(org)).select(Heads::as_select());
+        let heads = if wait {
+            q.for_update().first(tx.conn()).await.optional()?
+        } else {
+            q.for_update().skip_locked().first(tx.conn()).await.optional()?
+        };
+        Ok(heads)
+    }
+
+    /// Sequences one batch of an organisation's queue and signs a checkpoint when one is due
+    /// (always, with `force_checkpoint`, if the tree grew since the last one).
+    pub async fn integrate(&self, org: Uuid, force_checkpoint: bool) -> Result<IntegrateOutcome, ChainError> {
+        let mut tx = self.db.begin(org).await?;
+        let Some(heads) = Self::lock_heads(&mut tx, org, force_checkpoint).await? else {
+            return Ok(IntegrateOutcome::default());
+        };
+        let mut frontier = heads.frontier()?;
+        let mut chain = to_hash(&heads.chain_hash).ok_or_else(|| ChainError::Corrupt(org, "chain hash".into()))?;
+        let queued: Vec<QueueRow> = audit_queue::table
+            .filter(audit_queue::organization_id.eq(org))
+            .order((audit_queue::recorded_at.asc(), audit_queue::id.asc()))
+            .limit(self.config.batch_size as i64)
+            .select(QueueRow::as_select())
+            .load(tx.conn())
+            .await?;
+
+        let n = queued.len();
+        if n > 0 {
+            let (mut ids, mut seqs, mut seeds, mut leaves, mut chains) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut node_levels, mut node_idx, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
+            for row in &queued {
+                let seq = frontier.size;
+                let seed: Hash = rand::random();
+                let leaf = leaf_hash(&org, seq, &row.values().fields(&seed));
+                chain = chain_hash(&chain, &leaf);
+                for (id, hash) in frontier.append(leaf) {
+                    if id.level % STRATUM == 0 {
+                        node_levels.push(i16::from(id.level));
+                        node_idx.push(id.index as i64);
+                        node_hashes.push(hash.to_vec());
+                    }
+                }
+                ids.push(row.id);
+                seqs.push(seq as i64);
+                seeds.push(seed.to_vec());
+                leaves.push(leaf.to_vec());
+                chains.push(chain.to_vec());
+            }
+            diesel::sql_query(
+                "INSERT INTO audit_log (organization_id, seq, event_id, recorded_at, actor, actor_detail, action,
+                                        resource_type, resource_id, changes, request_id, client_addr,
+                                        salt_seed, leaf_hash, chain_hash)
+                 SELECT q.organization_id, v.seq, q.id, q.recorded_at, q.actor, q.actor_detail, q.action,
+                        q.resource_type, q.resource_id, q.changes, q.request_id, q.client_addr,
+                        v.seed, v.leaf, v.chain
+                   FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[]) AS v(id, seq, seed, leaf, chain)
+                   JOIN audit_queue q ON q.id = v.id",
+            )
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<Array<BigInt>, _>(&seqs)
+            .bind::<Array<Bytea>, _>(&seeds)
+            .bind::<Array<Bytea>, _>(&leaves)
+            .bind::<Array<Bytea>, _>(&chains)
+            .execute(tx.conn())
+            .await?;
+            diesel::delete(audit_queue::table.filter(audit_queue::id.eq_any(&ids))).execute(tx.conn()).await?;
+            if !node_levels.is_empty() {
+                diesel::sql_query(
+                    "INSERT INTO audit_tree_nodes (organization_id, level, idx, hash)
+                     SELECT $1, l, i, h FROM unnest($2::smallint[], $3::bigint[], $4::bytea[]) AS v(l, i, h)",
+                )
+                .bind::<SqlUuid, _>(org)
+                .bind::<Array<SmallInt>, _>(&node_levels)
+                .bind::<Array<BigInt>, _>(&node_idx)
+                .bind::<Array<Bytea>, _>(&node_hashes)
+                .execute(tx.conn())
+                .await?;
+            }
+            diesel::update(audit_heads::table.filter(audit_heads::organization_id.eq(org)))
+                .set((
+                    audit_heads::tree_size.eq(frontier.size as i64),
+                    audit_heads::chain_hash.eq(chain.to_vec()),
+                    audit_heads::frontier.eq(frontier.to_bytes()),
+                    audit_heads::updated_at.eq(timefmt::now()),
+                ))
+                .execute(tx.conn())
+                .await?;
+        }
+
+        let now = timefmt::now();
+        let due = heads.checkpoint_at.is_none_or(|at| now - at >= self.config.checkpoint_interval);
+        let grew = frontier.size > heads.checkpoint_size as u64;
+        let checkpoint = if grew && (due || force_checkpoint) {
+            self.sign_checkpoint(&mut tx, org, &frontier, now).await?;
+            Some(frontier.size)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
+    }
+
+    /// Signs and stores a checkpoint of the tree as `frontier` describes it.
+    pub(crate) async fn sign_checkpoint(
+        &self,
+        tx: &mut Tx,
+        org: Uuid,
+        frontier: &Frontier,
+        now: OffsetDateTime,
+    ) -> Result<String, ChainError> {
+        let checkpoint = Checkpoint {
+            origin: self.origin(org),
+            size: frontier.size,
+            root: frontier.root(),
+            extensions: vec![format!("time {}", timefmt::timestamp(now))],
+        };
+        let note = self.signer.sign(&checkpoint);
+        diesel::insert_into(audit_checkpoints::table)
+            .values((
+                audit_checkpoints::organization_id.eq(org),
+                audit_checkpoints::tree_size.eq(frontier.size as i64),
+                audit_checkpoints::root_hash.eq(checkpoint.root.to_vec()),
+                audit_checkpoints::note.eq(&note),
+                audit_checkpoints::key_name.eq(&self.signer.name),
+                audit_checkpoints::created_at.eq(now),
+            ))
+            .on_conflict_do_nothing()
+            .execute(tx.conn())
+            .await?;
+        diesel::update(audit_heads::table.filter(audit_heads::organization_id.eq(org)))
+            .set((audit_heads::checkpoint_size.eq(frontier.size as i64), audit_heads::checkpoint_at.eq(now)))
+            .execute(tx.conn())
+            .await?;
+        Ok(note)
+    }
+
+    /// Integrates everything queued for one organisation and checkpoints it (tests, CLI, API).
+    pub async fn sync(&self, org: Uuid) -> Result<IntegrateOutcome, ChainError> {
+        let mut total = IntegrateOutcome::default();
+        loop {
+            let outcome = self.integrate(org, true).await?;
+            total.sequenced += outcome.sequenced;
+            total.tree_size = outcome.tree_size;
+            total.checkpoint = outcome.checkpoint.or(total.checkpoint);
+            if outcome.sequenced < self.config.batch_size {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Integrates everything queued for every organisation.
+    pub async fn sync_all(&self) -> Result<usize, ChainError> {
+        let mut total = 0;
+        for org in self.pending().await? {
+            total += self.sync(org).await?.sequenced;
+        }
+        Ok(total)
+    }
+
+    /// The sequencer loop of `custos serve`: runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let busy = match self.pending().await {
+                Ok(orgs) => {
+                    let mut busy = false;
+                    for org in orgs {
+                        match self.integrate(org, false).await {
+                            Ok(o) => busy |= o.sequenced == self.config.batch_size,
+                            Err(e) => tracing::error!(error = %e, %org, "audit sequencing failed; will retry"),
+                        }
+                    }
+                    busy
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit sequencer cannot reach the database; will retry");
+                    false
+                }
+            };
+            if *shutdown.borrow() {
+                break;
+            }
+            if !busy {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.idle_poll) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+            }
+        }
+        // Leave nothing behind that a later start would have to pick up.
+        if let Err(e) = self.sync_all().await {
+            tracing::warn!(error = %e, "audit sequencer could not drain the queue on shutdown");
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The audit trail as auditors read it: entries, checkpoints, proofs, verification, the public key.
+//! Auditors and admins only (the public key is public).
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use custos_core::ctx::Access;
+use custos_core::filter::{contains_pattern, parse_date};
+use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
+use custos_db::schema::{audit_checkpoints, audit_heads, audit_log};
+use custos_proto::v1 as pb;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::merkle::{consistency_ranges, inclusion_ranges};
+use crate::proofs::{NodeReader, ProofError};
+use crate::rows::{LogRow, hex, to_hash};
+use crate::sequencer::{AuditChain, ChainError, Heads};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Rejected(#[from] Problem),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+}
+
+impl From<diesel::result::Error> for AuditError {
+    fn from(e: diesel::result::Error) -> Self {
+        AuditError::Chain(e.into())
+    }
+}
+
+impl From<custos_db::DbError> for AuditError {
+    fn from(e: custos_db::DbError) -> Self {
+        AuditError::Chain(ChainError::Db(e))
+    }
+}
+
+impl From<AuditError> for Problem {
+    fn from(err: AuditError) -> Self {
+        match err {
+            AuditError::Rejected(p) => p,
+            AuditError::Chain(ChainError::Db(e)) => e.into(),
+            AuditError::Proof(ProofError::Chain(ChainError::Db(e))) => e.into(),
+            AuditError::Proof(e @ ProofError::BeyondTree { .. }) => {
+                Problem::invalid("Invalid tree size", e.to_string())
+            }
+            AuditError::Proof(e @ ProofError::Pruned(_)) => {
+                Problem::new(ErrorKind::Unprocessable, "Entry pruned", e.to_string())
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+type Result<T, E = AuditError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct AuditService {
+    chain: AuditChain,
+}
+
+fn parse_instant(field: &str, raw: &str, end_of_day: bool) -> Result<OffsetDateTime> {
+    let raw = raw.trim();
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(t);
+    }
+    let date = parse_date(field, raw).map_err(|_| {
+        Problem::invalid_field(field, format!("{raw:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+    })?;
+    let t = if end_of_day { date.with_hms_micro(23, 59, 59, 999_999) } else { date.with_hms(0, 0, 0) };
+    Ok(t.map_err(Problem::internal)?.assume_utc())
+}
+
+fn decode_cursor(raw: &str) -> Result<i64> {
+    B64URL
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("seq:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
+}
+
+fn encode_cursor(seq: i64) -> String {
+    B64URL.encode(format!("seq:{seq}"))
+}
+
+pub fn entry_pb(row: &LogRow) -> pb::AuditEntry {
+    let withheld = row.withheld_fields().map(|w| w.into_keys().collect()).unwrap_or_default();
+    pb::AuditEntry {
+        seq: row.seq,
+        id: row.event_id.to_string(),
+        recorded_at: timefmt::timestamp(row.recorded_at),
+        sequenced_at: timefmt::timestamp(row.sequenced_at),
+        actor: row.actor.clone(),
+        actor_detail: row.actor_detail.to_string(),
+        action: row.action.clone(),
+        resource_type: row.resource_type.clone(),
+        resource_id: row.resource_id.clone(),
+        before: row.changes.get("before").map(|v| v.to_string()).unwrap_or_default(),
+        after: row.changes.get("after").map(|v| v.to_string()).unwrap_or_default(),
+        request_id: row.request_id.clone(),
+        client_addr: row.client_addr.clone(),
+        withheld_fields: withheld,
+        leaf_hash: hex(&row.leaf_hash),
+        chain_hash: hex(&row.chain_hash),
+    }
+}
+
+fn checkpoint_pb(size: i64, root: &[u8], created: OffsetDateTime, note: String) -> pb::AuditCheckpoint {
+    pb::AuditCheckpoint { tree_size: size, root_hash: hex(root), created_at: timefmt::timestamp(created), note }
+}
+
+impl AuditService {
+    pub fn new(chain: AuditChain) -> Self {
+        AuditService { chain }
+    }
+
+    pub fn chain(&self) -> &AuditChain {
+        &self.chain
+    }
+
+    pub async fn list_entries(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListAuditEntriesRequest,
+    ) -> Result<pb::ListAuditEntriesResponse> {
+        ctx.require(Access::Audit)?;
+        let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
+        let org = ctx.organization_id;
+        let mut q = audit_log::table.filter(audit_log::organization_id.eq(org)).into_boxed::<Pg>();
+        let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        if let Some(a) = text(&req.actor) {
+            q = q.filter(audit_log::actor.eq(a));
+        }
+        if let Some(a) = text(&req.action) {
+            q = q.filter(audit_log::action.eq(a));
+        }
+        if let Some(t) = text(&req.resource_type) {
+            q = q.filter(audit_log::resource_type.eq(t));
+        }
+        if let Some(id) = text(&req.resource_id) {
+            q = q.filter(audit_log::resource_id.eq(id));
+        }
+        if let Some(after) = text(&req.recorded_after) {
+            q = q.filter(audit_log::recorded_at.ge(parse_instant("recorded_after", &after, false)?));
+        }
+        if let Some(before) = text(&req.recorded_before) {
+            q = q.filter(audit_log::recorded_at.le(parse_instant("recorded_before", &before, true)?));
+        }
+        if let Some(s) = text(&req.search) {
+            let p = contains_pattern(&s);
+            q = q.filter(
+                audit_log::actor
+                    .ilike(p.clone())
+                    .or(audit_log::action.ilike(p.clone()))
+                    .or(audit_log::resource_type.ilike(p.clone()))
+                    .or(audit_log::resource_id.ilike(p.clone()))
+                    .or(diesel::dsl::sql::<diesel::sql_types::Bool>("changes::text ILIKE ")
+                        .bind::<diesel::sql_types::Text, _>(p)),
+            );
+        }
+        if let Some(c) = text(&req.cursor) {
+            q = q.filter(audit_log::seq.lt(decode_cursor(&c)?));
+        }
+        let mut tx = self.chain.db.begin(org).await?;
+        let mut rows: Vec<LogRow> =
+            q.order(audit_log::seq.desc()).limit(size + 1).select(LogRow::as_select()).load(tx.conn()).await?;
+        tx.commit().await?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(size as usize);
+        let next_cursor = if more { rows.last().map(|r| encode_cursor(r.seq)) } else { None };
+        Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })
+    }
+
+    pub async fn get_entry(&self, ctx: &RequestCtx, req: pb::GetAuditEntryRequest) -> Result<pb::AuditEntry> {
+        ctx.require(Access::Audit)?;
+        let mut tx = self.chain.db.begin(ctx.organization_id).await?;
+        let row: Option<LogRow> = audit_log::table
+            .filter(audit_log::organization_id.eq(ctx.organization_id))
+            .filter(audit_log::seq.eq(req.seq))
+            .select(LogRow::as_select())
+            .first(tx.conn())
+            .await
+            .optional()?;
+        tx.commit().await?;
+        Ok(entry_pb(&row.ok_or_else(|| Problem::not_found("Audit entry", req.seq))?))
+    }
+
+    pub async fn list_checkpoints(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListCheckpointsRequest,
+    ) -> Result<pb::ListCheckpointsResponse> {
+        ctx.require(Access::Audit)?;
+        let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
+        let mut q = audit_checkpoints::table
+            .filter(audit_checkpoints::organization_id.eq(ctx.organization_id))
+            .into_boxed::<Pg>();
+        if let Some(c) = req.cursor.as_deref().filter(|c| !c.is_empty()) {
+            q = q.filter(audit_checkpoints::tree_size.lt(decode_cursor(c)?));
+        }
+        let mut tx = self.chain.db.begin(ctx.organization_id).await?;
+        let mut rows: Vec<(i64, Vec<u8>, OffsetDateTime, String)> = q
+            .order(audit_checkpoints::tree_size.desc())
+            .limit(size + 1)
+            .select((
+                audit_checkpoints::tree_size,
+                audit_checkpoints::root_hash,
+                audit_checkpoints::created_at,
+                audit_checkpoints::note,
+            ))
+            .load(tx.conn())
+            .await?;
+        tx.commit().await?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(size as usize);
+        let next_cursor = if more { rows.last().map(|r| encode_cursor(r.0)) } else { None };
+        Ok(pb::ListCheckpointsResponse {
+            results: rows.into_iter().map(|(s, r, c, n)| checkpoint_pb(s, &r, c, n)).collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn latest_checkpoint(
+        &self,
+        ctx: &RequestCtx,
+        _req: pb::LatestCheckpointRequest,
+    ) -> Result<pb::AuditCheckpoint> {
+        ctx.require(Access::Audit)?;
+        let mut tx = self.chain.db.begin(ctx.organization_id).await?;
+        let row: Option<(i64, Vec<u8>, OffsetDateTime, String)> = audit_checkpoints::table
+            .filter(audit_checkpoints::organization_id.eq(ctx.organization_id))
+            .order(audit_checkpoints::tree_size.desc())
+            .select((
+                audit_checkpoints::tree_size,
+                audit_checkpoints::root_hash,
+                audit_checkpoints::created_at,
+                audit_checkpoints::note,
+            ))
+            .first(tx.conn())
+            .await
+            .optional()?;
+        tx.commit().await?;
+        let (s, r, c, n) = row.ok_or_else(|| {
+            Problem::new(ErrorKind::NotFound, "No checkpoint yet", "The log has no signed checkpoint yet")
+        })?;
+        Ok(checkpoint_pb(s, &r, c, n))
+    }
+
+    /// Integrates everything queued and signs a checkpoint now (if the tree grew).
+    pub async fn create_checkpoint(
+        &self,
+        ctx: &RequestCtx,
+        _req: pb::CreateCheckpointRequest,
+    ) -> Result<pb::AuditCheckpoint> {
+        ctx.require(Access::Audit)?;
+        self.chain.sync(ctx.organization_id).await?;
+        self.latest_checkpoint(ctx, pb::LatestCheckpointRequest {}).await
+    }
+
+    async fn heads(&self, ctx: &RequestCtx, tx: &mut custos_db::Tx) -> Result<Heads> {
+        let heads: Option<Heads> = audit_heads::table
+            .filter(audit_heads::organization_id.eq(ctx.organization_id))
+            .select(Heads::as_select())
+            .first(tx.conn())
+            .await
+            .optional()?;
+        heads.ok_or_else(|| Problem::new(ErrorKind::NotFound, "Empty log", "The log has no entries yet").into())
+    }
+
+    async fn checkpoint_note(tx: &mut custos_db::Tx, org: Uuid, size: i64) -> Result<Option<(Vec<u8>, String)>> {
+        Ok(audit_checkpoints::table
+            .filter(audit_checkpoints::organization_id.eq(org))
+            .filter(audit_checkpoints::tree_size.eq(size))
+            .select((audit_checkpoints::root_hash, audit_checkpoints::note))
+            .first(tx.conn())
+            .await
+            .optional()?)
+    }
+
+    pub async fn inclusion_proof(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::InclusionProofRequest,
+    ) -> Result<pb::InclusionProof> {
+        ctx.require(Access::Audit)?;
+        let org = ctx.organization_id;
+        let mut tx = self.chain.db.begin(org).await?;
+        let mut heads = self.heads(ctx, &mut tx).await?;
+        if req.tree_size.is_none() && req.seq >= heads.checkpoint_size {
+            // The entry is not in a checkpoint yet: integrate and sign now rather than make the
+            // auditor wait for the next one.
+            tx.commit().await?;
+            self.chain.sync(org).await?;
+            tx = self.chain.db.begin(org).await?;
+            heads = self.heads(ctx, &mut tx).await?;
+        }
+        let size = req.tree_size.unwrap_or(heads.checkpoint_size);
+        if size <= 0 || size > heads.tree_size {
+            return Err(ProofError::BeyondTree { requested: size.max(0) as u64, size: heads.tree_size as u64 }.into());
+        }
+        if req.seq < 0 || req.seq >= size {
+            return Err(
+                Problem::invalid_field("seq", format!("entry {} is not in a tree of {size} entries", req.seq)).into()
+            );
+        }
+        if req.seq < heads.pruned_before {
+            return Err(ProofError::Pruned(req.seq as u64).into());
+        }
+        let checkpoint = Self::checkpoint_note(&mut tx, org, size).await?;
+        let mut reader = NodeReader {
+            tx: &mut tx,
+            org,
+            pruned_before: heads.pruned_before as u64,
+            boundary: heads.prune_frontier()?,
+        };
+        let leaf = reader.range(req.seq as u64, req.seq as u64 + 1).await?;
+        let proof = reader.ranges(inclusion_ranges(req.seq as u64, size as u64)).await?;
+        let root = match &checkpoint {
+            Some((root, _)) => to_hash(root).ok_or_else(|| Problem::internal("malformed checkpoint root"))?,
+            None => reader.range(0, size as u64).await?,
+        };
+        tx.commit().await?;
+        Ok(pb::InclusionProof {
+            seq: req.seq,
+            tree_size: size,
+            leaf_hash: hex(&leaf),
+            root_hash: hex(&root),
+            proof: proof.iter().map(|h| hex(h)).collect(),
+            checkpoint: checkpoint.map(|(_, note)| note),
+        })
+    }
+
+    pub async fn consistency_proof(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ConsistencyProofRequest,
+    ) -> Result<pb::ConsistencyProof> {
+        ctx.require(Access::Audit)?;
+        let org = ctx.organization_id;
+        let mut tx = self.chain.db.begin(org).await?;
+        let heads = self.heads(ctx, &mut tx).await?;
+        let second = req.second.unwrap_or(heads.checkpoint_size);
+        if second <= 0 || second > heads.tree_size {
+            return Err(ProofError::BeyondTree { requested: second.max(0) as u64, size: heads.tree_size as u64 }.into());
+        }
+        if req.first <= 0 || req.first > second {
+            return Err(Problem::invalid_field("first", format!("must be between 1 and {second}")).into());
+        }
+        let mut roots = Vec::new();
+        for size in [req.first, second] {
+            roots.push(Self::checkpoint_note(&mut tx, org, size).await?.and_then(|(r, _)| to_hash(&r)));
+        }
+        let mut reader = NodeReader {
+            tx: &mut tx,
+            org,
+            pruned_before: heads.pruned_before as u64,
+            boundary: heads.prune_frontier()?,
+        };
+        let proof = reader.ranges(consistency_ranges(req.first as u64, second as u64)).await?;
+        let first_root = match roots[0] {
+            Some(r) => r,
+            None => reader.range(0, req.first as u64).await?,
+        };
+        let second_root = match roots[1] {
+            Some(r) => r,
+            None => reader.range(0, second as u64).await?,
+        };
+        tx.commit().await?;
+        Ok(pb::ConsistencyProof {
+            first: req.first,
+            second,
+            first_root: hex(&first_root),
+            second_root: hex(&second_root),
+            proof: proof.iter().map(|h| hex(h)).collect(),
+        })
+    }
+
+    pub async fn verify_chain(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::VerifyAuditChainRequest,
+    ) -> Result<pb::VerifyAuditChainResponse> {
+        ctx.require(Access::Audit)?;
+        let r = self.chain.verify(ctx.organization_id, req.days).await?;
+        Ok(pb::VerifyAuditChainResponse {
+            ok: r.ok,
+            entries_checked: r.entries_checked as i64,
+            checkpoints_checked: r.checkpoints_checked as i64,
+            first_seq: r.first_seq as i64,
+            tree_size: r.tree_size as i64,
+            first_bad_seq: r.first_bad_seq.map(|s| s as i64),
+            problem: r.problem,
+            notes: r.notes,
+        })
+    }
+
+    /// The checkpoint signing key; anyone may fetch it (with credentials, the caller's log origin too).
+    pub async fn public_key(
+        &self,
+        ctx: Option<&RequestCtx>,
+        _req: pb::PublicKeyRequest,
+    ) -> Result<pb::PublicKeyResponse> {
+        let v = self.chain.signer().verifier();
+        let id = v.key_id();
+        Ok(pb::PublicKeyResponse {
+            algorithm: "Ed25519".into(),
+            key_name: v.name.clone(),
+            key_id: hex(&id),
+            public_key: B64.encode(v.key.as_bytes()),
+            verifier_key: v.to_note_key(),
+            origin: ctx.map(|c| self.chain.origin(c.organization_id)).unwrap_or_default(),
+        })
+    }
+}

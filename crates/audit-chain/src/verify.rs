@@ -1,0 +1,395 @@
+//! Verification of an organisation's log: every leaf recomputed from its fields, every chain link,
+//! the Merkle tree, and every checkpoint's signature and root. It streams — entries in batches,
+//! checkpoints as they fall due — so memory stays flat however long the log.
+//!
+//! [`ChainVerifier`] is the state machine shared by the database verifier ([`verify_org`]) and the
+//! offline one ([`crate::export::verify_file`]).
+
+use std::collections::VecDeque;
+
+use custos_db::schema::{audit_checkpoints, audit_heads, audit_log, audit_queue};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::Duration;
+use uuid::Uuid;
+
+use crate::encoding::{Fields, Hash, chain_hash, leaf_hash};
+use crate::merkle::Frontier;
+use crate::note::NoteVerifier;
+use crate::proofs::NodeReader;
+use crate::rows::{LogRow, hex, to_hash};
+use crate::sequencer::{AuditChain, ChainError, Heads};
+
+const BATCH: i64 = 5000;
+
+/// What a verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub organization_id: Uuid,
+    pub ok: bool,
+    pub first_seq: u64,
+    pub tree_size: u64,
+    pub entries_checked: u64,
+    pub checkpoints_checked: u64,
+    pub first_bad_seq: Option<u64>,
+    pub problem: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// A checkpoint as stored or exported.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub tree_size: u64,
+    pub root_hash: Vec<u8>,
+    pub note: String,
+}
+
+/// The first thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub seq: u64,
+    pub problem: String,
+}
+
+fn fail<T>(seq: u64, problem: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure { seq, problem: problem.into() })
+}
+
+/// Checks entries and checkpoints fed to it in order.
+pub struct ChainVerifier {
+    org: Uuid,
+    origin: String,
+    trusted: Vec<NoteVerifier>,
+    chain: Hash,
+    frontier: Frontier,
+    pending: VecDeque<StoredCheckpoint>,
+    pub entries_checked: u64,
+    pub checkpoints_checked: u64,
+    /// Whether checkpoint signatures were checked against a pinned key.
+    pub check_signatures: bool,
+}
+
+impl ChainVerifier {
+    /// Starts at `frontier.size` with the chain hash of the entry before it.
+    pub fn new(org: Uuid, origin: String, trusted: Vec<NoteVerifier>, chain: Hash, frontier: Frontier) -> Self {
+        ChainVerifier {
+            org,
+            origin,
+            trusted,
+            chain,
+            frontier,
+            pending: VecDeque::new(),
+            entries_checked: 0,
+            checkpoints_checked: 0,
+            check_signatures: true,
+        }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.frontier.size
+    }
+
+    pub fn chain(&self) -> Hash {
+        self.chain
+    }
+
+    pub fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+
+    /// Queues a checkpoint (in increasing tree size); it is checked when the log reaches its size.
+    pub fn push_checkpoint(&mut self, cp: StoredCheckpoint) -> Result<(), Failure> {
+        if cp.tree_size < self.frontier.size {
+            return Ok(());
+        }
+        self.pending.push_back(cp);
+        self.settle()
+    }
+
+    fn settle(&mut self) -> Result<(), Failure> {
+        while self.pending.front().is_some_and(|cp| cp.tree_size == self.frontier.size) {
+            let cp = self.pending.pop_front().expect("front exists");
+            self.check(&cp)?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, cp: &StoredCheckpoint) -> Result<(), Failure> {
+        let last = cp.tree_size.saturating_sub(1);
+        let root = self.frontier.root();
+        if self.check_signatures {
+            let mut opened = None;
+            let mut error = String::from("no trusted key signed it");
+            for v in &self.trusted {
+                match v.open(&cp.note) {
+                    Ok(c) => {
+                        opened = Some(c);
+                        break;
+                    }
+                    Err(e) => error = e.to_string(),
+                }
+            }
+            let Some(statement) = opened else {
+                return fail(last, format!("bad signature: checkpoint at tree size {} ({error})", cp.tree_size));
+            };
+            if statement.origin != self.origin {
+                return fail(
+                    last,
+                    format!("checkpoint at tree size {} names another log ({})", cp.tree_size, statement.origin),
+                );
+            }
+            if statement.size != cp.tree_size || statement.root.as_slice() != cp.root_hash.as_slice() {
+                return fail(
+                    last,
+                    format!(
+                        "checkpoint at tree size {}: the stored size or root differs from what was signed",
+                        cp.tree_size
+                    ),
+                );
+            }
+        }
+        if cp.root_hash.as_slice() != root.as_slice() {
+            return fail(
+                last,
+                format!(
+                    "hash mismatch: the signed checkpoint at tree size {} has root {}, the log gives {} — entries up to {last} were altered after it was signed",
+                    cp.tree_size,
+                    hex(&cp.root_hash),
+                    hex(&root)
+                ),
+            );
+        }
+        self.checkpoints_checked += 1;
+        Ok(())
+    }
+
+    /// Checks the next entry.
+    pub fn entry(
+        &mut self,
+        seq: u64,
+        fields: Result<Fields, String>,
+        stored_leaf: &[u8],
+        stored_chain: &[u8],
+    ) -> Result<(), Failure> {
+        let expected = self.frontier.size;
+        if seq > expected {
+            return fail(expected, format!("gap: entry {expected} is missing (the next stored entry is {seq})"));
+        }
+        if seq < expected {
+            return fail(seq, format!("reordering: entry {seq} appears again after entry {}", expected - 1));
+        }
+        let fields = match fields {
+            Ok(f) => f,
+            Err(e) => return fail(seq, format!("entry {seq} cannot be decoded: {e}")),
+        };
+        let leaf = leaf_hash(&self.org, seq, &fields);
+        if leaf.as_slice() != stored_leaf {
+            return fail(seq, format!("hash mismatch: the content of entry {seq} does not match its leaf hash"));
+        }
+        let chain = chain_hash(&self.chain, &leaf);
+        if chain.as_slice() != stored_chain {
+            return fail(
+                seq,
+                format!(
+                    "chain broken at entry {seq}: its chain hash does not follow from entry {}",
+                    seq.wrapping_sub(1)
+                ),
+            );
+        }
+        self.chain = chain;
+        self.frontier.append(leaf);
+        self.entries_checked += 1;
+        self.settle()
+    }
+
+    /// Checkpoints left over once every entry was seen claim entries that are not there.
+    pub fn finish(&mut self) -> Result<(), Failure> {
+        if let Some(cp) = self.pending.front() {
+            return fail(
+                self.frontier.size,
+                format!(
+                    "entries missing at the end: a checkpoint covers {} entries, the log has {}",
+                    cp.tree_size, self.frontier.size
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl AuditChain {
+    /// Verifies one organisation's log (the last `days` days only, when given).
+    pub async fn verify(&self, org: Uuid, days: Option<u32>) -> Result<VerifyReport, ChainError> {
+        let mut tx = self.db.begin_snapshot(org).await?;
+        let mut report = VerifyReport { organization_id: org, ..Default::default() };
+        let heads: Option<Heads> = audit_heads::table
+            .filter(audit_heads::organization_id.eq(org))
+            .select(Heads::as_select())
+            .first(tx.conn())
+            .await
+            .optional()?;
+        let queued: i64 =
+            audit_queue::table.filter(audit_queue::organization_id.eq(org)).count().get_result(tx.conn()).await?;
+        if queued > 0 {
+            report.notes.push(format!(
+                "{queued} entries are queued and not yet sequenced; they are not part of this verification"
+            ));
+        }
+        let Some(heads) = heads else {
+            let stray: i64 =
+                audit_log::table.filter(audit_log::organization_id.eq(org)).count().get_result(tx.conn()).await?;
+            report.ok = stray == 0;
+            if !report.ok {
+                report.first_bad_seq = Some(0);
+                report.problem = Some("the log has entries but no head".into());
+            }
+            return Ok(report);
+        };
+        let pruned_before = heads.pruned_before as u64;
+        let boundary = heads.prune_frontier()?;
+        let prune_chain = heads.prune_chain_hash.as_deref().and_then(to_hash).unwrap_or([0; 32]);
+        report.tree_size = heads.tree_size as u64;
+
+        let mut start = pruned_before;
+        if let Some(days) = days {
+            let since = custos_core::timefmt::now() - Duration::days(i64::from(days));
+            let first: Option<i64> = audit_log::table
+                .filter(audit_log::organization_id.eq(org))
+                .filter(audit_log::recorded_at.ge(since))
+                .select(diesel::dsl::min(audit_log::seq))
+                .first(tx.conn())
+                .await?;
+            start = first.map_or(heads.tree_size as u64, |s| s as u64).max(pruned_before);
+        }
+        if pruned_before > 0 {
+            report.notes.push(format!(
+                "entries before {pruned_before} were pruned by retention; verification starts at the retained boundary"
+            ));
+        }
+        let (chain, frontier) = if start == pruned_before {
+            (prune_chain, boundary.clone())
+        } else {
+            report.notes.push(format!("entries before {start} were not re-verified (anchored on their stored hashes)"));
+            let previous: Vec<u8> = audit_log::table
+                .filter(audit_log::organization_id.eq(org))
+                .filter(audit_log::seq.eq(start as i64 - 1))
+                .select(audit_log::chain_hash)
+                .first(tx.conn())
+                .await?;
+            let mut reader = NodeReader { tx: &mut tx, org, pruned_before, boundary: boundary.clone() };
+            let frontier = match reader.frontier(start).await {
+                Ok(f) => f,
+                Err(e) => return Err(ChainError::Corrupt(org, e.to_string())),
+            };
+            (to_hash(&previous).unwrap_or([0; 32]), frontier)
+        };
+        report.first_seq = start;
+
+        let mut verifier = ChainVerifier::new(org, self.origin(org), self.trusted.to_vec(), chain, frontier);
+        let outcome = self.stream(&mut tx, org, start, &heads, &mut verifier).await?;
+        tx.commit().await?;
+        report.entries_checked = verifier.entries_checked;
+        report.checkpoints_checked = verifier.checkpoints_checked;
+        match outcome {
+            Ok(()) => report.ok = true,
+            Err(f) => {
+                report.first_bad_seq = Some(f.seq);
+                report.problem = Some(f.problem);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn stream(
+        &self,
+        tx: &mut custos_db::Tx,
+        org: Uuid,
+        start: u64,
+        heads: &Heads,
+        verifier: &mut ChainVerifier,
+    ) -> Result<Result<(), Failure>, ChainError> {
+        let mut checkpoints_from = start as i64;
+        let mut next = start as i64;
+        let mut load_checkpoints = async |tx: &mut custos_db::Tx,
+                                          verifier: &mut ChainVerifier,
+                                          upto: i64|
+               -> Result<Result<(), Failure>, ChainError> {
+            loop {
+                let rows: Vec<(i64, Vec<u8>, String)> = audit_checkpoints::table
+                    .filter(audit_checkpoints::organization_id.eq(org))
+                    .filter(audit_checkpoints::tree_size.ge(checkpoints_from))
+                    .filter(audit_checkpoints::tree_size.le(upto))
+                    .order(audit_checkpoints::tree_size.asc())
+                    .limit(BATCH)
+                    .select((audit_checkpoints::tree_size, audit_checkpoints::root_hash, audit_checkpoints::note))
+                    .load(tx.conn())
+                    .await?;
+                let full = rows.len() as i64 == BATCH;
+                for (size, root, note) in rows {
+                    checkpoints_from = size + 1;
+                    if let Err(f) =
+                        verifier.push_checkpoint(StoredCheckpoint { tree_size: size as u64, root_hash: root, note })
+                    {
+                        return Ok(Err(f));
+                    }
+                }
+                if !full {
+                    return Ok(Ok(()));
+                }
+            }
+        };
+        // A checkpoint exactly at the starting point checks the anchor itself.
+        if let Err(f) = load_checkpoints(tx, verifier, next).await? {
+            return Ok(Err(f));
+        }
+        loop {
+            let rows: Vec<LogRow> = audit_log::table
+                .filter(audit_log::organization_id.eq(org))
+                .filter(audit_log::seq.ge(next))
+                .order(audit_log::seq.asc())
+                .limit(BATCH)
+                .select(LogRow::as_select())
+                .load(tx.conn())
+                .await?;
+            let Some(last) = rows.last().map(|r| r.seq) else { break };
+            if let Err(f) = load_checkpoints(tx, verifier, last + 1).await? {
+                return Ok(Err(f));
+            }
+            for row in &rows {
+                if let Err(f) = verifier.entry(row.seq as u64, row.fields(), &row.leaf_hash, &row.chain_hash) {
+                    return Ok(Err(f));
+                }
+            }
+            next = last + 1;
+            if (rows.len() as i64) < BATCH {
+                break;
+            }
+        }
+        // Checkpoints beyond the last entry, and the head, must agree with what was found.
+        if let Err(f) = load_checkpoints(tx, verifier, i64::MAX).await? {
+            return Ok(Err(f));
+        }
+        if let Err(f) = verifier.finish() {
+            return Ok(Err(f));
+        }
+        let size = verifier.next_seq();
+        if size != heads.tree_size as u64 {
+            return Ok(Err(Failure {
+                seq: size,
+                problem: format!(
+                    "entries missing at the end: the log holds {size} entries, its head records {}",
+                    heads.tree_size
+                ),
+            }));
+        }
+        if verifier.chain().as_slice() != heads.chain_hash.as_slice()
+            || verifier.frontier().to_bytes() != heads.frontier
+        {
+            return Ok(Err(Failure {
+                seq: size.saturating_sub(1),
+                problem: "hash mismatch: the head's chain hash or tree does not match the log".into(),
+            }));
+        }
+        Ok(Ok(()))
+    }
+}
