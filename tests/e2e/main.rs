@@ -1,6 +1,7 @@
 //! End-to-end scenarios: each test starts the real gateway over its own PostgreSQL database and
 //! talks to it over REST or gRPC, as a client would.
 
+mod audit_chain;
 mod auth_rest;
 mod frameworks_grpc;
 mod frameworks_rest;

@@ -1,0 +1,451 @@
+//! The audit trail through the running gateway: entries for every change, proofs checked by an
+//! independent implementation, tampering caught, tenants kept apart.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use custos_testkit::{TestOrg, TestServer};
+use diesel_async::RunQueryDsl;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{create_framework, create_requirement, id, seed_gdpr_body};
+
+// ---- an independent RFC 9162 verifier: written from the RFC, sharing no code with Custos ----
+
+fn h(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    for p in parts {
+        hasher.update(p);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+fn unhex(s: &str) -> [u8; 32] {
+    let bytes: Vec<u8> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect();
+    bytes.try_into().unwrap()
+}
+
+/// RFC 9162 §2.1.3.2, transcribed.
+fn rfc_verify_inclusion(leaf_index: u64, tree_size: u64, leaf: [u8; 32], path: &[[u8; 32]], root: [u8; 32]) -> bool {
+    if leaf_index >= tree_size {
+        return false;
+    }
+    let (mut f_n, mut s_n) = (leaf_index, tree_size - 1);
+    let mut r = leaf;
+    for p in path {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n % 2 == 1 || f_n == s_n {
+            r = h(&[&[1], p, &r]);
+            if f_n % 2 == 0 {
+                while f_n % 2 == 0 && f_n != 0 {
+                    f_n /= 2;
+                    s_n /= 2;
+                }
+            }
+        } else {
+            r = h(&[&[1], &r, p]);
+        }
+        f_n /= 2;
+        s_n /= 2;
+    }
+    s_n == 0 && r == root
+}
+
+/// RFC 9162 §2.1.4.2, transcribed.
+fn rfc_verify_consistency(
+    first: u64,
+    second: u64,
+    first_hash: [u8; 32],
+    second_hash: [u8; 32],
+    proof: &[[u8; 32]],
+) -> bool {
+    let mut path = proof.to_vec();
+    if first.is_power_of_two() {
+        path.insert(0, first_hash);
+    }
+    let (mut f_n, mut s_n) = (first - 1, second - 1);
+    while f_n % 2 == 1 {
+        f_n /= 2;
+        s_n /= 2;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n % 2 == 1 || f_n == s_n {
+            fr = h(&[&[1], c, &fr]);
+            sr = h(&[&[1], c, &sr]);
+            if f_n % 2 == 0 {
+                while f_n % 2 == 0 && f_n != 0 {
+                    f_n /= 2;
+                    s_n /= 2;
+                }
+            }
+        } else {
+            sr = h(&[&[1], &sr, c]);
+        }
+        f_n /= 2;
+        s_n /= 2;
+    }
+    fr == first_hash && sr == second_hash && s_n == 0
+}
+
+/// Opens a C2SP signed note with a raw Ed25519 public key; returns (origin, size, root).
+fn open_note(note: &str, key_name: &str, public_key: &[u8; 32]) -> Option<(String, u64, [u8; 32])> {
+    let (body, sigs) = note.split_once("\n\n")?;
+    let body = format!("{body}\n");
+    let line = sigs.lines().find(|l| l.starts_with(&format!("— {key_name} ")))?;
+    let blob = B64.decode(line.rsplit(' ').next()?).ok()?;
+    let key = VerifyingKey::from_bytes(public_key).ok()?;
+    let sig = Signature::from_slice(&blob[4..]).ok()?;
+    key.verify(body.as_bytes(), &sig).ok()?;
+    let mut lines = body.lines();
+    let origin = lines.next()?.to_owned();
+    let size = lines.next()?.parse().ok()?;
+    let root: [u8; 32] = B64.decode(lines.next()?).ok()?.try_into().ok()?;
+    Some((origin, size, root))
+}
+
+// ---- helpers ----
+
+async fn checkpoint(s: &TestServer, org: &TestOrg) -> Value {
+    let (status, cp) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 201, "{cp}");
+    cp
+}
+
+async fn entries(s: &TestServer, org: &TestOrg, query: &str) -> Vec<Value> {
+    let (status, page) = s.get(&format!("/api/compliance/audit-log/{query}"), &org.auditor).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page["results"].as_array().unwrap().clone()
+}
+
+async fn verify(s: &TestServer, org: &TestOrg) -> Value {
+    let (status, report) = s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// Runs `sql` as the database superuser with the append-only triggers off: an attacker with full
+/// control of the database.
+async fn tamper(s: &TestServer, sql: &str) {
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+    diesel::sql_query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn swap(s: &TestServer, org: uuid::Uuid, a: i64, b: i64) {
+    let park = 1_000_000_000;
+    tamper(s, &format!("UPDATE audit_log SET seq = {park} WHERE organization_id = '{org}' AND seq = {a}")).await;
+    tamper(s, &format!("UPDATE audit_log SET seq = {a} WHERE organization_id = '{org}' AND seq = {b}")).await;
+    tamper(s, &format!("UPDATE audit_log SET seq = {b} WHERE organization_id = '{org}' AND seq = {park}")).await;
+}
+
+// ---- tests ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_is_one_entry_with_before_and_after() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let fw = create_framework(&s, &org, seed_gdpr_body()).await;
+    let fid = id(&fw);
+    let (_, patched) =
+        s.patch(&format!("/api/compliance/frameworks/{fid}/"), &org.editor, json!({ "version": "2.0" })).await;
+    let req = create_requirement(&s, &org, &fid, "Art. 5", json!({})).await;
+    let (_, assessed) = s
+        .post(
+            &format!("/api/compliance/requirements/{}/update_status/", id(&req)),
+            &org.editor,
+            json!({ "compliance_status": "COMPLIANT" }),
+        )
+        .await;
+    // A refused change leaves no entry.
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/requirements/{}/update_status/", id(&req)),
+            &org.editor,
+            json!({ "compliance_status": "NOPE" }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    checkpoint(&s, &org).await;
+
+    let fw_entries = entries(&s, &org, &format!("?resource_type=framework&resource_id={fid}")).await;
+    assert_eq!(fw_entries.len(), 2, "create and update, newest first");
+    let (update, create) = (&fw_entries[0], &fw_entries[1]);
+    assert_eq!(create["action"], "create");
+    assert_eq!(create["before"], Value::Null);
+    assert_eq!(create["after"], fw);
+    assert_eq!(update["action"], "update");
+    assert_eq!(update["before"], fw);
+    assert_eq!(update["after"], patched);
+    assert!(update["seq"].as_i64().unwrap() > create["seq"].as_i64().unwrap());
+    assert!(create["actor"].as_str().unwrap().starts_with("user:"));
+    assert_eq!(create["actor_detail"]["role"], "editor");
+    assert!(create["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(create["client_addr"], "127.0.0.1");
+    assert_eq!(create["leaf_hash"].as_str().unwrap().len(), 64);
+
+    let req_entries = entries(&s, &org, &format!("?resource_id={}", id(&req))).await;
+    let actions: Vec<&str> = req_entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["update_status", "create"]);
+    assert_eq!(req_entries[0]["after"], assessed);
+    assert_eq!(req_entries[0]["before"]["compliance_status"], "NOT_ASSESSED");
+
+    // Token creation and user creation are recorded too; the token secret is not.
+    let tokens = entries(&s, &org, "?resource_type=api_token").await;
+    assert_eq!(tokens.len(), 4);
+    assert!(tokens.iter().all(|t| !t.to_string().contains(&org.admin)));
+    let report = verify(&s, &org).await;
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolled_back_change_leaves_no_entry() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let ctx = custos_core::RequestCtx::operator(org.id, "acme");
+    let mut tx = s.db_pool().begin(org.id).await.unwrap();
+    custos_audit_chain::record(
+        &mut tx,
+        &ctx,
+        custos_audit_chain::Change {
+            action: "create",
+            resource_type: "probe",
+            resource_id: "1".into(),
+            before: Value::Null,
+            after: json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    drop(tx); // rolled back
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(s.audit_count(org.id, "create", "probe").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_filters_and_cursor_pagination() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..7 {
+        create_framework(&s, &org, json!({ "name": format!("Framework {i}"), "framework_type": "CUSTOM" })).await;
+    }
+    checkpoint(&s, &org).await;
+    let (_, me) = s.get("/api/compliance/whoami/", &org.editor).await;
+    let editor = format!("user:{}", me["user_id"].as_str().unwrap());
+
+    assert_eq!(entries(&s, &org, "?action=create&resource_type=framework").await.len(), 7);
+    assert_eq!(entries(&s, &org, &format!("?actor={editor}")).await.len(), 7);
+    assert_eq!(entries(&s, &org, "?search=framework 3").await.len(), 1);
+    let today = time::OffsetDateTime::now_utc().date();
+    assert_eq!(entries(&s, &org, &format!("?resource_type=framework&recorded_after={today}")).await.len(), 7);
+    assert_eq!(
+        entries(&s, &org, &format!("?resource_type=framework&recorded_before={}", today.previous_day().unwrap()))
+            .await
+            .len(),
+        0
+    );
+    let (status, err) = s.get("/api/compliance/audit-log/?recorded_after=yesterday", &org.auditor).await;
+    assert_eq!(status, 400, "{err}");
+    let (status, _) = s.get("/api/compliance/audit-log/?cursor=garbage", &org.auditor).await;
+    assert_eq!(status, 400);
+
+    // Walk the whole log three at a time: newest first, no overlaps, no gaps.
+    let mut url = "/api/compliance/audit-log/?page_size=3".to_owned();
+    let mut seqs = Vec::new();
+    loop {
+        let (status, page) = s.get(&url, &org.auditor).await;
+        assert_eq!(status, 200);
+        assert_eq!(page["previous"], Value::Null);
+        seqs.extend(page["results"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()));
+        match page["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    let expected: Vec<i64> = (0..seqs.len() as i64).rev().collect();
+    assert_eq!(seqs, expected);
+    let (status, entry) = s.get(&format!("/api/compliance/audit-log/{}/", seqs[0]), &org.admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(entry["seq"], seqs[0]);
+    let (status, _) = s.get("/api/compliance/audit-log/99999/", &org.auditor).await;
+    assert_eq!(status, 404);
+    // Only auditors and admins read the trail.
+    for token in [&org.viewer, &org.editor] {
+        let (status, _) = s.get("/api/compliance/audit-log/", token).await;
+        assert_eq!(status, 403);
+        let (status, _) = s.post("/api/compliance/audit-log/verify/", token, json!({})).await;
+        assert_eq!(status, 403);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proofs_verify_with_an_independent_implementation() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let (status, key) = s.call(Method::GET, "/api/compliance/audit-log/public-key/", None, None).await;
+    assert_eq!(status, 200, "the public key is public");
+    assert_eq!(key["algorithm"], "Ed25519");
+    let public: [u8; 32] = B64.decode(key["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let key_name = key["key_name"].as_str().unwrap().to_owned();
+    let (_, mine) = s.get("/api/compliance/audit-log/public-key/", &org.auditor).await;
+    assert_eq!(mine["origin"], format!("{key_name}/{}", org.id));
+
+    let first_cp = checkpoint(&s, &org).await;
+    let first_size = first_cp["tree_size"].as_u64().unwrap();
+    for i in 0..37 {
+        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    let cp = checkpoint(&s, &org).await;
+    let size = cp["tree_size"].as_u64().unwrap();
+    assert!(size > first_size + 36);
+    let (origin, signed_size, signed_root) =
+        open_note(cp["note"].as_str().unwrap(), &key_name, &public).expect("signature verifies");
+    assert_eq!((origin, signed_size), (format!("{key_name}/{}", org.id), size));
+    assert_eq!(signed_root, unhex(cp["root_hash"].as_str().unwrap()));
+
+    for seq in [0, 1, first_size, size / 2, size - 1] {
+        let (status, proof) =
+            s.get(&format!("/api/compliance/audit-log/proofs/inclusion/?seq={seq}"), &org.auditor).await;
+        assert_eq!(status, 200, "{proof}");
+        assert_eq!(proof["tree_size"], size);
+        let (_, entry) = s.get(&format!("/api/compliance/audit-log/{seq}/"), &org.auditor).await;
+        assert_eq!(proof["leaf_hash"], entry["leaf_hash"]);
+        let path: Vec<[u8; 32]> =
+            proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let leaf = unhex(proof["leaf_hash"].as_str().unwrap());
+        assert!(rfc_verify_inclusion(seq, size, leaf, &path, signed_root), "inclusion of {seq}");
+        assert!(!rfc_verify_inclusion(seq, size, h(&[b"other"]), &path, signed_root));
+        let bytes = serde_json::to_vec(&proof["proof"]).unwrap().len();
+        assert!(bytes < 1024, "proof of {bytes} bytes");
+    }
+    let (status, proof) =
+        s.get(&format!("/api/compliance/audit-log/proofs/consistency/?first={first_size}"), &org.auditor).await;
+    assert_eq!(status, 200, "{proof}");
+    let path: Vec<[u8; 32]> = proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+    let first_root = unhex(first_cp["root_hash"].as_str().unwrap());
+    assert_eq!(proof["first_root"], first_cp["root_hash"]);
+    assert!(rfc_verify_consistency(first_size, size, first_root, signed_root, &path));
+    assert!(!rfc_verify_consistency(first_size, size, h(&[b"x"]), signed_root, &path));
+
+    for bad in ["?seq=-1", &format!("?seq={size}&tree_size={size}"), &format!("?seq=0&tree_size={}", size + 100)] {
+        let (status, err) = s.get(&format!("/api/compliance/audit-log/proofs/inclusion/{bad}"), &org.auditor).await;
+        assert_eq!(status, 400, "{bad}: {err}");
+    }
+    let (status, _) = s.get("/api/compliance/audit-log/proofs/consistency/?first=0", &org.auditor).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampering_is_detected_and_named() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..10 {
+        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    let org_id = org.id;
+
+    // 1. Edit a field of entry 6.
+    tamper(&s, &format!("UPDATE audit_log SET changes = jsonb_set(changes, '{{after,name}}', '\"forged\"') WHERE organization_id = '{org_id}' AND seq = 6")).await;
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(6)), "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("hash mismatch"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_swapped_and_truncated_entries_are_detected() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..10 {
+        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    checkpoint(&s, &org).await;
+    let org_id = org.id;
+    let problem = |r: &Value| r["problem"].as_str().unwrap_or_default().to_owned();
+
+    // Swap two entries' positions.
+    swap(&s, org_id, 3, 8).await;
+    let report = verify(&s, &org).await;
+    assert_eq!(report["first_bad_seq"], 3, "{report}");
+    assert!(problem(&report).contains("hash mismatch"), "{report}");
+    swap(&s, org_id, 3, 8).await;
+    assert_eq!(verify(&s, &org).await["ok"], true, "swapping back restores it");
+
+    // Delete one in the middle.
+    tamper(&s, &format!("DELETE FROM audit_log WHERE organization_id = '{org_id}' AND seq = 5")).await;
+    let report = verify(&s, &org).await;
+    assert_eq!(report["first_bad_seq"], 5, "{report}");
+    assert!(problem(&report).contains("gap"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncation_and_forged_checkpoints_are_detected() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..6 {
+        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    let cp = checkpoint(&s, &org).await;
+    let size = cp["tree_size"].as_i64().unwrap();
+    let org_id = org.id;
+
+    // Forge the checkpoint: a different root, re-signed with a key that is not the server's.
+    let forger = custos_audit_chain::note::NoteSigner::new(
+        "custos.test/audit",
+        ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]),
+    );
+    let forged = forger.sign(&custos_audit_chain::note::Checkpoint {
+        origin: format!("custos.test/audit/{org_id}"),
+        size: size as u64,
+        root: [0u8; 32],
+        extensions: vec![],
+    });
+    tamper(&s, &format!("UPDATE audit_checkpoints SET note = '{forged}', root_hash = '\\x{}' WHERE organization_id = '{org_id}' AND tree_size = {size}", "00".repeat(32))).await;
+    let report = verify(&s, &org).await;
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["first_bad_seq"], size - 1, "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("bad signature"), "{report}");
+    tamper(&s, &format!("UPDATE audit_checkpoints SET note = '{}', root_hash = '\\x{}' WHERE organization_id = '{org_id}' AND tree_size = {size}", cp["note"].as_str().unwrap(), cp["root_hash"].as_str().unwrap())).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+
+    // Remove the newest entries (and fix up the head to hide it): the checkpoint still covers them.
+    tamper(&s, &format!("DELETE FROM audit_log WHERE organization_id = '{org_id}' AND seq >= {}", size - 2)).await;
+    tamper(&s, &format!("UPDATE audit_heads SET tree_size = {} WHERE organization_id = '{org_id}'", size - 2)).await;
+    let report = verify(&s, &org).await;
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["first_bad_seq"], size - 2, "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("missing at the end"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_tenant_sees_and_proves_only_its_own_log() {
+    let s = TestServer::start().await;
+    let a = s.org("alpha").await;
+    let b = s.org("bravo").await;
+    let fw = create_framework(&s, &a, seed_gdpr_body()).await;
+    checkpoint(&s, &a).await;
+    checkpoint(&s, &b).await;
+    let b_entries = entries(&s, &b, "").await;
+    assert!(b_entries.iter().all(|e| !e.to_string().contains(&id(&fw))));
+    let b_found = entries(&s, &b, &format!("?resource_id={}", id(&fw))).await;
+    assert!(b_found.is_empty());
+    // B's proofs are about B's tree; A's checkpoint notes are A's origin.
+    let (_, a_cp) = s.get("/api/compliance/audit-log/checkpoints/latest/", &a.auditor).await;
+    let (_, b_cp) = s.get("/api/compliance/audit-log/checkpoints/latest/", &b.auditor).await;
+    assert!(a_cp["note"].as_str().unwrap().contains(&a.id.to_string()));
+    assert!(b_cp["note"].as_str().unwrap().contains(&b.id.to_string()));
+    assert_ne!(a_cp["root_hash"], b_cp["root_hash"]);
+    let a_size = a_cp["tree_size"].as_i64().unwrap();
+    let (status, _) =
+        s.get(&format!("/api/compliance/audit-log/proofs/inclusion/?seq={}", a_size - 1), &b.auditor).await;
+    assert_eq!(status, 400, "B's log is shorter; A's entries are not in it");
+    let (_, cps) = s.get("/api/compliance/audit-log/checkpoints/", &b.auditor).await;
+    assert!(cps["results"].as_array().unwrap().iter().all(|c| c["note"].as_str().unwrap().contains(&b.id.to_string())));
+}
