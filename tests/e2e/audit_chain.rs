@@ -449,3 +449,52 @@ async fn each_tenant_sees_and_proves_only_its_own_log() {
     let (_, cps) = s.get("/api/compliance/audit-log/checkpoints/", &b.auditor).await;
     assert!(cps["results"].as_array().unwrap().iter().all(|c| c["note"].as_str().unwrap().contains(&b.id.to_string())));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_keeps_the_rest_verifiable_and_provable() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..9 {
+        create_framework(&s, &org, json!({ "name": format!("old {i}"), "framework_type": "CUSTOM" })).await;
+    }
+    let before = checkpoint(&s, &org).await;
+    let boundary = before["tree_size"].as_u64().unwrap();
+    let chain = s.app().audit.chain().clone();
+    let outcome = chain.prune_before(org.id, time::OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!((outcome.removed, outcome.pruned_before), (boundary, boundary));
+    for i in 0..20 {
+        create_framework(&s, &org, json!({ "name": format!("new {i}"), "framework_type": "CUSTOM" })).await;
+    }
+    let after = checkpoint(&s, &org).await;
+    let size = after["tree_size"].as_u64().unwrap();
+
+    let report = verify(&s, &org).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["first_seq"], boundary);
+    assert!(report["notes"].to_string().contains("pruned"));
+    // The pruning is itself in the trail.
+    assert_eq!(entries(&s, &org, "?action=prune").await.len(), 1);
+
+    let (_, key) = s.call(Method::GET, "/api/compliance/audit-log/public-key/", None, None).await;
+    let public: [u8; 32] = B64.decode(key["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let (_, _, root) = open_note(after["note"].as_str().unwrap(), key["key_name"].as_str().unwrap(), &public).unwrap();
+    for seq in [boundary, boundary + 1, boundary + 7, size - 1] {
+        let (status, proof) =
+            s.get(&format!("/api/compliance/audit-log/proofs/inclusion/?seq={seq}"), &org.auditor).await;
+        assert_eq!(status, 200, "{seq}: {proof}");
+        let path: Vec<[u8; 32]> =
+            proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        assert!(rfc_verify_inclusion(seq, size, unhex(proof["leaf_hash"].as_str().unwrap()), &path, root), "{seq}");
+    }
+    let (status, err) = s.get("/api/compliance/audit-log/proofs/inclusion/?seq=0", &org.auditor).await;
+    assert_eq!(status, 422, "{err}");
+    // The old checkpoint stays consistent with the new one.
+    let (status, proof) =
+        s.get(&format!("/api/compliance/audit-log/proofs/consistency/?first={boundary}"), &org.auditor).await;
+    assert_eq!(status, 200, "{proof}");
+    let path: Vec<[u8; 32]> = proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+    assert!(rfc_verify_consistency(boundary, size, unhex(before["root_hash"].as_str().unwrap()), root, &path));
+    // Pruning again with nothing old is a no-op.
+    let again = chain.prune_before(org.id, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await.unwrap();
+    assert_eq!(again.removed, 0);
+}

@@ -8,11 +8,13 @@
 //! proofs and verification — is the audit-chain issue's work and builds on these rows.
 
 pub mod encoding;
+pub mod export;
 pub mod grpc;
 pub mod keys;
 pub mod merkle;
 pub mod note;
 pub mod proofs;
+pub mod prune;
 pub mod rows;
 pub mod sequencer;
 pub mod service;

@@ -155,7 +155,7 @@ pub fn consistency_ranges(first: u64, second: u64) -> Vec<(u64, u64)> {
 pub fn decompose(start: u64, end: u64) -> Vec<NodeId> {
     let mut out = Vec::new();
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         out.push(NodeId { level: n.trailing_zeros() as u8, index: start / n });
     } else if n > 1 {
         let k = split(n);
@@ -168,7 +168,7 @@ pub fn decompose(start: u64, end: u64) -> Vec<NodeId> {
 /// The hash of `[start, end)` from the hashes of its [`decompose`] nodes (given in that order).
 pub fn fold_range(start: u64, end: u64, nodes: &mut impl Iterator<Item = Hash>) -> Option<Hash> {
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return nodes.next();
     }
     if n <= 1 {

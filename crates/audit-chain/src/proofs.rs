@@ -88,7 +88,7 @@ impl NodeReader<'_> {
                 return Ok(self.boundary.hashes[pos]);
             }
             let crosses_boundary = id.start() < self.pruned_before;
-            if crosses_boundary && id.level % STRATUM != 0 {
+            if crosses_boundary && !id.level.is_multiple_of(STRATUM) {
                 if id.level == 0 {
                     return Err(ProofError::Pruned(id.start()));
                 }
@@ -99,7 +99,7 @@ impl NodeReader<'_> {
             if id.level == 0 {
                 return Ok(self.leaves(id.index, 1).await?[0]);
             }
-            if id.level % STRATUM == 0 {
+            if id.level.is_multiple_of(STRATUM) {
                 return Ok(self.stratum(id.level, id.index, 1).await?[0]);
             }
             let below = id.level - id.level % STRATUM;

@@ -252,8 +252,24 @@ impl AuditChain {
         Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
     }
 
-    /// Signs and stores a checkpoint of the tree as `frontier` describes it.
+    /// Signs and stores a checkpoint of the tree as `frontier` describes it, as the latest one.
     pub(crate) async fn sign_checkpoint(
+        &self,
+        tx: &mut Tx,
+        org: Uuid,
+        frontier: &Frontier,
+        now: OffsetDateTime,
+    ) -> Result<String, ChainError> {
+        let note = self.store_checkpoint(tx, org, frontier, now).await?;
+        diesel::update(audit_heads::table.filter(audit_heads::organization_id.eq(org)))
+            .set((audit_heads::checkpoint_size.eq(frontier.size as i64), audit_heads::checkpoint_at.eq(now)))
+            .execute(tx.conn())
+            .await?;
+        Ok(note)
+    }
+
+    /// Signs and stores a checkpoint of the tree as `frontier` describes it (any size).
+    pub(crate) async fn store_checkpoint(
         &self,
         tx: &mut Tx,
         org: Uuid,
@@ -277,10 +293,6 @@ impl AuditChain {
                 audit_checkpoints::created_at.eq(now),
             ))
             .on_conflict_do_nothing()
-            .execute(tx.conn())
-            .await?;
-        diesel::update(audit_heads::table.filter(audit_heads::organization_id.eq(org)))
-            .set((audit_heads::checkpoint_size.eq(frontier.size as i64), audit_heads::checkpoint_at.eq(now)))
             .execute(tx.conn())
             .await?;
         Ok(note)

@@ -52,6 +52,45 @@ pub enum Command {
     /// CUSTOS_SIGNING_KEY_FILE or the generated key under CUSTOS_DATA_DIR) and any
     /// CUSTOS_AUDIT_TRUSTED_KEYS.
     VerifyAuditChain(VerifyArgs),
+    /// Export, verify offline and prune the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write an organisation's audit log — entries, signed checkpoints and the public key — to a
+    /// file that `custos audit verify-file` checks with no database.
+    Export {
+        #[arg(long)]
+        org: String,
+        /// Output file (JSON Lines, format custos-audit-export/v1).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Verify an export offline: every hash, the Merkle tree and every checkpoint signature.
+    /// Exits 0 when intact. Pin the public key you obtained out of band with --public-key;
+    /// without it, only the file's internal consistency is proven.
+    VerifyFile {
+        file: std::path::PathBuf,
+        /// The log's verifier key (<name>+<key id>+<base64 key>, from GET
+        /// /api/compliance/audit-log/public-key/).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Remove entries older than the retention period; what remains stays verifiable.
+    Prune {
+        /// Only this organisation (default: every organisation).
+        #[arg(long)]
+        org: Option<String>,
+        /// Retention in days (default CUSTOS_AUDIT_RETENTION_DAYS, 2555).
+        #[arg(long)]
+        retention_days: Option<u32>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::VerifyAuditChain(args) => verify_audit_chain(args).await?,
+        Command::Audit(command) => audit(command).await?,
     }
     Ok(())
 }
@@ -259,6 +299,64 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
     if failed.is_empty() { Ok(()) } else { anyhow::bail!("audit chain verification failed for {}", failed.join(", ")) }
+}
+
+async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Export { org, out, db } => {
+            let app = audit_app_for(&db).await?;
+            let (org_id, _) = app.identity.organization(&org).await.map_err(problem)?;
+            let file =
+                std::fs::File::create(&out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let n = app.audit.chain().export(org_id, &mut writer).await?;
+            println!("exported {n} entries of {org} to {}", out.display());
+            println!("verifier key: {}", app.audit.chain().signer().verifier().to_note_key());
+        }
+        AuditCommand::VerifyFile { file, public_key } => {
+            let pinned = public_key
+                .map(|k| custos_audit_chain::note::NoteVerifier::parse(&k))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?,
+            );
+            let report = custos_audit_chain::export::verify_file(reader, pinned)?;
+            if !report.ok {
+                anyhow::bail!(
+                    "FAILED at sequence number {}: {}",
+                    report.first_bad_seq.map_or("?".into(), |s| s.to_string()),
+                    report.problem.unwrap_or_default()
+                );
+            }
+            println!(
+                "OK — organisation {}: {} entries (from {}) and {} checkpoints verified",
+                report.organization_id, report.entries, report.first_seq, report.checkpoints
+            );
+            if report.key_pinned {
+                println!("checkpoint signatures verified against the pinned public key");
+            } else {
+                println!(
+                    "no --public-key given: signatures were checked against the key inside the file, so only the file's consistency was proven, not who signed it"
+                );
+            }
+        }
+        AuditCommand::Prune { org, retention_days, db } => {
+            let app = audit_app_for(&db).await?;
+            let days = match retention_days {
+                Some(d) => d,
+                None => AuditConfig::from_env(std::path::Path::new("."))?.retention_days,
+            };
+            for (org_id, slug) in organisations(&app, org.as_deref()).await? {
+                let outcome = app.audit.chain().prune(org_id, days).await?;
+                println!(
+                    "{slug}: {} entries older than {days} days pruned; the log now starts at {}",
+                    outcome.removed, outcome.pruned_before
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn problem_of(p: custos_core::Problem) -> anyhow::Error {

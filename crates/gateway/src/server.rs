@@ -194,7 +194,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     };
     let mut tasks =
         vec![serve(http, rest_router, shutdown.subscribe()), serve(grpc, grpc_router, shutdown.subscribe())];
-    tasks.push(tokio::spawn(chain.run(shutdown.subscribe())));
+    tasks.push(tokio::spawn(chain.clone().run(shutdown.subscribe())));
+    tasks.push(tokio::spawn(retention(app.clone(), config.audit.retention_days, shutdown.subscribe())));
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -206,6 +207,31 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     }));
     tracing::info!(%http_addr, %grpc_addr, "custos serving");
     Ok(RunningServer { http_addr, grpc_addr, app, shutdown, tasks })
+}
+
+/// Prunes audit entries past the retention period, once a day (safe on any number of replicas:
+/// pruning takes the organisation's head lock and is idempotent).
+async fn retention(app: App, days: u32, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let orgs = match app.identity.all_organizations().await {
+            Ok(orgs) => orgs,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit retention: cannot list organisations");
+                continue;
+            }
+        };
+        for (org, slug) in orgs {
+            match app.audit.chain().prune(org, days).await {
+                Ok(o) if o.removed > 0 => tracing::info!(%slug, removed = o.removed, "audit retention pruned entries"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%slug, error = %e, "audit retention failed; will retry tomorrow"),
+            }
+        }
+    }
 }
 
 fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {

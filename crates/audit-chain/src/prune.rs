@@ -1,0 +1,100 @@
+//! Retention: entries older than the retention period (2555 days, seven years, by default) are
+//! removed without breaking verification of what remains. Before deleting, the chain hash and the
+//! compact range at the boundary are kept in `audit_heads` and a checkpoint of exactly the
+//! boundary is signed; verification and proofs of later entries start from there. Stored subtree
+//! hashes and all checkpoints are kept. The pruning itself is recorded in the audit trail.
+
+use custos_core::{RequestCtx, timefmt};
+use custos_db::schema::{audit_heads, audit_log};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::proofs::NodeReader;
+use crate::sequencer::{AuditChain, ChainError};
+use crate::{Change, record};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub removed: u64,
+    /// Entries below this sequence number are gone.
+    pub pruned_before: u64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Removed {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl AuditChain {
+    /// Prunes the longest prefix of the log recorded before `cutoff`.
+    pub async fn prune_before(&self, org: Uuid, cutoff: OffsetDateTime) -> Result<PruneOutcome, ChainError> {
+        self.sync(org).await?;
+        let mut tx = self.db.begin(org).await?;
+        let Some(heads) = Self::lock_heads(&mut tx, org, true).await? else { return Ok(PruneOutcome::default()) };
+        let old_boundary = heads.pruned_before;
+        let first_young: Option<i64> = audit_log::table
+            .filter(audit_log::organization_id.eq(org))
+            .filter(audit_log::seq.ge(old_boundary))
+            .filter(audit_log::recorded_at.ge(cutoff))
+            .select(diesel::dsl::min(audit_log::seq))
+            .first(tx.conn())
+            .await?;
+        let boundary = first_young.unwrap_or(heads.tree_size);
+        if boundary <= old_boundary {
+            return Ok(PruneOutcome { removed: 0, pruned_before: old_boundary as u64 });
+        }
+        let chain: Vec<u8> = audit_log::table
+            .filter(audit_log::organization_id.eq(org))
+            .filter(audit_log::seq.eq(boundary - 1))
+            .select(audit_log::chain_hash)
+            .first(tx.conn())
+            .await?;
+        let frontier = {
+            let mut reader =
+                NodeReader { tx: &mut tx, org, pruned_before: old_boundary as u64, boundary: heads.prune_frontier()? };
+            reader.frontier(boundary as u64).await.map_err(|e| ChainError::Corrupt(org, e.to_string()))?
+        };
+        self.store_checkpoint(&mut tx, org, &frontier, timefmt::now()).await?;
+        diesel::update(audit_heads::table.filter(audit_heads::organization_id.eq(org)))
+            .set((
+                audit_heads::pruned_before.eq(boundary),
+                audit_heads::prune_chain_hash.eq(chain),
+                audit_heads::prune_frontier.eq(frontier.to_bytes()),
+            ))
+            .execute(tx.conn())
+            .await?;
+        let removed: Removed = diesel::sql_query("SELECT custos_audit_prune($1, $2) AS n")
+            .bind::<SqlUuid, _>(org)
+            .bind::<BigInt, _>(boundary)
+            .get_result(tx.conn())
+            .await?;
+        let ctx = RequestCtx {
+            actor: custos_core::Actor::System { job: "audit-retention".into() },
+            ..RequestCtx::operator(org, "")
+        };
+        record(
+            &mut tx,
+            &ctx,
+            Change {
+                action: "prune",
+                resource_type: "audit_log",
+                resource_id: org.to_string(),
+                before: json!({ "pruned_before": old_boundary }),
+                after: json!({ "pruned_before": boundary, "removed": removed.n, "cutoff": timefmt::timestamp(cutoff) }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PruneOutcome { removed: removed.n as u64, pruned_before: boundary as u64 })
+    }
+
+    /// Prunes what is older than `days` days.
+    pub async fn prune(&self, org: Uuid, days: u32) -> Result<PruneOutcome, ChainError> {
+        self.prune_before(org, timefmt::now() - time::Duration::days(i64::from(days))).await
+    }
+}
