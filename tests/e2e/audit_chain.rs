@@ -498,3 +498,120 @@ async fn pruning_keeps_the_rest_verifiable_and_provable() {
     let again = chain.prune_before(org.id, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await.unwrap();
     assert_eq!(again.removed, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn personal_data_can_be_withheld_without_breaking_the_chain() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let cp = checkpoint(&s, &org).await;
+    let users = entries(&s, &org, "?resource_type=user&action=create").await;
+    let entry = users.iter().find(|e| e["after"]["email"] == "viewer@acme.test").unwrap().clone();
+    let seq = entry["seq"].as_i64().unwrap();
+    let url = format!("/api/compliance/audit-log/{seq}/withhold/");
+
+    for token in [&org.auditor, &org.editor] {
+        let (status, _) = s.post(&url, token, json!({ "fields": ["after.email"], "reason": "GDPR Art. 17" })).await;
+        assert_eq!(status, 403);
+    }
+    for (body, why) in [
+        (json!({ "fields": ["after.email"] }), "reason"),
+        (json!({ "fields": [], "reason": "x" }), "fields"),
+        (json!({ "fields": ["action"], "reason": "x" }), "fields"),
+        (json!({ "fields": ["after.shoe_size"], "reason": "x" }), "fields"),
+    ] {
+        let (status, err) = s.post(&url, &org.admin, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"], format!("Invalid value for '{why}'"));
+    }
+    let (status, redacted) = s
+        .post(&url, &org.admin, json!({ "fields": ["after.email", "client_addr"], "reason": "GDPR Art. 17 request 7" }))
+        .await;
+    assert_eq!(status, 200, "{redacted}");
+    assert_eq!(redacted["withheld_fields"], json!(["after.email", "client_addr"]));
+    assert!(redacted["after"].get("email").is_none());
+    assert_eq!(redacted["after"]["role"], "viewer");
+    assert_eq!(redacted["leaf_hash"], entry["leaf_hash"], "the leaf is unchanged");
+    assert!(!redacted.to_string().contains("viewer@acme.test"));
+
+    // The old checkpoint still proves the entry, and the whole chain still verifies.
+    let (_, proof) = s
+        .get(
+            &format!("/api/compliance/audit-log/proofs/inclusion/?seq={seq}&tree_size={}", cp["tree_size"]),
+            &org.auditor,
+        )
+        .await;
+    let path: Vec<[u8; 32]> = proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+    assert!(rfc_verify_inclusion(
+        seq as u64,
+        cp["tree_size"].as_u64().unwrap(),
+        unhex(proof["leaf_hash"].as_str().unwrap()),
+        &path,
+        unhex(cp["root_hash"].as_str().unwrap())
+    ));
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    // Withholding more of the same entry later works too, and is itself recorded.
+    let (status, again) = s.post(&url, &org.admin, json!({ "fields": ["actor"], "reason": "second request" })).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["actor"], "[withheld]");
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    assert_eq!(entries(&s, &org, "?action=withhold").await.len(), 2);
+    // Putting the value back by hand does not restore a verifiable entry without its salt:
+    // a guessed value cannot be confirmed against the commitment.
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+    diesel::sql_query(format!(
+        "UPDATE audit_log SET changes = jsonb_set(changes, '{{after,email}}', '\"viewer@acme.test\"'), withheld = withheld - 'after.email' WHERE seq = {seq}"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_api_over_grpc() {
+    use custos_proto::v1 as pb;
+    use custos_proto::v1::audit_service_client::AuditServiceClient;
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_framework(&s, &org, seed_gdpr_body()).await;
+    let mut c = AuditServiceClient::new(s.grpc(Some(&org.auditor)).await);
+    let cp = c.create_checkpoint(pb::CreateCheckpointRequest {}).await.unwrap().into_inner();
+    let list = c
+        .list_entries(pb::ListAuditEntriesRequest { resource_type: Some("framework".into()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.results.len(), 1);
+    let e = &list.results[0];
+    let after: Value = serde_json::from_str(&e.after).unwrap();
+    assert_eq!(after["name"], "GDPR Compliance Framework");
+    let proof =
+        c.get_inclusion_proof(pb::InclusionProofRequest { seq: e.seq, tree_size: None }).await.unwrap().into_inner();
+    assert_eq!(proof.tree_size, cp.tree_size);
+    let path: Vec<[u8; 32]> = proof.proof.iter().map(|p| unhex(p)).collect();
+    assert!(rfc_verify_inclusion(
+        e.seq as u64,
+        cp.tree_size as u64,
+        unhex(&proof.leaf_hash),
+        &path,
+        unhex(&cp.root_hash)
+    ));
+    let report = c.verify_chain(pb::VerifyAuditChainRequest { days: Some(30) }).await.unwrap().into_inner();
+    assert!(report.ok, "{report:?}");
+    let mut anonymous = AuditServiceClient::new(s.grpc(None).await);
+    let key = anonymous.get_public_key(pb::PublicKeyRequest {}).await.unwrap().into_inner();
+    assert_eq!(key.algorithm, "Ed25519");
+    assert_eq!(
+        anonymous.list_entries(pb::ListAuditEntriesRequest::default()).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut viewer = AuditServiceClient::new(s.grpc(Some(&org.viewer)).await);
+    assert_eq!(
+        viewer.list_entries(pb::ListAuditEntriesRequest::default()).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+}

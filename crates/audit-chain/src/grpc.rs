@@ -36,6 +36,9 @@ impl AuditApi for AuditService {
     async fn verify_chain(&self, r: Request<pb::VerifyAuditChainRequest>) -> Reply<pb::VerifyAuditChainResponse> {
         unary(r, async |ctx, m| self.verify_chain(&ctx, m).await).await
     }
+    async fn withhold_fields(&self, r: Request<pb::WithholdFieldsRequest>) -> Reply<pb::AuditEntry> {
+        unary(r, async |ctx, m| self.withhold_fields(&ctx, m).await).await
+    }
     /// Public: answers without credentials too.
     async fn get_public_key(&self, r: Request<pb::PublicKeyRequest>) -> Reply<pb::PublicKeyResponse> {
         let ctx = r.extensions().get::<RequestCtx>().cloned();

@@ -19,6 +19,7 @@ pub mod rows;
 pub mod sequencer;
 pub mod service;
 pub mod verify;
+pub mod withhold;
 
 pub use sequencer::{AuditChain, ChainError, IntegrateOutcome, SequencerConfig};
 pub use service::{AuditError, AuditService};

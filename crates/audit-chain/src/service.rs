@@ -402,6 +402,16 @@ impl AuditService {
         })
     }
 
+    /// Withholds fields of an entry (admins only).
+    pub async fn withhold_fields(&self, ctx: &RequestCtx, req: pb::WithholdFieldsRequest) -> Result<pb::AuditEntry> {
+        ctx.require(Access::Admin)?;
+        let row = self.chain.withhold(ctx, req.seq, &req.fields, &req.reason).await.map_err(|e| match e {
+            crate::withhold::WithholdError::Rejected(p) => AuditError::Rejected(p),
+            crate::withhold::WithholdError::Chain(c) => AuditError::Chain(c),
+        })?;
+        Ok(entry_pb(&row))
+    }
+
     /// The checkpoint signing key; anyone may fetch it (with credentials, the caller's log origin too).
     pub async fn public_key(
         &self,

@@ -122,6 +122,15 @@ impl Drop for TestDb {
     }
 }
 
+/// Logs of the code under test go to the test's captured output (`RUST_LOG`, default `warn`).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
 /// How to start a test server.
 #[derive(Clone, Default)]
 pub struct ServerOptions {
@@ -183,6 +192,7 @@ impl TestServer {
     }
 
     pub async fn start_with(options: ServerOptions) -> TestServer {
+        init_logging();
         let db = TestDb::new().await;
         let data_dir = std::env::temp_dir().join(format!("custos-test-{}", db.name));
         let config = Config {

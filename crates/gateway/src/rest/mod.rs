@@ -286,7 +286,9 @@ fn build_input(
         _ => object,
     };
     for (k, v) in params {
-        message.insert(k.clone(), Value::String(v.clone()));
+        // Path segments are text; numeric ones (`{seq}`) become numbers for integer fields.
+        let value = v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(v.clone()));
+        message.insert(k.clone(), value);
     }
     Ok(Input::Json(Value::Object(message)))
 }

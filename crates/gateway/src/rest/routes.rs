@@ -132,6 +132,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Recompute every hash and the tree and check every checkpoint",
             call!(audit.verify_chain),
         ),
+        Endpoint::post(
+            "/api/compliance/audit-log/{seq}/withhold/",
+            "withholdAuditFields",
+            "Withhold field values of an entry, keeping their commitments (admins)",
+            call!(audit.withhold_fields),
+        ),
         Endpoint::get(
             PUBLIC_KEY,
             "auditPublicKey",
