@@ -280,3 +280,46 @@ async fn tokens_are_stored_hashed_and_track_last_use() {
     assert!(audit.iter().all(|c| !c.to_string().contains(&org.viewer)));
     assert_eq!(s.audit_count(org.id, "create", "api_token").await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_are_audited_in_their_organisation() {
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start_with(ServerOptions {
+        jwt: Some(JwtConfig { key: JwtKey::Hs256(HS_SECRET.into()), issuer: None, audience: None }),
+        ..Default::default()
+    })
+    .await;
+    let org = s.org("acme").await;
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = (SELECT id FROM users WHERE email = 'viewer@acme.test')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("UPDATE api_tokens SET expires_at = now() - interval '1 day' WHERE user_id = (SELECT id FROM users WHERE email = 'editor@acme.test')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert_eq!(status, 401);
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.editor).await;
+    assert_eq!(status, 401);
+    let (status, _) = s.get("/api/compliance/frameworks/", "cst_unknown").await;
+    assert_eq!(status, 401);
+    let bad_role = jwt(
+        json!({ "sub": "sso|9", "org": "acme", "role": "superuser", "exp": exp_in(60) }),
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(bad_role).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+
+    assert_eq!(s.audit_count(org.id, "login_failed", "api_token").await, 2);
+    assert_eq!(s.audit_count(org.id, "login_failed", "bearer_token").await, 1);
+    let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 201);
+    let (_, page) = s.get("/api/compliance/audit-log/?action=login_failed", &org.auditor).await;
+    let reasons: Vec<String> =
+        page["results"].as_array().unwrap().iter().map(|e| e["after"]["reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(reasons, ["unknown role \"superuser\"", "token expired", "token revoked"]);
+    assert!(page["results"].as_array().unwrap().iter().all(|e| e["client_addr"] == "127.0.0.1"));
+}

@@ -201,7 +201,8 @@ async fn admit(
             None,
         ));
     };
-    let principal = match edge.authenticator.authenticate(&authorization).await {
+    let attempt = custos_identity::Attempt { request_id: Some(request_id.to_owned()), client_addr: client };
+    let principal = match edge.authenticator.authenticate(&authorization, &attempt).await {
         Ok(p) => p,
         Err(problem) => {
             // Failed credentials count against the client address, so guessing tokens is throttled.

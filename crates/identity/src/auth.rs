@@ -49,6 +49,13 @@ struct Claims {
     email: Option<String>,
 }
 
+/// Where an authentication attempt came from, for the audit trail of failed attempts.
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    pub request_id: Option<String>,
+    pub client_addr: Option<std::net::IpAddr>,
+}
+
 #[derive(Clone)]
 pub struct Authenticator {
     db: Db,
@@ -87,22 +94,22 @@ impl Authenticator {
     }
 
     /// Resolves an `Authorization` header value to a principal, or a 401 problem.
-    pub async fn authenticate(&self, authorization: &str) -> Result<Principal, Problem> {
+    pub async fn authenticate(&self, authorization: &str, attempt: &Attempt) -> Result<Principal, Problem> {
         let (scheme, credentials) = authorization
             .trim()
             .split_once(' ')
             .ok_or_else(|| unauthenticated("Use 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'"))?;
         let credentials = credentials.trim();
         if scheme.eq_ignore_ascii_case("token") {
-            self.api_token(credentials).await
+            self.api_token(credentials, attempt).await
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            self.bearer(credentials).await
+            self.bearer(credentials, attempt).await
         } else {
             Err(unauthenticated(format!("Unsupported authorization scheme {scheme:?}")))
         }
     }
 
-    async fn api_token(&self, token: &str) -> Result<Principal, Problem> {
+    async fn api_token(&self, token: &str, attempt: &Attempt) -> Result<Principal, Problem> {
         #[derive(QueryableByName)]
         struct Row {
             #[diesel(sql_type = SqlUuid)]
@@ -128,7 +135,10 @@ impl Authenticator {
         .map(Some)
         .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(DbError::from(e)) })?;
         tx.commit().await?;
-        let row = row.ok_or_else(|| unauthenticated("Invalid, expired or revoked token"))?;
+        let Some(row) = row else {
+            self.record_failed_token(token, attempt).await;
+            return Err(unauthenticated("Invalid, expired or revoked token"));
+        };
         let role = row.role.parse::<Role>().map_err(|_| unauthenticated("The token's user has an unknown role"))?;
         Ok(Principal {
             organization_id: row.organization_id,
@@ -138,24 +148,119 @@ impl Authenticator {
         })
     }
 
-    async fn bearer(&self, jwt: &str) -> Result<Principal, Problem> {
+    async fn bearer(&self, jwt: &str, attempt: &Attempt) -> Result<Principal, Problem> {
         let (key, validation) =
             self.jwt.as_ref().ok_or_else(|| unauthenticated("Bearer tokens are not enabled on this server"))?;
         let data = jsonwebtoken::decode::<Claims>(jwt, key, validation)
             .map_err(|e| unauthenticated(format!("Invalid bearer token: {e}")))?;
         let claims = data.claims;
-        let role =
-            claims.role.parse::<Role>().map_err(|_| unauthenticated(format!("Unknown role {:?}", claims.role)))?;
         let (organization_id, _) = self
             .db
             .organization_by_slug(&claims.org)
             .await?
             .ok_or_else(|| unauthenticated(format!("Unknown organisation {:?}", claims.org)))?;
+        let Ok(role) = claims.role.parse::<Role>() else {
+            // Validly signed for a real organisation, but not acceptable: that organisation's
+            // auditors should see it.
+            let actor = Actor::Jwt { subject: claims.sub.clone(), email: claims.email.clone() };
+            let reason = format!("unknown role {:?}", claims.role);
+            self.record_failure(organization_id, &claims.org, actor, "bearer_token", &claims.sub, &reason, attempt)
+                .await;
+            return Err(unauthenticated(format!("Unknown role {:?}", claims.role)));
+        };
         Ok(Principal {
             organization_id,
             organization_slug: claims.org,
             role,
             actor: Actor::Jwt { subject: claims.sub, email: claims.email },
         })
+    }
+
+    /// A token that exists but no longer works: record the attempt in its organisation's trail.
+    async fn record_failed_token(&self, token: &str, attempt: &Attempt) {
+        #[derive(QueryableByName)]
+        struct Owner {
+            #[diesel(sql_type = SqlUuid)]
+            token_id: Uuid,
+            #[diesel(sql_type = SqlUuid)]
+            organization_id: Uuid,
+            #[diesel(sql_type = SqlUuid)]
+            user_id: Uuid,
+            #[diesel(sql_type = Text)]
+            email: String,
+            #[diesel(sql_type = Text)]
+            problem: String,
+        }
+        let owner = async {
+            let mut tx = self.db.begin_untenanted().await?;
+            let owner: Option<Owner> = diesel::sql_query(
+                "SELECT token_id, organization_id, user_id, email, problem FROM custos_token_owner($1)",
+            )
+            .bind::<Bytea, _>(hash_token(token).to_vec())
+            .get_result(tx.conn())
+            .await
+            .map(Some)
+            .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(DbError::from(e)) })?;
+            tx.commit().await?;
+            Ok::<_, DbError>(owner)
+        };
+        match owner.await {
+            Ok(Some(o)) => {
+                let actor = Actor::User { user_id: o.user_id, email: o.email, token_id: o.token_id };
+                self.record_failure(
+                    o.organization_id,
+                    "",
+                    actor,
+                    "api_token",
+                    &o.token_id.to_string(),
+                    &o.problem,
+                    attempt,
+                )
+                .await;
+            }
+            Ok(None) => tracing::warn!(client = ?attempt.client_addr, "authentication with an unknown token"),
+            Err(e) => tracing::warn!(error = %e, "could not look up the owner of a failed token"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_failure(
+        &self,
+        organization_id: Uuid,
+        slug: &str,
+        actor: Actor,
+        resource_type: &str,
+        resource_id: &str,
+        reason: &str,
+        attempt: &Attempt,
+    ) {
+        let ctx = custos_core::RequestCtx {
+            organization_id,
+            organization_slug: slug.to_owned(),
+            // The attempt was refused: it acted with no role at all.
+            role: Role::Viewer,
+            actor,
+            request_id: attempt.request_id.clone(),
+            client_addr: attempt.client_addr,
+        };
+        let written = async {
+            let mut tx = self.db.begin(organization_id).await?;
+            custos_audit_chain::record(
+                &mut tx,
+                &ctx,
+                custos_audit_chain::Change {
+                    action: "login_failed",
+                    resource_type,
+                    resource_id: resource_id.to_owned(),
+                    before: serde_json::Value::Null,
+                    after: serde_json::json!({ "reason": reason }),
+                },
+            )
+            .await?;
+            tx.commit().await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(error = %e, "could not record a failed authentication");
+        }
     }
 }

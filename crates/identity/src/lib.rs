@@ -9,5 +9,5 @@ pub mod auth;
 pub mod grpc;
 pub mod service;
 
-pub use auth::{Authenticator, JwtConfig, JwtKey, Principal};
+pub use auth::{Attempt, Authenticator, JwtConfig, JwtKey, Principal};
 pub use service::{IdentityError, IdentityService, IssuedToken, Organization};

@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS custos_token_owner(bytea);
