@@ -17,9 +17,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(),
         Some("test") => test(&args[1..]),
-        Some("pg") => pg_command(args.get(1).map(String::as_str)),
+                Some("pg") => pg_command(args.get(1).map(String::as_str)),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <run | test [ARGS] | pg start|stop|url>");
+                        eprintln!("usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | pg start|stop|url>");
             return ExitCode::from(2);
         }
     };
@@ -133,6 +134,24 @@ fn test(extra: &[String]) -> Result {
     }
     cmd.args(extra).env("CUSTOS_TEST_DATABASE_URL", &url);
     status(&mut cmd)
+}
+
+/// `cargo xtask bench audit [--entries N]`: release build of `custos-bench`, against the same
+/// PostgreSQL the tests use.
+fn bench(args: &[String]) -> Result {
+    if args.first().map(String::as_str) != Some("audit") {
+        return Err("usage: cargo xtask bench audit [--entries N]".into());
+    }
+    let url = match env("CUSTOS_TEST_DATABASE_URL").or_else(|| env("DATABASE_URL")) {
+        Some(url) => url,
+        None if pg::port_open("127.0.0.1", 5432) => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+        None => {
+            let cluster = pg::Cluster::local(true)?;
+            cluster.start()?;
+            cluster.url("postgres")
+        }
+    };
+    status(cargo().args(["run", "--release", "--quiet", "-p", "custos-bench", "--"]).args(args).env("CUSTOS_TEST_DATABASE_URL", url))
 }
 
 fn pg_command(what: Option<&str>) -> Result {

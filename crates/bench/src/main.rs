@@ -1,0 +1,238 @@
+//! `custos-bench audit [--entries N]`: the audit chain's figures on this machine.
+//!
+//! Runs against a fresh database on the test PostgreSQL server (see `custos-testkit`), with the
+//! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
+//! service calls) and over REST with 32 concurrent clients; sequencing delay and checkpoint
+//! coverage delay (p50/p99) under that load; raw sequencing throughput and verification speed
+//! over N entries (default 1,000,000) with peak memory; inclusion proof size and check time at N.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use custos_audit_chain::merkle::verify_inclusion;
+use custos_audit_chain::rows::from_hex;
+use custos_core::RequestCtx;
+use custos_proto::v1 as pb;
+use custos_testkit::{ServerOptions, TestOrg, TestServer};
+use diesel::sql_types::{BigInt, Double, Uuid as SqlUuid};
+
+const RUN: Duration = Duration::from_secs(5);
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn writers(s: &TestServer, org: &TestOrg, concurrency: usize) -> f64 {
+    let ctx = custos_core::RequestCtx { role: custos_core::Role::Editor, ..RequestCtx::operator(org.id, &org.slug) };
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for w in 0..concurrency {
+        let (app, ctx, done, stop) = (s.app().clone(), ctx.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let input = pb::FrameworkInput { name: format!("w{w}-{i}"), framework_type: "CUSTOM".into(), ..Default::default() };
+                app.frameworks.create_framework(&ctx, pb::CreateFrameworkRequest { framework: Some(input) }).await.expect("create");
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(RUN).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn rest_clients(s: &TestServer, org: &TestOrg, concurrency: usize) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for w in 0..concurrency {
+        let (client, base, token, done, stop) = (reqwest::Client::new(), s.base.clone(), org.editor.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = serde_json::json!({ "name": format!("rest{w}-{i}"), "framework_type": "CUSTOM" });
+                let resp = client
+                    .post(format!("{base}/api/compliance/frameworks/"))
+                    .header("Authorization", format!("Token {token}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(resp.status(), 201);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(RUN).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[derive(diesel::QueryableByName)]
+struct Percentiles {
+    #[diesel(sql_type = Double)]
+    p50: f64,
+    #[diesel(sql_type = Double)]
+    p99: f64,
+    #[diesel(sql_type = Double)]
+    max: f64,
+}
+
+async fn delays(s: &TestServer, org: uuid::Uuid) -> (Percentiles, Percentiles) {
+    use diesel_async::RunQueryDsl;
+    let mut conn = s.db.superuser().await;
+    let sequencing: Percentiles = diesel::sql_query(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max
+           FROM (SELECT extract(epoch FROM sequenced_at - recorded_at)::float8 AS d FROM audit_log WHERE organization_id = $1) x",
+    )
+    .bind::<SqlUuid, _>(org)
+    .get_result(&mut conn)
+    .await
+    .expect("sequencing delay");
+    let coverage: Percentiles = diesel::sql_query(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max
+           FROM (SELECT extract(epoch FROM (SELECT min(c.created_at) FROM audit_checkpoints c
+                                            WHERE c.organization_id = l.organization_id AND c.tree_size > l.seq) - l.recorded_at)::float8 AS d
+                   FROM audit_log l WHERE l.organization_id = $1) x",
+    )
+    .bind::<SqlUuid, _>(org)
+    .get_result(&mut conn)
+    .await
+    .expect("coverage delay");
+    (sequencing, coverage)
+}
+
+async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
+    use diesel_async::RunQueryDsl;
+    let mut conn = s.db.superuser().await;
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(200_000);
+        diesel::sql_query(
+            "INSERT INTO audit_queue (id, organization_id, recorded_at, actor, actor_detail, action, resource_type, resource_id, changes, request_id, client_addr)
+             SELECT gen_random_uuid(), $1, clock_timestamp(), 'system:bench', '{\"role\":\"editor\"}', 'update', 'requirement', gen_random_uuid()::text,
+                    jsonb_build_object('before', jsonb_build_object('compliance_status', 'NOT_ASSESSED', 'title', 'Requirement ' || i, 'is_implemented', false),
+                                       'after', jsonb_build_object('compliance_status', 'COMPLIANT', 'title', 'Requirement ' || i, 'is_implemented', true)),
+                    'bench-' || i, '127.0.0.1'
+               FROM generate_series(1, $2) AS i",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<BigInt, _>(chunk)
+        .execute(&mut conn)
+        .await
+        .expect("fill queue");
+        left -= chunk;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("audit") {
+        eprintln!("usage: custos-bench audit [--entries N]");
+        std::process::exit(2);
+    }
+    let entries: i64 = args.iter().position(|a| a == "--entries").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1_000_000);
+    let s = TestServer::start_with(ServerOptions {
+        rate_limit_auth_per_hour: Some(u32::MAX),
+        db_max_connections: Some(24),
+        ..Default::default()
+    })
+    .await;
+    println!("custos audit-chain benchmark — {} cores, PostgreSQL at {}", std::thread::available_parallelism().map_or(0, |n| n.get()), custos_testkit::admin_url());
+    println!();
+    println!("audited mutations (create framework + audit entry, one transaction each, {}s per run):", RUN.as_secs());
+    let load = s.org("load").await;
+    for c in [1, 8, 32] {
+        println!("  {c:>2} concurrent writers (in-process):  {:>8.0} mutations/s", writers(&s, &load, c).await);
+    }
+    println!("  32 concurrent REST clients:           {:>8.0} mutations/s", rest_clients(&s, &load, 32).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (seq, cov) = delays(&s, load.id).await;
+    println!();
+    println!("under that load (sequencer running, checkpoint interval 200 ms):");
+    println!("  recorded → integrated in the log:   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms", seq.p50 * 1e3, seq.p99 * 1e3, seq.max * 1e3);
+    println!("  recorded → covered by a checkpoint: p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms", cov.p50 * 1e3, cov.p99 * 1e3, cov.max * 1e3);
+
+    let big = s.org("big").await;
+    let chain = s.app().audit.chain().clone();
+    chain.sync(big.id).await.expect("sync");
+    let started = Instant::now();
+    fill_queue(&s, big.id, entries).await;
+    println!();
+    println!("{entries} entries queued in {:.1}s (bulk SQL, outside the chain)", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let outcome = chain.sync(big.id).await.expect("sequence");
+    let secs = started.elapsed().as_secs_f64();
+    println!("  sequencing (hash, chain, tree, store, checkpoint): {:>9.0} entries/s  ({} in {secs:.1}s)", outcome.sequenced as f64 / secs, outcome.sequenced);
+
+    let baseline = rss_kib("VmRSS:");
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib("VmRSS:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let started = Instant::now();
+    let report = chain.verify(big.id, None).await.expect("verify");
+    let secs = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    assert!(report.ok, "{report:?}");
+    println!(
+        "  verification (every leaf, chain link, tree, {} checkpoints): {:>9.0} entries/s  ({} in {secs:.1}s)",
+        report.checkpoints_checked,
+        report.entries_checked as f64 / secs,
+        report.entries_checked
+    );
+    println!(
+        "  memory during verification: peak RSS {:.1} MiB, {:.1} MiB above the process before it",
+        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        peak.load(Ordering::Relaxed).saturating_sub(baseline) as f64 / 1024.0
+    );
+
+    let ctx = RequestCtx { role: custos_core::Role::Auditor, ..RequestCtx::operator(big.id, "big") };
+    let size = report.tree_size;
+    let mut fetch = Duration::ZERO;
+    let mut check = Duration::ZERO;
+    let mut bytes = 0usize;
+    let samples = 200u64;
+    for k in 0..samples {
+        let seq = (k * 7_919_993) % size;
+        let started = Instant::now();
+        let proof = s.app().audit.inclusion_proof(&ctx, pb::InclusionProofRequest { seq: seq as i64, tree_size: None }).await.expect("proof");
+        fetch += started.elapsed();
+        let leaf: [u8; 32] = from_hex(&proof.leaf_hash).unwrap().try_into().unwrap();
+        let root: [u8; 32] = from_hex(&proof.root_hash).unwrap().try_into().unwrap();
+        let path: Vec<[u8; 32]> = proof.proof.iter().map(|h| from_hex(h).unwrap().try_into().unwrap()).collect();
+        bytes = bytes.max(path.len() * 32);
+        let started = Instant::now();
+        assert!(verify_inclusion(seq, proof.tree_size as u64, &leaf, &path, &root));
+        check += started.elapsed();
+    }
+    println!();
+    println!("inclusion proofs in a tree of {size} entries ({samples} samples):");
+    println!("  size: {bytes} bytes of hashes at most ({} hashes)", bytes / 32);
+    println!("  served in {:.2} ms on average; checked in {:.1} µs on average", fetch.as_secs_f64() * 1e3 / samples as f64, check.as_secs_f64() * 1e6 / samples as f64);
+}
