@@ -1,11 +1,18 @@
-//! The audit trail.
+//! The tamper-evident audit trail, to the standard of certificate-transparency logs.
 //!
-//! Every state change in the platform calls [`record`] with the open transaction that makes the
-//! change, so the entry commits or rolls back with it: if the entry cannot be written, the change
-//! fails. Entries are written to `audit_queue` (append-only for the service role).
-//!
-//! The tamper-evidence layer — per-organisation hash chain, Merkle tree, signed checkpoints,
-//! proofs and verification — is the audit-chain issue's work and builds on these rows.
+//! * Writing — every state change calls [`record`] with the transaction that makes the change: the
+//!   entry goes into `audit_queue` and commits or rolls back with it. Writers share no row.
+//! * [`sequencer`] — drains each organisation's queue in batches: sequence numbers, leaf hashes
+//!   ([`encoding`]: `custos-audit/v1`, per-field salted commitments), the hash chain, the Merkle
+//!   tree ([`merkle`]: RFC 6962 over BLAKE3, compact range in `audit_heads`, every 8th level stored
+//!   in `audit_tree_nodes`) and signed checkpoints ([`note`]: C2SP signed notes, Ed25519, key from
+//!   [`keys`]).
+//! * [`proofs`] — inclusion and consistency proofs from stored subtrees.
+//! * [`verify`] — streaming verification of the whole log (or the last N days).
+//! * [`export`] — the export file and the offline verifier a regulator runs.
+//! * [`withhold`] — removing personal data from old entries without breaking anything.
+//! * [`prune`] — retention with a signed checkpoint at the boundary.
+//! * [`service`] / [`grpc`] — the auditors' API.
 
 pub mod encoding;
 pub mod export;
