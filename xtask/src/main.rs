@@ -17,10 +17,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(),
         Some("test") => test(&args[1..]),
-                Some("pg") => pg_command(args.get(1).map(String::as_str)),
+        Some("pg") => pg_command(args.get(1).map(String::as_str)),
         Some("bench") => bench(&args[1..]),
         _ => {
-                        eprintln!("usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | pg start|stop|url>");
+            eprintln!("usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | pg start|stop|url>");
             return ExitCode::from(2);
         }
     };
@@ -151,7 +151,12 @@ fn bench(args: &[String]) -> Result {
             cluster.url("postgres")
         }
     };
-    status(cargo().args(["run", "--release", "--quiet", "-p", "custos-bench", "--"]).args(args).env("CUSTOS_TEST_DATABASE_URL", url))
+    status(
+        cargo()
+            .args(["run", "--release", "--quiet", "-p", "custos-bench", "--"])
+            .args(args)
+            .env("CUSTOS_TEST_DATABASE_URL", url),
+    )
 }
 
 fn pg_command(what: Option<&str>) -> Result {

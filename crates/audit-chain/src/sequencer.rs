@@ -14,7 +14,7 @@ use custos_core::timefmt;
 use custos_db::schema::{audit_checkpoints, audit_heads, audit_queue};
 use custos_db::{Db, DbError, Tx};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bytea, SmallInt, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bytea, Jsonb, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -198,18 +198,29 @@ impl AuditChain {
                 leaves.push(leaf.to_vec());
                 chains.push(chain.to_vec());
             }
+            // Every column travels as an array and is unnested: one statement per batch, and no
+            // join back to the queue (whose planner estimates go stale as it drains).
+            let col = |f: fn(&QueueRow) -> String| queued.iter().map(f).collect::<Vec<String>>();
             diesel::sql_query(
                 "INSERT INTO audit_log (organization_id, seq, event_id, recorded_at, actor, actor_detail, action,
                                         resource_type, resource_id, changes, request_id, client_addr,
                                         salt_seed, leaf_hash, chain_hash)
-                 SELECT q.organization_id, v.seq, q.id, q.recorded_at, q.actor, q.actor_detail, q.action,
-                        q.resource_type, q.resource_id, q.changes, q.request_id, q.client_addr,
-                        v.seed, v.leaf, v.chain
-                   FROM unnest($1::uuid[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[]) AS v(id, seq, seed, leaf, chain)
-                   JOIN audit_queue q ON q.id = v.id",
+                 SELECT $1, v.* FROM unnest($2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[], $6::jsonb[], $7::text[],
+                                            $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::text[],
+                                            $13::bytea[], $14::bytea[], $15::bytea[]) AS v",
             )
-            .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<SqlUuid, _>(org)
             .bind::<Array<BigInt>, _>(&seqs)
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<Array<Timestamptz>, _>(queued.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(col(|r| r.actor.clone()))
+            .bind::<Array<Jsonb>, _>(queued.iter().map(|r| r.actor_detail.clone()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(col(|r| r.action.clone()))
+            .bind::<Array<Text>, _>(col(|r| r.resource_type.clone()))
+            .bind::<Array<Text>, _>(col(|r| r.resource_id.clone()))
+            .bind::<Array<Jsonb>, _>(queued.iter().map(|r| r.changes.clone()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(queued.iter().map(|r| r.request_id.clone()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(queued.iter().map(|r| r.client_addr.clone()).collect::<Vec<_>>())
             .bind::<Array<Bytea>, _>(&seeds)
             .bind::<Array<Bytea>, _>(&leaves)
             .bind::<Array<Bytea>, _>(&chains)

@@ -37,8 +37,15 @@ async fn writers(s: &TestServer, org: &TestOrg, concurrency: usize) -> f64 {
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let input = pb::FrameworkInput { name: format!("w{w}-{i}"), framework_type: "CUSTOM".into(), ..Default::default() };
-                app.frameworks.create_framework(&ctx, pb::CreateFrameworkRequest { framework: Some(input) }).await.expect("create");
+                let input = pb::FrameworkInput {
+                    name: format!("w{w}-{i}"),
+                    framework_type: "CUSTOM".into(),
+                    ..Default::default()
+                };
+                app.frameworks
+                    .create_framework(&ctx, pb::CreateFrameworkRequest { framework: Some(input) })
+                    .await
+                    .expect("create");
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -58,7 +65,8 @@ async fn rest_clients(s: &TestServer, org: &TestOrg, concurrency: usize) -> f64 
     let mut tasks = Vec::new();
     let started = Instant::now();
     for w in 0..concurrency {
-        let (client, base, token, done, stop) = (reqwest::Client::new(), s.base.clone(), org.editor.clone(), done.clone(), stop.clone());
+        let (client, base, token, done, stop) =
+            (reqwest::Client::new(), s.base.clone(), org.editor.clone(), done.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -144,43 +152,75 @@ async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("leaf") {
+        return leaf_cost();
+    }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!("usage: custos-bench audit [--entries N]");
         std::process::exit(2);
     }
-    let entries: i64 = args.iter().position(|a| a == "--entries").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1_000_000);
+    let entries: i64 =
+        args.iter().position(|a| a == "--entries").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1_000_000);
     let s = TestServer::start_with(ServerOptions {
         rate_limit_auth_per_hour: Some(u32::MAX),
         db_max_connections: Some(24),
         ..Default::default()
     })
     .await;
-    println!("custos audit-chain benchmark — {} cores, PostgreSQL at {}", std::thread::available_parallelism().map_or(0, |n| n.get()), custos_testkit::admin_url());
+    println!(
+        "custos audit-chain benchmark — {} cores, PostgreSQL at {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        custos_testkit::admin_url()
+    );
     println!();
+    let skip_load = args.iter().any(|a| a == "--skip-load");
+    if !skip_load {
+        load_figures(&s).await;
+    }
+    chain_figures(&s, entries).await;
+}
+
+async fn load_figures(s: &TestServer) {
     println!("audited mutations (create framework + audit entry, one transaction each, {}s per run):", RUN.as_secs());
     let load = s.org("load").await;
     for c in [1, 8, 32] {
-        println!("  {c:>2} concurrent writers (in-process):  {:>8.0} mutations/s", writers(&s, &load, c).await);
+        println!("  {c:>2} concurrent writers (in-process):  {:>8.0} mutations/s", writers(s, &load, c).await);
     }
-    println!("  32 concurrent REST clients:           {:>8.0} mutations/s", rest_clients(&s, &load, 32).await);
+    println!("  32 concurrent REST clients:           {:>8.0} mutations/s", rest_clients(s, &load, 32).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (seq, cov) = delays(&s, load.id).await;
+    let (seq, cov) = delays(s, load.id).await;
     println!();
     println!("under that load (sequencer running, checkpoint interval 200 ms):");
-    println!("  recorded → integrated in the log:   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms", seq.p50 * 1e3, seq.p99 * 1e3, seq.max * 1e3);
-    println!("  recorded → covered by a checkpoint: p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms", cov.p50 * 1e3, cov.p99 * 1e3, cov.max * 1e3);
+    println!(
+        "  recorded → integrated in the log:   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+        seq.p50 * 1e3,
+        seq.p99 * 1e3,
+        seq.max * 1e3
+    );
+    println!(
+        "  recorded → covered by a checkpoint: p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+        cov.p50 * 1e3,
+        cov.p99 * 1e3,
+        cov.max * 1e3
+    );
+}
 
+async fn chain_figures(s: &TestServer, entries: i64) {
     let big = s.org("big").await;
     let chain = s.app().audit.chain().clone();
     chain.sync(big.id).await.expect("sync");
     let started = Instant::now();
-    fill_queue(&s, big.id, entries).await;
+    fill_queue(s, big.id, entries).await;
     println!();
     println!("{entries} entries queued in {:.1}s (bulk SQL, outside the chain)", started.elapsed().as_secs_f64());
     let started = Instant::now();
     let outcome = chain.sync(big.id).await.expect("sequence");
     let secs = started.elapsed().as_secs_f64();
-    println!("  sequencing (hash, chain, tree, store, checkpoint): {:>9.0} entries/s  ({} in {secs:.1}s)", outcome.sequenced as f64 / secs, outcome.sequenced);
+    println!(
+        "  sequencing (hash, chain, tree, store, checkpoint): {:>9.0} entries/s  ({} in {secs:.1}s)",
+        outcome.sequenced as f64 / secs,
+        outcome.sequenced
+    );
 
     let baseline = rss_kib("VmRSS:");
     let peak = Arc::new(AtomicU64::new(baseline));
@@ -221,7 +261,12 @@ async fn main() {
     for k in 0..samples {
         let seq = (k * 7_919_993) % size;
         let started = Instant::now();
-        let proof = s.app().audit.inclusion_proof(&ctx, pb::InclusionProofRequest { seq: seq as i64, tree_size: None }).await.expect("proof");
+        let proof = s
+            .app()
+            .audit
+            .inclusion_proof(&ctx, pb::InclusionProofRequest { seq: seq as i64, tree_size: None })
+            .await
+            .expect("proof");
         fetch += started.elapsed();
         let leaf: [u8; 32] = from_hex(&proof.leaf_hash).unwrap().try_into().unwrap();
         let root: [u8; 32] = from_hex(&proof.root_hash).unwrap().try_into().unwrap();
@@ -234,5 +279,37 @@ async fn main() {
     println!();
     println!("inclusion proofs in a tree of {size} entries ({samples} samples):");
     println!("  size: {bytes} bytes of hashes at most ({} hashes)", bytes / 32);
-    println!("  served in {:.2} ms on average; checked in {:.1} µs on average", fetch.as_secs_f64() * 1e3 / samples as f64, check.as_secs_f64() * 1e6 / samples as f64);
+    println!(
+        "  served in {:.2} ms on average; checked in {:.1} µs on average",
+        fetch.as_secs_f64() * 1e3 / samples as f64,
+        check.as_secs_f64() * 1e6 / samples as f64
+    );
+}
+
+/// The CPU cost of recomputing one typical entry's leaf hash, without the database.
+fn leaf_cost() {
+    use custos_audit_chain::encoding::{EntryValues, leaf_hash};
+    let values = EntryValues {
+        recorded_at: "2026-11-23T09:00:00.123456Z".into(),
+        actor: "user:0192d1b4-7a3e-7c1a-9d1e-2f3a4b5c6d7e".into(),
+        actor_detail: serde_json::json!({"actor": {"type": "user", "email": "e@x.test"}, "role": "editor"}),
+        action: "update".into(),
+        resource_type: "requirement".into(),
+        resource_id: "0192d1b4-7a3e-7c1a-9d1e-2f3a4b5c6d7e".into(),
+        request_id: Some("0192d1b4-7a3e-7c1a-9d1e-2f3a4b5c6d7f".into()),
+        client_addr: Some("127.0.0.1".into()),
+        before: serde_json::json!({"compliance_status": "NOT_ASSESSED", "title": "Requirement 1", "is_implemented": false}),
+        after: serde_json::json!({"compliance_status": "COMPLIANT", "title": "Requirement 1", "is_implemented": true}),
+    };
+    let org = uuid::Uuid::now_v7();
+    let seed = [3u8; 32];
+    let n = 200_000u64;
+    let started = Instant::now();
+    let mut acc = 0u8;
+    for seq in 0..n {
+        let fields = values.fields(&seed);
+        acc ^= leaf_hash(&org, seq, &fields)[0];
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("leaf recomputation: {:.0} entries/s on one core ({acc})", n as f64 / secs);
 }

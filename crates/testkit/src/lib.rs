@@ -136,7 +136,7 @@ pub fn init_logging() {
 pub struct ServerOptions {
     pub rate_limit_auth_per_hour: Option<u32>,
     pub rate_limit_anon_per_hour: Option<u32>,
-        pub jwt: Option<JwtConfig>,
+    pub jwt: Option<JwtConfig>,
     /// Pool size (default 4).
     pub db_max_connections: Option<usize>,
 }
@@ -203,7 +203,7 @@ impl TestServer {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data_dir.clone(),
             migrate_on_start: false,
-                        db_max_connections: options.db_max_connections.unwrap_or(4),
+            db_max_connections: options.db_max_connections.unwrap_or(4),
             rate_limit_auth_per_hour: options.rate_limit_auth_per_hour.unwrap_or(1_000_000),
             rate_limit_anon_per_hour: options.rate_limit_anon_per_hour.unwrap_or(1_000_000),
             jwt: options.jwt,
