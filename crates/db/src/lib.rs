@@ -144,40 +144,28 @@ impl Db {
 
     /// Opens a transaction for one tenant, running as the restricted role under RLS.
     pub async fn begin(&self, organization_id: Uuid) -> Result<Tx, DbError> {
+        self.begin_with("BEGIN", Some(organization_id)).await
+    }
+
+    /// `BEGIN`, the role and the tenant in one round trip. The tenant is a `Uuid`, whose text form
+    /// cannot carry SQL, so inlining it is safe.
+    async fn begin_with(&self, begin: &str, organization_id: Option<Uuid>) -> Result<Tx, DbError> {
         let mut conn = self.conn().await?;
-        AnsiTransactionManager::begin_transaction(&mut *conn).await?;
-        let mut tx = Tx { conn: Some(conn) };
-        // One round trip: `set_config('role', …, true)` is `SET LOCAL ROLE`, membership checked.
-        diesel::sql_query("SELECT set_config('role', $1, true), set_config('custos.org_id', $2, true)")
-            .bind::<Text, _>(APP_ROLE)
-            .bind::<Text, _>(organization_id.to_string())
-            .execute(tx.conn())
-            .await?;
-        Ok(tx)
+        let tenant = organization_id.map(|o| format!(", set_config('custos.org_id', '{o}', true)")).unwrap_or_default();
+        let sql = format!("{begin}; SELECT set_config('role', '{APP_ROLE}', true){tenant}");
+        AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await?;
+        Ok(Tx { conn: Some(conn) })
     }
 
     /// A read-only transaction on one consistent snapshot (long reads such as verification).
     pub async fn begin_snapshot(&self, organization_id: Uuid) -> Result<Tx, DbError> {
-        let mut conn = self.conn().await?;
-        AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        let mut tx = Tx { conn: Some(conn) };
-        diesel::sql_query("SELECT set_config('role', $1, true), set_config('custos.org_id', $2, true)")
-            .bind::<Text, _>(APP_ROLE)
-            .bind::<Text, _>(organization_id.to_string())
-            .execute(tx.conn())
-            .await?;
-        Ok(tx)
+        self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", Some(organization_id)).await
     }
 
     /// Opens a transaction for work before a tenant is known (authentication): still under the
     /// restricted role, where RLS shows no tenant rows at all.
     pub async fn begin_untenanted(&self) -> Result<Tx, DbError> {
-        let mut conn = self.conn().await?;
-        AnsiTransactionManager::begin_transaction(&mut *conn).await?;
-        let mut tx = Tx { conn: Some(conn) };
-        diesel::sql_query("SELECT set_config('role', $1, true)").bind::<Text, _>(APP_ROLE).execute(tx.conn()).await?;
-        Ok(tx)
+        self.begin_with("BEGIN", None).await
     }
 
     /// Resolves an organisation slug to its id, before any tenant is set.
