@@ -302,12 +302,6 @@ pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<
     }
     report.entries = verifier.entries_checked;
     report.checkpoints = verifier.checkpoints_checked;
-    match outcome {
-        Ok(()) => report.ok = true,
-        Err(f) => {
-            report.first_bad_seq = Some(f.seq);
-            report.problem = Some(f.problem);
-        }
-    }
+    (report.ok, report.first_bad_seq, report.problem) = crate::verify::verdict(outcome);
     Ok(report)
 }

@@ -51,6 +51,14 @@ pub struct Failure {
     pub problem: String,
 }
 
+/// `(ok, first bad sequence number, problem)` of a finished verification.
+pub fn verdict(outcome: Result<(), Failure>) -> (bool, Option<u64>, Option<String>) {
+    match outcome {
+        Ok(()) => (true, None, None),
+        Err(f) => (false, Some(f.seq), Some(f.problem)),
+    }
+}
+
 fn fail<T>(seq: u64, problem: impl Into<String>) -> Result<T, Failure> {
     Err(Failure { seq, problem: problem.into() })
 }
@@ -301,13 +309,7 @@ impl AuditChain {
         tx.commit().await?;
         report.entries_checked = verifier.entries_checked;
         report.checkpoints_checked = verifier.checkpoints_checked;
-        match outcome {
-            Ok(()) => report.ok = true,
-            Err(f) => {
-                report.first_bad_seq = Some(f.seq);
-                report.problem = Some(f.problem);
-            }
-        }
+        (report.ok, report.first_bad_seq, report.problem) = verdict(outcome);
         Ok(report)
     }
 

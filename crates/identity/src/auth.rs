@@ -125,16 +125,12 @@ impl Authenticator {
             #[diesel(sql_type = Text)]
             role: String,
         }
-        let mut tx = self.db.begin_untenanted().await?;
-        let row: Option<Row> = diesel::sql_query(
-            "SELECT token_id, organization_id, organization_slug, user_id, email, role FROM custos_authenticate_token($1)",
-        )
-        .bind::<Bytea, _>(hash_token(token).to_vec())
-        .get_result(tx.conn())
-        .await
-        .map(Some)
-        .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(DbError::from(e)) })?;
-        tx.commit().await?;
+        let row: Option<Row> = self
+            .by_token_hash(
+                "SELECT token_id, organization_id, organization_slug, user_id, email, role FROM custos_authenticate_token($1)",
+                token,
+            )
+            .await?;
         let Some(row) = row else {
             self.record_failed_token(token, attempt).await;
             return Err(unauthenticated("Invalid, expired or revoked token"));
@@ -176,6 +172,23 @@ impl Authenticator {
         })
     }
 
+    /// Runs one of the pre-tenant token lookups (a `SECURITY DEFINER` function taking the hash).
+    async fn by_token_hash<T: QueryableByName<diesel::pg::Pg> + Send + 'static>(
+        &self,
+        sql: &'static str,
+        token: &str,
+    ) -> Result<Option<T>, DbError> {
+        let mut tx = self.db.begin_untenanted().await?;
+        let row = diesel::sql_query(sql)
+            .bind::<Bytea, _>(hash_token(token).to_vec())
+            .get_result(tx.conn())
+            .await
+            .map(Some)
+            .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(DbError::from(e)) })?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
     /// A token that exists but no longer works: record the attempt in its organisation's trail.
     async fn record_failed_token(&self, token: &str, attempt: &Attempt) {
         #[derive(QueryableByName)]
@@ -191,20 +204,13 @@ impl Authenticator {
             #[diesel(sql_type = Text)]
             problem: String,
         }
-        let owner = async {
-            let mut tx = self.db.begin_untenanted().await?;
-            let owner: Option<Owner> = diesel::sql_query(
+        let owner: Result<Option<Owner>, DbError> = self
+            .by_token_hash(
                 "SELECT token_id, organization_id, user_id, email, problem FROM custos_token_owner($1)",
+                token,
             )
-            .bind::<Bytea, _>(hash_token(token).to_vec())
-            .get_result(tx.conn())
-            .await
-            .map(Some)
-            .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(DbError::from(e)) })?;
-            tx.commit().await?;
-            Ok::<_, DbError>(owner)
-        };
-        match owner.await {
+            .await;
+        match owner {
             Ok(Some(o)) => {
                 let actor = Actor::User { user_id: o.user_id, email: o.email, token_id: o.token_id };
                 self.record_failure(
