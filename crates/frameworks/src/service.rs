@@ -146,7 +146,7 @@ impl FrameworksService {
             update::overlay(current.to_input(), input, &req.update_mask)?
         };
         let fields = validate_framework(input)?;
-        let before = load_framework_pb(&mut tx, ctx, id).await?;
+        let before = framework_pb(&mut tx, ctx, &current).await?;
         diesel::update(
             frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)),
         )
@@ -167,8 +167,8 @@ impl FrameworksService {
     ) -> Result<pb::DeleteFrameworkResponse> {
         let id = parse_id("Framework", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
-        lock_framework(&mut tx, ctx, id).await?;
-        let before = load_framework_pb(&mut tx, ctx, id).await?;
+        let current = lock_framework(&mut tx, ctx, id).await?;
+        let before = framework_pb(&mut tx, ctx, &current).await?;
         let doomed: Vec<RequirementRow> = requirements::table
             .filter(requirements::organization_id.eq(ctx.organization_id))
             .filter(requirements::framework_id.eq(id))
@@ -213,7 +213,7 @@ impl FrameworksService {
         }
         let id = parse_id("Framework", &req.id)?;
         let mut tx = self.begin(ctx, Access::Read).await?;
-        lock_framework_shared(&mut tx, ctx, id).await?;
+        find_framework(&mut tx, ctx, id).await?;
         let row: Row = diesel::sql_query(
             "SELECT count(*) AS total,
                     count(*) FILTER (WHERE compliance_status = 'COMPLIANT') AS compliant,
@@ -284,7 +284,7 @@ impl FrameworksService {
         let id = parse_id("Framework", &req.id)?;
         {
             let mut tx = self.begin(ctx, Access::Read).await?;
-            lock_framework_shared(&mut tx, ctx, id).await?;
+            find_framework(&mut tx, ctx, id).await?;
             tx.commit().await?;
         }
         let flat = pb::ListRequirementsRequest {
@@ -499,7 +499,8 @@ async fn lock_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<Frame
         .ok_or_else(|| framework_not_found(id))
 }
 
-async fn lock_framework_shared(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
+/// Reads a framework of the caller's organisation without locking it.
+async fn find_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
     frameworks::table
         .filter(frameworks::organization_id.eq(ctx.organization_id))
         .filter(frameworks::id.eq(id))
@@ -511,9 +512,14 @@ async fn lock_framework_shared(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Resul
 }
 
 async fn load_framework_pb(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<pb::Framework> {
-    let row = lock_framework_shared(tx, ctx, id).await?;
-    let counts = requirement_counts(tx, ctx, vec![id]).await?;
-    Ok(row.to_pb(counts.get(&id).copied().unwrap_or(0)))
+    let row = find_framework(tx, ctx, id).await?;
+    framework_pb(tx, ctx, &row).await
+}
+
+/// A framework row as the API shows it (with its live requirement count).
+async fn framework_pb(tx: &mut Tx, ctx: &RequestCtx, row: &FrameworkRow) -> Result<pb::Framework> {
+    let counts = requirement_counts(tx, ctx, vec![row.id]).await?;
+    Ok(row.to_pb(counts.get(&row.id).copied().unwrap_or(0)))
 }
 
 async fn lock_requirement(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<RequirementRow> {
