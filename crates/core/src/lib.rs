@@ -10,12 +10,14 @@ pub mod ctx;
 pub mod error;
 pub mod filter;
 pub mod grpc;
+pub mod hold;
 pub mod page;
 pub mod timefmt;
 pub mod update;
 
 pub use ctx::{Actor, RequestCtx, Role};
 pub use error::{ErrorKind, Problem};
+pub use hold::{Held, HoldCheck, HoldRef};
 pub use page::{PageInfo, PageRequest};
 
 /// A new time-ordered primary key (UUIDv7): index-friendly and sortable by creation time.

@@ -23,6 +23,9 @@ use uuid::Uuid;
 
 pub use diesel_async::AsyncPgConnection as PgConn;
 
+/// The legal-hold check every deleting path calls inside its transaction.
+pub type Holds = std::sync::Arc<dyn custos_core::HoldCheck<AsyncPgConnection>>;
+
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
 /// The role every request transaction runs as.

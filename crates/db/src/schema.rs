@@ -158,8 +158,60 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    incidents (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        title -> Text,
+        description -> Text,
+        severity -> Text,
+        category -> Text,
+        data_classification -> Text,
+        status -> Text,
+        occurred_at -> Nullable<Timestamptz>,
+        detected_at -> Nullable<Timestamptz>,
+        resolved_at -> Nullable<Timestamptz>,
+        reported_by -> Text,
+        assigned_to -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    legal_holds (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        case_name -> Text,
+        case_number -> Text,
+        description -> Text,
+        status -> Text,
+        custodians -> Array<Text>,
+        start_date -> Date,
+        end_date -> Nullable<Date>,
+        created_by -> Text,
+        released_at -> Nullable<Timestamptz>,
+        released_by -> Nullable<Text>,
+        release_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    legal_hold_items (hold_id, resource_type, resource_id) {
+        organization_id -> Uuid,
+        hold_id -> Uuid,
+        resource_type -> Text,
+        resource_id -> Uuid,
+        added_at -> Timestamptz,
+        added_by -> Text,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
+diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -170,5 +222,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     audit_heads,
     audit_tree_nodes,
-    audit_checkpoints
+    audit_checkpoints,
+    incidents,
+    legal_holds,
+    legal_hold_items
 );

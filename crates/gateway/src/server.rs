@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use custos_audit_chain::keys::{self, KeySource};
 use custos_audit_chain::{AuditChain, AuditService, SequencerConfig};
-use custos_db::{Db, DbConfig};
+use custos_db::{Db, DbConfig, Holds};
+use custos_evidence::LegalHoldCheck;
 use custos_frameworks::FrameworksService;
 use custos_identity::{Authenticator, IdentityService};
 use custos_proto::v1::audit_service_server::AuditServiceServer;
@@ -34,6 +35,8 @@ pub struct App {
     pub identity: IdentityService,
     pub frameworks: FrameworksService,
     pub audit: AuditService,
+    /// The legal-hold check handed to every service that deletes or disposes data.
+    pub holds: Holds,
 }
 
 impl App {
@@ -42,6 +45,7 @@ impl App {
             identity: IdentityService::new(db.clone()),
             frameworks: FrameworksService::new(db.clone()),
             audit: AuditService::new(chain),
+            holds: Arc::new(LegalHoldCheck),
             db,
         }
     }

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS legal_hold_items, legal_holds;
