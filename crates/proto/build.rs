@@ -28,9 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     let mut builder = tonic_prost_build::configure()
-        .message_attribute(".custos", "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]");
+        .message_attribute(".custos", "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]")
+        .enum_attribute(".custos.v1.UploadEvidenceRequest.part", "#[derive(serde::Serialize, serde::Deserialize)]");
     // JSON documents travel as JSON text over gRPC and as embedded JSON over REST.
-    for field in ["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail"] {
+    for field in ["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail", "CustodyRecord.details"] {
         builder = builder.field_attribute(format!(".custos.v1.{field}"), "#[serde(with = \"crate::json_text\")]");
     }
     builder.compile_fds_with_config(fds, config)?;

@@ -18,8 +18,11 @@ pub enum ErrorKind {
     PermissionDenied,
     /// No such resource in the caller's organisation (404, NOT_FOUND).
     NotFound,
-    /// The change conflicts with existing state (409, ALREADY_EXISTS / FAILED_PRECONDITION).
+    /// The change collides with an existing resource, e.g. a duplicate key (409, ALREADY_EXISTS).
     Conflict,
+    /// The resource's state forbids the operation: under legal hold, sealed, released (409,
+    /// FAILED_PRECONDITION).
+    StateConflict,
     /// Well-formed but semantically unacceptable (422, FAILED_PRECONDITION).
     Unprocessable,
     /// The body is larger than allowed (413, RESOURCE_EXHAUSTED).
@@ -61,6 +64,11 @@ impl Problem {
 
     pub fn conflict(error: impl Into<String>, details: impl Into<Value>) -> Self {
         Self::new(ErrorKind::Conflict, error, details)
+    }
+
+    /// 409 for an operation the resource's current state forbids.
+    pub fn state_conflict(error: impl Into<String>, details: impl Into<Value>) -> Self {
+        Self::new(ErrorKind::StateConflict, error, details)
     }
 
     /// An internal failure: the cause is logged here and hidden from the caller.

@@ -1,7 +1,8 @@
 //! Parsing of filter parameters and body fields into typed values, with 400s that name the
 //! parameter — an unknown enum value or a malformed date is an error, never an empty list.
 
-use time::Date;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::error::Problem;
@@ -57,6 +58,24 @@ pub fn parse_opt_date(field: &str, raw: Option<&str>) -> Result<Option<Date>, Pr
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => parse_date(field, s).map(Some),
+    }
+}
+
+/// An RFC 3339 timestamp, or a plain date meaning its first instant in UTC.
+pub fn parse_timestamp(field: &str, raw: &str) -> Result<OffsetDateTime, Problem> {
+    let raw = raw.trim();
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(t);
+    }
+    Date::parse(raw, DATE_FORMAT).map(|d| d.midnight().assume_utc()).map_err(|_| {
+        Problem::invalid_field(field, format!("{raw:?} is not an RFC 3339 timestamp (2024-05-01T12:00:00Z) or a date"))
+    })
+}
+
+pub fn parse_opt_timestamp(field: &str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, Problem> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => parse_timestamp(field, s).map(Some),
     }
 }
 

@@ -13,7 +13,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Conflict => Code::AlreadyExists,
-        ErrorKind::Unprocessable => Code::FailedPrecondition,
+        ErrorKind::Unprocessable | ErrorKind::StateConflict => Code::FailedPrecondition,
         ErrorKind::PayloadTooLarge | ErrorKind::RateLimited => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,

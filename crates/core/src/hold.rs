@@ -74,7 +74,7 @@ pub async fn ensure_not_held<C: ?Sized>(
         return Ok(());
     }
     let names: Vec<String> = holds.iter().map(ToString::to_string).collect();
-    Err(Problem::conflict(
+    Err(Problem::state_conflict(
         "Resource is under legal hold",
         format!("Cannot {action} {target}: it is preserved by {}; release the hold first", names.join(", ")),
     ))

@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod error;
 pub mod filter;
 pub mod grpc;
+pub mod hex;
 pub mod hold;
 pub mod page;
 pub mod timefmt;

@@ -209,9 +209,67 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    evidence (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        incident_id -> Nullable<Uuid>,
+        title -> Text,
+        description -> Text,
+        notes -> Text,
+        evidence_type -> Text,
+        status -> Text,
+        source -> Text,
+        file_path -> Nullable<Text>,
+        file_name -> Nullable<Text>,
+        content_type -> Nullable<Text>,
+        file_size -> Nullable<BigInt>,
+        file_hash -> Nullable<Text>,
+        file_blake3 -> Nullable<Text>,
+        collected_by -> Text,
+        collected_at -> Timestamptz,
+        valid_until -> Nullable<Date>,
+        retention_period -> Nullable<Integer>,
+        last_verified_at -> Nullable<Timestamptz>,
+        disposed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    evidence_requirements (evidence_id, requirement_id) {
+        organization_id -> Uuid,
+        evidence_id -> Uuid,
+        requirement_id -> Uuid,
+        linked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    custody_records (evidence_id, seq) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        evidence_id -> Uuid,
+        seq -> Integer,
+        action -> Text,
+        actor -> Text,
+        actor_role -> Text,
+        notes -> Text,
+        details -> Jsonb,
+        recorded_at -> Timestamptz,
+        request_id -> Nullable<Text>,
+        previous_hash -> Bytea,
+        record_hash -> Bytea,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
+diesel::joinable!(custody_records -> evidence (evidence_id));
+diesel::joinable!(evidence_requirements -> evidence (evidence_id));
+diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     users,
@@ -225,5 +283,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_checkpoints,
     incidents,
     legal_holds,
-    legal_hold_items
+    legal_hold_items,
+    evidence,
+    evidence_requirements,
+    custody_records
 );

@@ -1,9 +1,16 @@
-//! Which unreleased legal holds cover a resource.
+//! Which unreleased legal holds cover a resource: the one implementation of
+//! `custos_core::HoldCheck`, asked by every deleting path inside its own transaction.
+//!
+//! A hold covers what it names — incidents, evidence items, custodian/subject identifiers — and
+//! also every evidence item of a held incident: preserving a matter preserves its evidence.
+
+use std::collections::HashMap;
 
 use custos_core::{Held, HoldCheck, HoldRef, Problem, hold::HoldFuture};
 use custos_db::schema::{legal_hold_items, legal_holds};
 use custos_db::{DbError, PgConn};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
@@ -16,21 +23,65 @@ pub fn normalize_identifier(raw: &str) -> String {
     raw.trim().to_lowercase()
 }
 
+#[derive(QueryableByName)]
+struct EvidenceHoldRow {
+    #[diesel(sql_type = SqlUuid)]
+    evidence_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    hold_id: Uuid,
+    #[diesel(sql_type = Text)]
+    case_name: String,
+    #[diesel(sql_type = Text)]
+    case_number: String,
+}
+
+/// Unreleased holds covering each of `evidence_ids`, directly or through its incident.
+pub async fn holds_on_evidence(
+    conn: &mut PgConn,
+    organization_id: Uuid,
+    evidence_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<HoldRef>>, DbError> {
+    let rows: Vec<EvidenceHoldRow> = diesel::sql_query(
+        "SELECT e.id AS evidence_id, h.id AS hold_id, h.case_name, h.case_number
+           FROM evidence e
+           JOIN legal_hold_items i ON i.organization_id = e.organization_id
+                AND ((i.resource_type = 'evidence' AND i.resource_id = e.id)
+                  OR (i.resource_type = 'incident' AND i.resource_id = e.incident_id))
+           JOIN legal_holds h ON h.organization_id = i.organization_id AND h.id = i.hold_id
+          WHERE e.organization_id = $1 AND e.id = ANY($2) AND h.status = 'ACTIVE'
+          ORDER BY h.created_at, h.id",
+    )
+    .bind::<SqlUuid, _>(organization_id)
+    .bind::<Array<SqlUuid>, _>(evidence_ids)
+    .load(conn)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<HoldRef>> = HashMap::new();
+    for r in rows {
+        let holds = out.entry(r.evidence_id).or_default();
+        if !holds.iter().any(|h| h.id == r.hold_id) {
+            holds.push(HoldRef { id: r.hold_id, case_name: r.case_name, case_number: r.case_number });
+        }
+    }
+    Ok(out)
+}
+
 async fn covering(conn: &mut PgConn, organization_id: Uuid, target: &Held) -> Result<Vec<HoldRef>, DbError> {
     let active = legal_holds::table
         .filter(legal_holds::organization_id.eq(organization_id))
         .filter(legal_holds::status.eq("ACTIVE"));
     let rows: Vec<(Uuid, String, String)> = match target {
-        Held::Incident(id) | Held::Evidence(id) => {
-            let resource_type = if matches!(target, Held::Incident(_)) { "incident" } else { "evidence" };
+        Held::Evidence(id) => {
+            return Ok(holds_on_evidence(conn, organization_id, &[*id]).await?.remove(id).unwrap_or_default());
+        }
+        Held::Incident(id) => {
             let held = legal_hold_items::table
                 .filter(legal_hold_items::organization_id.eq(organization_id))
-                .filter(legal_hold_items::resource_type.eq(resource_type))
+                .filter(legal_hold_items::resource_type.eq("incident"))
                 .filter(legal_hold_items::resource_id.eq(*id))
                 .select(legal_hold_items::hold_id);
             active
                 .filter(legal_holds::id.eq_any(held))
-                .order(legal_holds::created_at.asc())
+                .order((legal_holds::created_at.asc(), legal_holds::id.asc()))
                 .select((legal_holds::id, legal_holds::case_name, legal_holds::case_number))
                 .load(conn)
                 .await?
@@ -38,7 +89,7 @@ async fn covering(conn: &mut PgConn, organization_id: Uuid, target: &Held) -> Re
         Held::Subject(who) => {
             active
                 .filter(legal_holds::custodians.contains(vec![normalize_identifier(who)]))
-                .order(legal_holds::created_at.asc())
+                .order((legal_holds::created_at.asc(), legal_holds::id.asc()))
                 .select((legal_holds::id, legal_holds::case_name, legal_holds::case_number))
                 .load(conn)
                 .await?

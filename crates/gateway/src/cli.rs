@@ -12,7 +12,7 @@ use custos_audit_chain::note::NoteSigner;
 use custos_audit_chain::{AuditChain, SequencerConfig};
 use ed25519_dalek::SigningKey;
 
-use crate::config::{AuditConfig, Config, check_database_url};
+use crate::config::{AuditConfig, Config, EvidenceConfig, check_database_url};
 use crate::server::{self, App};
 
 #[derive(Debug, Parser)]
@@ -31,7 +31,8 @@ pub enum Command {
     /// CUSTOS_DB_MAX_CONNECTIONS (16), CUSTOS_RATE_LIMIT_AUTH_PER_HOUR (1000),
     /// CUSTOS_RATE_LIMIT_ANON_PER_HOUR (100), CUSTOS_JWT_HS256_SECRET or
     /// CUSTOS_JWT_RS256_PUBLIC_KEY / CUSTOS_JWT_RS256_PUBLIC_KEY_FILE, CUSTOS_JWT_ISSUER,
-    /// CUSTOS_JWT_AUDIENCE, CUSTOS_LOG_FORMAT (text|json), RUST_LOG (info).
+    /// CUSTOS_JWT_AUDIENCE, CUSTOS_LOG_FORMAT (text|json), RUST_LOG (info),
+    /// CUSTOS_BLOB_STORE (file://<CUSTOS_DATA_DIR>/blobs), CUSTOS_MAX_UPLOAD_BYTES (10 GiB).
     Serve,
     /// Apply pending database migrations (creates the restricted `custos_app` role if needed).
     Migrate(DbArgs),
@@ -179,16 +180,19 @@ async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
     let unused_signer = NoteSigner::new(DEFAULT_ORIGIN, SigningKey::from_bytes(&rand::random()));
     let chain = AuditChain::new(db.clone(), unused_signer, vec![], SequencerConfig::default());
-    Ok(App::new(db, chain))
+    App::new(db, chain, &EvidenceConfig::from_env(&data_dir())?)
 }
 
 /// The services with the configured audit signing key, for the audit commands.
 async fn audit_app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
-    let data_dir = std::path::PathBuf::from(std::env::var("CUSTOS_DATA_DIR").unwrap_or_else(|_| "./data".into()));
-    let config = AuditConfig::from_env(&data_dir)?;
+    let config = AuditConfig::from_env(&data_dir())?;
     let chain = server::audit_chain(db.clone(), &config)?;
-    Ok(App::new(db, chain))
+    App::new(db, chain, &EvidenceConfig::from_env(&data_dir())?)
+}
+
+fn data_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("CUSTOS_DATA_DIR").unwrap_or_else(|_| "./data".into()))
 }
 
 /// Runs one subcommand. Output goes to stdout; errors are returned for `main` to print.

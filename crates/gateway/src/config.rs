@@ -20,6 +20,36 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     pub log_json: bool,
     pub audit: AuditConfig,
+    pub evidence: EvidenceConfig,
+}
+
+/// Where evidence files are stored and how large they may be.
+#[derive(Clone, Debug)]
+pub struct EvidenceConfig {
+    /// `CUSTOS_BLOB_STORE`: `file:///absolute/dir` (default `blobs/` under `CUSTOS_DATA_DIR`).
+    pub blob_store: String,
+    /// `CUSTOS_MAX_UPLOAD_BYTES` (default 10 GiB).
+    pub max_upload_bytes: u64,
+}
+
+impl EvidenceConfig {
+    pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
+    pub fn from_env(data_dir: &std::path::Path) -> Result<EvidenceConfig, ConfigError> {
+        let blob_store = match var("CUSTOS_BLOB_STORE") {
+            Some(url) => url,
+            None => {
+                let dir = std::path::absolute(data_dir.join("blobs"))
+                    .map_err(|e| ConfigError(format!("CUSTOS_DATA_DIR {}: {e}", data_dir.display())))?;
+                format!("file://{}", dir.display())
+            }
+        };
+        let max_upload_bytes = parsed("CUSTOS_MAX_UPLOAD_BYTES", Self::DEFAULT_MAX_UPLOAD_BYTES)?;
+        if max_upload_bytes == 0 {
+            return Err(ConfigError("CUSTOS_MAX_UPLOAD_BYTES must be at least 1".into()));
+        }
+        Ok(EvidenceConfig { blob_store, max_upload_bytes })
+    }
 }
 
 /// The audit chain's keys and tuning.
@@ -112,6 +142,7 @@ impl Config {
         let data_dir = PathBuf::from(var("CUSTOS_DATA_DIR").unwrap_or_else(|| "./data".into()));
         Ok(Config {
             audit: AuditConfig::from_env(&data_dir)?,
+            evidence: EvidenceConfig::from_env(&data_dir)?,
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,

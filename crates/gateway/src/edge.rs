@@ -25,7 +25,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Conflict | ErrorKind::StateConflict => StatusCode::CONFLICT,
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -256,5 +256,6 @@ mod tests {
         assert_eq!(http_status(ErrorKind::InvalidArgument), StatusCode::BAD_REQUEST);
         assert_eq!(http_status(ErrorKind::RateLimited), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(http_status(ErrorKind::Conflict), StatusCode::CONFLICT);
+        assert_eq!(http_status(ErrorKind::StateConflict), StatusCode::CONFLICT);
     }
 }

@@ -11,12 +11,14 @@ use axum::routing::get;
 use custos_audit_chain::keys::{self, KeySource};
 use custos_audit_chain::{AuditChain, AuditService, SequencerConfig};
 use custos_db::{Db, DbConfig, Holds};
-use custos_evidence::LegalHoldCheck;
+use custos_evidence::{BlobStore, EvidenceService, LegalHoldCheck, LegalHoldsService};
 use custos_frameworks::FrameworksService;
 use custos_identity::{Authenticator, IdentityService};
 use custos_proto::v1::audit_service_server::AuditServiceServer;
+use custos_proto::v1::evidence_service_server::EvidenceServiceServer;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
 use custos_proto::v1::identity_service_server::IdentityServiceServer;
+use custos_proto::v1::legal_holds_service_server::LegalHoldsServiceServer;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -24,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{AuditConfig, Config};
+use crate::config::{AuditConfig, Config, EvidenceConfig};
 use crate::edge::{self, Edge, RateLimits};
 use crate::rest;
 
@@ -37,17 +39,23 @@ pub struct App {
     pub audit: AuditService,
     /// The legal-hold check handed to every service that deletes or disposes data.
     pub holds: Holds,
+    pub evidence: EvidenceService,
+    pub legal_holds: LegalHoldsService,
 }
 
 impl App {
-    pub fn new(db: Db, chain: AuditChain) -> Self {
-        App {
+    pub fn new(db: Db, chain: AuditChain, evidence: &EvidenceConfig) -> anyhow::Result<Self> {
+        let holds: Holds = Arc::new(LegalHoldCheck);
+        let blobs = BlobStore::from_url(&evidence.blob_store).map_err(|e| anyhow::anyhow!("CUSTOS_BLOB_STORE: {e}"))?;
+        Ok(App {
             identity: IdentityService::new(db.clone()),
             frameworks: FrameworksService::new(db.clone()),
             audit: AuditService::new(chain),
-            holds: Arc::new(LegalHoldCheck),
+            evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
+            legal_holds: LegalHoldsService::new(db.clone()),
+            holds,
             db,
-        }
+        })
     }
 }
 
@@ -165,7 +173,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
     let chain = audit_chain(db.clone(), &config.audit)?;
-    let app = App::new(db.clone(), chain.clone());
+    let app = App::new(db.clone(), chain.clone(), &config.evidence)?;
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
     let edge = Edge { authenticator, limits: limits.clone() };
@@ -259,6 +267,7 @@ fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {
             }),
         )
         .merge(rest::docs::router())
+        .merge(rest::files::router())
         .fallback(|| async {
             edge::problem_response(&custos_core::Problem::new(
                 custos_core::ErrorKind::NotFound,
@@ -300,6 +309,8 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
     health_reporter.set_serving::<FrameworksServiceServer<FrameworksService>>().await;
     health_reporter.set_serving::<IdentityServiceServer<IdentityService>>().await;
     health_reporter.set_serving::<AuditServiceServer<AuditService>>().await;
+    health_reporter.set_serving::<EvidenceServiceServer<EvidenceService>>().await;
+    health_reporter.set_serving::<LegalHoldsServiceServer<LegalHoldsService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -313,7 +324,9 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
         .add_service(reflection_v1alpha)
         .add_service(FrameworksServiceServer::new(app.frameworks.clone()))
         .add_service(IdentityServiceServer::new(app.identity.clone()))
-        .add_service(AuditServiceServer::new(app.audit.clone()));
+        .add_service(AuditServiceServer::new(app.audit.clone()))
+        .add_service(EvidenceServiceServer::new(app.evidence.clone()))
+        .add_service(LegalHoldsServiceServer::new(app.legal_holds.clone()));
     Ok(routes.into_axum_router().layer(axum::middleware::from_fn_with_state(edge, edge::middleware)))
 }
 

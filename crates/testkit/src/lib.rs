@@ -139,6 +139,8 @@ pub struct ServerOptions {
     pub jwt: Option<JwtConfig>,
     /// Pool size (default 4).
     pub db_max_connections: Option<usize>,
+    /// `CUSTOS_MAX_UPLOAD_BYTES` (default 64 MiB in tests).
+    pub max_upload_bytes: Option<u64>,
 }
 
 /// A running gateway over its own database.
@@ -220,6 +222,10 @@ impl TestServer {
                 checkpoint_interval_ms: 200,
                 retention_days: 2555,
             },
+            evidence: custos_gateway::config::EvidenceConfig {
+                blob_store: format!("file://{}", data_dir.join("blobs").display()),
+                max_upload_bytes: options.max_upload_bytes.unwrap_or(64 * 1024 * 1024),
+            },
         };
         let server = custos_gateway::server::start(&config).await.expect("start gateway");
         TestServer {
@@ -230,6 +236,11 @@ impl TestServer {
             db,
             data_dir,
         }
+    }
+
+    /// Where this server's blob store keeps evidence files.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
     }
 
     pub fn app(&self) -> &custos_gateway::App {

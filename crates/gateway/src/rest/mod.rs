@@ -7,6 +7,7 @@
 //! URLs. Bad input is a 400 naming the field; nothing here knows any one resource.
 
 pub mod docs;
+pub mod files;
 pub mod openapi;
 pub mod routes;
 
@@ -128,6 +129,8 @@ pub struct Endpoint {
     pub body: BodyShape,
     pub list: bool,
     pub cursor: bool,
+    /// Also accepts `multipart/form-data` with a streamed `file` part (see [`files`]).
+    pub upload: bool,
     pub success: StatusCode,
     pub operation: Operation,
 }
@@ -146,7 +149,19 @@ impl Endpoint {
             _ => StatusCode::OK,
         };
         let tag = path.trim_start_matches("/api/compliance/").split('/').next().unwrap_or("api");
-        Endpoint { method, path, operation_id, summary, tag, body, list: false, cursor: false, success, operation }
+        Endpoint {
+            method,
+            path,
+            operation_id,
+            summary,
+            tag,
+            body,
+            list: false,
+            cursor: false,
+            upload: false,
+            success,
+            operation,
+        }
     }
     pub fn get(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
         Self::new(Method::GET, path, id, summary, op)
@@ -178,6 +193,11 @@ impl Endpoint {
         self.body = BodyShape::Field(field);
         self
     }
+    /// The endpoint also takes a `multipart/form-data` upload (metadata fields, then `file`).
+    pub fn multipart_upload(mut self) -> Self {
+        self.upload = true;
+        self
+    }
     pub fn created(mut self) -> Self {
         self.success = StatusCode::CREATED;
         self
@@ -195,18 +215,22 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
         let path = ep.path;
         let ep = Arc::new(ep.clone());
         let filter = MethodFilter::try_from(ep.method.clone()).expect("standard method");
-        let handler = on(
-            filter,
-            move |State(app): State<App>,
-                  ctx: Option<Extension<RequestCtx>>,
-                  Path(params): Path<HashMap<String, String>>,
-                  OriginalUri(uri): OriginalUri,
-                  headers: HeaderMap,
-                  body: Bytes| {
-                let ep = ep.clone();
-                async move { handle(&ep, app, ctx.map(|c| c.0), params, uri, headers, body).await }
-            },
-        );
+        let handler = if ep.upload {
+            upload_handler(filter, ep)
+        } else {
+            on(
+                filter,
+                move |State(app): State<App>,
+                      ctx: Option<Extension<RequestCtx>>,
+                      Path(params): Path<HashMap<String, String>>,
+                      OriginalUri(uri): OriginalUri,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let ep = ep.clone();
+                    async move { handle(&ep, app, ctx.map(|c| c.0), params, uri, headers, body).await }
+                },
+            )
+        };
         match by_path.iter_mut().find(|(p, _)| *p == path) {
             Some((_, methods)) => {
                 let merged = std::mem::replace(methods, MethodRouter::new()).merge(handler);
@@ -216,6 +240,39 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
         }
     }
     by_path.into_iter().fold(Router::new(), |r, (path, methods)| r.route(path, methods))
+}
+
+/// Largest JSON body accepted (files travel as multipart uploads, never as JSON).
+const JSON_BODY_MAX: usize = 2 * 1024 * 1024;
+
+/// A handler that streams `multipart/form-data` to [`files::upload`] and treats anything else
+/// as the endpoint's JSON body.
+fn upload_handler(filter: MethodFilter, ep: Arc<Endpoint>) -> MethodRouter<App> {
+    on(
+        filter,
+        move |State(app): State<App>,
+              ctx: Option<Extension<RequestCtx>>,
+              Path(params): Path<HashMap<String, String>>,
+              OriginalUri(uri): OriginalUri,
+              request: axum::extract::Request| {
+            let ep = ep.clone();
+            async move {
+                let ctx = ctx.map(|c| c.0);
+                if files::is_multipart(request.headers()) {
+                    return files::upload(app, ctx, request).await;
+                }
+                let headers = request.headers().clone();
+                match axum::body::to_bytes(request.into_body(), JSON_BODY_MAX).await {
+                    Ok(body) => handle(&ep, app, ctx, params, uri, headers, body).await,
+                    Err(_) => problem_response(&Problem::new(
+                        custos_core::ErrorKind::PayloadTooLarge,
+                        "Request body too large",
+                        format!("JSON bodies are limited to {JSON_BODY_MAX} bytes; send files as multipart/form-data"),
+                    )),
+                }
+            }
+        },
+    )
 }
 
 async fn handle(

@@ -96,6 +96,13 @@ fn message_schema(info: &MessageInfo<'_>) -> Value {
     json!({ "type": "object", "description": info.comment, "properties": props })
 }
 
+/// The properties of the message a `$ref` schema points at.
+fn schema_properties(messages: &HashMap<String, MessageInfo<'_>>, schema: &Value) -> Option<Value> {
+    let name = schema.get("$ref")?.as_str()?.rsplit('/').next()?;
+    let info = messages.iter().find(|(full, _)| short_name(full) == name)?.1;
+    message_schema(info).get("properties").cloned()
+}
+
 fn reference(full_name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{}", short_name(full_name)) })
 }
@@ -152,10 +159,18 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
             _ => None,
         };
         if let Some(schema) = body_schema {
-            op.insert(
-                "requestBody".into(),
-                json!({ "required": true, "content": { "application/json": { "schema": schema } } }),
-            );
+            let mut content = json!({ "application/json": { "schema": schema } });
+            if ep.upload
+                && let Some(Value::Object(props)) = schema_properties(&messages, &schema)
+            {
+                let mut props = props;
+                props.insert(
+                    "file".into(),
+                    json!({ "type": "string", "format": "binary", "description": "The file; the last part." }),
+                );
+                content["multipart/form-data"] = json!({ "schema": { "type": "object", "properties": props } });
+            }
+            op.insert("requestBody".into(), json!({ "required": true, "content": content }));
         }
         let success = if ep.success == http::StatusCode::NO_CONTENT {
             json!({ "description": "Done; no content" })
@@ -181,6 +196,9 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         responses.insert("403".into(), error_response("The caller's role may not do this"));
         responses.insert("404".into(), error_response("No such resource in the caller's organisation"));
         responses.insert("429".into(), error_response("Rate limit exceeded; see Retry-After"));
+        if ep.upload {
+            responses.insert("413".into(), error_response("The file exceeds CUSTOS_MAX_UPLOAD_BYTES"));
+        }
         op.insert("operationId".into(), Value::String(ep.operation_id.into()));
         op.insert("summary".into(), Value::String(ep.summary.into()));
         op.insert("tags".into(), json!([ep.tag]));
@@ -189,6 +207,8 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         let entry = paths.entry(ep.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
         entry[ep.method.as_str().to_ascii_lowercase()] = Value::Object(op);
     }
+
+    paths.insert(super::files::DOWNLOAD.to_owned(), super::files::download_openapi());
 
     json!({
         "openapi": "3.0.3",

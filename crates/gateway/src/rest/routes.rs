@@ -23,6 +23,10 @@ pub fn endpoints() -> Vec<Endpoint> {
     const REQ_ID: &str = "/api/compliance/requirements/{id}/";
     const AUDIT: &str = "/api/compliance/audit-log/";
     const CHECKPOINTS: &str = "/api/compliance/audit-log/checkpoints/";
+    const EV: &str = "/api/compliance/evidence/";
+    const EV_ID: &str = "/api/compliance/evidence/{id}/";
+    const HOLDS: &str = "/api/compliance/legal-holds/";
+    const HOLD_ID: &str = "/api/compliance/legal-holds/{id}/";
     vec![
         Endpoint::get(FW, "listFrameworks", "List regulatory frameworks", call!(frameworks.list_frameworks)).list(),
         Endpoint::post(FW, "createFramework", "Create a framework", call!(frameworks.create_framework))
@@ -79,6 +83,86 @@ pub fn endpoints() -> Vec<Endpoint> {
             "scheduleAssessment",
             "Schedule a requirement's next assessment",
             call!(frameworks.schedule_assessment),
+        ),
+        Endpoint::get(EV, "listEvidence", "List evidence", call!(evidence.list_evidence)).list(),
+        Endpoint::post(
+            EV,
+            "createEvidence",
+            "Record evidence: JSON (metadata only) or multipart/form-data with a streamed `file` part",
+            call!(evidence.create_evidence),
+        )
+        .body_field("evidence")
+        .multipart_upload()
+        .created(),
+        Endpoint::get(
+            EV_ID,
+            "getEvidence",
+            "Get an evidence item with its chain of custody",
+            call!(evidence.get_evidence),
+        ),
+        Endpoint::put(EV_ID, "replaceEvidence", "Replace an evidence item's metadata", call!(evidence.update_evidence))
+            .body_field("evidence"),
+        Endpoint::patch(
+            EV_ID,
+            "updateEvidence",
+            "Partially update an evidence item's metadata",
+            call!(evidence.update_evidence),
+        )
+        .body_field("evidence"),
+        Endpoint::delete(
+            EV_ID,
+            "deleteEvidence",
+            "Delete an evidence item (refused while a legal hold covers it)",
+            call!(evidence.delete_evidence),
+        ),
+        Endpoint::post(
+            "/api/compliance/evidence/{id}/add_custody_record/",
+            "addCustodyRecord",
+            "Append a record to the chain of custody",
+            call!(evidence.add_custody_record),
+        ),
+        Endpoint::post(
+            "/api/compliance/evidence/{id}/verify_evidence/",
+            "verifyEvidence",
+            "Re-read the stored file, recompute its digests and check the custody chain",
+            call!(evidence.verify_evidence),
+        ),
+        Endpoint::get(HOLDS, "listLegalHolds", "List legal holds", call!(legal_holds.list_legal_holds)).list(),
+        Endpoint::post(HOLDS, "createLegalHold", "Place a legal hold", call!(legal_holds.create_legal_hold))
+            .body_field("legal_hold")
+            .created(),
+        Endpoint::get(HOLD_ID, "getLegalHold", "Get a legal hold", call!(legal_holds.get_legal_hold)),
+        Endpoint::put(
+            HOLD_ID,
+            "replaceLegalHold",
+            "Replace a legal hold's details",
+            call!(legal_holds.update_legal_hold),
+        )
+        .body_field("legal_hold"),
+        Endpoint::patch(
+            HOLD_ID,
+            "updateLegalHold",
+            "Partially update a legal hold's details",
+            call!(legal_holds.update_legal_hold),
+        )
+        .body_field("legal_hold"),
+        Endpoint::post(
+            "/api/compliance/legal-holds/{id}/add_incident/",
+            "addIncidentToLegalHold",
+            "Place an incident (and its evidence) under the hold",
+            call!(legal_holds.add_incident),
+        ),
+        Endpoint::post(
+            "/api/compliance/legal-holds/{id}/add_evidence/",
+            "addEvidenceToLegalHold",
+            "Place an evidence item under the hold",
+            call!(legal_holds.add_evidence),
+        ),
+        Endpoint::post(
+            "/api/compliance/legal-holds/{id}/release/",
+            "releaseLegalHold",
+            "Release the hold, with a reason (admins)",
+            call!(legal_holds.release_legal_hold),
         ),
         Endpoint::get(
             "/api/compliance/whoami/",

@@ -1,0 +1,424 @@
+//! Legal holds: preservation orders over incidents, evidence and custodian/subject identifiers.
+//!
+//! A hold is never deleted, only released (by an admin, with a reason). While it is in force,
+//! every deleting path refuses what it covers (see [`crate::hold_check`]).
+
+use std::collections::HashMap;
+
+use custos_audit_chain::{Change, record};
+use custos_core::ctx::Access;
+use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
+use custos_core::{PageRequest, Problem, RequestCtx, timefmt, update};
+use custos_db::schema::{evidence, incidents, legal_hold_items, legal_holds};
+use custos_db::{Db, Tx};
+use custos_proto::v1 as pb;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::custody::actor_name;
+use crate::hold_check::normalize_identifier;
+use crate::model::{HoldStatus, LegalHoldFields, LegalHoldRow, ts};
+use crate::service::EvidenceError;
+
+type Result<T, E = EvidenceError> = std::result::Result<T, E>;
+
+const CUSTODIANS_MAX: usize = 1_000;
+
+#[derive(Clone)]
+pub struct LegalHoldsService {
+    db: Db,
+}
+
+fn not_found(id: impl std::fmt::Display) -> EvidenceError {
+    Problem::not_found("Legal hold", id).into()
+}
+
+fn released(row: &LegalHoldRow) -> EvidenceError {
+    Problem::state_conflict(
+        "Legal hold is released",
+        format!("Legal hold '{}' was released; create a new hold instead", row.case_name),
+    )
+    .into()
+}
+
+impl LegalHoldsService {
+    pub fn new(db: Db) -> Self {
+        LegalHoldsService { db }
+    }
+
+    async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
+        ctx.require(access)?;
+        Ok(self.db.begin(ctx.organization_id).await?)
+    }
+
+    pub async fn list_legal_holds(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListLegalHoldsRequest,
+    ) -> Result<pb::ListLegalHoldsResponse> {
+        let page = PageRequest::new(req.page, req.page_size)?;
+        let filters = HoldFilters::parse(&req)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
+        let info = page.info(count)?;
+        let rows: Vec<LegalHoldRow> = filters
+            .apply(ctx.organization_id)
+            .order((legal_holds::created_at.desc(), legal_holds::id.desc()))
+            .offset(page.offset())
+            .limit(page.limit())
+            .select(LegalHoldRow::as_select())
+            .load(tx.conn())
+            .await?;
+        let results = to_pb(&mut tx, ctx, rows).await?;
+        tx.commit().await?;
+        Ok(pb::ListLegalHoldsResponse {
+            count: info.count,
+            next_page: info.next_page,
+            previous_page: info.previous_page,
+            results,
+        })
+    }
+
+    pub async fn get_legal_hold(&self, ctx: &RequestCtx, req: pb::GetLegalHoldRequest) -> Result<pb::LegalHold> {
+        let id = parse_id("Legal hold", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Read).await?;
+        let row = find(&mut tx, ctx, id, false).await?;
+        let hold = one_pb(&mut tx, ctx, row).await?;
+        tx.commit().await?;
+        Ok(hold)
+    }
+
+    pub async fn create_legal_hold(&self, ctx: &RequestCtx, req: pb::CreateLegalHoldRequest) -> Result<pb::LegalHold> {
+        let fields = validate(req.legal_hold.unwrap_or_default())?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let id = custos_core::new_id();
+        diesel::insert_into(legal_holds::table)
+            .values((
+                legal_holds::id.eq(id),
+                legal_holds::organization_id.eq(ctx.organization_id),
+                &fields,
+                legal_holds::status.eq(HoldStatus::Active.as_str()),
+                legal_holds::created_by.eq(actor_name(ctx)),
+            ))
+            .execute(tx.conn())
+            .await?;
+        let row = find(&mut tx, ctx, id, false).await?;
+        let created = one_pb(&mut tx, ctx, row).await?;
+        audit(&mut tx, ctx, "create", id, Value::Null, json(&created)).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn update_legal_hold(&self, ctx: &RequestCtx, req: pb::UpdateLegalHoldRequest) -> Result<pb::LegalHold> {
+        let id = parse_id("Legal hold", &req.id)?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let current = find(&mut tx, ctx, id, true).await?;
+        if current.status == HoldStatus::Released.as_str() {
+            return Err(released(&current));
+        }
+        let before = one_pb(&mut tx, ctx, current).await?;
+        let patch = req.legal_hold.unwrap_or_default();
+        let input = if req.update_mask.is_empty() {
+            patch
+        } else {
+            update::overlay(to_input(&before), patch, &req.update_mask)?
+        };
+        let fields = validate(input)?;
+        diesel::update(
+            legal_holds::table
+                .filter(legal_holds::organization_id.eq(ctx.organization_id))
+                .filter(legal_holds::id.eq(id)),
+        )
+        .set((&fields, legal_holds::updated_at.eq(timefmt::now())))
+        .execute(tx.conn())
+        .await?;
+        let row = find(&mut tx, ctx, id, false).await?;
+        let after = one_pb(&mut tx, ctx, row).await?;
+        audit(&mut tx, ctx, "update", id, json(&before), json(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Places an incident — and with it all its evidence — under the hold.
+    pub async fn add_incident(&self, ctx: &RequestCtx, req: pb::AddIncidentToHoldRequest) -> Result<pb::LegalHold> {
+        let id = parse_id("Legal hold", &req.id)?;
+        let incident = parse_uuid("incident_id", req.incident_id.trim())?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        // SHARE conflicts with the incident's deletion and with evidence disposal (which lock
+        // it FOR UPDATE / NO KEY UPDATE): whichever commits first is seen by the other.
+        let found: Option<Uuid> = incidents::table
+            .filter(incidents::organization_id.eq(ctx.organization_id))
+            .filter(incidents::id.eq(incident))
+            .select(incidents::id)
+            .for_share()
+            .first(tx.conn())
+            .await
+            .optional()?;
+        if found.is_none() {
+            return Err(Problem::not_found("Incident", incident).into());
+        }
+        let hold = self.add_item(&mut tx, ctx, id, "incident", incident).await?;
+        tx.commit().await?;
+        Ok(hold)
+    }
+
+    pub async fn add_evidence(&self, ctx: &RequestCtx, req: pb::AddEvidenceToHoldRequest) -> Result<pb::LegalHold> {
+        let id = parse_id("Legal hold", &req.id)?;
+        let item = parse_uuid("evidence_id", req.evidence_id.trim())?;
+        let mut tx = self.begin(ctx, Access::Write).await?;
+        let found: Option<(Uuid, Option<time::OffsetDateTime>)> = evidence::table
+            .filter(evidence::organization_id.eq(ctx.organization_id))
+            .filter(evidence::id.eq(item))
+            .select((evidence::id, evidence::disposed_at))
+            .for_share()
+            .first(tx.conn())
+            .await
+            .optional()?;
+        match found {
+            None => return Err(Problem::not_found("Evidence", item).into()),
+            Some((_, Some(_))) => {
+                return Err(Problem::state_conflict(
+                    "Evidence has been disposed of",
+                    format!("Evidence {item} was disposed of; there is nothing left to preserve"),
+                )
+                .into());
+            }
+            Some(_) => {}
+        }
+        let hold = self.add_item(&mut tx, ctx, id, "evidence", item).await?;
+        tx.commit().await?;
+        Ok(hold)
+    }
+
+    async fn add_item(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestCtx,
+        id: Uuid,
+        resource_type: &'static str,
+        resource_id: Uuid,
+    ) -> Result<pb::LegalHold> {
+        let current = find(tx, ctx, id, true).await?;
+        if current.status == HoldStatus::Released.as_str() {
+            return Err(released(&current));
+        }
+        let before = one_pb(tx, ctx, current.clone()).await?;
+        let inserted = diesel::insert_into(legal_hold_items::table)
+            .values((
+                legal_hold_items::organization_id.eq(ctx.organization_id),
+                legal_hold_items::hold_id.eq(id),
+                legal_hold_items::resource_type.eq(resource_type),
+                legal_hold_items::resource_id.eq(resource_id),
+                legal_hold_items::added_by.eq(actor_name(ctx)),
+            ))
+            .on_conflict_do_nothing()
+            .execute(tx.conn())
+            .await?;
+        // Adding what is already held changes nothing, so it records nothing.
+        if inserted == 0 {
+            return Ok(before);
+        }
+        diesel::update(
+            legal_holds::table
+                .filter(legal_holds::organization_id.eq(ctx.organization_id))
+                .filter(legal_holds::id.eq(id)),
+        )
+        .set(legal_holds::updated_at.eq(timefmt::now()))
+        .execute(tx.conn())
+        .await?;
+        let row = find(tx, ctx, id, false).await?;
+        let after = one_pb(tx, ctx, row).await?;
+        audit(tx, ctx, &format!("add_{resource_type}"), id, json(&before), json(&after)).await?;
+        Ok(after)
+    }
+
+    /// Ends a hold (admins only): what it covered may be deleted again.
+    pub async fn release_legal_hold(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ReleaseLegalHoldRequest,
+    ) -> Result<pb::LegalHold> {
+        let id = parse_id("Legal hold", &req.id)?;
+        let reason = filter::required_text("reason", &req.reason, 2_000)?;
+        let mut tx = self.begin(ctx, Access::Admin).await?;
+        let current = find(&mut tx, ctx, id, true).await?;
+        if current.status == HoldStatus::Released.as_str() {
+            return Err(released(&current));
+        }
+        let before = one_pb(&mut tx, ctx, current).await?;
+        let now = timefmt::now();
+        diesel::update(
+            legal_holds::table
+                .filter(legal_holds::organization_id.eq(ctx.organization_id))
+                .filter(legal_holds::id.eq(id)),
+        )
+        .set((
+            legal_holds::status.eq(HoldStatus::Released.as_str()),
+            legal_holds::released_at.eq(now),
+            legal_holds::released_by.eq(actor_name(ctx)),
+            legal_holds::release_reason.eq(&reason),
+            legal_holds::updated_at.eq(now),
+        ))
+        .execute(tx.conn())
+        .await?;
+        let row = find(&mut tx, ctx, id, false).await?;
+        let after = one_pb(&mut tx, ctx, row).await?;
+        audit(&mut tx, ctx, "release", id, json(&before), json(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+}
+
+fn validate(input: pb::LegalHoldInput) -> Result<LegalHoldFields> {
+    let start_date = parse_opt_date("start_date", input.start_date.as_deref())?.unwrap_or_else(timefmt::today);
+    let end_date = parse_opt_date("end_date", input.end_date.as_deref())?;
+    if end_date.is_some_and(|end| end < start_date) {
+        return Err(Problem::invalid_field("end_date", "must not be before start_date").into());
+    }
+    if input.custodians.len() > CUSTODIANS_MAX {
+        return Err(Problem::invalid_field("custodians", format!("at most {CUSTODIANS_MAX} identifiers")).into());
+    }
+    let mut custodians: Vec<String> = Vec::new();
+    for raw in &input.custodians {
+        let who = normalize_identifier(raw);
+        if who.is_empty() || who.len() > 320 || who.chars().any(char::is_control) {
+            return Err(Problem::invalid_field("custodians", format!("{raw:?} is not an identifier")).into());
+        }
+        if !custodians.contains(&who) {
+            custodians.push(who);
+        }
+    }
+    Ok(LegalHoldFields {
+        case_name: filter::required_text("case_name", &input.case_name, 200)?,
+        case_number: filter::bounded_text("case_number", &input.case_number, 100)?,
+        description: filter::bounded_text("description", &input.description, 20_000)?,
+        custodians,
+        start_date,
+        end_date,
+    })
+}
+
+async fn find(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> Result<LegalHoldRow> {
+    let query = legal_holds::table
+        .filter(legal_holds::organization_id.eq(ctx.organization_id))
+        .filter(legal_holds::id.eq(id))
+        .select(LegalHoldRow::as_select());
+    let found = if lock {
+        query.for_update().first(tx.conn()).await.optional()?
+    } else {
+        query.first(tx.conn()).await.optional()?
+    };
+    found.ok_or_else(|| not_found(id))
+}
+
+async fn one_pb(tx: &mut Tx, ctx: &RequestCtx, row: LegalHoldRow) -> Result<pb::LegalHold> {
+    let id = row.id;
+    to_pb(tx, ctx, vec![row]).await?.pop().ok_or_else(|| not_found(id))
+}
+
+async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, rows: Vec<LegalHoldRow>) -> Result<Vec<pb::LegalHold>> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let items: Vec<(Uuid, String, Uuid)> = legal_hold_items::table
+        .filter(legal_hold_items::organization_id.eq(ctx.organization_id))
+        .filter(legal_hold_items::hold_id.eq_any(&ids))
+        .order((legal_hold_items::added_at.asc(), legal_hold_items::resource_id.asc()))
+        .select((legal_hold_items::hold_id, legal_hold_items::resource_type, legal_hold_items::resource_id))
+        .load(tx.conn())
+        .await?;
+    let mut by_hold: HashMap<Uuid, (Vec<String>, Vec<String>)> = HashMap::new();
+    for (hold, kind, item) in items {
+        let entry = by_hold.entry(hold).or_default();
+        if kind == "incident" { &mut entry.0 } else { &mut entry.1 }.push(item.to_string());
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let (incidents, evidence) = by_hold.remove(&r.id).unwrap_or_default();
+            pb::LegalHold {
+                id: r.id.to_string(),
+                is_active: r.status == HoldStatus::Active.as_str(),
+                case_name: r.case_name,
+                case_number: r.case_number,
+                description: r.description,
+                status: r.status,
+                custodians: r.custodians,
+                start_date: timefmt::date(r.start_date),
+                end_date: r.end_date.map(timefmt::date),
+                created_by: r.created_by,
+                released_at: r.released_at.map(ts),
+                released_by: r.released_by,
+                release_reason: r.release_reason,
+                incidents,
+                evidence,
+                created_at: ts(r.created_at),
+                updated_at: ts(r.updated_at),
+            }
+        })
+        .collect())
+}
+
+fn to_input(h: &pb::LegalHold) -> pb::LegalHoldInput {
+    pb::LegalHoldInput {
+        case_name: h.case_name.clone(),
+        case_number: h.case_number.clone(),
+        description: h.description.clone(),
+        custodians: h.custodians.clone(),
+        start_date: Some(h.start_date.clone()),
+        end_date: h.end_date.clone(),
+    }
+}
+
+fn json(h: &pb::LegalHold) -> Value {
+    serde_json::to_value(h).unwrap_or(Value::Null)
+}
+
+async fn audit(tx: &mut Tx, ctx: &RequestCtx, action: &str, id: Uuid, before: Value, after: Value) -> Result<()> {
+    record(tx, ctx, Change { action, resource_type: "legal_hold", resource_id: id.to_string(), before, after }).await?;
+    Ok(())
+}
+
+struct HoldFilters {
+    status: Option<HoldStatus>,
+    active: Option<bool>,
+    search: Option<String>,
+    custodian: Option<String>,
+}
+
+impl HoldFilters {
+    fn parse(req: &pb::ListLegalHoldsRequest) -> Result<Self> {
+        let text = |raw: &Option<String>| raw.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        Ok(HoldFilters {
+            status: text(&req.status).map(|raw| HoldStatus::parse_field("status", &raw)).transpose()?,
+            active: req.active,
+            search: text(&req.search).map(|s| contains_pattern(&s)),
+            custodian: text(&req.custodian).map(|s| normalize_identifier(&s)),
+        })
+    }
+
+    fn apply(&self, org: Uuid) -> legal_holds::BoxedQuery<'static, Pg> {
+        let mut q = legal_holds::table.filter(legal_holds::organization_id.eq(org)).into_boxed();
+        if let Some(status) = self.status {
+            q = q.filter(legal_holds::status.eq(status.as_str()));
+        }
+        match self.active {
+            Some(true) => q = q.filter(legal_holds::status.eq(HoldStatus::Active.as_str())),
+            Some(false) => q = q.filter(legal_holds::status.ne(HoldStatus::Active.as_str())),
+            None => {}
+        }
+        if let Some(pattern) = &self.search {
+            q = q.filter(
+                legal_holds::case_name
+                    .ilike(pattern.clone())
+                    .or(legal_holds::case_number.ilike(pattern.clone()))
+                    .or(legal_holds::description.ilike(pattern.clone())),
+            );
+        }
+        if let Some(who) = &self.custodian {
+            q = q.filter(legal_holds::custodians.contains(vec![who.clone()]));
+        }
+        q
+    }
+}
