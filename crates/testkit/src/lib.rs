@@ -317,6 +317,65 @@ impl TestServer {
         self.call(Method::DELETE, path, Some(token), None).await
     }
 
+    /// A `multipart/form-data` POST: the text `fields` in order, then (if any) the `file` part
+    /// as `(file name, media type, bytes)`, then `trailing` text fields.
+    pub async fn upload(
+        &self,
+        path: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+        file: Option<(&str, &str, &[u8])>,
+        trailing: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let boundary = format!("custos-test-{}", Uuid::new_v4().simple());
+        let mut body: Vec<u8> = Vec::new();
+        let text = |body: &mut Vec<u8>, (name, value): &(&str, &str)| {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        };
+        fields.iter().for_each(|f| text(&mut body, f));
+        if let Some((name, media_type, bytes)) = file {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {media_type}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        trailing.iter().for_each(|f| text(&mut body, f));
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Token {token}"))
+            .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+    }
+
+    /// A GET returning the raw response (status, headers, body bytes).
+    pub async fn download(&self, path: &str, token: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let resp = self.raw(Method::GET, path, Some(token), None).await;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.bytes().await.expect("body").to_vec())
+    }
+
+    /// Runs statements as the database superuser (past RLS and privileges): for setting up and
+    /// tampering with state the API would refuse to produce.
+    pub async fn superuser_sql(&self, sql: &str) -> Result<usize, diesel::result::Error> {
+        let mut conn = self.db.superuser().await;
+        diesel::sql_query(sql).execute(&mut conn).await
+    }
+
     /// A gRPC channel that sends `Authorization: Token <token>` (or nothing).
     pub async fn grpc(&self, token: Option<&str>) -> GrpcChannel {
         self.grpc_with_header(token.map(|t| format!("Token {t}"))).await
