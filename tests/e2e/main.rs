@@ -6,6 +6,7 @@ mod auth_rest;
 mod evidence_rest;
 mod frameworks_grpc;
 mod frameworks_rest;
+mod legal_holds;
 mod platform;
 mod requirements_rest;
 mod schema_drift;
