@@ -3,6 +3,7 @@
 
 mod audit_chain;
 mod auth_rest;
+mod evidence_grpc;
 mod evidence_rest;
 mod frameworks_grpc;
 mod frameworks_rest;
