@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Some("pg") => pg_command(args.get(1).map(String::as_str)),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | pg start|stop|url>");
+            eprintln!("usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | bench upload [--mib N] | pg start|stop|url>");
             return ExitCode::from(2);
         }
     };
@@ -136,11 +136,11 @@ fn test(extra: &[String]) -> Result {
     status(&mut cmd)
 }
 
-/// `cargo xtask bench audit [--entries N]`: release build of `custos-bench`, against the same
-/// PostgreSQL the tests use.
+/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]`: release build of
+/// `custos-bench`, against the same PostgreSQL the tests use.
 fn bench(args: &[String]) -> Result {
-    if args.first().map(String::as_str) != Some("audit") {
-        return Err("usage: cargo xtask bench audit [--entries N]".into());
+    if !matches!(args.first().map(String::as_str), Some("audit" | "upload")) {
+        return Err("usage: cargo xtask bench audit [--entries N] | bench upload [--mib N]".into());
     }
     let url = match env("CUSTOS_TEST_DATABASE_URL").or_else(|| env("DATABASE_URL")) {
         Some(url) => url,

@@ -1,10 +1,13 @@
 //! `custos-bench audit [--entries N]`: the audit chain's figures on this machine.
+//! `custos-bench upload [--mib N]`: evidence file throughput and memory (see [`upload`]).
 //!
 //! Runs against a fresh database on the test PostgreSQL server (see `custos-testkit`), with the
 //! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
 //! service calls) and over REST with 32 concurrent clients; sequencing delay and checkpoint
 //! coverage delay (p50/p99) under that load; raw sequencing throughput and verification speed
 //! over N entries (default 1,000,000) with peak memory; inclusion proof size and check time at N.
+
+mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -152,11 +155,14 @@ async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("upload") {
+        return upload::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("leaf") {
         return leaf_cost();
     }
     if args.get(1).map(String::as_str) != Some("audit") {
-        eprintln!("usage: custos-bench audit [--entries N]");
+        eprintln!("usage: custos-bench audit [--entries N] | upload [--mib N]");
         std::process::exit(2);
     }
     let entries: i64 =
