@@ -14,9 +14,11 @@ use custos_db::{Db, DbConfig, Holds};
 use custos_evidence::LegalHoldCheck;
 use custos_frameworks::FrameworksService;
 use custos_identity::{Authenticator, IdentityService};
+use custos_incidents::{IncidentsService, Slas};
 use custos_proto::v1::audit_service_server::AuditServiceServer;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
 use custos_proto::v1::identity_service_server::IdentityServiceServer;
+use custos_proto::v1::incidents_service_server::IncidentsServiceServer;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -35,17 +37,20 @@ pub struct App {
     pub identity: IdentityService,
     pub frameworks: FrameworksService,
     pub audit: AuditService,
+    pub incidents: IncidentsService,
     /// The legal-hold check handed to every service that deletes or disposes data.
     pub holds: Holds,
 }
 
 impl App {
-    pub fn new(db: Db, chain: AuditChain) -> Self {
+    pub fn new(db: Db, chain: AuditChain, slas: Slas) -> Self {
+        let holds: Holds = Arc::new(LegalHoldCheck);
         App {
             identity: IdentityService::new(db.clone()),
             frameworks: FrameworksService::new(db.clone()),
             audit: AuditService::new(chain),
-            holds: Arc::new(LegalHoldCheck),
+            incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
+            holds,
             db,
         }
     }
@@ -165,7 +170,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
     let chain = audit_chain(db.clone(), &config.audit)?;
-    let app = App::new(db.clone(), chain.clone());
+    let app = App::new(db.clone(), chain.clone(), config.slas);
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
     let edge = Edge { authenticator, limits: limits.clone() };
@@ -300,6 +305,7 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
     health_reporter.set_serving::<FrameworksServiceServer<FrameworksService>>().await;
     health_reporter.set_serving::<IdentityServiceServer<IdentityService>>().await;
     health_reporter.set_serving::<AuditServiceServer<AuditService>>().await;
+    health_reporter.set_serving::<IncidentsServiceServer<IncidentsService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -313,7 +319,8 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
         .add_service(reflection_v1alpha)
         .add_service(FrameworksServiceServer::new(app.frameworks.clone()))
         .add_service(IdentityServiceServer::new(app.identity.clone()))
-        .add_service(AuditServiceServer::new(app.audit.clone()));
+        .add_service(AuditServiceServer::new(app.audit.clone()))
+        .add_service(IncidentsServiceServer::new(app.incidents.clone()));
     Ok(routes.into_axum_router().layer(axum::middleware::from_fn_with_state(edge, edge::middleware)))
 }
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use custos_core::Role;
 use custos_db::Db;
+pub use custos_gateway::config::Slas;
 use custos_gateway::{Config, RunningServer};
 use custos_identity::JwtConfig;
 use diesel_async::RunQueryDsl;
@@ -139,6 +140,8 @@ pub struct ServerOptions {
     pub jwt: Option<JwtConfig>,
     /// Pool size (default 4).
     pub db_max_connections: Option<usize>,
+    /// Incident and vulnerability SLAs (default: the seed's).
+    pub slas: Option<Slas>,
 }
 
 /// A running gateway over its own database.
@@ -220,6 +223,7 @@ impl TestServer {
                 checkpoint_interval_ms: 200,
                 retention_days: 2555,
             },
+            slas: options.slas.unwrap_or_default(),
         };
         let server = custos_gateway::server::start(&config).await.expect("start gateway");
         TestServer {

@@ -23,6 +23,8 @@ pub fn endpoints() -> Vec<Endpoint> {
     const REQ_ID: &str = "/api/compliance/requirements/{id}/";
     const AUDIT: &str = "/api/compliance/audit-log/";
     const CHECKPOINTS: &str = "/api/compliance/audit-log/checkpoints/";
+    const INC: &str = "/api/compliance/incidents/";
+    const INC_ID: &str = "/api/compliance/incidents/{id}/";
     vec![
         Endpoint::get(FW, "listFrameworks", "List regulatory frameworks", call!(frameworks.list_frameworks)).list(),
         Endpoint::post(FW, "createFramework", "Create a framework", call!(frameworks.create_framework))
@@ -79,6 +81,21 @@ pub fn endpoints() -> Vec<Endpoint> {
             "scheduleAssessment",
             "Schedule a requirement's next assessment",
             call!(frameworks.schedule_assessment),
+        ),
+        Endpoint::get(INC, "listIncidents", "List incidents", call!(incidents.list_incidents)).list(),
+        Endpoint::post(INC, "createIncident", "Report an incident", call!(incidents.create_incident))
+            .body_field("incident")
+            .created(),
+        Endpoint::get(INC_ID, "getIncident", "Get an incident", call!(incidents.get_incident)),
+        Endpoint::put(INC_ID, "replaceIncident", "Replace an incident", call!(incidents.update_incident))
+            .body_field("incident"),
+        Endpoint::patch(INC_ID, "updateIncident", "Partially update an incident", call!(incidents.update_incident))
+            .body_field("incident"),
+        Endpoint::delete(
+            INC_ID,
+            "deleteIncident",
+            "Delete an incident (refused under legal hold)",
+            call!(incidents.delete_incident),
         ),
         Endpoint::get(
             "/api/compliance/whoami/",

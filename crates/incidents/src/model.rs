@@ -1,0 +1,162 @@
+//! Value sets of the seed and the database rows of incidents.
+
+use custos_core::choice;
+use custos_core::filter::Choice;
+use custos_core::timefmt;
+use custos_db::schema::incidents;
+use custos_proto::v1 as pb;
+use diesel::prelude::*;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::sla::Slas;
+
+choice! {
+    pub enum Severity {
+        Low = "LOW",
+        Medium = "MEDIUM",
+        High = "HIGH",
+        Critical = "CRITICAL",
+    }
+}
+
+choice! {
+    /// Incident categories; also the `incident_type` of response plans.
+    pub enum Category {
+        DataBreach = "DATA_BREACH",
+        SecurityBreach = "SECURITY_BREACH",
+        ServiceOutage = "SERVICE_OUTAGE",
+        PolicyViolation = "POLICY_VIOLATION",
+        Malware = "MALWARE",
+        Phishing = "PHISHING",
+        UnauthorizedAccess = "UNAUTHORIZED_ACCESS",
+        Other = "OTHER",
+    }
+}
+
+choice! {
+    pub enum DataClassification {
+        Public = "PUBLIC",
+        Internal = "INTERNAL",
+        Confidential = "CONFIDENTIAL",
+        Restricted = "RESTRICTED",
+    }
+}
+
+choice! {
+    pub enum IncidentStatus {
+        Open = "OPEN",
+        Investigating = "INVESTIGATING",
+        Contained = "CONTAINED",
+        Resolved = "RESOLVED",
+        Closed = "CLOSED",
+    }
+}
+
+impl IncidentStatus {
+    /// RESOLVED and CLOSED incidents carry a `resolved_at`.
+    pub fn is_resolved(self) -> bool {
+        matches!(self, IncidentStatus::Resolved | IncidentStatus::Closed)
+    }
+}
+
+/// A stored value of a closed set (the database only holds validated values).
+pub fn stored<C: Choice>(raw: &str, fallback: C) -> C {
+    C::ALL.iter().copied().find(|c| c.as_str() == raw).unwrap_or(fallback)
+}
+
+fn opt_ts(t: Option<OffsetDateTime>) -> Option<String> {
+    t.map(timefmt::timestamp)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = incidents)]
+pub struct IncidentRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub severity: String,
+    pub category: String,
+    pub data_classification: String,
+    pub status: String,
+    pub occurred_at: Option<OffsetDateTime>,
+    pub detected_at: Option<OffsetDateTime>,
+    pub responded_at: Option<OffsetDateTime>,
+    pub resolved_at: Option<OffsetDateTime>,
+    pub reported_by: String,
+    pub assigned_to: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl IncidentRow {
+    /// When the incident was detected (rows written by this service always say; older ones fall
+    /// back to when they were recorded).
+    pub fn detected(&self) -> OffsetDateTime {
+        self.detected_at.unwrap_or(self.created_at)
+    }
+
+    /// The API shape, with the SLA deadlines and whether one of them is (or was) missed at `now`.
+    pub fn to_pb(&self, slas: &Slas, now: OffsetDateTime) -> pb::Incident {
+        let detected = self.detected();
+        let response_due = slas.response_due(stored(&self.severity, Severity::Medium), detected);
+        let resolution_due = slas.resolution_due(detected);
+        let sla_breached =
+            self.responded_at.unwrap_or(now) > response_due || self.resolved_at.unwrap_or(now) > resolution_due;
+        pb::Incident {
+            id: self.id.to_string(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            severity: self.severity.clone(),
+            category: self.category.clone(),
+            data_classification: self.data_classification.clone(),
+            status: self.status.clone(),
+            occurred_at: opt_ts(self.occurred_at),
+            detected_at: timefmt::timestamp(detected),
+            responded_at: opt_ts(self.responded_at),
+            resolved_at: opt_ts(self.resolved_at),
+            reported_by: self.reported_by.clone(),
+            assigned_to: self.assigned_to.map(|u| u.to_string()),
+            response_due_at: timefmt::timestamp(response_due),
+            resolution_due_at: timefmt::timestamp(resolution_due),
+            sla_breached,
+            created_at: timefmt::timestamp(self.created_at),
+            updated_at: timefmt::timestamp(self.updated_at),
+        }
+    }
+
+    /// The writable fields as they stand, the base a partial update overlays.
+    pub fn to_input(&self) -> pb::IncidentInput {
+        pb::IncidentInput {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            severity: self.severity.clone(),
+            category: self.category.clone(),
+            data_classification: Some(self.data_classification.clone()),
+            status: Some(self.status.clone()),
+            occurred_at: opt_ts(self.occurred_at),
+            detected_at: Some(timefmt::timestamp(self.detected())),
+            responded_at: opt_ts(self.responded_at),
+            resolved_at: opt_ts(self.resolved_at),
+            assigned_to: self.assigned_to.map(|u| u.to_string()),
+        }
+    }
+}
+
+/// Validated writable fields of an incident.
+#[derive(Debug, Clone, AsChangeset, Insertable)]
+#[diesel(table_name = incidents, treat_none_as_null = true)]
+pub struct IncidentFields {
+    pub title: String,
+    pub description: String,
+    pub severity: String,
+    pub category: String,
+    pub data_classification: String,
+    pub status: String,
+    pub occurred_at: Option<OffsetDateTime>,
+    pub detected_at: Option<OffsetDateTime>,
+    pub responded_at: Option<OffsetDateTime>,
+    pub resolved_at: Option<OffsetDateTime>,
+    pub assigned_to: Option<Uuid>,
+}

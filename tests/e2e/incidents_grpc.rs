@@ -1,0 +1,138 @@
+//! Incident response over gRPC: the same methods, gRPC status codes.
+
+use custos_proto::v1 as pb;
+use custos_proto::v1::incidents_service_client::IncidentsServiceClient;
+use custos_testkit::TestServer;
+use tonic::Code;
+
+use crate::superuser_sql;
+
+fn incident(title: &str, severity: &str, category: &str) -> pb::IncidentInput {
+    pb::IncidentInput {
+        title: title.into(),
+        severity: severity.into(),
+        category: category.into(),
+        detected_at: Some("2024-03-01T09:00:00Z".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_incident_rpc_works_end_to_end() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let mut c = IncidentsServiceClient::new(s.grpc(Some(&org.editor)).await);
+
+    let inc = c
+        .create_incident(pb::CreateIncidentRequest { incident: Some(incident("Breach", "CRITICAL", "DATA_BREACH")) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.response_due_at, "2024-03-01T09:15:00.000000Z");
+    assert_eq!(inc.resolution_due_at, "2024-03-01T13:00:00.000000Z");
+    assert_eq!(inc.status, "OPEN");
+    assert_eq!(inc.data_classification, "INTERNAL");
+    assert!(inc.reported_by.starts_with("user:"));
+    let other = c
+        .create_incident(pb::CreateIncidentRequest { incident: Some(incident("Outage", "LOW", "SERVICE_OUTAGE")) })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let got = c.get_incident(pb::GetIncidentRequest { id: inc.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got, inc);
+    let list = c
+        .list_incidents(pb::ListIncidentsRequest { category: Some("SERVICE_OUTAGE".into()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.count, 1);
+    assert_eq!(list.results, vec![other.clone()]);
+    let list = c
+        .list_incidents(pb::ListIncidentsRequest { search: Some("brea".into()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.results.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [inc.id.as_str()]);
+
+    let updated = c
+        .update_incident(pb::UpdateIncidentRequest {
+            id: inc.id.clone(),
+            incident: Some(pb::IncidentInput { status: Some("RESOLVED".into()), ..Default::default() }),
+            update_mask: vec!["status".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.status, "RESOLVED");
+    assert!(updated.resolved_at.is_some());
+    assert_eq!(updated.title, "Breach");
+    // Without a mask, an update replaces every writable field.
+    let replaced = c
+        .update_incident(pb::UpdateIncidentRequest {
+            id: inc.id.clone(),
+            incident: Some(incident("Breach (confirmed)", "HIGH", "DATA_BREACH")),
+            update_mask: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replaced.title, "Breach (confirmed)");
+    assert_eq!(replaced.status, "RESOLVED", "an unset status keeps its value");
+    assert_eq!(s.audit_count(org.id, "update", "incident").await, 2);
+
+    c.delete_incident(pb::DeleteIncidentRequest { id: other.id.clone() }).await.unwrap();
+    let err = c.get_incident(pb::GetIncidentRequest { id: other.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Errors: bad values, holds, roles, tenants.
+    let err = c
+        .create_incident(pb::CreateIncidentRequest { incident: Some(incident("x", "SEVERE", "OTHER")) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("severity"), "{}", err.message());
+    let err = c
+        .list_incidents(pb::ListIncidentsRequest { detected_after: Some("last week".into()), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("detected_after"), "{}", err.message());
+
+    let hold = uuid::Uuid::now_v7();
+    superuser_sql(
+        &s,
+        &format!(
+            "INSERT INTO legal_holds (id, organization_id, case_name, status, start_date, created_by)
+             VALUES ('{hold}', '{org}', 'Regulator inquiry', 'ACTIVE', '2024-01-01', 'user:test');
+             INSERT INTO legal_hold_items (organization_id, hold_id, resource_type, resource_id, added_by)
+             VALUES ('{org}', '{hold}', 'incident', '{inc}', 'user:test')",
+            org = org.id,
+            inc = inc.id
+        ),
+    )
+    .await;
+    let err = c.delete_incident(pb::DeleteIncidentRequest { id: inc.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "the one Conflict mapping");
+    assert_eq!(err.message(), "Resource is under legal hold");
+    let details = String::from_utf8_lossy(err.details()).into_owned();
+    assert!(details.contains("Regulator inquiry"), "{details}");
+
+    let mut viewer = IncidentsServiceClient::new(s.grpc(Some(&org.viewer)).await);
+    assert_eq!(
+        viewer.get_incident(pb::GetIncidentRequest { id: inc.id.clone() }).await.unwrap().into_inner(),
+        replaced
+    );
+    let err = viewer
+        .create_incident(pb::CreateIncidentRequest { incident: Some(incident("x", "LOW", "OTHER")) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let b = s.org("globex").await;
+    let mut stranger = IncidentsServiceClient::new(s.grpc(Some(&b.admin)).await);
+    let err = stranger.get_incident(pb::GetIncidentRequest { id: inc.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = stranger.delete_incident(pb::DeleteIncidentRequest { id: inc.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
