@@ -136,3 +136,82 @@ async fn every_incident_rpc_works_end_to_end() {
     let err = stranger.delete_incident(pb::DeleteIncidentRequest { id: inc.id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_vulnerability_rpc_works_end_to_end() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let mut c = IncidentsServiceClient::new(s.grpc(Some(&org.editor)).await);
+    let inc = c
+        .create_incident(pb::CreateIncidentRequest { incident: Some(incident("Breach", "HIGH", "DATA_BREACH")) })
+        .await
+        .unwrap()
+        .into_inner();
+    let input = pb::VulnerabilityInput {
+        title: "OpenSSH regreSSHion".into(),
+        severity: "HIGH".into(),
+        cve_id: Some("CVE-2024-6387".into()),
+        cvss_score: Some(8.1),
+        discovered_at: Some("2024-07-01T00:00:00Z".into()),
+        incident: Some(inc.id.clone()),
+        ..Default::default()
+    };
+    let v = c
+        .create_vulnerability(pb::CreateVulnerabilityRequest { vulnerability: Some(input) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.sla_days, 14);
+    assert_eq!(v.due_at, "2024-07-15T00:00:00.000000Z");
+    assert!(v.overdue && v.sla_breached);
+    assert_eq!(c.get_vulnerability(pb::GetVulnerabilityRequest { id: v.id.clone() }).await.unwrap().into_inner(), v);
+    let list = c
+        .list_vulnerabilities(pb::ListVulnerabilitiesRequest { overdue: Some(true), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.results, vec![v.clone()]);
+    let none = c
+        .list_vulnerabilities(pb::ListVulnerabilitiesRequest { overdue: Some(false), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(none.count, 0);
+    let fixed = c
+        .update_vulnerability(pb::UpdateVulnerabilityRequest {
+            id: v.id.clone(),
+            vulnerability: Some(pb::VulnerabilityInput {
+                status: Some("REMEDIATED".into()),
+                remediated_at: Some("2024-07-10T00:00:00Z".into()),
+                ..Default::default()
+            }),
+            update_mask: vec!["status".into(), "remediated_at".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!fixed.overdue && !fixed.sla_breached);
+    assert_eq!(fixed.cve_id.as_deref(), Some("CVE-2024-6387"));
+    let err = c.delete_incident(pb::DeleteIncidentRequest { id: inc.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(err.message(), "Incident has linked records");
+    let err = c
+        .create_vulnerability(pb::CreateVulnerabilityRequest {
+            vulnerability: Some(pb::VulnerabilityInput {
+                title: "x".into(),
+                severity: "LOW".into(),
+                cvss_score: Some(11.0),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("cvss_score"));
+    c.delete_vulnerability(pb::DeleteVulnerabilityRequest { id: v.id.clone() }).await.unwrap();
+    c.delete_incident(pb::DeleteIncidentRequest { id: inc.id.clone() }).await.unwrap();
+    let mut viewer = IncidentsServiceClient::new(s.grpc(Some(&org.viewer)).await);
+    let err = viewer.delete_vulnerability(pb::DeleteVulnerabilityRequest { id: v.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(s.audit_count(org.id, "delete", "vulnerability").await, 1);
+}

@@ -11,6 +11,7 @@ mod platform;
 mod requirements_rest;
 mod schema_drift;
 mod tenancy;
+mod vulnerabilities_rest;
 
 use custos_testkit::{TestOrg, TestServer};
 use serde_json::{Value, json};

@@ -26,4 +26,25 @@ impl IncidentsApi for IncidentsService {
     async fn delete_incident(&self, r: Request<pb::DeleteIncidentRequest>) -> Reply<pb::DeleteIncidentResponse> {
         unary(r, async |ctx, m| self.delete_incident(&ctx, m).await).await
     }
+    async fn list_vulnerabilities(
+        &self,
+        r: Request<pb::ListVulnerabilitiesRequest>,
+    ) -> Reply<pb::ListVulnerabilitiesResponse> {
+        unary(r, async |ctx, m| self.list_vulnerabilities(&ctx, m).await).await
+    }
+    async fn get_vulnerability(&self, r: Request<pb::GetVulnerabilityRequest>) -> Reply<pb::Vulnerability> {
+        unary(r, async |ctx, m| self.get_vulnerability(&ctx, m).await).await
+    }
+    async fn create_vulnerability(&self, r: Request<pb::CreateVulnerabilityRequest>) -> Reply<pb::Vulnerability> {
+        unary(r, async |ctx, m| self.create_vulnerability(&ctx, m).await).await
+    }
+    async fn update_vulnerability(&self, r: Request<pb::UpdateVulnerabilityRequest>) -> Reply<pb::Vulnerability> {
+        unary(r, async |ctx, m| self.update_vulnerability(&ctx, m).await).await
+    }
+    async fn delete_vulnerability(
+        &self,
+        r: Request<pb::DeleteVulnerabilityRequest>,
+    ) -> Reply<pb::DeleteVulnerabilityResponse> {
+        unary(r, async |ctx, m| self.delete_vulnerability(&ctx, m).await).await
+    }
 }

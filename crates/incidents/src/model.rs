@@ -3,7 +3,7 @@
 use custos_core::choice;
 use custos_core::filter::Choice;
 use custos_core::timefmt;
-use custos_db::schema::incidents;
+use custos_db::schema::{incidents, vulnerabilities};
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
 use time::OffsetDateTime;
@@ -57,6 +57,25 @@ impl IncidentStatus {
     /// RESOLVED and CLOSED incidents carry a `resolved_at`.
     pub fn is_resolved(self) -> bool {
         matches!(self, IncidentStatus::Resolved | IncidentStatus::Closed)
+    }
+}
+
+choice! {
+    pub enum VulnerabilityStatus {
+        Open = "OPEN",
+        InProgress = "IN_PROGRESS",
+        Remediated = "REMEDIATED",
+        RiskAccepted = "RISK_ACCEPTED",
+        FalsePositive = "FALSE_POSITIVE",
+    }
+}
+
+impl VulnerabilityStatus {
+    /// Statuses still counting against the remediation SLA.
+    pub const OPEN_LIKE: [VulnerabilityStatus; 2] = [VulnerabilityStatus::Open, VulnerabilityStatus::InProgress];
+
+    pub fn is_open(self) -> bool {
+        Self::OPEN_LIKE.contains(&self)
     }
 }
 
@@ -159,4 +178,117 @@ pub struct IncidentFields {
     pub responded_at: Option<OffsetDateTime>,
     pub resolved_at: Option<OffsetDateTime>,
     pub assigned_to: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = vulnerabilities)]
+pub struct VulnerabilityRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub severity: String,
+    pub status: String,
+    pub cve_id: Option<String>,
+    pub cvss_score: Option<f64>,
+    pub affected_asset: String,
+    pub discovered_at: OffsetDateTime,
+    pub sla_days: i32,
+    pub due_at: OffsetDateTime,
+    pub remediated_at: Option<OffsetDateTime>,
+    pub incident_id: Option<Uuid>,
+    pub assigned_to: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl VulnerabilityRow {
+    /// Still open (OPEN, IN_PROGRESS) and past its deadline at `now`.
+    pub fn overdue(&self, now: OffsetDateTime) -> bool {
+        stored(&self.status, VulnerabilityStatus::Open).is_open() && now > self.due_at
+    }
+
+    pub fn to_pb(&self, now: OffsetDateTime) -> pb::Vulnerability {
+        let overdue = self.overdue(now);
+        pb::Vulnerability {
+            id: self.id.to_string(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            severity: self.severity.clone(),
+            status: self.status.clone(),
+            cve_id: self.cve_id.clone(),
+            cvss_score: self.cvss_score,
+            affected_asset: self.affected_asset.clone(),
+            discovered_at: timefmt::timestamp(self.discovered_at),
+            sla_days: self.sla_days,
+            due_at: timefmt::timestamp(self.due_at),
+            remediated_at: opt_ts(self.remediated_at),
+            incident: self.incident_id.map(|i| i.to_string()),
+            assigned_to: self.assigned_to.map(|u| u.to_string()),
+            overdue,
+            sla_breached: overdue || self.remediated_at.is_some_and(|r| r > self.due_at),
+            created_at: timefmt::timestamp(self.created_at),
+            updated_at: timefmt::timestamp(self.updated_at),
+        }
+    }
+
+    pub fn to_input(&self) -> pb::VulnerabilityInput {
+        pb::VulnerabilityInput {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            severity: self.severity.clone(),
+            status: Some(self.status.clone()),
+            cve_id: self.cve_id.clone(),
+            cvss_score: self.cvss_score,
+            affected_asset: self.affected_asset.clone(),
+            discovered_at: Some(timefmt::timestamp(self.discovered_at)),
+            remediated_at: opt_ts(self.remediated_at),
+            incident: self.incident_id.map(|i| i.to_string()),
+            assigned_to: self.assigned_to.map(|u| u.to_string()),
+        }
+    }
+}
+
+/// Validated writable fields of a vulnerability, with the deadline they give.
+#[derive(Debug, Clone, AsChangeset, Insertable)]
+#[diesel(table_name = vulnerabilities, treat_none_as_null = true)]
+pub struct VulnerabilityFields {
+    pub title: String,
+    pub description: String,
+    pub severity: String,
+    pub status: String,
+    pub cve_id: Option<String>,
+    pub cvss_score: Option<f64>,
+    pub affected_asset: String,
+    pub discovered_at: OffsetDateTime,
+    pub sla_days: i32,
+    pub due_at: OffsetDateTime,
+    pub remediated_at: Option<OffsetDateTime>,
+    pub incident_id: Option<Uuid>,
+    pub assigned_to: Option<Uuid>,
+}
+
+/// Whether `raw` is a CVE identifier: `CVE-`, a four-digit year, `-`, four or more digits.
+pub fn is_cve_id(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix("CVE-") else { return false };
+    let Some((year, number)) = rest.split_once('-') else { return false };
+    year.len() == 4
+        && year.bytes().all(|b| b.is_ascii_digit())
+        && number.len() >= 4
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cve_ids() {
+        for ok in ["CVE-2024-3094", "CVE-2021-44228", "CVE-1999-0001"] {
+            assert!(is_cve_id(ok), "{ok}");
+        }
+        for bad in ["CVE-24-3094", "CVE-2024-309", "cve-2024-3094", "CVE-2024-30a4", "CVE-2024", "2024-3094", ""] {
+            assert!(!is_cve_id(bad), "{bad}");
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub fn endpoints() -> Vec<Endpoint> {
     const CHECKPOINTS: &str = "/api/compliance/audit-log/checkpoints/";
     const INC: &str = "/api/compliance/incidents/";
     const INC_ID: &str = "/api/compliance/incidents/{id}/";
+    const VULN: &str = "/api/compliance/vulnerabilities/";
+    const VULN_ID: &str = "/api/compliance/vulnerabilities/{id}/";
     vec![
         Endpoint::get(FW, "listFrameworks", "List regulatory frameworks", call!(frameworks.list_frameworks)).list(),
         Endpoint::post(FW, "createFramework", "Create a framework", call!(frameworks.create_framework))
@@ -96,6 +98,32 @@ pub fn endpoints() -> Vec<Endpoint> {
             "deleteIncident",
             "Delete an incident (refused under legal hold)",
             call!(incidents.delete_incident),
+        ),
+        Endpoint::get(VULN, "listVulnerabilities", "List vulnerabilities", call!(incidents.list_vulnerabilities))
+            .list(),
+        Endpoint::post(VULN, "createVulnerability", "Record a vulnerability", call!(incidents.create_vulnerability))
+            .body_field("vulnerability")
+            .created(),
+        Endpoint::get(VULN_ID, "getVulnerability", "Get a vulnerability", call!(incidents.get_vulnerability)),
+        Endpoint::put(
+            VULN_ID,
+            "replaceVulnerability",
+            "Replace a vulnerability",
+            call!(incidents.update_vulnerability),
+        )
+        .body_field("vulnerability"),
+        Endpoint::patch(
+            VULN_ID,
+            "updateVulnerability",
+            "Partially update a vulnerability",
+            call!(incidents.update_vulnerability),
+        )
+        .body_field("vulnerability"),
+        Endpoint::delete(
+            VULN_ID,
+            "deleteVulnerability",
+            "Delete a vulnerability",
+            call!(incidents.delete_vulnerability),
         ),
         Endpoint::get(
             "/api/compliance/whoami/",

@@ -152,6 +152,24 @@ async fn find_incident(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> R
     row.optional()?.ok_or_else(|| not_found(id))
 }
 
+/// Whether an incident exists in the caller's organisation (references from other resources).
+pub(super) async fn incident_ref(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    field: &str,
+    raw: Option<&str>,
+) -> Result<Option<Uuid>> {
+    let Some(id) = opt_uuid(field, raw)? else { return Ok(None) };
+    let found: Option<Uuid> = incidents::table
+        .filter(incidents::organization_id.eq(ctx.organization_id))
+        .filter(incidents::id.eq(id))
+        .select(incidents::id)
+        .first(tx.conn())
+        .await
+        .optional()?;
+    Ok(Some(found.ok_or_else(|| Problem::invalid_field(field, format!("No incident with id {id}")))?))
+}
+
 async fn validate_incident(
     tx: &mut Tx,
     ctx: &RequestCtx,

@@ -2,6 +2,7 @@
 //! (errors, the transaction, audit, reference checks, filter parsing) is here.
 
 mod incidents;
+mod vulnerabilities;
 
 use custos_audit_chain::{Change, record};
 use custos_core::ctx::Access;
