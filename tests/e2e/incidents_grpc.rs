@@ -215,3 +215,118 @@ async fn every_vulnerability_rpc_works_end_to_end() {
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(s.audit_count(org.id, "delete", "vulnerability").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_and_plan_rpcs_work_end_to_end() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let mut c = IncidentsServiceClient::new(s.grpc(Some(&org.editor)).await);
+
+    let cp = c
+        .create_compliance_checkpoint(pb::CreateComplianceCheckpointRequest {
+            checkpoint: Some(pb::ComplianceCheckpointInput {
+                name: "SOC 2 readiness".into(),
+                due_date: Some("2024-06-30".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cp.status, "PLANNED");
+    assert!(cp.overdue);
+    let got = c
+        .get_compliance_checkpoint(pb::GetComplianceCheckpointRequest { id: cp.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, cp);
+    let list = c
+        .list_compliance_checkpoints(pb::ListComplianceCheckpointsRequest {
+            status: Some("PLANNED,IN_PROGRESS".into()),
+            overdue: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.results, vec![cp.clone()]);
+    let done = c
+        .update_compliance_checkpoint(pb::UpdateComplianceCheckpointRequest {
+            id: cp.id.clone(),
+            checkpoint: Some(pb::ComplianceCheckpointInput {
+                status: Some("COMPLETED".into()),
+                completed_date: Some("2024-06-28".into()),
+                ..Default::default()
+            }),
+            update_mask: vec!["status".into(), "completed_date".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.completed_date.as_deref(), Some("2024-06-28"));
+    assert!(!done.overdue);
+    let err = c
+        .list_compliance_checkpoints(pb::ListComplianceCheckpointsRequest {
+            status: Some("PLANNED,NOPE".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    c.delete_compliance_checkpoint(pb::DeleteComplianceCheckpointRequest { id: cp.id.clone() }).await.unwrap();
+
+    let plan = c
+        .create_incident_response_plan(pb::CreateIncidentResponsePlanRequest {
+            plan: Some(pb::IncidentResponsePlanInput {
+                name: "Ransomware".into(),
+                incident_type: "MALWARE".into(),
+                severity: "CRITICAL".into(),
+                initial_response: "Disconnect hosts".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(plan.is_active);
+    assert_eq!(plan.version, "1.0");
+    let got = c
+        .get_incident_response_plan(pb::GetIncidentResponsePlanRequest { id: plan.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, plan);
+    let list = c
+        .list_incident_response_plans(pb::ListIncidentResponsePlansRequest {
+            incident_type: Some("MALWARE".into()),
+            is_active: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.results, vec![plan.clone()]);
+    let updated = c
+        .update_incident_response_plan(pb::UpdateIncidentResponsePlanRequest {
+            id: plan.id.clone(),
+            plan: Some(pb::IncidentResponsePlanInput { is_active: Some(false), ..Default::default() }),
+            update_mask: vec!["is_active".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!updated.is_active);
+    assert_eq!(updated.initial_response, "Disconnect hosts");
+    let mut viewer = IncidentsServiceClient::new(s.grpc(Some(&org.viewer)).await);
+    let err = viewer
+        .delete_incident_response_plan(pb::DeleteIncidentResponsePlanRequest { id: plan.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    c.delete_incident_response_plan(pb::DeleteIncidentResponsePlanRequest { id: plan.id.clone() }).await.unwrap();
+    let err = c.get_incident_response_plan(pb::GetIncidentResponsePlanRequest { id: plan.id }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(s.audit_count(org.id, "create", "compliance_checkpoint").await, 1);
+    assert_eq!(s.audit_count(org.id, "delete", "incident_response_plan").await, 1);
+}

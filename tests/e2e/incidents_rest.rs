@@ -467,16 +467,20 @@ async fn a_held_incident_cannot_be_deleted_until_the_hold_is_released() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn openapi_lists_the_incident_endpoints() {
+async fn openapi_lists_the_incident_response_endpoints() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
     let (status, doc) = s.get("/api/schema/", &org.viewer).await;
     assert_eq!(status, 200);
     let paths = &doc["paths"];
-    for method in ["get", "post"] {
-        assert!(paths[INC][method].is_object(), "{method} {INC}");
-    }
-    for method in ["get", "put", "patch", "delete"] {
-        assert!(paths["/api/compliance/incidents/{id}/"][method].is_object(), "{method}");
+    for resource in ["incidents", "vulnerabilities", "compliance-checkpoints", "incident-response-plans"] {
+        let list = format!("/api/compliance/{resource}/");
+        for method in ["get", "post"] {
+            assert!(paths[&list][method].is_object(), "{method} {list}");
+        }
+        let one = format!("/api/compliance/{resource}/{{id}}/");
+        for method in ["get", "put", "patch", "delete"] {
+            assert!(paths[&one][method].is_object(), "{method} {one}");
+        }
     }
 }

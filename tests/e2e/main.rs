@@ -3,6 +3,7 @@
 
 mod audit_chain;
 mod auth_rest;
+mod checkpoints_plans_rest;
 mod frameworks_grpc;
 mod frameworks_rest;
 mod incidents_grpc;

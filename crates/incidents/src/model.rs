@@ -3,10 +3,10 @@
 use custos_core::choice;
 use custos_core::filter::Choice;
 use custos_core::timefmt;
-use custos_db::schema::{incidents, vulnerabilities};
+use custos_db::schema::{compliance_checkpoints, incident_response_plans, incidents, vulnerabilities};
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::sla::Slas;
@@ -77,6 +77,21 @@ impl VulnerabilityStatus {
     pub fn is_open(self) -> bool {
         Self::OPEN_LIKE.contains(&self)
     }
+}
+
+choice! {
+    pub enum CheckpointStatus {
+        Planned = "PLANNED",
+        InProgress = "IN_PROGRESS",
+        Completed = "COMPLETED",
+        Missed = "MISSED",
+        Cancelled = "CANCELLED",
+    }
+}
+
+impl CheckpointStatus {
+    /// Statuses of a checkpoint still ahead: they can be overdue.
+    pub const PENDING: [CheckpointStatus; 2] = [CheckpointStatus::Planned, CheckpointStatus::InProgress];
 }
 
 /// A stored value of a closed set (the database only holds validated values).
@@ -266,6 +281,150 @@ pub struct VulnerabilityFields {
     pub remediated_at: Option<OffsetDateTime>,
     pub incident_id: Option<Uuid>,
     pub assigned_to: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = compliance_checkpoints)]
+pub struct CheckpointRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub framework_id: Option<Uuid>,
+    pub status: String,
+    pub scheduled_date: Option<Date>,
+    pub due_date: Option<Date>,
+    pub completed_date: Option<Date>,
+    pub owner: Option<Uuid>,
+    pub notes: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl CheckpointRow {
+    pub fn to_pb(&self, today: Date) -> pb::ComplianceCheckpoint {
+        let pending = CheckpointStatus::PENDING.contains(&stored(&self.status, CheckpointStatus::Planned));
+        pb::ComplianceCheckpoint {
+            id: self.id.to_string(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            framework: self.framework_id.map(|f| f.to_string()),
+            status: self.status.clone(),
+            scheduled_date: self.scheduled_date.map(timefmt::date),
+            due_date: self.due_date.map(timefmt::date),
+            completed_date: self.completed_date.map(timefmt::date),
+            owner: self.owner.map(|u| u.to_string()),
+            notes: self.notes.clone(),
+            overdue: pending && self.due_date.is_some_and(|d| d < today),
+            created_at: timefmt::timestamp(self.created_at),
+            updated_at: timefmt::timestamp(self.updated_at),
+        }
+    }
+
+    pub fn to_input(&self) -> pb::ComplianceCheckpointInput {
+        pb::ComplianceCheckpointInput {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            framework: self.framework_id.map(|f| f.to_string()),
+            status: Some(self.status.clone()),
+            scheduled_date: self.scheduled_date.map(timefmt::date),
+            due_date: self.due_date.map(timefmt::date),
+            completed_date: self.completed_date.map(timefmt::date),
+            owner: self.owner.map(|u| u.to_string()),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, AsChangeset, Insertable)]
+#[diesel(table_name = compliance_checkpoints, treat_none_as_null = true)]
+pub struct CheckpointFields {
+    pub name: String,
+    pub description: String,
+    pub framework_id: Option<Uuid>,
+    pub status: String,
+    pub scheduled_date: Option<Date>,
+    pub due_date: Option<Date>,
+    pub completed_date: Option<Date>,
+    pub owner: Option<Uuid>,
+    pub notes: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = incident_response_plans)]
+pub struct PlanRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub incident_type: String,
+    pub severity: String,
+    pub detection_procedures: String,
+    pub initial_response: String,
+    pub escalation_path: String,
+    pub investigation_procedures: String,
+    pub recovery_procedures: String,
+    pub primary_contact: Option<Uuid>,
+    pub is_active: bool,
+    pub review_date: Option<Date>,
+    pub version: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl PlanRow {
+    pub fn to_pb(&self) -> pb::IncidentResponsePlan {
+        pb::IncidentResponsePlan {
+            id: self.id.to_string(),
+            name: self.name.clone(),
+            incident_type: self.incident_type.clone(),
+            severity: self.severity.clone(),
+            detection_procedures: self.detection_procedures.clone(),
+            initial_response: self.initial_response.clone(),
+            escalation_path: self.escalation_path.clone(),
+            investigation_procedures: self.investigation_procedures.clone(),
+            recovery_procedures: self.recovery_procedures.clone(),
+            primary_contact: self.primary_contact.map(|u| u.to_string()),
+            is_active: self.is_active,
+            review_date: self.review_date.map(timefmt::date),
+            version: self.version.clone(),
+            created_at: timefmt::timestamp(self.created_at),
+            updated_at: timefmt::timestamp(self.updated_at),
+        }
+    }
+
+    pub fn to_input(&self) -> pb::IncidentResponsePlanInput {
+        pb::IncidentResponsePlanInput {
+            name: self.name.clone(),
+            incident_type: self.incident_type.clone(),
+            severity: self.severity.clone(),
+            detection_procedures: self.detection_procedures.clone(),
+            initial_response: self.initial_response.clone(),
+            escalation_path: self.escalation_path.clone(),
+            investigation_procedures: self.investigation_procedures.clone(),
+            recovery_procedures: self.recovery_procedures.clone(),
+            primary_contact: self.primary_contact.map(|u| u.to_string()),
+            is_active: Some(self.is_active),
+            review_date: self.review_date.map(timefmt::date),
+            version: self.version.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, AsChangeset, Insertable)]
+#[diesel(table_name = incident_response_plans, treat_none_as_null = true)]
+pub struct PlanFields {
+    pub name: String,
+    pub incident_type: String,
+    pub severity: String,
+    pub detection_procedures: String,
+    pub initial_response: String,
+    pub escalation_path: String,
+    pub investigation_procedures: String,
+    pub recovery_procedures: String,
+    pub primary_contact: Option<Uuid>,
+    pub is_active: bool,
+    pub review_date: Option<Date>,
+    pub version: String,
 }
 
 /// Whether `raw` is a CVE identifier: `CVE-`, a four-digit year, `-`, four or more digits.

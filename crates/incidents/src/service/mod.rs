@@ -1,7 +1,9 @@
 //! Every incident-response operation, written once. One submodule per resource; what they share
 //! (errors, the transaction, audit, reference checks, filter parsing) is here.
 
+mod checkpoints;
 mod incidents;
+mod plans;
 mod vulnerabilities;
 
 use custos_audit_chain::{Change, record};
