@@ -108,7 +108,7 @@ async fn upload_download_custody_verify_and_holds_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(hold.evidence, [e.id.clone()]);
+    assert_eq!(hold.evidence, std::slice::from_ref(&e.id));
     let listed = holds
         .list_legal_holds(pb::ListLegalHoldsRequest { active: Some(true), ..Default::default() })
         .await

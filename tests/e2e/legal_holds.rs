@@ -1,7 +1,7 @@
 //! Legal holds over REST: CRUD and filters, what they cover, enforcement on every deleting path
 //! that exists, release, and tenancy.
 
-use custos_core::{Held, HoldCheck, hold::ensure_not_held};
+use custos_core::{Held, hold::ensure_not_held};
 use custos_testkit::TestServer;
 use serde_json::{Value, json};
 

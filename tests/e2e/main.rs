@@ -3,15 +3,19 @@
 
 mod audit_chain;
 mod auth_rest;
+mod checkpoints_plans_rest;
 mod evidence_grpc;
 mod evidence_rest;
 mod frameworks_grpc;
 mod frameworks_rest;
+mod incidents_grpc;
+mod incidents_rest;
 mod legal_holds;
 mod platform;
 mod requirements_rest;
 mod schema_drift;
 mod tenancy;
+mod vulnerabilities_rest;
 
 use custos_testkit::{TestOrg, TestServer};
 use serde_json::{Value, json};
@@ -73,4 +77,53 @@ pub fn column(page: &Value, field: &str) -> Vec<String> {
             other => other.to_string(),
         })
         .collect()
+}
+
+/// `results[*].id` of a list page, sorted (for comparing result sets).
+pub fn ids(page: &Value) -> Vec<String> {
+    let mut ids = column(page, "id");
+    ids.sort();
+    ids
+}
+
+/// The given resources' ids, sorted.
+pub fn sorted_ids(items: &[&Value]) -> Vec<String> {
+    let mut ids: Vec<String> = items.iter().map(|v| id(v)).collect();
+    ids.sort();
+    ids
+}
+
+/// A timestamp `offset` from now, whole seconds, RFC 3339 (as a client would send it).
+pub fn ts(offset: time::Duration) -> String {
+    let t = (time::OffsetDateTime::now_utc() + offset).replace_nanosecond(0).expect("valid");
+    t.format(&time::format_description::well_known::Rfc3339).expect("format")
+}
+
+pub fn parse_ts(v: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(v.as_str().expect("timestamp string"), &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
+/// Runs SQL as the database superuser (bypassing RLS), e.g. to set up legal holds.
+pub async fn superuser_sql(s: &TestServer, sql: &str) {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = s.db.superuser().await;
+    conn.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The audit entries about one resource, newest first (queued entries are sequenced first).
+pub async fn audit_entries(s: &TestServer, org: &TestOrg, resource_id: &str) -> Vec<Value> {
+    let (status, cp) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 201, "{cp}");
+    let (status, page) = s.get(&format!("/api/compliance/audit-log/?resource_id={resource_id}"), &org.auditor).await;
+    assert_eq!(status, 200, "{page}");
+    page["results"].as_array().expect("results").clone()
+}
+
+/// The user id behind a test token's role (users are `<role>@<slug>.test`).
+pub async fn user_id(s: &TestServer, org: &TestOrg, role: &str) -> String {
+    let (status, me) = s.get("/api/compliance/whoami/", org.token(role.parse().expect("role"))).await;
+    assert_eq!(status, 200, "{me}");
+    let _ = org;
+    me["user_id"].as_str().map(str::to_owned).unwrap_or_else(|| panic!("whoami has no user_id: {me}"))
 }

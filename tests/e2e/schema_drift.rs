@@ -47,6 +47,26 @@ async fn hand_written_schema_matches_the_migrations() {
             "audit_checkpoints",
             diesel::debug_query::<Pg, _>(&audit_checkpoints::table.select(audit_checkpoints::all_columns)).to_string(),
         ),
+        ("incidents", diesel::debug_query::<Pg, _>(&incidents::table.select(incidents::all_columns)).to_string()),
+        ("legal_holds", diesel::debug_query::<Pg, _>(&legal_holds::table.select(legal_holds::all_columns)).to_string()),
+        (
+            "legal_hold_items",
+            diesel::debug_query::<Pg, _>(&legal_hold_items::table.select(legal_hold_items::all_columns)).to_string(),
+        ),
+        (
+            "incident_response_plans",
+            diesel::debug_query::<Pg, _>(&incident_response_plans::table.select(incident_response_plans::all_columns))
+                .to_string(),
+        ),
+        (
+            "vulnerabilities",
+            diesel::debug_query::<Pg, _>(&vulnerabilities::table.select(vulnerabilities::all_columns)).to_string(),
+        ),
+        (
+            "compliance_checkpoints",
+            diesel::debug_query::<Pg, _>(&compliance_checkpoints::table.select(compliance_checkpoints::all_columns))
+                .to_string(),
+        ),
     ];
     for (table, sql) in tables {
         let mut expected = diesel_columns(sql);

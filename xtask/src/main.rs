@@ -20,7 +20,9 @@ fn main() -> ExitCode {
         Some("pg") => pg_command(args.get(1).map(String::as_str)),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | bench upload [--mib N] | pg start|stop|url>");
+            eprintln!(
+                "usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | bench upload [--mib N] | pg start|stop|url>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -128,9 +128,8 @@ pub async fn run(args: &[String]) {
     // Verification: re-read and re-hash the stored object.
     reset_peak();
     let started = Instant::now();
-    let (status, v) = s
-        .post(&format!("/api/compliance/evidence/{id}/verify_evidence/"), &org.editor, serde_json::json!({}))
-        .await;
+    let (status, v) =
+        s.post(&format!("/api/compliance/evidence/{id}/verify_evidence/"), &org.editor, serde_json::json!({})).await;
     assert_eq!((status.as_u16(), v["result"].as_str()), (200, Some("MATCH")), "{v}");
     report("verify_evidence (re-read + both digests)", size, started);
 

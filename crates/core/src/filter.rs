@@ -2,7 +2,7 @@
 //! parameter — an unknown enum value or a malformed date is an error, never an empty list.
 
 use time::format_description::well_known::Rfc3339;
-use time::{Date, OffsetDateTime};
+use time::{Date, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::error::Problem;
@@ -61,14 +61,10 @@ pub fn parse_opt_date(field: &str, raw: Option<&str>) -> Result<Option<Date>, Pr
     }
 }
 
-/// An RFC 3339 timestamp, or a plain date meaning its first instant in UTC.
+/// An RFC 3339 timestamp (`2024-03-01T09:30:00Z`, any offset), normalised to UTC.
 pub fn parse_timestamp(field: &str, raw: &str) -> Result<OffsetDateTime, Problem> {
-    let raw = raw.trim();
-    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
-        return Ok(t);
-    }
-    Date::parse(raw, DATE_FORMAT).map(|d| d.midnight().assume_utc()).map_err(|_| {
-        Problem::invalid_field(field, format!("{raw:?} is not an RFC 3339 timestamp (2024-05-01T12:00:00Z) or a date"))
+    OffsetDateTime::parse(raw.trim(), &Rfc3339).map(|t| t.to_offset(UtcOffset::UTC)).map_err(|_| {
+        Problem::invalid_field(field, format!("{raw:?} is not an RFC 3339 timestamp (e.g. 2024-03-01T09:30:00Z)"))
     })
 }
 
@@ -77,6 +73,31 @@ pub fn parse_opt_timestamp(field: &str, raw: Option<&str>) -> Result<Option<Offs
         None | Some("") => Ok(None),
         Some(s) => parse_timestamp(field, s).map(Some),
     }
+}
+
+/// Which end of a day a date-only time filter stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayEdge {
+    /// `…_after=2024-03-01`: from the start of that day (UTC).
+    Start,
+    /// `…_before=2024-03-01`: up to the end of that day (UTC), i.e. before the next day starts.
+    End,
+}
+
+/// A time filter bound (`occurred_after`, `due_before`, …): an RFC 3339 timestamp, or an ISO date
+/// standing for the start or the end of that day in UTC. Either way the bound is inclusive.
+pub fn parse_opt_time_bound(field: &str, raw: Option<&str>, edge: DayEdge) -> Result<Option<OffsetDateTime>, Problem> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
+    if let Ok(date) = Date::parse(raw, DATE_FORMAT) {
+        let start = date.midnight().assume_utc();
+        return Ok(Some(match edge {
+            DayEdge::Start => start,
+            DayEdge::End => start + time::Duration::DAY - time::Duration::MICROSECOND,
+        }));
+    }
+    OffsetDateTime::parse(raw, &Rfc3339).map(|t| Some(t.to_offset(UtcOffset::UTC))).map_err(|_| {
+        Problem::invalid_field(field, format!("{raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp"))
+    })
 }
 
 pub fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, Problem> {
@@ -137,5 +158,19 @@ mod tests {
         assert!(parse_date("d", "2024-02-30").is_err());
         assert_eq!(parse_date("d", "2024-02-29").unwrap().to_string(), "2024-02-29");
         assert_eq!(contains_pattern(" 50%_a\\ "), "%50\\%\\_a\\\\%");
+    }
+
+    #[test]
+    fn timestamps_and_time_bounds() {
+        let t = parse_timestamp("t", "2024-03-01T10:30:00+01:00").unwrap();
+        assert_eq!(crate::timefmt::timestamp(t), "2024-03-01T09:30:00.000000Z");
+        assert!(parse_timestamp("t", "2024-03-01").is_err());
+        let start = parse_opt_time_bound("a", Some("2024-03-01"), DayEdge::Start).unwrap().unwrap();
+        assert_eq!(crate::timefmt::timestamp(start), "2024-03-01T00:00:00.000000Z");
+        let end = parse_opt_time_bound("b", Some("2024-03-01"), DayEdge::End).unwrap().unwrap();
+        assert_eq!(crate::timefmt::timestamp(end), "2024-03-01T23:59:59.999999Z");
+        let err = parse_opt_time_bound("occurred_after", Some("yesterday"), DayEdge::Start).unwrap_err();
+        assert_eq!(err.error, "Invalid value for 'occurred_after'");
+        assert_eq!(parse_opt_time_bound("a", Some(" "), DayEdge::Start).unwrap(), None);
     }
 }

@@ -175,6 +175,68 @@ diesel::table! {
         assigned_to -> Nullable<Uuid>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        responded_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    incident_response_plans (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        incident_type -> Text,
+        severity -> Text,
+        detection_procedures -> Text,
+        initial_response -> Text,
+        escalation_path -> Text,
+        investigation_procedures -> Text,
+        recovery_procedures -> Text,
+        primary_contact -> Nullable<Uuid>,
+        is_active -> Bool,
+        review_date -> Nullable<Date>,
+        version -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    vulnerabilities (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        title -> Text,
+        description -> Text,
+        severity -> Text,
+        status -> Text,
+        cve_id -> Nullable<Text>,
+        cvss_score -> Nullable<Float8>,
+        affected_asset -> Text,
+        discovered_at -> Timestamptz,
+        sla_days -> Int4,
+        due_at -> Timestamptz,
+        remediated_at -> Nullable<Timestamptz>,
+        incident_id -> Nullable<Uuid>,
+        assigned_to -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    compliance_checkpoints (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        description -> Text,
+        framework_id -> Nullable<Uuid>,
+        status -> Text,
+        scheduled_date -> Nullable<Date>,
+        due_date -> Nullable<Date>,
+        completed_date -> Nullable<Date>,
+        owner -> Nullable<Uuid>,
+        notes -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -286,5 +348,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     legal_hold_items,
     evidence,
     evidence_requirements,
-    custody_records
+    custody_records,
+    incident_response_plans,
+    vulnerabilities,
+    compliance_checkpoints
 );

@@ -6,7 +6,10 @@ use std::fmt::Display;
 use bytes::Bytes;
 use custos_audit_chain::{Change, record};
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_opt_timestamp, parse_uuid};
+use custos_core::filter::{
+    self, Choice, DayEdge, contains_pattern, parse_id, parse_opt_date, parse_opt_time_bound, parse_opt_timestamp,
+    parse_uuid,
+};
 use custos_core::hold::ensure_not_held;
 use custos_core::{Held, PageRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
 use custos_db::schema::{evidence, evidence_requirements, incidents, requirements};
@@ -839,8 +842,8 @@ impl EvidenceFilters {
             },
             expired: req.expired,
             today,
-            collected_after: parse_opt_timestamp("collected_after", req.collected_after.as_deref())?,
-            collected_before: parse_opt_timestamp("collected_before", req.collected_before.as_deref())?,
+            collected_after: parse_opt_time_bound("collected_after", req.collected_after.as_deref(), DayEdge::Start)?,
+            collected_before: parse_opt_time_bound("collected_before", req.collected_before.as_deref(), DayEdge::End)?,
         })
     }
 

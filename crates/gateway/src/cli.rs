@@ -12,7 +12,7 @@ use custos_audit_chain::note::NoteSigner;
 use custos_audit_chain::{AuditChain, SequencerConfig};
 use ed25519_dalek::SigningKey;
 
-use crate::config::{AuditConfig, Config, EvidenceConfig, check_database_url};
+use crate::config::{AuditConfig, Config, EvidenceConfig, check_database_url, slas_from_env};
 use crate::server::{self, App};
 
 #[derive(Debug, Parser)]
@@ -33,6 +33,10 @@ pub enum Command {
     /// CUSTOS_JWT_RS256_PUBLIC_KEY / CUSTOS_JWT_RS256_PUBLIC_KEY_FILE, CUSTOS_JWT_ISSUER,
     /// CUSTOS_JWT_AUDIENCE, CUSTOS_LOG_FORMAT (text|json), RUST_LOG (info),
     /// CUSTOS_BLOB_STORE (file://<CUSTOS_DATA_DIR>/blobs), CUSTOS_MAX_UPLOAD_BYTES (10 GiB).
+    ///
+    /// Service levels: CUSTOS_INCIDENT_CRITICAL_SLA_MINUTES (15), CUSTOS_INCIDENT_NORMAL_SLA_MINUTES
+    /// (30), CUSTOS_INCIDENT_RESOLUTION_SLA_HOURS (4), CUSTOS_VULN_SLA_CRITICAL_DAYS (3),
+    /// CUSTOS_VULN_SLA_HIGH_DAYS (14), CUSTOS_VULN_SLA_MEDIUM_DAYS (30), CUSTOS_VULN_SLA_LOW_DAYS (90).
     Serve,
     /// Apply pending database migrations (creates the restricted `custos_app` role if needed).
     Migrate(DbArgs),
@@ -180,7 +184,7 @@ async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
     let unused_signer = NoteSigner::new(DEFAULT_ORIGIN, SigningKey::from_bytes(&rand::random()));
     let chain = AuditChain::new(db.clone(), unused_signer, vec![], SequencerConfig::default());
-    App::new(db, chain, &EvidenceConfig::from_env(&data_dir())?)
+    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
 }
 
 /// The services with the configured audit signing key, for the audit commands.
@@ -188,7 +192,7 @@ async fn audit_app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
     let config = AuditConfig::from_env(&data_dir())?;
     let chain = server::audit_chain(db.clone(), &config)?;
-    App::new(db, chain, &EvidenceConfig::from_env(&data_dir())?)
+    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
 }
 
 fn data_dir() -> std::path::PathBuf {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use custos_audit_chain::keys::{DEFAULT_ORIGIN, KeyConfig};
 use custos_identity::{JwtConfig, JwtKey};
+pub use custos_incidents::Slas;
 
 #[derive(Clone)]
 pub struct Config {
@@ -21,6 +22,8 @@ pub struct Config {
     pub log_json: bool,
     pub audit: AuditConfig,
     pub evidence: EvidenceConfig,
+    /// Incident response and vulnerability remediation SLAs.
+    pub slas: Slas,
 }
 
 /// Where evidence files are stored and how large they may be.
@@ -58,6 +61,26 @@ pub struct AuditConfig {
     pub keys: KeyConfig,
     pub checkpoint_interval_ms: u64,
     pub retention_days: u32,
+}
+
+/// The SLAs from `CUSTOS_INCIDENT_*` and `CUSTOS_VULN_SLA_*_DAYS` (the seed's values by default).
+pub fn slas_from_env() -> Result<Slas, ConfigError> {
+    let d = Slas::default();
+    Ok(Slas {
+        incident_critical_response_minutes: positive(
+            "CUSTOS_INCIDENT_CRITICAL_SLA_MINUTES",
+            d.incident_critical_response_minutes,
+        )?,
+        incident_normal_response_minutes: positive(
+            "CUSTOS_INCIDENT_NORMAL_SLA_MINUTES",
+            d.incident_normal_response_minutes,
+        )?,
+        incident_resolution_hours: positive("CUSTOS_INCIDENT_RESOLUTION_SLA_HOURS", d.incident_resolution_hours)?,
+        vuln_critical_days: positive("CUSTOS_VULN_SLA_CRITICAL_DAYS", d.vuln_critical_days)?,
+        vuln_high_days: positive("CUSTOS_VULN_SLA_HIGH_DAYS", d.vuln_high_days)?,
+        vuln_medium_days: positive("CUSTOS_VULN_SLA_MEDIUM_DAYS", d.vuln_medium_days)?,
+        vuln_low_days: positive("CUSTOS_VULN_SLA_LOW_DAYS", d.vuln_low_days)?,
+    })
 }
 
 impl AuditConfig {
@@ -143,6 +166,7 @@ impl Config {
         Ok(Config {
             audit: AuditConfig::from_env(&data_dir)?,
             evidence: EvidenceConfig::from_env(&data_dir)?,
+            slas: slas_from_env()?,
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,

@@ -14,10 +14,12 @@ use custos_db::{Db, DbConfig, Holds};
 use custos_evidence::{BlobStore, EvidenceService, LegalHoldCheck, LegalHoldsService};
 use custos_frameworks::FrameworksService;
 use custos_identity::{Authenticator, IdentityService};
+use custos_incidents::{IncidentsService, Slas};
 use custos_proto::v1::audit_service_server::AuditServiceServer;
 use custos_proto::v1::evidence_service_server::EvidenceServiceServer;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
 use custos_proto::v1::identity_service_server::IdentityServiceServer;
+use custos_proto::v1::incidents_service_server::IncidentsServiceServer;
 use custos_proto::v1::legal_holds_service_server::LegalHoldsServiceServer;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -37,6 +39,7 @@ pub struct App {
     pub identity: IdentityService,
     pub frameworks: FrameworksService,
     pub audit: AuditService,
+    pub incidents: IncidentsService,
     /// The legal-hold check handed to every service that deletes or disposes data.
     pub holds: Holds,
     pub evidence: EvidenceService,
@@ -44,7 +47,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(db: Db, chain: AuditChain, evidence: &EvidenceConfig) -> anyhow::Result<Self> {
+    pub fn new(db: Db, chain: AuditChain, slas: Slas, evidence: &EvidenceConfig) -> anyhow::Result<Self> {
         let holds: Holds = Arc::new(LegalHoldCheck);
         let blobs = BlobStore::from_url(&evidence.blob_store).map_err(|e| anyhow::anyhow!("CUSTOS_BLOB_STORE: {e}"))?;
         Ok(App {
@@ -53,6 +56,7 @@ impl App {
             audit: AuditService::new(chain),
             evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
             legal_holds: LegalHoldsService::new(db.clone()),
+            incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
             holds,
             db,
         })
@@ -173,7 +177,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
     let chain = audit_chain(db.clone(), &config.audit)?;
-    let app = App::new(db.clone(), chain.clone(), &config.evidence)?;
+    let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence)?;
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
     let edge = Edge { authenticator, limits: limits.clone() };
@@ -311,6 +315,7 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
     health_reporter.set_serving::<AuditServiceServer<AuditService>>().await;
     health_reporter.set_serving::<EvidenceServiceServer<EvidenceService>>().await;
     health_reporter.set_serving::<LegalHoldsServiceServer<LegalHoldsService>>().await;
+    health_reporter.set_serving::<IncidentsServiceServer<IncidentsService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -326,7 +331,8 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
         .add_service(IdentityServiceServer::new(app.identity.clone()))
         .add_service(AuditServiceServer::new(app.audit.clone()))
         .add_service(EvidenceServiceServer::new(app.evidence.clone()))
-        .add_service(LegalHoldsServiceServer::new(app.legal_holds.clone()));
+        .add_service(LegalHoldsServiceServer::new(app.legal_holds.clone()))
+        .add_service(IncidentsServiceServer::new(app.incidents.clone()));
     Ok(routes.into_axum_router().layer(axum::middleware::from_fn_with_state(edge, edge::middleware)))
 }
 

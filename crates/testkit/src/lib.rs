@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use custos_core::Role;
 use custos_db::Db;
+pub use custos_gateway::config::Slas;
 use custos_gateway::{Config, RunningServer};
 use custos_identity::JwtConfig;
 use diesel_async::RunQueryDsl;
@@ -141,6 +142,8 @@ pub struct ServerOptions {
     pub db_max_connections: Option<usize>,
     /// `CUSTOS_MAX_UPLOAD_BYTES` (default 64 MiB in tests).
     pub max_upload_bytes: Option<u64>,
+    /// Incident and vulnerability SLAs (default: the seed's).
+    pub slas: Option<Slas>,
 }
 
 /// A running gateway over its own database.
@@ -226,6 +229,7 @@ impl TestServer {
                 blob_store: format!("file://{}", data_dir.join("blobs").display()),
                 max_upload_bytes: options.max_upload_bytes.unwrap_or(64 * 1024 * 1024),
             },
+            slas: options.slas.unwrap_or_default(),
         };
         let server = custos_gateway::server::start(&config).await.expect("start gateway");
         TestServer {

@@ -27,6 +27,14 @@ pub fn endpoints() -> Vec<Endpoint> {
     const EV_ID: &str = "/api/compliance/evidence/{id}/";
     const HOLDS: &str = "/api/compliance/legal-holds/";
     const HOLD_ID: &str = "/api/compliance/legal-holds/{id}/";
+    const INC: &str = "/api/compliance/incidents/";
+    const INC_ID: &str = "/api/compliance/incidents/{id}/";
+    const VULN: &str = "/api/compliance/vulnerabilities/";
+    const VULN_ID: &str = "/api/compliance/vulnerabilities/{id}/";
+    const CP: &str = "/api/compliance/compliance-checkpoints/";
+    const CP_ID: &str = "/api/compliance/compliance-checkpoints/{id}/";
+    const PLAN: &str = "/api/compliance/incident-response-plans/";
+    const PLAN_ID: &str = "/api/compliance/incident-response-plans/{id}/";
     vec![
         Endpoint::get(FW, "listFrameworks", "List regulatory frameworks", call!(frameworks.list_frameworks)).list(),
         Endpoint::post(FW, "createFramework", "Create a framework", call!(frameworks.create_framework))
@@ -163,6 +171,114 @@ pub fn endpoints() -> Vec<Endpoint> {
             "releaseLegalHold",
             "Release the hold, with a reason (admins)",
             call!(legal_holds.release_legal_hold),
+        ),
+        Endpoint::get(INC, "listIncidents", "List incidents", call!(incidents.list_incidents)).list(),
+        Endpoint::post(INC, "createIncident", "Report an incident", call!(incidents.create_incident))
+            .body_field("incident")
+            .created(),
+        Endpoint::get(INC_ID, "getIncident", "Get an incident", call!(incidents.get_incident)),
+        Endpoint::put(INC_ID, "replaceIncident", "Replace an incident", call!(incidents.update_incident))
+            .body_field("incident"),
+        Endpoint::patch(INC_ID, "updateIncident", "Partially update an incident", call!(incidents.update_incident))
+            .body_field("incident"),
+        Endpoint::delete(
+            INC_ID,
+            "deleteIncident",
+            "Delete an incident (refused under legal hold)",
+            call!(incidents.delete_incident),
+        ),
+        Endpoint::get(VULN, "listVulnerabilities", "List vulnerabilities", call!(incidents.list_vulnerabilities))
+            .list(),
+        Endpoint::post(VULN, "createVulnerability", "Record a vulnerability", call!(incidents.create_vulnerability))
+            .body_field("vulnerability")
+            .created(),
+        Endpoint::get(VULN_ID, "getVulnerability", "Get a vulnerability", call!(incidents.get_vulnerability)),
+        Endpoint::put(
+            VULN_ID,
+            "replaceVulnerability",
+            "Replace a vulnerability",
+            call!(incidents.update_vulnerability),
+        )
+        .body_field("vulnerability"),
+        Endpoint::patch(
+            VULN_ID,
+            "updateVulnerability",
+            "Partially update a vulnerability",
+            call!(incidents.update_vulnerability),
+        )
+        .body_field("vulnerability"),
+        Endpoint::delete(
+            VULN_ID,
+            "deleteVulnerability",
+            "Delete a vulnerability",
+            call!(incidents.delete_vulnerability),
+        ),
+        Endpoint::get(
+            CP,
+            "listComplianceCheckpoints",
+            "List compliance checkpoints",
+            call!(incidents.list_checkpoints),
+        )
+        .list(),
+        Endpoint::post(
+            CP,
+            "createComplianceCheckpoint",
+            "Schedule a compliance checkpoint",
+            call!(incidents.create_checkpoint),
+        )
+        .body_field("checkpoint")
+        .created(),
+        Endpoint::get(CP_ID, "getComplianceCheckpoint", "Get a compliance checkpoint", call!(incidents.get_checkpoint)),
+        Endpoint::put(
+            CP_ID,
+            "replaceComplianceCheckpoint",
+            "Replace a compliance checkpoint",
+            call!(incidents.update_checkpoint),
+        )
+        .body_field("checkpoint"),
+        Endpoint::patch(
+            CP_ID,
+            "updateComplianceCheckpoint",
+            "Partially update a compliance checkpoint",
+            call!(incidents.update_checkpoint),
+        )
+        .body_field("checkpoint"),
+        Endpoint::delete(
+            CP_ID,
+            "deleteComplianceCheckpoint",
+            "Delete a compliance checkpoint",
+            call!(incidents.delete_checkpoint),
+        ),
+        Endpoint::get(PLAN, "listIncidentResponsePlans", "List incident response plans", call!(incidents.list_plans))
+            .list(),
+        Endpoint::post(
+            PLAN,
+            "createIncidentResponsePlan",
+            "Create an incident response plan",
+            call!(incidents.create_plan),
+        )
+        .body_field("plan")
+        .created(),
+        Endpoint::get(PLAN_ID, "getIncidentResponsePlan", "Get an incident response plan", call!(incidents.get_plan)),
+        Endpoint::put(
+            PLAN_ID,
+            "replaceIncidentResponsePlan",
+            "Replace an incident response plan",
+            call!(incidents.update_plan),
+        )
+        .body_field("plan"),
+        Endpoint::patch(
+            PLAN_ID,
+            "updateIncidentResponsePlan",
+            "Partially update an incident response plan",
+            call!(incidents.update_plan),
+        )
+        .body_field("plan"),
+        Endpoint::delete(
+            PLAN_ID,
+            "deleteIncidentResponsePlan",
+            "Delete an incident response plan",
+            call!(incidents.delete_plan),
         ),
         Endpoint::get(
             "/api/compliance/whoami/",
