@@ -540,3 +540,41 @@ async fn another_tenant_cannot_see_or_touch_evidence() {
     let (_, mine) = s.get(&format!("{EV}{eid}/"), &a.viewer).await;
     assert_eq!(actions(&mine), ["COLLECTED"], "nothing happened to it");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_or_disposed_evidence_no_longer_counts_towards_requirements() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let fw = create_framework(&s, &org, seed_gdpr_body()).await;
+    let req = id(&create_requirement(&s, &org, &id(&fw), "Art. 32", json!({})).await);
+    let today = time::OffsetDateTime::now_utc().date();
+    let day = |d: i64| (today + time::Duration::days(d)).to_string();
+    for (title, valid_until) in
+        [("fresh", Some(day(30))), ("expires today", Some(day(0))), ("stale", Some(day(-1))), ("open-ended", None)]
+    {
+        create(
+            &s,
+            &org,
+            json!({ "title": title, "evidence_type": "REPORT", "compliance_requirements": [req], "valid_until": valid_until }),
+        )
+        .await;
+    }
+    async fn counts(s: &TestServer, token: String, req: String) -> (i64, i64) {
+        let (_, r) = s.get(&format!("/api/compliance/requirements/{req}/"), &token).await;
+        (r["evidence_count"].as_i64().unwrap(), r["expired_evidence_count"].as_i64().unwrap())
+    }
+    assert_eq!(counts(&s, org.viewer.clone(), req.clone()).await, (3, 1));
+
+    let (_, page) = s.get(&format!("{EV}?search=open-ended"), &org.viewer).await;
+    let open_ended = id(&page["results"][0]);
+    let (status, _) =
+        s.post(&format!("{EV}{open_ended}/add_custody_record/"), &org.editor, json!({ "action": "DISPOSED" })).await;
+    assert_eq!(status, 200);
+    assert_eq!(counts(&s, org.viewer.clone(), req.clone()).await, (2, 1), "disposed evidence counts no more");
+    let (_, list) = s.get(&format!("/api/compliance/requirements/?framework={}", id(&fw)), &org.viewer).await;
+    assert_eq!(list["results"][0]["evidence_count"], 2, "lists carry the counts too");
+    // Another tenant's view of the same requirement id: nothing.
+    let other = s.org("globex").await;
+    let (status, _) = s.get(&format!("/api/compliance/requirements/{req}/"), &other.viewer).await;
+    assert_eq!(status, 404);
+}

@@ -24,49 +24,33 @@ fn diesel_columns(sql: String) -> Vec<String> {
 async fn hand_written_schema_matches_the_migrations() {
     let db = TestDb::new().await;
     let mut conn = db.superuser().await;
-    let tables: Vec<(&str, String)> = vec![
-        (
-            "organizations",
-            diesel::debug_query::<Pg, _>(&organizations::table.select(organizations::all_columns)).to_string(),
-        ),
-        ("users", diesel::debug_query::<Pg, _>(&users::table.select(users::all_columns)).to_string()),
-        ("api_tokens", diesel::debug_query::<Pg, _>(&api_tokens::table.select(api_tokens::all_columns)).to_string()),
-        ("frameworks", diesel::debug_query::<Pg, _>(&frameworks::table.select(frameworks::all_columns)).to_string()),
-        (
-            "requirements",
-            diesel::debug_query::<Pg, _>(&requirements::table.select(requirements::all_columns)).to_string(),
-        ),
-        ("audit_queue", diesel::debug_query::<Pg, _>(&audit_queue::table.select(audit_queue::all_columns)).to_string()),
-        ("audit_log", diesel::debug_query::<Pg, _>(&audit_log::table.select(audit_log::all_columns)).to_string()),
-        ("audit_heads", diesel::debug_query::<Pg, _>(&audit_heads::table.select(audit_heads::all_columns)).to_string()),
-        (
-            "audit_tree_nodes",
-            diesel::debug_query::<Pg, _>(&audit_tree_nodes::table.select(audit_tree_nodes::all_columns)).to_string(),
-        ),
-        (
-            "audit_checkpoints",
-            diesel::debug_query::<Pg, _>(&audit_checkpoints::table.select(audit_checkpoints::all_columns)).to_string(),
-        ),
-        ("incidents", diesel::debug_query::<Pg, _>(&incidents::table.select(incidents::all_columns)).to_string()),
-        ("legal_holds", diesel::debug_query::<Pg, _>(&legal_holds::table.select(legal_holds::all_columns)).to_string()),
-        (
-            "legal_hold_items",
-            diesel::debug_query::<Pg, _>(&legal_hold_items::table.select(legal_hold_items::all_columns)).to_string(),
-        ),
-        (
-            "incident_response_plans",
-            diesel::debug_query::<Pg, _>(&incident_response_plans::table.select(incident_response_plans::all_columns))
-                .to_string(),
-        ),
-        (
-            "vulnerabilities",
-            diesel::debug_query::<Pg, _>(&vulnerabilities::table.select(vulnerabilities::all_columns)).to_string(),
-        ),
-        (
-            "compliance_checkpoints",
-            diesel::debug_query::<Pg, _>(&compliance_checkpoints::table.select(compliance_checkpoints::all_columns))
-                .to_string(),
-        ),
+    /// `(table name, the SELECT of all its columns diesel generates)` for each table.
+    macro_rules! selects {
+        ($($t:ident),+ $(,)?) => {
+            vec![$((stringify!($t), diesel::debug_query::<Pg, _>(&$t::table.select($t::all_columns)).to_string())),+]
+        };
+    }
+    let tables: Vec<(&str, String)> = selects![
+        organizations,
+        users,
+        api_tokens,
+        frameworks,
+        requirements,
+        audit_queue,
+        audit_log,
+        audit_heads,
+        audit_tree_nodes,
+        audit_checkpoints,
+        incidents,
+        legal_holds,
+        legal_hold_items,
+        incident_response_plans,
+        vulnerabilities,
+        compliance_checkpoints,
+        evidence,
+        evidence_requirements,
+        custody_records,
+        requirement_evidence,
     ];
     for (table, sql) in tables {
         let mut expected = diesel_columns(sql);

@@ -326,6 +326,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// A view: current and expired evidence per requirement.
+    requirement_evidence (requirement_id) {
+        organization_id -> Uuid,
+        requirement_id -> Uuid,
+        current_count -> BigInt,
+        expired_count -> BigInt,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -351,5 +361,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     custody_records,
     incident_response_plans,
     vulnerabilities,
-    compliance_checkpoints
+    compliance_checkpoints,
+    requirement_evidence
 );

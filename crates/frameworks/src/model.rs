@@ -176,6 +176,9 @@ impl RequirementRow {
             implementation_notes: self.implementation_notes.clone(),
             created_at: timefmt::timestamp(self.created_at),
             updated_at: timefmt::timestamp(self.updated_at),
+            // Filled in from the `requirement_evidence` view by the service.
+            evidence_count: 0,
+            expired_evidence_count: 0,
         }
     }
 

@@ -6,7 +6,7 @@ use custos_audit_chain::{Change, record};
 use custos_core::ctx::Access;
 use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
 use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
-use custos_db::schema::{frameworks, requirements, users};
+use custos_db::schema::{frameworks, requirement_evidence, requirements, users};
 use custos_db::{Db, DbError, Tx};
 use custos_proto::v1 as pb;
 use diesel::dsl::count_star;
@@ -265,12 +265,14 @@ impl FrameworksService {
             .select((RequirementRow::as_select(), frameworks::name))
             .load(tx.conn())
             .await?;
+        let mut results: Vec<pb::Requirement> = rows.iter().map(|(r, name)| r.to_pb(name)).collect();
+        add_evidence_counts(&mut tx, ctx, &mut results).await?;
         tx.commit().await?;
         Ok(pb::ListRequirementsResponse {
             count: info.count,
             next_page: info.next_page,
             previous_page: info.previous_page,
-            results: rows.iter().map(|(r, name)| r.to_pb(name)).collect(),
+            results,
         })
     }
 
@@ -544,7 +546,33 @@ async fn load_requirement_pb(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<
         .await
         .optional()?
         .ok_or_else(|| requirement_not_found(id))?;
-    Ok(row.to_pb(&name))
+    let mut requirement = [row.to_pb(&name)];
+    add_evidence_counts(tx, ctx, &mut requirement).await?;
+    let [requirement] = requirement;
+    Ok(requirement)
+}
+
+/// Fills in how much evidence supports each requirement (the `requirement_evidence` view).
+async fn add_evidence_counts(tx: &mut Tx, ctx: &RequestCtx, requirements: &mut [pb::Requirement]) -> Result<()> {
+    let ids: Vec<Uuid> = requirements.iter().filter_map(|r| r.id.parse().ok()).collect();
+    let counts: HashMap<Uuid, (i64, i64)> = requirement_evidence::table
+        .filter(requirement_evidence::organization_id.eq(ctx.organization_id))
+        .filter(requirement_evidence::requirement_id.eq_any(&ids))
+        .select((
+            requirement_evidence::requirement_id,
+            (requirement_evidence::current_count, requirement_evidence::expired_count),
+        ))
+        .load::<(Uuid, (i64, i64))>(tx.conn())
+        .await?
+        .into_iter()
+        .collect();
+    for r in requirements {
+        if let Some((current, expired)) = r.id.parse().ok().and_then(|id: Uuid| counts.get(&id)) {
+            r.evidence_count = *current;
+            r.expired_evidence_count = *expired;
+        }
+    }
+    Ok(())
 }
 
 fn clean_list(field: &str, values: Vec<String>) -> Result<Vec<String>> {
