@@ -102,7 +102,7 @@ pub async fn run(args: &[String]) {
     report("REST multipart upload (SHA-256 + BLAKE3, fsync)", size, started);
     let id = evidence["id"].as_str().expect("id").to_owned();
 
-    // gRPC: client-streamed upload in 1 MiB messages.
+    // gRPC: client-streamed upload.
     reset_peak();
     let seed = rand_seed();
     let mut client = EvidenceServiceClient::new(s.grpc(Some(&org.editor)).await);
@@ -117,10 +117,19 @@ pub async fn run(args: &[String]) {
             content_type: "application/octet-stream".into(),
         })),
     };
-    let messages = futures::stream::iter(std::iter::once(header)).chain(
-        futures::stream::iter(0..mib)
-            .map(move |i| pb::UploadEvidenceRequest { part: Some(Part::Chunk(chunk(seed, i).to_vec())) }),
-    );
+    // 256 KiB messages: well under tonic's 4 MiB message limit (message size made no difference).
+    let piece: usize = 256 * 1024;
+    let messages =
+        futures::stream::iter(std::iter::once(header)).chain(futures::stream::iter(0..mib).flat_map(move |i| {
+            let data = chunk(seed, i);
+            futures::stream::iter(
+                (0..CHUNK / piece)
+                    .map(move |p| pb::UploadEvidenceRequest {
+                        part: Some(Part::Chunk(data[p * piece..(p + 1) * piece].to_vec())),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }));
     let started = Instant::now();
     client.upload_evidence(messages).await.expect("grpc upload");
     report("gRPC client-streamed upload", size, started);
