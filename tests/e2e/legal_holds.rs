@@ -261,3 +261,43 @@ async fn holds_are_tenant_scoped() {
     let held = s.app().holds.holds_on(tx.conn(), b.id, &Held::Subject("x@acme.test".into())).await.unwrap();
     assert!(held.is_empty());
 }
+
+/// The whole story through the public API only: an incident with evidence, a hold placed on the
+/// incident, and every way of deleting either refused until the hold is released.
+#[tokio::test(flavor = "multi_thread")]
+async fn incident_and_evidence_deletion_through_the_api_respects_holds() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let incident = crate::incidents_rest::create_incident(
+        &s,
+        &org,
+        json!({ "title": "Payroll data leaked", "severity": "CRITICAL", "category": "DATA_BREACH" }),
+    )
+    .await;
+    let iid = id(&incident);
+    let (status, evidence) =
+        s.post(EV, &org.editor, json!({ "title": "Leak notice", "evidence_type": "EMAIL", "incident": iid })).await;
+    assert_eq!(status, 201);
+    let hold = create_hold(&s, &org.editor, json!({ "case_name": "Payroll leak", "case_number": "LIT-9" })).await;
+    let (status, _) =
+        s.post(&format!("{HOLDS}{}/add_incident/", id(&hold)), &org.editor, json!({ "incident_id": iid })).await;
+    assert_eq!(status, 200);
+
+    let (status, err) = s.delete(&format!("/api/compliance/incidents/{iid}/"), &org.admin).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"], "Resource is under legal hold");
+    assert!(err["details"].as_str().unwrap().contains("LIT-9"));
+    let (status, err) = s.delete(&format!("{EV}{}/", id(&evidence)), &org.admin).await;
+    assert_eq!(status, 409, "the incident's evidence is held with it: {err}");
+
+    let (status, _) =
+        s.post(&format!("{HOLDS}{}/release/", id(&hold)), &org.admin, json!({ "reason": "Closed" })).await;
+    assert_eq!(status, 200);
+    let (status, err) = s.delete(&format!("/api/compliance/incidents/{iid}/"), &org.admin).await;
+    assert_eq!(status, 409, "evidence still links to it: {err}");
+    assert_eq!(err["error"], "Incident has linked records");
+    let (status, _) = s.delete(&format!("{EV}{}/", id(&evidence)), &org.admin).await;
+    assert_eq!(status, 204);
+    let (status, _) = s.delete(&format!("/api/compliance/incidents/{iid}/"), &org.admin).await;
+    assert_eq!(status, 204);
+}
