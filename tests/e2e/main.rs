@@ -6,6 +6,7 @@ mod auth_rest;
 mod checkpoints_plans_rest;
 mod evidence_grpc;
 mod evidence_rest;
+mod evidence_s3;
 mod frameworks_grpc;
 mod frameworks_rest;
 mod incidents_grpc;

@@ -6,6 +6,8 @@
 //! * `cargo xtask test [ARGS]` — the whole test suite against real PostgreSQL: the server named by
 //!   `CUSTOS_TEST_DATABASE_URL`/`DATABASE_URL`, else the one on 127.0.0.1:5432, else a private
 //!   cluster. Each test makes its own database. Extra ARGS go to the test runner.
+//! * `cargo xtask test-s3` — the evidence tests that need an S3-compatible object store, against
+//!   moto's S3 server (installed with pip when missing) on a free local port.
 //! * `cargo xtask pg start|stop|url` — manage the private cluster by hand.
 
 mod pg;
@@ -17,11 +19,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(),
         Some("test") => test(&args[1..]),
+        Some("test-s3") => test_s3(),
         Some("pg") => pg_command(args.get(1).map(String::as_str)),
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run | test [ARGS] | bench audit [--entries N] | bench upload [--mib N] | pg start|stop|url>"
+                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | pg start|stop|url>"
             );
             return ExitCode::from(2);
         }
@@ -136,6 +139,85 @@ fn test(extra: &[String]) -> Result {
     }
     cmd.args(extra).env("CUSTOS_TEST_DATABASE_URL", &url);
     status(&mut cmd)
+}
+
+/// Starts moto's S3-compatible server on a free port (installing it with pip if needed), creates
+/// a bucket, and runs the ignored S3 evidence test against it.
+fn test_s3() -> Result {
+    let has_moto = output(Command::new("moto_server").arg("--help")).is_ok_and(|(ok, _, _)| ok);
+    if !has_moto {
+        println!("xtask: installing moto's S3 server (pip install \"moto[server]\")");
+        status(Command::new("python3").args(["-m", "pip", "install", "--quiet", "moto[server]"]))?;
+    }
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let mut server = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start moto_server: {e}"))?;
+    let result = (|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !pg::port_open("127.0.0.1", port) {
+            if std::time::Instant::now() > deadline {
+                return Err("moto_server did not start within 30 s".to_owned());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        create_bucket(port, "custos-test")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let vars = [
+            ("CUSTOS_TEST_S3_URL", "s3://custos-test/ci"),
+            ("AWS_ENDPOINT", endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ];
+        let nextest = output(cargo().args(["nextest", "--version"])).map(|(ok, _, _)| ok).unwrap_or(false);
+        let mut cmd = cargo();
+        if nextest {
+            cmd.args([
+                "nextest",
+                "run",
+                "-p",
+                "custos-e2e",
+                "--run-ignored",
+                "ignored-only",
+                "-E",
+                "test(/evidence_s3/)",
+            ]);
+        } else {
+            cmd.args(["test", "-p", "custos-e2e", "evidence_s3", "--", "--ignored"]);
+        }
+        let url = env("CUSTOS_TEST_DATABASE_URL")
+            .or_else(|| env("DATABASE_URL"))
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        cmd.env("CUSTOS_TEST_DATABASE_URL", url).envs(vars);
+        status(&mut cmd)
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+/// `PUT /<bucket>` on the local S3 server (path-style; moto needs no signature).
+fn create_bucket(port: u16, bucket: &str) -> Result {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    if reply.starts_with("HTTP/1.1 200") || reply.contains("BucketAlreadyOwnedByYou") {
+        Ok(())
+    } else {
+        Err(format!("creating bucket {bucket}: {}", reply.lines().next().unwrap_or_default()))
+    }
 }
 
 /// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]`: release build of

@@ -7,6 +7,9 @@
 //! `<organisation>/blake3/<hh>/<blake3 hex>`: identical content shares one object, and an existing
 //! object is never replaced. Objects are per organisation, so deduplication reveals nothing
 //! across tenants.
+//!
+//! `CUSTOS_BLOB_STORE` names the store: `file:///dir`, or `s3://bucket/prefix` with the usual `AWS_*`
+//! variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP` for other S3-compatible stores).
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -15,9 +18,11 @@ use bytes::Bytes;
 use custos_core::{ErrorKind, Problem, hex};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -113,11 +118,21 @@ impl BlobStore {
             std::fs::create_dir_all(dir).map_err(|e| BlobError::Config(format!("cannot create {dir}: {e}")))?;
             // Evidence must survive a crash once accepted: fsync files and directories.
             Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BlobError::Config(format!("{url}: name the bucket (s3://bucket/prefix)")));
+            }
+            // Credentials, region and endpoint come from the usual AWS_* variables
+            // (AWS_ENDPOINT and AWS_ALLOW_HTTP for other S3-compatible stores).
+            let s3 = AmazonS3Builder::from_env().with_bucket_name(bucket).build()?;
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) }
         } else if url == "memory://" {
             Arc::new(InMemory::new())
         } else {
             return Err(BlobError::Config(format!(
-                "unsupported blob store URL {url:?}: use file:///absolute/path (S3 is not built into this binary yet)"
+                "unsupported blob store URL {url:?}: use file:///absolute/path or s3://bucket/prefix"
             )));
         };
         Ok(BlobStore { store, location: url.to_owned() })
@@ -162,10 +177,19 @@ impl BlobStore {
         writer.finish().await?;
         let digests = hashing.finish();
         let key = content_key(organization_id, &digests.blake3);
-        match self.store.rename_if_not_exists(&staging, &Path::from(key.as_str())).await {
+        let target = Path::from(key.as_str());
+        match self.store.rename_if_not_exists(&staging, &target).await {
             Ok(()) => {}
             // The same content is stored already: keep that object, drop the copy.
             Err(object_store::Error::AlreadyExists { .. }) => self.store.delete(&staging).await?,
+            // Stores without conditional copy (S3 unless AWS_COPY_IF_NOT_EXISTS is set): copy
+            // only when absent. Two racing uploads of one content write identical bytes.
+            Err(object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. }) => {
+                if !self.exists(&key).await? {
+                    self.store.copy(&staging, &target).await?;
+                }
+                self.store.delete(&staging).await?;
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(StoredBlob { key, digests })

@@ -142,6 +142,8 @@ pub struct ServerOptions {
     pub db_max_connections: Option<usize>,
     /// `CUSTOS_MAX_UPLOAD_BYTES` (default 64 MiB in tests).
     pub max_upload_bytes: Option<u64>,
+    /// `CUSTOS_BLOB_STORE` (default: `blobs/` in the test's data directory).
+    pub blob_store: Option<String>,
     /// Incident and vulnerability SLAs (default: the seed's).
     pub slas: Option<Slas>,
 }
@@ -226,7 +228,9 @@ impl TestServer {
                 retention_days: 2555,
             },
             evidence: custos_gateway::config::EvidenceConfig {
-                blob_store: format!("file://{}", data_dir.join("blobs").display()),
+                blob_store: options
+                    .blob_store
+                    .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display())),
                 max_upload_bytes: options.max_upload_bytes.unwrap_or(64 * 1024 * 1024),
             },
             slas: options.slas.unwrap_or_default(),
