@@ -12,7 +12,8 @@ pub mod schema;
 
 use std::time::Duration;
 
-use custos_core::{ErrorKind, Problem};
+use custos_core::ctx::Access;
+use custos_core::{ErrorKind, RequestCtx};
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
@@ -25,6 +26,45 @@ pub use diesel_async::AsyncPgConnection as PgConn;
 
 /// The legal-hold check every deleting path calls inside its transaction.
 pub type Holds = std::sync::Arc<dyn custos_core::HoldCheck<AsyncPgConnection>>;
+
+/// Declares a domain crate's error type: a rejection (`Problem`), a database failure, and any
+/// further variants, each convertible with `?` and mapped into a `Problem` at the edge. Extra
+/// variants' types must convert into `Problem`.
+#[macro_export]
+macro_rules! service_error {
+    ($(#[$m:meta])* $vis:vis enum $name:ident { $($variant:ident($ty:ty)),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, thiserror::Error)]
+        $vis enum $name {
+            #[error(transparent)]
+            Rejected(#[from] $crate::Problem),
+            #[error(transparent)]
+            Db(#[from] $crate::DbError),
+            $(#[error(transparent)] $variant(#[from] $ty),)*
+        }
+
+        impl From<$crate::diesel::result::Error> for $name {
+            fn from(e: $crate::diesel::result::Error) -> Self {
+                $name::Db(e.into())
+            }
+        }
+
+        impl From<$name> for $crate::Problem {
+            fn from(err: $name) -> Self {
+                match err {
+                    $name::Rejected(p) => p,
+                    $name::Db(e) => e.into(),
+                    $($name::$variant(e) => e.into(),)*
+                }
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub use custos_core::Problem;
+#[doc(hidden)]
+pub use diesel;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
@@ -148,6 +188,13 @@ impl Db {
     /// Opens a transaction for one tenant, running as the restricted role under RLS.
     pub async fn begin(&self, organization_id: Uuid) -> Result<Tx, DbError> {
         self.begin_with("BEGIN", Some(organization_id)).await
+    }
+
+    /// What every service operation starts with: refuses (403) a caller whose role lacks
+    /// `access`, then opens the caller's tenant transaction.
+    pub async fn begin_as(&self, ctx: &RequestCtx, access: Access) -> Result<Tx, Problem> {
+        ctx.require(access)?;
+        Ok(self.begin(ctx.organization_id).await?)
     }
 
     /// `BEGIN`, the role and the tenant in one round trip. The tenant is a `Uuid`, whose text form

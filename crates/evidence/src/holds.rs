@@ -50,8 +50,7 @@ impl LegalHoldsService {
     }
 
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
-        ctx.require(access)?;
-        Ok(self.db.begin(ctx.organization_id).await?)
+        Ok(self.db.begin_as(ctx, access).await?)
     }
 
     pub async fn list_legal_holds(

@@ -13,7 +13,7 @@ use custos_core::filter::{
 use custos_core::hold::ensure_not_held;
 use custos_core::{Held, PageRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
 use custos_db::schema::{evidence, evidence_requirements, incidents, requirements};
-use custos_db::{Db, DbError, Holds, Tx};
+use custos_db::{Db, Holds, Tx};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -36,29 +36,9 @@ const SHORT_MAX: usize = 500;
 /// A century: longer retention is a typo, not a policy.
 const RETENTION_MAX_DAYS: i32 = 36_500;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EvidenceError {
-    #[error(transparent)]
-    Rejected(#[from] Problem),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Blob(#[from] BlobError),
-}
-
-impl From<diesel::result::Error> for EvidenceError {
-    fn from(e: diesel::result::Error) -> Self {
-        EvidenceError::Db(e.into())
-    }
-}
-
-impl From<EvidenceError> for Problem {
-    fn from(err: EvidenceError) -> Self {
-        match err {
-            EvidenceError::Rejected(p) => p,
-            EvidenceError::Db(e) => e.into(),
-            EvidenceError::Blob(e) => e.into(),
-        }
+custos_db::service_error! {
+    pub enum EvidenceError {
+        Blob(BlobError),
     }
 }
 
@@ -97,8 +77,7 @@ impl EvidenceService {
     }
 
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
-        ctx.require(access)?;
-        Ok(self.db.begin(ctx.organization_id).await?)
+        Ok(self.db.begin_as(ctx, access).await?)
     }
 
     pub async fn list_evidence(

@@ -24,27 +24,8 @@ diesel::define_sql_function!(fn array_to_string(array: Array<Text>, delimiter: T
 const NAME_MAX: usize = 200;
 const SHORT_MAX: usize = 100;
 
-#[derive(Debug, thiserror::Error)]
-pub enum FrameworksError {
-    #[error(transparent)]
-    Rejected(#[from] Problem),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<diesel::result::Error> for FrameworksError {
-    fn from(e: diesel::result::Error) -> Self {
-        FrameworksError::Db(e.into())
-    }
-}
-
-impl From<FrameworksError> for Problem {
-    fn from(err: FrameworksError) -> Self {
-        match err {
-            FrameworksError::Rejected(p) => p,
-            FrameworksError::Db(e) => e.into(),
-        }
-    }
+custos_db::service_error! {
+    pub enum FrameworksError {}
 }
 
 type Result<T, E = FrameworksError> = std::result::Result<T, E>;
@@ -78,8 +59,7 @@ impl FrameworksService {
     }
 
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
-        ctx.require(access)?;
-        Ok(self.db.begin(ctx.organization_id).await?)
+        Ok(self.db.begin_as(ctx, access).await?)
     }
 
     // ---- frameworks -------------------------------------------------------------------------

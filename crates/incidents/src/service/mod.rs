@@ -11,7 +11,7 @@ use custos_core::ctx::Access;
 use custos_core::filter::{Choice, parse_uuid};
 use custos_core::{Problem, RequestCtx};
 use custos_db::schema::users;
-use custos_db::{Db, DbError, Holds, Tx};
+use custos_db::{Db, Holds, Tx};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
@@ -19,27 +19,8 @@ use uuid::Uuid;
 
 use crate::sla::Slas;
 
-#[derive(Debug, thiserror::Error)]
-pub enum IncidentsError {
-    #[error(transparent)]
-    Rejected(#[from] Problem),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<diesel::result::Error> for IncidentsError {
-    fn from(e: diesel::result::Error) -> Self {
-        IncidentsError::Db(e.into())
-    }
-}
-
-impl From<IncidentsError> for Problem {
-    fn from(err: IncidentsError) -> Self {
-        match err {
-            IncidentsError::Rejected(p) => p,
-            IncidentsError::Db(e) => e.into(),
-        }
-    }
+custos_db::service_error! {
+    pub enum IncidentsError {}
 }
 
 type Result<T, E = IncidentsError> = std::result::Result<T, E>;
@@ -64,8 +45,7 @@ impl IncidentsService {
     }
 
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
-        ctx.require(access)?;
-        Ok(self.db.begin(ctx.organization_id).await?)
+        Ok(self.db.begin_as(ctx, access).await?)
     }
 }
 
