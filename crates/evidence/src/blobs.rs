@@ -104,7 +104,13 @@ impl Hashing {
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     location: String,
+    /// The directory of a `file://` store: its unfinished multipart files (`name#n`) are not
+    /// listed by `object_store`, so the staging sweep looks at the directory itself.
+    local_dir: Option<std::path::PathBuf>,
 }
+
+/// Staging objects older than this belong to uploads that died (a crash, a dropped connection).
+pub const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl BlobStore {
     /// `file:///absolute/dir` (created if missing) or `memory://` (tests, benchmarks).
@@ -135,11 +141,44 @@ impl BlobStore {
                 "unsupported blob store URL {url:?}: use file:///absolute/path or s3://bucket/prefix"
             )));
         };
-        Ok(BlobStore { store, location: url.to_owned() })
+        let local_dir = url.strip_prefix("file://").map(std::path::PathBuf::from);
+        Ok(BlobStore { store, location: url.to_owned(), local_dir })
     }
 
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Removes what uploads that never finished left under `uploads/` (older than `max_age`);
+    /// returns how many objects or files went. Live uploads are younger, so this is safe to run
+    /// at any time on any number of replicas. (On S3, unfinished multipart parts are the
+    /// bucket's lifecycle rule's job: AbortIncompleteMultipartUpload.)
+    pub async fn sweep_staging(&self, max_age: std::time::Duration) -> Result<usize, BlobError> {
+        let cutoff = std::time::SystemTime::now() - max_age;
+        let mut removed = 0;
+        let staged: Vec<_> = self.store.list(Some(&Path::from("uploads"))).try_collect().await?;
+        for meta in staged {
+            if std::time::SystemTime::from(meta.last_modified) < cutoff {
+                self.delete(meta.location.as_ref()).await?;
+                removed += 1;
+            }
+        }
+        if let Some(dir) = &self.local_dir {
+            let dir = dir.join("uploads");
+            removed += tokio::task::spawn_blocking(move || {
+                let mut removed = 0;
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
+                    if old && std::fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+                removed
+            })
+            .await
+            .unwrap_or(0);
+        }
+        Ok(removed)
     }
 
     /// Streams `body` into the store, refusing it once it passes `limit` bytes.
@@ -298,6 +337,20 @@ mod tests {
         assert!(matches!(err, BlobError::TooLarge { limit: 10 }));
         let left: Vec<_> = store.store.list(None).collect().await;
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_stale_staging_only() {
+        let dir = std::env::temp_dir().join(format!("custos-blobs-{}", Uuid::now_v7()));
+        let store = BlobStore::from_url(&format!("file://{}", dir.display())).unwrap();
+        let kept = store.ingest(Uuid::now_v7(), chunks(&[b"evidence"]), 1024).await.unwrap();
+        std::fs::create_dir_all(dir.join("uploads")).unwrap();
+        std::fs::write(dir.join("uploads/dead#1"), b"half an upload").unwrap();
+        assert_eq!(store.sweep_staging(std::time::Duration::from_secs(3600)).await.unwrap(), 0, "too young");
+        assert_eq!(store.sweep_staging(std::time::Duration::ZERO).await.unwrap(), 1);
+        assert!(!dir.join("uploads/dead#1").exists());
+        assert!(store.exists(&kept.key).await.unwrap(), "stored evidence is never swept");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -72,6 +72,10 @@ impl EvidenceService {
         EvidenceService { db, blobs, holds, max_upload_bytes }
     }
 
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
     pub fn max_upload_bytes(&self) -> u64 {
         self.max_upload_bytes
     }

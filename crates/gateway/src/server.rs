@@ -225,8 +225,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer { http_addr, grpc_addr, app, shutdown, tasks })
 }
 
-/// Prunes audit entries past the retention period, once a day (safe on any number of replicas:
-/// pruning takes the organisation's head lock and is idempotent).
+/// Once a day: prunes audit entries past the retention period (safe on any number of replicas:
+/// pruning takes the organisation's head lock and is idempotent), and sweeps the staging objects
+/// of uploads that died.
 async fn retention(app: App, days: u32, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -240,6 +241,11 @@ async fn retention(app: App, days: u32, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
+        match app.evidence.blobs().sweep_staging(custos_evidence::blobs::STAGING_MAX_AGE).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "removed staging objects of abandoned uploads"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "blob staging sweep failed; will retry tomorrow"),
+        }
         for (org, slug) in orgs {
             match app.audit.chain().prune(org, days).await {
                 Ok(o) if o.removed > 0 => tracing::info!(%slug, removed = o.removed, "audit retention pruned entries"),
