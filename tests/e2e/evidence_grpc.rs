@@ -158,3 +158,76 @@ async fn bad_uploads_get_clear_grpc_statuses() {
     let list = viewer.list_evidence(pb::ListEvidenceRequest::default()).await.unwrap().into_inner();
     assert_eq!(list.count, 0, "nothing was recorded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legal_hold_rpcs_and_their_status_codes() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let incident = crate::evidence_rest::insert_incident(&s, &org, "Insider threat").await;
+    let mut editor = LegalHoldsServiceClient::new(s.grpc(Some(&org.editor)).await);
+    let hold = editor
+        .create_legal_hold(pb::CreateLegalHoldRequest {
+            legal_hold: Some(pb::LegalHoldInput {
+                case_name: "HR investigation".into(),
+                custodians: vec!["Mallory@Acme.test".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hold.custodians, ["mallory@acme.test"]);
+    let hold = editor
+        .add_incident(pb::AddIncidentToHoldRequest { id: hold.id.clone(), incident_id: incident.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hold.incidents, [incident.clone()]);
+    let updated = editor
+        .update_legal_hold(pb::UpdateLegalHoldRequest {
+            id: hold.id.clone(),
+            legal_hold: Some(pb::LegalHoldInput { case_number: "HR-7".into(), ..Default::default() }),
+            update_mask: vec!["case_number".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((updated.case_name.as_str(), updated.case_number.as_str()), ("HR investigation", "HR-7"));
+    let by_custodian = editor
+        .list_legal_holds(pb::ListLegalHoldsRequest {
+            custodian: Some("MALLORY@acme.test".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_custodian.count, 1);
+
+    let err = editor
+        .release_legal_hold(pb::ReleaseLegalHoldRequest { id: hold.id.clone(), reason: "done".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "only admins release");
+    let err = editor
+        .add_incident(pb::AddIncidentToHoldRequest { id: hold.id.clone(), incident_id: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err =
+        editor.get_legal_hold(pb::GetLegalHoldRequest { id: uuid::Uuid::now_v7().to_string() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut admin = LegalHoldsServiceClient::new(s.grpc(Some(&org.admin)).await);
+    admin
+        .release_legal_hold(pb::ReleaseLegalHoldRequest { id: hold.id.clone(), reason: "Cleared".into() })
+        .await
+        .unwrap();
+    let err = editor
+        .add_incident(pb::AddIncidentToHoldRequest { id: hold.id.clone(), incident_id: incident })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "a released hold takes nothing more");
+    let other = s.org("globex").await;
+    let mut outsider = LegalHoldsServiceClient::new(s.grpc(Some(&other.admin)).await);
+    let err = outsider.get_legal_hold(pb::GetLegalHoldRequest { id: hold.id }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "another tenant's hold does not exist for them");
+}
