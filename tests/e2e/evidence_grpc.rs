@@ -182,7 +182,7 @@ async fn legal_hold_rpcs_and_their_status_codes() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(hold.incidents, [incident.clone()]);
+    assert_eq!(hold.incidents, std::slice::from_ref(&incident));
     let updated = editor
         .update_legal_hold(pb::UpdateLegalHoldRequest {
             id: hold.id.clone(),
