@@ -301,3 +301,37 @@ async fn incident_and_evidence_deletion_through_the_api_respects_holds() {
     let (status, _) = s.delete(&format!("/api/compliance/incidents/{iid}/"), &org.admin).await;
     assert_eq!(status, 204);
 }
+
+/// Erasure of personal data from the audit trail (withholding fields) is a deleting path too:
+/// entries about held evidence keep their fields until the hold is released.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_fields_about_held_evidence_cannot_be_withheld() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let e = upload(&s, &org, "CCTV still", b"frame 0001").await;
+    let hold = create_hold(&s, &org.editor, json!({ "case_name": "Theft inquiry" })).await;
+    let (status, _) =
+        s.post(&format!("{HOLDS}{}/add_evidence/", id(&hold)), &org.editor, json!({ "evidence_id": id(&e) })).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 201);
+    let (_, page) = s
+        .get(
+            &format!("/api/compliance/audit-log/?resource_type=evidence&resource_id={}&action=create", id(&e)),
+            &org.auditor,
+        )
+        .await;
+    let seq = page["results"][0]["seq"].as_i64().expect("the create entry is sequenced");
+    let url = format!("/api/compliance/audit-log/{seq}/withhold/");
+    let body = json!({ "fields": ["actor"], "reason": "GDPR Art. 17 request" });
+
+    let (status, err) = s.post(&url, &org.admin, body.clone()).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["details"].as_str().unwrap().contains("Theft inquiry"), "{err}");
+    let (status, _) =
+        s.post(&format!("{HOLDS}{}/release/", id(&hold)), &org.admin, json!({ "reason": "Closed" })).await;
+    assert_eq!(status, 200);
+    let (status, entry) = s.post(&url, &org.admin, body).await;
+    assert_eq!(status, 200, "released: {entry}");
+    assert_eq!(entry["actor"], "[withheld]");
+}

@@ -64,6 +64,7 @@ type Result<T, E = AuditError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct AuditService {
     chain: AuditChain,
+    holds: custos_db::Holds,
 }
 
 fn parse_instant(field: &str, raw: &str, end_of_day: bool) -> Result<OffsetDateTime> {
@@ -118,8 +119,8 @@ fn checkpoint_pb(size: i64, root: &[u8], created: OffsetDateTime, note: String) 
 }
 
 impl AuditService {
-    pub fn new(chain: AuditChain) -> Self {
-        AuditService { chain }
+    pub fn new(chain: AuditChain, holds: custos_db::Holds) -> Self {
+        AuditService { chain, holds }
     }
 
     pub fn chain(&self) -> &AuditChain {
@@ -405,10 +406,11 @@ impl AuditService {
     /// Withholds fields of an entry (admins only).
     pub async fn withhold_fields(&self, ctx: &RequestCtx, req: pb::WithholdFieldsRequest) -> Result<pb::AuditEntry> {
         ctx.require(Access::Admin)?;
-        let row = self.chain.withhold(ctx, req.seq, &req.fields, &req.reason).await.map_err(|e| match e {
-            crate::withhold::WithholdError::Rejected(p) => AuditError::Rejected(p),
-            crate::withhold::WithholdError::Chain(c) => AuditError::Chain(c),
-        })?;
+        let row =
+            self.chain.withhold(ctx, req.seq, &req.fields, &req.reason, &*self.holds).await.map_err(|e| match e {
+                crate::withhold::WithholdError::Rejected(p) => AuditError::Rejected(p),
+                crate::withhold::WithholdError::Chain(c) => AuditError::Chain(c),
+            })?;
         Ok(entry_pb(&row))
     }
 

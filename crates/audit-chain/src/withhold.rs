@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use custos_core::{Problem, RequestCtx};
+use custos_core::hold::ensure_not_held;
+use custos_core::{Held, HoldCheck, Problem, RequestCtx};
+use custos_db::PgConn;
 use custos_db::schema::audit_log;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
@@ -43,13 +45,15 @@ impl From<custos_db::DbError> for WithholdError {
 }
 
 impl AuditChain {
-    /// Withholds `names` of entry `seq`; returns the entry as it now reads.
+    /// Withholds `names` of entry `seq`; returns the entry as it now reads. Refused while a legal
+    /// hold covers the entry's resource: erasure must not destroy the record of held data.
     pub async fn withhold(
         &self,
         ctx: &RequestCtx,
         seq: i64,
         names: &[String],
         reason: &str,
+        holds: &dyn HoldCheck<PgConn>,
     ) -> Result<LogRow, WithholdError> {
         let org = ctx.organization_id;
         if names.is_empty() {
@@ -67,6 +71,14 @@ impl AuditChain {
             .await
             .optional()?
             .ok_or_else(|| Problem::not_found("Audit entry", seq))?;
+        let held = match (row.resource_type.as_str(), row.resource_id.parse()) {
+            ("incident", Ok(id)) => Some(Held::Incident(id)),
+            ("evidence", Ok(id)) => Some(Held::Evidence(id)),
+            _ => None,
+        };
+        if let Some(target) = held {
+            ensure_not_held(holds, tx.conn(), org, &target, "withhold audit fields about").await?;
+        }
         let mut fields = row.fields().map_err(|e| ChainError::Corrupt(org, e))?;
         let available: Vec<String> = fields.keys().filter(|n| !STRUCTURAL.contains(&n.as_str())).cloned().collect();
         for name in names {

@@ -53,7 +53,7 @@ impl App {
         Ok(App {
             identity: IdentityService::new(db.clone()),
             frameworks: FrameworksService::new(db.clone()),
-            audit: AuditService::new(chain),
+            audit: AuditService::new(chain, holds.clone()),
             evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
             legal_holds: LegalHoldsService::new(db.clone()),
             incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
