@@ -322,7 +322,7 @@ impl AuditChain {
         verifier: &mut ChainVerifier,
     ) -> Result<Result<(), Failure>, ChainError> {
         let mut checkpoints_from = start as i64;
-        let mut next = start as i64;
+        let next = start as i64;
         let mut load_checkpoints = async |tx: &mut custos_db::Tx,
                                           verifier: &mut ChainVerifier,
                                           upto: i64|
@@ -355,35 +355,37 @@ impl AuditChain {
         if let Err(f) = load_checkpoints(tx, verifier, next).await? {
             return Ok(Err(f));
         }
-        loop {
-            let rows: Vec<LogRow> = audit_log::table
+        let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<LogRow>, ChainError> {
+            Ok(audit_log::table
                 .filter(audit_log::organization_id.eq(org))
-                .filter(audit_log::seq.ge(next))
+                .filter(audit_log::seq.ge(from))
                 .order(audit_log::seq.asc())
                 .limit(BATCH)
                 .select(LogRow::as_select())
                 .load(tx.conn())
-                .await?;
-            let Some(last) = rows.last().map(|r| r.seq) else { break };
+                .await?)
+        };
+        let mut rows = fetch(tx, next).await?;
+        while let Some(last) = rows.last().map(|r| r.seq) {
+            let full = rows.len() as i64 == BATCH;
+            // Recomputing leaves is the CPU-heavy part: spread it over every core, off the
+            // runtime, while the next batch is read from the database.
+            let computing = tokio::task::spawn_blocking(move || {
+                let leaves = recompute_leaves(org, &rows);
+                (rows, leaves)
+            });
+            let upcoming = if full { fetch(tx, last + 1).await? } else { Vec::new() };
             if let Err(f) = load_checkpoints(tx, verifier, last + 1).await? {
                 return Ok(Err(f));
             }
-            // Recomputing leaves is the CPU-heavy part: spread it over every core, off the runtime.
-            let (rows, leaves) = tokio::task::spawn_blocking(move || {
-                let leaves = recompute_leaves(org, &rows);
-                (rows, leaves)
-            })
-            .await
-            .map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
-            for (row, leaf) in rows.iter().zip(leaves) {
+            let (checked, leaves) =
+                computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
+            for (row, leaf) in checked.iter().zip(leaves) {
                 if let Err(f) = verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
                     return Ok(Err(f));
                 }
             }
-            next = last + 1;
-            if (rows.len() as i64) < BATCH {
-                break;
-            }
+            rows = upcoming;
         }
         // Checkpoints beyond the last entry, and the head, must agree with what was found.
         if let Err(f) = load_checkpoints(tx, verifier, i64::MAX).await? {
