@@ -323,3 +323,24 @@ async fn failed_logins_are_audited_in_their_organisation() {
     assert_eq!(reasons, ["unknown role \"superuser\"", "token expired", "token revoked"]);
     assert!(page["results"].as_array().unwrap().iter().all(|e| e["client_addr"] == "127.0.0.1"));
 }
+
+/// A token that authenticated is reused for `CUSTOS_AUTH_CACHE_SECONDS`; revoking it takes
+/// effect within that interval, and an unknown token is never remembered.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_tokens_stop_working_within_the_cache_interval() {
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start_with(ServerOptions { auth_cache_seconds: Some(1), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert_eq!(status, 200);
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = (SELECT id FROM users WHERE email = 'viewer@acme.test')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert_eq!(status, 401, "the revocation holds once the interval has passed");
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.editor).await;
+    assert_eq!(status, 200, "other tokens are unaffected");
+}

@@ -19,6 +19,8 @@ pub struct Config {
     pub rate_limit_auth_per_hour: u32,
     pub rate_limit_anon_per_hour: u32,
     pub jwt: Option<JwtConfig>,
+    /// `CUSTOS_AUTH_CACHE_SECONDS`: how long a successful API-token lookup is reused.
+    pub auth_cache_seconds: u64,
     pub log_json: bool,
     pub audit: AuditConfig,
     pub evidence: EvidenceConfig,
@@ -176,6 +178,7 @@ impl Config {
             rate_limit_auth_per_hour: positive("CUSTOS_RATE_LIMIT_AUTH_PER_HOUR", 1000)?,
             rate_limit_anon_per_hour: positive("CUSTOS_RATE_LIMIT_ANON_PER_HOUR", 100)?,
             jwt,
+            auth_cache_seconds: parsed("CUSTOS_AUTH_CACHE_SECONDS", 5u64)?,
             log_json: var("CUSTOS_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),
         })
     }

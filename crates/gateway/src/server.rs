@@ -178,7 +178,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
     let chain = audit_chain(db.clone(), &config.audit)?;
     let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence)?;
-    let authenticator = Authenticator::new(db.clone(), config.jwt.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let authenticator = Authenticator::new(db.clone(), config.jwt.clone())
+        .map_err(|e| anyhow::anyhow!(e))?
+        .with_token_cache(Duration::from_secs(config.auth_cache_seconds));
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
     let edge = Edge { authenticator, limits: limits.clone() };
     let metrics = metrics_handle();

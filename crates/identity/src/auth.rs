@@ -4,6 +4,10 @@
 //! provider's public key. Their claims name the organisation (`org`, its slug) and the `role`;
 //! `sub` identifies the caller and `email` is recorded when present.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use custos_core::{Actor, ErrorKind, Problem, Role};
 use custos_db::{Db, DbError};
 use diesel::QueryableByName;
@@ -60,6 +64,41 @@ pub struct Attempt {
 pub struct Authenticator {
     db: Db,
     jwt: Option<(DecodingKey, Validation)>,
+    recent: Arc<RecentTokens>,
+}
+
+/// API tokens that authenticated in the last few seconds, by hash: a busy client costs one
+/// database lookup per interval instead of one per request. A revoked or expired token stops
+/// working within the interval (`CUSTOS_AUTH_CACHE_SECONDS`; 0 turns this off).
+struct RecentTokens {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
+}
+
+impl RecentTokens {
+    /// More distinct tokens than this within one interval: forget them all rather than grow.
+    const CAPACITY: usize = 10_000;
+
+    fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, p)| p.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], principal: &Principal) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::CAPACITY {
+                let ttl = self.ttl;
+                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+                if entries.len() >= Self::CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(hash, (Instant::now(), principal.clone()));
+        }
+    }
 }
 
 fn unauthenticated(details: impl Into<String>) -> Problem {
@@ -90,7 +129,13 @@ impl Authenticator {
                 Some((key, validation))
             }
         };
-        Ok(Authenticator { db, jwt })
+        Ok(Authenticator { db, jwt, recent: Arc::new(RecentTokens { ttl: Duration::ZERO, entries: Mutex::default() }) })
+    }
+
+    /// Remembers successful API-token lookups for `ttl` (see [`RecentTokens`]).
+    pub fn with_token_cache(mut self, ttl: Duration) -> Self {
+        self.recent = Arc::new(RecentTokens { ttl, entries: Mutex::default() });
+        self
     }
 
     /// Resolves an `Authorization` header value to a principal, or a 401 problem.
@@ -110,6 +155,16 @@ impl Authenticator {
     }
 
     async fn api_token(&self, token: &str, attempt: &Attempt) -> Result<Principal, Problem> {
+        let hash = hash_token(token);
+        if let Some(principal) = self.recent.get(&hash) {
+            return Ok(principal);
+        }
+        let principal = self.look_up_token(token, attempt).await?;
+        self.recent.put(hash, &principal);
+        Ok(principal)
+    }
+
+    async fn look_up_token(&self, token: &str, attempt: &Attempt) -> Result<Principal, Problem> {
         #[derive(QueryableByName)]
         struct Row {
             #[diesel(sql_type = SqlUuid)]

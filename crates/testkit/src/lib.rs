@@ -142,6 +142,8 @@ pub struct ServerOptions {
     pub db_max_connections: Option<usize>,
     /// `CUSTOS_MAX_UPLOAD_BYTES` (default 64 MiB in tests).
     pub max_upload_bytes: Option<u64>,
+    /// `CUSTOS_AUTH_CACHE_SECONDS` (default 5, as in production).
+    pub auth_cache_seconds: Option<u64>,
     /// `CUSTOS_BLOB_STORE` (default: `blobs/` in the test's data directory).
     pub blob_store: Option<String>,
     /// Incident and vulnerability SLAs (default: the seed's).
@@ -214,6 +216,7 @@ impl TestServer {
             rate_limit_auth_per_hour: options.rate_limit_auth_per_hour.unwrap_or(1_000_000),
             rate_limit_anon_per_hour: options.rate_limit_anon_per_hour.unwrap_or(1_000_000),
             jwt: options.jwt,
+            auth_cache_seconds: options.auth_cache_seconds.unwrap_or(5),
             log_json: false,
             audit: custos_gateway::config::AuditConfig {
                 keys: custos_audit_chain::keys::KeyConfig {
