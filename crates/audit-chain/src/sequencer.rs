@@ -172,6 +172,19 @@ impl AuditChain {
 
         let n = queued.len();
         if n > 0 {
+            // Leaves are independent of each other: hash them on every core, off the runtime;
+            // only the chain and the tree below are sequential.
+            let first = frontier.size;
+            let (queued, hashed) = tokio::task::spawn_blocking(move || {
+                let seeds: Vec<Hash> = (0..queued.len()).map(|_| rand::random()).collect();
+                let indexed: Vec<(usize, &QueueRow)> = queued.iter().enumerate().collect();
+                let hashed = crate::verify::parallel_map(&indexed, |(i, row)| {
+                    (seeds[*i], leaf_hash(&org, first + *i as u64, &row.values().fields(&seeds[*i])))
+                });
+                (queued, hashed)
+            })
+            .await
+            .map_err(|e| ChainError::Corrupt(org, format!("sequencer worker failed: {e}")))?;
             let (mut ids, mut seqs, mut seeds, mut leaves, mut chains) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -180,10 +193,10 @@ impl AuditChain {
                 Vec::with_capacity(n),
             );
             let (mut node_levels, mut node_idx, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
-            for row in &queued {
+            for (row, hashed) in queued.iter().zip(hashed) {
                 let seq = frontier.size;
-                let seed: Hash = rand::random();
-                let leaf = leaf_hash(&org, seq, &row.values().fields(&seed));
+                let (seed, leaf) =
+                    hashed.ok_or_else(|| ChainError::Corrupt(org, format!("hashing entry {seq} failed")))?;
                 chain = chain_hash(&chain, &leaf);
                 for (id, hash) in frontier.append(leaf) {
                     if id.level % STRATUM == 0 {

@@ -418,22 +418,29 @@ impl AuditChain {
 
 /// Every row's leaf hash recomputed from its fields, in parallel over the available cores.
 fn recompute_leaves(org: Uuid, rows: &[LogRow]) -> Vec<Result<Hash, String>> {
+    // A worker that died leaves its entries unverified, never silently skipped.
+    parallel_map(rows, |r| r.fields().map(|f| leaf_hash(&org, r.seq as u64, &f)))
+        .into_iter()
+        .map(|leaf| leaf.unwrap_or_else(|| Err("leaf recomputation failed".to_owned())))
+        .collect()
+}
+
+/// `f` over `items`, in order, split across the available cores; `None` where a worker died.
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-    let chunk = rows.len().div_ceil(workers).max(1);
+    let chunk = items.len().div_ceil(workers).max(1);
+    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| {
-                let handle = scope.spawn(move || {
-                    part.iter().map(|r| r.fields().map(|f| leaf_hash(&org, r.seq as u64, &f))).collect::<Vec<_>>()
-                });
-                (part.len(), handle)
-            })
+            .map(|part| (part.len(), scope.spawn(move || part.iter().map(f).collect::<Vec<_>>())))
             .collect();
-        // A worker that died leaves its entries unverified, never silently skipped.
         handles
             .into_iter()
-            .flat_map(|(len, h)| h.join().unwrap_or_else(|_| vec![Err("leaf recomputation failed".to_owned()); len]))
+            .flat_map(|(len, h)| match h.join() {
+                Ok(results) => results.into_iter().map(Some).collect::<Vec<_>>(),
+                Err(_) => (0..len).map(|_| None).collect(),
+            })
             .collect()
     })
 }
