@@ -215,22 +215,17 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
         let path = ep.path;
         let ep = Arc::new(ep.clone());
         let filter = MethodFilter::try_from(ep.method.clone()).expect("standard method");
-        let handler = if ep.upload {
-            upload_handler(filter, ep)
-        } else {
-            on(
-                filter,
-                move |State(app): State<App>,
-                      ctx: Option<Extension<RequestCtx>>,
-                      Path(params): Path<HashMap<String, String>>,
-                      OriginalUri(uri): OriginalUri,
-                      headers: HeaderMap,
-                      body: Bytes| {
-                    let ep = ep.clone();
-                    async move { handle(&ep, app, ctx.map(|c| c.0), params, uri, headers, body).await }
-                },
-            )
-        };
+        let handler = on(
+            filter,
+            move |State(app): State<App>,
+                  ctx: Option<Extension<RequestCtx>>,
+                  Path(params): Path<HashMap<String, String>>,
+                  OriginalUri(uri): OriginalUri,
+                  request: axum::extract::Request| {
+                let ep = ep.clone();
+                async move { receive(&ep, app, ctx.map(|c| c.0), params, uri, request).await }
+            },
+        );
         match by_path.iter_mut().find(|(p, _)| *p == path) {
             Some((_, methods)) => {
                 let merged = std::mem::replace(methods, MethodRouter::new()).merge(handler);
@@ -245,34 +240,28 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
 /// Largest JSON body accepted (files travel as multipart uploads, never as JSON).
 const JSON_BODY_MAX: usize = 2 * 1024 * 1024;
 
-/// A handler that streams `multipart/form-data` to [`files::upload`] and treats anything else
-/// as the endpoint's JSON body.
-fn upload_handler(filter: MethodFilter, ep: Arc<Endpoint>) -> MethodRouter<App> {
-    on(
-        filter,
-        move |State(app): State<App>,
-              ctx: Option<Extension<RequestCtx>>,
-              Path(params): Path<HashMap<String, String>>,
-              OriginalUri(uri): OriginalUri,
-              request: axum::extract::Request| {
-            let ep = ep.clone();
-            async move {
-                let ctx = ctx.map(|c| c.0);
-                if files::is_multipart(request.headers()) {
-                    return files::upload(app, ctx, request).await;
-                }
-                let headers = request.headers().clone();
-                match axum::body::to_bytes(request.into_body(), JSON_BODY_MAX).await {
-                    Ok(body) => handle(&ep, app, ctx, params, uri, headers, body).await,
-                    Err(_) => problem_response(&Problem::new(
-                        custos_core::ErrorKind::PayloadTooLarge,
-                        "Request body too large",
-                        format!("JSON bodies are limited to {JSON_BODY_MAX} bytes; send files as multipart/form-data"),
-                    )),
-                }
-            }
-        },
-    )
+/// Streams `multipart/form-data` to [`files::upload`] on upload endpoints; reads anything else
+/// (up to [`JSON_BODY_MAX`]) as the endpoint's JSON body or query.
+async fn receive(
+    ep: &Endpoint,
+    app: App,
+    ctx: Option<RequestCtx>,
+    params: HashMap<String, String>,
+    uri: http::Uri,
+    request: axum::extract::Request,
+) -> Response {
+    if ep.upload && files::is_multipart(request.headers()) {
+        return files::upload(app, ctx, request).await;
+    }
+    let headers = request.headers().clone();
+    match axum::body::to_bytes(request.into_body(), JSON_BODY_MAX).await {
+        Ok(body) => handle(ep, app, ctx, params, uri, headers, body).await,
+        Err(_) => problem_response(&Problem::new(
+            custos_core::ErrorKind::PayloadTooLarge,
+            "Request body too large",
+            format!("JSON bodies are limited to {JSON_BODY_MAX} bytes; send files as multipart/form-data"),
+        )),
+    }
 }
 
 async fn handle(
