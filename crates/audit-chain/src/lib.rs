@@ -53,6 +53,26 @@ pub struct Change<'a> {
     pub after: Value,
 }
 
+/// Records that `resource_type` `id` went from `before` to `after` (`Value::Null` for "did not
+/// exist" / "no longer exists"), in the transaction that makes the change: the one call every
+/// service makes after each change.
+pub async fn record_change(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    action: &str,
+    resource_type: &str,
+    id: impl std::fmt::Display,
+    before: Value,
+    after: Value,
+) -> Result<(), DbError> {
+    record(tx, ctx, Change { action, resource_type, resource_id: id.to_string(), before, after }).await
+}
+
+/// A resource as the audit trail keeps it: its serialised form.
+pub fn snapshot<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
 /// Records `change` in the transaction that makes it.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
     let actor_detail = serde_json::to_value(&ctx.actor).unwrap_or(Value::Null);

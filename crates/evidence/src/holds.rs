@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use custos_audit_chain::{Change, record};
+use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
 use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
 use custos_core::{PageRequest, Problem, RequestCtx, timefmt, update};
@@ -106,7 +106,7 @@ impl LegalHoldsService {
             .await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let created = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "create", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "legal_hold", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -136,7 +136,7 @@ impl LegalHoldsService {
         .await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let after = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "update", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "legal_hold", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -230,7 +230,8 @@ impl LegalHoldsService {
         .await?;
         let row = find(tx, ctx, id, false).await?;
         let after = one_pb(tx, ctx, row).await?;
-        audit(tx, ctx, &format!("add_{resource_type}"), id, json(&before), json(&after)).await?;
+        record_change(tx, ctx, &format!("add_{resource_type}"), "legal_hold", id, snapshot(&before), snapshot(&after))
+            .await?;
         Ok(after)
     }
 
@@ -265,7 +266,7 @@ impl LegalHoldsService {
         .await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let after = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "release", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "release", "legal_hold", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -368,15 +369,6 @@ fn to_input(h: &pb::LegalHold) -> pb::LegalHoldInput {
         start_date: Some(h.start_date.clone()),
         end_date: h.end_date.clone(),
     }
-}
-
-fn json(h: &pb::LegalHold) -> Value {
-    serde_json::to_value(h).unwrap_or(Value::Null)
-}
-
-async fn audit(tx: &mut Tx, ctx: &RequestCtx, action: &str, id: Uuid, before: Value, after: Value) -> Result<()> {
-    record(tx, ctx, Change { action, resource_type: "legal_hold", resource_id: id.to_string(), before, after }).await?;
-    Ok(())
 }
 
 struct HoldFilters {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Display;
 
 use bytes::Bytes;
-use custos_audit_chain::{Change, record};
+use custos_audit_chain::record_change;
 use custos_core::ctx::Access;
 use custos_core::filter::{
     self, Choice, DayEdge, contains_pattern, parse_id, parse_opt_date, parse_opt_time_bound, parse_opt_timestamp,
@@ -194,7 +194,7 @@ impl EvidenceService {
         replace_links(&mut tx, ctx, id, &input.requirements).await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let after = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "update", id, audit_view(&before), audit_view(&after)).await?;
+        record_change(&mut tx, ctx, "update", "evidence", id, audit_view(&before), audit_view(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -222,7 +222,7 @@ impl EvidenceService {
         )
         .execute(tx.conn())
         .await?;
-        audit(&mut tx, ctx, "delete", id, audit_view(&before), Value::Null).await?;
+        record_change(&mut tx, ctx, "delete", "evidence", id, audit_view(&before), Value::Null).await?;
         tx.commit().await?;
         if let Some(key) = current.file_path {
             self.collect_blob(ctx, &key).await;
@@ -267,7 +267,8 @@ impl EvidenceService {
         }
         let row = find(&mut tx, ctx, id, false).await?;
         let after = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "add_custody_record", id, audit_view(&before), audit_view(&after)).await?;
+        record_change(&mut tx, ctx, "add_custody_record", "evidence", id, audit_view(&before), audit_view(&after))
+            .await?;
         tx.commit().await?;
         if action == CustodyAction::Disposed
             && let Some(key) = current.file_path
@@ -341,7 +342,7 @@ impl EvidenceService {
         .await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let after = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "verify_evidence", id, audit_view(&before), audit_view(&after)).await?;
+        record_change(&mut tx, ctx, "verify_evidence", "evidence", id, audit_view(&before), audit_view(&after)).await?;
         tx.commit().await?;
         if !intact {
             tracing::warn!(evidence = %id, result, chain = ?chain_result, "evidence failed verification");
@@ -387,8 +388,16 @@ impl EvidenceService {
         custody::append(&mut tx, ctx, id, CustodyAction::Accessed, "Downloaded", json!({ "size": size })).await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let evidence = one_pb(&mut tx, ctx, row).await?;
-        audit(&mut tx, ctx, "download", id, Value::Null, json!({ "file_hash": current.file_hash, "size": size }))
-            .await?;
+        record_change(
+            &mut tx,
+            ctx,
+            "download",
+            "evidence",
+            id,
+            Value::Null,
+            json!({ "file_hash": current.file_hash, "size": size }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Download { evidence, size, body })
     }
@@ -632,7 +641,7 @@ async fn insert(
     custody::append(tx, ctx, id, CustodyAction::Collected, "", details).await?;
     let row = find(tx, ctx, id, false).await?;
     let created = one_pb(tx, ctx, row).await?;
-    audit(tx, ctx, "create", id, Value::Null, audit_view(&created)).await?;
+    record_change(tx, ctx, "create", "evidence", id, Value::Null, audit_view(&created)).await?;
     Ok(created)
 }
 
@@ -777,11 +786,6 @@ fn audit_view(e: &pb::Evidence) -> Value {
     e.custody_chain.clear();
     e.legal_holds.clear();
     serde_json::to_value(e).unwrap_or(Value::Null)
-}
-
-async fn audit(tx: &mut Tx, ctx: &RequestCtx, action: &str, id: Uuid, before: Value, after: Value) -> Result<()> {
-    record(tx, ctx, Change { action, resource_type: "evidence", resource_id: id.to_string(), before, after }).await?;
-    Ok(())
 }
 
 struct EvidenceFilters {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use custos_audit_chain::{Change, record};
+use custos_audit_chain::record_change;
 use custos_core::ctx::Access;
 use custos_core::filter::{Choice, parse_date};
 use custos_core::{Problem, RequestCtx, new_id};
@@ -186,7 +186,7 @@ impl FrameworksService {
                 "id": framework_id, "name": catalog.name, "framework_type": catalog.framework_type,
                 "version": catalog.version, "catalog_key": catalog.key,
             });
-            audit(&mut tx, ctx, "create", "framework", framework_id, after).await?;
+            record_change(&mut tx, ctx, "create", "framework", framework_id, Value::Null, after).await?;
         }
 
         let existing: Vec<(String, Uuid)> = requirements::table
@@ -222,7 +222,7 @@ impl FrameworksService {
                 "id": id, "framework": framework_id, "requirement_id": r.requirement_id, "title": r.title,
                 "requirement_type": r.requirement_type, "priority": r.priority, "compliance_status": "NOT_ASSESSED",
             });
-            audit(&mut tx, ctx, "create", "requirement", id, after).await?;
+            record_change(&mut tx, ctx, "create", "requirement", id, Value::Null, after).await?;
             ids.insert(r.requirement_id.clone(), id);
             created += 1;
         }
@@ -235,19 +235,6 @@ impl FrameworksService {
             requirements_total: catalog.requirements.len(),
         })
     }
-}
-
-async fn audit(
-    tx: &mut custos_db::Tx,
-    ctx: &RequestCtx,
-    action: &str,
-    kind: &str,
-    id: Uuid,
-    after: Value,
-) -> Result<(), FrameworksError> {
-    record(tx, ctx, Change { action, resource_type: kind, resource_id: id.to_string(), before: Value::Null, after })
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

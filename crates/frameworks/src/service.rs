@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use custos_audit_chain::{Change, record};
+use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
 use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
 use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
@@ -41,10 +41,6 @@ fn framework_not_found(id: impl std::fmt::Display) -> FrameworksError {
 
 fn requirement_not_found(id: impl std::fmt::Display) -> FrameworksError {
     Problem::not_found("Requirement", id).into()
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// The seed's exact error body for a bad compliance status.
@@ -110,7 +106,7 @@ impl FrameworksService {
             .get_result(tx.conn())
             .await?;
         let created = row.to_pb(0);
-        audit(&mut tx, ctx, "create", "framework", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "framework", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -134,7 +130,7 @@ impl FrameworksService {
         .execute(tx.conn())
         .await?;
         let after = load_framework_pb(&mut tx, ctx, id).await?;
-        audit(&mut tx, ctx, "update", "framework", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "framework", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -162,9 +158,18 @@ impl FrameworksService {
         .execute(tx.conn())
         .await?;
         for row in &doomed {
-            audit(&mut tx, ctx, "delete", "requirement", row.id, json(&row.to_pb(&before.name)), Value::Null).await?;
+            record_change(
+                &mut tx,
+                ctx,
+                "delete",
+                "requirement",
+                row.id,
+                snapshot(&row.to_pb(&before.name)),
+                Value::Null,
+            )
+            .await?;
         }
-        audit(&mut tx, ctx, "delete", "framework", id, json(&before), Value::Null).await?;
+        record_change(&mut tx, ctx, "delete", "framework", id, snapshot(&before), Value::Null).await?;
         tx.commit().await?;
         Ok(pb::DeleteFrameworkResponse {})
     }
@@ -302,7 +307,7 @@ impl FrameworksService {
             .await
             .map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
         let created = load_requirement_pb(&mut tx, ctx, id).await?;
-        audit(&mut tx, ctx, "create", "requirement", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "requirement", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -341,7 +346,7 @@ impl FrameworksService {
         ));
         changes.execute(tx.conn()).await.map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
         let after = load_requirement_pb(&mut tx, ctx, id).await?;
-        audit(&mut tx, ctx, "update", "requirement", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "requirement", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -362,7 +367,7 @@ impl FrameworksService {
         )
         .execute(tx.conn())
         .await?;
-        audit(&mut tx, ctx, "delete", "requirement", id, json(&before), Value::Null).await?;
+        record_change(&mut tx, ctx, "delete", "requirement", id, snapshot(&before), Value::Null).await?;
         tx.commit().await?;
         Ok(pb::DeleteRequirementResponse {})
     }
@@ -388,7 +393,7 @@ impl FrameworksService {
         .execute(tx.conn())
         .await?;
         let after = load_requirement_pb(&mut tx, ctx, id).await?;
-        audit(&mut tx, ctx, "update_status", "requirement", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update_status", "requirement", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -419,7 +424,8 @@ impl FrameworksService {
         .execute(tx.conn())
         .await?;
         let after = load_requirement_pb(&mut tx, ctx, id).await?;
-        audit(&mut tx, ctx, "schedule_assessment", "requirement", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "schedule_assessment", "requirement", id, snapshot(&before), snapshot(&after))
+            .await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -427,19 +433,6 @@ impl FrameworksService {
     pub fn db(&self) -> &Db {
         &self.db
     }
-}
-
-async fn audit(
-    tx: &mut Tx,
-    ctx: &RequestCtx,
-    action: &str,
-    resource_type: &str,
-    id: Uuid,
-    before: Value,
-    after: Value,
-) -> Result<()> {
-    record(tx, ctx, Change { action, resource_type, resource_id: id.to_string(), before, after }).await?;
-    Ok(())
 }
 
 fn duplicate_requirement(e: diesel::result::Error, requirement_id: &str) -> FrameworksError {

@@ -81,7 +81,7 @@ impl IncidentsService {
             .get_result(tx.conn())
             .await?;
         let created = row.to_pb(timefmt::today());
-        audit(&mut tx, ctx, "create", "compliance_checkpoint", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "compliance_checkpoint", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -110,7 +110,7 @@ impl IncidentsService {
                 .get_result(tx.conn())
                 .await?;
         let after = row.to_pb(today);
-        audit(&mut tx, ctx, "update", "compliance_checkpoint", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "compliance_checkpoint", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -126,8 +126,16 @@ impl IncidentsService {
         diesel::delete(cp::table.filter(cp::organization_id.eq(ctx.organization_id)).filter(cp::id.eq(id)))
             .execute(tx.conn())
             .await?;
-        audit(&mut tx, ctx, "delete", "compliance_checkpoint", id, json(&current.to_pb(timefmt::today())), Value::Null)
-            .await?;
+        record_change(
+            &mut tx,
+            ctx,
+            "delete",
+            "compliance_checkpoint",
+            id,
+            snapshot(&current.to_pb(timefmt::today())),
+            Value::Null,
+        )
+        .await?;
         tx.commit().await?;
         Ok(pb::DeleteComplianceCheckpointResponse {})
     }

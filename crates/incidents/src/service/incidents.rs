@@ -73,7 +73,7 @@ impl IncidentsService {
             .get_result(tx.conn())
             .await?;
         let created = row.to_pb(&self.slas, timefmt::now());
-        audit(&mut tx, ctx, "create", "incident", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "incident", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -99,7 +99,7 @@ impl IncidentsService {
         .get_result(tx.conn())
         .await?;
         let after = row.to_pb(&self.slas, now);
-        audit(&mut tx, ctx, "update", "incident", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "incident", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -121,8 +121,16 @@ impl IncidentsService {
         .execute(tx.conn())
         .await
         .map_err(|e| linked_records(e, id))?;
-        audit(&mut tx, ctx, "delete", "incident", id, json(&current.to_pb(&self.slas, timefmt::now())), Value::Null)
-            .await?;
+        record_change(
+            &mut tx,
+            ctx,
+            "delete",
+            "incident",
+            id,
+            snapshot(&current.to_pb(&self.slas, timefmt::now())),
+            Value::Null,
+        )
+        .await?;
         tx.commit().await?;
         Ok(pb::DeleteIncidentResponse {})
     }

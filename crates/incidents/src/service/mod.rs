@@ -6,7 +6,7 @@ mod incidents;
 mod plans;
 mod vulnerabilities;
 
-use custos_audit_chain::{Change, record};
+use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
 use custos_core::filter::{Choice, parse_uuid};
 use custos_core::{Problem, RequestCtx};
@@ -14,7 +14,6 @@ use custos_db::schema::users;
 use custos_db::{Db, Holds, Tx};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::sla::Slas;
@@ -47,23 +46,6 @@ impl IncidentsService {
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
         Ok(self.db.begin_as(ctx, access).await?)
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-async fn audit(
-    tx: &mut Tx,
-    ctx: &RequestCtx,
-    action: &str,
-    resource_type: &str,
-    id: Uuid,
-    before: Value,
-    after: Value,
-) -> Result<()> {
-    record(tx, ctx, Change { action, resource_type, resource_id: id.to_string(), before, after }).await?;
-    Ok(())
 }
 
 /// An optional value of a closed set; blank is absent.

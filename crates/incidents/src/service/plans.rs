@@ -75,7 +75,7 @@ impl IncidentsService {
             .get_result(tx.conn())
             .await?;
         let created = row.to_pb();
-        audit(&mut tx, ctx, "create", "incident_response_plan", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "incident_response_plan", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -104,7 +104,8 @@ impl IncidentsService {
         .get_result(tx.conn())
         .await?;
         let after = row.to_pb();
-        audit(&mut tx, ctx, "update", "incident_response_plan", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "incident_response_plan", id, snapshot(&before), snapshot(&after))
+            .await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -120,7 +121,8 @@ impl IncidentsService {
         diesel::delete(plans::table.filter(plans::organization_id.eq(ctx.organization_id)).filter(plans::id.eq(id)))
             .execute(tx.conn())
             .await?;
-        audit(&mut tx, ctx, "delete", "incident_response_plan", id, json(&current.to_pb()), Value::Null).await?;
+        record_change(&mut tx, ctx, "delete", "incident_response_plan", id, snapshot(&current.to_pb()), Value::Null)
+            .await?;
         tx.commit().await?;
         Ok(pb::DeleteIncidentResponsePlanResponse {})
     }

@@ -80,7 +80,7 @@ impl IncidentsService {
             .get_result(tx.conn())
             .await?;
         let created = row.to_pb(timefmt::now());
-        audit(&mut tx, ctx, "create", "vulnerability", id, Value::Null, json(&created)).await?;
+        record_change(&mut tx, ctx, "create", "vulnerability", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -112,7 +112,7 @@ impl IncidentsService {
         .get_result(tx.conn())
         .await?;
         let after = row.to_pb(now);
-        audit(&mut tx, ctx, "update", "vulnerability", id, json(&before), json(&after)).await?;
+        record_change(&mut tx, ctx, "update", "vulnerability", id, snapshot(&before), snapshot(&after)).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -132,7 +132,16 @@ impl IncidentsService {
         )
         .execute(tx.conn())
         .await?;
-        audit(&mut tx, ctx, "delete", "vulnerability", id, json(&current.to_pb(timefmt::now())), Value::Null).await?;
+        record_change(
+            &mut tx,
+            ctx,
+            "delete",
+            "vulnerability",
+            id,
+            snapshot(&current.to_pb(timefmt::now())),
+            Value::Null,
+        )
+        .await?;
         tx.commit().await?;
         Ok(pb::DeleteVulnerabilityResponse {})
     }
