@@ -352,11 +352,39 @@ async fn tampering_is_detected_and_named() {
     assert_eq!(verify(&s, &org).await["ok"], true);
     let org_id = org.id;
 
+    let entry_of =
+        |seq: i64| format!("(SELECT event_id FROM audit_log WHERE organization_id = '{org_id}' AND seq = {seq})");
+    let expect_bad = async |seq: i64, what: &str| {
+        let report = verify(&s, &org).await;
+        assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
+        assert!(report["problem"].as_str().unwrap().contains(what), "{report}");
+    };
+
     // 1. Edit a field of entry 6.
-    tamper(&s, &format!("UPDATE audit_log SET changes = jsonb_set(changes, '{{after,name}}', '\"forged\"') WHERE organization_id = '{org_id}' AND seq = 6")).await;
-    let report = verify(&s, &org).await;
-    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(6)), "{report}");
-    assert!(report["problem"].as_str().unwrap().contains("hash mismatch"), "{report}");
+    let edit = format!(
+        "UPDATE audit_entries SET fields = replace(fields, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')
+          WHERE organization_id = '{org_id}' AND event_id = {}",
+        entry_of(6)
+    );
+    tamper(&s, &edit).await;
+    expect_bad(6, "hash mismatch").await;
+    let restore = format!(
+        "UPDATE audit_entries SET fields = replace(fields, '\"forged ', '\"') WHERE organization_id = '{org_id}' AND event_id = {}",
+        entry_of(6)
+    );
+    tamper(&s, &restore).await;
+    assert_eq!(verify(&s, &org).await["ok"], true, "restoring the field restores the entry");
+
+    // 2. Edit an index column of entry 4 (what listings filter on), leaving its fields alone.
+    tamper(&s, &format!("UPDATE audit_entries SET action = action || '-forged' WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(4))).await;
+    expect_bad(4, "action column").await;
+    tamper(&s, &format!("UPDATE audit_entries SET action = replace(action, '-forged', '') WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(4))).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+
+    // 3. Delete entry 7's content but keep its place in the log.
+    tamper(&s, &format!("DELETE FROM audit_entries WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(7)))
+        .await;
+    expect_bad(7, "content of entry 7 is missing").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -562,7 +590,9 @@ async fn personal_data_can_be_withheld_without_breaking_the_chain() {
     let mut conn = s.db.superuser().await;
     diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
     diesel::sql_query(format!(
-        "UPDATE audit_log SET changes = jsonb_set(changes, '{{after,email}}', '\"viewer@acme.test\"'), withheld = withheld - 'after.email' WHERE seq = {seq}"
+        "UPDATE audit_entries SET fields = regexp_replace(fields, 'after\\.email\\t![0-9a-f]+', 'after.email' || chr(9) || '\"viewer@acme.test\"')
+          WHERE event_id = (SELECT event_id FROM audit_log WHERE organization_id = '{}' AND seq = {seq})",
+        org.id
     ))
     .execute(&mut conn)
     .await

@@ -38,6 +38,7 @@ async fn hand_written_schema_matches_the_migrations() {
         requirements,
         audit_queue,
         audit_log,
+        audit_entries,
         audit_heads,
         audit_tree_nodes,
         audit_checkpoints,

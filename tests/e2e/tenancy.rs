@@ -121,7 +121,7 @@ async fn row_level_security_hides_other_tenants_even_from_raw_sql() {
         .await
         .unwrap();
     assert_eq!(by_id.n, 0);
-    let by_org: Count = diesel::sql_query("SELECT count(*) AS n FROM audit_queue WHERE organization_id = $1::uuid")
+    let by_org: Count = diesel::sql_query("SELECT count(*) AS n FROM audit_entries WHERE organization_id = $1::uuid")
         .bind::<Text, _>(b.id.to_string())
         .get_result(&mut conn)
         .await
@@ -156,12 +156,15 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         .unwrap();
     assert!(!flags.rolsuper && !flags.rolbypassrls);
     for statement in [
-        "UPDATE audit_log SET action = 'forged'",
+        "UPDATE audit_entries SET action = 'forged'",
+        "DELETE FROM audit_entries",
+        "TRUNCATE audit_entries",
+        "UPDATE audit_log SET leaf_hash = chain_hash",
         "DELETE FROM audit_log",
         "TRUNCATE audit_log",
         "UPDATE audit_checkpoints SET tree_size = 0",
         "DELETE FROM audit_tree_nodes",
-        "UPDATE audit_queue SET action = 'forged'",
+        "UPDATE audit_queue SET digest = digest",
     ] {
         let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
         tx.begin_test_transaction().await.unwrap();

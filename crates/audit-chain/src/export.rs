@@ -1,10 +1,10 @@
 //! The offline verifier's input and the verifier itself.
 //!
-//! `custos audit export` writes an organisation's log as JSON Lines (`custos-audit-export/v1`): a
+//! `custos audit export` writes an organisation's log as JSON Lines (`custos-audit-export/v2`): a
 //! header (organisation, origin, verifier key, and the anchor — chain hash and compact range — the
-//! export starts from), then every entry with its committed fields (values and salts, or the
-//! commitments of withheld fields) and every signed checkpoint, each placed right after the entry
-//! that completes it. `custos audit verify-file` checks such a file with no database: leaves,
+//! export starts from), then every entry with its committed fields exactly as stored (the
+//! `custos-audit/v2` field lines — `name TAB json` or `name TAB !commitment` — and the salts,
+//! base64) and every signed checkpoint, each placed right after the entry that completes it. `custos audit verify-file` checks such a file with no database: leaves,
 //! chain, tree and checkpoint signatures — against a public key the regulator obtained out of
 //! band, or, without one, against the key in the file (which proves consistency, not origin).
 
@@ -13,21 +13,20 @@ use std::io::{BufRead, Write};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use custos_core::timefmt;
-use custos_db::schema::{audit_checkpoints, audit_heads, audit_log};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::encoding::{Field, Fields, Hash};
+use crate::encoding::{Hash, Scratch, StoredEntry, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
-use crate::rows::{LogRow, from_hex, hex, to_hash};
+use crate::rows::{EntryRow, LogRow, Unverifiable, from_hex, hex, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::{ChainVerifier, StoredCheckpoint};
 
-pub const FORMAT: &str = "custos-audit-export/v1";
+pub const FORMAT: &str = "custos-audit-export/v2";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Header {
@@ -43,16 +42,12 @@ pub struct Header {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ExportField {
-    Revealed { value: Value, salt: String },
-    Withheld { withheld: String },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 pub struct ExportEntry {
     pub seq: u64,
-    pub fields: std::collections::BTreeMap<String, ExportField>,
+    /// The entry's field lines, as stored and hashed.
+    pub fields: String,
+    /// The entry's salts (seed or explicit), base64.
+    pub salts: String,
     pub leaf_hash: String,
     pub chain_hash: String,
 }
@@ -85,19 +80,6 @@ impl From<diesel::result::Error> for ExportError {
     fn from(e: diesel::result::Error) -> Self {
         ExportError::Chain(e.into())
     }
-}
-
-fn export_fields(fields: Fields) -> std::collections::BTreeMap<String, ExportField> {
-    fields
-        .into_iter()
-        .map(|(name, f)| {
-            let f = match f {
-                Field::Revealed { value, salt } => ExportField::Revealed { value, salt: B64.encode(salt) },
-                Field::Withheld { commitment } => ExportField::Withheld { withheld: hex(&commitment) },
-            };
-            (name, f)
-        })
-        .collect()
 }
 
 fn write_line(out: &mut impl Write, line: &impl Serialize) -> Result<(), ExportError> {
@@ -155,28 +137,36 @@ impl AuditChain {
         let mut next = heads.pruned_before;
         let mut written = 0;
         loop {
-            let rows: Vec<LogRow> = audit_log::table
+            let rows: Vec<(LogRow, Option<EntryRow>)> = audit_log::table
+                .left_join(
+                    audit_entries::table.on(audit_entries::organization_id
+                        .eq(audit_log::organization_id)
+                        .and(audit_entries::event_id.eq(audit_log::event_id))),
+                )
                 .filter(audit_log::organization_id.eq(org))
                 .filter(audit_log::seq.ge(next))
                 .order(audit_log::seq.asc())
                 .limit(5000)
-                .select(LogRow::as_select())
+                .select((LogRow::as_select(), Option::<EntryRow>::as_select()))
                 .load(tx.conn())
                 .await?;
-            for row in &rows {
-                let fields = row.fields().map_err(|e| ChainError::Corrupt(org, e))?;
+            for (log, entry) in &rows {
+                let entry = entry.as_ref().ok_or_else(|| {
+                    ChainError::Corrupt(org, format!("entry {} has no content; run verify-audit-chain", log.seq))
+                })?;
                 let line = Line::Entry(ExportEntry {
-                    seq: row.seq as u64,
-                    fields: export_fields(fields),
-                    leaf_hash: hex(&row.leaf_hash),
-                    chain_hash: hex(&row.chain_hash),
+                    seq: log.seq as u64,
+                    fields: entry.fields.clone(),
+                    salts: B64.encode(&entry.salts),
+                    leaf_hash: hex(&log.leaf_hash),
+                    chain_hash: hex(&log.chain_hash),
                 });
                 write_line(out, &line)?;
                 written += 1;
-                emit_due(out, row.seq + 1)?;
+                emit_due(out, log.seq + 1)?;
             }
             match rows.last() {
-                Some(last) if rows.len() == 5000 => next = last.seq + 1,
+                Some((last, _)) if rows.len() == 5000 => next = last.seq + 1,
                 _ => break,
             }
         }
@@ -233,7 +223,7 @@ pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<
     let frontier = Frontier::from_bytes(header.first_seq, &anchor_hashes.concat())
         .ok_or_else(|| malformed(1, "anchor does not match first_seq"))?;
     let chain = hash_of(1, "anchor chain hash", &header.anchor_chain_hash)?;
-    let mut verifier = ChainVerifier::new(header.organization_id, header.origin.clone(), vec![key], chain, frontier);
+    let mut verifier = ChainVerifier::new(header.origin.clone(), vec![key], chain, frontier);
     let mut report = FileReport {
         organization_id: header.organization_id,
         ok: false,
@@ -245,6 +235,7 @@ pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<
         problem: None,
     };
     let mut outcome = Ok(());
+    let mut scratch = Scratch::default();
     for (n, text) in lines {
         let text = text?;
         if text.trim().is_empty() {
@@ -258,29 +249,15 @@ pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<
                 note: cp.note,
             }),
             Line::Entry(e) => {
-                let fields: Result<Fields, String> = e
-                    .fields
-                    .into_iter()
-                    .map(|(name, f)| match f {
-                        ExportField::Revealed { value, salt } => {
-                            let salt = B64
-                                .decode(&salt)
-                                .ok()
-                                .and_then(|b| b.try_into().ok())
-                                .ok_or(format!("bad salt for {name}"))?;
-                            Ok((name, Field::Revealed { value, salt }))
-                        }
-                        ExportField::Withheld { withheld } => {
-                            let c = from_hex(&withheld)
-                                .and_then(|b| to_hash(&b))
-                                .ok_or(format!("bad commitment for {name}"))?;
-                            Ok((name, Field::Withheld { commitment: c }))
-                        }
-                    })
-                    .collect();
-                let leaf = from_hex(&e.leaf_hash).unwrap_or_default();
+                let digest = B64
+                    .decode(&e.salts)
+                    .map_err(|_| "bad salts".to_owned())
+                    .and_then(|salts| StoredEntry { fields: e.fields.as_bytes(), salts: &salts }.digest(&mut scratch));
+                let leaf =
+                    digest.map(|d| leaf_hash(&header.organization_id, e.seq, &d)).map_err(Unverifiable::Malformed);
+                let stored_leaf = from_hex(&e.leaf_hash).unwrap_or_default();
                 let chain = from_hex(&e.chain_hash).unwrap_or_default();
-                verifier.entry(e.seq, fields, &leaf, &chain)
+                verifier.entry_leaf(e.seq, leaf, &stored_leaf, &chain)
             }
         };
         if outcome.is_err() {

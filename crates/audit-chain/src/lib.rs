@@ -1,9 +1,11 @@
 //! The tamper-evident audit trail, to the standard of certificate-transparency logs.
 //!
 //! * Writing — every state change calls [`record`] with the transaction that makes the change: the
-//!   entry goes into `audit_queue` and commits or rolls back with it. Writers share no row.
+//!   entry goes into `audit_entries` (encoded by [`encoding`]: `custos-audit/v2`, per-field salted
+//!   commitments folded into a digest) and its id and digest into `audit_queue`, committing or
+//!   rolling back with the change. Writers share no row.
 //! * [`sequencer`] — drains each organisation's queue in batches: sequence numbers, leaf hashes
-//!   ([`encoding`]: `custos-audit/v1`, per-field salted commitments), the hash chain, the Merkle
+//!   over the writers' digests, the hash chain, the Merkle
 //!   tree ([`merkle`]: RFC 6962 over BLAKE3, compact range in `audit_heads`, every 8th level stored
 //!   in `audit_tree_nodes`) and signed checkpoints ([`note`]: C2SP signed notes, Ed25519, key from
 //!   [`keys`]).
@@ -32,11 +34,11 @@ pub use sequencer::{AuditChain, ChainError, IntegrateOutcome, SequencerConfig};
 pub use service::{AuditError, AuditService};
 pub use verify::VerifyReport;
 
-use custos_core::{RequestCtx, new_id};
-use custos_db::schema::audit_queue;
+use custos_core::{RequestCtx, new_id, timefmt};
 use custos_db::{DbError, Tx};
-use diesel::ExpressionMethods;
+use diesel::sql_types::{Bytea, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use encoding::EntryValues;
 use serde_json::{Value, json};
 
 /// One change, as its caller describes it.
@@ -73,23 +75,45 @@ pub fn snapshot<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// Records `change` in the transaction that makes it.
+/// Records `change` in the transaction that makes it: the entry (index columns and committed
+/// fields) and its place in the sequencer's queue, in one statement.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
+    let now = timefmt::now();
+    // The database keeps microseconds; the committed timestamp must read back identically.
+    let recorded_at = now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now);
+    let actor = ctx.actor.label();
     let actor_detail = serde_json::to_value(&ctx.actor).unwrap_or(Value::Null);
-    diesel::insert_into(audit_queue::table)
-        .values((
-            audit_queue::id.eq(new_id()),
-            audit_queue::organization_id.eq(ctx.organization_id),
-            audit_queue::actor.eq(ctx.actor.label()),
-            audit_queue::actor_detail.eq(json!({ "actor": actor_detail, "role": ctx.role.as_str() })),
-            audit_queue::action.eq(change.action),
-            audit_queue::resource_type.eq(change.resource_type),
-            audit_queue::resource_id.eq(change.resource_id),
-            audit_queue::changes.eq(json!({ "before": change.before, "after": change.after })),
-            audit_queue::request_id.eq(ctx.request_id.as_deref()),
-            audit_queue::client_addr.eq(ctx.client_addr.map(|a| a.to_string())),
-        ))
-        .execute(tx.conn())
-        .await?;
+    let values = EntryValues {
+        recorded_at: timefmt::timestamp(recorded_at),
+        actor: actor.clone(),
+        actor_detail: json!({ "actor": actor_detail, "role": ctx.role.as_str() }),
+        action: change.action.to_owned(),
+        resource_type: change.resource_type.to_owned(),
+        resource_id: change.resource_id.clone(),
+        request_id: ctx.request_id.clone(),
+        client_addr: ctx.client_addr.map(|a| a.to_string()),
+        before: change.before,
+        after: change.after,
+    };
+    let encoded = values.encode(&rand::random());
+    diesel::sql_query(
+        "WITH entry AS (
+           INSERT INTO audit_entries (organization_id, event_id, recorded_at, actor, action, resource_type,
+                                      resource_id, fields, salts)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))
+         INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) VALUES ($1, $2, $3, $10)",
+    )
+    .bind::<SqlUuid, _>(ctx.organization_id)
+    .bind::<SqlUuid, _>(new_id())
+    .bind::<Timestamptz, _>(recorded_at)
+    .bind::<Text, _>(actor)
+    .bind::<Text, _>(change.action)
+    .bind::<Text, _>(change.resource_type)
+    .bind::<Text, _>(&change.resource_id)
+    .bind::<Text, _>(&encoded.fields)
+    .bind::<Bytea, _>(&encoded.salts)
+    .bind::<Bytea, _>(&encoded.digest[..])
+    .execute(tx.conn())
+    .await?;
     Ok(())
 }

@@ -1,98 +1,205 @@
-//! The audit tables' rows and how an entry's committed fields are rebuilt from them.
+//! The audit tables' rows, and how an entry's digest and readable form come from them.
 
-use std::collections::BTreeMap;
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use custos_core::timefmt;
-use custos_db::schema::{audit_log, audit_queue};
+use custos_db::Tx;
+use custos_db::schema::{audit_entries, audit_log};
 use diesel::prelude::*;
-use serde_json::Value;
+use diesel_async::RunQueryDsl;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::encoding::{EntryValues, Field, Fields, Hash, Salt, derive_salt};
+use crate::encoding::{FieldRef, Hash, Scratch, StoredEntry, is_json_string};
+use crate::sequencer::ChainError;
 
-/// An entry written with its change, not yet sequenced.
+/// What an index column shows once the field it repeats was withheld.
+pub const PLACEHOLDER: &str = "[withheld]";
+
+/// An entry as written with its change: index columns and committed fields.
 #[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = audit_queue)]
-pub struct QueueRow {
-    pub id: Uuid,
+#[diesel(table_name = audit_entries)]
+pub struct EntryRow {
     pub organization_id: Uuid,
+    pub event_id: Uuid,
     pub recorded_at: OffsetDateTime,
     pub actor: String,
-    pub actor_detail: Value,
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
-    pub changes: Value,
-    pub request_id: Option<String>,
-    pub client_addr: Option<String>,
+    pub fields: String,
+    pub salts: Vec<u8>,
 }
 
-impl QueueRow {
-    pub fn values(&self) -> EntryValues {
-        values(
-            self.recorded_at,
-            &self.actor,
-            &self.actor_detail,
-            &self.action,
-            &self.resource_type,
-            &self.resource_id,
-            &self.changes,
-            &self.request_id,
-            &self.client_addr,
-        )
-    }
-}
-
-/// A sequenced entry of the log.
+/// An entry's place in the sequence.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = audit_log)]
 pub struct LogRow {
-    pub organization_id: Uuid,
     pub seq: i64,
     pub event_id: Uuid,
-    pub recorded_at: OffsetDateTime,
     pub sequenced_at: OffsetDateTime,
-    pub actor: String,
-    pub actor_detail: Value,
-    pub action: String,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub changes: Value,
-    pub request_id: Option<String>,
-    pub client_addr: Option<String>,
-    pub salt_seed: Option<Vec<u8>>,
-    pub salts: Option<Value>,
-    pub withheld: Option<Value>,
     pub leaf_hash: Vec<u8>,
     pub chain_hash: Vec<u8>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn values(
-    recorded_at: OffsetDateTime,
-    actor: &str,
-    actor_detail: &Value,
-    action: &str,
-    resource_type: &str,
-    resource_id: &str,
-    changes: &Value,
-    request_id: &Option<String>,
-    client_addr: &Option<String>,
-) -> EntryValues {
-    EntryValues {
-        recorded_at: timefmt::timestamp(recorded_at),
-        actor: actor.to_owned(),
-        actor_detail: actor_detail.clone(),
-        action: action.to_owned(),
-        resource_type: resource_type.to_owned(),
-        resource_id: resource_id.to_owned(),
-        request_id: request_id.clone(),
-        client_addr: client_addr.clone(),
-        before: changes.get("before").cloned().unwrap_or(Value::Null),
-        after: changes.get("after").cloned().unwrap_or(Value::Null),
+/// The index columns of an entry, which must repeat its fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub recorded_at: OffsetDateTime,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+}
+
+impl EntryRow {
+    pub fn stored(&self) -> StoredEntry<'_> {
+        StoredEntry { fields: self.fields.as_bytes(), salts: &self.salts }
+    }
+
+    pub fn columns(&self) -> Columns<'_> {
+        Columns {
+            recorded_at: self.recorded_at,
+            actor: &self.actor,
+            action: &self.action,
+            resource_type: &self.resource_type,
+            resource_id: &self.resource_id,
+        }
+    }
+
+    /// The entry's digest, recomputed; an error if its fields or columns were altered.
+    pub fn digest(&self, scratch: &mut Scratch) -> Result<Hash, Unverifiable> {
+        digest(&self.stored(), &self.columns(), scratch)
+    }
+
+    /// Names of withheld fields.
+    pub fn withheld_fields(&self) -> Vec<String> {
+        self.stored()
+            .fields()
+            .filter_map(Result::ok)
+            .filter(|(_, f)| matches!(f, FieldRef::Withheld(_)))
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect()
+    }
+
+    /// The revealed value of field `name`, parsed; `None` when absent or withheld.
+    pub fn value(&self, name: &str) -> Option<Value> {
+        self.stored().get(name).flatten().and_then(|v| serde_json::from_slice(v).ok())
+    }
+
+    /// One side of the change (`before` / `after`) as it reads: split attributes gathered back
+    /// into an object, withheld ones left out.
+    pub fn side(&self, side: &str) -> Value {
+        if let Some(whole) = self.stored().get(side) {
+            return whole.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or(Value::Null);
+        }
+        let prefix = format!("{side}.");
+        let mut object = Map::new();
+        for (name, field) in self.stored().fields().filter_map(Result::ok) {
+            let Some(key) = name.strip_prefix(prefix.as_bytes()) else { continue };
+            if let FieldRef::Revealed(v) = field {
+                object.insert(
+                    String::from_utf8_lossy(key).into_owned(),
+                    serde_json::from_slice(v).unwrap_or(Value::Null),
+                );
+            }
+        }
+        if object.is_empty()
+            && !self.stored().fields().filter_map(Result::ok).any(|(n, _)| n.starts_with(prefix.as_bytes()))
+        {
+            return Value::Null;
+        }
+        Value::Object(object)
+    }
+}
+
+/// The digest of a stored entry, checking on the way that its index columns repeat its fields
+/// (or show [`PLACEHOLDER`] where an erasable field was withheld): what the log lists and filters
+/// on is what the hashes cover.
+pub fn digest(stored: &StoredEntry<'_>, columns: &Columns<'_>, scratch: &mut Scratch) -> Result<Hash, Unverifiable> {
+    let mut checked = 0u8;
+    let mut mismatch: Option<&'static str> = None;
+    let digest = stored
+        .digest_visiting(scratch, |name, field| {
+            let (column, bit, erasable) = match name {
+                b"actor" => (columns.actor, 1, true),
+                b"action" => (columns.action, 2, false),
+                b"resource_type" => (columns.resource_type, 4, false),
+                b"resource_id" => (columns.resource_id, 8, true),
+                b"recorded_at" => {
+                    checked |= 16;
+                    let FieldRef::Revealed(v) = field else {
+                        mismatch = mismatch.or(Some("recorded_at"));
+                        return;
+                    };
+                    if !is_json_string(v, &timefmt::timestamp(columns.recorded_at)) {
+                        mismatch = mismatch.or(Some("recorded_at"));
+                    }
+                    return;
+                }
+                _ => return,
+            };
+            checked |= bit;
+            let agrees = match field {
+                FieldRef::Revealed(v) => is_json_string(v, column),
+                FieldRef::Withheld(_) => erasable && column == PLACEHOLDER,
+            };
+            if !agrees {
+                mismatch = mismatch.or(Some(match bit {
+                    1 => "actor",
+                    2 => "action",
+                    4 => "resource_type",
+                    _ => "resource_id",
+                }));
+            }
+        })
+        .map_err(Unverifiable::Malformed)?;
+    if let Some(name) = mismatch {
+        return Err(Unverifiable::Column(name));
+    }
+    if checked != 31 {
+        return Err(Unverifiable::Malformed("a required field is missing".to_owned()));
+    }
+    Ok(digest)
+}
+
+/// Why an entry's digest could not be recomputed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unverifiable {
+    /// The log names an entry whose row is gone.
+    Missing,
+    Malformed(String),
+    /// An index column does not repeat its committed field.
+    Column(&'static str),
+}
+
+impl Unverifiable {
+    /// What verification reports about entry `seq`.
+    pub fn problem(&self, seq: u64) -> String {
+        match self {
+            Unverifiable::Missing => format!("hash mismatch: the content of entry {seq} is missing"),
+            Unverifiable::Malformed(e) => format!("entry {seq} cannot be decoded: {e}"),
+            Unverifiable::Column(c) => {
+                format!("hash mismatch: the {c} column of entry {seq} differs from its committed field")
+            }
+        }
+    }
+}
+
+impl crate::AuditChain {
+    /// Entry `seq` of an organisation's log with its fields, if there is one.
+    pub async fn entry(&self, tx: &mut Tx, org: Uuid, seq: i64) -> Result<Option<(LogRow, EntryRow)>, ChainError> {
+        Ok(audit_log::table
+            .inner_join(
+                audit_entries::table.on(audit_entries::organization_id
+                    .eq(audit_log::organization_id)
+                    .and(audit_entries::event_id.eq(audit_log::event_id))),
+            )
+            .filter(audit_log::organization_id.eq(org))
+            .filter(audit_log::seq.eq(seq))
+            .select((LogRow::as_select(), EntryRow::as_select()))
+            .first(tx.conn())
+            .await
+            .optional()?)
     }
 }
 
@@ -101,60 +208,3 @@ pub fn to_hash(bytes: &[u8]) -> Option<Hash> {
 }
 
 pub use custos_core::hex::{decode as from_hex, encode as hex};
-
-impl LogRow {
-    pub fn values(&self) -> EntryValues {
-        values(
-            self.recorded_at,
-            &self.actor,
-            &self.actor_detail,
-            &self.action,
-            &self.resource_type,
-            &self.resource_id,
-            &self.changes,
-            &self.request_id,
-            &self.client_addr,
-        )
-    }
-
-    /// Names of withheld fields, with their commitments.
-    pub fn withheld_fields(&self) -> Result<BTreeMap<String, Hash>, String> {
-        let Some(Value::Object(map)) = &self.withheld else { return Ok(BTreeMap::new()) };
-        map.iter()
-            .map(|(name, v)| {
-                let c = v.as_str().and_then(from_hex).and_then(|b| to_hash(&b));
-                c.map(|c| (name.clone(), c)).ok_or_else(|| format!("withheld field {name} has a malformed commitment"))
-            })
-            .collect()
-    }
-
-    /// The committed fields as stored: revealed values with their salts, withheld ones as commitments.
-    pub fn fields(&self) -> Result<Fields, String> {
-        let withheld = self.withheld_fields()?;
-        let seed: Option<Hash> = match &self.salt_seed {
-            Some(bytes) => Some(to_hash(bytes).ok_or("malformed salt seed")?),
-            None => None,
-        };
-        let mut fields = Fields::new();
-        for (name, value) in self.values().named() {
-            if withheld.contains_key(&name) {
-                continue;
-            }
-            let salt: Salt = match (&seed, &self.salts) {
-                (Some(seed), _) => derive_salt(seed, &name),
-                (None, Some(Value::Object(salts))) => salts
-                    .get(&name)
-                    .and_then(Value::as_str)
-                    .and_then(|s| B64.decode(s).ok())
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| format!("no salt for field {name}"))?,
-                _ => return Err(format!("no salt for field {name}")),
-            };
-            fields.insert(name, Field::Revealed { value, salt });
-        }
-        for (name, commitment) in withheld {
-            fields.insert(name, Field::Withheld { commitment });
-        }
-        Ok(fields)
-    }
-}

@@ -2,7 +2,8 @@
 //!
 //! One sequencer works on an organisation at a time — it holds that organisation's `audit_heads`
 //! row (`FOR UPDATE SKIP LOCKED`), so any number of replicas can run it. Writers never touch that
-//! row; they only insert into the queue. Within a batch, entries are ordered by the time they were
+//! row; they only insert into the queue (an entry's id and digest: the entry itself is never
+//! copied). Within a batch, entries are ordered by the time they were
 //! recorded; an entry whose transaction commits late is sequenced in a later batch, so sequence
 //! order is integration order and `recorded_at` can step back slightly between batches. Once
 //! sequenced, nothing moves.
@@ -11,19 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custos_core::timefmt;
-use custos_db::schema::{audit_checkpoints, audit_heads, audit_queue};
+use custos_db::schema::{audit_checkpoints, audit_heads};
 use custos_db::{Db, DbError, Tx};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bytea, Jsonb, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bytea, SmallInt, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::encoding::{Hash, chain_hash, leaf_hash};
+use crate::encoding::{chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
-use crate::rows::{QueueRow, to_hash};
+use crate::rows::to_hash;
 
 /// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
 pub const STRATUM: u8 = 8;
@@ -104,6 +105,17 @@ impl Heads {
     }
 }
 
+/// A queued entry, as the sequencer takes it.
+#[derive(diesel::QueryableByName)]
+struct Queued {
+    #[diesel(sql_type = SqlUuid)]
+    event_id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    recorded_at: OffsetDateTime,
+    #[diesel(sql_type = Bytea)]
+    digest: Vec<u8>,
+}
+
 #[derive(diesel::QueryableByName)]
 struct OrgId {
     #[diesel(sql_type = SqlUuid)]
@@ -162,41 +174,31 @@ impl AuditChain {
         };
         let mut frontier = heads.frontier()?;
         let mut chain = to_hash(&heads.chain_hash).ok_or_else(|| ChainError::Corrupt(org, "chain hash".into()))?;
-        let queued: Vec<QueueRow> = audit_queue::table
-            .filter(audit_queue::organization_id.eq(org))
-            .order((audit_queue::recorded_at.asc(), audit_queue::id.asc()))
-            .limit(self.config.batch_size as i64)
-            .select(QueueRow::as_select())
-            .load(tx.conn())
-            .await?;
+        // Taking a batch removes it from the queue in the same statement; the transaction either
+        // sequences all of it or none.
+        let mut queued: Vec<Queued> = diesel::sql_query(
+            "DELETE FROM audit_queue WHERE ctid = ANY(ARRAY(
+               SELECT ctid FROM audit_queue WHERE organization_id = $1
+                ORDER BY recorded_at, event_id LIMIT $2))
+             RETURNING event_id, recorded_at, digest",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<BigInt, _>(self.config.batch_size as i64)
+        .load(tx.conn())
+        .await?;
+        queued.sort_unstable_by_key(|q| (q.recorded_at, q.event_id));
 
         let n = queued.len();
         if n > 0 {
-            // Leaves are independent of each other: hash them on every core, off the runtime;
-            // only the chain and the tree below are sequential.
-            let first = frontier.size;
-            let (queued, hashed) = tokio::task::spawn_blocking(move || {
-                let seeds: Vec<Hash> = (0..queued.len()).map(|_| rand::random()).collect();
-                let indexed: Vec<(usize, &QueueRow)> = queued.iter().enumerate().collect();
-                let hashed = crate::verify::parallel_map(&indexed, |(i, row)| {
-                    (seeds[*i], leaf_hash(&org, first + *i as u64, &row.values().fields(&seeds[*i])))
-                });
-                (queued, hashed)
-            })
-            .await
-            .map_err(|e| ChainError::Corrupt(org, format!("sequencer worker failed: {e}")))?;
-            let (mut ids, mut seqs, mut seeds, mut leaves, mut chains) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
+            let (mut ids, mut seqs, mut leaves, mut chains) =
+                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
             let (mut node_levels, mut node_idx, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
-            for (row, hashed) in queued.iter().zip(hashed) {
+            for entry in &queued {
                 let seq = frontier.size;
-                let (seed, leaf) =
-                    hashed.ok_or_else(|| ChainError::Corrupt(org, format!("hashing entry {seq} failed")))?;
+                let digest = to_hash(&entry.digest).ok_or_else(|| {
+                    ChainError::Corrupt(org, format!("queued entry {} has no digest", entry.event_id))
+                })?;
+                let leaf = leaf_hash(&org, seq, &digest);
                 chain = chain_hash(&chain, &leaf);
                 for (id, hash) in frontier.append(leaf) {
                     if id.level % STRATUM == 0 {
@@ -205,41 +207,22 @@ impl AuditChain {
                         node_hashes.push(hash.to_vec());
                     }
                 }
-                ids.push(row.id);
+                ids.push(entry.event_id);
                 seqs.push(seq as i64);
-                seeds.push(seed.to_vec());
                 leaves.push(leaf.to_vec());
                 chains.push(chain.to_vec());
             }
-            // Every column travels as an array and is unnested: one statement per batch, and no
-            // join back to the queue (whose planner estimates go stale as it drains).
-            let col = |f: fn(&QueueRow) -> String| queued.iter().map(f).collect::<Vec<String>>();
             diesel::sql_query(
-                "INSERT INTO audit_log (organization_id, seq, event_id, recorded_at, actor, actor_detail, action,
-                                        resource_type, resource_id, changes, request_id, client_addr,
-                                        salt_seed, leaf_hash, chain_hash)
-                 SELECT $1, v.* FROM unnest($2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[], $6::jsonb[], $7::text[],
-                                            $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::text[],
-                                            $13::bytea[], $14::bytea[], $15::bytea[]) AS v",
+                "INSERT INTO audit_log (organization_id, seq, event_id, leaf_hash, chain_hash)
+                 SELECT $1, v.* FROM unnest($2::bigint[], $3::uuid[], $4::bytea[], $5::bytea[]) AS v",
             )
             .bind::<SqlUuid, _>(org)
             .bind::<Array<BigInt>, _>(&seqs)
             .bind::<Array<SqlUuid>, _>(&ids)
-            .bind::<Array<Timestamptz>, _>(queued.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(col(|r| r.actor.clone()))
-            .bind::<Array<Jsonb>, _>(queued.iter().map(|r| r.actor_detail.clone()).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(col(|r| r.action.clone()))
-            .bind::<Array<Text>, _>(col(|r| r.resource_type.clone()))
-            .bind::<Array<Text>, _>(col(|r| r.resource_id.clone()))
-            .bind::<Array<Jsonb>, _>(queued.iter().map(|r| r.changes.clone()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(queued.iter().map(|r| r.request_id.clone()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(queued.iter().map(|r| r.client_addr.clone()).collect::<Vec<_>>())
-            .bind::<Array<Bytea>, _>(&seeds)
             .bind::<Array<Bytea>, _>(&leaves)
             .bind::<Array<Bytea>, _>(&chains)
             .execute(tx.conn())
             .await?;
-            diesel::delete(audit_queue::table.filter(audit_queue::id.eq_any(&ids))).execute(tx.conn()).await?;
             if !node_levels.is_empty() {
                 diesel::sql_query(
                     "INSERT INTO audit_tree_nodes (organization_id, level, idx, hash)

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use custos_core::ctx::Access;
 use custos_core::filter::{contains_pattern, parse_date};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
-use custos_db::schema::{audit_checkpoints, audit_heads, audit_log};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{LogRow, hex, to_hash};
+use crate::rows::{EntryRow, LogRow, hex, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,25 +92,44 @@ fn encode_cursor(seq: i64) -> String {
     B64URL.encode(format!("seq:{seq}"))
 }
 
-pub fn entry_pb(row: &LogRow) -> pb::AuditEntry {
-    let withheld = row.withheld_fields().map(|w| w.into_keys().collect()).unwrap_or_default();
+fn decode_entry_cursor(raw: &str) -> Result<Uuid> {
+    B64URL
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("id:").and_then(|id| id.parse().ok()))
+        .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
+}
+
+fn encode_entry_cursor(event_id: Uuid) -> String {
+    B64URL.encode(format!("id:{event_id}"))
+}
+
+/// An entry as auditors read it: the log row and the entry's fields.
+pub fn entry_pb(log: &LogRow, entry: &EntryRow) -> pb::AuditEntry {
+    let stored = entry.stored();
+    let json = |name: &str| match stored.get(name) {
+        Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+        _ => "null".to_owned(),
+    };
+    let text = |name: &str| entry.value(name).and_then(|v| v.as_str().map(str::to_owned));
     pb::AuditEntry {
-        seq: row.seq,
-        id: row.event_id.to_string(),
-        recorded_at: timefmt::timestamp(row.recorded_at),
-        sequenced_at: timefmt::timestamp(row.sequenced_at),
-        actor: row.actor.clone(),
-        actor_detail: row.actor_detail.to_string(),
-        action: row.action.clone(),
-        resource_type: row.resource_type.clone(),
-        resource_id: row.resource_id.clone(),
-        before: row.changes.get("before").map(|v| v.to_string()).unwrap_or_default(),
-        after: row.changes.get("after").map(|v| v.to_string()).unwrap_or_default(),
-        request_id: row.request_id.clone(),
-        client_addr: row.client_addr.clone(),
-        withheld_fields: withheld,
-        leaf_hash: hex(&row.leaf_hash),
-        chain_hash: hex(&row.chain_hash),
+        seq: log.seq,
+        id: entry.event_id.to_string(),
+        recorded_at: timefmt::timestamp(entry.recorded_at),
+        sequenced_at: timefmt::timestamp(log.sequenced_at),
+        actor: entry.actor.clone(),
+        actor_detail: json("actor_detail"),
+        action: entry.action.clone(),
+        resource_type: entry.resource_type.clone(),
+        resource_id: entry.resource_id.clone(),
+        before: entry.side("before").to_string(),
+        after: entry.side("after").to_string(),
+        request_id: text("request_id"),
+        client_addr: text("client_addr"),
+        withheld_fields: entry.withheld_fields(),
+        leaf_hash: hex(&log.leaf_hash),
+        chain_hash: hex(&log.chain_hash),
     }
 }
 
@@ -135,63 +154,69 @@ impl AuditService {
         ctx.require(Access::Audit)?;
         let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
         let org = ctx.organization_id;
-        let mut q = audit_log::table.filter(audit_log::organization_id.eq(org)).into_boxed::<Pg>();
+        let mut q = audit_log::table
+            .inner_join(
+                audit_entries::table.on(audit_entries::organization_id
+                    .eq(audit_log::organization_id)
+                    .and(audit_entries::event_id.eq(audit_log::event_id))),
+            )
+            .filter(audit_entries::organization_id.eq(org))
+            .into_boxed::<Pg>();
         let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         if let Some(a) = text(&req.actor) {
-            q = q.filter(audit_log::actor.eq(a));
+            q = q.filter(audit_entries::actor.eq(a));
         }
         if let Some(a) = text(&req.action) {
-            q = q.filter(audit_log::action.eq(a));
+            q = q.filter(audit_entries::action.eq(a));
         }
         if let Some(t) = text(&req.resource_type) {
-            q = q.filter(audit_log::resource_type.eq(t));
+            q = q.filter(audit_entries::resource_type.eq(t));
         }
         if let Some(id) = text(&req.resource_id) {
-            q = q.filter(audit_log::resource_id.eq(id));
+            q = q.filter(audit_entries::resource_id.eq(id));
         }
         if let Some(after) = text(&req.recorded_after) {
-            q = q.filter(audit_log::recorded_at.ge(parse_instant("recorded_after", &after, false)?));
+            q = q.filter(audit_entries::recorded_at.ge(parse_instant("recorded_after", &after, false)?));
         }
         if let Some(before) = text(&req.recorded_before) {
-            q = q.filter(audit_log::recorded_at.le(parse_instant("recorded_before", &before, true)?));
+            q = q.filter(audit_entries::recorded_at.le(parse_instant("recorded_before", &before, true)?));
         }
         if let Some(s) = text(&req.search) {
             let p = contains_pattern(&s);
             q = q.filter(
-                audit_log::actor
+                audit_entries::actor
                     .ilike(p.clone())
-                    .or(audit_log::action.ilike(p.clone()))
-                    .or(audit_log::resource_type.ilike(p.clone()))
-                    .or(audit_log::resource_id.ilike(p.clone()))
-                    .or(diesel::dsl::sql::<diesel::sql_types::Bool>("changes::text ILIKE ")
-                        .bind::<diesel::sql_types::Text, _>(p)),
+                    .or(audit_entries::action.ilike(p.clone()))
+                    .or(audit_entries::resource_type.ilike(p.clone()))
+                    .or(audit_entries::resource_id.ilike(p.clone()))
+                    .or(audit_entries::fields.ilike(p)),
             );
         }
         if let Some(c) = text(&req.cursor) {
-            q = q.filter(audit_log::seq.lt(decode_cursor(&c)?));
+            q = q.filter(audit_entries::event_id.lt(decode_entry_cursor(&c)?));
         }
         let mut tx = self.chain.db.begin(org).await?;
-        let mut rows: Vec<LogRow> =
-            q.order(audit_log::seq.desc()).limit(size + 1).select(LogRow::as_select()).load(tx.conn()).await?;
+        // Newest first by entry id (time-ordered), which every filter's index serves in order.
+        let mut rows: Vec<(LogRow, EntryRow)> = q
+            .order(audit_entries::event_id.desc())
+            .limit(size + 1)
+            .select((LogRow::as_select(), EntryRow::as_select()))
+            .load(tx.conn())
+            .await?;
         tx.commit().await?;
         let more = rows.len() as i64 > size;
         rows.truncate(size as usize);
-        let next_cursor = if more { rows.last().map(|r| encode_cursor(r.seq)) } else { None };
-        Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })
+        let next_cursor = if more { rows.last().map(|(_, e)| encode_entry_cursor(e.event_id)) } else { None };
+        Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(|(l, e)| entry_pb(l, e)).collect(), next_cursor })
     }
 
     pub async fn get_entry(&self, ctx: &RequestCtx, req: pb::GetAuditEntryRequest) -> Result<pb::AuditEntry> {
         ctx.require(Access::Audit)?;
         let mut tx = self.chain.db.begin(ctx.organization_id).await?;
-        let row: Option<LogRow> = audit_log::table
-            .filter(audit_log::organization_id.eq(ctx.organization_id))
-            .filter(audit_log::seq.eq(req.seq))
-            .select(LogRow::as_select())
-            .first(tx.conn())
-            .await
-            .optional()?;
+        let row = self.chain.entry(&mut tx, ctx.organization_id, req.seq).await?;
         tx.commit().await?;
-        Ok(entry_pb(&row.ok_or_else(|| Problem::not_found("Audit entry", req.seq))?))
+        let (log, entry) = row.ok_or_else(|| Problem::not_found("Audit entry", req.seq))?;
+        Ok(entry_pb(&log, &entry))
     }
 
     pub async fn list_checkpoints(
@@ -411,7 +436,7 @@ impl AuditService {
                 crate::withhold::WithholdError::Rejected(p) => AuditError::Rejected(p),
                 crate::withhold::WithholdError::Chain(c) => AuditError::Chain(c),
             })?;
-        Ok(entry_pb(&row))
+        Ok(entry_pb(&row.0, &row.1))
     }
 
     /// The checkpoint signing key; anyone may fetch it (with credentials, the caller's log origin too).

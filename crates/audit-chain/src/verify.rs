@@ -7,17 +7,17 @@
 
 use std::collections::VecDeque;
 
-use custos_db::schema::{audit_checkpoints, audit_heads, audit_log, audit_queue};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log, audit_queue};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::Duration;
 use uuid::Uuid;
 
-use crate::encoding::{Fields, Hash, chain_hash, leaf_hash};
+use crate::encoding::{Hash, Scratch, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
-use crate::rows::{LogRow, hex, to_hash};
+use crate::rows::{EntryRow, LogRow, Unverifiable, hex, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 const BATCH: i64 = 5000;
@@ -65,7 +65,6 @@ fn fail<T>(seq: u64, problem: impl Into<String>) -> Result<T, Failure> {
 
 /// Checks entries and checkpoints fed to it in order.
 pub struct ChainVerifier {
-    org: Uuid,
     origin: String,
     trusted: Vec<NoteVerifier>,
     chain: Hash,
@@ -79,9 +78,8 @@ pub struct ChainVerifier {
 
 impl ChainVerifier {
     /// Starts at `frontier.size` with the chain hash of the entry before it.
-    pub fn new(org: Uuid, origin: String, trusted: Vec<NoteVerifier>, chain: Hash, frontier: Frontier) -> Self {
+    pub fn new(origin: String, trusted: Vec<NoteVerifier>, chain: Hash, frontier: Frontier) -> Self {
         ChainVerifier {
-            org,
             origin,
             trusted,
             chain,
@@ -171,23 +169,12 @@ impl ChainVerifier {
         Ok(())
     }
 
-    /// Checks the next entry from its fields.
-    pub fn entry(
-        &mut self,
-        seq: u64,
-        fields: Result<Fields, String>,
-        stored_leaf: &[u8],
-        stored_chain: &[u8],
-    ) -> Result<(), Failure> {
-        let leaf = fields.map(|f| leaf_hash(&self.org, seq, &f));
-        self.entry_leaf(seq, leaf, stored_leaf, stored_chain)
-    }
-
-    /// Checks the next entry, given the leaf hash recomputed from its fields.
+    /// Checks the next entry, given the leaf hash recomputed from its fields (or the problem that
+    /// prevented it).
     pub fn entry_leaf(
         &mut self,
         seq: u64,
-        leaf: Result<Hash, String>,
+        leaf: Result<Hash, Unverifiable>,
         stored_leaf: &[u8],
         stored_chain: &[u8],
     ) -> Result<(), Failure> {
@@ -200,7 +187,7 @@ impl ChainVerifier {
         }
         let leaf = match leaf {
             Ok(l) => l,
-            Err(e) => return fail(seq, format!("entry {seq} cannot be decoded: {e}")),
+            Err(e) => return fail(seq, e.problem(seq)),
         };
         if leaf.as_slice() != stored_leaf {
             return fail(seq, format!("hash mismatch: the content of entry {seq} does not match its leaf hash"));
@@ -273,8 +260,13 @@ impl AuditChain {
         if let Some(days) = days {
             let since = custos_core::timefmt::now() - Duration::days(i64::from(days));
             let first: Option<i64> = audit_log::table
+                .inner_join(
+                    audit_entries::table.on(audit_entries::organization_id
+                        .eq(audit_log::organization_id)
+                        .and(audit_entries::event_id.eq(audit_log::event_id))),
+                )
                 .filter(audit_log::organization_id.eq(org))
-                .filter(audit_log::recorded_at.ge(since))
+                .filter(audit_entries::recorded_at.ge(since))
                 .select(diesel::dsl::min(audit_log::seq))
                 .first(tx.conn())
                 .await?;
@@ -304,7 +296,7 @@ impl AuditChain {
         };
         report.first_seq = start;
 
-        let mut verifier = ChainVerifier::new(org, self.origin(org), self.trusted.to_vec(), chain, frontier);
+        let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier);
         let outcome = self.stream(&mut tx, org, start, &heads, &mut verifier).await?;
         tx.commit().await?;
         report.entries_checked = verifier.entries_checked;
@@ -355,18 +347,23 @@ impl AuditChain {
         if let Err(f) = load_checkpoints(tx, verifier, next).await? {
             return Ok(Err(f));
         }
-        let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<LogRow>, ChainError> {
+        let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Sequenced>, ChainError> {
             Ok(audit_log::table
+                .left_join(
+                    audit_entries::table.on(audit_entries::organization_id
+                        .eq(audit_log::organization_id)
+                        .and(audit_entries::event_id.eq(audit_log::event_id))),
+                )
                 .filter(audit_log::organization_id.eq(org))
                 .filter(audit_log::seq.ge(from))
                 .order(audit_log::seq.asc())
                 .limit(BATCH)
-                .select(LogRow::as_select())
+                .select((LogRow::as_select(), Option::<EntryRow>::as_select()))
                 .load(tx.conn())
                 .await?)
         };
         let mut rows = fetch(tx, next).await?;
-        while let Some(last) = rows.last().map(|r| r.seq) {
+        while let Some(last) = rows.last().map(|(r, _)| r.seq) {
             let full = rows.len() as i64 == BATCH;
             // Recomputing leaves is the CPU-heavy part: spread it over every core, off the
             // runtime, while the next batch is read from the database.
@@ -380,7 +377,7 @@ impl AuditChain {
             }
             let (checked, leaves) =
                 computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
-            for (row, leaf) in checked.iter().zip(leaves) {
+            for ((row, _), leaf) in checked.iter().zip(leaves) {
                 if let Err(f) = verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
                     return Ok(Err(f));
                 }
@@ -416,24 +413,39 @@ impl AuditChain {
     }
 }
 
+/// A log row with its entry (`None` when the entry row is gone).
+type Sequenced = (LogRow, Option<EntryRow>);
+
 /// Every row's leaf hash recomputed from its fields, in parallel over the available cores.
-fn recompute_leaves(org: Uuid, rows: &[LogRow]) -> Vec<Result<Hash, String>> {
+fn recompute_leaves(org: Uuid, rows: &[Sequenced]) -> Vec<Result<Hash, Unverifiable>> {
     // A worker that died leaves its entries unverified, never silently skipped.
-    parallel_map(rows, |r| r.fields().map(|f| leaf_hash(&org, r.seq as u64, &f)))
-        .into_iter()
-        .map(|leaf| leaf.unwrap_or_else(|| Err("leaf recomputation failed".to_owned())))
-        .collect()
+    parallel_map(rows, |scratch, (log, entry)| {
+        let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
+        Ok(leaf_hash(&org, log.seq as u64, &entry.digest(scratch)?))
+    })
+    .into_iter()
+    .map(|leaf| leaf.unwrap_or_else(|| Err(Unverifiable::Malformed("leaf recomputation failed".to_owned()))))
+    .collect()
 }
 
-/// `f` over `items`, in order, split across the available cores; `None` where a worker died.
-pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<Option<R>> {
+/// `f` over `items`, in order, split across the available cores, each worker with its own
+/// scratch space; `None` where a worker died.
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&mut Scratch, &T) -> R + Sync) -> Vec<Option<R>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let chunk = items.len().div_ceil(workers).max(1);
     let f = &f;
     std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| (part.len(), scope.spawn(move || part.iter().map(f).collect::<Vec<_>>())))
+            .map(|part| {
+                (
+                    part.len(),
+                    scope.spawn(move || {
+                        let mut scratch = Scratch::default();
+                        part.iter().map(|item| f(&mut scratch, item)).collect::<Vec<_>>()
+                    }),
+                )
+            })
             .collect();
         handles
             .into_iter()

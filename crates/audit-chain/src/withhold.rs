@@ -4,25 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use custos_core::hold::ensure_not_held;
 use custos_core::{Held, HoldCheck, Problem, RequestCtx};
 use custos_db::PgConn;
-use custos_db::schema::audit_log;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Bytea, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::encoding::{Field, leaf_hash};
-use crate::rows::{LogRow, hex};
+use crate::encoding::{self, Scratch, StoredEntry, leaf_hash};
+use crate::rows::{EntryRow, LogRow, PLACEHOLDER};
 use crate::sequencer::{AuditChain, ChainError};
 use crate::{Change, record};
 
 /// Fields that stay readable: they index the log and say what happened, not to whom.
 pub const STRUCTURAL: [&str; 3] = ["recorded_at", "action", "resource_type"];
-pub const PLACEHOLDER: &str = "[withheld]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WithholdError {
@@ -54,7 +49,7 @@ impl AuditChain {
         names: &[String],
         reason: &str,
         holds: &dyn HoldCheck<PgConn>,
-    ) -> Result<LogRow, WithholdError> {
+    ) -> Result<(LogRow, EntryRow), WithholdError> {
         let org = ctx.organization_id;
         if names.is_empty() {
             return Err(Problem::invalid_field("fields", "name at least one field to withhold").into());
@@ -63,15 +58,9 @@ impl AuditChain {
             return Err(Problem::invalid_field("reason", "say why the fields are withheld").into());
         }
         let mut tx = self.db.begin(org).await?;
-        let row: LogRow = audit_log::table
-            .filter(audit_log::organization_id.eq(org))
-            .filter(audit_log::seq.eq(seq))
-            .select(LogRow::as_select())
-            .first(tx.conn())
-            .await
-            .optional()?
-            .ok_or_else(|| Problem::not_found("Audit entry", seq))?;
-        let held = match (row.resource_type.as_str(), row.resource_id.parse()) {
+        let (log, entry) =
+            self.entry(&mut tx, org, seq).await?.ok_or_else(|| Problem::not_found("Audit entry", seq))?;
+        let held = match (entry.resource_type.as_str(), entry.resource_id.parse()) {
             ("incident", Ok(id)) => Some(Held::Incident(id)),
             ("evidence", Ok(id)) => Some(Held::Evidence(id)),
             _ => None,
@@ -79,71 +68,44 @@ impl AuditChain {
         if let Some(target) = held {
             ensure_not_held(holds, tx.conn(), org, &target, "withhold audit fields about").await?;
         }
-        let mut fields = row.fields().map_err(|e| ChainError::Corrupt(org, e))?;
-        let available: Vec<String> = fields.keys().filter(|n| !STRUCTURAL.contains(&n.as_str())).cloned().collect();
+        let stored = entry.stored();
+        let present: Vec<String> =
+            stored.fields().filter_map(Result::ok).map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect();
         for name in names {
             if STRUCTURAL.contains(&name.as_str()) {
                 return Err(Problem::invalid_field("fields", format!("{name} cannot be withheld")).into());
             }
-            match fields.get(name) {
-                Some(Field::Revealed { .. }) => {}
-                Some(Field::Withheld { .. }) => {}
-                None => {
-                    return Err(Problem::invalid_field(
-                        "fields",
-                        format!("entry {seq} has no field {name:?}; it has: {}", available.join(", ")),
-                    )
-                    .into());
-                }
+            if !present.contains(name) {
+                let available: Vec<&str> =
+                    present.iter().map(String::as_str).filter(|n| !STRUCTURAL.contains(n)).collect();
+                return Err(Problem::invalid_field(
+                    "fields",
+                    format!("entry {seq} has no field {name:?}; it has: {}", available.join(", ")),
+                )
+                .into());
             }
         }
-        for name in names {
-            let commitment = fields[name].commitment(name);
-            fields.insert(name.clone(), Field::Withheld { commitment });
+        // Only an entry that verifies may be rewritten: withholding must never launder a forgery.
+        let corrupt = |problem: String| ChainError::Corrupt(org, format!("{problem}; verify the chain first"));
+        let digest = entry.digest(&mut Scratch::default()).map_err(|e| corrupt(e.problem(seq as u64)))?;
+        if leaf_hash(&org, seq as u64, &digest).as_slice() != log.leaf_hash.as_slice() {
+            return Err(corrupt(format!("entry {seq} does not match its leaf hash")).into());
         }
-        if leaf_hash(&org, seq as u64, &fields).as_slice() != row.leaf_hash.as_slice() {
-            return Err(ChainError::Corrupt(
-                org,
-                format!("entry {seq} does not match its leaf hash; verify the chain first"),
-            )
-            .into());
+        let (fields, salts) =
+            encoding::withhold(&stored, &names.iter().map(String::as_str).collect::<Vec<_>>()).map_err(&corrupt)?;
+        let rewritten = StoredEntry { fields: fields.as_bytes(), salts: &salts };
+        if rewritten.digest(&mut Scratch::default()).ok() != Some(digest) {
+            return Err(corrupt(format!("withholding would change entry {seq}'s digest")).into());
         }
-
-        let hidden = |n: &str| matches!(fields.get(n), Some(Field::Withheld { .. }));
-        let mut changes = row.changes.clone();
-        for side in ["before", "after"] {
-            if hidden(side) {
-                changes[side] = Value::Null;
-            }
-            if let Some(Value::Object(map)) = changes.get_mut(side) {
-                map.retain(|k, _| !hidden(&format!("{side}.{k}")));
-            }
-        }
-        let mut salts = Map::new();
-        let mut withheld = Map::new();
-        for (name, field) in &fields {
-            match field {
-                Field::Revealed { salt, .. } => {
-                    salts.insert(name.clone(), Value::String(B64.encode(salt)));
-                }
-                Field::Withheld { commitment } => {
-                    withheld.insert(name.clone(), Value::String(hex(commitment)));
-                }
-            }
-        }
-        let text = |name: &str, value: &str| if hidden(name) { PLACEHOLDER.to_owned() } else { value.to_owned() };
-        let optional = |name: &str, value: &Option<String>| if hidden(name) { None } else { value.clone() };
-        diesel::sql_query("SELECT custos_audit_withhold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        let hidden = |n: &str| matches!(rewritten.get(n), Some(None));
+        let column = |name: &str, value: &str| if hidden(name) { PLACEHOLDER.to_owned() } else { value.to_owned() };
+        diesel::sql_query("SELECT custos_audit_withhold($1, $2, $3, $4, $5, $6)")
             .bind::<SqlUuid, _>(org)
-            .bind::<BigInt, _>(seq)
-            .bind::<Text, _>(text("actor", &row.actor))
-            .bind::<Jsonb, _>(if hidden("actor_detail") { json!({}) } else { row.actor_detail.clone() })
-            .bind::<Text, _>(text("resource_id", &row.resource_id))
-            .bind::<Jsonb, _>(changes)
-            .bind::<Nullable<Text>, _>(optional("request_id", &row.request_id))
-            .bind::<Nullable<Text>, _>(optional("client_addr", &row.client_addr))
-            .bind::<Jsonb, _>(Value::Object(salts))
-            .bind::<Jsonb, _>(Value::Object(withheld))
+            .bind::<SqlUuid, _>(entry.event_id)
+            .bind::<Text, _>(column("actor", &entry.actor))
+            .bind::<Text, _>(column("resource_id", &entry.resource_id))
+            .bind::<Text, _>(&fields)
+            .bind::<Bytea, _>(&salts)
             .execute(tx.conn())
             .await?;
         let listed: BTreeMap<&str, ()> = names.iter().map(|n| (n.as_str(), ())).collect();
@@ -159,12 +121,7 @@ impl AuditChain {
             },
         )
         .await?;
-        let updated: LogRow = audit_log::table
-            .filter(audit_log::organization_id.eq(org))
-            .filter(audit_log::seq.eq(seq))
-            .select(LogRow::as_select())
-            .first(tx.conn())
-            .await?;
+        let updated = self.entry(&mut tx, org, seq).await?.ok_or_else(|| Problem::not_found("Audit entry", seq))?;
         tx.commit().await?;
         Ok(updated)
     }

@@ -83,43 +83,39 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Audit entries written with their change, waiting for the sequencer.
-    audit_queue (id) {
-        id -> Uuid,
+    /// What the sequencer has yet to integrate (no key in the database: rows leave by `ctid`).
+    audit_queue (organization_id, event_id) {
         organization_id -> Uuid,
+        event_id -> Uuid,
         recorded_at -> Timestamptz,
-        actor -> Text,
-        actor_detail -> Jsonb,
-        action -> Text,
-        resource_type -> Text,
-        resource_id -> Text,
-        changes -> Jsonb,
-        request_id -> Nullable<Text>,
-        client_addr -> Nullable<Text>,
+        digest -> Bytea,
     }
 }
 
 diesel::table! {
-    /// The sequenced, hash-chained audit log (append-only).
+    /// The sequence: seq → entry, leaf and chain hash (append-only).
     audit_log (organization_id, seq) {
         organization_id -> Uuid,
         seq -> BigInt,
         event_id -> Uuid,
-        recorded_at -> Timestamptz,
         sequenced_at -> Timestamptz,
+        leaf_hash -> Bytea,
+        chain_hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    /// Every audit entry, written with its change: index columns and committed fields (append-only).
+    audit_entries (organization_id, event_id) {
+        organization_id -> Uuid,
+        event_id -> Uuid,
+        recorded_at -> Timestamptz,
         actor -> Text,
-        actor_detail -> Jsonb,
         action -> Text,
         resource_type -> Text,
         resource_id -> Text,
-        changes -> Jsonb,
-        request_id -> Nullable<Text>,
-        client_addr -> Nullable<Text>,
-        salt_seed -> Nullable<Bytea>,
-        salts -> Nullable<Jsonb>,
-        withheld -> Nullable<Jsonb>,
-        leaf_hash -> Bytea,
-        chain_hash -> Bytea,
+        fields -> Text,
+        salts -> Bytea,
     }
 }
 
@@ -350,6 +346,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     requirements,
     audit_queue,
     audit_log,
+    audit_entries,
     audit_heads,
     audit_tree_nodes,
     audit_checkpoints,

@@ -121,20 +121,20 @@ async fn operator_flow_migrate_org_token_seed() {
     assert_ne!(stdout(&o).lines().last().unwrap(), token);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM users").await, 1);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM users WHERE role = 'auditor'").await, 1);
-    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_queue WHERE action = 'role_change'").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_entries WHERE action = 'role_change'").await, 1);
     assert_clean_failure(&run(&["token", "create", "--org", "nope", "--email", "a@b.c", "--role", "viewer"]), "nope");
 
     let o = run(&["seed", "--org", "acme"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 2);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 138);
-    let audit_before = count(&db, "SELECT count(*) AS n FROM audit_queue").await;
+    let audit_before = count(&db, "SELECT count(*) AS n FROM audit_entries").await;
     let o = run(&["seed"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("0 of 45 requirements created"), "{}", stdout(&o));
     assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 2, "seeding twice creates nothing");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 138);
-    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_queue").await, audit_before);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_entries").await, audit_before);
 
     // A user's own catalogue file is loaded alongside, and a broken one is refused by name.
     let dir = std::env::temp_dir().join(format!("custos-catalog-{}", db.name));
@@ -256,7 +256,9 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     {
         let mut conn = db.superuser().await;
         diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
-        diesel::sql_query("UPDATE audit_log SET actor = 'operator:mallory' WHERE seq = 4")
+        diesel::sql_query(
+            "UPDATE audit_entries SET actor = 'operator:mallory' WHERE event_id IN (SELECT event_id FROM audit_log WHERE seq = 4)",
+        )
             .execute(&mut conn)
             .await
             .unwrap();

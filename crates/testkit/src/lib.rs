@@ -412,8 +412,7 @@ impl TestServer {
         }
         let mut conn = self.db.superuser().await;
         let row: Count = diesel::sql_query(
-            "SELECT (SELECT count(*) FROM audit_queue WHERE organization_id = $1 AND action = $2 AND resource_type = $3)
-                  + (SELECT count(*) FROM audit_log WHERE organization_id = $1 AND action = $2 AND resource_type = $3) AS n",
+            "SELECT count(*) AS n FROM audit_entries WHERE organization_id = $1 AND action = $2 AND resource_type = $3",
         )
         .bind::<diesel::sql_types::Uuid, _>(org)
         .bind::<diesel::sql_types::Text, _>(action)

@@ -1,0 +1,146 @@
+-- custos-audit/v2 storage: entries are written once, by the writer, and never copied.
+--
+-- * `audit_entries` — the permanent, searchable record of each change, written in the change's
+--   transaction: the index columns (time, actor, action, resource) and the committed fields as
+--   canonical lines with their salts (see crates/audit-chain/src/encoding.rs).
+-- * `audit_queue` — what the sequencer has yet to integrate: the entry's id and digest only, in the
+--   same transaction. The sequencer deletes queued rows as it writes their `audit_log` rows.
+-- * `audit_log` — the sequence: seq → entry, leaf and chain hash. Narrow, so that sequencing costs
+--   one small row per entry and verification reads hashes and fields without copying anything.
+--
+-- The previous (pre-release) layout kept entries as jsonb and copied them from the queue into the
+-- log. Its hashes cannot be recomputed in SQL, so a database that already holds entries in it is
+-- refused rather than silently re-based: export it with the version that wrote it first.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM audit_log) OR EXISTS (SELECT 1 FROM audit_queue) THEN
+    RAISE EXCEPTION 'this database holds audit entries in the pre-release custos-audit/v1 layout'
+      USING HINT = 'export them with `custos audit export` of the version that wrote them, then migrate an empty audit trail';
+  END IF;
+END
+$$;
+
+DROP FUNCTION custos_audit_withhold(uuid, bigint, text, jsonb, text, jsonb, text, text, jsonb, jsonb);
+DROP FUNCTION custos_audit_prune(uuid, bigint);
+DROP FUNCTION custos_audit_pending();
+DROP TABLE audit_log;
+DROP TABLE audit_queue;
+
+CREATE TABLE audit_entries (
+  organization_id uuid NOT NULL REFERENCES organizations(id) ON DELETE RESTRICT,
+  event_id        uuid NOT NULL,
+  recorded_at     timestamptz NOT NULL,
+  actor           text NOT NULL,
+  action          text NOT NULL,
+  resource_type   text NOT NULL,
+  resource_id     text NOT NULL,
+  fields          text NOT NULL,
+  salts           bytea NOT NULL,
+  PRIMARY KEY (organization_id, event_id)
+);
+CREATE INDEX audit_entries_org_time ON audit_entries (organization_id, recorded_at);
+CREATE INDEX audit_entries_org_actor ON audit_entries (organization_id, actor, event_id);
+CREATE INDEX audit_entries_org_action ON audit_entries (organization_id, action, event_id);
+CREATE INDEX audit_entries_org_resource ON audit_entries (organization_id, resource_type, resource_id, event_id);
+
+CREATE TABLE audit_queue (
+  organization_id uuid NOT NULL REFERENCES organizations(id) ON DELETE RESTRICT,
+  event_id        uuid NOT NULL,
+  recorded_at     timestamptz NOT NULL,
+  digest          bytea NOT NULL CHECK (length(digest) = 32)
+);
+-- The sequencer's order; rows leave by ctid, so no other index is needed.
+CREATE INDEX audit_queue_order ON audit_queue (organization_id, recorded_at, event_id);
+
+CREATE TABLE audit_log (
+  organization_id uuid NOT NULL REFERENCES organizations(id) ON DELETE RESTRICT,
+  seq             bigint NOT NULL CHECK (seq >= 0),
+  event_id        uuid NOT NULL,
+  sequenced_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+  leaf_hash       bytea NOT NULL,
+  chain_hash      bytea NOT NULL,
+  PRIMARY KEY (organization_id, seq),
+  UNIQUE (organization_id, event_id)
+);
+
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['audit_entries', 'audit_queue', 'audit_log'] LOOP
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %I USING (organization_id = custos_current_org())
+                    WITH CHECK (organization_id = custos_current_org())', t);
+  END LOOP;
+  FOREACH t IN ARRAY ARRAY['audit_entries', 'audit_log'] LOOP
+    EXECUTE format('CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON %I
+                    FOR EACH ROW EXECUTE FUNCTION custos_audit_append_only()', t);
+    EXECUTE format('CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON %I
+                    FOR EACH STATEMENT EXECUTE FUNCTION custos_audit_append_only()', t);
+  END LOOP;
+END
+$$;
+
+GRANT SELECT, INSERT ON audit_entries, audit_log TO custos_app;
+GRANT SELECT, INSERT, DELETE ON audit_queue TO custos_app;
+
+-- Organisations with work for the sequencer: queued entries, or entries not yet in a checkpoint.
+CREATE FUNCTION custos_audit_pending() RETURNS SETOF uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+  SELECT DISTINCT organization_id FROM audit_queue
+  UNION
+  SELECT organization_id FROM audit_heads WHERE tree_size > checkpoint_size
+$$;
+
+-- Retention: removes an organisation's entries below `p_before` (the caller has stored the chain
+-- hash and compact range at that boundary in audit_heads and signed a checkpoint there). Stored
+-- subtrees and checkpoints are kept: they are what proves the rest.
+CREATE FUNCTION custos_audit_prune(p_org uuid, p_before bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+DECLARE removed bigint;
+BEGIN
+  IF p_org IS DISTINCT FROM custos_current_org() THEN
+    RAISE EXCEPTION 'pruning is limited to the current organisation' USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  PERFORM set_config('custos.audit_maintenance', 'on', true);
+  DELETE FROM audit_entries e USING audit_log l
+   WHERE l.organization_id = p_org AND l.seq < p_before
+     AND e.organization_id = p_org AND e.event_id = l.event_id;
+  DELETE FROM audit_log WHERE organization_id = p_org AND seq < p_before;
+  GET DIAGNOSTICS removed = ROW_COUNT;
+  PERFORM set_config('custos.audit_maintenance', 'off', true);
+  RETURN removed;
+END
+$$;
+
+-- Withholding fields of a sequenced entry (GDPR erasure, redacted exports): the caller rewrites
+-- the field lines with the withheld fields' commitments and explicit salts, and blanks index
+-- columns that repeat a withheld value. Only this function may change an entry, only in the current
+-- organisation, and never its id, time, action, resource type or any hash.
+CREATE FUNCTION custos_audit_withhold(
+  p_org uuid, p_event uuid, p_actor text, p_resource_id text, p_fields text, p_salts bytea
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+DECLARE changed bigint;
+BEGIN
+  IF p_org IS DISTINCT FROM custos_current_org() THEN
+    RAISE EXCEPTION 'withholding is limited to the current organisation' USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  PERFORM set_config('custos.audit_maintenance', 'on', true);
+  UPDATE audit_entries
+     SET actor = p_actor, resource_id = p_resource_id, fields = p_fields, salts = p_salts
+   WHERE organization_id = p_org AND event_id = p_event;
+  GET DIAGNOSTICS changed = ROW_COUNT;
+  PERFORM set_config('custos.audit_maintenance', 'off', true);
+  IF changed = 0 THEN
+    RAISE EXCEPTION 'no audit entry % in this organisation', p_event USING ERRCODE = 'no_data_found';
+  END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION custos_audit_pending(), custos_audit_prune(uuid, bigint),
+  custos_audit_withhold(uuid, uuid, text, text, text, bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION custos_audit_pending(), custos_audit_prune(uuid, bigint),
+  custos_audit_withhold(uuid, uuid, text, text, text, bytea) TO custos_app;
