@@ -375,11 +375,14 @@ async fn tampering_is_detected_and_named() {
     tamper(&s, &restore).await;
     assert_eq!(verify(&s, &org).await["ok"], true, "restoring the field restores the entry");
 
-    // 2. Edit an index column of entry 4 (what listings filter on), leaving its fields alone.
-    tamper(&s, &format!("UPDATE audit_entries SET action = action || '-forged' WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(4))).await;
-    expect_bad(4, "action column").await;
-    tamper(&s, &format!("UPDATE audit_entries SET action = replace(action, '-forged', '') WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(4))).await;
+    // 2. Edit what listings filter entry 4 on, leaving its fields alone; then drop its index row.
+    let index_of = |seq: i64| format!("organization_id = '{org_id}' AND seq = {seq}");
+    tamper(&s, &format!("UPDATE audit_index SET action = action || '-forged' WHERE {}", index_of(4))).await;
+    expect_bad(4, "indexed action").await;
+    tamper(&s, &format!("UPDATE audit_index SET action = replace(action, '-forged', '') WHERE {}", index_of(4))).await;
     assert_eq!(verify(&s, &org).await["ok"], true);
+    tamper(&s, &format!("DELETE FROM audit_index WHERE {}", index_of(9))).await;
+    expect_bad(9, "index row of entry 9 is missing").await;
 
     // 3. Delete entry 7's content but keep its place in the log.
     tamper(&s, &format!("DELETE FROM audit_entries WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(7)))

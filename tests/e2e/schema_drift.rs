@@ -39,6 +39,7 @@ async fn hand_written_schema_matches_the_migrations() {
         audit_queue,
         audit_log,
         audit_entries,
+        audit_index,
         audit_heads,
         audit_tree_nodes,
         audit_checkpoints,

@@ -156,7 +156,9 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         .unwrap();
     assert!(!flags.rolsuper && !flags.rolbypassrls);
     for statement in [
-        "UPDATE audit_entries SET action = 'forged'",
+        "UPDATE audit_entries SET fields = ''",
+        "UPDATE audit_index SET action = 'forged'",
+        "DELETE FROM audit_index",
         "DELETE FROM audit_entries",
         "TRUNCATE audit_entries",
         "UPDATE audit_log SET leaf_hash = chain_hash",

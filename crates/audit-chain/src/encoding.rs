@@ -56,15 +56,22 @@ const EXPLICIT: u8 = 0x02;
 const WITHHELD_MARK: u8 = b'!';
 
 /// The commitment to one field's value.
-pub fn commit(salt: &Salt, name: &[u8], canonical_value: &[u8]) -> Hash {
+pub fn commit(salt: &Salt, name: &[u8], json_value: &[u8]) -> Hash {
+    let mut input = Vec::with_capacity(4 + name.len() + json_value.len());
+    commit_into(salt, name, json_value, &mut input)
+}
+
+/// [`commit`], building its input in `buf` (one-shot hashing of a contiguous input is what keeps
+/// short fields at one BLAKE3 compression each).
+fn commit_into(salt: &Salt, name: &[u8], json_value: &[u8], buf: &mut Vec<u8>) -> Hash {
     let mut key = [0u8; 32];
     key[..16].copy_from_slice(salt);
     key[16..].copy_from_slice(COMMIT_KEY_SUFFIX);
-    let mut h = blake3::Hasher::new_keyed(&key);
-    h.update(&(name.len() as u32).to_be_bytes());
-    h.update(name);
-    h.update(canonical_value);
-    *h.finalize().as_bytes()
+    buf.clear();
+    buf.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(json_value);
+    *blake3::keyed_hash(&key, buf).as_bytes()
 }
 
 /// The salts of `n` fields expanded from an entry's seed.
@@ -77,21 +84,30 @@ pub fn expand_salts(seed: &Hash, n: usize, out: &mut Vec<u8>) {
 }
 
 /// Folds an entry's commitments, in field order, into its digest.
-pub struct DigestBuilder(blake3::Hasher);
+pub struct DigestBuilder(Vec<u8>);
 
 impl DigestBuilder {
     pub fn new(fields: usize) -> Self {
-        let mut h = blake3::Hasher::new_keyed(&K_ENTRY);
-        h.update(&(fields as u32).to_be_bytes());
-        DigestBuilder(h)
+        Self::reusing(Vec::new(), fields)
+    }
+
+    fn reusing(mut buf: Vec<u8>, fields: usize) -> Self {
+        buf.clear();
+        buf.reserve(4 + 32 * fields);
+        buf.extend_from_slice(&(fields as u32).to_be_bytes());
+        DigestBuilder(buf)
     }
 
     pub fn push(&mut self, commitment: &Hash) {
-        self.0.update(commitment);
+        self.0.extend_from_slice(commitment);
     }
 
     pub fn finish(self) -> Hash {
-        *self.0.finalize().as_bytes()
+        self.finish_keeping().0
+    }
+
+    fn finish_keeping(self) -> (Hash, Vec<u8>) {
+        (*blake3::keyed_hash(&K_ENTRY, &self.0).as_bytes(), self.0)
     }
 }
 
@@ -130,6 +146,8 @@ pub struct StoredEntry<'a> {
 #[derive(Default)]
 pub struct Scratch {
     salts: Vec<u8>,
+    commitments: Vec<u8>,
+    input: Vec<u8>,
 }
 
 impl<'a> StoredEntry<'a> {
@@ -141,7 +159,7 @@ impl<'a> StoredEntry<'a> {
             if rest.is_empty() {
                 return None;
             }
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(end) = memchr::memchr(b'\n', rest) else {
                 rest = &[];
                 return Some(Err("the last field line is not terminated".to_owned()));
             };
@@ -153,7 +171,7 @@ impl<'a> StoredEntry<'a> {
 
     /// The number of fields (revealed or withheld).
     pub fn len(&self) -> usize {
-        self.fields.iter().filter(|&&b| b == b'\n').count()
+        memchr::memchr_iter(b'\n', self.fields).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,7 +209,7 @@ impl<'a> StoredEntry<'a> {
     ) -> Result<Hash, String> {
         let n = self.len();
         self.salts_into(n, &mut scratch.salts)?;
-        let mut digest = DigestBuilder::new(n);
+        let mut digest = DigestBuilder::reusing(std::mem::take(&mut scratch.commitments), n);
         let mut previous: &[u8] = &[];
         for (i, field) in self.fields().enumerate() {
             let (name, field) = field?;
@@ -203,13 +221,15 @@ impl<'a> StoredEntry<'a> {
             let commitment = match field {
                 FieldRef::Revealed(value) => {
                     let salt: &Salt = scratch.salts[16 * i..16 * i + 16].try_into().expect("16 bytes");
-                    commit(salt, name, value)
+                    commit_into(salt, name, value, &mut scratch.input)
                 }
                 FieldRef::Withheld(c) => c,
             };
             digest.push(&commitment);
         }
-        Ok(digest.finish())
+        let (hash, buf) = digest.finish_keeping();
+        scratch.commitments = buf;
+        Ok(hash)
     }
 
     /// The canonical JSON of a revealed field, `None` if absent, `Some(None)` if withheld.
@@ -222,7 +242,7 @@ impl<'a> StoredEntry<'a> {
 }
 
 fn parse_line(line: &[u8]) -> Result<(&[u8], FieldRef<'_>), String> {
-    let tab = line.iter().position(|&b| b == b'\t').ok_or("a field line has no name")?;
+    let tab = memchr::memchr(b'\t', line).ok_or("a field line has no name")?;
     let (name, value) = (&line[..tab], &line[tab + 1..]);
     match value.split_first() {
         Some((&WITHHELD_MARK, hex)) => {

@@ -75,17 +75,16 @@ pub fn snapshot<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// Records `change` in the transaction that makes it: the entry (index columns and committed
-/// fields) and its place in the sequencer's queue, in one statement.
+/// Records `change` in the transaction that makes it: the entry's committed fields and its place
+/// in the sequencer's queue, in one statement.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
     let now = timefmt::now();
     // The database keeps microseconds; the committed timestamp must read back identically.
     let recorded_at = now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now);
-    let actor = ctx.actor.label();
     let actor_detail = serde_json::to_value(&ctx.actor).unwrap_or(Value::Null);
     let values = EntryValues {
         recorded_at: timefmt::timestamp(recorded_at),
-        actor: actor.clone(),
+        actor: ctx.actor.label(),
         actor_detail: json!({ "actor": actor_detail, "role": ctx.role.as_str() }),
         action: change.action.to_owned(),
         resource_type: change.resource_type.to_owned(),
@@ -97,19 +96,12 @@ pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result
     };
     let encoded = values.encode(&rand::random());
     diesel::sql_query(
-        "WITH entry AS (
-           INSERT INTO audit_entries (organization_id, event_id, recorded_at, actor, action, resource_type,
-                                      resource_id, fields, salts)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))
-         INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) VALUES ($1, $2, $3, $10)",
+        "WITH entry AS (INSERT INTO audit_entries (organization_id, event_id, fields, salts) VALUES ($1, $2, $4, $5))
+         INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) VALUES ($1, $2, $3, $6)",
     )
     .bind::<SqlUuid, _>(ctx.organization_id)
     .bind::<SqlUuid, _>(new_id())
     .bind::<Timestamptz, _>(recorded_at)
-    .bind::<Text, _>(actor)
-    .bind::<Text, _>(change.action)
-    .bind::<Text, _>(change.resource_type)
-    .bind::<Text, _>(&change.resource_id)
     .bind::<Text, _>(&encoded.fields)
     .bind::<Bytea, _>(&encoded.salts)
     .bind::<Bytea, _>(&encoded.digest[..])

@@ -5,7 +5,7 @@
 //! hashes and all checkpoints are kept. The pruning itself is recorded in the audit trail.
 
 use custos_core::{RequestCtx, timefmt};
-use custos_db::schema::{audit_entries, audit_heads, audit_log};
+use custos_db::schema::{audit_heads, audit_index, audit_log};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
@@ -38,14 +38,14 @@ impl AuditChain {
         let Some(heads) = Self::lock_heads(&mut tx, org, true).await? else { return Ok(PruneOutcome::default()) };
         let old_boundary = heads.pruned_before;
         let first_young: Option<i64> = audit_log::table
-            .inner_join(
-                audit_entries::table.on(audit_entries::organization_id
-                    .eq(audit_log::organization_id)
-                    .and(audit_entries::event_id.eq(audit_log::event_id))),
-            )
             .filter(audit_log::organization_id.eq(org))
             .filter(audit_log::seq.ge(old_boundary))
-            .filter(audit_entries::recorded_at.ge(cutoff))
+            .filter(diesel::dsl::exists(
+                audit_index::table
+                    .filter(audit_index::organization_id.eq(org))
+                    .filter(audit_index::seq.eq(audit_log::seq))
+                    .filter(audit_index::recorded_at.ge(cutoff)),
+            ))
             .select(diesel::dsl::min(audit_log::seq))
             .first(tx.conn())
             .await?;

@@ -2,7 +2,7 @@
 
 use custos_core::timefmt;
 use custos_db::Tx;
-use custos_db::schema::{audit_entries, audit_log};
+use custos_db::schema::{audit_entries, audit_index, audit_log};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value};
@@ -15,17 +15,12 @@ use crate::sequencer::ChainError;
 /// What an index column shows once the field it repeats was withheld.
 pub const PLACEHOLDER: &str = "[withheld]";
 
-/// An entry as written with its change: index columns and committed fields.
+/// An entry as written with its change: its committed fields.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = audit_entries)]
 pub struct EntryRow {
     pub organization_id: Uuid,
     pub event_id: Uuid,
-    pub recorded_at: OffsetDateTime,
-    pub actor: String,
-    pub action: String,
-    pub resource_type: String,
-    pub resource_id: String,
     pub fields: String,
     pub salts: Vec<u8>,
 }
@@ -41,21 +36,19 @@ pub struct LogRow {
     pub chain_hash: Vec<u8>,
 }
 
-/// The index columns of an entry, which must repeat its fields.
-#[derive(Debug, Clone, Copy)]
-pub struct Columns<'a> {
+/// What listings filter an entry on.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_index)]
+pub struct IndexRow {
+    pub seq: i64,
     pub recorded_at: OffsetDateTime,
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub resource_type: &'a str,
-    pub resource_id: &'a str,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
 }
 
-impl EntryRow {
-    pub fn stored(&self) -> StoredEntry<'_> {
-        StoredEntry { fields: self.fields.as_bytes(), salts: &self.salts }
-    }
-
+impl IndexRow {
     pub fn columns(&self) -> Columns<'_> {
         Columns {
             recorded_at: self.recorded_at,
@@ -65,10 +58,40 @@ impl EntryRow {
             resource_id: &self.resource_id,
         }
     }
+}
 
-    /// The entry's digest, recomputed; an error if its fields or columns were altered.
-    pub fn digest(&self, scratch: &mut Scratch) -> Result<Hash, Unverifiable> {
-        digest(&self.stored(), &self.columns(), scratch)
+impl EntryRow {
+    pub fn stored(&self) -> StoredEntry<'_> {
+        StoredEntry { fields: self.fields.as_bytes(), salts: &self.salts }
+    }
+
+    /// The entry's digest, recomputed; an error if its fields — or the index columns, when given —
+    /// were altered.
+    pub fn digest(&self, columns: Option<&Columns<'_>>, scratch: &mut Scratch) -> Result<Hash, Unverifiable> {
+        digest(&self.stored(), columns, scratch)
+    }
+
+    /// What listings filter this entry on, read from its fields.
+    pub fn index_values(&self) -> Result<IndexValues, String> {
+        let stored = self.stored();
+        let text = |name: &str, erasable: bool| -> Result<String, String> {
+            match stored.get(name) {
+                Some(Some(v)) => {
+                    serde_json::from_slice::<String>(v).map_err(|_| format!("field {name} is not a string"))
+                }
+                Some(None) if erasable => Ok(PLACEHOLDER.to_owned()),
+                _ => Err(format!("field {name} is missing")),
+            }
+        };
+        let recorded_at = text("recorded_at", false)?;
+        Ok(IndexValues {
+            recorded_at: OffsetDateTime::parse(&recorded_at, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| "field recorded_at is not a timestamp".to_owned())?,
+            actor: text("actor", true)?,
+            action: text("action", false)?,
+            resource_type: text("resource_type", false)?,
+            resource_id: text("resource_id", true)?,
+        })
     }
 
     /// Names of withheld fields.
@@ -112,10 +135,37 @@ impl EntryRow {
     }
 }
 
+/// The values an entry is indexed under (the columns of `audit_index`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexValues {
+    pub recorded_at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+}
+
+/// The index columns of an entry, which must repeat its fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub recorded_at: OffsetDateTime,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+}
+
 /// The digest of a stored entry, checking on the way that its index columns repeat its fields
 /// (or show [`PLACEHOLDER`] where an erasable field was withheld): what the log lists and filters
 /// on is what the hashes cover.
-pub fn digest(stored: &StoredEntry<'_>, columns: &Columns<'_>, scratch: &mut Scratch) -> Result<Hash, Unverifiable> {
+pub fn digest(
+    stored: &StoredEntry<'_>,
+    columns: Option<&Columns<'_>>,
+    scratch: &mut Scratch,
+) -> Result<Hash, Unverifiable> {
+    let Some(columns) = columns else {
+        return stored.digest(scratch).map_err(Unverifiable::Malformed);
+    };
     let mut checked = 0u8;
     let mut mismatch: Option<&'static str> = None;
     let digest = stored
@@ -127,11 +177,8 @@ pub fn digest(stored: &StoredEntry<'_>, columns: &Columns<'_>, scratch: &mut Scr
                 b"resource_id" => (columns.resource_id, 8, true),
                 b"recorded_at" => {
                     checked |= 16;
-                    let FieldRef::Revealed(v) = field else {
-                        mismatch = mismatch.or(Some("recorded_at"));
-                        return;
-                    };
-                    if !is_json_string(v, &timefmt::timestamp(columns.recorded_at)) {
+                    let agrees = matches!(field, FieldRef::Revealed(v) if timestamp_matches(v, columns.recorded_at));
+                    if !agrees {
                         mismatch = mismatch.or(Some("recorded_at"));
                     }
                     return;
@@ -170,6 +217,8 @@ pub enum Unverifiable {
     Malformed(String),
     /// An index column does not repeat its committed field.
     Column(&'static str),
+    /// The entry should be indexed and is not.
+    Unindexed,
 }
 
 impl Unverifiable {
@@ -179,16 +228,23 @@ impl Unverifiable {
             Unverifiable::Missing => format!("hash mismatch: the content of entry {seq} is missing"),
             Unverifiable::Malformed(e) => format!("entry {seq} cannot be decoded: {e}"),
             Unverifiable::Column(c) => {
-                format!("hash mismatch: the {c} column of entry {seq} differs from its committed field")
+                format!("hash mismatch: the indexed {c} of entry {seq} differs from its committed field")
             }
+            Unverifiable::Unindexed => format!("the index row of entry {seq} is missing"),
         }
     }
 }
 
+/// A sequenced entry as auditors read it: its place, its index row and its fields.
+pub type Sequenced = (LogRow, IndexRow, EntryRow);
+
 impl crate::AuditChain {
-    /// Entry `seq` of an organisation's log with its fields, if there is one.
-    pub async fn entry(&self, tx: &mut Tx, org: Uuid, seq: i64) -> Result<Option<(LogRow, EntryRow)>, ChainError> {
+    /// Entry `seq` of an organisation's log, once indexed.
+    pub async fn entry(&self, tx: &mut Tx, org: Uuid, seq: i64) -> Result<Option<Sequenced>, ChainError> {
         Ok(audit_log::table
+            .inner_join(audit_index::table.on(
+                audit_index::organization_id.eq(audit_log::organization_id).and(audit_index::seq.eq(audit_log::seq)),
+            ))
             .inner_join(
                 audit_entries::table.on(audit_entries::organization_id
                     .eq(audit_log::organization_id)
@@ -196,11 +252,35 @@ impl crate::AuditChain {
             )
             .filter(audit_log::organization_id.eq(org))
             .filter(audit_log::seq.eq(seq))
-            .select((LogRow::as_select(), EntryRow::as_select()))
+            .select((LogRow::as_select(), IndexRow::as_select(), EntryRow::as_select()))
             .first(tx.conn())
             .await
             .optional()?)
     }
+}
+
+/// Whether `json` is the JSON string of `t` as [`timefmt::timestamp`] writes it — without
+/// formatting through `time`, which would cost more than the field's commitment.
+fn timestamp_matches(json: &[u8], t: OffsetDateTime) -> bool {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let mut buf = *b"\"0000-00-00T00:00:00.000000Z\"";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    match u32::try_from(t.year()) {
+        Ok(year) if year <= 9999 => put(1, 4, year),
+        _ => return is_json_string(json, &timefmt::timestamp(t)),
+    }
+    put(6, 2, u8::from(t.month()).into());
+    put(9, 2, t.day().into());
+    put(12, 2, t.hour().into());
+    put(15, 2, t.minute().into());
+    put(18, 2, t.second().into());
+    put(21, 6, t.microsecond());
+    json == buf.as_slice()
 }
 
 pub fn to_hash(bytes: &[u8]) -> Option<Hash> {
@@ -208,3 +288,22 @@ pub fn to_hash(bytes: &[u8]) -> Option<Hash> {
 }
 
 pub use custos_core::hex::{decode as from_hex, encode as hex};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_compare_as_timefmt_writes_them() {
+        for t in [
+            time::macros::datetime!(2026-01-02 03:04:05.000006 UTC),
+            time::macros::datetime!(1999-12-31 23:59:59.999999 +02:00),
+            time::macros::datetime!(2026-11-23 09:00:00 UTC),
+        ] {
+            let mut json = Vec::new();
+            crate::encoding::write_json_string(&timefmt::timestamp(t), &mut json);
+            assert!(timestamp_matches(&json, t), "{}", timefmt::timestamp(t));
+            assert!(!timestamp_matches(&json, t + time::Duration::microseconds(1)));
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custos_core::timefmt;
-use custos_db::schema::{audit_checkpoints, audit_heads};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log};
 use custos_db::{Db, DbError, Tx};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, SmallInt, Timestamptz, Uuid as SqlUuid};
@@ -24,10 +24,16 @@ use uuid::Uuid;
 use crate::encoding::{chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
-use crate::rows::to_hash;
+use crate::rows::{EntryRow, IndexValues, to_hash};
 
 /// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
 pub const STRATUM: u8 = 8;
+
+/// First key of the indexer's advisory lock (the second is the organisation's).
+const INDEXER_LOCK: i32 = 0x6175_6478; // "audx"
+
+/// What an index column reads for an entry whose fields cannot be read.
+const UNREADABLE: &str = "[unreadable]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -91,6 +97,7 @@ pub(crate) struct Heads {
     pub pruned_before: i64,
     pub prune_chain_hash: Option<Vec<u8>>,
     pub prune_frontier: Option<Vec<u8>>,
+    pub indexed_size: i64,
 }
 
 impl Heads {
@@ -305,7 +312,101 @@ impl AuditChain {
         Ok(note)
     }
 
-    /// Integrates everything queued for one organisation and checkpoints it (tests, CLI, API).
+    /// Indexes the next batch of sequenced entries for listings (time, actor, action, resource, read
+    /// from each entry's committed fields); returns how many. Indexing runs behind sequencing, in its
+    /// own transaction, so that neither writers nor the sequencer pay for search indexes. One indexer
+    /// per organisation at a time (an advisory lock; `wait` blocks for it instead of skipping).
+    pub async fn index(&self, org: Uuid, wait: bool) -> Result<usize, ChainError> {
+        #[derive(diesel::QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            locked: bool,
+        }
+        let mut tx = self.db.begin(org).await?;
+        let lock = if wait {
+            "SELECT pg_advisory_xact_lock($1, hashtext($2::text)) IS NOT NULL AS locked"
+        } else {
+            "SELECT pg_try_advisory_xact_lock($1, hashtext($2::text)) AS locked"
+        };
+        let locked: Locked = diesel::sql_query(lock)
+            .bind::<diesel::sql_types::Integer, _>(INDEXER_LOCK)
+            .bind::<SqlUuid, _>(org)
+            .get_result(tx.conn())
+            .await?;
+        if !locked.locked {
+            return Ok(0);
+        }
+        let from: Option<i64> = audit_heads::table
+            .filter(audit_heads::organization_id.eq(org))
+            .select(audit_heads::indexed_size)
+            .first(tx.conn())
+            .await
+            .optional()?;
+        let Some(from) = from else { return Ok(0) };
+        let rows: Vec<(i64, Uuid, OffsetDateTime, Option<EntryRow>)> = audit_log::table
+            .left_join(
+                audit_entries::table.on(audit_entries::organization_id
+                    .eq(audit_log::organization_id)
+                    .and(audit_entries::event_id.eq(audit_log::event_id))),
+            )
+            .filter(audit_log::organization_id.eq(org))
+            .filter(audit_log::seq.ge(from))
+            .order(audit_log::seq.asc())
+            .limit(self.config.batch_size as i64)
+            .select((audit_log::seq, audit_log::event_id, audit_log::sequenced_at, Option::<EntryRow>::as_select()))
+            .load(tx.conn())
+            .await?;
+        let Some(&(last, ..)) = rows.last() else { return Ok(0) };
+        let n = rows.len();
+        let (mut seqs, mut ids, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut actors, mut actions, mut types, mut resources) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for (seq, event_id, sequenced_at, entry) in rows {
+            // An entry that cannot be read is still indexed (verification names it); it is listed
+            // under what can be said of it.
+            let values = entry.ok_or_else(|| "its entry is missing".to_owned()).and_then(|e| e.index_values());
+            let values = values.unwrap_or_else(|problem| {
+                tracing::error!(%org, seq, %problem, "audit entry cannot be indexed from its fields");
+                IndexValues {
+                    recorded_at: sequenced_at,
+                    actor: UNREADABLE.into(),
+                    action: UNREADABLE.into(),
+                    resource_type: UNREADABLE.into(),
+                    resource_id: UNREADABLE.into(),
+                }
+            });
+            seqs.push(seq);
+            ids.push(event_id);
+            times.push(values.recorded_at);
+            actors.push(values.actor);
+            actions.push(values.action);
+            types.push(values.resource_type);
+            resources.push(values.resource_id);
+        }
+        diesel::sql_query(
+            "INSERT INTO audit_index (organization_id, seq, event_id, recorded_at, actor, action, resource_type, resource_id)
+             SELECT $1, v.* FROM unnest($2::bigint[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[]) AS v",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<Array<BigInt>, _>(&seqs)
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Array<Timestamptz>, _>(&times)
+        .bind::<Array<diesel::sql_types::Text>, _>(&actors)
+        .bind::<Array<diesel::sql_types::Text>, _>(&actions)
+        .bind::<Array<diesel::sql_types::Text>, _>(&types)
+        .bind::<Array<diesel::sql_types::Text>, _>(&resources)
+        .execute(tx.conn())
+        .await?;
+        diesel::update(audit_heads::table.filter(audit_heads::organization_id.eq(org)))
+            .set(audit_heads::indexed_size.eq(last + 1))
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Integrates everything queued for one organisation, checkpoints it and indexes it (tests,
+    /// CLI, API).
     pub async fn sync(&self, org: Uuid) -> Result<IntegrateOutcome, ChainError> {
         let mut total = IntegrateOutcome::default();
         loop {
@@ -314,9 +415,11 @@ impl AuditChain {
             total.tree_size = outcome.tree_size;
             total.checkpoint = outcome.checkpoint.or(total.checkpoint);
             if outcome.sequenced < self.config.batch_size {
-                return Ok(total);
+                break;
             }
         }
+        while self.index(org, true).await? == self.config.batch_size {}
+        Ok(total)
     }
 
     /// Integrates everything queued for every organisation.
@@ -338,6 +441,10 @@ impl AuditChain {
                         match self.integrate(org, false).await {
                             Ok(o) => busy |= o.sequenced == self.config.batch_size,
                             Err(e) => tracing::error!(error = %e, %org, "audit sequencing failed; will retry"),
+                        }
+                        match self.index(org, false).await {
+                            Ok(n) => busy |= n == self.config.batch_size,
+                            Err(e) => tracing::error!(error = %e, %org, "audit indexing failed; will retry"),
                         }
                     }
                     busy

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use custos_core::ctx::Access;
 use custos_core::filter::{contains_pattern, parse_date};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index, audit_log};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{EntryRow, LogRow, hex, to_hash};
+use crate::rows::{EntryRow, IndexRow, LogRow, Sequenced, hex, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,21 +92,8 @@ fn encode_cursor(seq: i64) -> String {
     B64URL.encode(format!("seq:{seq}"))
 }
 
-fn decode_entry_cursor(raw: &str) -> Result<Uuid> {
-    B64URL
-        .decode(raw)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("id:").and_then(|id| id.parse().ok()))
-        .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
-}
-
-fn encode_entry_cursor(event_id: Uuid) -> String {
-    B64URL.encode(format!("id:{event_id}"))
-}
-
-/// An entry as auditors read it: the log row and the entry's fields.
-pub fn entry_pb(log: &LogRow, entry: &EntryRow) -> pb::AuditEntry {
+/// An entry as auditors read it: its place in the log, its index row and its fields.
+pub fn entry_pb((log, index, entry): &Sequenced) -> pb::AuditEntry {
     let stored = entry.stored();
     let json = |name: &str| match stored.get(name) {
         Some(Some(v)) => String::from_utf8_lossy(v).into_owned(),
@@ -116,13 +103,13 @@ pub fn entry_pb(log: &LogRow, entry: &EntryRow) -> pb::AuditEntry {
     pb::AuditEntry {
         seq: log.seq,
         id: entry.event_id.to_string(),
-        recorded_at: timefmt::timestamp(entry.recorded_at),
+        recorded_at: timefmt::timestamp(index.recorded_at),
         sequenced_at: timefmt::timestamp(log.sequenced_at),
-        actor: entry.actor.clone(),
+        actor: index.actor.clone(),
         actor_detail: json("actor_detail"),
-        action: entry.action.clone(),
-        resource_type: entry.resource_type.clone(),
-        resource_id: entry.resource_id.clone(),
+        action: index.action.clone(),
+        resource_type: index.resource_type.clone(),
+        resource_id: index.resource_id.clone(),
         before: entry.side("before").to_string(),
         after: entry.side("after").to_string(),
         request_id: text("request_id"),
@@ -154,60 +141,62 @@ impl AuditService {
         ctx.require(Access::Audit)?;
         let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
         let org = ctx.organization_id;
-        let mut q = audit_log::table
+        let mut q = audit_index::table
+            .inner_join(audit_log::table.on(
+                audit_log::organization_id.eq(audit_index::organization_id).and(audit_log::seq.eq(audit_index::seq)),
+            ))
             .inner_join(
                 audit_entries::table.on(audit_entries::organization_id
                     .eq(audit_log::organization_id)
                     .and(audit_entries::event_id.eq(audit_log::event_id))),
             )
-            .filter(audit_entries::organization_id.eq(org))
+            .filter(audit_index::organization_id.eq(org))
             .into_boxed::<Pg>();
         let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         if let Some(a) = text(&req.actor) {
-            q = q.filter(audit_entries::actor.eq(a));
+            q = q.filter(audit_index::actor.eq(a));
         }
         if let Some(a) = text(&req.action) {
-            q = q.filter(audit_entries::action.eq(a));
+            q = q.filter(audit_index::action.eq(a));
         }
         if let Some(t) = text(&req.resource_type) {
-            q = q.filter(audit_entries::resource_type.eq(t));
+            q = q.filter(audit_index::resource_type.eq(t));
         }
         if let Some(id) = text(&req.resource_id) {
-            q = q.filter(audit_entries::resource_id.eq(id));
+            q = q.filter(audit_index::resource_id.eq(id));
         }
         if let Some(after) = text(&req.recorded_after) {
-            q = q.filter(audit_entries::recorded_at.ge(parse_instant("recorded_after", &after, false)?));
+            q = q.filter(audit_index::recorded_at.ge(parse_instant("recorded_after", &after, false)?));
         }
         if let Some(before) = text(&req.recorded_before) {
-            q = q.filter(audit_entries::recorded_at.le(parse_instant("recorded_before", &before, true)?));
+            q = q.filter(audit_index::recorded_at.le(parse_instant("recorded_before", &before, true)?));
         }
         if let Some(s) = text(&req.search) {
             let p = contains_pattern(&s);
             q = q.filter(
-                audit_entries::actor
+                audit_index::actor
                     .ilike(p.clone())
-                    .or(audit_entries::action.ilike(p.clone()))
-                    .or(audit_entries::resource_type.ilike(p.clone()))
-                    .or(audit_entries::resource_id.ilike(p.clone()))
+                    .or(audit_index::action.ilike(p.clone()))
+                    .or(audit_index::resource_type.ilike(p.clone()))
+                    .or(audit_index::resource_id.ilike(p.clone()))
                     .or(audit_entries::fields.ilike(p)),
             );
         }
         if let Some(c) = text(&req.cursor) {
-            q = q.filter(audit_entries::event_id.lt(decode_entry_cursor(&c)?));
+            q = q.filter(audit_index::seq.lt(decode_cursor(&c)?));
         }
         let mut tx = self.chain.db.begin(org).await?;
-        // Newest first by entry id (time-ordered), which every filter's index serves in order.
-        let mut rows: Vec<(LogRow, EntryRow)> = q
-            .order(audit_entries::event_id.desc())
+        let mut rows: Vec<Sequenced> = q
+            .order(audit_index::seq.desc())
             .limit(size + 1)
-            .select((LogRow::as_select(), EntryRow::as_select()))
+            .select((LogRow::as_select(), IndexRow::as_select(), EntryRow::as_select()))
             .load(tx.conn())
             .await?;
         tx.commit().await?;
         let more = rows.len() as i64 > size;
         rows.truncate(size as usize);
-        let next_cursor = if more { rows.last().map(|(_, e)| encode_entry_cursor(e.event_id)) } else { None };
-        Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(|(l, e)| entry_pb(l, e)).collect(), next_cursor })
+        let next_cursor = if more { rows.last().map(|(log, _, _)| encode_cursor(log.seq)) } else { None };
+        Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })
     }
 
     pub async fn get_entry(&self, ctx: &RequestCtx, req: pb::GetAuditEntryRequest) -> Result<pb::AuditEntry> {
@@ -215,8 +204,7 @@ impl AuditService {
         let mut tx = self.chain.db.begin(ctx.organization_id).await?;
         let row = self.chain.entry(&mut tx, ctx.organization_id, req.seq).await?;
         tx.commit().await?;
-        let (log, entry) = row.ok_or_else(|| Problem::not_found("Audit entry", req.seq))?;
-        Ok(entry_pb(&log, &entry))
+        Ok(entry_pb(&row.ok_or_else(|| Problem::not_found("Audit entry", req.seq))?))
     }
 
     pub async fn list_checkpoints(
@@ -436,7 +424,7 @@ impl AuditService {
                 crate::withhold::WithholdError::Rejected(p) => AuditError::Rejected(p),
                 crate::withhold::WithholdError::Chain(c) => AuditError::Chain(c),
             })?;
-        Ok(entry_pb(&row.0, &row.1))
+        Ok(entry_pb(&row))
     }
 
     /// The checkpoint signing key; anyone may fetch it (with credentials, the caller's log origin too).

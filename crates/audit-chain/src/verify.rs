@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log, audit_queue};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index, audit_log, audit_queue};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::Duration;
@@ -17,7 +17,7 @@ use crate::encoding::{Hash, Scratch, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
-use crate::rows::{EntryRow, LogRow, Unverifiable, hex, to_hash};
+use crate::rows::{EntryRow, IndexRow, LogRow, Unverifiable, hex, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 const BATCH: i64 = 5000;
@@ -259,15 +259,10 @@ impl AuditChain {
         let mut start = pruned_before;
         if let Some(days) = days {
             let since = custos_core::timefmt::now() - Duration::days(i64::from(days));
-            let first: Option<i64> = audit_log::table
-                .inner_join(
-                    audit_entries::table.on(audit_entries::organization_id
-                        .eq(audit_log::organization_id)
-                        .and(audit_entries::event_id.eq(audit_log::event_id))),
-                )
-                .filter(audit_log::organization_id.eq(org))
-                .filter(audit_entries::recorded_at.ge(since))
-                .select(diesel::dsl::min(audit_log::seq))
+            let first: Option<i64> = audit_index::table
+                .filter(audit_index::organization_id.eq(org))
+                .filter(audit_index::recorded_at.ge(since))
+                .select(diesel::dsl::min(audit_index::seq))
                 .first(tx.conn())
                 .await?;
             start = first.map_or(heads.tree_size as u64, |s| s as u64).max(pruned_before);
@@ -347,8 +342,13 @@ impl AuditChain {
         if let Err(f) = load_checkpoints(tx, verifier, next).await? {
             return Ok(Err(f));
         }
-        let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Sequenced>, ChainError> {
+        let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Stored>, ChainError> {
             Ok(audit_log::table
+                .left_join(
+                    audit_index::table.on(audit_index::organization_id
+                        .eq(audit_log::organization_id)
+                        .and(audit_index::seq.eq(audit_log::seq))),
+                )
                 .left_join(
                     audit_entries::table.on(audit_entries::organization_id
                         .eq(audit_log::organization_id)
@@ -358,17 +358,18 @@ impl AuditChain {
                 .filter(audit_log::seq.ge(from))
                 .order(audit_log::seq.asc())
                 .limit(BATCH)
-                .select((LogRow::as_select(), Option::<EntryRow>::as_select()))
+                .select((LogRow::as_select(), Option::<IndexRow>::as_select(), Option::<EntryRow>::as_select()))
                 .load(tx.conn())
                 .await?)
         };
         let mut rows = fetch(tx, next).await?;
-        while let Some(last) = rows.last().map(|(r, _)| r.seq) {
+        let indexed_size = heads.indexed_size;
+        while let Some(last) = rows.last().map(|(r, _, _)| r.seq) {
             let full = rows.len() as i64 == BATCH;
             // Recomputing leaves is the CPU-heavy part: spread it over every core, off the
             // runtime, while the next batch is read from the database.
             let computing = tokio::task::spawn_blocking(move || {
-                let leaves = recompute_leaves(org, &rows);
+                let leaves = recompute_leaves(org, indexed_size, &rows);
                 (rows, leaves)
             });
             let upcoming = if full { fetch(tx, last + 1).await? } else { Vec::new() };
@@ -377,7 +378,7 @@ impl AuditChain {
             }
             let (checked, leaves) =
                 computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
-            for ((row, _), leaf) in checked.iter().zip(leaves) {
+            for ((row, _, _), leaf) in checked.iter().zip(leaves) {
                 if let Err(f) = verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
                     return Ok(Err(f));
                 }
@@ -413,15 +414,20 @@ impl AuditChain {
     }
 }
 
-/// A log row with its entry (`None` when the entry row is gone).
-type Sequenced = (LogRow, Option<EntryRow>);
+/// A log row with its index row and entry (`None` where a row is missing).
+type Stored = (LogRow, Option<IndexRow>, Option<EntryRow>);
 
-/// Every row's leaf hash recomputed from its fields, in parallel over the available cores.
-fn recompute_leaves(org: Uuid, rows: &[Sequenced]) -> Vec<Result<Hash, Unverifiable>> {
+/// Every row's leaf hash recomputed from its fields (whose index row, for entries below
+/// `indexed_size`, must repeat them), in parallel over the available cores.
+fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result<Hash, Unverifiable>> {
     // A worker that died leaves its entries unverified, never silently skipped.
-    parallel_map(rows, |scratch, (log, entry)| {
+    parallel_map(rows, |scratch, (log, index, entry)| {
         let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
-        Ok(leaf_hash(&org, log.seq as u64, &entry.digest(scratch)?))
+        let columns = index.as_ref().map(IndexRow::columns);
+        if columns.is_none() && log.seq < indexed_size {
+            return Err(Unverifiable::Unindexed);
+        }
+        Ok(leaf_hash(&org, log.seq as u64, &entry.digest(columns.as_ref(), scratch)?))
     })
     .into_iter()
     .map(|leaf| leaf.unwrap_or_else(|| Err(Unverifiable::Malformed("leaf recomputation failed".to_owned()))))

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use custos_core::hold::ensure_not_held;
 use custos_core::{Held, HoldCheck, Problem, RequestCtx};
 use custos_db::PgConn;
-use diesel::sql_types::{Bytea, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Bytea, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 
 use crate::encoding::{self, Scratch, StoredEntry, leaf_hash};
-use crate::rows::{EntryRow, LogRow, PLACEHOLDER};
+use crate::rows::{PLACEHOLDER, Sequenced};
 use crate::sequencer::{AuditChain, ChainError};
 use crate::{Change, record};
 
@@ -49,7 +49,7 @@ impl AuditChain {
         names: &[String],
         reason: &str,
         holds: &dyn HoldCheck<PgConn>,
-    ) -> Result<(LogRow, EntryRow), WithholdError> {
+    ) -> Result<Sequenced, WithholdError> {
         let org = ctx.organization_id;
         if names.is_empty() {
             return Err(Problem::invalid_field("fields", "name at least one field to withhold").into());
@@ -58,9 +58,9 @@ impl AuditChain {
             return Err(Problem::invalid_field("reason", "say why the fields are withheld").into());
         }
         let mut tx = self.db.begin(org).await?;
-        let (log, entry) =
+        let (log, index, entry) =
             self.entry(&mut tx, org, seq).await?.ok_or_else(|| Problem::not_found("Audit entry", seq))?;
-        let held = match (entry.resource_type.as_str(), entry.resource_id.parse()) {
+        let held = match (index.resource_type.as_str(), index.resource_id.parse()) {
             ("incident", Ok(id)) => Some(Held::Incident(id)),
             ("evidence", Ok(id)) => Some(Held::Evidence(id)),
             _ => None,
@@ -87,7 +87,9 @@ impl AuditChain {
         }
         // Only an entry that verifies may be rewritten: withholding must never launder a forgery.
         let corrupt = |problem: String| ChainError::Corrupt(org, format!("{problem}; verify the chain first"));
-        let digest = entry.digest(&mut Scratch::default()).map_err(|e| corrupt(e.problem(seq as u64)))?;
+        let digest = entry
+            .digest(Some(&index.columns()), &mut Scratch::default())
+            .map_err(|e| corrupt(e.problem(seq as u64)))?;
         if leaf_hash(&org, seq as u64, &digest).as_slice() != log.leaf_hash.as_slice() {
             return Err(corrupt(format!("entry {seq} does not match its leaf hash")).into());
         }
@@ -101,9 +103,9 @@ impl AuditChain {
         let column = |name: &str, value: &str| if hidden(name) { PLACEHOLDER.to_owned() } else { value.to_owned() };
         diesel::sql_query("SELECT custos_audit_withhold($1, $2, $3, $4, $5, $6)")
             .bind::<SqlUuid, _>(org)
-            .bind::<SqlUuid, _>(entry.event_id)
-            .bind::<Text, _>(column("actor", &entry.actor))
-            .bind::<Text, _>(column("resource_id", &entry.resource_id))
+            .bind::<BigInt, _>(seq)
+            .bind::<Text, _>(column("actor", &index.actor))
+            .bind::<Text, _>(column("resource_id", &index.resource_id))
             .bind::<Text, _>(&fields)
             .bind::<Bytea, _>(&salts)
             .execute(tx.conn())

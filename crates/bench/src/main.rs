@@ -111,7 +111,7 @@ async fn delays(s: &TestServer, org: uuid::Uuid) -> (Percentiles, Percentiles) {
     let sequencing: Percentiles = diesel::sql_query(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max
            FROM (SELECT extract(epoch FROM l.sequenced_at - e.recorded_at)::float8 AS d
-                   FROM audit_log l JOIN audit_entries e USING (organization_id, event_id)
+                   FROM audit_log l JOIN audit_index e USING (organization_id, seq)
                   WHERE l.organization_id = $1) x",
     )
     .bind::<SqlUuid, _>(org)
@@ -122,7 +122,7 @@ async fn delays(s: &TestServer, org: uuid::Uuid) -> (Percentiles, Percentiles) {
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max
            FROM (SELECT extract(epoch FROM (SELECT min(c.created_at) FROM audit_checkpoints c
                                             WHERE c.organization_id = l.organization_id AND c.tree_size > l.seq) - e.recorded_at)::float8 AS d
-                   FROM audit_log l JOIN audit_entries e USING (organization_id, event_id)
+                   FROM audit_log l JOIN audit_index e USING (organization_id, seq)
                   WHERE l.organization_id = $1) x",
     )
     .bind::<SqlUuid, _>(org)
@@ -148,11 +148,13 @@ fn sample_values(i: i64, recorded_at: &str) -> custos_audit_chain::encoding::Ent
     }
 }
 
-/// Queues `n` entries as writers would (encoded and hashed in Rust), in bulk statements.
+/// Queues `n` entries as writers would (encoded and hashed in Rust), in bulk statements of one
+/// transaction, so that the server's own sequencer cannot start on them before they are all there.
 async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
     use diesel::sql_types::{Array, Bytea, Text, Timestamptz};
     use diesel_async::RunQueryDsl;
     let mut conn = s.db.superuser().await;
+    diesel::sql_query("BEGIN").execute(&mut conn).await.expect("begin");
     let mut done = 0;
     while done < n {
         let chunk = (n - done).min(10_000);
@@ -162,29 +164,27 @@ async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
                 let at = now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now);
                 let values = sample_values(i, &custos_core::timefmt::timestamp(at));
                 let encoded = values.encode(&rand::random());
-                (uuid::Uuid::now_v7(), at, values.resource_id, encoded)
+                (uuid::Uuid::now_v7(), at, encoded)
             })
             .collect();
         diesel::sql_query(
-            "WITH v AS (SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::bytea[], $7::bytea[])
-                          AS v(id, at, rid, fields, salts, digest)),
-                  e AS (INSERT INTO audit_entries (organization_id, event_id, recorded_at, actor, action, resource_type,
-                                                   resource_id, fields, salts)
-                        SELECT $1, id, at, 'system:bench', 'update', 'requirement', rid, fields, salts FROM v)
+            "WITH v AS (SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::text[], $5::bytea[], $6::bytea[])
+                          AS v(id, at, fields, salts, digest)),
+                  e AS (INSERT INTO audit_entries (organization_id, event_id, fields, salts) SELECT $1, id, fields, salts FROM v)
              INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) SELECT $1, id, at, digest FROM v",
         )
         .bind::<SqlUuid, _>(org)
         .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.3.fields.clone()).collect::<Vec<_>>())
-        .bind::<Array<Bytea>, _>(rows.iter().map(|r| r.3.salts.clone()).collect::<Vec<_>>())
-        .bind::<Array<Bytea>, _>(rows.iter().map(|r| r.3.digest.to_vec()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.2.fields.clone()).collect::<Vec<_>>())
+        .bind::<Array<Bytea>, _>(rows.iter().map(|r| r.2.salts.clone()).collect::<Vec<_>>())
+        .bind::<Array<Bytea>, _>(rows.iter().map(|r| r.2.digest.to_vec()).collect::<Vec<_>>())
         .execute(&mut conn)
         .await
         .expect("fill queue");
         done += chunk;
     }
+    diesel::sql_query("COMMIT").execute(&mut conn).await.expect("commit");
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -249,18 +249,20 @@ async fn load_figures(s: &TestServer) {
 async fn chain_figures(s: &TestServer, entries: i64) {
     let big = s.org("big").await;
     let chain = s.app().audit.chain().clone();
-    chain.sync(big.id).await.expect("sync");
+    let before = chain.sync(big.id).await.expect("sync").tree_size;
     let started = Instant::now();
     fill_queue(s, big.id, entries).await;
     println!();
     println!("{entries} entries queued in {:.1}s (bulk SQL, outside the chain)", started.elapsed().as_secs_f64());
+    // The server's sequencer and this one share the work (one holds the head at a time); what
+    // counts is how fast the queue drains into the tree.
     let started = Instant::now();
     let outcome = chain.sync(big.id).await.expect("sequence");
     let secs = started.elapsed().as_secs_f64();
+    let sequenced = outcome.tree_size - before;
     println!(
-        "  sequencing (hash, chain, tree, store, checkpoint): {:>9.0} entries/s  ({} in {secs:.1}s)",
-        outcome.sequenced as f64 / secs,
-        outcome.sequenced
+        "  sequencing (take from queue, hash, chain, tree, store, checkpoint): {:>9.0} entries/s  ({sequenced} in {secs:.1}s)",
+        sequenced as f64 / secs,
     );
 
     let baseline = rss_kib("VmRSS:");

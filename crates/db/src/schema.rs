@@ -105,17 +105,26 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Every audit entry, written with its change: index columns and committed fields (append-only).
+    /// Every audit entry's committed fields, written with its change (append-only).
     audit_entries (organization_id, event_id) {
         organization_id -> Uuid,
+        event_id -> Uuid,
+        fields -> Text,
+        salts -> Bytea,
+    }
+}
+
+diesel::table! {
+    /// What listings filter on, read from the entries' fields behind the sequencer (append-only).
+    audit_index (organization_id, seq) {
+        organization_id -> Uuid,
+        seq -> BigInt,
         event_id -> Uuid,
         recorded_at -> Timestamptz,
         actor -> Text,
         action -> Text,
         resource_type -> Text,
         resource_id -> Text,
-        fields -> Text,
-        salts -> Bytea,
     }
 }
 
@@ -130,6 +139,7 @@ diesel::table! {
         pruned_before -> BigInt,
         prune_chain_hash -> Nullable<Bytea>,
         prune_frontier -> Nullable<Bytea>,
+        indexed_size -> BigInt,
         updated_at -> Timestamptz,
     }
 }
@@ -347,6 +357,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_queue,
     audit_log,
     audit_entries,
+    audit_index,
     audit_heads,
     audit_tree_nodes,
     audit_checkpoints,

@@ -69,7 +69,7 @@ pub enum AuditCommand {
     Export {
         #[arg(long)]
         org: String,
-        /// Output file (JSON Lines, format custos-audit-export/v1).
+        /// Output file (JSON Lines, format custos-audit-export/v2).
         #[arg(long)]
         out: std::path::PathBuf,
         #[command(flatten)]

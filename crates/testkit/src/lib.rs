@@ -412,7 +412,9 @@ impl TestServer {
         }
         let mut conn = self.db.superuser().await;
         let row: Count = diesel::sql_query(
-            "SELECT count(*) AS n FROM audit_entries WHERE organization_id = $1 AND action = $2 AND resource_type = $3",
+            "SELECT count(*) AS n FROM audit_entries WHERE organization_id = $1
+                AND position(E'\naction\t' || to_json($2::text)::text || E'\n' IN E'\n' || fields) > 0
+                AND position(E'\nresource_type\t' || to_json($3::text)::text || E'\n' IN E'\n' || fields) > 0",
         )
         .bind::<diesel::sql_types::Uuid, _>(org)
         .bind::<diesel::sql_types::Text, _>(action)

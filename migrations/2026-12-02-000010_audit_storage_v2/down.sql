@@ -1,8 +1,9 @@
 -- Back to the pre-release v1 layout (empty: v2 entries cannot be expressed in it).
-DROP FUNCTION IF EXISTS custos_audit_withhold(uuid, uuid, text, text, text, bytea);
+DROP FUNCTION IF EXISTS custos_audit_withhold(uuid, bigint, text, text, text, bytea);
 DROP FUNCTION IF EXISTS custos_audit_prune(uuid, bigint);
 DROP FUNCTION IF EXISTS custos_audit_pending();
-DROP TABLE IF EXISTS audit_log, audit_queue, audit_entries;
+DROP TABLE IF EXISTS audit_index, audit_log, audit_queue, audit_entries;
+ALTER TABLE audit_heads DROP COLUMN IF EXISTS indexed_size;
 
 CREATE TABLE audit_queue (
   id uuid PRIMARY KEY,
