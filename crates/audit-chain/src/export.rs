@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use custos_core::timefmt;
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log};
+use custos_db::schema::{audit_checkpoints, audit_heads};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::encoding::{Hash, Scratch, StoredEntry, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
-use crate::rows::{EntryRow, LogRow, Unverifiable, from_hex, hex, to_hash};
+use crate::rows::{Unverifiable, from_hex, hex, stored_range, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::{ChainVerifier, StoredCheckpoint};
 
@@ -137,20 +137,8 @@ impl AuditChain {
         let mut next = heads.pruned_before;
         let mut written = 0;
         loop {
-            let rows: Vec<(LogRow, Option<EntryRow>)> = audit_log::table
-                .left_join(
-                    audit_entries::table.on(audit_entries::organization_id
-                        .eq(audit_log::organization_id)
-                        .and(audit_entries::event_id.eq(audit_log::event_id))),
-                )
-                .filter(audit_log::organization_id.eq(org))
-                .filter(audit_log::seq.ge(next))
-                .order(audit_log::seq.asc())
-                .limit(5000)
-                .select((LogRow::as_select(), Option::<EntryRow>::as_select()))
-                .load(tx.conn())
-                .await?;
-            for (log, entry) in &rows {
+            let rows = stored_range(&mut tx, org, next, 5000, false).await?;
+            for (log, _, entry) in &rows {
                 let entry = entry.as_ref().ok_or_else(|| {
                     ChainError::Corrupt(org, format!("entry {} has no content; run verify-audit-chain", log.seq))
                 })?;
@@ -166,7 +154,7 @@ impl AuditChain {
                 emit_due(out, log.seq + 1)?;
             }
             match rows.last() {
-                Some((last, _)) if rows.len() == 5000 => next = last.seq + 1,
+                Some((last, ..)) if rows.len() == 5000 => next = last.seq + 1,
                 _ => break,
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custos_core::timefmt;
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_log};
+use custos_db::schema::{audit_checkpoints, audit_heads};
 use custos_db::{Db, DbError, Tx};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, SmallInt, Timestamptz, Uuid as SqlUuid};
@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::encoding::{chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
-use crate::rows::{EntryRow, IndexValues, to_hash};
+use crate::rows::{IndexValues, stored_range, to_hash};
 
 /// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
 pub const STRATUM: u8 = 8;
@@ -343,40 +343,28 @@ impl AuditChain {
             .await
             .optional()?;
         let Some(from) = from else { return Ok(0) };
-        let rows: Vec<(i64, Uuid, OffsetDateTime, Option<EntryRow>)> = audit_log::table
-            .left_join(
-                audit_entries::table.on(audit_entries::organization_id
-                    .eq(audit_log::organization_id)
-                    .and(audit_entries::event_id.eq(audit_log::event_id))),
-            )
-            .filter(audit_log::organization_id.eq(org))
-            .filter(audit_log::seq.ge(from))
-            .order(audit_log::seq.asc())
-            .limit(self.config.batch_size as i64)
-            .select((audit_log::seq, audit_log::event_id, audit_log::sequenced_at, Option::<EntryRow>::as_select()))
-            .load(tx.conn())
-            .await?;
-        let Some(&(last, ..)) = rows.last() else { return Ok(0) };
+        let rows = stored_range(&mut tx, org, from, self.config.batch_size as i64, false).await?;
+        let Some(last) = rows.last().map(|(log, ..)| log.seq) else { return Ok(0) };
         let n = rows.len();
         let (mut seqs, mut ids, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut actors, mut actions, mut types, mut resources) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for (seq, event_id, sequenced_at, entry) in rows {
+        for (log, _, entry) in rows {
             // An entry that cannot be read is still indexed (verification names it); it is listed
             // under what can be said of it.
             let values = entry.ok_or_else(|| "its entry is missing".to_owned()).and_then(|e| e.index_values());
             let values = values.unwrap_or_else(|problem| {
-                tracing::error!(%org, seq, %problem, "audit entry cannot be indexed from its fields");
+                tracing::error!(%org, seq = log.seq, %problem, "audit entry cannot be indexed from its fields");
                 IndexValues {
-                    recorded_at: sequenced_at,
+                    recorded_at: log.sequenced_at,
                     actor: UNREADABLE.into(),
                     action: UNREADABLE.into(),
                     resource_type: UNREADABLE.into(),
                     resource_id: UNREADABLE.into(),
                 }
             });
-            seqs.push(seq);
-            ids.push(event_id);
+            seqs.push(log.seq);
+            ids.push(log.event_id);
             times.push(values.recorded_at);
             actors.push(values.actor);
             actions.push(values.action);

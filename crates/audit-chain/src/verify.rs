@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index, audit_log, audit_queue};
+use custos_db::schema::{audit_checkpoints, audit_heads, audit_index, audit_log, audit_queue};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::Duration;
@@ -17,7 +17,7 @@ use crate::encoding::{Hash, Scratch, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
-use crate::rows::{EntryRow, IndexRow, LogRow, Unverifiable, hex, to_hash};
+use crate::rows::{IndexRow, Stored, Unverifiable, hex, stored_range, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 const BATCH: i64 = 5000;
@@ -343,24 +343,7 @@ impl AuditChain {
             return Ok(Err(f));
         }
         let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Stored>, ChainError> {
-            Ok(audit_log::table
-                .left_join(
-                    audit_index::table.on(audit_index::organization_id
-                        .eq(audit_log::organization_id)
-                        .and(audit_index::seq.eq(audit_log::seq))),
-                )
-                .left_join(
-                    audit_entries::table.on(audit_entries::organization_id
-                        .eq(audit_log::organization_id)
-                        .and(audit_entries::event_id.eq(audit_log::event_id))),
-                )
-                .filter(audit_log::organization_id.eq(org))
-                .filter(audit_log::seq.ge(from))
-                .order(audit_log::seq.asc())
-                .limit(BATCH)
-                .select((LogRow::as_select(), Option::<IndexRow>::as_select(), Option::<EntryRow>::as_select()))
-                .load(tx.conn())
-                .await?)
+            stored_range(tx, org, from, BATCH, true).await
         };
         let mut rows = fetch(tx, next).await?;
         let indexed_size = heads.indexed_size;
@@ -413,9 +396,6 @@ impl AuditChain {
         Ok(Ok(()))
     }
 }
-
-/// A log row with its index row and entry (`None` where a row is missing).
-type Stored = (LogRow, Option<IndexRow>, Option<EntryRow>);
 
 /// Every row's leaf hash recomputed from its fields (whose index row, for entries below
 /// `indexed_size`, must repeat them), in parallel over the available cores.
