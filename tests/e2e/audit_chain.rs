@@ -648,3 +648,38 @@ async fn the_audit_api_over_grpc() {
         tonic::Code::PermissionDenied
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_committed_long_after_it_was_recorded_is_still_sequenced() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    // A change whose transaction stays open while later changes are recorded and sequenced.
+    let ctx = custos_core::RequestCtx::operator(org.id, &org.slug);
+    let mut slow = s.app().db.begin(org.id).await.unwrap();
+    custos_audit_chain::record_change(&mut slow, &ctx, "update", "report", "slow-1", Value::Null, json!({"n": 1}))
+        .await
+        .unwrap();
+    // Later changes, recorded well outside the sequencer's window behind them (1 s), are sequenced
+    // first: the quick scan starts after the straggler's time and cannot see it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for i in 0..3 {
+        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    let before = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    slow.commit().await.unwrap();
+
+    // The background sequencer finds it within a couple of seconds, without anyone asking.
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = entries(&s, &org, "?resource_id=slow-1").await;
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed.len(), 1, "the straggler was sequenced and indexed");
+    assert!(listed[0]["seq"].as_i64().unwrap() >= before, "it is sequenced after what was already in the tree");
+    assert_eq!(listed[0]["after"], json!({"n": 1}));
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+}

@@ -8,14 +8,15 @@
 //! order is integration order and `recorded_at` can step back slightly between batches. Once
 //! sequenced, nothing moves.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use custos_core::timefmt;
 use custos_db::schema::{audit_checkpoints, audit_heads};
 use custos_db::{Db, DbError, Tx};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bytea, SmallInt, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bytea, Nullable, SmallInt, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -76,7 +77,25 @@ pub struct AuditChain {
     pub(crate) signer: Arc<NoteSigner>,
     pub(crate) trusted: Arc<Vec<NoteVerifier>>,
     pub(crate) config: SequencerConfig,
+    scans: Arc<Mutex<HashMap<Uuid, QueueScan>>>,
 }
+
+/// Where this process last took an organisation's queue from.
+///
+/// Taken rows leave dead index entries at the front of the queue's order until VACUUM removes
+/// them, and a scan from the very start walks all of them: draining a long queue would cost
+/// quadratic time. So a batch is looked for from shortly before the newest time taken last
+/// ([`STRAGGLER_WINDOW`]), and only every [`FULL_SCAN_EVERY`] from the start — which is what
+/// finds an entry whose transaction committed long after it was recorded. Either way, what the
+/// `DELETE … RETURNING` takes is exactly what is sequenced: the hint changes speed, never content.
+#[derive(Debug, Clone, Copy)]
+struct QueueScan {
+    newest_taken: OffsetDateTime,
+    last_full: std::time::Instant,
+}
+
+const STRAGGLER_WINDOW: Duration = Duration::from_secs(1);
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IntegrateOutcome {
@@ -131,7 +150,7 @@ struct OrgId {
 
 impl AuditChain {
     pub fn new(db: Db, signer: NoteSigner, trusted: Vec<NoteVerifier>, config: SequencerConfig) -> Self {
-        AuditChain { db, signer: Arc::new(signer), trusted: Arc::new(trusted), config }
+        AuditChain { db, signer: Arc::new(signer), trusted: Arc::new(trusted), config, scans: Default::default() }
     }
 
     pub fn signer(&self) -> &NoteSigner {
@@ -175,6 +194,16 @@ impl AuditChain {
     /// Sequences one batch of an organisation's queue and signs a checkpoint when one is due
     /// (always, with `force_checkpoint`, if the tree grew since the last one).
     pub async fn integrate(&self, org: Uuid, force_checkpoint: bool) -> Result<IntegrateOutcome, ChainError> {
+        self.integrate_scanning(org, force_checkpoint, false).await
+    }
+
+    /// [`Self::integrate`], looking at the whole queue when `full_scan` (see [`QueueScan`]).
+    async fn integrate_scanning(
+        &self,
+        org: Uuid,
+        force_checkpoint: bool,
+        full_scan: bool,
+    ) -> Result<IntegrateOutcome, ChainError> {
         let mut tx = self.db.begin(org).await?;
         let Some(heads) = Self::lock_heads(&mut tx, org, force_checkpoint).await? else {
             return Ok(IntegrateOutcome::default());
@@ -183,17 +212,26 @@ impl AuditChain {
         let mut chain = to_hash(&heads.chain_hash).ok_or_else(|| ChainError::Corrupt(org, "chain hash".into()))?;
         // Taking a batch removes it from the queue in the same statement; the transaction either
         // sequences all of it or none.
+        let scan = self.scans.lock().map(|scans| scans.get(&org).copied()).unwrap_or(None);
+        let from = match scan {
+            Some(scan) if !full_scan && scan.last_full.elapsed() < FULL_SCAN_EVERY => {
+                Some(scan.newest_taken - STRAGGLER_WINDOW)
+            }
+            _ => None,
+        };
         let mut queued: Vec<Queued> = diesel::sql_query(
             "DELETE FROM audit_queue WHERE ctid = ANY(ARRAY(
-               SELECT ctid FROM audit_queue WHERE organization_id = $1
+               SELECT ctid FROM audit_queue WHERE organization_id = $1 AND ($3::timestamptz IS NULL OR recorded_at >= $3)
                 ORDER BY recorded_at, event_id LIMIT $2))
              RETURNING event_id, recorded_at, digest",
         )
         .bind::<SqlUuid, _>(org)
         .bind::<BigInt, _>(self.config.batch_size as i64)
+        .bind::<Nullable<Timestamptz>, _>(from)
         .load(tx.conn())
         .await?;
         queued.sort_unstable_by_key(|q| (q.recorded_at, q.event_id));
+        let newest = queued.last().map(|q| q.recorded_at);
 
         let n = queued.len();
         if n > 0 {
@@ -263,6 +301,20 @@ impl AuditChain {
             None
         };
         tx.commit().await?;
+        if let Ok(mut scans) = self.scans.lock() {
+            let previous = scans.get(&org).copied();
+            let last_full = match (from, previous) {
+                (Some(_), Some(p)) => p.last_full,
+                _ => std::time::Instant::now(),
+            };
+            let newest_taken = match (newest, previous) {
+                (Some(n), Some(p)) => Some(n.max(p.newest_taken)),
+                (n, p) => n.or(p.map(|p| p.newest_taken)),
+            };
+            if let Some(newest_taken) = newest_taken {
+                scans.insert(org, QueueScan { newest_taken, last_full });
+            }
+        }
         Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
     }
 
@@ -397,13 +449,20 @@ impl AuditChain {
     /// CLI, API).
     pub async fn sync(&self, org: Uuid) -> Result<IntegrateOutcome, ChainError> {
         let mut total = IntegrateOutcome::default();
+        // Drain from the scan hint, then once from the start of the queue for whatever the hint
+        // skipped; done when a full scan finds less than a batch.
+        let mut full_scan = false;
         loop {
-            let outcome = self.integrate(org, true).await?;
+            let outcome = self.integrate_scanning(org, true, full_scan).await?;
             total.sequenced += outcome.sequenced;
             total.tree_size = outcome.tree_size;
             total.checkpoint = outcome.checkpoint.or(total.checkpoint);
-            if outcome.sequenced < self.config.batch_size {
+            if outcome.sequenced == self.config.batch_size {
+                full_scan = false;
+            } else if full_scan {
                 break;
+            } else {
+                full_scan = true;
             }
         }
         while self.index(org, true).await? == self.config.batch_size {}
