@@ -10,11 +10,10 @@
 use crate::encoding::Hash;
 
 pub fn node(left: &Hash, right: &Hash) -> Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(&[0x01]);
-    h.update(left);
-    h.update(right);
-    *h.finalize().as_bytes()
+    let mut input = [0x01u8; 65];
+    input[1..33].copy_from_slice(left);
+    input[33..].copy_from_slice(right);
+    *blake3::hash(&input).as_bytes()
 }
 
 pub fn empty_root() -> Hash {
@@ -67,6 +66,13 @@ impl Frontier {
     /// Appends one leaf; returns every interior node this completed (for storage of strata).
     pub fn append(&mut self, leaf: Hash) -> Vec<(NodeId, Hash)> {
         let mut completed = Vec::new();
+        self.append_with(leaf, |id, hash| completed.push((id, hash)));
+        completed
+    }
+
+    /// Appends one leaf, showing `completed` every interior node this completes (no allocation:
+    /// this runs once per entry when sequencing and verifying).
+    pub fn append_with(&mut self, leaf: Hash, mut completed: impl FnMut(NodeId, Hash)) {
         let mut hash = leaf;
         let mut level = 0u8;
         let mut size = self.size;
@@ -76,11 +82,10 @@ impl Frontier {
             hash = node(&left, &hash);
             level += 1;
             size >>= 1;
-            completed.push((NodeId { level, index: (self.size + 1) / (1u64 << level) - 1 }, hash));
+            completed(NodeId { level, index: (self.size + 1) / (1u64 << level) - 1 }, hash);
         }
         self.hashes.push(hash);
         self.size += 1;
-        completed
     }
 
     pub fn root(&self) -> Hash {

@@ -245,13 +245,13 @@ impl AuditChain {
                 })?;
                 let leaf = leaf_hash(&org, seq, &digest);
                 chain = chain_hash(&chain, &leaf);
-                for (id, hash) in frontier.append(leaf) {
+                frontier.append_with(leaf, |id, hash| {
                     if id.level % STRATUM == 0 {
                         node_levels.push(i16::from(id.level));
                         node_idx.push(id.index as i64);
                         node_hashes.push(hash.to_vec());
                     }
-                }
+                });
                 ids.push(entry.event_id);
                 seqs.push(seq as i64);
                 leaves.push(leaf.to_vec());

@@ -203,7 +203,7 @@ impl ChainVerifier {
             );
         }
         self.chain = chain;
-        self.frontier.append(leaf);
+        self.frontier.append_with(leaf, |_, _| {});
         self.entries_checked += 1;
         self.settle()
     }
