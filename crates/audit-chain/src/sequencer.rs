@@ -85,17 +85,28 @@ pub struct AuditChain {
 /// Taken rows leave dead index entries at the front of the queue's order until VACUUM removes
 /// them, and a scan from the very start walks all of them: draining a long queue would cost
 /// quadratic time. So a batch is looked for from shortly before the newest time taken last
-/// ([`STRAGGLER_WINDOW`]), and only every [`FULL_SCAN_EVERY`] from the start — which is what
-/// finds an entry whose transaction committed long after it was recorded. Either way, what the
-/// `DELETE … RETURNING` takes is exactly what is sequenced: the hint changes speed, never content.
+/// ([`STRAGGLER_WINDOW`]), and only every [`FULL_SCAN_EVERY`] from the start — which is what finds
+/// an entry whose transaction committed long after it was recorded. While a backlog drains (the
+/// last batch was full) that scan waits up to [`FULL_SCAN_WHILE_BEHIND`], since each one walks
+/// every dead entry the drain has left so far. Either way, what the `DELETE … RETURNING` takes is
+/// exactly what is sequenced: the hint changes speed, never content.
 #[derive(Debug, Clone, Copy)]
 struct QueueScan {
     newest_taken: OffsetDateTime,
     last_full: std::time::Instant,
+    behind: bool,
 }
 
 const STRAGGLER_WINDOW: Duration = Duration::from_secs(1);
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
+const FULL_SCAN_WHILE_BEHIND: Duration = Duration::from_secs(30);
+
+impl QueueScan {
+    fn full_scan_due(&self) -> bool {
+        let since = self.last_full.elapsed();
+        since >= if self.behind { FULL_SCAN_WHILE_BEHIND } else { FULL_SCAN_EVERY }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IntegrateOutcome {
@@ -214,9 +225,7 @@ impl AuditChain {
         // sequences all of it or none.
         let scan = self.scans.lock().map(|scans| scans.get(&org).copied()).unwrap_or(None);
         let from = match scan {
-            Some(scan) if !full_scan && scan.last_full.elapsed() < FULL_SCAN_EVERY => {
-                Some(scan.newest_taken - STRAGGLER_WINDOW)
-            }
+            Some(scan) if !full_scan && !scan.full_scan_due() => Some(scan.newest_taken - STRAGGLER_WINDOW),
             _ => None,
         };
         let mut queued: Vec<Queued> = diesel::sql_query(
@@ -312,7 +321,7 @@ impl AuditChain {
                 (n, p) => n.or(p.map(|p| p.newest_taken)),
             };
             if let Some(newest_taken) = newest_taken {
-                scans.insert(org, QueueScan { newest_taken, last_full });
+                scans.insert(org, QueueScan { newest_taken, last_full, behind: n == self.config.batch_size });
             }
         }
         Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
