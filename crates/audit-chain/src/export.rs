@@ -4,9 +4,10 @@
 //! header (organisation, origin, verifier key, and the anchor — chain hash and compact range — the
 //! export starts from), then every entry with its committed fields exactly as stored (the
 //! `custos-audit/v2` field lines — `name TAB json` or `name TAB !commitment` — and the salts,
-//! base64) and every signed checkpoint, each placed right after the entry that completes it. `custos audit verify-file` checks such a file with no database: leaves,
-//! chain, tree and checkpoint signatures — against a public key the regulator obtained out of
-//! band, or, without one, against the key in the file (which proves consistency, not origin).
+//! base64) and every signed checkpoint, each placed right after the entry that completes it.
+//! `custos audit verify-file` checks such a file with no database: leaves, chain, tree and
+//! checkpoint signatures — against a public key the regulator obtained out of band, or, without
+//! one, against the key in the file (which proves consistency, not origin).
 
 use std::io::{BufRead, Write};
 

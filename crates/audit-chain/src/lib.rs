@@ -75,12 +75,17 @@ pub fn snapshot<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// The time an entry is recorded at: now, to the microsecond, because the database keeps
+/// microseconds and the committed timestamp must read back identically.
+pub fn recording_time() -> time::OffsetDateTime {
+    let now = timefmt::now();
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
+}
+
 /// Records `change` in the transaction that makes it: the entry's committed fields and its place
 /// in the sequencer's queue, in one statement.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
-    let now = timefmt::now();
-    // The database keeps microseconds; the committed timestamp must read back identically.
-    let recorded_at = now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now);
+    let recorded_at = recording_time();
     let actor_detail = serde_json::to_value(&ctx.actor).unwrap_or(Value::Null);
     let values = EntryValues {
         recorded_at: timefmt::timestamp(recorded_at),

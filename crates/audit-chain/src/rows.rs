@@ -119,8 +119,10 @@ impl EntryRow {
         }
         let prefix = format!("{side}.");
         let mut object = Map::new();
+        let mut split = false;
         for (name, field) in self.stored().fields().filter_map(Result::ok) {
             let Some(key) = name.strip_prefix(prefix.as_bytes()) else { continue };
+            split = true;
             if let FieldRef::Revealed(v) = field {
                 object.insert(
                     String::from_utf8_lossy(key).into_owned(),
@@ -128,12 +130,7 @@ impl EntryRow {
                 );
             }
         }
-        if object.is_empty()
-            && !self.stored().fields().filter_map(Result::ok).any(|(n, _)| n.starts_with(prefix.as_bytes()))
-        {
-            return Value::Null;
-        }
-        Value::Object(object)
+        if split { Value::Object(object) } else { Value::Null }
     }
 }
 
@@ -323,18 +320,32 @@ pub(crate) async fn stored_range(
         .collect())
 }
 
+/// An index row is about the log row with its `seq`.
+pub(crate) type IndexOfLog = diesel::dsl::And<
+    diesel::dsl::Eq<audit_index::organization_id, audit_log::organization_id>,
+    diesel::dsl::Eq<audit_index::seq, audit_log::seq>,
+>;
+
+pub(crate) fn index_of_log() -> IndexOfLog {
+    audit_index::organization_id.eq(audit_log::organization_id).and(audit_index::seq.eq(audit_log::seq))
+}
+
+/// A log row names its entry.
+pub(crate) type EntryOfLog = diesel::dsl::And<
+    diesel::dsl::Eq<audit_entries::organization_id, audit_log::organization_id>,
+    diesel::dsl::Eq<audit_entries::event_id, audit_log::event_id>,
+>;
+
+pub(crate) fn entry_of_log() -> EntryOfLog {
+    audit_entries::organization_id.eq(audit_log::organization_id).and(audit_entries::event_id.eq(audit_log::event_id))
+}
+
 impl crate::AuditChain {
     /// Entry `seq` of an organisation's log, once indexed.
     pub async fn entry(&self, tx: &mut Tx, org: Uuid, seq: i64) -> Result<Option<Sequenced>, ChainError> {
         Ok(audit_log::table
-            .inner_join(audit_index::table.on(
-                audit_index::organization_id.eq(audit_log::organization_id).and(audit_index::seq.eq(audit_log::seq)),
-            ))
-            .inner_join(
-                audit_entries::table.on(audit_entries::organization_id
-                    .eq(audit_log::organization_id)
-                    .and(audit_entries::event_id.eq(audit_log::event_id))),
-            )
+            .inner_join(audit_index::table.on(index_of_log()))
+            .inner_join(audit_entries::table.on(entry_of_log()))
             .filter(audit_log::organization_id.eq(org))
             .filter(audit_log::seq.eq(seq))
             .select((LogRow::as_select(), IndexRow::as_select(), EntryRow::as_select()))

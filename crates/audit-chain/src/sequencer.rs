@@ -316,10 +316,7 @@ impl AuditChain {
                 (Some(_), Some(p)) => p.last_full,
                 _ => std::time::Instant::now(),
             };
-            let newest_taken = match (newest, previous) {
-                (Some(n), Some(p)) => Some(n.max(p.newest_taken)),
-                (n, p) => n.or(p.map(|p| p.newest_taken)),
-            };
+            let newest_taken = newest.into_iter().chain(previous.map(|p| p.newest_taken)).max();
             if let Some(newest_taken) = newest_taken {
                 scans.insert(org, QueueScan { newest_taken, last_full, behind: n == self.config.batch_size });
             }

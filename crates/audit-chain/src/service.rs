@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{EntryRow, IndexRow, LogRow, Sequenced, hex, to_hash};
+use crate::rows::{EntryRow, IndexRow, LogRow, Sequenced, entry_of_log, hex, index_of_log, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,14 +142,8 @@ impl AuditService {
         let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
         let org = ctx.organization_id;
         let mut q = audit_index::table
-            .inner_join(audit_log::table.on(
-                audit_log::organization_id.eq(audit_index::organization_id).and(audit_log::seq.eq(audit_index::seq)),
-            ))
-            .inner_join(
-                audit_entries::table.on(audit_entries::organization_id
-                    .eq(audit_log::organization_id)
-                    .and(audit_entries::event_id.eq(audit_log::event_id))),
-            )
+            .inner_join(audit_log::table.on(index_of_log()))
+            .inner_join(audit_entries::table.on(entry_of_log()))
             .filter(audit_index::organization_id.eq(org))
             .into_boxed::<Pg>();
         let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);

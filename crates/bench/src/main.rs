@@ -160,8 +160,7 @@ async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
         let chunk = (n - done).min(10_000);
         let rows: Vec<_> = (done..done + chunk)
             .map(|i| {
-                let now = custos_core::timefmt::now();
-                let at = now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now);
+                let at = custos_audit_chain::recording_time();
                 let values = sample_values(i, &custos_core::timefmt::timestamp(at));
                 let encoded = values.encode(&rand::random());
                 (uuid::Uuid::now_v7(), at, encoded)
