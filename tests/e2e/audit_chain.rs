@@ -138,11 +138,52 @@ async fn tamper(s: &TestServer, sql: &str) {
     diesel::sql_query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Swaps which entries the log names at positions `a` and `b` (within their runs of the log).
 async fn swap(s: &TestServer, org: uuid::Uuid, a: i64, b: i64) {
-    let park = 1_000_000_000;
-    tamper(s, &format!("UPDATE audit_log SET seq = {park} WHERE organization_id = '{org}' AND seq = {a}")).await;
-    tamper(s, &format!("UPDATE audit_log SET seq = {a} WHERE organization_id = '{org}' AND seq = {b}")).await;
-    tamper(s, &format!("UPDATE audit_log SET seq = {b} WHERE organization_id = '{org}' AND seq = {park}")).await;
+    let place = |seq: i64, id: &str| {
+        format!(
+            "UPDATE audit_log SET event_ids = overlay(event_ids PLACING uuid_send({id}) FROM ({seq} - first_seq)::int * 16 + 1 FOR 16)
+              WHERE organization_id = '{org}' AND first_seq <= {seq} AND first_seq + length(event_ids) / 16 > {seq};"
+        )
+    };
+    tamper(
+        s,
+        &format!(
+            "DO $$ DECLARE ia uuid := custos_audit_event_id('{org}', {a}); ib uuid := custos_audit_event_id('{org}', {b});
+             BEGIN {} {} END $$",
+            place(a, "ib"),
+            place(b, "ia")
+        ),
+    )
+    .await;
+}
+
+/// Removes entries `[lo, hi)` from the log, keeping the rest of the runs that held them.
+async fn cut_from_log(s: &TestServer, org: uuid::Uuid, lo: i64, hi: i64) {
+    tamper(
+        s,
+        &format!(
+            "DO $$ DECLARE r audit_log; n int; a int; b int;
+             BEGIN
+               FOR r IN SELECT * FROM audit_log WHERE organization_id = '{org}'
+                          AND first_seq < {hi} AND first_seq + length(leaf_hashes) / 32 > {lo} LOOP
+                 n := length(r.leaf_hashes) / 32;
+                 a := greatest({lo} - r.first_seq, 0);
+                 b := least({hi} - r.first_seq, n);
+                 DELETE FROM audit_log WHERE organization_id = r.organization_id AND first_seq = r.first_seq;
+                 IF a > 0 THEN
+                   INSERT INTO audit_log VALUES (r.organization_id, r.first_seq, r.sequenced_at,
+                     substring(r.event_ids FOR a * 16), substring(r.leaf_hashes FOR a * 32), substring(r.chain_hashes FOR a * 32));
+                 END IF;
+                 IF b < n THEN
+                   INSERT INTO audit_log VALUES (r.organization_id, r.first_seq + b, r.sequenced_at,
+                     substring(r.event_ids FROM b * 16 + 1), substring(r.leaf_hashes FROM b * 32 + 1), substring(r.chain_hashes FROM b * 32 + 1));
+                 END IF;
+               END LOOP;
+             END $$"
+        ),
+    )
+    .await;
 }
 
 // ---- tests ----
@@ -352,8 +393,7 @@ async fn tampering_is_detected_and_named() {
     assert_eq!(verify(&s, &org).await["ok"], true);
     let org_id = org.id;
 
-    let entry_of =
-        |seq: i64| format!("(SELECT event_id FROM audit_log WHERE organization_id = '{org_id}' AND seq = {seq})");
+    let entry_of = |seq: i64| format!("custos_audit_event_id('{org_id}', {seq})");
     let expect_bad = async |seq: i64, what: &str| {
         let report = verify(&s, &org).await;
         assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
@@ -410,7 +450,7 @@ async fn deleted_swapped_and_truncated_entries_are_detected() {
     assert_eq!(verify(&s, &org).await["ok"], true, "swapping back restores it");
 
     // Delete one in the middle.
-    tamper(&s, &format!("DELETE FROM audit_log WHERE organization_id = '{org_id}' AND seq = 5")).await;
+    cut_from_log(&s, org_id, 5, 6).await;
     let report = verify(&s, &org).await;
     assert_eq!(report["first_bad_seq"], 5, "{report}");
     assert!(problem(&report).contains("gap"), "{report}");
@@ -446,8 +486,16 @@ async fn truncation_and_forged_checkpoints_are_detected() {
     tamper(&s, &format!("UPDATE audit_checkpoints SET note = '{}', root_hash = '\\x{}' WHERE organization_id = '{org_id}' AND tree_size = {size}", cp["note"].as_str().unwrap(), cp["root_hash"].as_str().unwrap())).await;
     assert_eq!(verify(&s, &org).await["ok"], true);
 
+    // Shrink the head, leaving the log alone: the log holds more than the head admits to.
+    tamper(&s, &format!("UPDATE audit_heads SET tree_size = {} WHERE organization_id = '{org_id}'", size - 1)).await;
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(size - 1)), "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("beyond its head"), "{report}");
+    tamper(&s, &format!("UPDATE audit_heads SET tree_size = {size} WHERE organization_id = '{org_id}'")).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+
     // Remove the newest entries (and fix up the head to hide it): the checkpoint still covers them.
-    tamper(&s, &format!("DELETE FROM audit_log WHERE organization_id = '{org_id}' AND seq >= {}", size - 2)).await;
+    cut_from_log(&s, org_id, size - 2, size).await;
     tamper(&s, &format!("UPDATE audit_heads SET tree_size = {} WHERE organization_id = '{org_id}'", size - 2)).await;
     let report = verify(&s, &org).await;
     assert_eq!(report["ok"], false);
@@ -594,7 +642,7 @@ async fn personal_data_can_be_withheld_without_breaking_the_chain() {
     diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
     diesel::sql_query(format!(
         "UPDATE audit_entries SET fields = regexp_replace(fields, 'after\\.email\\t![0-9a-f]+', 'after.email' || chr(9) || '\"viewer@acme.test\"')
-          WHERE event_id = (SELECT event_id FROM audit_log WHERE organization_id = '{}' AND seq = {seq})",
+          WHERE event_id = custos_audit_event_id('{}', {seq})",
         org.id
     ))
     .execute(&mut conn)
@@ -682,4 +730,96 @@ async fn an_entry_committed_long_after_it_was_recorded_is_still_sequenced() {
     assert_eq!(listed[0]["after"], json!({"n": 1}));
     checkpoint(&s, &org).await;
     assert_eq!(verify(&s, &org).await["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_stored_in_runs_reads_verifies_and_proves_across_them() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let ctx = custos_core::RequestCtx::operator(org.id, &org.slug);
+    // Bursts of uneven size, each sequenced before the next, so that runs end inside a 256-block
+    // as well as at its end (whatever the background sequencer takes in between).
+    let mut n = 0;
+    for burst in [100, 200, 300, 130] {
+        let mut tx = s.app().db.begin(org.id).await.unwrap();
+        for _ in 0..burst {
+            custos_audit_chain::record_change(
+                &mut tx,
+                &ctx,
+                "update",
+                "report",
+                &format!("r-{n}"),
+                Value::Null,
+                json!({ "n": n }),
+            )
+            .await
+            .unwrap();
+            n += 1;
+        }
+        tx.commit().await.unwrap();
+        checkpoint(&s, &org).await;
+    }
+    let cp = checkpoint(&s, &org).await;
+    let size = cp["tree_size"].as_i64().unwrap();
+    assert!(size >= n, "{size} < {n}");
+
+    #[derive(diesel::QueryableByName)]
+    struct Run {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        first_seq: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        len: i64,
+    }
+    let mut conn = s.db.superuser().await;
+    let runs: Vec<Run> = diesel::sql_query(
+        "SELECT first_seq, (length(leaf_hashes) / 32)::bigint AS len FROM audit_log WHERE organization_id = $1 ORDER BY first_seq",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org.id)
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let mut next = 0;
+    for run in &runs {
+        assert_eq!(run.first_seq, next, "runs follow each other without gaps");
+        assert_eq!(run.first_seq / 256, (run.first_seq + run.len - 1) / 256, "a run stays within one 256-block");
+        next += run.len;
+    }
+    assert_eq!(next, size);
+    assert!(runs.len() >= 4 && runs.len() < size as usize, "{} runs for {size} entries", runs.len());
+
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    let root = unhex(cp["root_hash"].as_str().unwrap());
+    for seq in [0, 99, 100, 255, 256, 257, 511, 512, size - 1] {
+        let (status, proof) =
+            s.get(&format!("/api/compliance/audit-log/proofs/inclusion/?seq={seq}"), &org.auditor).await;
+        assert_eq!(status, 200, "{proof}");
+        let (status, entry) = s.get(&format!("/api/compliance/audit-log/{seq}/"), &org.auditor).await;
+        assert_eq!(status, 200, "{entry}");
+        assert_eq!((entry["seq"].as_i64(), &proof["leaf_hash"]), (Some(seq), &entry["leaf_hash"]));
+        let path: Vec<[u8; 32]> =
+            proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        assert!(rfc_verify_inclusion(
+            seq as u64,
+            size as u64,
+            unhex(entry["leaf_hash"].as_str().unwrap()),
+            &path,
+            root
+        ));
+    }
+    // A listing pages through every run, newest first, each entry once.
+    let mut seen = Vec::new();
+    let mut url = "/api/compliance/audit-log/?page_size=100".to_owned();
+    loop {
+        let (status, page) = s.get(&url, &org.auditor).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["results"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()));
+        match page["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..size).rev().collect::<Vec<_>>());
+    let listed = entries(&s, &org, "?resource_id=r-300").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["after"], json!({ "n": 300 }));
 }

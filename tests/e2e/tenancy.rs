@@ -161,7 +161,7 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         "DELETE FROM audit_index",
         "DELETE FROM audit_entries",
         "TRUNCATE audit_entries",
-        "UPDATE audit_log SET leaf_hash = chain_hash",
+        "UPDATE audit_log SET leaf_hashes = chain_hashes",
         "DELETE FROM audit_log",
         "TRUNCATE audit_log",
         "UPDATE audit_checkpoints SET tree_size = 0",

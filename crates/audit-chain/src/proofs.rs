@@ -9,14 +9,14 @@ use std::future::Future;
 use std::pin::Pin;
 
 use custos_db::Tx;
-use custos_db::schema::{audit_log, audit_tree_nodes};
+use custos_db::schema::audit_tree_nodes;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::encoding::Hash;
 use crate::merkle::{self, Frontier, NodeId, fold_perfect, node};
-use crate::rows::to_hash;
+use crate::rows::{log_range, to_hash};
 use crate::sequencer::{ChainError, STRATUM};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +51,11 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl NodeReader<'_> {
     async fn leaves(&mut self, start: u64, count: u64) -> Result<Vec<Hash>, ProofError> {
-        let rows: Vec<Vec<u8>> = audit_log::table
-            .filter(audit_log::organization_id.eq(self.org))
-            .filter(audit_log::seq.ge(start as i64))
-            .filter(audit_log::seq.lt((start + count) as i64))
-            .order(audit_log::seq.asc())
-            .select(audit_log::leaf_hash)
-            .load(self.tx.conn())
-            .await?;
+        let rows = log_range(self.tx, self.org, start as i64, count as i64).await?;
         if rows.len() as u64 != count {
             return Err(ProofError::Missing(NodeId { level: 0, index: start }));
         }
-        rows.iter().map(|r| to_hash(r).ok_or(ProofError::Missing(NodeId { level: 0, index: start }))).collect()
+        Ok(rows.into_iter().map(|r| r.leaf_hash).collect())
     }
 
     async fn stratum(&mut self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>, ProofError> {

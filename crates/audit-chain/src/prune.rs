@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::proofs::NodeReader;
+use crate::rows::log_rows_at;
 use crate::sequencer::{AuditChain, ChainError};
 use crate::{Change, record};
 
@@ -37,28 +38,34 @@ impl AuditChain {
         let mut tx = self.db.begin(org).await?;
         let Some(heads) = Self::lock_heads(&mut tx, org, true).await? else { return Ok(PruneOutcome::default()) };
         let old_boundary = heads.pruned_before;
-        let first_young: Option<i64> = audit_log::table
-            .filter(audit_log::organization_id.eq(org))
-            .filter(audit_log::seq.ge(old_boundary))
-            .filter(diesel::dsl::exists(
-                audit_index::table
-                    .filter(audit_index::organization_id.eq(org))
-                    .filter(audit_index::seq.eq(audit_log::seq))
-                    .filter(audit_index::recorded_at.ge(cutoff)),
-            ))
-            .select(diesel::dsl::min(audit_log::seq))
+        let first_young: Option<i64> = audit_index::table
+            .filter(audit_index::organization_id.eq(org))
+            .filter(audit_index::seq.ge(old_boundary))
+            .filter(audit_index::recorded_at.ge(cutoff))
+            .select(diesel::dsl::min(audit_index::seq))
             .first(tx.conn())
             .await?;
-        let boundary = first_young.unwrap_or(heads.tree_size);
+        // The log is removed by whole runs: the boundary moves back to the start of the run that
+        // holds the first young entry, keeping its older neighbours a little longer.
+        let boundary = match first_young {
+            Some(young) => audit_log::table
+                .filter(audit_log::organization_id.eq(org))
+                .filter(audit_log::first_seq.le(young))
+                .select(diesel::dsl::max(audit_log::first_seq))
+                .first::<Option<i64>>(tx.conn())
+                .await?
+                .unwrap_or(young),
+            None => heads.tree_size,
+        };
         if boundary <= old_boundary {
             return Ok(PruneOutcome { removed: 0, pruned_before: old_boundary as u64 });
         }
-        let chain: Vec<u8> = audit_log::table
-            .filter(audit_log::organization_id.eq(org))
-            .filter(audit_log::seq.eq(boundary - 1))
-            .select(audit_log::chain_hash)
-            .first(tx.conn())
-            .await?;
+        let chain = log_rows_at(&mut tx, org, &[boundary - 1])
+            .await?
+            .remove(&(boundary - 1))
+            .ok_or_else(|| ChainError::Corrupt(org, format!("entry {} is missing from the log", boundary - 1)))?
+            .chain_hash
+            .to_vec();
         let frontier = {
             let mut reader =
                 NodeReader { tx: &mut tx, org, pruned_before: old_boundary as u64, boundary: heads.prune_frontier()? };

@@ -27,15 +27,111 @@ pub struct EntryRow {
     pub salts: Vec<u8>,
 }
 
-/// An entry's place in the sequence.
+/// Entries per row of `audit_log` at most. A run never crosses a multiple of it, so a full run
+/// holds exactly the leaves under one stored tree node of level [`crate::sequencer::STRATUM`].
+pub const RUN_WIDTH: u64 = 256;
+
+/// A row of `audit_log`: consecutive entries' ids, leaf hashes and chain hashes, concatenated.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = audit_log)]
+pub(crate) struct LogRun {
+    pub first_seq: i64,
+    pub sequenced_at: OffsetDateTime,
+    pub event_ids: Vec<u8>,
+    pub leaf_hashes: Vec<u8>,
+    pub chain_hashes: Vec<u8>,
+}
+
+impl LogRun {
+    /// Its entries. Should its columns disagree on how many there are (the table's check forbids
+    /// it), only the entries all of them describe are read: the rest show up as missing.
+    fn entries(&self) -> impl Iterator<Item = LogRow> + '_ {
+        let n = (self.event_ids.len() / 16).min(self.leaf_hashes.len() / 32).min(self.chain_hashes.len() / 32);
+        (0..n).map(move |k| LogRow {
+            seq: self.first_seq + k as i64,
+            event_id: Uuid::from_slice(&self.event_ids[k * 16..(k + 1) * 16]).expect("16 bytes"),
+            sequenced_at: self.sequenced_at,
+            leaf_hash: self.leaf_hashes[k * 32..(k + 1) * 32].try_into().expect("32 bytes"),
+            chain_hash: self.chain_hashes[k * 32..(k + 1) * 32].try_into().expect("32 bytes"),
+        })
+    }
+}
+
+/// An entry's place in the sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRow {
     pub seq: i64,
     pub event_id: Uuid,
+    /// When its run was sequenced.
     pub sequenced_at: OffsetDateTime,
-    pub leaf_hash: Vec<u8>,
-    pub chain_hash: Vec<u8>,
+    pub leaf_hash: Hash,
+    pub chain_hash: Hash,
+}
+
+/// The log's entries with sequence numbers in `[from, from + count)`, in order. Where the log has
+/// a gap the result has one too: callers step through the sequence by ranges, never by rows, so
+/// that a gap is seen as one.
+pub(crate) async fn log_range(tx: &mut Tx, org: Uuid, from: i64, count: i64) -> Result<Vec<LogRow>, ChainError> {
+    let runs: Vec<LogRun> = audit_log::table
+        .filter(audit_log::organization_id.eq(org))
+        .filter(audit_log::first_seq.gt(from - RUN_WIDTH as i64))
+        .filter(audit_log::first_seq.lt(from.saturating_add(count)))
+        .order(audit_log::first_seq.asc())
+        .select(LogRun::as_select())
+        .load(tx.conn())
+        .await?;
+    let end = from.saturating_add(count);
+    Ok(runs.iter().flat_map(LogRun::entries).filter(|l| l.seq >= from && l.seq < end).collect())
+}
+
+/// The log rows of the entries numbered `seqs` (in any order), each read as its slice of its run;
+/// entries the log does not hold are absent.
+pub(crate) async fn log_rows_at(tx: &mut Tx, org: Uuid, seqs: &[i64]) -> Result<HashMap<i64, LogRow>, ChainError> {
+    #[derive(diesel::QueryableByName)]
+    struct Slice {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq: i64,
+        #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+        sequenced_at: OffsetDateTime,
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        event_id: Vec<u8>,
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        leaf_hash: Vec<u8>,
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        chain_hash: Vec<u8>,
+    }
+    if seqs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let slices: Vec<Slice> = diesel::sql_query(
+        "SELECT s.seq, r.sequenced_at,
+                substring(r.event_ids FROM (s.seq - r.first_seq)::int * 16 + 1 FOR 16) AS event_id,
+                substring(r.leaf_hashes FROM (s.seq - r.first_seq)::int * 32 + 1 FOR 32) AS leaf_hash,
+                substring(r.chain_hashes FROM (s.seq - r.first_seq)::int * 32 + 1 FOR 32) AS chain_hash
+           FROM unnest($2::bigint[]) AS s(seq)
+           CROSS JOIN LATERAL (
+             SELECT * FROM audit_log
+              WHERE organization_id = $1 AND first_seq <= s.seq AND first_seq > s.seq - $3
+              ORDER BY first_seq DESC LIMIT 1) AS r",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
+    .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
+    .load(tx.conn())
+    .await?;
+    Ok(slices
+        .into_iter()
+        .filter_map(|s| {
+            let row = LogRow {
+                seq: s.seq,
+                event_id: Uuid::from_slice(&s.event_id).ok()?,
+                sequenced_at: s.sequenced_at,
+                leaf_hash: to_hash(&s.leaf_hash)?,
+                chain_hash: to_hash(&s.chain_hash)?,
+            };
+            Some((s.seq, row))
+        })
+        .collect())
 }
 
 /// What listings filter an entry on.
@@ -43,6 +139,7 @@ pub struct LogRow {
 #[diesel(table_name = audit_index)]
 pub struct IndexRow {
     pub seq: i64,
+    pub event_id: Uuid,
     pub recorded_at: OffsetDateTime,
     pub actor: String,
     pub action: String,
@@ -272,24 +369,17 @@ async fn entries_of(tx: &mut Tx, org: Uuid, mut ids: Vec<Uuid>) -> Result<HashMa
     Ok(found)
 }
 
-/// Up to `limit` log rows from `from` on, in order, each with its index row (when `with_index`) and
-/// entry. Three plain key lookups rather than one join: their plan cannot degrade into scanning a
-/// whole table per batch, whatever the statistics say.
+/// The log's entries numbered `[from, from + count)` (see [`log_range`]), each with its index row
+/// (when `with_index`) and entry. Three plain key lookups rather than one join: their plan cannot
+/// degrade into scanning a whole table per batch, whatever the statistics say.
 pub(crate) async fn stored_range(
     tx: &mut Tx,
     org: Uuid,
     from: i64,
-    limit: i64,
+    count: i64,
     with_index: bool,
 ) -> Result<Vec<Stored>, ChainError> {
-    let logs: Vec<LogRow> = audit_log::table
-        .filter(audit_log::organization_id.eq(org))
-        .filter(audit_log::seq.ge(from))
-        .order(audit_log::seq.asc())
-        .limit(limit)
-        .select(LogRow::as_select())
-        .load(tx.conn())
-        .await?;
+    let logs = log_range(tx, org, from, count).await?;
     let (Some(first), Some(last)) = (<[LogRow]>::first(&logs).map(|l| l.seq), <[LogRow]>::last(&logs).map(|l| l.seq))
     else {
         return Ok(Vec::new());
@@ -320,38 +410,51 @@ pub(crate) async fn stored_range(
         .collect())
 }
 
-/// An index row is about the log row with its `seq`.
-pub(crate) type IndexOfLog = diesel::dsl::And<
-    diesel::dsl::Eq<audit_index::organization_id, audit_log::organization_id>,
-    diesel::dsl::Eq<audit_index::seq, audit_log::seq>,
+/// An index row names its entry.
+pub(crate) type EntryOfIndex = diesel::dsl::And<
+    diesel::dsl::Eq<audit_entries::organization_id, audit_index::organization_id>,
+    diesel::dsl::Eq<audit_entries::event_id, audit_index::event_id>,
 >;
 
-pub(crate) fn index_of_log() -> IndexOfLog {
-    audit_index::organization_id.eq(audit_log::organization_id).and(audit_index::seq.eq(audit_log::seq))
+pub(crate) fn entry_of_index() -> EntryOfIndex {
+    audit_entries::organization_id
+        .eq(audit_index::organization_id)
+        .and(audit_entries::event_id.eq(audit_index::event_id))
 }
 
-/// A log row names its entry.
-pub(crate) type EntryOfLog = diesel::dsl::And<
-    diesel::dsl::Eq<audit_entries::organization_id, audit_log::organization_id>,
-    diesel::dsl::Eq<audit_entries::event_id, audit_log::event_id>,
->;
-
-pub(crate) fn entry_of_log() -> EntryOfLog {
-    audit_entries::organization_id.eq(audit_log::organization_id).and(audit_entries::event_id.eq(audit_log::event_id))
+/// Indexed entries with their log rows, in the order given. One an index row names but the log
+/// does not hold (only tampering does that) is left out, loudly: verification names it.
+pub(crate) async fn with_log_rows(
+    tx: &mut Tx,
+    org: Uuid,
+    rows: Vec<(IndexRow, EntryRow)>,
+) -> Result<Vec<Sequenced>, ChainError> {
+    let seqs: Vec<i64> = rows.iter().map(|(i, _)| i.seq).collect();
+    let mut logs = log_rows_at(tx, org, &seqs).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(index, entry)| match logs.remove(&index.seq) {
+            Some(log) if log.event_id == index.event_id => Some((log, index, entry)),
+            _ => {
+                tracing::error!(%org, seq = index.seq, "an indexed audit entry is not in the log as indexed; run verify-audit-chain");
+                None
+            }
+        })
+        .collect())
 }
 
 impl crate::AuditChain {
     /// Entry `seq` of an organisation's log, once indexed.
     pub async fn entry(&self, tx: &mut Tx, org: Uuid, seq: i64) -> Result<Option<Sequenced>, ChainError> {
-        Ok(audit_log::table
-            .inner_join(audit_index::table.on(index_of_log()))
-            .inner_join(audit_entries::table.on(entry_of_log()))
-            .filter(audit_log::organization_id.eq(org))
-            .filter(audit_log::seq.eq(seq))
-            .select((LogRow::as_select(), IndexRow::as_select(), EntryRow::as_select()))
+        let row: Option<(IndexRow, EntryRow)> = audit_index::table
+            .inner_join(audit_entries::table.on(entry_of_index()))
+            .filter(audit_index::organization_id.eq(org))
+            .filter(audit_index::seq.eq(seq))
+            .select((IndexRow::as_select(), EntryRow::as_select()))
             .first(tx.conn())
             .await
-            .optional()?)
+            .optional()?;
+        Ok(with_log_rows(tx, org, row.into_iter().collect()).await?.pop())
     }
 }
 

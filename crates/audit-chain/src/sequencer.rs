@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::encoding::{chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
-use crate::rows::{IndexValues, stored_range, to_hash};
+use crate::rows::{IndexValues, RUN_WIDTH, stored_range, to_hash};
 
 /// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
 pub const STRATUM: u8 = 8;
@@ -244,10 +244,11 @@ impl AuditChain {
 
         let n = queued.len();
         if n > 0 {
-            let (mut ids, mut seqs, mut leaves, mut chains) =
-                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+            // Runs of the log: a new one at the batch's start and at every multiple of RUN_WIDTH.
+            let (mut firsts, mut ids, mut leaves, mut chains) =
+                (Vec::<i64>::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
             let (mut node_levels, mut node_idx, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
-            for entry in &queued {
+            for (i, entry) in queued.iter().enumerate() {
                 let seq = frontier.size;
                 let digest = to_hash(&entry.digest).ok_or_else(|| {
                     ChainError::Corrupt(org, format!("queued entry {} has no digest", entry.event_id))
@@ -261,18 +262,25 @@ impl AuditChain {
                         node_hashes.push(hash.to_vec());
                     }
                 });
-                ids.push(entry.event_id);
-                seqs.push(seq as i64);
-                leaves.push(leaf.to_vec());
-                chains.push(chain.to_vec());
+                if firsts.is_empty() || seq % RUN_WIDTH == 0 {
+                    let width = (RUN_WIDTH - seq % RUN_WIDTH).min((n - i) as u64) as usize;
+                    firsts.push(seq as i64);
+                    ids.push(Vec::with_capacity(16 * width));
+                    leaves.push(Vec::with_capacity(32 * width));
+                    chains.push(Vec::with_capacity(32 * width));
+                }
+                let run = firsts.len() - 1;
+                ids[run].extend_from_slice(entry.event_id.as_bytes());
+                leaves[run].extend_from_slice(&leaf);
+                chains[run].extend_from_slice(&chain);
             }
             diesel::sql_query(
-                "INSERT INTO audit_log (organization_id, seq, event_id, leaf_hash, chain_hash)
-                 SELECT $1, v.* FROM unnest($2::bigint[], $3::uuid[], $4::bytea[], $5::bytea[]) AS v",
+                "INSERT INTO audit_log (organization_id, first_seq, event_ids, leaf_hashes, chain_hashes)
+                 SELECT $1, v.* FROM unnest($2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[]) AS v",
             )
             .bind::<SqlUuid, _>(org)
-            .bind::<Array<BigInt>, _>(&seqs)
-            .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<Array<BigInt>, _>(&firsts)
+            .bind::<Array<Bytea>, _>(&ids)
             .bind::<Array<Bytea>, _>(&leaves)
             .bind::<Array<Bytea>, _>(&chains)
             .execute(tx.conn())

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use custos_core::ctx::Access;
 use custos_core::filter::{contains_pattern, parse_date};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index, audit_log};
+use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{EntryRow, IndexRow, LogRow, Sequenced, entry_of_log, hex, index_of_log, to_hash};
+use crate::rows::{EntryRow, IndexRow, Sequenced, entry_of_index, hex, to_hash, with_log_rows};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +142,7 @@ impl AuditService {
         let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
         let org = ctx.organization_id;
         let mut q = audit_index::table
-            .inner_join(audit_log::table.on(index_of_log()))
-            .inner_join(audit_entries::table.on(entry_of_log()))
+            .inner_join(audit_entries::table.on(entry_of_index()))
             .filter(audit_index::organization_id.eq(org))
             .into_boxed::<Pg>();
         let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
@@ -180,16 +179,17 @@ impl AuditService {
             q = q.filter(audit_index::seq.lt(decode_cursor(&c)?));
         }
         let mut tx = self.chain.db.begin(org).await?;
-        let mut rows: Vec<Sequenced> = q
+        let mut page: Vec<(IndexRow, EntryRow)> = q
             .order(audit_index::seq.desc())
             .limit(size + 1)
-            .select((LogRow::as_select(), IndexRow::as_select(), EntryRow::as_select()))
+            .select((IndexRow::as_select(), EntryRow::as_select()))
             .load(tx.conn())
             .await?;
+        let more = page.len() as i64 > size;
+        page.truncate(size as usize);
+        let next_cursor = if more { page.last().map(|(index, _)| encode_cursor(index.seq)) } else { None };
+        let rows = with_log_rows(&mut tx, org, page).await?;
         tx.commit().await?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(size as usize);
-        let next_cursor = if more { rows.last().map(|(log, _, _)| encode_cursor(log.seq)) } else { None };
         Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })
     }
 

@@ -17,7 +17,7 @@ use crate::encoding::{Hash, Scratch, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
-use crate::rows::{IndexRow, Stored, Unverifiable, hex, stored_range, to_hash};
+use crate::rows::{IndexRow, Stored, Unverifiable, hex, log_rows_at, stored_range, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 
 const BATCH: i64 = 5000;
@@ -276,18 +276,16 @@ impl AuditChain {
             (prune_chain, boundary.clone())
         } else {
             report.notes.push(format!("entries before {start} were not re-verified (anchored on their stored hashes)"));
-            let previous: Vec<u8> = audit_log::table
-                .filter(audit_log::organization_id.eq(org))
-                .filter(audit_log::seq.eq(start as i64 - 1))
-                .select(audit_log::chain_hash)
-                .first(tx.conn())
-                .await?;
+            let previous = log_rows_at(&mut tx, org, &[start as i64 - 1])
+                .await?
+                .remove(&(start as i64 - 1))
+                .ok_or_else(|| ChainError::Corrupt(org, format!("entry {} is missing from the log", start - 1)))?;
             let mut reader = NodeReader { tx: &mut tx, org, pruned_before, boundary: boundary.clone() };
             let frontier = match reader.frontier(start).await {
                 Ok(f) => f,
                 Err(e) => return Err(ChainError::Corrupt(org, e.to_string())),
             };
-            (to_hash(&previous).unwrap_or([0; 32]), frontier)
+            (previous.chain_hash, frontier)
         };
         report.first_seq = start;
 
@@ -345,18 +343,23 @@ impl AuditChain {
         let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Stored>, ChainError> {
             stored_range(tx, org, from, BATCH, true).await
         };
-        let mut rows = fetch(tx, next).await?;
+        // The sequence is read by ranges up to the head's size, so a gap, however long, is met as
+        // one (the verifier names its first missing number); anything the log holds beyond the head
+        // is looked for at the end.
+        let end = heads.tree_size;
+        let mut from = next;
+        let mut rows = fetch(tx, from).await?;
         let indexed_size = heads.indexed_size;
-        while let Some(last) = rows.last().map(|(r, _, _)| r.seq) {
-            let full = rows.len() as i64 == BATCH;
+        while from < end {
             // Recomputing leaves is the CPU-heavy part: spread it over every core, off the
-            // runtime, while the next batch is read from the database.
+            // runtime, while the next range is read from the database.
             let computing = tokio::task::spawn_blocking(move || {
                 let leaves = recompute_leaves(org, indexed_size, &rows);
                 (rows, leaves)
             });
-            let upcoming = if full { fetch(tx, last + 1).await? } else { Vec::new() };
-            if let Err(f) = load_checkpoints(tx, verifier, last + 1).await? {
+            from += BATCH;
+            let upcoming = if from < end { fetch(tx, from).await? } else { Vec::new() };
+            if let Err(f) = load_checkpoints(tx, verifier, from.min(end)).await? {
                 return Ok(Err(f));
             }
             let (checked, leaves) =
@@ -367,6 +370,19 @@ impl AuditChain {
                 }
             }
             rows = upcoming;
+        }
+        let beyond: Option<i64> = audit_log::table
+            .filter(audit_log::organization_id.eq(org))
+            .select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                "max(first_seq + length(leaf_hashes) / 32)",
+            ))
+            .first(tx.conn())
+            .await?;
+        if let Some(held) = beyond.filter(|held| *held > end) {
+            return Ok(Err(Failure {
+                seq: end as u64,
+                problem: format!("the log holds entries up to {}, beyond its head's size {end}", held - 1),
+            }));
         }
         // Checkpoints beyond the last entry, and the head, must agree with what was found.
         if let Err(f) = load_checkpoints(tx, verifier, i64::MAX).await? {
@@ -403,6 +419,9 @@ fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result
     // A worker that died leaves its entries unverified, never silently skipped.
     parallel_map(rows, |scratch, (log, index, entry)| {
         let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
+        if index.as_ref().is_some_and(|i| i.event_id != log.event_id) {
+            return Err(Unverifiable::Column("event id"));
+        }
         let columns = index.as_ref().map(IndexRow::columns);
         if columns.is_none() && log.seq < indexed_size {
             return Err(Unverifiable::Unindexed);

@@ -111,8 +111,11 @@ async fn delays(s: &TestServer, org: uuid::Uuid) -> (Percentiles, Percentiles) {
     let sequencing: Percentiles = diesel::sql_query(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max
            FROM (SELECT extract(epoch FROM l.sequenced_at - e.recorded_at)::float8 AS d
-                   FROM audit_log l JOIN audit_index e USING (organization_id, seq)
-                  WHERE l.organization_id = $1) x",
+                   FROM audit_index e CROSS JOIN LATERAL (
+                          SELECT sequenced_at FROM audit_log r
+                           WHERE r.organization_id = e.organization_id AND r.first_seq <= e.seq
+                           ORDER BY r.first_seq DESC LIMIT 1) l
+                  WHERE e.organization_id = $1) x",
     )
     .bind::<SqlUuid, _>(org)
     .get_result(&mut conn)
@@ -121,9 +124,9 @@ async fn delays(s: &TestServer, org: uuid::Uuid) -> (Percentiles, Percentiles) {
     let coverage: Percentiles = diesel::sql_query(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS max
            FROM (SELECT extract(epoch FROM (SELECT min(c.created_at) FROM audit_checkpoints c
-                                            WHERE c.organization_id = l.organization_id AND c.tree_size > l.seq) - e.recorded_at)::float8 AS d
-                   FROM audit_log l JOIN audit_index e USING (organization_id, seq)
-                  WHERE l.organization_id = $1) x",
+                                            WHERE c.organization_id = e.organization_id AND c.tree_size > e.seq) - e.recorded_at)::float8 AS d
+                   FROM audit_index e
+                  WHERE e.organization_id = $1) x",
     )
     .bind::<SqlUuid, _>(org)
     .get_result(&mut conn)

@@ -93,14 +93,15 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// The sequence: seq → entry, leaf and chain hash (append-only).
-    audit_log (organization_id, seq) {
+    /// The sequence in runs of up to 256 consecutive entries: ids, leaf and chain hashes,
+    /// concatenated (append-only).
+    audit_log (organization_id, first_seq) {
         organization_id -> Uuid,
-        seq -> BigInt,
-        event_id -> Uuid,
+        first_seq -> BigInt,
         sequenced_at -> Timestamptz,
-        leaf_hash -> Bytea,
-        chain_hash -> Bytea,
+        event_ids -> Bytea,
+        leaf_hashes -> Bytea,
+        chain_hashes -> Bytea,
     }
 }
 
