@@ -228,6 +228,16 @@ impl AuditChain {
             Some(scan) if !full_scan && !scan.full_scan_due() => Some(scan.newest_taken - STRAGGLER_WINDOW),
             _ => None,
         };
+        // The queue churns faster than its statistics follow: with stale ones PostgreSQL may sort
+        // the whole queue for every batch (150 ms for 300,000 queued entries, against 5 ms when it
+        // walks the index). The only plan left is the index walk; what else this transaction does
+        // is key lookups and inserts, which these settings do not touch.
+        diesel::sql_query(
+            "SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
+                    set_config('enable_seqscan', 'off', true)",
+        )
+        .execute(tx.conn())
+        .await?;
         let mut queued: Vec<Queued> = diesel::sql_query(
             "DELETE FROM audit_queue WHERE ctid = ANY(ARRAY(
                SELECT ctid FROM audit_queue WHERE organization_id = $1 AND ($3::timestamptz IS NULL OR recorded_at >= $3)
