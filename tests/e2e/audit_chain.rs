@@ -822,4 +822,23 @@ async fn a_log_stored_in_runs_reads_verifies_and_proves_across_them() {
     let listed = entries(&s, &org, "?resource_id=r-300").await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["after"], json!({ "n": 300 }));
+
+    // Retention removes whole runs: the boundary moves back to the start of the run holding the
+    // first entry young enough to keep.
+    let young = listed[0]["seq"].as_i64().unwrap();
+    let cutoff = time::OffsetDateTime::parse(
+        listed[0]["recorded_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let chain = s.app().audit.chain().clone();
+    let pruned = chain.prune_before(org.id, cutoff).await.unwrap().pruned_before as i64;
+    let holding = runs.iter().rfind(|r| r.first_seq <= young).unwrap();
+    assert!(pruned <= young && pruned >= holding.first_seq, "pruned before {pruned}, young entry {young}");
+    assert!(runs.iter().any(|r| r.first_seq == pruned), "{pruned} starts a run");
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_seq"].clone()), (json!(true), json!(pruned)), "{report}");
+    assert_eq!(entries(&s, &org, "?resource_id=r-300").await.len(), 1, "the young entry is kept");
+    let (status, _) = s.get(&format!("/api/compliance/audit-log/{}/", pruned - 1), &org.auditor).await;
+    assert_eq!(status, 404, "the entry before the boundary is gone");
 }

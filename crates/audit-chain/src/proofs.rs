@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::encoding::Hash;
 use crate::merkle::{self, Frontier, NodeId, fold_perfect, node};
-use crate::rows::{log_range, to_hash};
+use crate::rows::{leaf_range, to_hash};
 use crate::sequencer::{ChainError, STRATUM};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,11 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl NodeReader<'_> {
     async fn leaves(&mut self, start: u64, count: u64) -> Result<Vec<Hash>, ProofError> {
-        let rows = log_range(self.tx, self.org, start as i64, count as i64).await?;
-        if rows.len() as u64 != count {
+        let leaves = leaf_range(self.tx, self.org, start as i64, count as i64).await?;
+        if leaves.len() as u64 != count {
             return Err(ProofError::Missing(NodeId { level: 0, index: start }));
         }
-        Ok(rows.into_iter().map(|r| r.leaf_hash).collect())
+        Ok(leaves)
     }
 
     async fn stratum(&mut self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>, ProofError> {

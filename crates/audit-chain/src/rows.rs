@@ -30,6 +30,7 @@ pub struct EntryRow {
 /// Entries per row of `audit_log` at most. A run never crosses a multiple of it, so a full run
 /// holds exactly the leaves under one stored tree node of level [`crate::sequencer::STRATUM`].
 pub const RUN_WIDTH: u64 = 256;
+const _: () = assert!(RUN_WIDTH == 1 << crate::sequencer::STRATUM);
 
 /// A row of `audit_log`: consecutive entries' ids, leaf hashes and chain hashes, concatenated.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -82,6 +83,26 @@ pub(crate) async fn log_range(tx: &mut Tx, org: Uuid, from: i64, count: i64) -> 
         .await?;
     let end = from.saturating_add(count);
     Ok(runs.iter().flat_map(LogRun::entries).filter(|l| l.seq >= from && l.seq < end).collect())
+}
+
+/// The leaf hashes of entries `[from, from + count)` — what proofs read, without the runs' other
+/// columns; a gap in the log shortens the result.
+pub(crate) async fn leaf_range(tx: &mut Tx, org: Uuid, from: i64, count: i64) -> Result<Vec<Hash>, ChainError> {
+    let end = from.saturating_add(count);
+    let runs: Vec<(i64, Vec<u8>)> = audit_log::table
+        .filter(audit_log::organization_id.eq(org))
+        .filter(audit_log::first_seq.gt(from - RUN_WIDTH as i64))
+        .filter(audit_log::first_seq.lt(end))
+        .order(audit_log::first_seq.asc())
+        .select((audit_log::first_seq, audit_log::leaf_hashes))
+        .load(tx.conn())
+        .await?;
+    Ok(runs
+        .iter()
+        .flat_map(|(first, leaves)| leaves.chunks_exact(32).enumerate().map(move |(k, leaf)| (first + k as i64, leaf)))
+        .filter(|(seq, _)| *seq >= from && *seq < end)
+        .filter_map(|(_, leaf)| to_hash(leaf))
+        .collect())
 }
 
 /// The log rows of the entries numbered `seqs` (in any order), each read as its slice of its run;
