@@ -1,8 +1,9 @@
-//! The platform around the API: health, OpenAPI, docs, metrics, request ids, unknown paths.
+//! The platform around the API: health, OpenAPI, docs, metrics, request ids, unknown paths, losing
+//! database connections.
 
 use custos_testkit::TestServer;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_document_and_offline_docs() {
@@ -95,4 +96,30 @@ async fn metrics_request_ids_and_unknown_paths() {
         .await;
     assert_eq!(status, 405);
     assert_eq!(err["error"], "Method not allowed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_survive_the_database_closing_pooled_connections() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let create = async |name: &str| {
+        s.post("/api/compliance/frameworks/", &org.editor, json!({ "name": name, "framework_type": "CUSTOM" })).await
+    };
+    assert_eq!(create("before").await.0, 201);
+    // What a database restart or an idle-connection timeout does to the pool's connections.
+    let closed = s
+        .superuser_sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            s.db.name
+        ))
+        .await
+        .unwrap();
+    assert!(closed > 0, "the pool held connections");
+    for i in 0..5 {
+        let (status, body) = create(&format!("after {i}")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, page) = s.get("/api/compliance/frameworks/", &org.editor).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["count"], 6, "{page}");
 }

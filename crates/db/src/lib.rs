@@ -16,8 +16,8 @@ use custos_core::ctx::Access;
 use custos_core::{ErrorKind, RequestCtx};
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AnsiTransactionManager, AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use uuid::Uuid;
@@ -158,7 +158,13 @@ pub struct PoolStatus {
 impl Db {
     /// Builds the pool; it connects lazily. Call [`Db::ping`] to fail fast on a bad URL.
     pub fn connect(config: &DbConfig) -> Result<Db, DbError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&config.url);
+        // Connections are handed out without a test query: that would be one more round trip on
+        // every transaction. A connection the server closed is still dropped at checkout (the
+        // pool sees it closed); one that died unnoticed fails at `BEGIN`, which is retried once on
+        // a fresh connection (see `begin_with`).
+        let mut manager_config = ManagerConfig::default();
+        manager_config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, manager_config);
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
             .wait_timeout(Some(config.acquire_timeout))
@@ -200,10 +206,16 @@ impl Db {
     /// `BEGIN`, the role and the tenant in one round trip. The tenant is a `Uuid`, whose text form
     /// cannot carry SQL, so inlining it is safe.
     async fn begin_with(&self, begin: &str, organization_id: Option<Uuid>) -> Result<Tx, DbError> {
-        let mut conn = self.conn().await?;
         let tenant = organization_id.map(|o| format!(", set_config('custos.org_id', '{o}', true)")).unwrap_or_default();
         let sql = format!("{begin}; SELECT set_config('role', '{APP_ROLE}', true){tenant}");
-        AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await?;
+        let mut conn = self.conn().await?;
+        if AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await.is_err() {
+            // Nothing has happened yet, so a connection that failed here is discarded (not
+            // returned to the pool) and the transaction opened on a fresh one.
+            drop(Object::take(conn));
+            conn = self.conn().await?;
+            AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await?;
+        }
         Ok(Tx { conn: Some(conn) })
     }
 
