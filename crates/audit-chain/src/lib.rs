@@ -82,49 +82,6 @@ pub fn recording_time() -> time::OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
 }
 
-/// The statement every change runs to record itself. Written out as a query of its own type,
-/// unlike `sql_query`, so that each connection prepares it once and then only binds and executes
-/// it: a statement prepared on every use costs a round trip more and a parse, on the hottest path.
-struct NewEntry<'a> {
-    organization_id: uuid::Uuid,
-    event_id: uuid::Uuid,
-    recorded_at: time::OffsetDateTime,
-    fields: &'a str,
-    salts: &'a [u8],
-    digest: &'a [u8],
-}
-
-impl diesel::query_builder::QueryId for NewEntry<'_> {
-    type QueryId = NewEntry<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for NewEntry<'_> {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> diesel::QueryResult<()> {
-        out.push_sql("WITH entry AS (INSERT INTO audit_entries (organization_id, event_id, fields, salts) VALUES (");
-        out.push_bind_param::<SqlUuid, _>(&self.organization_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<SqlUuid, _>(&self.event_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.fields)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Bytea, _>(self.salts)?;
-        out.push_sql(")) INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) VALUES (");
-        out.push_bind_param::<SqlUuid, _>(&self.organization_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<SqlUuid, _>(&self.event_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamptz, _>(&self.recorded_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Bytea, _>(self.digest)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
 /// Records `change` in the transaction that makes it: the entry's committed fields and its place
 /// in the sequencer's queue, in one statement.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
@@ -143,14 +100,19 @@ pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result
         after: change.after,
     };
     let encoded = values.encode(&rand::random());
-    NewEntry {
-        organization_id: ctx.organization_id,
-        event_id: new_id(),
-        recorded_at,
-        fields: &encoded.fields,
-        salts: &encoded.salts,
-        digest: &encoded.digest,
-    }
+    // Prepared once per connection: this statement is on every mutation's path.
+    custos_db::prepared(
+        diesel::sql_query(
+            "WITH entry AS (INSERT INTO audit_entries (organization_id, event_id, fields, salts) VALUES ($1, $2, $4, $5))
+             INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) VALUES ($1, $2, $3, $6)",
+        )
+        .bind::<SqlUuid, _>(ctx.organization_id)
+        .bind::<SqlUuid, _>(new_id())
+        .bind::<Timestamptz, _>(recorded_at)
+        .bind::<Text, _>(&encoded.fields)
+        .bind::<Bytea, _>(&encoded.salts)
+        .bind::<Bytea, _>(&encoded.digest[..]),
+    )
     .execute(tx.conn())
     .await?;
     Ok(())

@@ -8,6 +8,7 @@
 //! * [`schema`] is the diesel schema, kept by hand (`diesel print-schema` would need libpq) and
 //!   checked against the migrated database by a test.
 
+pub mod prepared;
 pub mod schema;
 
 use std::time::Duration;
@@ -65,6 +66,7 @@ macro_rules! service_error {
 pub use custos_core::Problem;
 #[doc(hidden)]
 pub use diesel;
+pub use prepared::prepared;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 

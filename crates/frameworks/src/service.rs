@@ -100,11 +100,13 @@ impl FrameworksService {
         let fields = validate_framework(req.framework.unwrap_or_default())?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let id = new_id();
-        let row: FrameworkRow = diesel::insert_into(frameworks::table)
-            .values((frameworks::id.eq(id), frameworks::organization_id.eq(ctx.organization_id), &fields))
-            .returning(FrameworkRow::as_returning())
-            .get_result(tx.conn())
-            .await?;
+        let row: FrameworkRow = custos_db::prepared(
+            diesel::insert_into(frameworks::table)
+                .values((frameworks::id.eq(id), frameworks::organization_id.eq(ctx.organization_id), &fields))
+                .returning(FrameworkRow::as_returning()),
+        )
+        .get_result(tx.conn())
+        .await?;
         let created = row.to_pb(0);
         record_change(&mut tx, ctx, "create", "framework", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
