@@ -83,24 +83,23 @@ pub async fn append(
         record_hash: Vec::new(),
     };
     row.record_hash = record_hash(&row).to_vec();
-    diesel::insert_into(custody_records::table)
-        .values((
-            custody_records::id.eq(new_id()),
-            custody_records::organization_id.eq(ctx.organization_id),
-            custody_records::evidence_id.eq(row.evidence_id),
-            custody_records::seq.eq(row.seq),
-            custody_records::action.eq(&row.action),
-            custody_records::actor.eq(&row.actor),
-            custody_records::actor_role.eq(&row.actor_role),
-            custody_records::notes.eq(&row.notes),
-            custody_records::details.eq(&row.details),
-            custody_records::recorded_at.eq(row.recorded_at),
-            custody_records::request_id.eq(&row.request_id),
-            custody_records::previous_hash.eq(&row.previous_hash),
-            custody_records::record_hash.eq(&row.record_hash),
-        ))
-        .execute(tx.conn())
-        .await?;
+    custos_db::prepared(diesel::insert_into(custody_records::table).values((
+        custody_records::id.eq(new_id()),
+        custody_records::organization_id.eq(ctx.organization_id),
+        custody_records::evidence_id.eq(row.evidence_id),
+        custody_records::seq.eq(row.seq),
+        custody_records::action.eq(&row.action),
+        custody_records::actor.eq(&row.actor),
+        custody_records::actor_role.eq(&row.actor_role),
+        custody_records::notes.eq(&row.notes),
+        custody_records::details.eq(&row.details),
+        custody_records::recorded_at.eq(row.recorded_at),
+        custody_records::request_id.eq(&row.request_id),
+        custody_records::previous_hash.eq(&row.previous_hash),
+        custody_records::record_hash.eq(&row.record_hash),
+    )))
+    .execute(tx.conn())
+    .await?;
     Ok(row)
 }
 

@@ -94,16 +94,15 @@ impl LegalHoldsService {
         let fields = validate(req.legal_hold.unwrap_or_default())?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let id = custos_core::new_id();
-        diesel::insert_into(legal_holds::table)
-            .values((
-                legal_holds::id.eq(id),
-                legal_holds::organization_id.eq(ctx.organization_id),
-                &fields,
-                legal_holds::status.eq(HoldStatus::Active.as_str()),
-                legal_holds::created_by.eq(actor_name(ctx)),
-            ))
-            .execute(tx.conn())
-            .await?;
+        custos_db::prepared(diesel::insert_into(legal_holds::table).values((
+            legal_holds::id.eq(id),
+            legal_holds::organization_id.eq(ctx.organization_id),
+            &fields,
+            legal_holds::status.eq(HoldStatus::Active.as_str()),
+            legal_holds::created_by.eq(actor_name(ctx)),
+        )))
+        .execute(tx.conn())
+        .await?;
         let row = find(&mut tx, ctx, id, false).await?;
         let created = one_pb(&mut tx, ctx, row).await?;
         record_change(&mut tx, ctx, "create", "legal_hold", id, Value::Null, snapshot(&created)).await?;

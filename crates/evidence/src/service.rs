@@ -612,22 +612,21 @@ async fn insert(
         ),
         None => (None, None, None, None, None, None),
     };
-    diesel::insert_into(evidence::table)
-        .values((
-            evidence::id.eq(id),
-            evidence::organization_id.eq(ctx.organization_id),
-            &input.fields,
-            evidence::status.eq(EvidenceStatus::Collected.as_str()),
-            evidence::collected_by.eq(&collector),
-            evidence::file_path.eq(path),
-            evidence::file_name.eq(name),
-            evidence::content_type.eq(content_type),
-            evidence::file_size.eq(size),
-            evidence::file_hash.eq(sha256),
-            evidence::file_blake3.eq(blake3),
-        ))
-        .execute(tx.conn())
-        .await?;
+    custos_db::prepared(diesel::insert_into(evidence::table).values((
+        evidence::id.eq(id),
+        evidence::organization_id.eq(ctx.organization_id),
+        &input.fields,
+        evidence::status.eq(EvidenceStatus::Collected.as_str()),
+        evidence::collected_by.eq(&collector),
+        evidence::file_path.eq(path),
+        evidence::file_name.eq(name),
+        evidence::content_type.eq(content_type),
+        evidence::file_size.eq(size),
+        evidence::file_hash.eq(sha256),
+        evidence::file_blake3.eq(blake3),
+    )))
+    .execute(tx.conn())
+    .await?;
     replace_links(tx, ctx, id, &input.requirements).await?;
     let details = match &file {
         Some((blob, meta)) => json!({

@@ -303,11 +303,14 @@ impl FrameworksService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_requirement(&mut tx, ctx, req.requirement.unwrap_or_default(), None).await?;
         let id = new_id();
-        diesel::insert_into(requirements::table)
-            .values((requirements::id.eq(id), requirements::organization_id.eq(ctx.organization_id), &fields))
-            .execute(tx.conn())
-            .await
-            .map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
+        custos_db::prepared(diesel::insert_into(requirements::table).values((
+            requirements::id.eq(id),
+            requirements::organization_id.eq(ctx.organization_id),
+            &fields,
+        )))
+        .execute(tx.conn())
+        .await
+        .map_err(|e| duplicate_requirement(e, &fields.requirement_id))?;
         let created = load_requirement_pb(&mut tx, ctx, id).await?;
         record_change(&mut tx, ctx, "create", "requirement", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;

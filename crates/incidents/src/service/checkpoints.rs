@@ -75,11 +75,13 @@ impl IncidentsService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_checkpoint(&mut tx, ctx, req.checkpoint.unwrap_or_default(), None).await?;
         let id = new_id();
-        let row: CheckpointRow = diesel::insert_into(cp::table)
-            .values((cp::id.eq(id), cp::organization_id.eq(ctx.organization_id), &fields))
-            .returning(CheckpointRow::as_returning())
-            .get_result(tx.conn())
-            .await?;
+        let row: CheckpointRow = custos_db::prepared(
+            diesel::insert_into(cp::table)
+                .values((cp::id.eq(id), cp::organization_id.eq(ctx.organization_id), &fields))
+                .returning(CheckpointRow::as_returning()),
+        )
+        .get_result(tx.conn())
+        .await?;
         let created = row.to_pb(timefmt::today());
         record_change(&mut tx, ctx, "create", "compliance_checkpoint", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;

@@ -62,16 +62,18 @@ impl IncidentsService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_incident(&mut tx, ctx, req.incident.unwrap_or_default(), None).await?;
         let id = new_id();
-        let row: IncidentRow = diesel::insert_into(incidents::table)
-            .values((
-                incidents::id.eq(id),
-                incidents::organization_id.eq(ctx.organization_id),
-                incidents::reported_by.eq(ctx.actor.label()),
-                &fields,
-            ))
-            .returning(IncidentRow::as_returning())
-            .get_result(tx.conn())
-            .await?;
+        let row: IncidentRow = custos_db::prepared(
+            diesel::insert_into(incidents::table)
+                .values((
+                    incidents::id.eq(id),
+                    incidents::organization_id.eq(ctx.organization_id),
+                    incidents::reported_by.eq(ctx.actor.label()),
+                    &fields,
+                ))
+                .returning(IncidentRow::as_returning()),
+        )
+        .get_result(tx.conn())
+        .await?;
         let created = row.to_pb(&self.slas, timefmt::now());
         record_change(&mut tx, ctx, "create", "incident", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;

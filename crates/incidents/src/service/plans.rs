@@ -69,11 +69,13 @@ impl IncidentsService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_plan(&mut tx, ctx, req.plan.unwrap_or_default()).await?;
         let id = new_id();
-        let row: PlanRow = diesel::insert_into(plans::table)
-            .values((plans::id.eq(id), plans::organization_id.eq(ctx.organization_id), &fields))
-            .returning(PlanRow::as_returning())
-            .get_result(tx.conn())
-            .await?;
+        let row: PlanRow = custos_db::prepared(
+            diesel::insert_into(plans::table)
+                .values((plans::id.eq(id), plans::organization_id.eq(ctx.organization_id), &fields))
+                .returning(PlanRow::as_returning()),
+        )
+        .get_result(tx.conn())
+        .await?;
         let created = row.to_pb();
         record_change(&mut tx, ctx, "create", "incident_response_plan", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;

@@ -74,11 +74,13 @@ impl IncidentsService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = self.validate_vulnerability(&mut tx, ctx, req.vulnerability.unwrap_or_default(), None).await?;
         let id = new_id();
-        let row: VulnerabilityRow = diesel::insert_into(vulnerabilities::table)
-            .values((vulnerabilities::id.eq(id), vulnerabilities::organization_id.eq(ctx.organization_id), &fields))
-            .returning(VulnerabilityRow::as_returning())
-            .get_result(tx.conn())
-            .await?;
+        let row: VulnerabilityRow = custos_db::prepared(
+            diesel::insert_into(vulnerabilities::table)
+                .values((vulnerabilities::id.eq(id), vulnerabilities::organization_id.eq(ctx.organization_id), &fields))
+                .returning(VulnerabilityRow::as_returning()),
+        )
+        .get_result(tx.conn())
+        .await?;
         let created = row.to_pb(timefmt::now());
         record_change(&mut tx, ctx, "create", "vulnerability", id, Value::Null, snapshot(&created)).await?;
         tx.commit().await?;
