@@ -707,16 +707,15 @@ async fn an_entry_committed_long_after_it_was_recorded_is_still_sequenced() {
     custos_audit_chain::record_change(&mut slow, &ctx, "update", "report", "slow-1", Value::Null, json!({"n": 1}))
         .await
         .unwrap();
-    // Later changes, recorded well outside the sequencer's window behind them (1 s), are sequenced
-    // first: the quick scan starts after the straggler's time and cannot see it.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Later changes are committed and sequenced first, while the straggler's transaction is open.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     for i in 0..3 {
         create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
     }
     let before = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
     slow.commit().await.unwrap();
 
-    // The background sequencer finds it within a couple of seconds, without anyone asking.
+    // The background sequencer finds it without anyone asking.
     let mut listed = Vec::new();
     for _ in 0..50 {
         listed = entries(&s, &org, "?resource_id=slow-1").await;
@@ -841,4 +840,65 @@ async fn a_log_stored_in_runs_reads_verifies_and_proves_across_them() {
     assert_eq!(entries(&s, &org, "?resource_id=r-300").await.len(), 1, "the young entry is kept");
     let (status, _) = s.get(&format!("/api/compliance/audit-log/{}/", pruned - 1), &org.auditor).await;
     assert_eq!(status, 404, "the entry before the boundary is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_committed_entry_is_sequenced_exactly_once_whatever_order_transactions_commit_in() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let ctx = custos_core::RequestCtx::operator(org.id, &org.slug);
+    let record = async |tx: &mut custos_db::Tx, name: &str| {
+        custos_audit_chain::record_change(tx, &ctx, "update", "report", name, Value::Null, json!({ "n": name }))
+            .await
+            .unwrap();
+    };
+    // A second sequencer with batches of 3, racing the server's own: its batches end inside
+    // transactions, and its cursor passes transactions that are still open.
+    let chain =
+        s.app().audit.chain().with_config(custos_audit_chain::SequencerConfig { batch_size: 3, ..Default::default() });
+    let mut early = s.app().db.begin(org.id).await.unwrap();
+    record(&mut early, "early-1").await;
+    let mut big = s.app().db.begin(org.id).await.unwrap();
+    for i in 0..7 {
+        record(&mut big, &format!("big-{i}")).await;
+    }
+    let mut doomed = s.app().db.begin(org.id).await.unwrap();
+    record(&mut doomed, "doomed").await;
+    for i in 0..5 {
+        let mut tx = s.app().db.begin(org.id).await.unwrap();
+        record(&mut tx, &format!("quick-{i}")).await;
+        tx.commit().await.unwrap();
+    }
+    chain.sync(org.id).await.unwrap();
+    let quick = entries(&s, &org, "?resource_type=report&page_size=100").await;
+    let names = |listed: &[Value]| {
+        let mut names: Vec<String> = listed.iter().map(|e| e["resource_id"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&quick), ["quick-0", "quick-1", "quick-2", "quick-3", "quick-4"], "only committed entries");
+
+    big.commit().await.unwrap();
+    chain.integrate(org.id, false).await.unwrap();
+    // The early transaction goes on writing after the cursor has passed it, and commits last.
+    record(&mut early, "early-2").await;
+    drop(doomed); // rolled back
+    chain.sync(org.id).await.unwrap();
+    early.commit().await.unwrap();
+    chain.sync(org.id).await.unwrap();
+    s.app().audit.chain().sync(org.id).await.unwrap();
+
+    let listed = entries(&s, &org, "?resource_type=report&page_size=100").await;
+    let mut expected: Vec<String> = ["early-1", "early-2"].iter().map(|n| n.to_string()).collect();
+    expected.extend((0..7).map(|i| format!("big-{i}")));
+    expected.extend((0..5).map(|i| format!("quick-{i}")));
+    expected.sort();
+    assert_eq!(names(&listed), expected, "each committed entry once, the rolled-back one never");
+    let mut seqs: Vec<i64> = listed.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), expected.len());
+    let report = verify(&s, &org).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["notes"].as_array().map(Vec::len), Some(0), "nothing left unsequenced: {report}");
 }

@@ -36,7 +36,6 @@ async fn hand_written_schema_matches_the_migrations() {
         api_tokens,
         frameworks,
         requirements,
-        audit_queue,
         audit_log,
         audit_entries,
         audit_index,

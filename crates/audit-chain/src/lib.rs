@@ -2,9 +2,10 @@
 //!
 //! * Writing — every state change calls [`record`] with the transaction that makes the change: the
 //!   entry goes into `audit_entries` (encoded by [`encoding`]: `custos-audit/v2`, per-field salted
-//!   commitments folded into a digest) and its id and digest into `audit_queue`, committing or
-//!   rolling back with the change. Writers share no row.
-//! * [`sequencer`] — drains each organisation's queue in batches: sequence numbers, leaf hashes
+//!   commitments folded into a digest), with its digest and the writing transaction's id,
+//!   committing or rolling back with the change. Writers share no row.
+//! * [`sequencer`] — takes each organisation's newly committed entries in batches (by transaction
+//!   snapshots, not a queue): sequence numbers, leaf hashes
 //!   over the writers' digests, the hash chain, the Merkle
 //!   tree ([`merkle`]: RFC 6962 over BLAKE3, compact range in `audit_heads`, every 8th level stored
 //!   in `audit_tree_nodes`) and signed checkpoints ([`note`]: C2SP signed notes, Ed25519, key from
@@ -36,7 +37,7 @@ pub use verify::VerifyReport;
 
 use custos_core::{RequestCtx, new_id, timefmt};
 use custos_db::{DbError, Tx};
-use diesel::sql_types::{Bytea, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Bytea, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use encoding::EntryValues;
 use serde_json::{Value, json};
@@ -82,8 +83,9 @@ pub fn recording_time() -> time::OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
 }
 
-/// Records `change` in the transaction that makes it: the entry's committed fields and its place
-/// in the sequencer's queue, in one statement.
+/// Records `change` in the transaction that makes it: one row of `audit_entries` holding the
+/// entry's committed fields, its digest and (by the column's default) the transaction's id, which
+/// is what the sequencer takes it by once the transaction has committed.
 pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result<(), DbError> {
     let recorded_at = recording_time();
     let actor_detail = serde_json::to_value(&ctx.actor).unwrap_or(Value::Null);
@@ -103,12 +105,10 @@ pub async fn record(tx: &mut Tx, ctx: &RequestCtx, change: Change<'_>) -> Result
     // Prepared once per connection: this statement is on every mutation's path.
     custos_db::prepared(
         diesel::sql_query(
-            "WITH entry AS (INSERT INTO audit_entries (organization_id, event_id, fields, salts) VALUES ($1, $2, $4, $5))
-             INSERT INTO audit_queue (organization_id, event_id, recorded_at, digest) VALUES ($1, $2, $3, $6)",
+            "INSERT INTO audit_entries (organization_id, event_id, fields, salts, digest) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind::<SqlUuid, _>(ctx.organization_id)
         .bind::<SqlUuid, _>(new_id())
-        .bind::<Timestamptz, _>(recorded_at)
         .bind::<Text, _>(&encoded.fields)
         .bind::<Bytea, _>(&encoded.salts)
         .bind::<Bytea, _>(&encoded.digest[..]),

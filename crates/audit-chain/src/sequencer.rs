@@ -1,22 +1,30 @@
-//! The sequencer: drains each organisation's queue into its log, in batches, and signs checkpoints.
+//! The sequencer: takes each organisation's newly committed entries into its log, in batches, and
+//! signs checkpoints.
 //!
 //! One sequencer works on an organisation at a time — it holds that organisation's `audit_heads`
 //! row (`FOR UPDATE SKIP LOCKED`), so any number of replicas can run it. Writers never touch that
-//! row; they only insert into the queue (an entry's id and digest: the entry itself is never
-//! copied). Within a batch, entries are ordered by the time they were
-//! recorded; an entry whose transaction commits late is sequenced in a later batch, so sequence
+//! row: they insert their entry, with their transaction's id, and nothing else.
+//!
+//! Which entries are new is decided by transaction snapshots, as Skytools' PgQ does: an entry is
+//! new if it is visible in the sequencer's snapshot and was not in the previous one. The heads row
+//! keeps a cursor `(sequenced_xid, sequenced_event)` and the transactions that were still running
+//! when the cursor passed them (`pending_xids`); a batch is what the snapshot shows of those
+//! transactions, plus the next entries beyond the cursor in `(xid, event_id)` order. Because a
+//! transaction's entries become visible together when it commits, and one below the cursor that is
+//! no longer running has either been taken or rolled back, nothing committed is missed or taken
+//! twice, however long a transaction stays open — and an open one holds back only its own entries.
+//! Within a batch, entries are ordered by id (UUIDv7: the time they were recorded), so sequence
 //! order is integration order and `recorded_at` can step back slightly between batches. Once
 //! sequenced, nothing moves.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use custos_core::timefmt;
 use custos_db::schema::{audit_checkpoints, audit_heads};
 use custos_db::{Db, DbError, Tx};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bytea, Nullable, SmallInt, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -77,35 +85,6 @@ pub struct AuditChain {
     pub(crate) signer: Arc<NoteSigner>,
     pub(crate) trusted: Arc<Vec<NoteVerifier>>,
     pub(crate) config: SequencerConfig,
-    scans: Arc<Mutex<HashMap<Uuid, QueueScan>>>,
-}
-
-/// Where this process last took an organisation's queue from.
-///
-/// Taken rows leave dead index entries at the front of the queue's order until VACUUM removes
-/// them, and a scan from the very start walks all of them: draining a long queue would cost
-/// quadratic time. So a batch is looked for from shortly before the newest time taken last
-/// ([`STRAGGLER_WINDOW`]), and only every [`FULL_SCAN_EVERY`] from the start — which is what finds
-/// an entry whose transaction committed long after it was recorded. While a backlog drains (the
-/// last batch was full) that scan waits up to [`FULL_SCAN_WHILE_BEHIND`], since each one walks
-/// every dead entry the drain has left so far. Either way, what the `DELETE … RETURNING` takes is
-/// exactly what is sequenced: the hint changes speed, never content.
-#[derive(Debug, Clone, Copy)]
-struct QueueScan {
-    newest_taken: OffsetDateTime,
-    last_full: std::time::Instant,
-    behind: bool,
-}
-
-const STRAGGLER_WINDOW: Duration = Duration::from_secs(1);
-const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
-const FULL_SCAN_WHILE_BEHIND: Duration = Duration::from_secs(30);
-
-impl QueueScan {
-    fn full_scan_due(&self) -> bool {
-        let since = self.last_full.elapsed();
-        since >= if self.behind { FULL_SCAN_WHILE_BEHIND } else { FULL_SCAN_EVERY }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,6 +107,9 @@ pub(crate) struct Heads {
     pub prune_chain_hash: Option<Vec<u8>>,
     pub prune_frontier: Option<Vec<u8>>,
     pub indexed_size: i64,
+    pub sequenced_xid: i64,
+    pub sequenced_event: Uuid,
+    pub pending_xids: Vec<i64>,
 }
 
 impl Heads {
@@ -142,15 +124,65 @@ impl Heads {
     }
 }
 
-/// A queued entry, as the sequencer takes it.
+/// A row of the sequencer's take: an entry, or (exactly once, with only `snapshot` set) the
+/// snapshot the take was read in.
 #[derive(diesel::QueryableByName)]
-struct Queued {
-    #[diesel(sql_type = SqlUuid)]
-    event_id: Uuid,
-    #[diesel(sql_type = Timestamptz)]
-    recorded_at: OffsetDateTime,
-    #[diesel(sql_type = Bytea)]
-    digest: Vec<u8>,
+struct Taken {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    xid: Option<i64>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    event_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    digest: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    snapshot: Option<String>,
+}
+
+/// A transaction snapshot as `pg_current_snapshot()` writes it: `xmin:xmax:xip,…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// The first transaction id not yet assigned when it was taken.
+    pub xmax: i64,
+    /// The transactions running when it was taken.
+    pub running: Vec<i64>,
+}
+
+impl Snapshot {
+    pub(crate) fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let (_xmin, xmax, xip) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let running = xip.split(',').filter(|x| !x.is_empty()).map(str::parse).collect::<Result<_, _>>().ok()?;
+        Some(Snapshot { xmax: xmax.parse().ok()?, running })
+    }
+}
+
+/// Where the sequencer stands after a take: entries up to `(xid, event)` have been taken, except
+/// those of `pending` transactions, which were running when the cursor passed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub xid: i64,
+    pub event: Uuid,
+    pub pending: Vec<i64>,
+}
+
+impl Cursor {
+    /// The cursor after a take in `snapshot` whose range part ended at `last` (its last entry's
+    /// `(xid, id)` when the range filled the batch, `None` when it reached the end of what the
+    /// snapshot shows).
+    pub(crate) fn advance(snapshot: &Snapshot, last: Option<(i64, Uuid)>) -> Cursor {
+        // Past everything the snapshot shows: every transaction below its `xmax` had an id by then.
+        let (xid, event) = last.unwrap_or((snapshot.xmax - 1, Uuid::max()));
+        // Transactions still running whose entries would fall behind the cursor are remembered;
+        // those above it are met by the range later. The previous pending ones still running are
+        // all below the previous cursor, so below this one.
+        let mut pending: Vec<i64> = snapshot.running.iter().copied().filter(|x| *x <= xid).collect();
+        pending.sort_unstable();
+        pending.dedup();
+        Cursor { xid, event, pending }
+    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -161,7 +193,12 @@ struct OrgId {
 
 impl AuditChain {
     pub fn new(db: Db, signer: NoteSigner, trusted: Vec<NoteVerifier>, config: SequencerConfig) -> Self {
-        AuditChain { db, signer: Arc::new(signer), trusted: Arc::new(trusted), config, scans: Default::default() }
+        AuditChain { db, signer: Arc::new(signer), trusted: Arc::new(trusted), config }
+    }
+
+    /// The same chain, sequenced with other tuning (a second sequencer, as a replica would run).
+    pub fn with_config(&self, config: SequencerConfig) -> Self {
+        AuditChain { config, ..self.clone() }
     }
 
     pub fn signer(&self) -> &NoteSigner {
@@ -177,7 +214,8 @@ impl AuditChain {
         format!("{}/{organization_id}", self.signer.name)
     }
 
-    /// Organisations with queued entries or entries not yet covered by a checkpoint.
+    /// Organisations with committed entries not yet sequenced, or entries not yet covered by a
+    /// checkpoint or indexed.
     pub async fn pending(&self) -> Result<Vec<Uuid>, ChainError> {
         let mut tx = self.db.begin_untenanted().await?;
         let rows: Vec<OrgId> = diesel::sql_query("SELECT id FROM custos_audit_pending() AS id").load(tx.conn()).await?;
@@ -202,67 +240,29 @@ impl AuditChain {
         Ok(heads)
     }
 
-    /// Sequences one batch of an organisation's queue and signs a checkpoint when one is due
-    /// (always, with `force_checkpoint`, if the tree grew since the last one).
+    /// Sequences one batch of an organisation's newly committed entries and signs a checkpoint
+    /// when one is due (always, with `force_checkpoint`, if the tree grew since the last one).
     pub async fn integrate(&self, org: Uuid, force_checkpoint: bool) -> Result<IntegrateOutcome, ChainError> {
-        self.integrate_scanning(org, force_checkpoint, false).await
-    }
-
-    /// [`Self::integrate`], looking at the whole queue when `full_scan` (see [`QueueScan`]).
-    async fn integrate_scanning(
-        &self,
-        org: Uuid,
-        force_checkpoint: bool,
-        full_scan: bool,
-    ) -> Result<IntegrateOutcome, ChainError> {
         let mut tx = self.db.begin(org).await?;
         let Some(heads) = Self::lock_heads(&mut tx, org, force_checkpoint).await? else {
             return Ok(IntegrateOutcome::default());
         };
         let mut frontier = heads.frontier()?;
         let mut chain = to_hash(&heads.chain_hash).ok_or_else(|| ChainError::Corrupt(org, "chain hash".into()))?;
-        // Taking a batch removes it from the queue in the same statement; the transaction either
-        // sequences all of it or none.
-        let scan = self.scans.lock().map(|scans| scans.get(&org).copied()).unwrap_or(None);
-        let from = match scan {
-            Some(scan) if !full_scan && !scan.full_scan_due() => Some(scan.newest_taken - STRAGGLER_WINDOW),
-            _ => None,
-        };
-        // The queue churns faster than its statistics follow: with stale ones PostgreSQL may sort
-        // the whole queue for every batch (150 ms for 300,000 queued entries, against 5 ms when it
-        // walks the index). The only plan left is the index walk; what else this transaction does
-        // is key lookups and inserts, which these settings do not touch.
-        diesel::sql_query(
-            "SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
-                    set_config('enable_seqscan', 'off', true)",
-        )
-        .execute(tx.conn())
-        .await?;
-        let mut queued: Vec<Queued> = diesel::sql_query(
-            "DELETE FROM audit_queue WHERE ctid = ANY(ARRAY(
-               SELECT ctid FROM audit_queue WHERE organization_id = $1 AND ($3::timestamptz IS NULL OR recorded_at >= $3)
-                ORDER BY recorded_at, event_id LIMIT $2))
-             RETURNING event_id, recorded_at, digest",
-        )
-        .bind::<SqlUuid, _>(org)
-        .bind::<BigInt, _>(self.config.batch_size as i64)
-        .bind::<Nullable<Timestamptz>, _>(from)
-        .load(tx.conn())
-        .await?;
-        queued.sort_unstable_by_key(|q| (q.recorded_at, q.event_id));
-        let newest = queued.last().map(|q| q.recorded_at);
+        let (snapshot, mut taken, last) = self.take(&mut tx, &heads).await?;
+        let cursor = Cursor::advance(&snapshot, last);
+        taken.sort_unstable_by_key(|(_, id, _)| *id);
 
-        let n = queued.len();
+        let n = taken.len();
         if n > 0 {
             // Runs of the log: a new one at the batch's start and at every multiple of RUN_WIDTH.
             let (mut firsts, mut ids, mut leaves, mut chains) =
                 (Vec::<i64>::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
             let (mut node_levels, mut node_idx, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, entry) in queued.iter().enumerate() {
+            for (i, (_, event_id, digest)) in taken.iter().enumerate() {
                 let seq = frontier.size;
-                let digest = to_hash(&entry.digest).ok_or_else(|| {
-                    ChainError::Corrupt(org, format!("queued entry {} has no digest", entry.event_id))
-                })?;
+                let digest = to_hash(digest)
+                    .ok_or_else(|| ChainError::Corrupt(org, format!("entry {event_id} has no digest to sequence")))?;
                 let leaf = leaf_hash(&org, seq, &digest);
                 chain = chain_hash(&chain, &leaf);
                 frontier.append_with(leaf, |id, hash| {
@@ -280,7 +280,7 @@ impl AuditChain {
                     chains.push(Vec::with_capacity(32 * width));
                 }
                 let run = firsts.len() - 1;
-                ids[run].extend_from_slice(entry.event_id.as_bytes());
+                ids[run].extend_from_slice(event_id.as_bytes());
                 leaves[run].extend_from_slice(&leaf);
                 chains[run].extend_from_slice(&chain);
             }
@@ -312,6 +312,9 @@ impl AuditChain {
                     audit_heads::tree_size.eq(frontier.size as i64),
                     audit_heads::chain_hash.eq(chain.to_vec()),
                     audit_heads::frontier.eq(frontier.to_bytes()),
+                    audit_heads::sequenced_xid.eq(cursor.xid),
+                    audit_heads::sequenced_event.eq(cursor.event),
+                    audit_heads::pending_xids.eq(&cursor.pending),
                     audit_heads::updated_at.eq(timefmt::now()),
                 ))
                 .execute(tx.conn())
@@ -328,18 +331,92 @@ impl AuditChain {
             None
         };
         tx.commit().await?;
-        if let Ok(mut scans) = self.scans.lock() {
-            let previous = scans.get(&org).copied();
-            let last_full = match (from, previous) {
-                (Some(_), Some(p)) => p.last_full,
-                _ => std::time::Instant::now(),
-            };
-            let newest_taken = newest.into_iter().chain(previous.map(|p| p.newest_taken)).max();
-            if let Some(newest_taken) = newest_taken {
-                scans.insert(org, QueueScan { newest_taken, last_full, behind: n == self.config.batch_size });
+        Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
+    }
+
+    /// The next batch in one statement, so in one snapshot: the entries of the heads' pending
+    /// transactions that have committed since, then up to a batch of entries beyond the cursor,
+    /// as `(xid, id, digest)`; with the snapshot, and the range part's last `(xid, id)` if it
+    /// filled the batch. (With nothing new, the stored cursor stays right, so it is left as it is.)
+    #[allow(clippy::type_complexity)]
+    async fn take(
+        &self,
+        tx: &mut Tx,
+        heads: &Heads,
+    ) -> Result<(Snapshot, Vec<(i64, Uuid, Vec<u8>)>, Option<(i64, Uuid)>), ChainError> {
+        let org = heads.organization_id;
+        // Both parts walk `audit_entries_sequencing`; with statistics that lag a fast-growing
+        // table PostgreSQL might otherwise scan the whole table for the pending part. Nothing else
+        // in this transaction is a scan these settings could hurt.
+        diesel::sql_query(
+            "SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
+                    set_config('enable_seqscan', 'off', true)",
+        )
+        .execute(tx.conn())
+        .await?;
+        let rows: Vec<Taken> = diesel::sql_query(
+            "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snapshot)
+             SELECT NULL::bigint AS xid, NULL::uuid AS event_id, NULL::bytea AS digest, snapshot::text AS snapshot FROM s
+             UNION ALL
+             (SELECT xid, event_id, digest, NULL FROM audit_entries
+               WHERE organization_id = $1 AND xid = ANY($2::bigint[]))
+             UNION ALL
+             (SELECT xid, event_id, digest, NULL FROM audit_entries
+               WHERE organization_id = $1 AND (xid, event_id) > ($3, $4)
+               ORDER BY xid, event_id LIMIT $5)",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<Array<BigInt>, _>(&heads.pending_xids)
+        .bind::<BigInt, _>(heads.sequenced_xid)
+        .bind::<SqlUuid, _>(heads.sequenced_event)
+        .bind::<BigInt, _>(self.config.batch_size as i64)
+        .load(tx.conn())
+        .await?;
+        let mut snapshot = None;
+        let mut entries = Vec::with_capacity(rows.len());
+        let (mut in_range, mut last) = (0, None);
+        for row in rows {
+            match row {
+                Taken { snapshot: Some(text), .. } => snapshot = Snapshot::parse(&text),
+                Taken { xid: Some(xid), event_id: Some(id), digest, .. } => {
+                    let digest = digest
+                        .ok_or_else(|| ChainError::Corrupt(org, format!("entry {id} has no digest to sequence")))?;
+                    if !heads.pending_xids.contains(&xid) {
+                        in_range += 1;
+                        last = last.max(Some((xid, id)));
+                    }
+                    entries.push((xid, id, digest));
+                }
+                _ => return Err(ChainError::Corrupt(org, "the sequencer's take returned an empty row".into())),
             }
         }
-        Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
+        let snapshot =
+            snapshot.ok_or_else(|| ChainError::Corrupt(org, "the sequencer's take returned no snapshot".into()))?;
+        Ok((snapshot, entries, last.filter(|_| in_range == self.config.batch_size)))
+    }
+
+    /// How many committed entries of an organisation the sequencer has yet to take (in the
+    /// caller's snapshot).
+    pub(crate) async fn unsequenced(tx: &mut Tx, org: Uuid, heads: Option<&Heads>) -> Result<i64, ChainError> {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        // An organisation without a heads row has had nothing taken: the migration's defaults.
+        let (xid, event, pending) =
+            heads.map_or((0, Uuid::max(), &[][..]), |h| (h.sequenced_xid, h.sequenced_event, &h.pending_xids[..]));
+        let count: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM audit_entries
+              WHERE organization_id = $1 AND ((xid, event_id) > ($2, $3) OR xid = ANY($4::bigint[]))",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<BigInt, _>(xid)
+        .bind::<SqlUuid, _>(event)
+        .bind::<Array<BigInt>, _>(pending)
+        .get_result(tx.conn())
+        .await?;
+        Ok(count.n)
     }
 
     /// Signs and stores a checkpoint of the tree as `frontier` describes it, as the latest one.
@@ -469,31 +546,24 @@ impl AuditChain {
         Ok(n)
     }
 
-    /// Integrates everything queued for one organisation, checkpoints it and indexes it (tests,
-    /// CLI, API).
+    /// Integrates everything committed for one organisation, checkpoints it and indexes it
+    /// (tests, CLI, API).
     pub async fn sync(&self, org: Uuid) -> Result<IntegrateOutcome, ChainError> {
         let mut total = IntegrateOutcome::default();
-        // Drain from the scan hint, then once from the start of the queue for whatever the hint
-        // skipped; done when a full scan finds less than a batch.
-        let mut full_scan = false;
         loop {
-            let outcome = self.integrate_scanning(org, true, full_scan).await?;
+            let outcome = self.integrate(org, true).await?;
             total.sequenced += outcome.sequenced;
             total.tree_size = outcome.tree_size;
             total.checkpoint = outcome.checkpoint.or(total.checkpoint);
-            if outcome.sequenced == self.config.batch_size {
-                full_scan = false;
-            } else if full_scan {
+            if outcome.sequenced < self.config.batch_size {
                 break;
-            } else {
-                full_scan = true;
             }
         }
         while self.index(org, true).await? == self.config.batch_size {}
         Ok(total)
     }
 
-    /// Integrates everything queued for every organisation.
+    /// Integrates everything committed for every organisation.
     pub async fn sync_all(&self) -> Result<usize, ChainError> {
         let mut total = 0;
         for org in self.pending().await? {
@@ -510,7 +580,7 @@ impl AuditChain {
                     let mut busy = false;
                     for org in orgs {
                         match self.integrate(org, false).await {
-                            Ok(o) => busy |= o.sequenced == self.config.batch_size,
+                            Ok(o) => busy |= o.sequenced >= self.config.batch_size,
                             Err(e) => tracing::error!(error = %e, %org, "audit sequencing failed; will retry"),
                         }
                         match self.index(org, false).await {
@@ -537,7 +607,37 @@ impl AuditChain {
         }
         // Leave nothing behind that a later start would have to pick up.
         if let Err(e) = self.sync_all().await {
-            tracing::warn!(error = %e, "audit sequencer could not drain the queue on shutdown");
+            tracing::warn!(error = %e, "audit sequencer could not sequence everything committed on shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_parse_as_postgresql_writes_them() {
+        assert_eq!(Snapshot::parse("732:735:"), Some(Snapshot { xmax: 735, running: vec![] }));
+        assert_eq!(Snapshot::parse("10:20:10,14,19"), Some(Snapshot { xmax: 20, running: vec![10, 14, 19] }));
+        for bad in ["", "1:2", "1:2:3:4", "1:x:", "1:5:3,,y"] {
+            assert_eq!(Snapshot::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_cursor_remembers_exactly_the_running_transactions_it_passes() {
+        let id = Uuid::now_v7();
+        let snapshot = Snapshot { xmax: 100, running: vec![40, 60, 99] };
+        // The range reached the end of what the snapshot shows: past all of it, every running
+        // transaction remembered.
+        assert_eq!(Cursor::advance(&snapshot, None), Cursor { xid: 99, event: Uuid::max(), pending: vec![40, 60, 99] });
+        // A full batch stopped inside transaction 50: the one running below it is remembered, those
+        // above are met by the range later.
+        assert_eq!(Cursor::advance(&snapshot, Some((50, id))), Cursor { xid: 50, event: id, pending: vec![40] });
+        assert_eq!(
+            Cursor::advance(&Snapshot { xmax: 7, running: vec![] }, None),
+            Cursor { xid: 6, event: Uuid::max(), pending: vec![] }
+        );
     }
 }

@@ -262,7 +262,7 @@ impl AuditService {
         Ok(checkpoint_pb(s, &r, c, n))
     }
 
-    /// Integrates everything queued and signs a checkpoint now (if the tree grew).
+    /// Integrates every committed entry and signs a checkpoint now (if the tree grew).
     pub async fn create_checkpoint(
         &self,
         ctx: &RequestCtx,

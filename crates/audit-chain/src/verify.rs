@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use custos_db::schema::{audit_checkpoints, audit_heads, audit_index, audit_log, audit_queue};
+use custos_db::schema::{audit_checkpoints, audit_heads, audit_index, audit_log};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::Duration;
@@ -234,11 +234,10 @@ impl AuditChain {
             .first(tx.conn())
             .await
             .optional()?;
-        let queued: i64 =
-            audit_queue::table.filter(audit_queue::organization_id.eq(org)).count().get_result(tx.conn()).await?;
-        if queued > 0 {
+        let unsequenced = Self::unsequenced(&mut tx, org, heads.as_ref()).await?;
+        if unsequenced > 0 {
             report.notes.push(format!(
-                "{queued} entries are queued and not yet sequenced; they are not part of this verification"
+                "{unsequenced} committed entries are not yet sequenced; they are not part of this verification"
             ));
         }
         let Some(heads) = heads else {

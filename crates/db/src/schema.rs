@@ -83,16 +83,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// What the sequencer has yet to integrate (no key in the database: rows leave by `ctid`).
-    audit_queue (organization_id, event_id) {
-        organization_id -> Uuid,
-        event_id -> Uuid,
-        recorded_at -> Timestamptz,
-        digest -> Bytea,
-    }
-}
-
-diesel::table! {
     /// The sequence in runs of up to 256 consecutive entries: ids, leaf and chain hashes,
     /// concatenated (append-only).
     audit_log (organization_id, first_seq) {
@@ -112,6 +102,10 @@ diesel::table! {
         event_id -> Uuid,
         fields -> Text,
         salts -> Bytea,
+        /// The writing transaction's 64-bit id: what the sequencer takes entries by.
+        xid -> BigInt,
+        /// What the sequencer commits (NULL for entries sequenced before it was stored here).
+        digest -> Nullable<Bytea>,
     }
 }
 
@@ -142,6 +136,9 @@ diesel::table! {
         prune_frontier -> Nullable<Bytea>,
         indexed_size -> BigInt,
         updated_at -> Timestamptz,
+        sequenced_xid -> BigInt,
+        sequenced_event -> Uuid,
+        pending_xids -> Array<BigInt>,
     }
 }
 
@@ -355,7 +352,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     frameworks,
     requirements,
-    audit_queue,
     audit_log,
     audit_entries,
     audit_index,

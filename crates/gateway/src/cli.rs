@@ -51,7 +51,7 @@ pub enum Command {
     Seed(SeedArgs),
     /// Verify the audit chain: recompute every entry's hashes and the Merkle tree and check every
     /// signed checkpoint. Exits 0 when intact; otherwise names the first bad sequence number and
-    /// what is wrong, and exits 1. Queued entries are integrated first.
+    /// what is wrong, and exits 1. Committed entries not yet sequenced are integrated first.
     ///
     /// Checkpoint signatures are checked with the configured key (CUSTOS_SIGNING_KEY,
     /// CUSTOS_SIGNING_KEY_FILE or the generated key under CUSTOS_DATA_DIR) and any
@@ -178,7 +178,7 @@ async fn connect(args: &DbArgs) -> anyhow::Result<custos_db::Db> {
     Ok(db)
 }
 
-/// The services for commands that only record audit entries (they are queued for the server's
+/// The services for commands that only record audit entries (they are left for the server's
 /// sequencer): no signing key is needed, so none is loaded or generated.
 async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;

@@ -304,7 +304,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::post(
             CHECKPOINTS,
             "createAuditCheckpoint",
-            "Integrate queued entries and sign a checkpoint now",
+            "Integrate committed entries and sign a checkpoint now",
             call!(audit.create_checkpoint),
         )
         .created(),
