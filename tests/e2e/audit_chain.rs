@@ -681,7 +681,11 @@ async fn the_audit_api_over_grpc() {
         &path,
         unhex(&cp.root_hash)
     ));
-    let report = c.verify_chain(pb::VerifyAuditChainRequest { days: Some(30) }).await.unwrap().into_inner();
+    let report = c
+        .verify_chain(pb::VerifyAuditChainRequest { days: Some(30), structure_only: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(report.ok, "{report:?}");
     let mut anonymous = AuditServiceClient::new(s.grpc(None).await);
     let key = anonymous.get_public_key(pb::PublicKeyRequest {}).await.unwrap().into_inner();
@@ -901,4 +905,51 @@ async fn every_committed_entry_is_sequenced_exactly_once_whatever_order_transact
     let report = verify(&s, &org).await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["notes"].as_array().map(Vec::len), Some(0), "nothing left unsequenced: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_structure_only_check_catches_what_it_claims_and_says_what_it_skipped() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..10 {
+        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    checkpoint(&s, &org).await;
+    let structure = async || {
+        let (status, report) =
+            s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({ "structure_only": true })).await;
+        assert_eq!(status, 200, "{report}");
+        report
+    };
+    let report = structure().await;
+    assert_eq!((report["ok"].clone(), report["content_checked"].clone()), (json!(true), json!(false)), "{report}");
+    assert!(report["entries_checked"].as_i64().unwrap() >= 10, "{report}");
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("edited field is not detected")),
+        "{report}"
+    );
+    assert_eq!(verify(&s, &org).await["content_checked"], true);
+
+    // An edited field: only the full check sees it.
+    let org_id = org.id;
+    tamper(
+        &s,
+        &format!(
+            "UPDATE audit_entries SET fields = replace(fields, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')
+              WHERE organization_id = '{org_id}' AND event_id = custos_audit_event_id('{org_id}', 6)"
+        ),
+    )
+    .await;
+    assert_eq!(structure().await["ok"], true, "a structure-only check does not read fields");
+    assert_eq!(verify(&s, &org).await["first_bad_seq"], 6);
+
+    // A deleted entry: both see it, at the right place.
+    cut_from_log(&s, org_id, 3, 4).await;
+    let report = structure().await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(3)), "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("gap"), "{report}");
 }

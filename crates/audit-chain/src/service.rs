@@ -8,6 +8,8 @@ use custos_core::filter::{contains_pattern, parse_date};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
 use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index};
 use custos_proto::v1 as pb;
+
+use crate::verify::Depth;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -397,7 +399,8 @@ impl AuditService {
         req: pb::VerifyAuditChainRequest,
     ) -> Result<pb::VerifyAuditChainResponse> {
         ctx.require(Access::Audit)?;
-        let r = self.chain.verify(ctx.organization_id, req.days).await?;
+        let depth = if req.structure_only { Depth::Structure } else { Depth::Content };
+        let r = self.chain.verify(ctx.organization_id, req.days, depth).await?;
         Ok(pb::VerifyAuditChainResponse {
             ok: r.ok,
             entries_checked: r.entries_checked as i64,
@@ -407,6 +410,7 @@ impl AuditService {
             first_bad_seq: r.first_bad_seq.map(|s| s as i64),
             problem: r.problem,
             notes: r.notes,
+            content_checked: r.content_checked,
         })
     }
 

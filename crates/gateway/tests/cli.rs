@@ -227,6 +227,13 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     assert!(stderr(&o).contains("generated key"), "a generated key is announced loudly");
     let o = run(&["verify-audit-chain", "--days", "1"]);
     assert!(o.status.success(), "{}", stdout(&o));
+    let o = run(&["verify-audit-chain", "--org", "acme", "--structure-only"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("(structure only)") && stdout(&o).contains("edited field is not detected"),
+        "{}",
+        stdout(&o)
+    );
 
     // Export, then verify offline with and without the pinned key.
     let file = dir.join("acme-audit.jsonl");
@@ -272,6 +279,9 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     assert!(!o.status.success());
     assert!(stdout(&o).contains("acme: FAILED at sequence number 4 — hash mismatch"), "{}", stdout(&o));
     assert_clean_failure(&o, "verification failed for acme");
+    // An index row that does not repeat its entry is content: the structure-only check passes.
+    let o = run(&["verify-audit-chain", "--org", "acme", "--structure-only"]);
+    assert!(o.status.success(), "{}", stdout(&o));
 
     // Production refuses to run without a configured key.
     let empty_dir = dir.join("empty");
