@@ -287,50 +287,27 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         indexed as f64 / secs
     );
 
-    let baseline = rss_kib("VmRSS:");
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib("VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let started = Instant::now();
-    let report = chain.verify(big.id, None, custos_audit_chain::verify::Depth::Content).await.expect("verify");
-    let secs = started.elapsed().as_secs_f64();
-    sampling.store(false, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    assert!(report.ok, "{report:?}");
-    println!(
-        "  verification (every leaf, chain link, tree, {} checkpoints): {:>9.0} entries/s  ({} in {secs:.1}s)",
-        report.checkpoints_checked,
-        report.entries_checked as f64 / secs,
-        report.entries_checked
-    );
-    println!(
-        "  memory during verification: peak RSS {:.1} MiB, {:.1} MiB above the process before it",
-        peak.load(Ordering::Relaxed) as f64 / 1024.0,
-        peak.load(Ordering::Relaxed).saturating_sub(baseline) as f64 / 1024.0
-    );
-
-    let started = Instant::now();
-    let structure =
-        chain.verify(big.id, None, custos_audit_chain::verify::Depth::Structure).await.expect("verify structure");
-    let secs = started.elapsed().as_secs_f64();
-    assert!(structure.ok, "{structure:?}");
-    println!(
-        "  structure-only verification (stored leaves chained, tree, {} checkpoints): {:>9.0} entries/s  ({} in {secs:.2}s)",
-        structure.checkpoints_checked,
-        structure.entries_checked as f64 / secs,
-        structure.entries_checked
-    );
+    use custos_audit_chain::verify::Depth;
+    let mut tree_size = 0;
+    for (depth, what) in [
+        (Depth::Content, "verification (every entry recomputed from its fields, chain link, tree"),
+        (Depth::Structure, "structure-only verification (stored leaves chained, tree"),
+    ] {
+        let (report, secs, peak, above) = with_peak_memory(chain.verify(big.id, None, depth)).await;
+        let report = report.expect("verify");
+        assert!(report.ok, "{report:?}");
+        tree_size = report.tree_size;
+        println!(
+            "  {what}, {} checkpoints): {:>9.0} entries/s  ({} in {secs:.2}s)",
+            report.checkpoints_checked,
+            report.entries_checked as f64 / secs,
+            report.entries_checked
+        );
+        println!("    memory: peak RSS {peak:.1} MiB, {above:.1} MiB above the process before it");
+    }
 
     let ctx = RequestCtx { role: custos_core::Role::Auditor, ..RequestCtx::operator(big.id, "big") };
-    let size = report.tree_size;
+    let size = tree_size;
     let mut fetch = Duration::ZERO;
     let mut check = Duration::ZERO;
     let mut bytes = 0usize;
@@ -360,6 +337,30 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         fetch.as_secs_f64() * 1e3 / samples as f64,
         check.as_secs_f64() * 1e6 / samples as f64
     );
+}
+
+/// `work`'s result, its duration in seconds, and the process's peak RSS while it ran and how far
+/// that was above the RSS before it, in MiB.
+async fn with_peak_memory<T>(work: impl std::future::Future<Output = T>) -> (T, f64, f64, f64) {
+    let baseline = rss_kib("VmRSS:");
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib("VmRSS:"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let started = Instant::now();
+    let result = work.await;
+    let secs = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let peak = peak.load(Ordering::Relaxed);
+    (result, secs, peak as f64 / 1024.0, peak.saturating_sub(baseline) as f64 / 1024.0)
 }
 
 /// The CPU cost of recomputing one typical entry's leaf hash from its stored form, without the
