@@ -19,6 +19,7 @@ SELECT e.organization_id, e.event_id,
                               coalesce(h.sequenced_event, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
     OR e.xid = ANY(h.pending_xids);
 
+DROP FUNCTION custos_audit_counter();
 DROP FUNCTION custos_audit_pending();
 CREATE FUNCTION custos_audit_pending() RETURNS SETOF uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp

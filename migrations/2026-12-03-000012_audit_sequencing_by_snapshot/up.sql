@@ -57,6 +57,18 @@ $$;
 REVOKE ALL ON FUNCTION custos_audit_pending() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION custos_audit_pending() TO custos_app;
 
+-- How far the sequencers have gone in transaction ids, and the next id the database will assign.
+-- A counter behind the cursor means the database was restored into another cluster (pg_dump and
+-- restore): entries written there would carry ids the sequencer has passed and never be taken, so
+-- Custos refuses to start, and to sequence, until the counter is advanced.
+CREATE FUNCTION custos_audit_counter(OUT cursor_xid bigint, OUT next_xid bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+  SELECT coalesce(max(sequenced_xid), 0), pg_snapshot_xmax(pg_current_snapshot())::text::bigint FROM audit_heads
+$$;
+REVOKE ALL ON FUNCTION custos_audit_counter() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION custos_audit_counter() TO custos_app;
+
 DO $$
 BEGIN
   PERFORM set_config('custos.audit_maintenance', 'off', true);

@@ -953,3 +953,31 @@ async fn a_structure_only_check_catches_what_it_claims_and_says_what_it_skipped(
     assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(3)), "{report}");
     assert!(report["problem"].as_str().unwrap().contains("gap"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_counter_behind_the_cursor_halts_sequencing_loudly() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_framework(&s, &org, json!({ "name": "F0", "framework_type": "CUSTOM" })).await;
+    checkpoint(&s, &org).await;
+    s.app().audit.chain().check_transaction_counter().await.expect("a live cluster is ahead of its cursor");
+    // As after a restore into another cluster: the cursor stands beyond the ids the database assigns.
+    tamper(
+        &s,
+        &format!(
+            "UPDATE audit_heads SET sequenced_xid = sequenced_xid + (1::bigint << 40) WHERE organization_id = '{}'",
+            org.id
+        ),
+    )
+    .await;
+    create_framework(&s, &org, json!({ "name": "F1", "framework_type": "CUSTOM" })).await;
+
+    let (status, body) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("pg_resetwal --epoch="), "says what to do: {body}");
+    let report = verify(&s, &org).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("transaction counter"), "{report}");
+    let refused = s.app().audit.chain().check_transaction_counter().await.expect_err("start-up refuses");
+    assert!(refused.to_string().contains("restored into another cluster"), "{refused}");
+}

@@ -50,6 +50,13 @@ pub enum ChainError {
     Db(#[from] DbError),
     #[error("audit state of organisation {0} is corrupt: {1}")]
     Corrupt(Uuid, String),
+    /// The database assigns transaction ids the sequencer has already passed: restored into
+    /// another cluster. Entries written now would never be sequenced.
+    #[error(
+        "the database's transaction counter ({next}) is behind the audit sequencer's cursor ({cursor}): it was restored into another cluster, and entries written now would never be sequenced; stop Custos and advance the counter past the cursor with `pg_resetwal --epoch={}` on the stopped cluster before anything is written",
+        (*cursor >> 32) + 1
+    )]
+    CounterBehind { cursor: i64, next: i64 },
 }
 
 impl From<diesel::result::Error> for ChainError {
@@ -392,7 +399,25 @@ impl AuditChain {
         }
         let snapshot =
             snapshot.ok_or_else(|| ChainError::Corrupt(org, "the sequencer's take returned no snapshot".into()))?;
+        counter_ahead(heads.sequenced_xid, snapshot.xmax)?;
         Ok((snapshot, entries, last.filter(|_| in_range == self.config.batch_size)))
+    }
+
+    /// Refuses (with what to do) a database whose transaction counter is behind where the
+    /// sequencers have got to: start-up calls it before anything is written.
+    pub async fn check_transaction_counter(&self) -> Result<(), ChainError> {
+        #[derive(diesel::QueryableByName)]
+        struct Counter {
+            #[diesel(sql_type = BigInt)]
+            cursor_xid: i64,
+            #[diesel(sql_type = BigInt)]
+            next_xid: i64,
+        }
+        let mut tx = self.db.begin_untenanted().await?;
+        let c: Counter =
+            diesel::sql_query("SELECT cursor_xid, next_xid FROM custos_audit_counter()").get_result(tx.conn()).await?;
+        tx.commit().await?;
+        counter_ahead(c.cursor_xid, c.next_xid)
     }
 
     /// How many committed entries of an organisation the sequencer has yet to take (in the
@@ -610,6 +635,12 @@ impl AuditChain {
             tracing::warn!(error = %e, "audit sequencer could not sequence everything committed on shutdown");
         }
     }
+}
+
+/// `Ok` when `next`, the first transaction id not yet assigned, lies beyond the cursor's `cursor`
+/// — as it always does in the cluster that moved the cursor there.
+pub(crate) fn counter_ahead(cursor: i64, next: i64) -> Result<(), ChainError> {
+    if next > cursor { Ok(()) } else { Err(ChainError::CounterBehind { cursor, next }) }
 }
 
 #[cfg(test)]

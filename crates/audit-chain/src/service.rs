@@ -49,6 +49,9 @@ impl From<AuditError> for Problem {
         match err {
             AuditError::Rejected(p) => p,
             AuditError::Chain(ChainError::Db(e)) => e.into(),
+            AuditError::Chain(e @ ChainError::CounterBehind { .. }) => {
+                Problem::new(ErrorKind::Unavailable, "Audit sequencing halted", e.to_string())
+            }
             AuditError::Proof(ProofError::Chain(ChainError::Db(e))) => e.into(),
             AuditError::Proof(e @ ProofError::BeyondTree { .. }) => {
                 Problem::invalid("Invalid tree size", e.to_string())

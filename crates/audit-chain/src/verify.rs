@@ -18,7 +18,7 @@ use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
 use crate::rows::{IndexRow, Stored, Unverifiable, hex, log_range, log_rows_at, stored_range, to_hash};
-use crate::sequencer::{AuditChain, ChainError, Heads};
+use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead};
 
 const BATCH: i64 = 5000;
 
@@ -313,8 +313,23 @@ impl AuditChain {
         report.first_seq = start;
 
         let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier);
-        let outcome = self.stream(&mut tx, org, start, &heads, depth, &mut verifier).await?;
+        let mut outcome = self.stream(&mut tx, org, start, &heads, depth, &mut verifier).await?;
+        #[derive(diesel::QueryableByName)]
+        struct Next {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            next: i64,
+        }
+        let next: Next = diesel::sql_query("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next")
+            .get_result(tx.conn())
+            .await?;
         tx.commit().await?;
+        // The log may be intact and still not grow: say so, after anything wrong in the log itself.
+        if let Err(halted) = counter_ahead(heads.sequenced_xid, next.next) {
+            match outcome {
+                Ok(()) => outcome = Err(Failure { seq: heads.tree_size as u64, problem: halted.to_string() }),
+                Err(_) => report.notes.push(halted.to_string()),
+            }
+        }
         report.entries_checked = verifier.entries_checked;
         report.checkpoints_checked = verifier.checkpoints_checked;
         (report.ok, report.first_bad_seq, report.problem) = verdict(outcome);
@@ -367,7 +382,7 @@ impl AuditChain {
         // A structure-only batch is a few dozen narrow rows of the log: read more of them at once.
         let batch = match depth {
             Depth::Content => BATCH,
-            Depth::Structure => 16 * BATCH,
+            Depth::Structure => 4 * BATCH,
         };
         let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Stored>, ChainError> {
             match depth {

@@ -190,6 +190,7 @@ async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
     let unused_signer = NoteSigner::new(DEFAULT_ORIGIN, SigningKey::from_bytes(&rand::random()));
     let chain = AuditChain::new(db.clone(), unused_signer, vec![], SequencerConfig::default());
+    chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
 }
 

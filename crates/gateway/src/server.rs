@@ -177,6 +177,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
     let chain = audit_chain(db.clone(), &config.audit)?;
+    chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence)?;
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone())
         .map_err(|e| anyhow::anyhow!(e))?
