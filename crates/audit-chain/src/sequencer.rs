@@ -637,6 +637,19 @@ impl AuditChain {
     }
 }
 
+/// The first transaction id the database has not yet assigned, as the caller's snapshot sees it.
+pub(crate) async fn next_xid(tx: &mut Tx) -> Result<i64, ChainError> {
+    #[derive(diesel::QueryableByName)]
+    struct Next {
+        #[diesel(sql_type = BigInt)]
+        next: i64,
+    }
+    let next: Next = diesel::sql_query("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next")
+        .get_result(tx.conn())
+        .await?;
+    Ok(next.next)
+}
+
 /// `Ok` when `next`, the first transaction id not yet assigned, lies beyond the cursor's `cursor`
 /// — as it always does in the cluster that moved the cursor there.
 pub(crate) fn counter_ahead(cursor: i64, next: i64) -> Result<(), ChainError> {

@@ -8,8 +8,6 @@ use custos_core::filter::{contains_pattern, parse_date};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
 use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index};
 use custos_proto::v1 as pb;
-
-use crate::verify::Depth;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -21,6 +19,7 @@ use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
 use crate::rows::{EntryRow, IndexRow, Sequenced, entry_of_index, hex, to_hash, with_log_rows};
 use crate::sequencer::{AuditChain, ChainError, Heads};
+use crate::verify::Depth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -402,8 +401,7 @@ impl AuditService {
         req: pb::VerifyAuditChainRequest,
     ) -> Result<pb::VerifyAuditChainResponse> {
         ctx.require(Access::Audit)?;
-        let depth = if req.structure_only { Depth::Structure } else { Depth::Content };
-        let r = self.chain.verify(ctx.organization_id, req.days, depth).await?;
+        let r = self.chain.verify(ctx.organization_id, req.days, Depth::structure_only(req.structure_only)).await?;
         Ok(pb::VerifyAuditChainResponse {
             ok: r.ok,
             entries_checked: r.entries_checked as i64,

@@ -18,7 +18,7 @@ use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
 use crate::rows::{IndexRow, Stored, Unverifiable, hex, log_range, log_rows_at, stored_range, to_hash};
-use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead};
+use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead, next_xid};
 
 const BATCH: i64 = 5000;
 
@@ -35,6 +35,13 @@ pub enum Depth {
     /// another's place under an unchanged leaf: that takes [`Depth::Content`]. What a monitor
     /// runs often; the full check is what an auditor runs.
     Structure,
+}
+
+impl Depth {
+    /// [`Depth::Structure`] when a caller asked for the structure only, else [`Depth::Content`].
+    pub fn structure_only(structure_only: bool) -> Depth {
+        if structure_only { Depth::Structure } else { Depth::Content }
+    }
 }
 
 /// What a verification found.
@@ -314,17 +321,10 @@ impl AuditChain {
 
         let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier);
         let mut outcome = self.stream(&mut tx, org, start, &heads, depth, &mut verifier).await?;
-        #[derive(diesel::QueryableByName)]
-        struct Next {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            next: i64,
-        }
-        let next: Next = diesel::sql_query("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next")
-            .get_result(tx.conn())
-            .await?;
+        let next = next_xid(&mut tx).await?;
         tx.commit().await?;
         // The log may be intact and still not grow: say so, after anything wrong in the log itself.
-        if let Err(halted) = counter_ahead(heads.sequenced_xid, next.next) {
+        if let Err(halted) = counter_ahead(heads.sequenced_xid, next) {
             match outcome {
                 Ok(()) => outcome = Err(Failure { seq: heads.tree_size as u64, problem: halted.to_string() }),
                 Err(_) => report.notes.push(halted.to_string()),

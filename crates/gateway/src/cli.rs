@@ -108,8 +108,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub days: Option<u32>,
     /// Check the log's structure only (stored leaves chained, tree, checkpoint signatures and
-    /// roots), not each entry's content: much faster, catches deleted, reordered or inserted
-    /// entries and forged checkpoints, but not an edited field.
+    /// roots), not each entry's content: much faster; catches deleted, inserted or truncated
+    /// entries, altered or reordered leaf hashes and forged checkpoints, but not an edited field.
     #[arg(long)]
     pub structure_only: bool,
     #[command(flatten)]
@@ -294,8 +294,7 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
     for (org, slug) in organisations(&app, args.org.as_deref()).await? {
         chain.sync(org).await?;
         let started = std::time::Instant::now();
-        let depth = if args.structure_only { Depth::Structure } else { Depth::Content };
-        let report = chain.verify(org, args.days, depth).await?;
+        let report = chain.verify(org, args.days, Depth::structure_only(args.structure_only)).await?;
         let secs = started.elapsed().as_secs_f64();
         if report.ok {
             println!(
