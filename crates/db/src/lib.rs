@@ -306,6 +306,12 @@ pub fn migration_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A fingerprint of the embedded migrations' files, contents included (tests key their template
+/// database on it, so an edited migration gets a freshly migrated template).
+pub fn migrations_fingerprint() -> &'static str {
+    env!("CUSTOS_MIGRATIONS_FINGERPRINT")
+}
+
 /// Establishes one plain connection (tools and tests; the service uses the pool).
 pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
     AsyncPgConnection::establish(url).await.map_err(|e| DbError::Unavailable(e.to_string()))
