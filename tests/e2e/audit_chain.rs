@@ -124,6 +124,13 @@ async fn entries(s: &TestServer, org: &TestOrg, query: &str) -> Vec<Value> {
     page["results"].as_array().unwrap().clone()
 }
 
+/// `n` changes to audit: frameworks `F0`, `F1`, …
+async fn create_frameworks(s: &TestServer, org: &TestOrg, n: usize) {
+    for i in 0..n {
+        create_framework(s, org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
+    }
+}
+
 async fn verify(s: &TestServer, org: &TestOrg) -> Value {
     let (status, report) = s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({})).await;
     assert_eq!(status, 200, "{report}");
@@ -386,9 +393,7 @@ async fn proofs_verify_with_an_independent_implementation() {
 async fn tampering_is_detected_and_named() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
-    for i in 0..10 {
-        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
-    }
+    create_frameworks(&s, &org, 10).await;
     checkpoint(&s, &org).await;
     assert_eq!(verify(&s, &org).await["ok"], true);
     let org_id = org.id;
@@ -434,9 +439,7 @@ async fn tampering_is_detected_and_named() {
 async fn deleted_swapped_and_truncated_entries_are_detected() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
-    for i in 0..10 {
-        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
-    }
+    create_frameworks(&s, &org, 10).await;
     checkpoint(&s, &org).await;
     let org_id = org.id;
     let problem = |r: &Value| r["problem"].as_str().unwrap_or_default().to_owned();
@@ -460,9 +463,7 @@ async fn deleted_swapped_and_truncated_entries_are_detected() {
 async fn truncation_and_forged_checkpoints_are_detected() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
-    for i in 0..6 {
-        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
-    }
+    create_frameworks(&s, &org, 6).await;
     let cp = checkpoint(&s, &org).await;
     let size = cp["tree_size"].as_i64().unwrap();
     let org_id = org.id;
@@ -713,9 +714,7 @@ async fn an_entry_committed_long_after_it_was_recorded_is_still_sequenced() {
         .unwrap();
     // Later changes are committed and sequenced first, while the straggler's transaction is open.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    for i in 0..3 {
-        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
-    }
+    create_frameworks(&s, &org, 3).await;
     let before = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
     slow.commit().await.unwrap();
 
@@ -911,9 +910,7 @@ async fn every_committed_entry_is_sequenced_exactly_once_whatever_order_transact
 async fn a_structure_only_check_catches_what_it_claims_and_says_what_it_skipped() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
-    for i in 0..10 {
-        create_framework(&s, &org, json!({ "name": format!("F{i}"), "framework_type": "CUSTOM" })).await;
-    }
+    create_frameworks(&s, &org, 10).await;
     checkpoint(&s, &org).await;
     let structure = async || {
         let (status, report) =
