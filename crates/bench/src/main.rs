@@ -153,7 +153,7 @@ fn sample_values(i: i64, recorded_at: &str) -> custos_audit_chain::encoding::Ent
 
 /// Writes `n` entries as writers would (encoded and hashed in Rust), in bulk statements of one
 /// transaction, so that the server's own sequencer cannot start on them before they are all there.
-async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
+async fn write_entries(s: &TestServer, org: uuid::Uuid, n: i64) {
     use diesel::sql_types::{Array, Bytea, Text};
     use diesel_async::RunQueryDsl;
     let mut conn = s.db.superuser().await;
@@ -178,7 +178,7 @@ async fn fill_queue(s: &TestServer, org: uuid::Uuid, n: i64) {
         .bind::<Array<Bytea>, _>(rows.iter().map(|r| r.1.digest.to_vec()).collect::<Vec<_>>())
         .execute(&mut conn)
         .await
-        .expect("fill queue");
+        .expect("write entries");
         done += chunk;
     }
     diesel::sql_query("COMMIT").execute(&mut conn).await.expect("commit");
@@ -254,7 +254,7 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
     let chain = app.audit.chain().clone();
     let before = chain.sync(big.id).await.expect("sync").tree_size;
     let started = Instant::now();
-    fill_queue(s, big.id, entries).await;
+    write_entries(s, big.id, entries).await;
     println!();
     println!("{entries} entries written in {:.1}s (bulk SQL, outside the chain)", started.elapsed().as_secs_f64());
     let batch = custos_audit_chain::SequencerConfig::default().batch_size;
