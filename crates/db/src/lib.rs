@@ -298,16 +298,8 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
     .map_err(|e| DbError::Migration(e.to_string()))?
 }
 
-/// Names of every embedded migration, in order (tests key their template database on these).
-pub fn migration_names() -> Vec<String> {
-    use diesel::migration::MigrationSource;
-    MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
-        .map(|ms| ms.iter().map(|m| m.name().to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// A fingerprint of the embedded migrations' files, contents included (tests key their template
-/// database on it, so an edited migration gets a freshly migrated template).
+/// A fingerprint of the embedded migrations' files, names and contents (tests key their template
+/// database on it, so an added or edited migration gets a freshly migrated template).
 pub fn migrations_fingerprint() -> &'static str {
     env!("CUSTOS_MIGRATIONS_FINGERPRINT")
 }

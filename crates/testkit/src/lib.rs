@@ -56,8 +56,7 @@ impl TestDb {
         let mut conn = custos_db::connect_once(&admin).await.unwrap_or_else(|e| {
             panic!("cannot reach the test PostgreSQL server ({e}); run `cargo xtask test`, which starts one if needed")
         });
-        let key = format!("{}|{}", custos_db::migration_names().join(","), custos_db::migrations_fingerprint());
-        let template = format!("custos_tpl_{}", &blake3::hash(key.as_bytes()).to_hex()[..16]);
+        let template = format!("custos_tpl_{}", custos_db::migrations_fingerprint());
         diesel::sql_query(format!("SELECT pg_advisory_lock({TEMPLATE_LOCK})")).execute(&mut conn).await.expect("lock");
         let exists: i64 = {
             diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
