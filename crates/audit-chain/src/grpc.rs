@@ -36,6 +36,21 @@ impl AuditApi for AuditService {
     async fn verify_chain(&self, r: Request<pb::VerifyAuditChainRequest>) -> Reply<pb::VerifyAuditChainResponse> {
         unary(r, async |ctx, m| self.verify_chain(&ctx, m).await).await
     }
+    async fn list_verifications(
+        &self,
+        r: Request<pb::ListAuditVerificationsRequest>,
+    ) -> Reply<pb::ListAuditVerificationsResponse> {
+        unary(r, async |ctx, m| self.list_verifications(&ctx, m).await).await
+    }
+    async fn get_verification(&self, r: Request<pb::GetAuditVerificationRequest>) -> Reply<pb::AuditVerification> {
+        unary(r, async |ctx, m| self.get_verification(&ctx, m).await).await
+    }
+    async fn resume_verification(
+        &self,
+        r: Request<pb::ResumeAuditVerificationRequest>,
+    ) -> Reply<pb::VerifyAuditChainResponse> {
+        unary(r, async |ctx, m| self.resume_verification(&ctx, m).await).await
+    }
     async fn withhold_fields(&self, r: Request<pb::WithholdFieldsRequest>) -> Reply<pb::AuditEntry> {
         unary(r, async |ctx, m| self.withhold_fields(&ctx, m).await).await
     }

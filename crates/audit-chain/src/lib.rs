@@ -12,6 +12,7 @@
 //!   [`keys`]).
 //! * [`proofs`] — inclusion and consistency proofs from stored subtrees.
 //! * [`verify`] — streaming verification of the whole log (or the last N days).
+//! * [`runs`] — verification runs: progress saved as they go, resumed after an interruption.
 //! * [`export`] — the export file and the offline verifier a regulator runs.
 //! * [`withhold`] — removing personal data from old entries without breaking anything.
 //! * [`prune`] — retention with a signed checkpoint at the boundary.
@@ -26,6 +27,7 @@ pub mod note;
 pub mod proofs;
 pub mod prune;
 pub mod rows;
+pub mod runs;
 pub mod sequencer;
 pub mod service;
 pub mod verify;

@@ -84,6 +84,12 @@ impl NoteSigner {
         NoteSigner { name: name.into(), key }
     }
 
+    /// A key for `context` derived from the signing key: what authenticates state this process
+    /// keeps in the database (only the key's holder can make or check it).
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.key.as_bytes())
+    }
+
     pub fn verifier(&self) -> NoteVerifier {
         NoteVerifier { name: self.name.clone(), key: self.key.verifying_key() }
     }

@@ -57,6 +57,15 @@ pub enum ChainError {
         (*cursor >> 32) + 1
     )]
     CounterBehind { cursor: i64, next: i64 },
+    /// An interrupted verification that cannot carry on from where it stopped.
+    #[error("this verification cannot be resumed: {0}; start a new one")]
+    Unresumable(String),
+    #[error("no verification {0}")]
+    NoSuchVerification(Uuid),
+    #[error("verification {0} is still running: its runner saved progress less than a minute ago")]
+    VerificationBusy(Uuid),
+    #[error("verification {0} was taken over by another runner after this one stopped saving")]
+    VerificationTakenOver(Uuid),
 }
 
 impl From<diesel::result::Error> for ChainError {
@@ -73,6 +82,8 @@ pub struct SequencerConfig {
     pub checkpoint_interval: Duration,
     /// How long the sequencer sleeps when there is nothing to do.
     pub idle_poll: Duration,
+    /// Entries per verification step (a structure-only step reads four times as many).
+    pub verify_batch: usize,
 }
 
 impl Default for SequencerConfig {
@@ -81,6 +92,7 @@ impl Default for SequencerConfig {
             batch_size: 5000,
             checkpoint_interval: Duration::from_millis(500),
             idle_poll: Duration::from_millis(100),
+            verify_batch: 5000,
         }
     }
 }

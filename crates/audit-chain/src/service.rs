@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
 use crate::rows::{EntryRow, IndexRow, Sequenced, entry_of_index, hex, to_hash, with_log_rows};
+use crate::runs::RunRow;
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::Depth;
 
@@ -51,6 +52,12 @@ impl From<AuditError> for Problem {
             AuditError::Chain(e @ ChainError::CounterBehind { .. }) => {
                 Problem::new(ErrorKind::Unavailable, "Audit sequencing halted", e.to_string())
             }
+            AuditError::Chain(ChainError::NoSuchVerification(id)) => Problem::not_found("verification", id),
+            AuditError::Chain(
+                e @ (ChainError::Unresumable(_)
+                | ChainError::VerificationBusy(_)
+                | ChainError::VerificationTakenOver(_)),
+            ) => Problem::conflict("Verification cannot be resumed", e.to_string()),
             AuditError::Proof(ProofError::Chain(ChainError::Db(e))) => e.into(),
             AuditError::Proof(e @ ProofError::BeyondTree { .. }) => {
                 Problem::invalid("Invalid tree size", e.to_string())
@@ -64,6 +71,67 @@ impl From<AuditError> for Problem {
 }
 
 type Result<T, E = AuditError> = std::result::Result<T, E>;
+
+fn parse_run_id(raw: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| Problem::invalid_field("id", format!("{raw:?} is not a verification id")).into())
+}
+
+fn decode_run_cursor(raw: &str) -> Result<Uuid> {
+    B64URL
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("run:").and_then(|id| Uuid::parse_str(id).ok()))
+        .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
+}
+
+fn verify_response((id, r): (Uuid, crate::VerifyReport)) -> pb::VerifyAuditChainResponse {
+    pb::VerifyAuditChainResponse {
+        ok: r.ok,
+        entries_checked: r.entries_checked as i64,
+        checkpoints_checked: r.checkpoints_checked as i64,
+        first_seq: r.first_seq as i64,
+        tree_size: r.tree_size as i64,
+        first_bad_seq: r.first_bad_seq.map(|s| s as i64),
+        problem: r.problem,
+        notes: r.notes,
+        content_checked: r.content_checked,
+        verification_id: id.to_string(),
+    }
+}
+
+/// A verification run as auditors read it, its status as of `now`.
+pub fn verification_pb(r: &RunRow, now: OffsetDateTime) -> pb::AuditVerification {
+    let status = r.status_now(now).to_owned();
+    let span = (r.tree_size - r.first_seq).max(0);
+    let progress = match r.status.as_str() {
+        "passed" => 1.0,
+        _ if span == 0 => 0.0,
+        _ => ((r.next_seq - r.first_seq) as f64 / span as f64).clamp(0.0, 1.0),
+    };
+    pb::AuditVerification {
+        id: r.id.to_string(),
+        resumable: status == "interrupted",
+        status,
+        content_checked: r.depth == "content",
+        days: r.days.map(|d| d.max(0) as u32),
+        first_seq: r.first_seq,
+        tree_size: r.tree_size,
+        next_seq: r.next_seq,
+        entries_checked: r.entries_checked,
+        checkpoints_checked: r.checkpoints_checked,
+        progress,
+        resumes: r.resumes,
+        first_bad_seq: r.first_bad_seq,
+        problem: r.problem.clone(),
+        notes: r.notes.clone(),
+        requested_by: r.requested_by.clone(),
+        started_at: timefmt::timestamp(r.started_at),
+        heartbeat_at: timefmt::timestamp(r.heartbeat_at),
+        finished_at: r.finished_at.map(timefmt::timestamp),
+    }
+}
 
 #[derive(Clone)]
 pub struct AuditService {
@@ -395,24 +463,57 @@ impl AuditService {
         })
     }
 
+    /// Runs a verification to the end as a run whose progress is saved as it goes.
     pub async fn verify_chain(
         &self,
         ctx: &RequestCtx,
         req: pb::VerifyAuditChainRequest,
     ) -> Result<pb::VerifyAuditChainResponse> {
         ctx.require(Access::Audit)?;
-        let r = self.chain.verify(ctx.organization_id, req.days, Depth::structure_only(req.structure_only)).await?;
-        Ok(pb::VerifyAuditChainResponse {
-            ok: r.ok,
-            entries_checked: r.entries_checked as i64,
-            checkpoints_checked: r.checkpoints_checked as i64,
-            first_seq: r.first_seq as i64,
-            tree_size: r.tree_size as i64,
-            first_bad_seq: r.first_bad_seq.map(|s| s as i64),
-            problem: r.problem,
-            notes: r.notes,
-            content_checked: r.content_checked,
+        let run = self.chain.start_verification(ctx, req.days, Depth::structure_only(req.structure_only)).await?;
+        Ok(verify_response(run.run_to_end(|_| {}).await?))
+    }
+
+    pub async fn list_verifications(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ListAuditVerificationsRequest,
+    ) -> Result<pb::ListAuditVerificationsResponse> {
+        ctx.require(Access::Audit)?;
+        let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
+        let before = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => Some(decode_run_cursor(c)?),
+            None => None,
+        };
+        let mut rows = self.chain.verifications(ctx, before, size + 1).await?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(size as usize);
+        let now = timefmt::now();
+        Ok(pb::ListAuditVerificationsResponse {
+            next_cursor: if more { rows.last().map(|r| B64URL.encode(format!("run:{}", r.id))) } else { None },
+            results: rows.iter().map(|r| verification_pb(r, now)).collect(),
         })
+    }
+
+    pub async fn get_verification(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::GetAuditVerificationRequest,
+    ) -> Result<pb::AuditVerification> {
+        ctx.require(Access::Audit)?;
+        let row = self.chain.verification(ctx, parse_run_id(&req.id)?).await?;
+        Ok(verification_pb(&row, timefmt::now()))
+    }
+
+    /// Takes over an interrupted run and runs it to the end.
+    pub async fn resume_verification(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ResumeAuditVerificationRequest,
+    ) -> Result<pb::VerifyAuditChainResponse> {
+        ctx.require(Access::Audit)?;
+        let run = self.chain.resume_verification(ctx, parse_run_id(&req.id)?).await?;
+        Ok(verify_response(run.run_to_end(|_| {}).await?))
     }
 
     /// Withholds fields of an entry (admins only).

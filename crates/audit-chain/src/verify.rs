@@ -20,6 +20,7 @@ use crate::proofs::NodeReader;
 use crate::rows::{IndexRow, Stored, Unverifiable, hex, log_range, log_rows_at, stored_range, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead, next_xid};
 
+/// Checkpoints read at once.
 const BATCH: i64 = 5000;
 
 /// How deep a verification goes.
@@ -121,6 +122,11 @@ impl ChainVerifier {
 
     pub fn chain(&self) -> Hash {
         self.chain
+    }
+
+    /// Whether every checkpoint it was given has been checked (none waits for more entries).
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty()
     }
 
     pub fn frontier(&self) -> &Frontier {
@@ -247,9 +253,59 @@ impl ChainVerifier {
     }
 }
 
+/// Where an interrupted verification picks up: the verifier's state once entries
+/// `first_seq..next_seq` were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub first_seq: u64,
+    pub next_seq: u64,
+    /// The chain hash of entry `next_seq - 1`.
+    pub chain: Hash,
+    /// The compact range of the tree of size `next_seq`.
+    pub frontier: Vec<u8>,
+    pub entries_checked: u64,
+    pub checkpoints_checked: u64,
+}
+
+/// One verification over one database snapshot, checked a batch at a time: [`AuditChain::open_pass`]
+/// sets it up, each [`Pass::step`] checks the next batch of entries (and the checkpoints they
+/// reach), [`Pass::finish`] checks the end of the log against its head. Between steps
+/// [`Pass::resume_point`] is what lets a later pass carry on should this one be interrupted.
+pub struct Pass {
+    tx: custos_db::Tx,
+    org: Uuid,
+    /// `None` for an organisation whose log has no head (then `outcome` is already decided).
+    heads: Option<Heads>,
+    depth: Depth,
+    batch: i64,
+    verifier: ChainVerifier,
+    checkpoints_from: i64,
+    /// The first sequence number not yet read.
+    from: i64,
+    prefetched: Option<Vec<Stored>>,
+    report: VerifyReport,
+    /// Decided early: the first failure found, or the verdict on a log without a head.
+    outcome: Option<Result<(), Failure>>,
+}
+
 impl AuditChain {
     /// Verifies one organisation's log (the last `days` days only, when given) to `depth`.
     pub async fn verify(&self, org: Uuid, days: Option<u32>, depth: Depth) -> Result<VerifyReport, ChainError> {
+        let mut pass = self.open_pass(org, days, depth, None).await?;
+        while pass.step().await? {}
+        pass.finish().await
+    }
+
+    /// Opens a verification of one organisation's log: from `resume` when given (the log
+    /// written since it was saved is verified too), else from the start of the retained log, or of
+    /// the last `days` days.
+    pub async fn open_pass(
+        &self,
+        org: Uuid,
+        days: Option<u32>,
+        depth: Depth,
+        resume: Option<&Resume>,
+    ) -> Result<Pass, ChainError> {
         let mut tx = self.db.begin_snapshot(org).await?;
         let content_checked = depth == Depth::Content;
         let mut report = VerifyReport { organization_id: org, content_checked, ..Default::default() };
@@ -259,6 +315,11 @@ impl AuditChain {
                     .into(),
             );
         }
+        let batch = match depth {
+            Depth::Content => self.config.verify_batch as i64,
+            // A structure-only batch is a few dozen narrow rows of the log: read more at once.
+            Depth::Structure => 4 * self.config.verify_batch as i64,
+        };
         let heads: Option<Heads> = audit_heads::table
             .filter(audit_heads::organization_id.eq(org))
             .select(Heads::as_select())
@@ -271,20 +332,82 @@ impl AuditChain {
                 "{unsequenced} committed entries are not yet sequenced; they are not part of this verification"
             ));
         }
+        let empty = |tx, report, outcome| Pass {
+            tx,
+            org,
+            heads: None,
+            depth,
+            batch,
+            verifier: ChainVerifier::new(String::new(), Vec::new(), [0; 32], Frontier::default()),
+            checkpoints_from: 0,
+            from: 0,
+            prefetched: None,
+            report,
+            outcome: Some(outcome),
+        };
         let Some(heads) = heads else {
             let stray: i64 =
                 audit_log::table.filter(audit_log::organization_id.eq(org)).count().get_result(tx.conn()).await?;
-            report.ok = stray == 0;
-            if !report.ok {
-                report.first_bad_seq = Some(0);
-                report.problem = Some("the log has entries but no head".into());
-            }
-            return Ok(report);
+            let outcome = match resume {
+                _ if stray > 0 => fail(0, "the log has entries but no head"),
+                Some(r) if r.next_seq > 0 => {
+                    fail(0, format!("the log is gone: {} entries were verified before the interruption", r.next_seq))
+                }
+                _ => Ok(()),
+            };
+            return Ok(empty(tx, report, outcome));
         };
         let pruned_before = heads.pruned_before as u64;
         let boundary = heads.prune_frontier()?;
         let prune_chain = heads.prune_chain_hash.as_deref().and_then(to_hash).unwrap_or([0; 32]);
         report.tree_size = heads.tree_size as u64;
+        if pruned_before > 0 {
+            report.notes.push(format!(
+                "entries before {pruned_before} were pruned by retention; verification starts at the retained boundary"
+            ));
+        }
+
+        if let Some(r) = resume {
+            if r.next_seq < pruned_before {
+                return Err(ChainError::Unresumable(format!(
+                    "retention has pruned entries up to {pruned_before} since this verification stopped at {}",
+                    r.next_seq
+                )));
+            }
+            let frontier = Frontier::from_bytes(r.next_seq, &r.frontier)
+                .ok_or_else(|| ChainError::Unresumable("its saved tree state is malformed".into()))?;
+            report.first_seq = r.first_seq;
+            report.notes.push(format!(
+                "resumed at entry {}: entries {}..{} were verified before the interruption, in an earlier snapshot",
+                r.next_seq, r.first_seq, r.next_seq
+            ));
+            let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), r.chain, frontier);
+            verifier.entries_checked = r.entries_checked;
+            verifier.checkpoints_checked = r.checkpoints_checked;
+            let outcome = (r.next_seq > heads.tree_size as u64).then(|| {
+                fail(
+                    heads.tree_size as u64,
+                    format!(
+                        "entries missing at the end: {} entries were verified before the interruption, the log's head now records {}",
+                        r.next_seq, heads.tree_size
+                    ),
+                )
+            });
+            return Ok(Pass {
+                tx,
+                org,
+                heads: Some(heads),
+                depth,
+                batch,
+                verifier,
+                // The checkpoint at the resumption point was checked before it.
+                checkpoints_from: r.next_seq as i64 + 1,
+                from: r.next_seq as i64,
+                prefetched: None,
+                report,
+                outcome,
+            });
+        }
 
         let mut start = pruned_before;
         if let Some(days) = days {
@@ -296,11 +419,6 @@ impl AuditChain {
                 .first(tx.conn())
                 .await?;
             start = first.map_or(heads.tree_size as u64, |s| s as u64).max(pruned_before);
-        }
-        if pruned_before > 0 {
-            report.notes.push(format!(
-                "entries before {pruned_before} were pruned by retention; verification starts at the retained boundary"
-            ));
         }
         let (chain, frontier) = if start == pruned_before {
             (prune_chain, boundary.clone())
@@ -318,117 +436,172 @@ impl AuditChain {
             (previous.chain_hash, frontier)
         };
         report.first_seq = start;
+        let verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier);
+        let mut pass = Pass {
+            tx,
+            org,
+            heads: Some(heads),
+            depth,
+            batch,
+            verifier,
+            checkpoints_from: start as i64,
+            from: start as i64,
+            prefetched: None,
+            report,
+            outcome: None,
+        };
+        // A checkpoint exactly at the starting point checks the anchor itself.
+        if let Err(f) = pass.load_checkpoints(start as i64).await? {
+            pass.outcome = Some(Err(f));
+        }
+        Ok(pass)
+    }
+}
 
-        let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier);
-        let mut outcome = self.stream(&mut tx, org, start, &heads, depth, &mut verifier).await?;
-        let next = next_xid(&mut tx).await?;
-        tx.commit().await?;
-        // The log may be intact and still not grow: say so, after anything wrong in the log itself.
-        if let Err(halted) = counter_ahead(heads.sequenced_xid, next) {
-            match outcome {
-                Ok(()) => outcome = Err(Failure { seq: heads.tree_size as u64, problem: halted.to_string() }),
-                Err(_) => report.notes.push(halted.to_string()),
+impl Pass {
+    /// The report so far (final once [`Pass::finish`] returns it).
+    pub fn report(&self) -> &VerifyReport {
+        &self.report
+    }
+
+    /// The next entry to check, and how many entries and checkpoints were checked so far.
+    pub fn progress(&self) -> (u64, u64, u64) {
+        (self.verifier.next_seq(), self.verifier.entries_checked, self.verifier.checkpoints_checked)
+    }
+
+    /// What a later pass resumes from, between steps; `None` once something was found wrong (a
+    /// failed verification is over) or for a log without a head.
+    pub fn resume_point(&self) -> Option<Resume> {
+        if self.outcome.is_some() || self.heads.is_none() || !self.verifier.settled() {
+            return None;
+        }
+        Some(Resume {
+            first_seq: self.report.first_seq,
+            next_seq: self.verifier.next_seq(),
+            chain: self.verifier.chain(),
+            frontier: self.verifier.frontier().to_bytes(),
+            entries_checked: self.verifier.entries_checked,
+            checkpoints_checked: self.verifier.checkpoints_checked,
+        })
+    }
+
+    async fn fetch(&mut self, from: i64) -> Result<Vec<Stored>, ChainError> {
+        match self.depth {
+            Depth::Content => stored_range(&mut self.tx, self.org, from, self.batch, true).await,
+            Depth::Structure => Ok(log_range(&mut self.tx, self.org, from, self.batch)
+                .await?
+                .into_iter()
+                .map(|log| (log, None, None))
+                .collect()),
+        }
+    }
+
+    /// Feeds the verifier the checkpoints up to tree size `upto` it has not seen yet.
+    async fn load_checkpoints(&mut self, upto: i64) -> Result<Result<(), Failure>, ChainError> {
+        loop {
+            let rows: Vec<(i64, Vec<u8>, String)> = audit_checkpoints::table
+                .filter(audit_checkpoints::organization_id.eq(self.org))
+                .filter(audit_checkpoints::tree_size.ge(self.checkpoints_from))
+                .filter(audit_checkpoints::tree_size.le(upto))
+                .order(audit_checkpoints::tree_size.asc())
+                .limit(BATCH)
+                .select((audit_checkpoints::tree_size, audit_checkpoints::root_hash, audit_checkpoints::note))
+                .load(self.tx.conn())
+                .await?;
+            let full = rows.len() as i64 == BATCH;
+            for (size, root, note) in rows {
+                self.checkpoints_from = size + 1;
+                let checkpoint = StoredCheckpoint { tree_size: size as u64, root_hash: root, note };
+                if let Err(f) = self.verifier.push_checkpoint(checkpoint) {
+                    return Ok(Err(f));
+                }
+            }
+            if !full {
+                return Ok(Ok(()));
             }
         }
-        report.entries_checked = verifier.entries_checked;
-        report.checkpoints_checked = verifier.checkpoints_checked;
+    }
+
+    /// Checks the next batch of entries; `false` once there is nothing more to step through
+    /// (every entry up to the head checked, or something found wrong).
+    pub async fn step(&mut self) -> Result<bool, ChainError> {
+        let Some(end) = self.heads.as_ref().map(|h| h.tree_size) else { return Ok(false) };
+        // The sequence is read by ranges up to the head's size, so a gap, however long, is met as
+        // one (the verifier names its first missing number); anything the log holds beyond the
+        // head is looked for at the end.
+        if self.outcome.is_some() || self.from >= end {
+            return Ok(false);
+        }
+        let rows = match self.prefetched.take() {
+            Some(rows) => rows,
+            None => self.fetch(self.from).await?,
+        };
+        let (org, depth) = (self.org, self.depth);
+        let indexed_size = self.heads.as_ref().map_or(0, |h| h.indexed_size);
+        // Recomputing leaves is the CPU-heavy part: spread it over every core, off the runtime,
+        // while the next range is read from the database.
+        let computing = tokio::task::spawn_blocking(move || {
+            let leaves = match depth {
+                Depth::Content => recompute_leaves(org, indexed_size, &rows),
+                Depth::Structure => rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect(),
+            };
+            (rows, leaves)
+        });
+        self.from += self.batch;
+        let upcoming = if self.from < end { self.fetch(self.from).await? } else { Vec::new() };
+        if let Err(f) = self.load_checkpoints(self.from.min(end)).await? {
+            self.outcome = Some(Err(f));
+            return Ok(false);
+        }
+        let (checked, leaves) =
+            computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
+        for ((row, _, _), leaf) in checked.iter().zip(leaves) {
+            if let Err(f) = self.verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
+                self.outcome = Some(Err(f));
+                return Ok(false);
+            }
+        }
+        self.prefetched = Some(upcoming);
+        Ok(self.from < end)
+    }
+
+    /// Checks the end of the log against its head (unless something was already found wrong)
+    /// and gives the report.
+    pub async fn finish(mut self) -> Result<VerifyReport, ChainError> {
+        while self.step().await? {}
+        let mut outcome = match self.outcome.take() {
+            Some(outcome) => outcome,
+            None => self.check_end().await?,
+        };
+        let next = next_xid(&mut self.tx).await?;
+        self.tx.commit().await?;
+        // The log may be intact and still not grow: say so, after anything wrong in the log itself.
+        if let Some(heads) = &self.heads
+            && let Err(halted) = counter_ahead(heads.sequenced_xid, next)
+        {
+            match outcome {
+                Ok(()) => outcome = Err(Failure { seq: heads.tree_size as u64, problem: halted.to_string() }),
+                Err(_) => self.report.notes.push(halted.to_string()),
+            }
+        }
+        let mut report = self.report;
+        if self.heads.is_some() {
+            report.entries_checked = self.verifier.entries_checked;
+            report.checkpoints_checked = self.verifier.checkpoints_checked;
+        }
         (report.ok, report.first_bad_seq, report.problem) = verdict(outcome);
         Ok(report)
     }
 
-    async fn stream(
-        &self,
-        tx: &mut custos_db::Tx,
-        org: Uuid,
-        start: u64,
-        heads: &Heads,
-        depth: Depth,
-        verifier: &mut ChainVerifier,
-    ) -> Result<Result<(), Failure>, ChainError> {
-        let mut checkpoints_from = start as i64;
-        let next = start as i64;
-        let mut load_checkpoints = async |tx: &mut custos_db::Tx,
-                                          verifier: &mut ChainVerifier,
-                                          upto: i64|
-               -> Result<Result<(), Failure>, ChainError> {
-            loop {
-                let rows: Vec<(i64, Vec<u8>, String)> = audit_checkpoints::table
-                    .filter(audit_checkpoints::organization_id.eq(org))
-                    .filter(audit_checkpoints::tree_size.ge(checkpoints_from))
-                    .filter(audit_checkpoints::tree_size.le(upto))
-                    .order(audit_checkpoints::tree_size.asc())
-                    .limit(BATCH)
-                    .select((audit_checkpoints::tree_size, audit_checkpoints::root_hash, audit_checkpoints::note))
-                    .load(tx.conn())
-                    .await?;
-                let full = rows.len() as i64 == BATCH;
-                for (size, root, note) in rows {
-                    checkpoints_from = size + 1;
-                    if let Err(f) =
-                        verifier.push_checkpoint(StoredCheckpoint { tree_size: size as u64, root_hash: root, note })
-                    {
-                        return Ok(Err(f));
-                    }
-                }
-                if !full {
-                    return Ok(Ok(()));
-                }
-            }
-        };
-        // A checkpoint exactly at the starting point checks the anchor itself.
-        if let Err(f) = load_checkpoints(tx, verifier, next).await? {
-            return Ok(Err(f));
-        }
-        // A structure-only batch is a few dozen narrow rows of the log: read more of them at once.
-        let batch = match depth {
-            Depth::Content => BATCH,
-            Depth::Structure => 4 * BATCH,
-        };
-        let fetch = async |tx: &mut custos_db::Tx, from: i64| -> Result<Vec<Stored>, ChainError> {
-            match depth {
-                Depth::Content => stored_range(tx, org, from, batch, true).await,
-                Depth::Structure => {
-                    Ok(log_range(tx, org, from, batch).await?.into_iter().map(|log| (log, None, None)).collect())
-                }
-            }
-        };
-        // The sequence is read by ranges up to the head's size, so a gap, however long, is met as
-        // one (the verifier names its first missing number); anything the log holds beyond the head
-        // is looked for at the end.
+    async fn check_end(&mut self) -> Result<Result<(), Failure>, ChainError> {
+        let Some(heads) = self.heads.clone() else { return Ok(Ok(())) };
         let end = heads.tree_size;
-        let mut from = next;
-        let mut rows = fetch(tx, from).await?;
-        let indexed_size = heads.indexed_size;
-        while from < end {
-            // Recomputing leaves is the CPU-heavy part: spread it over every core, off the
-            // runtime, while the next range is read from the database.
-            let computing = tokio::task::spawn_blocking(move || {
-                let leaves = match depth {
-                    Depth::Content => recompute_leaves(org, indexed_size, &rows),
-                    Depth::Structure => rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect(),
-                };
-                (rows, leaves)
-            });
-            from += batch;
-            let upcoming = if from < end { fetch(tx, from).await? } else { Vec::new() };
-            if let Err(f) = load_checkpoints(tx, verifier, from.min(end)).await? {
-                return Ok(Err(f));
-            }
-            let (checked, leaves) =
-                computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
-            for ((row, _, _), leaf) in checked.iter().zip(leaves) {
-                if let Err(f) = verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
-                    return Ok(Err(f));
-                }
-            }
-            rows = upcoming;
-        }
         let beyond: Option<i64> = audit_log::table
-            .filter(audit_log::organization_id.eq(org))
+            .filter(audit_log::organization_id.eq(self.org))
             .select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
                 "max(first_seq + length(leaf_hashes) / 32)",
             ))
-            .first(tx.conn())
+            .first(self.tx.conn())
             .await?;
         if let Some(held) = beyond.filter(|held| *held > end) {
             return Ok(Err(Failure {
@@ -437,13 +610,13 @@ impl AuditChain {
             }));
         }
         // Checkpoints beyond the last entry, and the head, must agree with what was found.
-        if let Err(f) = load_checkpoints(tx, verifier, i64::MAX).await? {
+        if let Err(f) = self.load_checkpoints(i64::MAX).await? {
             return Ok(Err(f));
         }
-        if let Err(f) = verifier.finish() {
+        if let Err(f) = self.verifier.finish() {
             return Ok(Err(f));
         }
-        let size = verifier.next_seq();
+        let size = self.verifier.next_seq();
         if size != heads.tree_size as u64 {
             return Ok(Err(Failure {
                 seq: size,
@@ -453,8 +626,8 @@ impl AuditChain {
                 ),
             }));
         }
-        if verifier.chain().as_slice() != heads.chain_hash.as_slice()
-            || verifier.frontier().to_bytes() != heads.frontier
+        if self.verifier.chain().as_slice() != heads.chain_hash.as_slice()
+            || self.verifier.frontier().to_bytes() != heads.frontier
         {
             return Ok(Err(Failure {
                 seq: size.saturating_sub(1),

@@ -194,7 +194,9 @@ async fn main() {
         return leaf_cost();
     }
     if args.get(1).map(String::as_str) != Some("audit") {
-        eprintln!("usage: custos-bench audit [--entries N] | upload [--mib N]");
+        eprintln!(
+            "usage: custos-bench audit [--entries N] [--skip-load] [--verify-repeat K] | upload [--mib N] | leaf"
+        );
         std::process::exit(2);
     }
     let entries: i64 =
@@ -289,10 +291,18 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
 
     use custos_audit_chain::verify::Depth;
     let mut tree_size = 0;
-    for (depth, what) in [
-        (Depth::Content, "verification (every entry recomputed from its fields, chain link, tree"),
-        (Depth::Structure, "structure-only verification (stored leaves chained, tree"),
-    ] {
+    // `--verify-repeat K` runs each verification K times: what a profiler attaches to.
+    let repeat: usize =
+        std::env::args().skip_while(|a| a != "--verify-repeat").nth(1).and_then(|k| k.parse().ok()).unwrap_or(1);
+    for (depth, what) in std::iter::repeat_n(
+        [
+            (Depth::Content, "verification (every entry recomputed from its fields, chain link, tree"),
+            (Depth::Structure, "structure-only verification (stored leaves chained, tree"),
+        ],
+        repeat,
+    )
+    .flatten()
+    {
         let (report, secs, peak, above) = with_peak_memory(chain.verify(big.id, None, depth)).await;
         let report = report.expect("verify");
         assert!(report.ok, "{report:?}");

@@ -163,6 +163,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    audit_verifications (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        requested_by -> Text,
+        depth -> Text,
+        days -> Nullable<Integer>,
+        status -> Text,
+        first_seq -> BigInt,
+        tree_size -> BigInt,
+        next_seq -> BigInt,
+        entries_checked -> BigInt,
+        checkpoints_checked -> BigInt,
+        resume_state -> Nullable<Bytea>,
+        runner -> Uuid,
+        resumes -> Integer,
+        first_bad_seq -> Nullable<BigInt>,
+        problem -> Nullable<Text>,
+        notes -> Array<Text>,
+        started_at -> Timestamptz,
+        heartbeat_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     incidents (id) {
         id -> Uuid,
         organization_id -> Uuid,
@@ -358,6 +383,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_heads,
     audit_tree_nodes,
     audit_checkpoints,
+    audit_verifications,
     incidents,
     legal_holds,
     legal_hold_items,

@@ -112,6 +112,10 @@ pub struct VerifyArgs {
     /// entries, altered or reordered leaf hashes and forged checkpoints, but not an edited field.
     #[arg(long)]
     pub structure_only: bool,
+    /// Carry on with an interrupted verification run (its id was printed when it started) from
+    /// where it stopped, instead of starting over.
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["days", "structure_only"])]
+    pub resume: Option<uuid::Uuid>,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -291,10 +295,46 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
     let app = audit_app_for(&args.db).await?;
     let chain = app.audit.chain();
     let mut failed = Vec::new();
+    let mut resumed = false;
     for (org, slug) in organisations(&app, args.org.as_deref()).await? {
-        chain.sync(org).await?;
+        let ctx = RequestCtx::operator(org, slug.clone());
+        let run = match args.resume {
+            Some(id) => match chain.verification(&ctx, id).await {
+                Ok(_) => {
+                    resumed = true;
+                    chain.resume_verification(&ctx, id).await?
+                }
+                Err(custos_audit_chain::ChainError::NoSuchVerification(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                chain.sync(org).await?;
+                chain.start_verification(&ctx, args.days, Depth::structure_only(args.structure_only)).await?
+            }
+        };
+        eprintln!(
+            "{slug}: verification {id} {verb}; should it be interrupted, carry on with `custos verify-audit-chain --resume {id}` (a minute after it stopped)",
+            id = run.id(),
+            verb = if args.resume.is_some() { "resumed" } else { "started" },
+        );
         let started = std::time::Instant::now();
-        let report = chain.verify(org, args.days, Depth::structure_only(args.structure_only)).await?;
+        let mut shown = std::time::Instant::now();
+        let (_, report) = run
+            .run_to_end(|run| {
+                if shown.elapsed() >= std::time::Duration::from_secs(1) {
+                    shown = std::time::Instant::now();
+                    let (next, checked, _) = run.progress();
+                    let report = run.report();
+                    let span = report.tree_size.saturating_sub(report.first_seq).max(1);
+                    eprintln!(
+                        "{slug}: {checked} entries verified, up to {next} of {} ({:.0}%), {:.0} entries/s",
+                        report.tree_size,
+                        100.0 * next.saturating_sub(report.first_seq) as f64 / span as f64,
+                        checked as f64 / started.elapsed().as_secs_f64()
+                    );
+                }
+            })
+            .await?;
         let secs = started.elapsed().as_secs_f64();
         if report.ok {
             println!(
@@ -316,6 +356,9 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
         for note in &report.notes {
             println!("{slug}: note: {note}");
         }
+    }
+    if let Some(id) = args.resume.filter(|_| !resumed) {
+        anyhow::bail!("no verification run {id}{}", args.org.map(|o| format!(" in {o}")).unwrap_or_default());
     }
     if failed.is_empty() { Ok(()) } else { anyhow::bail!("audit chain verification failed for {}", failed.join(", ")) }
 }

@@ -28,8 +28,11 @@ fn assert_clean_failure(o: &Output, mentions: &str) {
     let err = stderr(o);
     assert!(!o.status.success(), "should fail: {err}");
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
-    // Warnings (e.g. about a generated signing key) may precede the one error line.
-    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("WARNING:")).collect();
+    // Warnings (e.g. about a generated signing key) and a verification's progress may precede
+    // the one error line.
+    let informational =
+        |l: &str| l.starts_with("WARNING:") || l.contains(": verification ") || l.contains(" entries verified, up to ");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty() && !informational(l)).collect();
     assert_eq!(lines.len(), 1, "one line: {err}");
     assert!(lines[0].starts_with("error: ") && lines[0].contains(mentions), "{err}");
 }
@@ -225,8 +228,33 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("acme: OK — 11 entries"), "{}", stdout(&o));
     assert!(stderr(&o).contains("generated key"), "a generated key is announced loudly");
+    let started = stderr(&o);
+    let run_id = started
+        .split_once("acme: verification ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the run's id is announced: {started}"))
+        .to_owned();
     let o = run(&["verify-audit-chain", "--days", "1"]);
     assert!(o.status.success(), "{}", stdout(&o));
+
+    // A run interrupted before it saved any progress is resumed from its start.
+    let o = run(&["verify-audit-chain", "--resume", &run_id]);
+    assert_clean_failure(&o, "already finished (passed)");
+    {
+        let mut conn = db.superuser().await;
+        diesel::sql_query(format!(
+            "UPDATE audit_verifications SET status = 'running', finished_at = NULL, heartbeat_at = now() - interval '5 minutes'
+              WHERE id = '{run_id}'"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let o = run(&["verify-audit-chain", "--resume", &run_id]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("acme: OK") && stderr(&o).contains("resumed"), "{}{}", stdout(&o), stderr(&o));
+    let o = run(&["verify-audit-chain", "--resume", &uuid::Uuid::now_v7().to_string()]);
+    assert_clean_failure(&o, "no verification run");
     let o = run(&["verify-audit-chain", "--org", "acme", "--structure-only"]);
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(
@@ -245,7 +273,8 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     };
     let o = offline(&["audit", "verify-file", file.to_str().unwrap(), "--public-key", &key]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("11 entries") && stdout(&o).contains("pinned public key"), "{}", stdout(&o));
+    // The 11 changes, and each of the 4 verification runs' start (or resumption) and result.
+    assert!(stdout(&o).contains("19 entries") && stdout(&o).contains("pinned public key"), "{}", stdout(&o));
     let o = offline(&["audit", "verify-file", file.to_str().unwrap()]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("only the file's consistency was proven"), "{}", stdout(&o));

@@ -329,8 +329,27 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::post(
             "/api/compliance/audit-log/verify/",
             "verifyAuditChain",
-            "Recompute every hash and the tree and check every checkpoint",
+            "Recompute every hash and the tree and check every checkpoint (a run whose progress is saved as it goes)",
             call!(audit.verify_chain),
+        ),
+        Endpoint::get(
+            "/api/compliance/audit-log/verifications/",
+            "listAuditVerifications",
+            "Verification runs, newest first: progress while running, result once finished",
+            call!(audit.list_verifications),
+        )
+        .cursor_list(),
+        Endpoint::get(
+            "/api/compliance/audit-log/verifications/{id}/",
+            "getAuditVerification",
+            "One verification run: its progress or result",
+            call!(audit.get_verification),
+        ),
+        Endpoint::post(
+            "/api/compliance/audit-log/verifications/{id}/resume/",
+            "resumeAuditVerification",
+            "Take over an interrupted verification and run it to the end from where it stopped",
+            call!(audit.resume_verification),
         ),
         Endpoint::post(
             "/api/compliance/audit-log/{seq}/withhold/",

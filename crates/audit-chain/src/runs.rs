@@ -1,0 +1,426 @@
+//! Verification runs: a verification that saves its progress as it goes, so that anyone can
+//! watch it, and that carries on from where it stopped after a crash, a killed process or a
+//! dropped connection, instead of starting over.
+//!
+//! A run is a row of `audit_verifications`. The runner holding it saves, at most every
+//! [`SAVE_EVERY`], how far it has got and the verifier's state there ([`Resume`]: the chain hash
+//! and the tree's compact range), authenticated with a key derived from the checkpoint signing
+//! key, so that whoever can write to the database cannot forge a half-done verification. Saving
+//! is also the runner's heartbeat: once a run has not been saved for [`LEASE`], it is
+//! *interrupted* and [`AuditChain::resume_verification`] may take it over, in a new snapshot,
+//! checking on the way everything written since. A run's start, resumptions and result are
+//! recorded in the audit chain.
+
+use std::time::{Duration, Instant};
+
+use custos_core::{RequestCtx, new_id};
+use custos_db::schema::audit_verifications;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::encoding::Hash;
+use crate::sequencer::{AuditChain, ChainError};
+use crate::verify::{Depth, Pass, Resume, VerifyReport};
+
+/// How long a run's runner may go without saving before the run counts as interrupted.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// How often a runner saves its progress (and so shows it is alive).
+pub const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+const STATE_VERSION: &[u8; 4] = b"CVR1";
+const STATE_KEY_CONTEXT: &str = "custos-audit 2026-12 verification run state";
+
+/// A row of `audit_verifications`.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_verifications)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub requested_by: String,
+    pub depth: String,
+    pub days: Option<i32>,
+    pub status: String,
+    pub first_seq: i64,
+    pub tree_size: i64,
+    pub next_seq: i64,
+    pub entries_checked: i64,
+    pub checkpoints_checked: i64,
+    pub resume_state: Option<Vec<u8>>,
+    pub runner: Uuid,
+    pub resumes: i32,
+    pub first_bad_seq: Option<i64>,
+    pub problem: Option<String>,
+    pub notes: Vec<String>,
+    pub started_at: OffsetDateTime,
+    pub heartbeat_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl RunRow {
+    /// `running`, `interrupted` (running, but its runner stopped saving), `passed` or `failed`.
+    pub fn status_now(&self, now: OffsetDateTime) -> &str {
+        if self.status == "running" && self.lapsed(now) { "interrupted" } else { &self.status }
+    }
+
+    fn lapsed(&self, now: OffsetDateTime) -> bool {
+        now - self.heartbeat_at > LEASE
+    }
+
+    fn depth(&self) -> Depth {
+        Depth::structure_only(self.depth == "structure")
+    }
+
+    /// What the audit trail records of the run.
+    fn snapshot(&self) -> Value {
+        json!({
+            "status": self.status,
+            "depth": self.depth,
+            "days": self.days,
+            "first_seq": self.first_seq,
+            "tree_size": self.tree_size,
+            "next_seq": self.next_seq,
+            "entries_checked": self.entries_checked,
+            "checkpoints_checked": self.checkpoints_checked,
+            "resumes": self.resumes,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+        })
+    }
+}
+
+fn depth_name(depth: Depth) -> &'static str {
+    match depth {
+        Depth::Content => "content",
+        Depth::Structure => "structure",
+    }
+}
+
+/// A verification run held by this process: step it to the end with [`Run::step`] (or
+/// [`Run::run_to_end`]), then [`Run::finish`]. Dropped before finishing, it is left to lapse
+/// and be resumed, exactly as if the process had died.
+pub struct Run {
+    chain: AuditChain,
+    ctx: RequestCtx,
+    row: RunRow,
+    pass: Pass,
+    saved_at: Instant,
+}
+
+impl AuditChain {
+    /// Starts a verification run of the caller's organisation.
+    pub async fn start_verification(
+        &self,
+        ctx: &RequestCtx,
+        days: Option<u32>,
+        depth: Depth,
+    ) -> Result<Run, ChainError> {
+        let pass = self.open_pass(ctx.organization_id, days, depth, None).await?;
+        let report = pass.report();
+        let now = custos_core::timefmt::now();
+        let row = RunRow {
+            id: new_id(),
+            organization_id: ctx.organization_id,
+            requested_by: ctx.actor.label(),
+            depth: depth_name(depth).into(),
+            days: days.map(|d| d.min(i32::MAX as u32) as i32),
+            status: "running".into(),
+            first_seq: report.first_seq as i64,
+            tree_size: report.tree_size as i64,
+            next_seq: report.first_seq as i64,
+            entries_checked: 0,
+            checkpoints_checked: 0,
+            resume_state: None,
+            runner: new_id(),
+            resumes: 0,
+            first_bad_seq: None,
+            problem: None,
+            notes: Vec::new(),
+            started_at: now,
+            heartbeat_at: now,
+            finished_at: None,
+        };
+        let mut tx = self.db.begin(ctx.organization_id).await?;
+        diesel::insert_into(audit_verifications::table)
+            .values((
+                audit_verifications::id.eq(row.id),
+                audit_verifications::organization_id.eq(row.organization_id),
+                audit_verifications::requested_by.eq(&row.requested_by),
+                audit_verifications::depth.eq(&row.depth),
+                audit_verifications::days.eq(row.days),
+                audit_verifications::first_seq.eq(row.first_seq),
+                audit_verifications::tree_size.eq(row.tree_size),
+                audit_verifications::next_seq.eq(row.next_seq),
+                audit_verifications::runner.eq(row.runner),
+                audit_verifications::started_at.eq(row.started_at),
+                audit_verifications::heartbeat_at.eq(row.heartbeat_at),
+            ))
+            .execute(tx.conn())
+            .await?;
+        crate::record_change(&mut tx, ctx, "create", "audit_verification", row.id, Value::Null, row.snapshot()).await?;
+        tx.commit().await?;
+        Ok(Run { chain: self.clone(), ctx: ctx.clone(), row, pass, saved_at: Instant::now() })
+    }
+
+    /// Takes over an interrupted run and carries on from its last saved state (from its start
+    /// when it saved none). Refused while its runner still holds it, once it has finished, or
+    /// when its saved state does not authenticate.
+    pub async fn resume_verification(&self, ctx: &RequestCtx, id: Uuid) -> Result<Run, ChainError> {
+        let mut tx = self.db.begin(ctx.organization_id).await?;
+        let before: RunRow = audit_verifications::table
+            .filter(audit_verifications::organization_id.eq(ctx.organization_id))
+            .filter(audit_verifications::id.eq(id))
+            .for_update()
+            .select(RunRow::as_select())
+            .first(tx.conn())
+            .await
+            .optional()?
+            .ok_or(ChainError::NoSuchVerification(id))?;
+        let now = custos_core::timefmt::now();
+        if before.status != "running" {
+            return Err(ChainError::Unresumable(format!("it has already finished ({})", before.status)));
+        }
+        if !before.lapsed(now) {
+            return Err(ChainError::VerificationBusy(id));
+        }
+        let resume = match &before.resume_state {
+            Some(state) => Some(self.open_state(&before, state)?),
+            None => None,
+        };
+        let days = before.days.map(|d| d.max(0) as u32);
+        let pass = self.open_pass(ctx.organization_id, days, before.depth(), resume.as_ref()).await?;
+        let mut row = before.clone();
+        row.runner = new_id();
+        row.resumes += 1;
+        row.heartbeat_at = now;
+        row.tree_size = pass.report().tree_size as i64;
+        diesel::update(audit_verifications::table.filter(audit_verifications::id.eq(id)))
+            .set((
+                audit_verifications::runner.eq(row.runner),
+                audit_verifications::resumes.eq(row.resumes),
+                audit_verifications::heartbeat_at.eq(row.heartbeat_at),
+                audit_verifications::tree_size.eq(row.tree_size),
+            ))
+            .execute(tx.conn())
+            .await?;
+        crate::record_change(&mut tx, ctx, "resume", "audit_verification", id, before.snapshot(), row.snapshot())
+            .await?;
+        tx.commit().await?;
+        Ok(Run { chain: self.clone(), ctx: ctx.clone(), row, pass, saved_at: Instant::now() })
+    }
+
+    /// One run of the caller's organisation.
+    pub async fn verification(&self, ctx: &RequestCtx, id: Uuid) -> Result<RunRow, ChainError> {
+        let mut tx = self.db.begin(ctx.organization_id).await?;
+        let row = audit_verifications::table
+            .filter(audit_verifications::organization_id.eq(ctx.organization_id))
+            .filter(audit_verifications::id.eq(id))
+            .select(RunRow::as_select())
+            .first(tx.conn())
+            .await
+            .optional()?;
+        tx.commit().await?;
+        row.ok_or(ChainError::NoSuchVerification(id))
+    }
+
+    /// The caller's organisation's runs, newest first (ids are time-ordered), `limit` of them
+    /// from before run `before`.
+    pub async fn verifications(
+        &self,
+        ctx: &RequestCtx,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, ChainError> {
+        let mut q = audit_verifications::table
+            .filter(audit_verifications::organization_id.eq(ctx.organization_id))
+            .into_boxed::<diesel::pg::Pg>();
+        if let Some(id) = before {
+            q = q.filter(audit_verifications::id.lt(id));
+        }
+        let mut tx = self.db.begin(ctx.organization_id).await?;
+        let rows =
+            q.order(audit_verifications::id.desc()).limit(limit).select(RunRow::as_select()).load(tx.conn()).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    fn state_key(&self) -> Hash {
+        self.signer.derive_key(STATE_KEY_CONTEXT)
+    }
+
+    /// The saved state of `row`, authenticated and bound to the run, its organisation and depth.
+    fn seal_state(&self, row: &RunRow, resume: &Resume) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 16 + 16 + 1 + 32 + 32 + 32 + resume.frontier.len() + 32);
+        out.extend_from_slice(STATE_VERSION);
+        out.extend_from_slice(row.id.as_bytes());
+        out.extend_from_slice(row.organization_id.as_bytes());
+        out.push(u8::from(row.depth() == Depth::Structure));
+        for n in [resume.first_seq, resume.next_seq, resume.entries_checked, resume.checkpoints_checked] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out.extend_from_slice(&resume.chain);
+        out.extend_from_slice(&resume.frontier);
+        let mac = blake3::keyed_hash(&self.state_key(), &out);
+        out.extend_from_slice(mac.as_bytes());
+        out
+    }
+
+    fn open_state(&self, row: &RunRow, sealed: &[u8]) -> Result<Resume, ChainError> {
+        let refused = |why: &str| ChainError::Unresumable(format!("its saved state {why}"));
+        const FIXED: usize = 4 + 16 + 16 + 1 + 32 + 32;
+        if sealed.len() < FIXED + 32 || !(sealed.len() - FIXED - 32).is_multiple_of(32) {
+            return Err(refused("is malformed"));
+        }
+        let (body, mac) = sealed.split_at(sealed.len() - 32);
+        let expected = blake3::keyed_hash(&self.state_key(), body);
+        // blake3::Hash compares in constant time.
+        if blake3::Hash::from_bytes(mac.try_into().expect("32 bytes")) != expected {
+            return Err(refused("does not authenticate (altered, or saved under another signing key)"));
+        }
+        let number = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let bound = &body[..4] == STATE_VERSION
+            && body[4..20] == *row.id.as_bytes()
+            && body[20..36] == *row.organization_id.as_bytes()
+            && body[36] == u8::from(row.depth() == Depth::Structure);
+        if !bound {
+            return Err(refused("belongs to another run"));
+        }
+        let resume = Resume {
+            first_seq: number(37),
+            next_seq: number(45),
+            entries_checked: number(53),
+            checkpoints_checked: number(61),
+            chain: body[69..101].try_into().expect("32 bytes"),
+            frontier: body[101..].to_vec(),
+        };
+        if resume.first_seq != row.first_seq as u64 {
+            return Err(refused("does not match the run"));
+        }
+        Ok(resume)
+    }
+}
+
+impl Run {
+    pub fn id(&self) -> Uuid {
+        self.row.id
+    }
+
+    /// The run as last saved.
+    pub fn row(&self) -> &RunRow {
+        &self.row
+    }
+
+    /// `(next sequence number, entries checked, checkpoints checked)` so far.
+    pub fn progress(&self) -> (u64, u64, u64) {
+        self.pass.progress()
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &VerifyReport {
+        self.pass.report()
+    }
+
+    /// Checks the next batch, saving progress when it is due; `false` once there is nothing
+    /// more to step through.
+    pub async fn step(&mut self) -> Result<bool, ChainError> {
+        let more = self.pass.step().await?;
+        if more && self.saved_at.elapsed() >= SAVE_EVERY {
+            self.save().await?;
+        }
+        Ok(more)
+    }
+
+    /// Saves how far the run has got (and that its runner is alive).
+    pub async fn save(&mut self) -> Result<(), ChainError> {
+        let (next, entries, checkpoints) = self.pass.progress();
+        let state = self.pass.resume_point().map(|r| self.chain.seal_state(&self.row, &r));
+        let mut tx = self.chain.db.begin(self.row.organization_id).await?;
+        let updated = diesel::update(
+            audit_verifications::table
+                .filter(audit_verifications::id.eq(self.row.id))
+                .filter(audit_verifications::runner.eq(self.row.runner))
+                .filter(audit_verifications::status.eq("running")),
+        )
+        .set((
+            audit_verifications::next_seq.eq(next as i64),
+            audit_verifications::entries_checked.eq(entries as i64),
+            audit_verifications::checkpoints_checked.eq(checkpoints as i64),
+            audit_verifications::resume_state.eq(&state),
+            audit_verifications::heartbeat_at.eq(diesel::dsl::now),
+        ))
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        if updated == 0 {
+            return Err(ChainError::VerificationTakenOver(self.row.id));
+        }
+        (self.row.next_seq, self.row.entries_checked, self.row.checkpoints_checked) =
+            (next as i64, entries as i64, checkpoints as i64);
+        self.row.resume_state = state;
+        self.saved_at = Instant::now();
+        Ok(())
+    }
+
+    /// Steps to the end, showing `progress` the run after every step.
+    pub async fn run_to_end(mut self, mut progress: impl FnMut(&Run)) -> Result<(Uuid, VerifyReport), ChainError> {
+        while self.step().await? {
+            progress(&self);
+        }
+        self.finish().await
+    }
+
+    /// Checks the end of the log and records the result (in the run and in the audit trail).
+    pub async fn finish(mut self) -> Result<(Uuid, VerifyReport), ChainError> {
+        while self.pass.step().await? {}
+        let (next, _, _) = self.pass.progress();
+        let report = self.pass.finish().await?;
+        let before = self.row.clone();
+        let row = &mut self.row;
+        row.status = if report.ok { "passed" } else { "failed" }.into();
+        row.next_seq = next as i64;
+        row.entries_checked = report.entries_checked as i64;
+        row.checkpoints_checked = report.checkpoints_checked as i64;
+        row.first_bad_seq = report.first_bad_seq.map(|s| s as i64);
+        row.problem = report.problem.clone();
+        row.notes = report.notes.clone();
+        row.resume_state = None;
+        let mut tx = self.chain.db.begin(row.organization_id).await?;
+        let updated = diesel::update(
+            audit_verifications::table
+                .filter(audit_verifications::id.eq(row.id))
+                .filter(audit_verifications::runner.eq(row.runner))
+                .filter(audit_verifications::status.eq("running")),
+        )
+        .set((
+            audit_verifications::status.eq(&row.status),
+            audit_verifications::next_seq.eq(row.next_seq),
+            audit_verifications::entries_checked.eq(row.entries_checked),
+            audit_verifications::checkpoints_checked.eq(row.checkpoints_checked),
+            audit_verifications::first_bad_seq.eq(row.first_bad_seq),
+            audit_verifications::problem.eq(&row.problem),
+            audit_verifications::notes.eq(&row.notes),
+            audit_verifications::resume_state.eq(None::<Vec<u8>>),
+            audit_verifications::heartbeat_at.eq(diesel::dsl::now),
+            audit_verifications::finished_at.eq(diesel::dsl::now),
+        ))
+        .execute(tx.conn())
+        .await?;
+        if updated == 0 {
+            return Err(ChainError::VerificationTakenOver(row.id));
+        }
+        crate::record_change(
+            &mut tx,
+            &self.ctx,
+            "update_status",
+            "audit_verification",
+            row.id,
+            before.snapshot(),
+            row.snapshot(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((row.id, report))
+    }
+}
