@@ -227,3 +227,34 @@ async fn verification_runs_belong_to_their_tenant_and_need_an_auditor() {
         s.get(&format!("/api/compliance/audit-log/verifications/{}/", uuid::Uuid::now_v7()), &acme.auditor).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verification_started_in_the_background_is_watched_to_its_result() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 12).await;
+    let size = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+
+    let (status, run) =
+        s.post("/api/compliance/audit-log/verifications/", &org.auditor, json!({ "structure_only": true })).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!((run["status"].clone(), run["content_checked"].clone()), (json!("running"), json!(false)), "{run}");
+    assert_eq!(run["tree_size"].as_i64(), Some(size), "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let mut watched = run;
+    for _ in 0..200 {
+        watched = run_of(&s, &org, &id).await;
+        if watched["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(watched["status"], "passed", "{watched}");
+    assert_eq!((watched["entries_checked"].as_i64(), watched["next_seq"].as_i64()), (Some(size), Some(size)));
+    assert!(watched["notes"].to_string().contains("edited field is not detected"), "{watched}");
+
+    assert_eq!(s.post("/api/compliance/audit-log/verifications/", &org.viewer, json!({})).await.0, 403);
+    let (status, body) =
+        s.post("/api/compliance/audit-log/verifications/", &org.auditor, json!({ "days": "many" })).await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -36,6 +36,9 @@ impl AuditApi for AuditService {
     async fn verify_chain(&self, r: Request<pb::VerifyAuditChainRequest>) -> Reply<pb::VerifyAuditChainResponse> {
         unary(r, async |ctx, m| self.verify_chain(&ctx, m).await).await
     }
+    async fn start_verification(&self, r: Request<pb::StartAuditVerificationRequest>) -> Reply<pb::AuditVerification> {
+        unary(r, async |ctx, m| self.start_verification(&ctx, m).await).await
+    }
     async fn list_verifications(
         &self,
         r: Request<pb::ListAuditVerificationsRequest>,

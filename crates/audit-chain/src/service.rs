@@ -474,6 +474,26 @@ impl AuditService {
         Ok(verify_response(run.run_to_end(|_| {}).await?))
     }
 
+    /// Starts a verification in the background (on this server's runtime) and answers at once
+    /// with the run, whose progress `get_verification` shows. Should the server stop first, the
+    /// run is left interrupted, to be resumed.
+    pub async fn start_verification(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::StartAuditVerificationRequest,
+    ) -> Result<pb::AuditVerification> {
+        ctx.require(Access::Audit)?;
+        let run = self.chain.start_verification(ctx, req.days, Depth::structure_only(req.structure_only)).await?;
+        let started = verification_pb(run.row(), timefmt::now());
+        let id = run.id();
+        tokio::spawn(async move {
+            if let Err(e) = run.run_to_end(|_| {}).await {
+                tracing::error!(verification = %id, error = %e, "a background verification stopped; resume it once it shows as interrupted");
+            }
+        });
+        Ok(started)
+    }
+
     pub async fn list_verifications(
         &self,
         ctx: &RequestCtx,

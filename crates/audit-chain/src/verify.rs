@@ -458,6 +458,28 @@ impl AuditChain {
     }
 }
 
+impl AuditChain {
+    /// Reads every retained entry exactly as a full verification does and checks nothing: the
+    /// database's share of a verification's cost, which the benchmark reports beside it.
+    pub async fn read_like_verification(&self, org: Uuid) -> Result<u64, ChainError> {
+        let mut tx = self.db.begin_snapshot(org).await?;
+        let heads: Option<Heads> = audit_heads::table
+            .filter(audit_heads::organization_id.eq(org))
+            .select(Heads::as_select())
+            .first(tx.conn())
+            .await
+            .optional()?;
+        let Some(heads) = heads else { return Ok(0) };
+        let (mut from, mut read) = (heads.pruned_before, 0);
+        while from < heads.tree_size {
+            read += stored_range(&mut tx, org, from, self.config.verify_batch as i64, true).await?.len() as u64;
+            from += self.config.verify_batch as i64;
+        }
+        tx.commit().await?;
+        Ok(read)
+    }
+}
+
 impl Pass {
     /// The report so far (final once [`Pass::finish`] returns it).
     pub fn report(&self) -> &VerifyReport {

@@ -198,6 +198,11 @@ impl Endpoint {
         self.upload = true;
         self
     }
+    /// The work goes on after the answer (202).
+    pub fn accepted(mut self) -> Self {
+        self.success = StatusCode::ACCEPTED;
+        self
+    }
     pub fn created(mut self) -> Self {
         self.success = StatusCode::CREATED;
         self

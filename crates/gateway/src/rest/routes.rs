@@ -332,6 +332,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Recompute every hash and the tree and check every checkpoint (a run whose progress is saved as it goes)",
             call!(audit.verify_chain),
         ),
+        Endpoint::post(
+            "/api/compliance/audit-log/verifications/",
+            "startAuditVerification",
+            "Start a verification in the background; answers at once with the run to watch",
+            call!(audit.start_verification),
+        )
+        .accepted(),
         Endpoint::get(
             "/api/compliance/audit-log/verifications/",
             "listAuditVerifications",
