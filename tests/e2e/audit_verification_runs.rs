@@ -258,3 +258,29 @@ async fn a_verification_started_in_the_background_is_watched_to_its_result() {
         s.post("/api/compliance/audit-log/verifications/", &org.auditor, json!({ "days": "many" })).await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_that_lost_its_run_to_a_resumption_stops() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 20).await;
+    checkpoint(&s, &org).await;
+    let chain = s.app().audit.chain().with_config(SequencerConfig { verify_batch: 8, ..Default::default() });
+    let mut stale = chain.start_verification(&auditor(&org), None, Depth::Content).await.unwrap();
+    assert!(stale.step().await.unwrap());
+    stale.save().await.unwrap();
+    let id = stale.id().to_string();
+
+    // It stalls past its lease; another runner takes the run over and finishes it.
+    lapse(&s, &id).await;
+    let (status, report) = resume(&s, &org, &id).await;
+    assert_eq!((status, report["ok"].clone()), (200, json!(true)), "{report}");
+
+    // The stale runner may neither save over it nor record a result of its own.
+    let lost = stale.save().await.expect_err("the run is no longer this runner's");
+    assert!(lost.to_string().contains("taken over by another runner"), "{lost}");
+    let lost = stale.finish().await.expect_err("nor can it finish the run");
+    assert!(lost.to_string().contains("taken over by another runner"), "{lost}");
+    let run = run_of(&s, &org, &id).await;
+    assert_eq!((run["status"].clone(), run["resumes"].clone()), (json!("passed"), json!(1)), "{run}");
+}
