@@ -143,6 +143,7 @@ async fn a_resumed_verification_catches_later_tampering_and_refuses_a_forged_sta
     assert!(body["details"].as_str().unwrap().contains("does not authenticate"), "{body}");
     // Nor does another run's state, even a genuine one.
     let (other, _) = interrupted_run(&s, &org, 1).await;
+    lapse(&s, &other).await;
     let mut conn = s.db.superuser().await;
     #[derive(diesel::QueryableByName)]
     struct State {
@@ -197,6 +198,19 @@ async fn verification_runs_belong_to_their_tenant_and_need_an_auditor() {
     create_frameworks(&s, &acme, 20).await;
     checkpoint(&s, &acme).await;
     let (id, _) = interrupted_run(&s, &acme, 1).await;
+
+    // While it is live, a second run of the same depth is refused; another depth, or another
+    // tenant, may run beside it.
+    for path in ["/api/compliance/audit-log/verifications/", "/api/compliance/audit-log/verify/"] {
+        let (status, body) = s.post(path, &acme.auditor, json!({})).await;
+        assert_eq!(status, 409, "{path}: {body}");
+        assert!(body["details"].as_str().unwrap().contains(&id), "names the running one: {body}");
+    }
+    let (status, body) =
+        s.post("/api/compliance/audit-log/verifications/", &acme.auditor, json!({ "structure_only": true })).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = s.post("/api/compliance/audit-log/verifications/", &globex.auditor, json!({})).await;
+    assert_eq!(status, 202, "{body}");
     lapse(&s, &id).await;
 
     // Another tenant's auditor neither sees nor resumes it.
@@ -206,7 +220,8 @@ async fn verification_runs_belong_to_their_tenant_and_need_an_auditor() {
     let (status, body) = s.post(&format!("{path}resume/"), &globex.auditor, json!({})).await;
     assert_eq!(status, 404, "{body}");
     let (_, page) = s.get("/api/compliance/audit-log/verifications/", &globex.auditor).await;
-    assert_eq!(page["results"], json!([]), "{page}");
+    let listed: Vec<&str> = page["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(!listed.contains(&id.as_str()) && listed.len() == 1, "only its own run: {page}");
     assert_eq!(run_of(&s, &acme, &id).await["status"], "interrupted", "untouched by the other tenant");
 
     // Viewers and editors may not verify, watch or resume.

@@ -9,7 +9,8 @@
 //! is also the runner's heartbeat: once a run has not been saved for [`LEASE`], it is
 //! *interrupted* and [`AuditChain::resume_verification`] may take it over, in a new snapshot,
 //! checking on the way everything written since. A run's start, resumptions and result are
-//! recorded in the audit chain.
+//! recorded in the audit chain. One run of each depth may be live per organisation at a time.
+//! Heartbeats and their checks use this process's clock.
 
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,28 @@ impl AuditChain {
             finished_at: None,
         };
         let mut tx = self.db.begin(ctx.organization_id).await?;
+        // One live run per organisation and depth: a verification is heavy, and a second one
+        // over the same log would only repeat the first. Serialised by a lock on that pair, so
+        // two starts cannot both find none.
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(format!(
+                "custos audit verification {} {}",
+                row.organization_id, row.depth
+            ))
+            .execute(tx.conn())
+            .await?;
+        let live: Option<Uuid> = audit_verifications::table
+            .filter(audit_verifications::organization_id.eq(row.organization_id))
+            .filter(audit_verifications::depth.eq(&row.depth))
+            .filter(audit_verifications::status.eq("running"))
+            .filter(audit_verifications::heartbeat_at.gt(now - LEASE))
+            .select(audit_verifications::id)
+            .first(tx.conn())
+            .await
+            .optional()?;
+        if let Some(id) = live {
+            return Err(ChainError::VerificationRunning(id));
+        }
         diesel::insert_into(audit_verifications::table)
             .values((
                 audit_verifications::id.eq(row.id),
@@ -348,7 +371,7 @@ impl Run {
             audit_verifications::entries_checked.eq(entries as i64),
             audit_verifications::checkpoints_checked.eq(checkpoints as i64),
             audit_verifications::resume_state.eq(&state),
-            audit_verifications::heartbeat_at.eq(diesel::dsl::now),
+            audit_verifications::heartbeat_at.eq(custos_core::timefmt::now()),
         ))
         .execute(tx.conn())
         .await?;
@@ -402,8 +425,8 @@ impl Run {
             audit_verifications::problem.eq(&row.problem),
             audit_verifications::notes.eq(&row.notes),
             audit_verifications::resume_state.eq(None::<Vec<u8>>),
-            audit_verifications::heartbeat_at.eq(diesel::dsl::now),
-            audit_verifications::finished_at.eq(diesel::dsl::now),
+            audit_verifications::heartbeat_at.eq(custos_core::timefmt::now()),
+            audit_verifications::finished_at.eq(Some(custos_core::timefmt::now())),
         ))
         .execute(tx.conn())
         .await?;

@@ -60,6 +60,10 @@ pub enum ChainError {
     /// An interrupted verification that cannot carry on from where it stopped.
     #[error("this verification cannot be resumed: {0}; start a new one")]
     Unresumable(String),
+    #[error(
+        "verification {0} of the same depth is already running for this organisation; watch it, or wait for it to finish"
+    )]
+    VerificationRunning(Uuid),
     #[error("no verification {0}")]
     NoSuchVerification(Uuid),
     #[error("verification {0} is still running: its runner saved progress less than a minute ago")]

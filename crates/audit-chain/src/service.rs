@@ -53,6 +53,9 @@ impl From<AuditError> for Problem {
                 Problem::new(ErrorKind::Unavailable, "Audit sequencing halted", e.to_string())
             }
             AuditError::Chain(ChainError::NoSuchVerification(id)) => Problem::not_found("verification", id),
+            AuditError::Chain(e @ ChainError::VerificationRunning(_)) => {
+                Problem::conflict("Verification already running", e.to_string())
+            }
             AuditError::Chain(
                 e @ (ChainError::Unresumable(_)
                 | ChainError::VerificationBusy(_)
