@@ -291,9 +291,9 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
 
     use custos_audit_chain::verify::Depth;
     let mut tree_size = 0;
-    // `--verify-repeat K` runs each verification K times: what a profiler attaches to.
+    // `--verify-repeat K` runs each verification K (at least 1) times: what a profiler attaches to.
     let repeat: usize =
-        std::env::args().skip_while(|a| a != "--verify-repeat").nth(1).and_then(|k| k.parse().ok()).unwrap_or(1);
+        std::env::args().skip_while(|a| a != "--verify-repeat").nth(1).and_then(|k| k.parse().ok()).unwrap_or(1).max(1);
     for (depth, what) in std::iter::repeat_n(
         [
             (Depth::Content, "verification (every entry recomputed from its fields, chain link, tree"),
