@@ -35,8 +35,8 @@ const STATE_VERSION: &[u8; 4] = b"CVR1";
 const STATE_KEY_CONTEXT: &str = "custos-audit 2026-12 verification run state";
 
 /// A row of `audit_verifications`.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = audit_verifications)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = audit_verifications, treat_none_as_null = true)]
 pub struct RunRow {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -166,22 +166,7 @@ impl AuditChain {
         if let Some(id) = live {
             return Err(ChainError::VerificationRunning(id));
         }
-        diesel::insert_into(audit_verifications::table)
-            .values((
-                audit_verifications::id.eq(row.id),
-                audit_verifications::organization_id.eq(row.organization_id),
-                audit_verifications::requested_by.eq(&row.requested_by),
-                audit_verifications::depth.eq(&row.depth),
-                audit_verifications::days.eq(row.days),
-                audit_verifications::first_seq.eq(row.first_seq),
-                audit_verifications::tree_size.eq(row.tree_size),
-                audit_verifications::next_seq.eq(row.next_seq),
-                audit_verifications::runner.eq(row.runner),
-                audit_verifications::started_at.eq(row.started_at),
-                audit_verifications::heartbeat_at.eq(row.heartbeat_at),
-            ))
-            .execute(tx.conn())
-            .await?;
+        diesel::insert_into(audit_verifications::table).values(&row).execute(tx.conn()).await?;
         crate::record_change(&mut tx, ctx, "create", "audit_verification", row.id, Value::Null, row.snapshot()).await?;
         tx.commit().await?;
         Ok(Run { chain: self.clone(), ctx: ctx.clone(), row, pass, saved_at: Instant::now() })
@@ -219,15 +204,8 @@ impl AuditChain {
         row.resumes += 1;
         row.heartbeat_at = now;
         row.tree_size = pass.report().tree_size as i64;
-        diesel::update(audit_verifications::table.filter(audit_verifications::id.eq(id)))
-            .set((
-                audit_verifications::runner.eq(row.runner),
-                audit_verifications::resumes.eq(row.resumes),
-                audit_verifications::heartbeat_at.eq(row.heartbeat_at),
-                audit_verifications::tree_size.eq(row.tree_size),
-            ))
-            .execute(tx.conn())
-            .await?;
+        // Its row is locked above, so the takeover needs no runner check.
+        diesel::update(audit_verifications::table.find(id)).set(&row).execute(tx.conn()).await?;
         crate::record_change(&mut tx, ctx, "resume", "audit_verification", id, before.snapshot(), row.snapshot())
             .await?;
         tx.commit().await?;
@@ -358,30 +336,15 @@ impl Run {
     /// Saves how far the run has got (and that its runner is alive).
     pub async fn save(&mut self) -> Result<(), ChainError> {
         let (next, entries, checkpoints) = self.pass.progress();
-        let state = self.pass.resume_point().map(|r| self.chain.seal_state(&self.row, &r));
-        let mut tx = self.chain.db.begin(self.row.organization_id).await?;
-        let updated = diesel::update(
-            audit_verifications::table
-                .filter(audit_verifications::id.eq(self.row.id))
-                .filter(audit_verifications::runner.eq(self.row.runner))
-                .filter(audit_verifications::status.eq("running")),
-        )
-        .set((
-            audit_verifications::next_seq.eq(next as i64),
-            audit_verifications::entries_checked.eq(entries as i64),
-            audit_verifications::checkpoints_checked.eq(checkpoints as i64),
-            audit_verifications::resume_state.eq(&state),
-            audit_verifications::heartbeat_at.eq(custos_core::timefmt::now()),
-        ))
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
-        if updated == 0 {
-            return Err(ChainError::VerificationTakenOver(self.row.id));
-        }
-        (self.row.next_seq, self.row.entries_checked, self.row.checkpoints_checked) =
+        let mut saved = self.row.clone();
+        (saved.next_seq, saved.entries_checked, saved.checkpoints_checked) =
             (next as i64, entries as i64, checkpoints as i64);
-        self.row.resume_state = state;
+        saved.resume_state = self.pass.resume_point().map(|r| self.chain.seal_state(&saved, &r));
+        saved.heartbeat_at = custos_core::timefmt::now();
+        let mut tx = self.chain.db.begin(saved.organization_id).await?;
+        write_held(&mut tx, &saved).await?;
+        tx.commit().await?;
+        self.row = saved;
         self.saved_at = Instant::now();
         Ok(())
     }
@@ -409,30 +372,10 @@ impl Run {
         row.problem = report.problem.clone();
         row.notes = report.notes.clone();
         row.resume_state = None;
+        let now = custos_core::timefmt::now();
+        (row.heartbeat_at, row.finished_at) = (now, Some(now));
         let mut tx = self.chain.db.begin(row.organization_id).await?;
-        let updated = diesel::update(
-            audit_verifications::table
-                .filter(audit_verifications::id.eq(row.id))
-                .filter(audit_verifications::runner.eq(row.runner))
-                .filter(audit_verifications::status.eq("running")),
-        )
-        .set((
-            audit_verifications::status.eq(&row.status),
-            audit_verifications::next_seq.eq(row.next_seq),
-            audit_verifications::entries_checked.eq(row.entries_checked),
-            audit_verifications::checkpoints_checked.eq(row.checkpoints_checked),
-            audit_verifications::first_bad_seq.eq(row.first_bad_seq),
-            audit_verifications::problem.eq(&row.problem),
-            audit_verifications::notes.eq(&row.notes),
-            audit_verifications::resume_state.eq(None::<Vec<u8>>),
-            audit_verifications::heartbeat_at.eq(custos_core::timefmt::now()),
-            audit_verifications::finished_at.eq(Some(custos_core::timefmt::now())),
-        ))
-        .execute(tx.conn())
-        .await?;
-        if updated == 0 {
-            return Err(ChainError::VerificationTakenOver(row.id));
-        }
+        write_held(&mut tx, row).await?;
         crate::record_change(
             &mut tx,
             &self.ctx,
@@ -446,4 +389,19 @@ impl Run {
         tx.commit().await?;
         Ok((row.id, report))
     }
+}
+
+/// Writes `row` as it now is, provided its runner still holds the run (a runner that lost it to a
+/// resumption must not overwrite the one that took it over).
+async fn write_held(tx: &mut custos_db::Tx, row: &RunRow) -> Result<(), ChainError> {
+    let updated = diesel::update(
+        audit_verifications::table
+            .filter(audit_verifications::id.eq(row.id))
+            .filter(audit_verifications::runner.eq(row.runner))
+            .filter(audit_verifications::status.eq("running")),
+    )
+    .set(row)
+    .execute(tx.conn())
+    .await?;
+    if updated == 0 { Err(ChainError::VerificationTakenOver(row.id)) } else { Ok(()) }
 }

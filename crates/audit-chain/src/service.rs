@@ -80,15 +80,6 @@ fn parse_run_id(raw: &str) -> Result<Uuid> {
         .map_err(|_| Problem::invalid_field("id", format!("{raw:?} is not a verification id")).into())
 }
 
-fn decode_run_cursor(raw: &str) -> Result<Uuid> {
-    B64URL
-        .decode(raw)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("run:").and_then(|id| Uuid::parse_str(id).ok()))
-        .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
-}
-
 fn verify_response((id, r): (Uuid, crate::VerifyReport)) -> pb::VerifyAuditChainResponse {
     pb::VerifyAuditChainResponse {
         ok: r.ok,
@@ -154,17 +145,18 @@ fn parse_instant(field: &str, raw: &str, end_of_day: bool) -> Result<OffsetDateT
     Ok(t.map_err(Problem::internal)?.assume_utc())
 }
 
-fn decode_cursor(raw: &str) -> Result<i64> {
+/// The value of a cursor this server issued for `kind` (`seq`, `run`).
+fn decode_cursor<T: std::str::FromStr>(raw: &str, kind: &str) -> Result<T> {
     B64URL
         .decode(raw)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("seq:").and_then(|n| n.parse().ok()))
+        .and_then(|s| s.strip_prefix(kind)?.strip_prefix(':')?.parse().ok())
         .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
 }
 
-fn encode_cursor(seq: i64) -> String {
-    B64URL.encode(format!("seq:{seq}"))
+fn encode_cursor(kind: &str, value: impl std::fmt::Display) -> String {
+    B64URL.encode(format!("{kind}:{value}"))
 }
 
 /// An entry as auditors read it: its place in the log, its index row and its fields.
@@ -251,7 +243,7 @@ impl AuditService {
             );
         }
         if let Some(c) = text(&req.cursor) {
-            q = q.filter(audit_index::seq.lt(decode_cursor(&c)?));
+            q = q.filter(audit_index::seq.lt(decode_cursor::<i64>(&c, "seq")?));
         }
         let mut tx = self.chain.db.begin(org).await?;
         let mut page: Vec<(IndexRow, EntryRow)> = q
@@ -262,7 +254,7 @@ impl AuditService {
             .await?;
         let more = page.len() as i64 > size;
         page.truncate(size as usize);
-        let next_cursor = if more { page.last().map(|(index, _)| encode_cursor(index.seq)) } else { None };
+        let next_cursor = if more { page.last().map(|(index, _)| encode_cursor("seq", index.seq)) } else { None };
         let rows = with_log_rows(&mut tx, org, page).await?;
         tx.commit().await?;
         Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })
@@ -287,7 +279,7 @@ impl AuditService {
             .filter(audit_checkpoints::organization_id.eq(ctx.organization_id))
             .into_boxed::<Pg>();
         if let Some(c) = req.cursor.as_deref().filter(|c| !c.is_empty()) {
-            q = q.filter(audit_checkpoints::tree_size.lt(decode_cursor(c)?));
+            q = q.filter(audit_checkpoints::tree_size.lt(decode_cursor::<i64>(c, "seq")?));
         }
         let mut tx = self.chain.db.begin(ctx.organization_id).await?;
         let mut rows: Vec<(i64, Vec<u8>, OffsetDateTime, String)> = q
@@ -304,7 +296,7 @@ impl AuditService {
         tx.commit().await?;
         let more = rows.len() as i64 > size;
         rows.truncate(size as usize);
-        let next_cursor = if more { rows.last().map(|r| encode_cursor(r.0)) } else { None };
+        let next_cursor = if more { rows.last().map(|r| encode_cursor("seq", r.0)) } else { None };
         Ok(pb::ListCheckpointsResponse {
             results: rows.into_iter().map(|(s, r, c, n)| checkpoint_pb(s, &r, c, n)).collect(),
             next_cursor,
@@ -505,7 +497,7 @@ impl AuditService {
         ctx.require(Access::Audit)?;
         let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
         let before = match req.cursor.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) => Some(decode_run_cursor(c)?),
+            Some(c) => Some(decode_cursor::<Uuid>(c, "run")?),
             None => None,
         };
         let mut rows = self.chain.verifications(ctx, before, size + 1).await?;
@@ -513,7 +505,7 @@ impl AuditService {
         rows.truncate(size as usize);
         let now = timefmt::now();
         Ok(pb::ListAuditVerificationsResponse {
-            next_cursor: if more { rows.last().map(|r| B64URL.encode(format!("run:{}", r.id))) } else { None },
+            next_cursor: if more { rows.last().map(|r| encode_cursor("run", r.id)) } else { None },
             results: rows.iter().map(|r| verification_pb(r, now)).collect(),
         })
     }

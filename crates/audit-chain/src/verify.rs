@@ -367,76 +367,72 @@ impl AuditChain {
             ));
         }
 
-        if let Some(r) = resume {
-            if r.next_seq < pruned_before {
-                return Err(ChainError::Unresumable(format!(
-                    "retention has pruned entries up to {pruned_before} since this verification stopped at {}",
-                    r.next_seq
-                )));
-            }
-            let frontier = Frontier::from_bytes(r.next_seq, &r.frontier)
-                .ok_or_else(|| ChainError::Unresumable("its saved tree state is malformed".into()))?;
-            report.first_seq = r.first_seq;
-            report.notes.push(format!(
-                "resumed at entry {}: entries {}..{} were verified before the interruption, in an earlier snapshot",
-                r.next_seq, r.first_seq, r.next_seq
-            ));
-            let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), r.chain, frontier);
-            verifier.entries_checked = r.entries_checked;
-            verifier.checkpoints_checked = r.checkpoints_checked;
-            let outcome = (r.next_seq > heads.tree_size as u64).then(|| {
-                fail(
-                    heads.tree_size as u64,
-                    format!(
-                        "entries missing at the end: {} entries were verified before the interruption, the log's head now records {}",
-                        r.next_seq, heads.tree_size
-                    ),
-                )
-            });
-            return Ok(Pass {
-                tx,
-                org,
-                heads: Some(heads),
-                depth,
-                batch,
-                verifier,
+        // Where the pass starts: the verifier's state there, the first checkpoint still to check,
+        // and anything already decided.
+        let (verifier, from, checkpoints_from, outcome) = match resume {
+            Some(r) => {
+                if r.next_seq < pruned_before {
+                    return Err(ChainError::Unresumable(format!(
+                        "retention has pruned entries up to {pruned_before} since this verification stopped at {}",
+                        r.next_seq
+                    )));
+                }
+                let frontier = Frontier::from_bytes(r.next_seq, &r.frontier)
+                    .ok_or_else(|| ChainError::Unresumable("its saved tree state is malformed".into()))?;
+                report.first_seq = r.first_seq;
+                report.notes.push(format!(
+                    "resumed at entry {}: entries {}..{} were verified before the interruption, in an earlier snapshot",
+                    r.next_seq, r.first_seq, r.next_seq
+                ));
+                let mut verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), r.chain, frontier);
+                verifier.entries_checked = r.entries_checked;
+                verifier.checkpoints_checked = r.checkpoints_checked;
+                let outcome = (r.next_seq > heads.tree_size as u64).then(|| {
+                    fail(
+                        heads.tree_size as u64,
+                        format!(
+                            "entries missing at the end: {} entries were verified before the interruption, the log's head now records {}",
+                            r.next_seq, heads.tree_size
+                        ),
+                    )
+                });
                 // The checkpoint at the resumption point was checked before it.
-                checkpoints_from: r.next_seq as i64 + 1,
-                from: r.next_seq as i64,
-                prefetched: None,
-                report,
-                outcome,
-            });
-        }
-
-        let mut start = pruned_before;
-        if let Some(days) = days {
-            let since = custos_core::timefmt::now() - Duration::days(i64::from(days));
-            let first: Option<i64> = audit_index::table
-                .filter(audit_index::organization_id.eq(org))
-                .filter(audit_index::recorded_at.ge(since))
-                .select(diesel::dsl::min(audit_index::seq))
-                .first(tx.conn())
-                .await?;
-            start = first.map_or(heads.tree_size as u64, |s| s as u64).max(pruned_before);
-        }
-        let (chain, frontier) = if start == pruned_before {
-            (prune_chain, boundary.clone())
-        } else {
-            report.notes.push(format!("entries before {start} were not re-verified (anchored on their stored hashes)"));
-            let previous = log_rows_at(&mut tx, org, &[start as i64 - 1])
-                .await?
-                .remove(&(start as i64 - 1))
-                .ok_or_else(|| ChainError::Corrupt(org, format!("entry {} is missing from the log", start - 1)))?;
-            let mut reader = NodeReader { tx: &mut tx, org, pruned_before, boundary: boundary.clone() };
-            let frontier = match reader.frontier(start).await {
-                Ok(f) => f,
-                Err(e) => return Err(ChainError::Corrupt(org, e.to_string())),
-            };
-            (previous.chain_hash, frontier)
+                (verifier, r.next_seq, r.next_seq + 1, outcome)
+            }
+            None => {
+                let mut start = pruned_before;
+                if let Some(days) = days {
+                    let since = custos_core::timefmt::now() - Duration::days(i64::from(days));
+                    let first: Option<i64> = audit_index::table
+                        .filter(audit_index::organization_id.eq(org))
+                        .filter(audit_index::recorded_at.ge(since))
+                        .select(diesel::dsl::min(audit_index::seq))
+                        .first(tx.conn())
+                        .await?;
+                    start = first.map_or(heads.tree_size as u64, |s| s as u64).max(pruned_before);
+                }
+                let (chain, frontier) = if start == pruned_before {
+                    (prune_chain, boundary.clone())
+                } else {
+                    report
+                        .notes
+                        .push(format!("entries before {start} were not re-verified (anchored on their stored hashes)"));
+                    let previous =
+                        log_rows_at(&mut tx, org, &[start as i64 - 1]).await?.remove(&(start as i64 - 1)).ok_or_else(
+                            || ChainError::Corrupt(org, format!("entry {} is missing from the log", start - 1)),
+                        )?;
+                    let mut reader = NodeReader { tx: &mut tx, org, pruned_before, boundary: boundary.clone() };
+                    let frontier = match reader.frontier(start).await {
+                        Ok(f) => f,
+                        Err(e) => return Err(ChainError::Corrupt(org, e.to_string())),
+                    };
+                    (previous.chain_hash, frontier)
+                };
+                report.first_seq = start;
+                // A checkpoint exactly at the starting point checks the anchor itself.
+                (ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier), start, start, None)
+            }
         };
-        report.first_seq = start;
-        let verifier = ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier);
         let mut pass = Pass {
             tx,
             org,
@@ -444,14 +440,16 @@ impl AuditChain {
             depth,
             batch,
             verifier,
-            checkpoints_from: start as i64,
-            from: start as i64,
+            checkpoints_from: checkpoints_from as i64,
+            from: from as i64,
             prefetched: None,
             report,
-            outcome: None,
+            outcome,
         };
-        // A checkpoint exactly at the starting point checks the anchor itself.
-        if let Err(f) = pass.load_checkpoints(start as i64).await? {
+        if pass.outcome.is_none()
+            && checkpoints_from == from
+            && let Err(f) = pass.load_checkpoints(from as i64).await?
+        {
             pass.outcome = Some(Err(f));
         }
         Ok(pass)

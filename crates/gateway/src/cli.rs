@@ -299,13 +299,13 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
     for (org, slug) in organisations(&app, args.org.as_deref()).await? {
         let ctx = RequestCtx::operator(org, slug.clone());
         let run = match args.resume {
-            Some(id) => match chain.verification(&ctx, id).await {
-                Ok(_) => {
-                    resumed = true;
-                    chain.resume_verification(&ctx, id).await?
-                }
+            // The run is in one of the organisations: the others do not know it.
+            Some(id) => match chain.resume_verification(&ctx, id).await {
                 Err(custos_audit_chain::ChainError::NoSuchVerification(_)) => continue,
-                Err(e) => return Err(e.into()),
+                run => {
+                    resumed = true;
+                    run?
+                }
             },
             None => {
                 chain.sync(org).await?;
