@@ -2,7 +2,7 @@
 //! boundaries around both (leases, forged state, tenants, roles).
 
 use custos_audit_chain::SequencerConfig;
-use custos_audit_chain::runs::Run;
+use custos_audit_chain::runs::{Launch, RESUMER_JOB, Run};
 use custos_audit_chain::verify::Depth;
 use custos_core::{RequestCtx, Role};
 use custos_testkit::{TestOrg, TestServer};
@@ -19,8 +19,12 @@ fn auditor(org: &TestOrg) -> RequestCtx {
 /// Starts a run in steps of 8 entries, checks `steps` of them, saves, and drops it: what a
 /// crash or a dropped connection leaves behind. Returns the run's id and how far it got.
 async fn interrupted_run(s: &TestServer, org: &TestOrg, steps: usize) -> (String, i64) {
+    interrupted_run_launched(s, org, steps, Launch::Attached).await
+}
+
+async fn interrupted_run_launched(s: &TestServer, org: &TestOrg, steps: usize, launch: Launch) -> (String, i64) {
     let chain = s.app().audit.chain().with_config(SequencerConfig { verify_batch: 8, ..Default::default() });
-    let mut run: Run = chain.start_verification(&auditor(org), None, Depth::Content).await.unwrap();
+    let mut run: Run = chain.start_verification(&auditor(org), None, Depth::Content, launch).await.unwrap();
     for _ in 0..steps {
         assert!(run.step().await.unwrap(), "the log is longer than {steps} steps");
     }
@@ -281,7 +285,7 @@ async fn a_runner_that_lost_its_run_to_a_resumption_stops() {
     create_frameworks(&s, &org, 20).await;
     checkpoint(&s, &org).await;
     let chain = s.app().audit.chain().with_config(SequencerConfig { verify_batch: 8, ..Default::default() });
-    let mut stale = chain.start_verification(&auditor(&org), None, Depth::Content).await.unwrap();
+    let mut stale = chain.start_verification(&auditor(&org), None, Depth::Content, Launch::Attached).await.unwrap();
     assert!(stale.step().await.unwrap());
     stale.save().await.unwrap();
     let id = stale.id().to_string();
@@ -298,4 +302,88 @@ async fn a_runner_that_lost_its_run_to_a_resumption_stops() {
     assert!(lost.to_string().contains("taken over by another runner"), "{lost}");
     let run = run_of(&s, &org, &id).await;
     assert_eq!((run["status"].clone(), run["resumes"].clone()), (json!("passed"), json!(1)), "{run}");
+}
+
+/// Polls run `id` until it is no longer running (or a generous deadline passes) and returns it.
+async fn settled(s: &TestServer, org: &TestOrg, id: &str) -> Value {
+    let mut run = run_of(s, org, id).await;
+    for _ in 0..400 {
+        if run["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        run = run_of(s, org, id).await;
+    }
+    run
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_resumes_its_interrupted_background_runs_when_it_starts() {
+    let mut s = TestServer::start().await;
+    let acme = s.org("acme").await;
+    let globex = s.org("globex").await;
+    for org in [&acme, &globex] {
+        create_frameworks(&s, org, 30).await;
+        checkpoint(&s, org).await;
+    }
+    // The server stopped in the middle of background runs of two tenants, of a run an auditor
+    // was waiting on, and of a background run whose saved state was altered since.
+    let (acme_bg, stopped_at) = interrupted_run_launched(&s, &acme, 2, Launch::Background).await;
+    lapse(&s, &acme_bg).await;
+    let (attached, _) = interrupted_run(&s, &acme, 1).await;
+    lapse(&s, &attached).await;
+    let (globex_bg, _) = interrupted_run_launched(&s, &globex, 1, Launch::Background).await;
+    lapse(&s, &globex_bg).await;
+    let (forged, _) = interrupted_run_launched(&s, &globex, 2, Launch::Background).await;
+    lapse(&s, &forged).await;
+    tamper(
+        &s,
+        &format!(
+            "UPDATE audit_verifications SET resume_state = overlay(resume_state PLACING '\\x0000000000000020'::bytea FROM 46 FOR 8)
+              WHERE id = '{forged}'"
+        ),
+    )
+    .await;
+    assert_eq!(run_of(&s, &acme, &acme_bg).await["background"], true);
+    assert_eq!(run_of(&s, &acme, &attached).await["background"], false);
+
+    s.restart().await;
+
+    // Both tenants' background runs are carried on from where they stopped, to their result.
+    for (org, id) in [(&acme, &acme_bg), (&globex, &globex_bg)] {
+        let run = settled(&s, org, id).await;
+        assert_eq!((run["status"].clone(), run["resumes"].clone()), (json!("passed"), json!(1)), "{run}");
+    }
+    let run = run_of(&s, &acme, &acme_bg).await;
+    let resumed_at = format!("resumed at entry {stopped_at}:");
+    assert!(run["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with(&resumed_at)), "{run}");
+    // The resumption and the result are the server's, in the audit trail; the start stays the
+    // auditor's.
+    checkpoint(&s, &acme).await;
+    let (status, page) = s.get(&format!("/api/compliance/audit-log/?resource_id={acme_bg}"), &acme.auditor).await;
+    assert_eq!(status, 200, "{page}");
+    let trail: Vec<(&str, &str)> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    let resumer = format!("system:{RESUMER_JOB}");
+    assert_eq!(trail.len(), 3, "{page}");
+    assert_eq!(trail[..2], [("update_status", resumer.as_str()), ("resume", resumer.as_str())], "{page}");
+    assert_eq!(trail[2].0, "create");
+    assert!(trail[2].1.starts_with("operator:"), "{page}");
+
+    // The run someone waited on is theirs to resume; the altered one cannot be resumed at all.
+    assert_eq!(run_of(&s, &acme, &attached).await["status"], "interrupted");
+    let run = run_of(&s, &globex, &forged).await;
+    assert_eq!((run["status"].clone(), run["resumes"].clone()), (json!("interrupted"), json!(0)), "{run}");
+    let swept = s.app().audit.chain().resume_interrupted(&Default::default()).await.unwrap();
+    assert_eq!(swept.len(), 1, "only the altered run is left: {swept:?}");
+    let (id, outcome) = &swept[0];
+    assert_eq!(id.to_string(), forged);
+    let refused = outcome.as_ref().expect_err("its state does not authenticate");
+    assert!(refused.to_string().contains("does not authenticate"), "{refused}");
+    let skip = std::iter::once(*id).collect();
+    assert!(s.app().audit.chain().resume_interrupted(&skip).await.unwrap().is_empty());
 }

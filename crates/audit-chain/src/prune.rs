@@ -85,10 +85,7 @@ impl AuditChain {
             .bind::<BigInt, _>(boundary)
             .get_result(tx.conn())
             .await?;
-        let ctx = RequestCtx {
-            actor: custos_core::Actor::System { job: "audit-retention".into() },
-            ..RequestCtx::operator(org, "")
-        };
+        let ctx = RequestCtx::system(org, "audit-retention");
         record(
             &mut tx,
             &ctx,

@@ -11,7 +11,13 @@
 //! checking on the way everything written since. A run's start, resumptions and result are
 //! recorded in the audit chain. One run of each depth may be live per organisation at a time.
 //! Heartbeats and their checks use this process's clock.
+//!
+//! A run is [`Launch::Attached`] to a caller who waits on it (the synchronous API call, the
+//! CLI), who resumes it if it stops — it may have been stopped on purpose — or runs in the
+//! [`Launch::Background`], where the server finishes it: [`AuditChain::watch_interrupted`]
+//! resumes, on whichever replica finds it first, every background run whose lease has lapsed.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use custos_core::{RequestCtx, new_id};
@@ -20,6 +26,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::encoding::Hash;
@@ -30,6 +37,18 @@ use crate::verify::{Depth, Pass, Resume, VerifyReport};
 pub const LEASE: Duration = Duration::from_secs(60);
 /// How often a runner saves its progress (and so shows it is alive).
 pub const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+/// The audit trail's name for the server resuming interrupted background runs.
+pub const RESUMER_JOB: &str = "audit-verification-resumer";
+
+/// Who carries a run to its end, and so resumes it after an interruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// A caller waits on it and resumes it if it stops.
+    Attached,
+    /// It runs on the server, which resumes it once its lease lapses.
+    Background,
+}
 
 const STATE_VERSION: &[u8; 4] = b"CVR1";
 const STATE_KEY_CONTEXT: &str = "custos-audit 2026-12 verification run state";
@@ -58,6 +77,8 @@ pub struct RunRow {
     pub started_at: OffsetDateTime,
     pub heartbeat_at: OffsetDateTime,
     pub finished_at: Option<OffsetDateTime>,
+    /// Started in the background: the server resumes it when interrupted.
+    pub background: bool,
 }
 
 impl RunRow {
@@ -117,6 +138,7 @@ impl AuditChain {
         ctx: &RequestCtx,
         days: Option<u32>,
         depth: Depth,
+        launch: Launch,
     ) -> Result<Run, ChainError> {
         let pass = self.open_pass(ctx.organization_id, days, depth, None).await?;
         let report = pass.report();
@@ -142,6 +164,7 @@ impl AuditChain {
             started_at: now,
             heartbeat_at: now,
             finished_at: None,
+            background: launch == Launch::Background,
         };
         let mut tx = self.db.begin(ctx.organization_id).await?;
         // One live run per organisation and depth: a verification is heavy, and a second one
@@ -245,6 +268,85 @@ impl AuditChain {
             q.order(audit_verifications::id.desc()).limit(limit).select(RunRow::as_select()).load(tx.conn()).await?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    /// The background runs of every organisation whose lease has lapsed, as `(organisation, run)`,
+    /// longest interrupted first.
+    pub async fn interrupted_background_runs(&self) -> Result<Vec<(Uuid, Uuid)>, ChainError> {
+        #[derive(QueryableByName)]
+        struct Interrupted {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            organization_id: Uuid,
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            id: Uuid,
+        }
+        let mut tx = self.db.begin_untenanted().await?;
+        let rows: Vec<Interrupted> =
+            diesel::sql_query("SELECT organization_id, id FROM custos_audit_interrupted_verifications($1)")
+                .bind::<diesel::sql_types::Timestamptz, _>(custos_core::timefmt::now() - LEASE)
+                .load(tx.conn())
+                .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|r| (r.organization_id, r.id)).collect())
+    }
+
+    /// Resumes and finishes, one after another, every interrupted background run not in `skip`;
+    /// gives each one's outcome. A run another replica took over first is refused as busy.
+    pub async fn resume_interrupted(
+        &self,
+        skip: &HashSet<Uuid>,
+    ) -> Result<Vec<(Uuid, Result<VerifyReport, ChainError>)>, ChainError> {
+        let mut outcomes = Vec::new();
+        for (org, id) in self.interrupted_background_runs().await? {
+            if skip.contains(&id) {
+                continue;
+            }
+            let ctx = RequestCtx::system(org, RESUMER_JOB);
+            let outcome = match self.resume_verification(&ctx, id).await {
+                Ok(run) => run.run_to_end(|_| {}).await.map(|(_, report)| report),
+                Err(e) => Err(e),
+            };
+            outcomes.push((id, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// Until `shutdown`: every `every`, resumes the background runs that were interrupted (by a
+    /// crash, a restart or a lost connection) and carries them to their end. A run that cannot be
+    /// resumed (its saved state does not authenticate) is reported once and left alone: a new run
+    /// is the way on. Stopped mid-run, the run is simply interrupted again, for the next start.
+    pub async fn watch_interrupted(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut given_up = HashSet::new();
+        loop {
+            tokio::select! {
+                swept = self.resume_interrupted(&given_up) => match swept {
+                    Ok(outcomes) => {
+                        for (id, outcome) in outcomes {
+                            match outcome {
+                                Ok(report) => tracing::info!(
+                                    verification = %id, ok = report.ok, first_bad_seq = ?report.first_bad_seq,
+                                    "resumed an interrupted background verification to its end"
+                                ),
+                                Err(ChainError::VerificationBusy(_) | ChainError::VerificationTakenOver(_)) => {
+                                    tracing::debug!(verification = %id, "another runner took this verification over first")
+                                }
+                                Err(e @ (ChainError::Unresumable(_) | ChainError::NoSuchVerification(_))) => {
+                                    tracing::error!(verification = %id, error = %e, "an interrupted background verification cannot be resumed; start a new one");
+                                    given_up.insert(id);
+                                }
+                                Err(e) => tracing::warn!(verification = %id, error = %e, "resuming a background verification failed; will retry"),
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot look for interrupted verifications; will retry"),
+                },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     fn state_key(&self) -> Hash {

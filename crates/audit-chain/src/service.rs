@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
 use crate::rows::{EntryRow, IndexRow, Sequenced, entry_of_index, hex, to_hash, with_log_rows};
-use crate::runs::RunRow;
+use crate::runs::{Launch, RunRow};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::Depth;
 
@@ -124,6 +124,7 @@ pub fn verification_pb(r: &RunRow, now: OffsetDateTime) -> pb::AuditVerification
         started_at: timefmt::timestamp(r.started_at),
         heartbeat_at: timefmt::timestamp(r.heartbeat_at),
         finished_at: r.finished_at.map(timefmt::timestamp),
+        background: r.background,
     }
 }
 
@@ -465,25 +466,28 @@ impl AuditService {
         req: pb::VerifyAuditChainRequest,
     ) -> Result<pb::VerifyAuditChainResponse> {
         ctx.require(Access::Audit)?;
-        let run = self.chain.start_verification(ctx, req.days, Depth::structure_only(req.structure_only)).await?;
+        let depth = Depth::structure_only(req.structure_only);
+        let run = self.chain.start_verification(ctx, req.days, depth, Launch::Attached).await?;
         Ok(verify_response(run.run_to_end(|_| {}).await?))
     }
 
     /// Starts a verification in the background (on this server's runtime) and answers at once
     /// with the run, whose progress `get_verification` shows. Should the server stop first, the
-    /// run is left interrupted, to be resumed.
+    /// run is interrupted, and the server resumes it once its lease lapses (see
+    /// [`AuditChain::watch_interrupted`]).
     pub async fn start_verification(
         &self,
         ctx: &RequestCtx,
         req: pb::StartAuditVerificationRequest,
     ) -> Result<pb::AuditVerification> {
         ctx.require(Access::Audit)?;
-        let run = self.chain.start_verification(ctx, req.days, Depth::structure_only(req.structure_only)).await?;
+        let depth = Depth::structure_only(req.structure_only);
+        let run = self.chain.start_verification(ctx, req.days, depth, Launch::Background).await?;
         let started = verification_pb(run.row(), timefmt::now());
         let id = run.id();
         tokio::spawn(async move {
             if let Err(e) = run.run_to_end(|_| {}).await {
-                tracing::error!(verification = %id, error = %e, "a background verification stopped; resume it once it shows as interrupted");
+                tracing::error!(verification = %id, error = %e, "a background verification stopped; the server resumes it once it shows as interrupted");
             }
         });
         Ok(started)

@@ -152,6 +152,19 @@ impl RequestCtx {
             client_addr: None,
         }
     }
+
+    /// A context for a background job of the platform acting on one organisation (full rights),
+    /// recorded in the audit trail as `system:<job>`.
+    pub fn system(organization_id: Uuid, job: impl Into<String>) -> Self {
+        RequestCtx {
+            organization_id,
+            organization_slug: String::new(),
+            role: Role::Admin,
+            actor: Actor::System { job: job.into() },
+            request_id: None,
+            client_addr: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -184,6 +184,7 @@ diesel::table! {
         started_at -> Timestamptz,
         heartbeat_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+        background -> Bool,
     }
 }
 

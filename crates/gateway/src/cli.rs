@@ -309,7 +309,8 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
             },
             None => {
                 chain.sync(org).await?;
-                chain.start_verification(&ctx, args.days, Depth::structure_only(args.structure_only)).await?
+                let depth = Depth::structure_only(args.structure_only);
+                chain.start_verification(&ctx, args.days, depth, custos_audit_chain::runs::Launch::Attached).await?
             }
         };
         eprintln!(

@@ -214,6 +214,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let mut tasks =
         vec![serve(http, rest_router, shutdown.subscribe()), serve(grpc, grpc_router, shutdown.subscribe())];
     tasks.push(tokio::spawn(chain.clone().run(shutdown.subscribe())));
+    tasks.push(tokio::spawn(chain.clone().watch_interrupted(RESUME_SWEEP, shutdown.subscribe())));
     tasks.push(tokio::spawn(retention(app.clone(), config.audit.retention_days, shutdown.subscribe())));
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
@@ -227,6 +228,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     tracing::info!(%http_addr, %grpc_addr, "custos serving");
     Ok(RunningServer { http_addr, grpc_addr, app, shutdown, tasks })
 }
+
+/// How often the server looks for interrupted background verifications to resume: twice per
+/// lease, so that one is resumed at most a minute and a half after its runner stopped.
+const RESUME_SWEEP: Duration = Duration::from_secs(custos_audit_chain::runs::LEASE.as_secs() / 2);
 
 /// Once a day: prunes audit entries past the retention period (safe on any number of replicas:
 /// pruning takes the organisation's head lock and is idempotent), and sweeps the staging objects

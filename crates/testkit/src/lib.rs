@@ -157,6 +157,7 @@ pub struct TestServer {
     pub base: String,
     pub grpc_addr: SocketAddr,
     data_dir: PathBuf,
+    config: Config,
 }
 
 /// An organisation created for a test, with a token per role.
@@ -245,7 +246,20 @@ impl TestServer {
             http: reqwest::Client::new(),
             db,
             data_dir,
+            config,
         }
+    }
+
+    /// Stops the server and starts a new one over the same database and data directory, as a
+    /// deploy or a recovery from a crash does (new ports; tokens and keys stay valid).
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let server = custos_gateway::server::start(&self.config).await.expect("restart gateway");
+        self.base = format!("http://{}", server.http_addr);
+        self.grpc_addr = server.grpc_addr;
+        self.server = Some(server);
     }
 
     /// Where this server's blob store keeps evidence files.
