@@ -304,11 +304,11 @@ async fn a_runner_that_lost_its_run_to_a_resumption_stops() {
     assert_eq!((run["status"].clone(), run["resumes"].clone()), (json!("passed"), json!(1)), "{run}");
 }
 
-/// Polls run `id` until it is no longer running (or a generous deadline passes) and returns it.
-async fn settled(s: &TestServer, org: &TestOrg, id: &str) -> Value {
+/// Polls run `id` until it has a result (or a generous deadline passes) and returns it.
+async fn finished(s: &TestServer, org: &TestOrg, id: &str) -> Value {
     let mut run = run_of(s, org, id).await;
     for _ in 0..400 {
-        if run["status"] != "running" {
+        if run["finished_at"].is_string() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -351,7 +351,7 @@ async fn the_server_resumes_its_interrupted_background_runs_when_it_starts() {
 
     // Both tenants' background runs are carried on from where they stopped, to their result.
     for (org, id) in [(&acme, &acme_bg), (&globex, &globex_bg)] {
-        let run = settled(&s, org, id).await;
+        let run = finished(&s, org, id).await;
         assert_eq!((run["status"].clone(), run["resumes"].clone()), (json!("passed"), json!(1)), "{run}");
     }
     let run = run_of(&s, &acme, &acme_bg).await;

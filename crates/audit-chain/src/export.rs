@@ -197,8 +197,44 @@ fn hash_of(line: usize, what: &str, text: &str) -> Result<Hash, FileError> {
     from_hex(text).and_then(|b| to_hash(&b)).ok_or_else(|| malformed(line, format!("{what} is not a 32-byte hex hash")))
 }
 
+/// Lines of an export parsed and checked per parallel batch.
+const FILE_BATCH: usize = 4096;
+
+/// A line of an export, parsed, with an entry's leaf recomputed from its fields.
+enum FileLine {
+    Checkpoint(StoredCheckpoint),
+    Entry { seq: u64, leaf: Result<Hash, Unverifiable>, stored_leaf: Vec<u8>, chain: Vec<u8> },
+}
+
+/// Line `n` of an export (`None` for a blank one).
+fn parse_file_line(org: Uuid, n: usize, text: &str, scratch: &mut Scratch) -> Result<Option<FileLine>, FileError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let line: Line = serde_json::from_str(text).map_err(|e| malformed(n, e.to_string()))?;
+    Ok(Some(match line {
+        Line::Checkpoint(cp) => FileLine::Checkpoint(StoredCheckpoint {
+            tree_size: cp.tree_size,
+            root_hash: from_hex(&cp.root_hash).unwrap_or_default(),
+            note: cp.note,
+        }),
+        Line::Entry(e) => {
+            let digest = B64
+                .decode(&e.salts)
+                .map_err(|_| "bad salts".to_owned())
+                .and_then(|salts| StoredEntry { fields: e.fields.as_bytes(), salts: &salts }.digest(scratch));
+            FileLine::Entry {
+                seq: e.seq,
+                leaf: digest.map(|d| leaf_hash(&org, e.seq, &d)).map_err(Unverifiable::Malformed),
+                stored_leaf: from_hex(&e.leaf_hash).unwrap_or_default(),
+                chain: from_hex(&e.chain_hash).unwrap_or_default(),
+            }
+        }
+    }))
+}
+
 /// Verifies an export with no database. `pinned` is the public key the verifier trusts.
-pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<FileReport, FileError> {
+pub fn verify_file(input: impl BufRead + Send, pinned: Option<NoteVerifier>) -> Result<FileReport, FileError> {
     let mut lines = input.lines().enumerate();
     let (_, first) = lines.next().ok_or_else(|| malformed(1, "the file is empty"))?;
     let header: Header = serde_json::from_str(&first?).map_err(|e| malformed(1, format!("bad header: {e}")))?;
@@ -225,34 +261,53 @@ pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<
         problem: None,
     };
     let mut outcome = Ok(());
-    let mut scratch = Scratch::default();
-    for (n, text) in lines {
-        let text = text?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let line: Line = serde_json::from_str(&text).map_err(|e| malformed(n + 1, e.to_string()))?;
-        outcome = match line {
-            Line::Checkpoint(cp) => verifier.push_checkpoint(StoredCheckpoint {
-                tree_size: cp.tree_size,
-                root_hash: from_hex(&cp.root_hash).unwrap_or_default(),
-                note: cp.note,
-            }),
-            Line::Entry(e) => {
-                let digest = B64
-                    .decode(&e.salts)
-                    .map_err(|_| "bad salts".to_owned())
-                    .and_then(|salts| StoredEntry { fields: e.fields.as_bytes(), salts: &salts }.digest(&mut scratch));
-                let leaf =
-                    digest.map(|d| leaf_hash(&header.organization_id, e.seq, &d)).map_err(Unverifiable::Malformed);
-                let stored_leaf = from_hex(&e.leaf_hash).unwrap_or_default();
-                let chain = from_hex(&e.chain_hash).unwrap_or_default();
-                verifier.entry_leaf(e.seq, leaf, &stored_leaf, &chain)
+    let mut unreadable = None;
+    // Lines are read a batch at a time on one thread while the batch before is parsed and its
+    // leaves recomputed across every core, then fed to the verifier in file order, so the first
+    // problem found is the one a line-by-line pass finds.
+    let org = header.organization_id;
+    std::thread::scope(|scope| -> Result<(), FileError> {
+        let (batches, read) = std::sync::mpsc::sync_channel::<Vec<(usize, std::io::Result<String>)>>(2);
+        scope.spawn(move || {
+            loop {
+                let batch: Vec<_> = lines.by_ref().take(FILE_BATCH).map(|(n, text)| (n + 1, text)).collect();
+                let last = batch.len() < FILE_BATCH || batch.iter().any(|(_, text)| text.is_err());
+                // A closed channel means the verifier has stopped: so does the reader.
+                if batch.is_empty() || batches.send(batch).is_err() || last {
+                    return;
+                }
             }
-        };
-        if outcome.is_err() {
-            break;
+        });
+        for mut batch in read {
+            // What precedes an unreadable line is still checked, as a line-by-line pass would.
+            if let Some(at) = batch.iter().position(|(_, text)| text.is_err()) {
+                unreadable = batch.drain(at..).next().and_then(|(_, text)| text.err());
+            }
+            let parsed = crate::verify::parallel_map(&batch, |scratch, (n, text)| match text {
+                Ok(text) => parse_file_line(org, *n, text, scratch),
+                Err(_) => Ok(None),
+            });
+            for (item, (n, _)) in parsed.into_iter().zip(&batch) {
+                let step = match item.unwrap_or_else(|| Err(malformed(*n, "the line could not be checked")))? {
+                    None => continue,
+                    Some(FileLine::Checkpoint(cp)) => verifier.push_checkpoint(cp),
+                    Some(FileLine::Entry { seq, leaf, stored_leaf, chain }) => {
+                        verifier.entry_leaf(seq, leaf, &stored_leaf, &chain)
+                    }
+                };
+                if step.is_err() {
+                    outcome = step;
+                    return Ok(());
+                }
+            }
+            if unreadable.is_some() {
+                return Ok(());
+            }
         }
+        Ok(())
+    })?;
+    if let Some(e) = unreadable.filter(|_| outcome.is_ok()) {
+        return Err(e.into());
     }
     if outcome.is_ok() {
         outcome = verifier.finish();
@@ -271,4 +326,125 @@ pub fn verify_file(input: impl BufRead, pinned: Option<NoteVerifier>) -> Result<
     report.checkpoints = verifier.checkpoints_checked;
     (report.ok, report.first_bad_seq, report.problem) = crate::verify::verdict(outcome);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::{EntryValues, chain_hash};
+    use crate::note::{Checkpoint, NoteSigner};
+
+    /// An export of `n` entries (a checkpoint after the first `n / 2` and at the end), as
+    /// `custos audit export` writes it, one line per element.
+    fn export_lines(n: u64) -> (Vec<String>, NoteSigner) {
+        let signer = NoteSigner::new("custos.test/audit", ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]));
+        let org = Uuid::now_v7();
+        let origin = format!("custos.test/audit/{org}");
+        let header = Header {
+            format: FORMAT.into(),
+            organization_id: org,
+            origin: origin.clone(),
+            verifier_key: signer.verifier().to_note_key(),
+            exported_at: "2026-12-03T12:00:00Z".into(),
+            first_seq: 0,
+            tree_size: n,
+            anchor_chain_hash: hex(&[0u8; 32]),
+            anchor_frontier: vec![],
+        };
+        let mut lines = vec![serde_json::to_string(&header).unwrap()];
+        let (mut chain, mut frontier) = ([0u8; 32], Frontier::default());
+        for seq in 0..n {
+            let values = EntryValues {
+                recorded_at: "2026-12-03T12:00:00.000000Z".into(),
+                actor: format!("user:{seq}"),
+                action: "update".into(),
+                resource_type: "requirement".into(),
+                resource_id: seq.to_string(),
+                before: serde_json::json!({"status": "draft"}),
+                after: serde_json::json!({"status": "final"}),
+                ..Default::default()
+            };
+            let encoded = values.encode(&[seq as u8; 32]);
+            let leaf = leaf_hash(&org, seq, &encoded.digest);
+            chain = chain_hash(&chain, &leaf);
+            frontier.append(leaf);
+            let entry = ExportEntry {
+                seq,
+                fields: encoded.fields,
+                salts: B64.encode(&encoded.salts),
+                leaf_hash: hex(&leaf),
+                chain_hash: hex(&chain),
+            };
+            lines.push(serde_json::to_string(&Line::Entry(entry)).unwrap());
+            if seq + 1 == n / 2 || seq + 1 == n {
+                let statement =
+                    Checkpoint { origin: origin.clone(), size: seq + 1, root: frontier.root(), extensions: vec![] };
+                let checkpoint = ExportCheckpoint {
+                    tree_size: seq + 1,
+                    root_hash: hex(&frontier.root()),
+                    note: signer.sign(&statement),
+                };
+                lines.push(serde_json::to_string(&Line::Checkpoint(checkpoint)).unwrap());
+            }
+        }
+        (lines, signer)
+    }
+
+    fn check(lines: &[String], signer: &NoteSigner) -> Result<FileReport, FileError> {
+        verify_file((lines.join("\n") + "\n").as_bytes(), Some(signer.verifier()))
+    }
+
+    /// Line `at` with `from` replaced by `to` (which must change it).
+    fn edit(lines: &mut [String], at: usize, from: &str, to: &str) {
+        let edited = lines[at].replacen(from, to, 1);
+        assert_ne!(edited, lines[at]);
+        lines[at] = edited;
+    }
+
+    #[test]
+    fn a_file_longer_than_a_batch_verifies_and_names_its_first_problem_in_file_order() {
+        let n = 2 * FILE_BATCH as u64 + 100;
+        let (lines, signer) = export_lines(n);
+        let report = check(&lines, &signer).unwrap();
+        assert!(report.ok && report.key_pinned, "{report:?}");
+        assert_eq!((report.entries, report.checkpoints), (n, 2));
+
+        // Entry k is on line k + 1 until the first checkpoint, k + 2 after it.
+        let line_of = |seq: u64| seq as usize + 1 + usize::from(seq >= n / 2);
+        // Two edits in the second batch and beyond: the earlier is named.
+        let mut tampered = lines.clone();
+        let (early, late) = (FILE_BATCH as u64 + 10, 2 * FILE_BATCH as u64 + 50);
+        edit(&mut tampered, line_of(early), "final", "FINAL");
+        edit(&mut tampered, line_of(late), "final", "FINAL");
+        let report = check(&tampered, &signer).unwrap();
+        assert_eq!(report.first_bad_seq, Some(early), "{report:?}");
+        assert!(report.problem.as_deref().unwrap().contains("hash mismatch"), "{report:?}");
+
+        // A line that is not JSON after a bad entry in the same batch: the bad entry is what a
+        // line-by-line pass meets first, so it is what is reported.
+        let mut tampered = lines.clone();
+        edit(&mut tampered, line_of(late), "final", "FINAL");
+        tampered[line_of(late) + 3] = "{not json".into();
+        let report = check(&tampered, &signer).unwrap();
+        assert_eq!(report.first_bad_seq, Some(late), "{report:?}");
+        // Before it, the malformed line is the error, with its line number (1-based).
+        let mut malformed_file = lines.clone();
+        malformed_file[line_of(early)] = "{not json".into();
+        match check(&malformed_file, &signer) {
+            Err(FileError::Malformed { line, .. }) => assert_eq!(line, line_of(early) + 1),
+            other => panic!("expected a malformed line, got {other:?}"),
+        }
+
+        // Entries swapped across a batch boundary (the last of the first batch, the first of the
+        // next): the first is missing where it belongs.
+        let mut swapped = lines.clone();
+        let at = line_of(FILE_BATCH as u64 - 1);
+        swapped.swap(at, at + 1);
+        let report = check(&swapped, &signer).unwrap();
+        assert_eq!(report.first_bad_seq, Some(FILE_BATCH as u64 - 1), "{report:?}");
+        assert!(report.problem.as_deref().unwrap().contains("gap"), "{report:?}");
+        // A truncated file misses entries its checkpoint and header announce.
+        let report = check(&lines[..lines.len() - 3], &signer).unwrap();
+        assert!(!report.ok, "{report:?}");
+    }
 }

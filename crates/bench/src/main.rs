@@ -5,7 +5,9 @@
 //! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
 //! service calls) and over REST with 32 concurrent clients; sequencing delay and checkpoint
 //! coverage delay (p50/p99) under that load; raw sequencing throughput and verification speed
-//! over N entries (default 1,000,000) with peak memory; inclusion proof size and check time at N.
+//! over N entries (default 1,000,000) with peak memory; the export of those entries and their
+//! offline verification (`verify-file`, no database) with peak memory; inclusion proof size and
+//! check time at N. `--keep-export` keeps the export for `custos-bench verify-file FILE`.
 
 mod upload;
 
@@ -190,12 +192,15 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("upload") {
         return upload::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("verify-file") {
+        return verify_file_figure(args.get(2).expect("usage: custos-bench verify-file FILE"));
+    }
     if args.get(1).map(String::as_str) == Some("leaf") {
         return leaf_cost();
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load] [--verify-repeat K] | upload [--mib N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load] [--verify-repeat K] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
         );
         std::process::exit(2);
     }
@@ -327,6 +332,8 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         leaf_rate(200_000)
     );
 
+    offline_figures(&chain, big.id).await;
+
     let ctx = RequestCtx { role: custos_core::Role::Auditor, ..RequestCtx::operator(big.id, "big") };
     let size = tree_size;
     let mut fetch = Duration::ZERO;
@@ -358,6 +365,52 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         fetch.as_secs_f64() * 1e3 / samples as f64,
         check.as_secs_f64() * 1e6 / samples as f64
     );
+}
+
+/// What a regulator runs: the log exported to a file, then verified from it with no database.
+async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid) {
+    let path = std::env::temp_dir().join(format!("custos-bench-export-{org}.jsonl"));
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create export file"));
+    let written = chain.export(org, &mut out).await.expect("export");
+    drop(out);
+    let secs = started.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    println!();
+    println!(
+        "offline: `custos audit export` {:>9.0} entries/s  ({written} entries, {:.0} MiB, in {secs:.1}s)",
+        written as f64 / secs,
+        bytes as f64 / (1 << 20) as f64
+    );
+    let (report, secs, peak, above) = with_peak_memory(async {
+        let file = std::io::BufReader::new(std::fs::File::open(&path).expect("open export"));
+        custos_audit_chain::export::verify_file(file, None).expect("verify-file")
+    })
+    .await;
+    assert!(report.ok, "{report:?}");
+    println!(
+        "  `custos audit verify-file` (no database: every entry recomputed, chain, tree, {} checkpoints): {:>9.0} entries/s  ({} in {secs:.2}s)",
+        report.checkpoints,
+        report.entries as f64 / secs,
+        report.entries
+    );
+    println!("    memory: peak RSS {peak:.1} MiB, {above:.1} MiB above the process before it");
+    if std::env::args().any(|a| a == "--keep-export") {
+        println!("    kept the export at {} (`custos-bench verify-file FILE` times its verification)", path.display());
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// `custos-bench verify-file FILE`: the offline verification alone, over an export kept by
+/// `audit --keep-export`.
+fn verify_file_figure(path: &str) {
+    let started = Instant::now();
+    let file = std::io::BufReader::new(std::fs::File::open(path).expect("open export"));
+    let report = custos_audit_chain::export::verify_file(file, None).expect("verify-file");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(report.ok, "{report:?}");
+    println!("verify-file: {:>9.0} entries/s  ({} in {secs:.2}s)", report.entries as f64 / secs, report.entries);
 }
 
 /// `work`'s result, its duration in seconds, and the process's peak RSS while it ran and how far
