@@ -91,7 +91,13 @@ fn write_line(out: &mut impl Write, line: &impl Serialize) -> Result<(), ExportE
 
 impl AuditChain {
     /// Writes an organisation's whole retained log; returns the number of entries written.
-    pub async fn export(&self, org: Uuid, out: &mut impl Write) -> Result<u64, ExportError> {
+    /// `progress(written, total)` follows it a batch at a time.
+    pub async fn export(
+        &self,
+        org: Uuid,
+        out: &mut impl Write,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ExportError> {
         self.sync(org).await?;
         let mut tx = self.db.begin_snapshot(org).await.map_err(ChainError::from)?;
         let heads: Heads = audit_heads::table
@@ -154,6 +160,7 @@ impl AuditChain {
                 written += 1;
                 emit_due(out, log.seq + 1)?;
             }
+            progress(written, (heads.tree_size - heads.pruned_before) as u64);
             // By ranges up to the head, so a gap cannot end the export early.
             next += 5000;
             if next >= heads.tree_size {
@@ -233,8 +240,13 @@ fn parse_file_line(org: Uuid, n: usize, text: &str, scratch: &mut Scratch) -> Re
     }))
 }
 
-/// Verifies an export with no database. `pinned` is the public key the verifier trusts.
-pub fn verify_file(input: impl BufRead + Send, pinned: Option<NoteVerifier>) -> Result<FileReport, FileError> {
+/// Verifies an export with no database. `pinned` is the public key the verifier trusts;
+/// `progress(entries checked, entries announced)` follows it a batch at a time.
+pub fn verify_file(
+    input: impl BufRead + Send,
+    pinned: Option<NoteVerifier>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<FileReport, FileError> {
     let mut lines = input.lines().enumerate();
     let (_, first) = lines.next().ok_or_else(|| malformed(1, "the file is empty"))?;
     let header: Header = serde_json::from_str(&first?).map_err(|e| malformed(1, format!("bad header: {e}")))?;
@@ -300,6 +312,7 @@ pub fn verify_file(input: impl BufRead + Send, pinned: Option<NoteVerifier>) -> 
                     return Ok(());
                 }
             }
+            progress(verifier.entries_checked, header.tree_size.saturating_sub(header.first_seq));
             if unreadable.is_some() {
                 return Ok(());
             }
@@ -391,7 +404,7 @@ mod tests {
     }
 
     fn check(lines: &[String], signer: &NoteSigner) -> Result<FileReport, FileError> {
-        verify_file((lines.join("\n") + "\n").as_bytes(), Some(signer.verifier()))
+        verify_file((lines.join("\n") + "\n").as_bytes(), Some(signer.verifier()), |_, _| {})
     }
 
     /// Line `at` with `from` replaced by `to` (which must change it).

@@ -372,7 +372,7 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
     let path = std::env::temp_dir().join(format!("custos-bench-export-{org}.jsonl"));
     let started = Instant::now();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create export file"));
-    let written = chain.export(org, &mut out).await.expect("export");
+    let written = chain.export(org, &mut out, |_, _| {}).await.expect("export");
     drop(out);
     let secs = started.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -384,7 +384,7 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
     );
     let (report, secs, peak, above) = with_peak_memory(async {
         let file = std::io::BufReader::new(std::fs::File::open(&path).expect("open export"));
-        custos_audit_chain::export::verify_file(file, None).expect("verify-file")
+        custos_audit_chain::export::verify_file(file, None, |_, _| {}).expect("verify-file")
     })
     .await;
     assert!(report.ok, "{report:?}");
@@ -407,7 +407,7 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
 fn verify_file_figure(path: &str) {
     let started = Instant::now();
     let file = std::io::BufReader::new(std::fs::File::open(path).expect("open export"));
-    let report = custos_audit_chain::export::verify_file(file, None).expect("verify-file");
+    let report = custos_audit_chain::export::verify_file(file, None, |_, _| {}).expect("verify-file");
     let secs = started.elapsed().as_secs_f64();
     assert!(report.ok, "{report:?}");
     println!("verify-file: {:>9.0} entries/s  ({} in {secs:.2}s)", report.entries as f64 / secs, report.entries);

@@ -319,19 +319,18 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
             verb = if args.resume.is_some() { "resumed" } else { "started" },
         );
         let started = std::time::Instant::now();
-        let mut shown = std::time::Instant::now();
+        let mut ticker = Ticker::new();
         let (_, report) = run
             .run_to_end(|run| {
-                if shown.elapsed() >= std::time::Duration::from_secs(1) {
-                    shown = std::time::Instant::now();
+                if ticker.due() {
                     let (next, checked, _) = run.progress();
                     let report = run.report();
                     let span = report.tree_size.saturating_sub(report.first_seq).max(1);
                     eprintln!(
-                        "{slug}: {checked} entries verified, up to {next} of {} ({:.0}%), {:.0} entries/s",
+                        "{slug}: {checked} entries verified, up to {next} of {} ({:.0}%), {}",
                         report.tree_size,
                         100.0 * next.saturating_sub(report.first_seq) as f64 / span as f64,
-                        checked as f64 / started.elapsed().as_secs_f64()
+                        ticker.rate(checked)
                     );
                 }
             })
@@ -369,10 +368,34 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Export { org, out, db } => {
             let app = audit_app_for(&db).await?;
             let (org_id, _) = app.identity.organization(&org).await.map_err(problem)?;
-            let file =
-                std::fs::File::create(&out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+            // Written beside the destination and renamed into place once complete and on disk,
+            // so that an export cut short never passes for a whole one.
+            let partial = out.with_file_name(format!(
+                "{}.partial",
+                out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            ));
+            let file = std::fs::File::create(&partial)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", partial.display()))?;
             let mut writer = std::io::BufWriter::new(file);
-            let n = app.audit.chain().export(org_id, &mut writer).await?;
+            let mut ticker = Ticker::new();
+            let exported = app
+                .audit
+                .chain()
+                .export(org_id, &mut writer, |written, total| {
+                    if ticker.due() {
+                        eprintln!("{org}: {written} of {total} entries exported ({})", ticker.rate(written));
+                    }
+                })
+                .await;
+            let finished = exported.map_err(anyhow::Error::from).and_then(|n| {
+                let file = writer.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                std::fs::rename(&partial, &out)?;
+                Ok(n)
+            });
+            let n = finished.inspect_err(|_| {
+                let _ = std::fs::remove_file(&partial);
+            })?;
             println!("exported {n} entries of {org} to {}", out.display());
             println!("verifier key: {}", app.audit.chain().signer().verifier().to_note_key());
         }
@@ -384,7 +407,12 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
             let reader = std::io::BufReader::new(
                 std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?,
             );
-            let report = custos_audit_chain::export::verify_file(reader, pinned)?;
+            let mut ticker = Ticker::new();
+            let report = custos_audit_chain::export::verify_file(reader, pinned, |checked, total| {
+                if ticker.due() {
+                    eprintln!("{checked} of {total} entries verified ({})", ticker.rate(checked));
+                }
+            })?;
             if !report.ok {
                 anyhow::bail!(
                     "FAILED at sequence number {}: {}",
@@ -431,4 +459,30 @@ fn problem_of(p: custos_core::Problem) -> anyhow::Error {
 
 fn problem<E: Into<custos_core::Problem>>(e: E) -> anyhow::Error {
     problem_of(e.into())
+}
+
+/// When a long command's next progress line is due (once a second, on stderr).
+struct Ticker {
+    started: std::time::Instant,
+    shown: std::time::Instant,
+}
+
+impl Ticker {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Ticker { started: now, shown: now }
+    }
+
+    fn due(&mut self) -> bool {
+        let due = self.shown.elapsed() >= std::time::Duration::from_secs(1);
+        if due {
+            self.shown = std::time::Instant::now();
+        }
+        due
+    }
+
+    /// `done` entries since the start, as a rate.
+    fn rate(&self, done: u64) -> String {
+        format!("{:.0} entries/s", done as f64 / self.started.elapsed().as_secs_f64().max(1e-9))
+    }
 }

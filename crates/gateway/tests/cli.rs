@@ -268,6 +268,7 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     let o = run(&["audit", "export", "--org", "acme", "--out", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let key = stdout(&o).lines().find_map(|l| l.strip_prefix("verifier key: ")).unwrap().to_owned();
+    assert!(file.is_file() && !dir.join("acme-audit.jsonl.partial").exists(), "renamed into place when complete");
     let offline = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_custos")).args(args).env_remove("DATABASE_URL").output().unwrap()
     };
@@ -311,6 +312,26 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     // An index row that does not repeat its entry is content: the structure-only check passes.
     let o = run(&["verify-audit-chain", "--org", "acme", "--structure-only"]);
     assert!(o.status.success(), "{}", stdout(&o));
+
+    // An export that cannot be completed (here an entry's content is gone) leaves no file behind,
+    // finished or partial.
+    {
+        let mut conn = db.superuser().await;
+        diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+        diesel::sql_query(
+            "DELETE FROM audit_entries WHERE (organization_id, event_id) IN
+               (SELECT organization_id, event_id FROM audit_index WHERE seq = 6)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let broken = dir.join("broken.jsonl");
+    let o = run(&["audit", "export", "--org", "acme", "--out", broken.to_str().unwrap()]);
+    assert_clean_failure(&o, "entry 6 has no content");
+    assert!(!broken.exists() && !dir.join("broken.jsonl.partial").exists(), "nothing left behind");
+    let o = run(&["audit", "export", "--org", "acme", "--out", dir.join("no/such/dir.jsonl").to_str().unwrap()]);
+    assert_clean_failure(&o, "cannot create");
 
     // Production refuses to run without a configured key.
     let empty_dir = dir.join("empty");
