@@ -140,6 +140,31 @@ impl AuditChain {
         depth: Depth,
         launch: Launch,
     ) -> Result<Run, ChainError> {
+        let mut tx = self.db.begin(ctx.organization_id).await?;
+        // One live run per organisation and depth: a verification is heavy, and a second one
+        // over the same log would only repeat the first. Serialised by a lock on that pair, so
+        // two starts cannot both find none.
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(format!(
+                "custos audit verification {} {}",
+                ctx.organization_id,
+                depth_name(depth)
+            ))
+            .execute(tx.conn())
+            .await?;
+        let live: Option<Uuid> = audit_verifications::table
+            .filter(audit_verifications::organization_id.eq(ctx.organization_id))
+            .filter(audit_verifications::depth.eq(depth_name(depth)))
+            .filter(audit_verifications::status.eq("running"))
+            .filter(audit_verifications::heartbeat_at.gt(custos_core::timefmt::now() - LEASE))
+            .select(audit_verifications::id)
+            .first(tx.conn())
+            .await
+            .optional()?;
+        if let Some(id) = live {
+            return Err(ChainError::VerificationRunning(id));
+        }
+        // The snapshot is taken once the start is sure to go ahead.
         let pass = self.open_pass(ctx.organization_id, days, depth, None).await?;
         let report = pass.report();
         let now = custos_core::timefmt::now();
@@ -166,29 +191,6 @@ impl AuditChain {
             finished_at: None,
             background: launch == Launch::Background,
         };
-        let mut tx = self.db.begin(ctx.organization_id).await?;
-        // One live run per organisation and depth: a verification is heavy, and a second one
-        // over the same log would only repeat the first. Serialised by a lock on that pair, so
-        // two starts cannot both find none.
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind::<diesel::sql_types::Text, _>(format!(
-                "custos audit verification {} {}",
-                row.organization_id, row.depth
-            ))
-            .execute(tx.conn())
-            .await?;
-        let live: Option<Uuid> = audit_verifications::table
-            .filter(audit_verifications::organization_id.eq(row.organization_id))
-            .filter(audit_verifications::depth.eq(&row.depth))
-            .filter(audit_verifications::status.eq("running"))
-            .filter(audit_verifications::heartbeat_at.gt(now - LEASE))
-            .select(audit_verifications::id)
-            .first(tx.conn())
-            .await
-            .optional()?;
-        if let Some(id) = live {
-            return Err(ChainError::VerificationRunning(id));
-        }
         diesel::insert_into(audit_verifications::table).values(&row).execute(tx.conn()).await?;
         crate::record_change(&mut tx, ctx, "create", "audit_verification", row.id, Value::Null, row.snapshot()).await?;
         tx.commit().await?;
