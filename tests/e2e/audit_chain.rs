@@ -991,3 +991,35 @@ async fn a_transaction_counter_behind_the_cursor_halts_sequencing_loudly() {
     let refused = s.app().audit.chain().check_transaction_counter().await.expect_err("start-up refuses");
     assert!(refused.to_string().contains("restored into another cluster"), "{refused}");
 }
+
+/// The value of the Prometheus sample `name` (with its labels as written, if any) in `text`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_trail_is_observable_in_metrics() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 6).await;
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    tamper(&s, &format!("DELETE FROM audit_index WHERE organization_id = '{}' AND seq = 2", org.id)).await;
+    let (status, report) = s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({})).await;
+    assert_eq!((status.as_u16(), report["ok"].clone()), (200, json!(false)), "{report}");
+
+    let resp = s.raw(Method::GET, "/metrics", Some(&org.viewer), None).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"));
+    assert!(value("custos_audit_entries_sequenced_total") >= 6.0, "{text}");
+    assert!(value("custos_audit_entries_indexed_total") >= 6.0, "{text}");
+    assert!(value("custos_audit_checkpoints_signed_total") >= 1.0, "{text}");
+    assert!(value(r#"custos_audit_verifications_total{depth="content",result="passed"}"#) >= 1.0, "{text}");
+    assert!(value(r#"custos_audit_verifications_total{depth="content",result="failed"}"#) >= 1.0, "{text}");
+    assert!(value("custos_audit_listing_delay_seconds_count") >= 6.0, "{text}");
+    // The sequencer's loop finished a pass over every organisation with work, recently.
+    let pass = value("custos_audit_sequencer_pass_timestamp_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(pass > now - 60.0 && pass <= now + 1.0, "{pass} vs {now}");
+}

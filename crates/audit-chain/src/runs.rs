@@ -234,6 +234,7 @@ impl AuditChain {
         crate::record_change(&mut tx, ctx, "resume", "audit_verification", id, before.snapshot(), row.snapshot())
             .await?;
         tx.commit().await?;
+        metrics::counter!("custos_audit_verification_resumes_total").increment(1);
         Ok(Run { chain: self.clone(), ctx: ctx.clone(), row, pass, saved_at: Instant::now() })
     }
 
@@ -491,6 +492,12 @@ impl Run {
         )
         .await?;
         tx.commit().await?;
+        metrics::counter!(
+            "custos_audit_verifications_total",
+            "depth" => row.depth.clone(),
+            "result" => row.status.clone()
+        )
+        .increment(1);
         Ok((row.id, report))
     }
 }

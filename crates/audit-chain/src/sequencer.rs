@@ -354,6 +354,10 @@ impl AuditChain {
             None
         };
         tx.commit().await?;
+        metrics::counter!("custos_audit_entries_sequenced_total").increment(n as u64);
+        if checkpoint.is_some() {
+            metrics::counter!("custos_audit_checkpoints_signed_total").increment(1);
+        }
         Ok(IntegrateOutcome { sequenced: n, tree_size: frontier.size, checkpoint })
     }
 
@@ -584,6 +588,14 @@ impl AuditChain {
             .execute(tx.conn())
             .await?;
         tx.commit().await?;
+        // Recorded → listed: the longest an entry waits before auditors can find it (it is in the
+        // tree, and usually under a checkpoint, before that).
+        let now = timefmt::now();
+        let delay = metrics::histogram!("custos_audit_listing_delay_seconds");
+        for recorded in &times {
+            delay.record((now - *recorded).as_seconds_f64().max(0.0));
+        }
+        metrics::counter!("custos_audit_entries_indexed_total").increment(n as u64);
         Ok(n)
     }
 
@@ -616,26 +628,46 @@ impl AuditChain {
     /// The sequencer loop of `custos serve`: runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
+            // A pass that left no organisation behind: what an alert on a stuck sequencer watches.
+            let mut all_done = true;
             let busy = match self.pending().await {
                 Ok(orgs) => {
                     let mut busy = false;
                     for org in orgs {
+                        let mut failed = false;
                         match self.integrate(org, false).await {
                             Ok(o) => busy |= o.sequenced >= self.config.batch_size,
-                            Err(e) => tracing::error!(error = %e, %org, "audit sequencing failed; will retry"),
+                            Err(e) => {
+                                failed = true;
+                                metrics::counter!("custos_audit_sequencer_failures_total", "stage" => "sequence")
+                                    .increment(1);
+                                tracing::error!(error = %e, %org, "audit sequencing failed; will retry")
+                            }
                         }
                         match self.index(org, false).await {
                             Ok(n) => busy |= n == self.config.batch_size,
-                            Err(e) => tracing::error!(error = %e, %org, "audit indexing failed; will retry"),
+                            Err(e) => {
+                                failed = true;
+                                metrics::counter!("custos_audit_sequencer_failures_total", "stage" => "index")
+                                    .increment(1);
+                                tracing::error!(error = %e, %org, "audit indexing failed; will retry")
+                            }
                         }
+                        all_done &= !failed;
                     }
                     busy
                 }
                 Err(e) => {
+                    all_done = false;
+                    metrics::counter!("custos_audit_sequencer_failures_total", "stage" => "poll").increment(1);
                     tracing::warn!(error = %e, "audit sequencer cannot reach the database; will retry");
                     false
                 }
             };
+            if all_done {
+                metrics::gauge!("custos_audit_sequencer_pass_timestamp_seconds")
+                    .set(timefmt::now().unix_timestamp_nanos() as f64 / 1e9);
+            }
             if *shutdown.borrow() {
                 break;
             }
