@@ -106,6 +106,10 @@ async fn requests_survive_the_database_closing_pooled_connections() {
         s.post("/api/compliance/frameworks/", &org.editor, json!({ "name": name, "framework_type": "CUSTOM" })).await
     };
     assert_eq!(create("before").await.0, 201);
+    // Fill the pool with idle connections, so that more than one dead one awaits the next request.
+    let list = async || s.get("/api/compliance/frameworks/", &org.viewer).await.0;
+    let filled = futures::future::join_all((0..4).map(|_| list())).await;
+    assert!(filled.iter().all(|status| *status == 200), "{filled:?}");
     // What a database restart or an idle-connection timeout does to the pool's connections.
     let closed = s
         .superuser_sql(&format!(

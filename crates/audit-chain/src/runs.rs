@@ -306,7 +306,12 @@ impl AuditChain {
             }
             let ctx = RequestCtx::system(org, RESUMER_JOB);
             let outcome = match self.resume_verification(&ctx, id).await {
-                Ok(run) => run.run_to_end(|_| {}).await.map(|(_, report)| report),
+                // On a task of its own, so that a run that panics fails alone rather than
+                // ending the watcher: its run is interrupted again and the watcher goes on.
+                Ok(run) => match AbortOnDrop(tokio::spawn(run.run_to_end(|_| {}))).finished().await {
+                    Ok(finished) => finished.map(|(_, report)| report),
+                    Err(e) => Err(ChainError::Corrupt(org, format!("the resumed verification {id} stopped: {e}"))),
+                },
                 Err(e) => Err(e),
             };
             outcomes.push((id, outcome));
@@ -499,6 +504,22 @@ impl Run {
         )
         .increment(1);
         Ok((row.id, report))
+    }
+}
+
+/// A task that is stopped when whoever waits for it stops waiting (a watcher shutting down):
+/// its run is then interrupted, as if the process had stopped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn finished(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -162,8 +162,8 @@ impl Db {
     pub fn connect(config: &DbConfig) -> Result<Db, DbError> {
         // Connections are handed out without a test query: that would be one more round trip on
         // every transaction. A connection the server closed is still dropped at checkout (the
-        // pool sees it closed); one that died unnoticed fails at `BEGIN`, which is retried once on
-        // a fresh connection (see `begin_with`).
+        // pool sees it closed); one that died unnoticed fails at `BEGIN`, which is retried on the
+        // next connection until a fresh one is opened (see `begin_with`).
         let mut manager_config = ManagerConfig::default();
         manager_config.recycling_method = RecyclingMethod::Fast;
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, manager_config);
@@ -210,15 +210,23 @@ impl Db {
     async fn begin_with(&self, begin: &str, organization_id: Option<Uuid>) -> Result<Tx, DbError> {
         let tenant = organization_id.map(|o| format!(", set_config('custos.org_id', '{o}', true)")).unwrap_or_default();
         let sql = format!("{begin}; SELECT set_config('role', '{APP_ROLE}', true){tenant}");
-        let mut conn = self.conn().await?;
-        if AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await.is_err() {
-            // Nothing has happened yet, so a connection that failed here is discarded (not
-            // returned to the pool) and the transaction opened on a fresh one.
-            drop(Object::take(conn));
-            conn = self.conn().await?;
-            AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await?;
+        // Nothing has happened yet, so a connection that fails here is discarded (not returned to
+        // the pool) and the next one tried. After a database restart every idle connection is
+        // dead, so up to the pool's size may fail before one is freshly opened.
+        let mut attempts = self.pool.status().max_size + 1;
+        loop {
+            let mut conn = self.conn().await?;
+            match AnsiTransactionManager::begin_transaction_sql(&mut *conn, &sql).await {
+                Ok(()) => return Ok(Tx { conn: Some(conn) }),
+                Err(e) => {
+                    drop(Object::take(conn));
+                    attempts -= 1;
+                    if attempts == 0 {
+                        return Err(e.into());
+                    }
+                }
+            }
         }
-        Ok(Tx { conn: Some(conn) })
     }
 
     /// A read-only transaction on one consistent snapshot (long reads such as verification).
