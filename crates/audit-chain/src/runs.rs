@@ -27,6 +27,7 @@ use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use crate::encoding::Hash;
@@ -307,8 +308,9 @@ impl AuditChain {
             let ctx = RequestCtx::system(org, RESUMER_JOB);
             let outcome = match self.resume_verification(&ctx, id).await {
                 // On a task of its own, so that a run that panics fails alone rather than
-                // ending the watcher: its run is interrupted again and the watcher goes on.
-                Ok(run) => match AbortOnDrop(tokio::spawn(run.run_to_end(|_| {}))).finished().await {
+                // ending the watcher; aborted should the watcher stop waiting (shutting down),
+                // which leaves it interrupted for the next start.
+                Ok(run) => match AbortOnDropHandle::new(tokio::spawn(run.run_to_end(|_| {}))).await {
                     Ok(finished) => finished.map(|(_, report)| report),
                     Err(e) => Err(ChainError::Corrupt(org, format!("the resumed verification {id} stopped: {e}"))),
                 },
@@ -504,22 +506,6 @@ impl Run {
         )
         .increment(1);
         Ok((row.id, report))
-    }
-}
-
-/// A task that is stopped when whoever waits for it stops waiting (a watcher shutting down):
-/// its run is then interrupted, as if the process had stopped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<T> {
-    async fn finished(mut self) -> Result<T, tokio::task::JoinError> {
-        (&mut self.0).await
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -634,11 +634,10 @@ impl AuditChain {
                 Ok(orgs) => {
                     let mut busy = false;
                     for org in orgs {
-                        let mut failed = false;
                         match self.integrate(org, false).await {
                             Ok(o) => busy |= o.sequenced >= self.config.batch_size,
                             Err(e) => {
-                                failed = true;
+                                all_done = false;
                                 metrics::counter!("custos_audit_sequencer_failures_total", "stage" => "sequence")
                                     .increment(1);
                                 tracing::error!(error = %e, %org, "audit sequencing failed; will retry")
@@ -647,13 +646,12 @@ impl AuditChain {
                         match self.index(org, false).await {
                             Ok(n) => busy |= n == self.config.batch_size,
                             Err(e) => {
-                                failed = true;
+                                all_done = false;
                                 metrics::counter!("custos_audit_sequencer_failures_total", "stage" => "index")
                                     .increment(1);
                                 tracing::error!(error = %e, %org, "audit indexing failed; will retry")
                             }
                         }
-                        all_done &= !failed;
                     }
                     busy
                 }

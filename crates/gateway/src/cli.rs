@@ -318,7 +318,6 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
             id = run.id(),
             verb = if args.resume.is_some() { "resumed" } else { "started" },
         );
-        let started = std::time::Instant::now();
         let mut ticker = Ticker::new();
         let (_, report) = run
             .run_to_end(|run| {
@@ -335,7 +334,7 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
                 }
             })
             .await?;
-        let secs = started.elapsed().as_secs_f64();
+        let secs = ticker.seconds();
         if report.ok {
             println!(
                 "{slug}: OK — {} entries ({}..{}) and {} checkpoints verified in {secs:.2}s{}",
@@ -481,8 +480,12 @@ impl Ticker {
         due
     }
 
+    fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
     /// `done` entries since the start, as a rate.
     fn rate(&self, done: u64) -> String {
-        format!("{:.0} entries/s", done as f64 / self.started.elapsed().as_secs_f64().max(1e-9))
+        format!("{:.0} entries/s", done as f64 / self.seconds().max(1e-9))
     }
 }
