@@ -447,6 +447,72 @@ async fn tampering_is_detected_and_named() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn entries_recorded_in_the_v2_encoding_verify_beside_v3_ones() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 2).await;
+    // Two entries exactly as the v2 encoder wrote them (a user's email changed), recorded as a
+    // writer records them, between v3 entries.
+    let v2: Value =
+        serde_json::from_str(include_str!("../../crates/audit-chain/testdata/v2_entry.json")).expect("the v2 entry");
+    let mut tx = s.app().db.begin(org.id).await.unwrap();
+    for _ in 0..2 {
+        diesel::sql_query(format!(
+            "INSERT INTO audit_entries (organization_id, event_id, fields, salts, digest)
+             VALUES ('{}', '{}', $1, decode('{}', 'hex'), decode('{}', 'hex'))",
+            org.id,
+            uuid::Uuid::now_v7(),
+            v2["salts"].as_str().unwrap(),
+            v2["digest"].as_str().unwrap()
+        ))
+        .bind::<diesel::sql_types::Text, _>(v2["fields"].as_str().unwrap())
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    create_frameworks(&s, &org, 2).await;
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+
+    let old = entries(&s, &org, "?actor=user:1").await;
+    assert_eq!(old.len(), 2, "{old:?}");
+    assert_eq!(old[0]["after"], json!({"email": "new@example.com", "note": "tab\there", "role": "admin"}));
+    let seq = old[1]["seq"].as_i64().unwrap();
+
+    // Withholding a v2 entry's field keeps its leaf, and the log verifies, online and offline.
+    let url = format!("/api/compliance/audit-log/{seq}/withhold/");
+    let (status, redacted) =
+        s.post(&url, &org.admin, json!({ "fields": ["after.email"], "reason": "GDPR Art. 17" })).await;
+    assert_eq!(status, 200, "{redacted}");
+    assert_eq!(redacted["leaf_hash"], old[1]["leaf_hash"]);
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    let mut export = Vec::new();
+    s.app().audit.chain().export(org.id, &mut export, |_, _| {}).await.expect("export");
+    let offline = custos_audit_chain::export::verify_file(&export[..], None, |_, _| {}).expect("readable");
+    assert!(offline.ok, "{offline:?}");
+    let salt_markers: Vec<u8> = String::from_utf8_lossy(&export)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["entry"]["salts"].as_str().map(str::to_owned))
+        .map(|salts| B64.decode(salts).unwrap()[0])
+        .collect();
+    for (marker, what) in [(0x01, "v2 seeded"), (0x02, "v2 withheld"), (0x03, "v3 seeded")] {
+        assert!(salt_markers.contains(&marker), "a {what} entry is exported: {salt_markers:?}");
+    }
+
+    // An edit to a v2 entry is caught and named.
+    let edit = format!(
+        "UPDATE audit_entries SET fields = replace(fields, '\"admin\"', '\"root\"')
+          WHERE organization_id = '{}' AND event_id = custos_audit_event_id('{}', {seq})",
+        org.id, org.id
+    );
+    tamper(&s, &edit).await;
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn deleted_swapped_and_truncated_entries_are_detected() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;

@@ -3,7 +3,7 @@
 //! `custos audit export` writes an organisation's log as JSON Lines (`custos-audit-export/v2`): a
 //! header (organisation, origin, verifier key, and the anchor — chain hash and compact range — the
 //! export starts from), then every entry with its committed fields exactly as stored (the
-//! `custos-audit/v2` field lines — `name TAB json` or `name TAB !commitment` — and the salts,
+//! `custos-audit/v3` (or v2) field lines — `name TAB json` or `name TAB !commitment` — and the salts,
 //! base64) and every signed checkpoint, each placed right after the entry that completes it.
 //! `custos audit verify-file` checks such a file with no database: leaves, chain, tree and
 //! checkpoint signatures — against a public key the regulator obtained out of band, or, without
@@ -20,7 +20,7 @@ use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::encoding::{Hash, Scratch, StoredEntry, leaf_hash};
+use crate::encoding::{DigestBatch, Hash, StoredEntry, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::rows::{Unverifiable, from_hex, hex, stored_range, to_hash};
@@ -213,31 +213,66 @@ enum FileLine {
     Entry { seq: u64, leaf: Result<Hash, Unverifiable>, stored_leaf: Vec<u8>, chain: Vec<u8> },
 }
 
+/// A line of an export, parsed; an entry's leaf is still to be recomputed.
+enum ParsedLine {
+    Checkpoint(StoredCheckpoint),
+    Entry { seq: u64, fields: String, salts: Result<Vec<u8>, String>, stored_leaf: Vec<u8>, chain: Vec<u8> },
+}
+
 /// Line `n` of an export (`None` for a blank one).
-fn parse_file_line(org: Uuid, n: usize, text: &str, scratch: &mut Scratch) -> Result<Option<FileLine>, FileError> {
+fn parse_file_line(n: usize, text: &str) -> Result<Option<ParsedLine>, FileError> {
     if text.trim().is_empty() {
         return Ok(None);
     }
     let line: Line = serde_json::from_str(text).map_err(|e| malformed(n, e.to_string()))?;
     Ok(Some(match line {
-        Line::Checkpoint(cp) => FileLine::Checkpoint(StoredCheckpoint {
+        Line::Checkpoint(cp) => ParsedLine::Checkpoint(StoredCheckpoint {
             tree_size: cp.tree_size,
             root_hash: from_hex(&cp.root_hash).unwrap_or_default(),
             note: cp.note,
         }),
-        Line::Entry(e) => {
-            let digest = B64
-                .decode(&e.salts)
-                .map_err(|_| "bad salts".to_owned())
-                .and_then(|salts| StoredEntry { fields: e.fields.as_bytes(), salts: &salts }.digest(scratch));
-            FileLine::Entry {
-                seq: e.seq,
-                leaf: digest.map(|d| leaf_hash(&org, e.seq, &d)).map_err(Unverifiable::Malformed),
-                stored_leaf: from_hex(&e.leaf_hash).unwrap_or_default(),
-                chain: from_hex(&e.chain_hash).unwrap_or_default(),
-            }
-        }
+        Line::Entry(e) => ParsedLine::Entry {
+            seq: e.seq,
+            salts: B64.decode(&e.salts).map_err(|_| "bad salts".to_owned()),
+            fields: e.fields,
+            stored_leaf: from_hex(&e.leaf_hash).unwrap_or_default(),
+            chain: from_hex(&e.chain_hash).unwrap_or_default(),
+        },
     }))
+}
+
+/// Numbered lines parsed, and their entries' leaves recomputed together in `batch`.
+fn check_lines(
+    org: Uuid,
+    batch: &mut DigestBatch,
+    lines: &[(usize, std::io::Result<String>)],
+) -> Vec<Result<Option<FileLine>, FileError>> {
+    let parsed: Vec<_> = lines
+        .iter()
+        .map(|(n, text)| match text {
+            Ok(text) => parse_file_line(*n, text),
+            Err(_) => Ok(None),
+        })
+        .collect();
+    for line in &parsed {
+        if let Ok(Some(ParsedLine::Entry { fields, salts: Ok(salts), .. })) = line {
+            batch.push(&StoredEntry { fields: fields.as_bytes(), salts }, |_, _| {});
+        }
+    }
+    let mut digests = batch.finish().into_iter();
+    parsed
+        .into_iter()
+        .map(|line| {
+            Ok(line?.map(|line| match line {
+                ParsedLine::Checkpoint(cp) => FileLine::Checkpoint(cp),
+                ParsedLine::Entry { seq, salts, stored_leaf, chain, .. } => {
+                    let digest = salts.and_then(|_| digests.next().expect("one digest per entry pushed"));
+                    let leaf = digest.map(|d| leaf_hash(&org, seq, &d)).map_err(Unverifiable::Malformed);
+                    FileLine::Entry { seq, leaf, stored_leaf, chain }
+                }
+            }))
+        })
+        .collect()
 }
 
 /// Verifies an export with no database. `pinned` is the public key the verifier trusts;
@@ -295,10 +330,7 @@ pub fn verify_file(
             if let Some(at) = batch.iter().position(|(_, text)| text.is_err()) {
                 unreadable = batch.drain(at..).next().and_then(|(_, text)| text.err());
             }
-            let parsed = crate::verify::parallel_map(&batch, |scratch, (n, text)| match text {
-                Ok(text) => parse_file_line(org, *n, text, scratch),
-                Err(_) => Ok(None),
-            });
+            let parsed = crate::verify::parallel_batches(&batch, |digests, lines| check_lines(org, digests, lines));
             for (item, (n, _)) in parsed.into_iter().zip(&batch) {
                 let step = match item.unwrap_or_else(|| Err(malformed(*n, "the line could not be checked")))? {
                     None => continue,

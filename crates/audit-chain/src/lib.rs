@@ -1,7 +1,7 @@
 //! The tamper-evident audit trail, to the standard of certificate-transparency logs.
 //!
 //! * Writing — every state change calls [`record`] with the transaction that makes the change: the
-//!   entry goes into `audit_entries` (encoded by [`encoding`]: `custos-audit/v2`, per-field salted
+//!   entry goes into `audit_entries` (encoded by [`encoding`]: `custos-audit/v3`, per-field salted
 //!   commitments folded into a digest), with its digest and the writing transaction's id,
 //!   committing or rolling back with the change. Writers share no row.
 //! * [`sequencer`] — takes each organisation's newly committed entries in batches (by transaction
@@ -22,6 +22,7 @@ pub mod encoding;
 pub mod export;
 pub mod grpc;
 pub mod keys;
+pub mod lanes;
 pub mod merkle;
 pub mod note;
 pub mod proofs;

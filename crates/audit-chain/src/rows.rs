@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::encoding::{FieldRef, Hash, Scratch, StoredEntry, is_json_string};
+use crate::encoding::{DigestBatch, FieldRef, Hash, Scratch, StoredEntry, is_json_string};
 use crate::sequencer::ChainError;
 
 /// What an index column shows once the field it repeats was withheld.
@@ -280,50 +280,86 @@ pub fn digest(
     columns: Option<&Columns<'_>>,
     scratch: &mut Scratch,
 ) -> Result<Hash, Unverifiable> {
-    let Some(columns) = columns else {
-        return stored.digest(scratch).map_err(Unverifiable::Malformed);
-    };
-    let mut checked = 0u8;
-    let mut mismatch: Option<&'static str> = None;
-    let digest = stored
-        .digest_visiting(scratch, |name, field| {
-            let (column, bit, erasable) = match name {
-                b"actor" => (columns.actor, 1, true),
-                b"action" => (columns.action, 2, false),
-                b"resource_type" => (columns.resource_type, 4, false),
-                b"resource_id" => (columns.resource_id, 8, true),
-                b"recorded_at" => {
-                    checked |= 16;
-                    let agrees = matches!(field, FieldRef::Revealed(v) if timestamp_matches(v, columns.recorded_at));
-                    if !agrees {
-                        mismatch = mismatch.or(Some("recorded_at"));
-                    }
-                    return;
-                }
-                _ => return,
-            };
-            checked |= bit;
-            let agrees = match field {
-                FieldRef::Revealed(v) => is_json_string(v, column),
-                FieldRef::Withheld(_) => erasable && column == PLACEHOLDER,
-            };
-            if !agrees {
-                mismatch = mismatch.or(Some(match bit {
-                    1 => "actor",
-                    2 => "action",
-                    4 => "resource_type",
-                    _ => "resource_id",
-                }));
-            }
+    let mut check = ColumnCheck::new(columns);
+    let digest = stored.digest_visiting(scratch, |name, field| check.visit(name, field));
+    check.finish(digest)
+}
+
+/// [`digest`] for many entries at once (each with its index columns, if any), in order.
+pub fn digests<'a>(
+    entries: impl IntoIterator<Item = (StoredEntry<'a>, Option<Columns<'a>>)>,
+    batch: &mut DigestBatch,
+) -> Vec<Result<Hash, Unverifiable>> {
+    let checks: Vec<ColumnCheck<'_>> = entries
+        .into_iter()
+        .map(|(stored, columns)| {
+            let mut check = ColumnCheck::new(columns.as_ref());
+            batch.push(&stored, |name, field| check.visit(name, field));
+            check
         })
-        .map_err(Unverifiable::Malformed)?;
-    if let Some(name) = mismatch {
-        return Err(Unverifiable::Column(name));
+        .collect();
+    checks.into_iter().zip(batch.finish()).map(|(check, digest)| check.finish(digest)).collect()
+}
+
+/// Checks, field by field as a digest is recomputed, that an entry's index columns repeat its
+/// fields.
+struct ColumnCheck<'c> {
+    columns: Option<Columns<'c>>,
+    /// One bit per column seen.
+    seen: u8,
+    mismatch: Option<&'static str>,
+}
+
+impl<'c> ColumnCheck<'c> {
+    fn new(columns: Option<&Columns<'c>>) -> Self {
+        ColumnCheck { columns: columns.copied(), seen: 0, mismatch: None }
     }
-    if checked != 31 {
-        return Err(Unverifiable::Malformed("a required field is missing".to_owned()));
+
+    fn visit(&mut self, name: &[u8], field: FieldRef<'_>) {
+        let Some(columns) = &self.columns else { return };
+        let (column, bit, erasable) = match name {
+            b"actor" => (columns.actor, 1, true),
+            b"action" => (columns.action, 2, false),
+            b"resource_type" => (columns.resource_type, 4, false),
+            b"resource_id" => (columns.resource_id, 8, true),
+            b"recorded_at" => {
+                self.seen |= 16;
+                let agrees = matches!(field, FieldRef::Revealed(v) if timestamp_matches(v, columns.recorded_at));
+                if !agrees {
+                    self.mismatch = self.mismatch.or(Some("recorded_at"));
+                }
+                return;
+            }
+            _ => return,
+        };
+        self.seen |= bit;
+        let agrees = match field {
+            FieldRef::Revealed(v) => is_json_string(v, column),
+            FieldRef::Withheld(_) => erasable && column == PLACEHOLDER,
+        };
+        if !agrees {
+            self.mismatch = self.mismatch.or(Some(match bit {
+                1 => "actor",
+                2 => "action",
+                4 => "resource_type",
+                _ => "resource_id",
+            }));
+        }
     }
-    Ok(digest)
+
+    fn finish(self, digest: Result<Hash, String>) -> Result<Hash, Unverifiable> {
+        let digest = digest.map_err(Unverifiable::Malformed)?;
+        if self.columns.is_none() {
+            return Ok(digest);
+        }
+        if let Some(name) = self.mismatch {
+            return Err(Unverifiable::Column(name));
+        }
+        if self.seen != 31 {
+            return Err(Unverifiable::Malformed("a required field is missing".to_owned()));
+        }
+        Ok(digest)
+    }
 }
 
 /// Why an entry's digest could not be recomputed.

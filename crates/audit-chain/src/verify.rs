@@ -13,7 +13,7 @@ use diesel_async::RunQueryDsl;
 use time::Duration;
 use uuid::Uuid;
 
-use crate::encoding::{Hash, Scratch, chain_hash, leaf_hash};
+use crate::encoding::{DigestBatch, Hash, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
@@ -661,47 +661,63 @@ impl Pass {
 /// Every row's leaf hash recomputed from its fields (whose index row, for entries below
 /// `indexed_size`, must repeat them), in parallel over the available cores.
 fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result<Hash, Unverifiable>> {
-    // A worker that died leaves its entries unverified, never silently skipped.
-    parallel_map(rows, |scratch, (log, index, entry)| {
-        let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
-        if index.as_ref().is_some_and(|i| i.event_id != log.event_id) {
-            return Err(Unverifiable::Column("event id"));
+    parallel_batches(rows, |batch, part| {
+        // Rows that cannot be hashed are answered at once; the rest go through the batch.
+        let mut checked: Vec<Result<(), Unverifiable>> = Vec::with_capacity(part.len());
+        let mut hashable = Vec::with_capacity(part.len());
+        for (log, index, entry) in part {
+            let row = (|| {
+                let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
+                if index.as_ref().is_some_and(|i| i.event_id != log.event_id) {
+                    return Err(Unverifiable::Column("event id"));
+                }
+                let columns = index.as_ref().map(IndexRow::columns);
+                if columns.is_none() && log.seq < indexed_size {
+                    return Err(Unverifiable::Unindexed);
+                }
+                Ok((entry.stored(), columns))
+            })();
+            checked.push(row.map(|row| hashable.push(row)));
         }
-        let columns = index.as_ref().map(IndexRow::columns);
-        if columns.is_none() && log.seq < indexed_size {
-            return Err(Unverifiable::Unindexed);
-        }
-        Ok(leaf_hash(&org, log.seq as u64, &entry.digest(columns.as_ref(), scratch)?))
+        let mut digests = crate::rows::digests(hashable, batch).into_iter();
+        checked
+            .into_iter()
+            .zip(part)
+            .map(|(row, (log, _, _))| {
+                row?;
+                let digest = digests.next().expect("one digest per hashable row")?;
+                Ok(leaf_hash(&org, log.seq as u64, &digest))
+            })
+            .collect()
     })
     .into_iter()
+    // A worker that died leaves its entries unverified, never silently skipped.
     .map(|leaf| leaf.unwrap_or_else(|| Err(Unverifiable::Malformed("leaf recomputation failed".to_owned()))))
     .collect()
 }
 
-/// `f` over `items`, in order, split across the available cores, each worker with its own
-/// scratch space; `None` where a worker died.
-pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&mut Scratch, &T) -> R + Sync) -> Vec<Option<R>> {
+/// `f` over `items` split into one contiguous part per available core, each worker with its own
+/// [`DigestBatch`]; `f` answers each item of its part, in order. The answers come back in order,
+/// `None` where a worker died (or answered too few).
+pub(crate) fn parallel_batches<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&mut DigestBatch, &[T]) -> Vec<R> + Sync,
+) -> Vec<Option<R>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let chunk = items.len().div_ceil(workers).max(1);
     let f = &f;
     std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| {
-                (
-                    part.len(),
-                    scope.spawn(move || {
-                        let mut scratch = Scratch::default();
-                        part.iter().map(|item| f(&mut scratch, item)).collect::<Vec<_>>()
-                    }),
-                )
-            })
+            .map(|part| (part.len(), scope.spawn(move || f(&mut DigestBatch::default(), part))))
             .collect();
         handles
             .into_iter()
-            .flat_map(|(len, h)| match h.join() {
-                Ok(results) => results.into_iter().map(Some).collect::<Vec<_>>(),
-                Err(_) => (0..len).map(|_| None).collect(),
+            .flat_map(|(len, h)| {
+                let mut answers: Vec<Option<R>> =
+                    h.join().map_or_else(|_| Vec::new(), |a| a.into_iter().map(Some).collect());
+                answers.resize_with(len, || None);
+                answers
             })
             .collect()
     })
