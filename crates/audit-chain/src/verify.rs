@@ -696,9 +696,13 @@ fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result
     .collect()
 }
 
+/// Items a worker hands `f` at once: enough to fill the SIMD lanes many times over, few enough
+/// that the batch's buffers stay in cache and are reused rather than reallocated.
+const SUB_BATCH: usize = 512;
+
 /// `f` over `items` split into one contiguous part per available core, each worker with its own
-/// [`DigestBatch`]; `f` answers each item of its part, in order. The answers come back in order,
-/// `None` where a worker died (or answered too few).
+/// [`DigestBatch`]; `f` answers each item of the slice it is given (at most [`SUB_BATCH`]), in
+/// order. The answers come back in order, `None` where a worker died (or miscounted).
 pub(crate) fn parallel_batches<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&mut DigestBatch, &[T]) -> Vec<R> + Sync,
@@ -709,7 +713,20 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
     std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| (part.len(), scope.spawn(move || f(&mut DigestBatch::default(), part))))
+            .map(|part| {
+                let work = move || {
+                    let mut batch = DigestBatch::default();
+                    let mut answers = Vec::with_capacity(part.len());
+                    for slice in part.chunks(SUB_BATCH) {
+                        let answered = f(&mut batch, slice);
+                        // Fewer answers than items would shift every later one: fail the part.
+                        assert_eq!(answered.len(), slice.len(), "one answer per item");
+                        answers.extend(answered);
+                    }
+                    answers
+                };
+                (part.len(), scope.spawn(work))
+            })
             .collect();
         handles
             .into_iter()
