@@ -291,18 +291,14 @@ impl<'a> StoredEntry<'a> {
     pub fn digest_visiting(
         &self,
         scratch: &mut Scratch,
-        mut visit: impl FnMut(&'a [u8], FieldRef<'a>),
+        visit: impl FnMut(&'a [u8], FieldRef<'a>),
     ) -> Result<Hash, String> {
         let (version, _) = self.version()?;
         let n = self.len();
         self.salts_into(n, &mut scratch.salts)?;
         let mut digest = DigestBuilder::reusing(version, std::mem::take(&mut scratch.commitments), n);
-        let mut previous: &[u8] = &[];
-        for (i, field) in self.fields().enumerate() {
+        for (i, field) in self.visited_fields(visit).enumerate() {
             let (name, field) = field?;
-            in_order(i, previous, name)?;
-            previous = name;
-            visit(name, field);
             let commitment = match field {
                 FieldRef::Revealed(value) => {
                     let salt: &Salt = scratch.salts[16 * i..16 * i + 16].try_into().expect("16 bytes");
@@ -317,6 +313,24 @@ impl<'a> StoredEntry<'a> {
         Ok(hash)
     }
 
+    /// [`Self::fields`], each checked to come after the one before and shown to `visit`: what
+    /// a digest is computed over.
+    fn visited_fields(
+        &self,
+        mut visit: impl FnMut(&'a [u8], FieldRef<'a>),
+    ) -> impl Iterator<Item = Result<(&'a [u8], FieldRef<'a>), String>> {
+        let mut previous: Option<&'a [u8]> = None;
+        self.fields().map(move |field| {
+            let (name, field) = field?;
+            if previous.is_some_and(|p| name <= p) {
+                return Err(format!("field {:?} is out of order or repeated", String::from_utf8_lossy(name)));
+            }
+            previous = Some(name);
+            visit(name, field);
+            Ok((name, field))
+        })
+    }
+
     /// The canonical JSON of a revealed field, `None` if absent, `Some(None)` if withheld.
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
         self.fields().filter_map(Result::ok).find(|(n, _)| *n == name.as_bytes()).map(|(_, f)| match f {
@@ -324,13 +338,6 @@ impl<'a> StoredEntry<'a> {
             FieldRef::Withheld(_) => None,
         })
     }
-}
-
-fn in_order(i: usize, previous: &[u8], name: &[u8]) -> Result<(), String> {
-    if i > 0 && name <= previous {
-        return Err(format!("field {:?} is out of order or repeated", String::from_utf8_lossy(name)));
-    }
-    Ok(())
 }
 
 /// The digests of many entries, computed together: the commitments and digests of v3 entries
@@ -400,19 +407,15 @@ impl DigestBatch {
     fn queue<'a>(
         &mut self,
         entry: &StoredEntry<'a>,
-        mut visit: impl FnMut(&'a [u8], FieldRef<'a>),
+        visit: impl FnMut(&'a [u8], FieldRef<'a>),
     ) -> Result<Slot, String> {
         let n = entry.len();
         entry.salts_into(n, &mut self.salts)?;
         let first = self.commitments.len();
         // An entry found malformed half-way leaves its slots behind unread; nothing else moves.
         self.commitments.resize(first + n, [0; 32]);
-        let mut previous: &[u8] = &[];
-        for (i, field) in entry.fields().enumerate() {
+        for (i, field) in entry.visited_fields(visit).enumerate() {
             let (name, field) = field?;
-            in_order(i, previous, name)?;
-            previous = name;
-            visit(name, field);
             match field {
                 FieldRef::Withheld(c) => self.commitments[first + i] = c,
                 FieldRef::Revealed(value) => {
