@@ -143,6 +143,15 @@ fn field_input(salt: &Salt, name: &[u8], json_value: &[u8], buf: &mut Vec<u8>) {
     pad(buf, start);
 }
 
+/// Appends the padded v3 digest input of an entry with these commitments (what
+/// [`DigestBuilder`] builds one commitment at a time).
+fn digest_input(commitments: &[Hash], buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&(commitments.len() as u32).to_be_bytes());
+    buf.extend(commitments.iter().flatten());
+    pad(buf, start);
+}
+
 /// Zero-pads what `buf` holds from `start` on to a whole number of 64-byte blocks.
 fn pad(buf: &mut Vec<u8>, start: usize) {
     let len = buf.len() - start;
@@ -441,27 +450,26 @@ impl DigestBatch {
         hash_lanes(&mut self.lanes, &K_FIELD, &mut self.hashes, |target, hash| commitments[target] = hash);
         let mut digests = Vec::with_capacity(self.slots.len());
         for (at, slot) in self.slots.drain(..).enumerate() {
-            let Slot::Queued { first, n } = slot else {
-                digests.push(match slot {
-                    Slot::Done(result) => result,
-                    Slot::Queued { .. } => unreachable!(),
-                });
-                continue;
+            let (first, n) = match slot {
+                Slot::Done(result) => {
+                    digests.push(result);
+                    continue;
+                }
+                Slot::Queued { first, n } => (first, n),
             };
-            let entry = &self.commitments[first..first + n];
+            let commitments = &self.commitments[first..first + n];
             let blocks = (4 + 32 * n).div_ceil(64);
             if blocks <= lanes::MAX_BLOCKS {
                 let lane = lane(&mut self.lanes, blocks);
-                let start = lane.input.len();
-                lane.input.extend_from_slice(&(n as u32).to_be_bytes());
-                lane.input.extend(entry.iter().flatten());
-                pad(&mut lane.input, start);
+                digest_input(commitments, &mut lane.input);
                 lane.targets.push(at);
+                // Filled in once the lanes are hashed.
                 digests.push(Ok([0; 32]));
             } else {
-                let mut digest = DigestBuilder::reusing(Version::V3, Vec::new(), n);
-                entry.iter().for_each(|c| digest.push(c));
-                digests.push(Ok(digest.finish()));
+                let input = &mut self.scratch.input;
+                input.clear();
+                digest_input(commitments, input);
+                digests.push(Ok(*blake3::keyed_hash(&K_ENTRY, input).as_bytes()));
             }
         }
         hash_lanes(&mut self.lanes, &K_ENTRY, &mut self.hashes, |target, hash| digests[target] = Ok(hash));

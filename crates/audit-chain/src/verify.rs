@@ -13,11 +13,11 @@ use diesel_async::RunQueryDsl;
 use time::Duration;
 use uuid::Uuid;
 
-use crate::encoding::{DigestBatch, Hash, chain_hash, leaf_hash};
+use crate::encoding::{DigestBatch, Hash, StoredEntry, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
-use crate::rows::{IndexRow, Stored, Unverifiable, hex, log_range, log_rows_at, stored_range, to_hash};
+use crate::rows::{Columns, IndexRow, Stored, Unverifiable, hex, log_range, log_rows_at, stored_range, to_hash};
 use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead, next_xid};
 
 /// Checkpoints read at once.
@@ -663,24 +663,10 @@ impl Pass {
 fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result<Hash, Unverifiable>> {
     parallel_batches(rows, |batch, part| {
         // Rows that cannot be hashed are answered at once; the rest go through the batch.
-        let mut checked: Vec<Result<(), Unverifiable>> = Vec::with_capacity(part.len());
-        let mut hashable = Vec::with_capacity(part.len());
-        for (log, index, entry) in part {
-            let row = (|| {
-                let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
-                if index.as_ref().is_some_and(|i| i.event_id != log.event_id) {
-                    return Err(Unverifiable::Column("event id"));
-                }
-                let columns = index.as_ref().map(IndexRow::columns);
-                if columns.is_none() && log.seq < indexed_size {
-                    return Err(Unverifiable::Unindexed);
-                }
-                Ok((entry.stored(), columns))
-            })();
-            checked.push(row.map(|row| hashable.push(row)));
-        }
-        let mut digests = crate::rows::digests(hashable, batch).into_iter();
-        checked
+        let hashable: Vec<_> = part.iter().map(|row| hashable(indexed_size, row)).collect();
+        let mut digests =
+            crate::rows::digests(hashable.iter().filter_map(|row| row.as_ref().ok().copied()), batch).into_iter();
+        hashable
             .into_iter()
             .zip(part)
             .map(|(row, (log, _, _))| {
@@ -694,6 +680,22 @@ fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result
     // A worker that died leaves its entries unverified, never silently skipped.
     .map(|leaf| leaf.unwrap_or_else(|| Err(Unverifiable::Malformed("leaf recomputation failed".to_owned()))))
     .collect()
+}
+
+/// A row's stored entry and index columns, ready to hash; or why its leaf cannot be recomputed.
+fn hashable(
+    indexed_size: i64,
+    (log, index, entry): &Stored,
+) -> Result<(StoredEntry<'_>, Option<Columns<'_>>), Unverifiable> {
+    let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
+    if index.as_ref().is_some_and(|i| i.event_id != log.event_id) {
+        return Err(Unverifiable::Column("event id"));
+    }
+    let columns = index.as_ref().map(IndexRow::columns);
+    if columns.is_none() && log.seq < indexed_size {
+        return Err(Unverifiable::Unindexed);
+    }
+    Ok((entry.stored(), columns))
 }
 
 /// Items a worker hands `f` at once: enough to fill the SIMD lanes many times over, few enough
