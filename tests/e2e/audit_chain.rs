@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use custos_testkit::audit_sql::{edit_fields, remove_content};
 use custos_testkit::{TestOrg, TestServer};
 use diesel_async::RunQueryDsl;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -118,7 +119,7 @@ pub(crate) async fn checkpoint(s: &TestServer, org: &TestOrg) -> Value {
     cp
 }
 
-async fn entries(s: &TestServer, org: &TestOrg, query: &str) -> Vec<Value> {
+pub(crate) async fn entries(s: &TestServer, org: &TestOrg, query: &str) -> Vec<Value> {
     let (status, page) = s.get(&format!("/api/compliance/audit-log/{query}"), &org.auditor).await;
     assert_eq!(status, 200, "{query}: {page}");
     page["results"].as_array().unwrap().clone()
@@ -156,24 +157,9 @@ pub(crate) async fn tamper(s: &TestServer, sql: &str) {
     diesel::sql_query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// Swaps which entries the log names at positions `a` and `b` (within their runs of the log).
+/// Swaps entries `a` and `b` wholesale (ids, contents, index rows), leaving their places.
 async fn swap(s: &TestServer, org: uuid::Uuid, a: i64, b: i64) {
-    let place = |seq: i64, id: &str| {
-        format!(
-            "UPDATE audit_log SET event_ids = overlay(event_ids PLACING uuid_send({id}) FROM ({seq} - first_seq)::int * 16 + 1 FOR 16)
-              WHERE organization_id = '{org}' AND first_seq <= {seq} AND first_seq + length(event_ids) / 16 > {seq};"
-        )
-    };
-    tamper(
-        s,
-        &format!(
-            "DO $$ DECLARE ia uuid := custos_audit_event_id('{org}', {a}); ib uuid := custos_audit_event_id('{org}', {b});
-             BEGIN {} {} END $$",
-            place(a, "ib"),
-            place(b, "ia")
-        ),
-    )
-    .await;
+    tamper(s, &custos_testkit::audit_sql::swap_entries(org, a, b)).await;
 }
 
 /// Removes entries `[lo, hi)` from the log, keeping the rest of the runs that held them.
@@ -409,7 +395,6 @@ async fn tampering_is_detected_and_named() {
     assert_eq!(verify(&s, &org).await["ok"], true);
     let org_id = org.id;
 
-    let entry_of = |seq: i64| format!("custos_audit_event_id('{org_id}', {seq})");
     let expect_bad = async |seq: i64, what: &str| {
         let report = verify(&s, &org).await;
         assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
@@ -417,18 +402,11 @@ async fn tampering_is_detected_and_named() {
     };
 
     // 1. Edit a field of entry 6.
-    let edit = format!(
-        "UPDATE audit_entries SET fields = replace(fields, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')
-          WHERE organization_id = '{org_id}' AND event_id = {}",
-        entry_of(6)
-    );
+    let edit =
+        edit_fields(org_id, 6, "replace($F, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')");
     tamper(&s, &edit).await;
     expect_bad(6, "hash mismatch").await;
-    let restore = format!(
-        "UPDATE audit_entries SET fields = replace(fields, '\"forged ', '\"') WHERE organization_id = '{org_id}' AND event_id = {}",
-        entry_of(6)
-    );
-    tamper(&s, &restore).await;
+    tamper(&s, &edit_fields(org_id, 6, "replace($F, '\"forged ', '\"')")).await;
     assert_eq!(verify(&s, &org).await["ok"], true, "restoring the field restores the entry");
 
     // 2. Edit what listings filter entry 4 on, leaving its fields alone; then drop its index row.
@@ -441,8 +419,7 @@ async fn tampering_is_detected_and_named() {
     expect_bad(9, "index row of entry 9 is missing").await;
 
     // 3. Delete entry 7's content but keep its place in the log.
-    tamper(&s, &format!("DELETE FROM audit_entries WHERE organization_id = '{org_id}' AND event_id = {}", entry_of(7)))
-        .await;
+    tamper(&s, &remove_content(org_id, 7)).await;
     expect_bad(7, "content of entry 7 is missing").await;
 }
 
@@ -502,12 +479,7 @@ async fn entries_recorded_in_the_v2_encoding_verify_beside_v3_ones() {
     }
 
     // An edit to a v2 entry is caught and named.
-    let edit = format!(
-        "UPDATE audit_entries SET fields = replace(fields, '\"admin\"', '\"root\"')
-          WHERE organization_id = '{}' AND event_id = custos_audit_event_id('{}', {seq})",
-        org.id, org.id
-    );
-    tamper(&s, &edit).await;
+    tamper(&s, &edit_fields(org.id, seq, "replace($F, '\"admin\"', '\"root\"')")).await;
     let report = verify(&s, &org).await;
     assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
 }
@@ -720,10 +692,10 @@ async fn personal_data_can_be_withheld_without_breaking_the_chain() {
     // a guessed value cannot be confirmed against the commitment.
     let mut conn = s.db.superuser().await;
     diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
-    diesel::sql_query(format!(
-        "UPDATE audit_entries SET fields = regexp_replace(fields, 'after\\.email\\t![0-9a-f]+', 'after.email' || chr(9) || '\"viewer@acme.test\"')
-          WHERE event_id = custos_audit_event_id('{}', {seq})",
-        org.id
+    diesel::sql_query(edit_fields(
+        org.id,
+        seq,
+        "regexp_replace($F, 'after\\.email\\t![0-9a-f]+', 'after.email' || chr(9) || '\"viewer@acme.test\"')",
     ))
     .execute(&mut conn)
     .await
@@ -1014,10 +986,7 @@ async fn a_structure_only_check_catches_what_it_claims_and_says_what_it_skipped(
     let org_id = org.id;
     tamper(
         &s,
-        &format!(
-            "UPDATE audit_entries SET fields = replace(fields, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')
-              WHERE organization_id = '{org_id}' AND event_id = custos_audit_event_id('{org_id}', 6)"
-        ),
+        &edit_fields(org_id, 6, "replace($F, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')"),
     )
     .await;
     assert_eq!(structure().await["ok"], true, "a structure-only check does not read fields");

@@ -177,9 +177,10 @@ async fn a_resumed_verification_catches_later_tampering_and_refuses_a_forged_sta
     for seq in [10, 30] {
         tamper(
             &s,
-            &format!(
-                "UPDATE audit_entries SET fields = replace(fields, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')
-                  WHERE organization_id = '{org_id}' AND event_id = custos_audit_event_id('{org_id}', {seq})"
+            &custos_testkit::audit_sql::edit_fields(
+                org_id,
+                seq,
+                "replace($F, 'after.name' || chr(9) || '\"', 'after.name' || chr(9) || '\"forged ')",
             ),
         )
         .await;

@@ -2,6 +2,7 @@
 //! talks to it over REST or gRPC, as a client would.
 
 mod audit_chain;
+mod audit_contents;
 mod audit_verification_runs;
 mod auth_rest;
 mod checkpoints_plans_rest;

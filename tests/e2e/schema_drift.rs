@@ -37,6 +37,7 @@ async fn hand_written_schema_matches_the_migrations() {
         frameworks,
         requirements,
         audit_log,
+        audit_contents,
         audit_entries,
         audit_index,
         audit_heads,

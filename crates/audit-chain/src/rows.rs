@@ -4,7 +4,7 @@ use custos_core::timefmt;
 use std::collections::HashMap;
 
 use custos_db::Tx;
-use custos_db::schema::{audit_entries, audit_index, audit_log};
+use custos_db::schema::{audit_contents, audit_index, audit_log};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value};
@@ -17,14 +17,36 @@ use crate::sequencer::ChainError;
 /// What an index column shows once the field it repeats was withheld.
 pub const PLACEHOLDER: &str = "[withheld]";
 
-/// An entry as written with its change: its committed fields.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = audit_entries)]
+/// A sequenced entry's content: its committed fields and their salts, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryRow {
-    pub organization_id: Uuid,
-    pub event_id: Uuid,
     pub fields: String,
     pub salts: Vec<u8>,
+}
+
+/// A row of `audit_contents`: the contents of the entries of one run of the log, element k
+/// being entry `first_seq + k`; `None` where an entry's content is gone.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_contents)]
+pub(crate) struct ContentRun {
+    pub first_seq: i64,
+    pub fields: Vec<Option<String>>,
+    pub salts: Vec<Option<Vec<u8>>>,
+}
+
+impl ContentRun {
+    /// Its entries, `(seq, content)`, in order.
+    fn into_entries(self) -> impl Iterator<Item = (i64, Option<EntryRow>)> {
+        let first = self.first_seq;
+        let salts = self.salts.into_iter().chain(std::iter::repeat(None));
+        self.fields.into_iter().zip(salts).enumerate().map(move |(k, content)| {
+            let entry = match content {
+                (Some(fields), Some(salts)) => Some(EntryRow { fields, salts }),
+                _ => None,
+            };
+            (first + k as i64, entry)
+        })
+    }
 }
 
 /// Entries per row of `audit_log` at most. A run never crosses a multiple of it, so a full run
@@ -394,42 +416,101 @@ pub type Sequenced = (LogRow, IndexRow, EntryRow);
 /// A log row with its index row and entry as stored (`None` where a row is missing).
 pub type Stored = (LogRow, Option<IndexRow>, Option<EntryRow>);
 
-/// The entries with these ids. Ids are time-ordered and a run of the log was recorded at about the
-/// same time, so the bulk is read as one primary-key range (an order of magnitude cheaper than
-/// one index descent per id); what the range misses (an entry sequenced far from its time) is
-/// looked up by id. The range read is capped, so outliers cannot make it large.
-async fn entries_of(tx: &mut Tx, org: Uuid, mut ids: Vec<Uuid>) -> Result<HashMap<Uuid, EntryRow>, ChainError> {
-    ids.sort_unstable();
-    let wanted: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
-    let mut found = HashMap::with_capacity(ids.len());
-    if let (Some(lo), Some(hi)) = (ids.get(ids.len() / 100), ids.get(ids.len() - 1 - ids.len() / 100)) {
-        // Unordered: the rows go into a map, and sorting a batch's few megabytes can spill to
-        // disk (work_mem) and cost more than reading them.
-        let rows: Vec<EntryRow> = audit_entries::table
-            .filter(audit_entries::organization_id.eq(org))
-            .filter(audit_entries::event_id.between(lo, hi))
-            .limit(2 * ids.len() as i64 + 64)
-            .select(EntryRow::as_select())
+/// The contents of entries `[from, from + count)`, `(seq, content)` in order; an entry whose
+/// content is gone is `None`, one the table does not hold at all is absent.
+pub(crate) async fn content_range(
+    tx: &mut Tx,
+    org: Uuid,
+    from: i64,
+    count: i64,
+) -> Result<Vec<(i64, Option<EntryRow>)>, ChainError> {
+    let end = from.saturating_add(count);
+    let runs: Vec<ContentRun> = audit_contents::table
+        .filter(audit_contents::organization_id.eq(org))
+        .filter(audit_contents::first_seq.gt(from - RUN_WIDTH as i64))
+        .filter(audit_contents::first_seq.lt(end))
+        .order(audit_contents::first_seq.asc())
+        .select(ContentRun::as_select())
+        .load(tx.conn())
+        .await?;
+    Ok(runs.into_iter().flat_map(ContentRun::into_entries).filter(|(seq, _)| *seq >= from && *seq < end).collect())
+}
+
+/// The contents of the entries numbered `seqs` (in any order), each run read once; entries
+/// without content are absent.
+pub(crate) async fn contents_at(tx: &mut Tx, org: Uuid, seqs: &[i64]) -> Result<HashMap<i64, EntryRow>, ChainError> {
+    #[derive(diesel::QueryableByName)]
+    struct Content {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        fields: String,
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        salts: Vec<u8>,
+    }
+    if seqs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<Content> =
+        diesel::sql_query(format!("SELECT c.first_seq + f.k - 1 AS seq, f.fields, f.salts {CONTENTS_AT}"))
+            .bind::<diesel::sql_types::Uuid, _>(org)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(blocks_of(seqs))
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
+            .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
             .load(tx.conn())
             .await?;
-        found.extend(rows.into_iter().filter(|e| wanted.contains(&e.event_id)).map(|e| (e.event_id, e)));
+    Ok(rows.into_iter().map(|c| (c.seq, EntryRow { fields: c.fields, salts: c.salts })).collect())
+}
+
+/// Of the entries numbered `seqs`, those whose committed fields (as stored) match the ILIKE
+/// `pattern`.
+pub(crate) async fn contents_matching(
+    tx: &mut Tx,
+    org: Uuid,
+    seqs: &[i64],
+    pattern: &str,
+) -> Result<std::collections::HashSet<i64>, ChainError> {
+    #[derive(diesel::QueryableByName)]
+    struct Seq {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq: i64,
     }
-    let missing: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains_key(id)).collect();
-    if !missing.is_empty() {
-        let rows: Vec<EntryRow> = audit_entries::table
-            .filter(audit_entries::organization_id.eq(org))
-            .filter(audit_entries::event_id.eq_any(&missing))
-            .select(EntryRow::as_select())
+    if seqs.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<Seq> =
+        diesel::sql_query(format!("SELECT c.first_seq + f.k - 1 AS seq {CONTENTS_AT} AND f.fields ILIKE $5"))
+            .bind::<diesel::sql_types::Uuid, _>(org)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(blocks_of(seqs))
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
+            .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
+            .bind::<diesel::sql_types::Text, _>(pattern)
             .load(tx.conn())
             .await?;
-        found.extend(rows.into_iter().map(|e| (e.event_id, e)));
-    }
-    Ok(found)
+    Ok(rows.into_iter().map(|r| r.seq).collect())
+}
+
+/// The entries numbered `$3` (of organisation `$1`), through the runs of their 256-blocks `$2`
+/// (`$4` is the width), each run unnested once: a run is read from storage once however many of
+/// its entries are wanted.
+const CONTENTS_AT: &str = "FROM unnest($2::bigint[]) AS b(block)
+    CROSS JOIN LATERAL (
+      SELECT * FROM audit_contents
+       WHERE organization_id = $1 AND first_seq >= b.block AND first_seq < b.block + $4) AS c
+    CROSS JOIN LATERAL unnest(c.fields, c.salts) WITH ORDINALITY AS f(fields, salts, k)
+    WHERE c.first_seq + f.k - 1 = ANY($3::bigint[]) AND f.fields IS NOT NULL AND f.salts IS NOT NULL";
+
+/// The starts of the 256-blocks holding `seqs`, each once.
+fn blocks_of(seqs: &[i64]) -> Vec<i64> {
+    let mut blocks: Vec<i64> = seqs.iter().map(|s| s - s.rem_euclid(RUN_WIDTH as i64)).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    blocks
 }
 
 /// The log's entries numbered `[from, from + count)` (see [`log_range`]), each with its index row
-/// (when `with_index`) and entry. Three plain key lookups rather than one join: their plan cannot
-/// degrade into scanning a whole table per batch, whatever the statistics say.
+/// (when `with_index`) and content. Three plain key range reads rather than one join: their plan
+/// cannot degrade into scanning a whole table per batch, whatever the statistics say.
 pub(crate) async fn stored_range(
     tx: &mut Tx,
     org: Uuid,
@@ -455,7 +536,8 @@ pub(crate) async fn stored_range(
     } else {
         Default::default()
     };
-    let mut entries = entries_of(tx, org, logs.iter().map(|l| l.event_id).collect()).await?;
+    let mut contents: std::collections::VecDeque<(i64, Option<EntryRow>)> =
+        content_range(tx, org, first, last - first + 1).await?.into();
     Ok(logs
         .into_iter()
         .map(|log| {
@@ -463,37 +545,29 @@ pub(crate) async fn stored_range(
                 indexed.pop_front();
             }
             let index = if indexed.front().is_some_and(|i| i.seq == log.seq) { indexed.pop_front() } else { None };
-            let entry = entries.remove(&log.event_id);
+            while contents.front().is_some_and(|(seq, _)| *seq < log.seq) {
+                contents.pop_front();
+            }
+            let entry = match contents.front() {
+                Some((seq, _)) if *seq == log.seq => contents.pop_front().and_then(|(_, e)| e),
+                _ => None,
+            };
             (log, index, entry)
         })
         .collect())
 }
 
-/// An index row names its entry.
-pub(crate) type EntryOfIndex = diesel::dsl::And<
-    diesel::dsl::Eq<audit_entries::organization_id, audit_index::organization_id>,
-    diesel::dsl::Eq<audit_entries::event_id, audit_index::event_id>,
->;
-
-pub(crate) fn entry_of_index() -> EntryOfIndex {
-    audit_entries::organization_id
-        .eq(audit_index::organization_id)
-        .and(audit_entries::event_id.eq(audit_index::event_id))
-}
-
-/// Indexed entries with their log rows, in the order given. One an index row names but the log
-/// does not hold (only tampering does that) is left out, loudly: verification names it.
-pub(crate) async fn with_log_rows(
-    tx: &mut Tx,
-    org: Uuid,
-    rows: Vec<(IndexRow, EntryRow)>,
-) -> Result<Vec<Sequenced>, ChainError> {
-    let seqs: Vec<i64> = rows.iter().map(|(i, _)| i.seq).collect();
+/// Indexed entries with their log rows and contents, in the order given. One an index row names
+/// but the log does not hold as indexed, or whose content is gone (only tampering does that), is
+/// left out, loudly: verification names it.
+pub(crate) async fn with_log_rows(tx: &mut Tx, org: Uuid, rows: Vec<IndexRow>) -> Result<Vec<Sequenced>, ChainError> {
+    let seqs: Vec<i64> = rows.iter().map(|i| i.seq).collect();
     let mut logs = log_rows_at(tx, org, &seqs).await?;
+    let mut contents = contents_at(tx, org, &seqs).await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(index, entry)| match logs.remove(&index.seq) {
-            Some(log) if log.event_id == index.event_id => Some((log, index, entry)),
+        .filter_map(|index| match (logs.remove(&index.seq), contents.remove(&index.seq)) {
+            (Some(log), Some(entry)) if log.event_id == index.event_id => Some((log, index, entry)),
             _ => {
                 tracing::error!(%org, seq = index.seq, "an indexed audit entry is not in the log as indexed; run verify-audit-chain");
                 None
@@ -505,11 +579,10 @@ pub(crate) async fn with_log_rows(
 impl crate::AuditChain {
     /// Entry `seq` of an organisation's log, once indexed.
     pub async fn entry(&self, tx: &mut Tx, org: Uuid, seq: i64) -> Result<Option<Sequenced>, ChainError> {
-        let row: Option<(IndexRow, EntryRow)> = audit_index::table
-            .inner_join(audit_entries::table.on(entry_of_index()))
+        let row: Option<IndexRow> = audit_index::table
             .filter(audit_index::organization_id.eq(org))
             .filter(audit_index::seq.eq(seq))
-            .select((IndexRow::as_select(), EntryRow::as_select()))
+            .select(IndexRow::as_select())
             .first(tx.conn())
             .await
             .optional()?;

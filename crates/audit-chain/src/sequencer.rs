@@ -158,7 +158,19 @@ struct Taken {
     #[diesel(sql_type = Nullable<Bytea>)]
     digest: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<Text>)]
+    fields: Option<String>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    salts: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Text>)]
     snapshot: Option<String>,
+}
+
+/// An entry the sequencer took: its id, digest and stored content.
+struct TakenEntry {
+    event_id: Uuid,
+    digest: Vec<u8>,
+    fields: String,
+    salts: Vec<u8>,
 }
 
 /// A transaction snapshot as `pg_current_snapshot()` writes it: `xmin:xmax:xip,…`.
@@ -274,7 +286,7 @@ impl AuditChain {
         let mut chain = to_hash(&heads.chain_hash).ok_or_else(|| ChainError::Corrupt(org, "chain hash".into()))?;
         let (snapshot, mut taken, last) = self.take(&mut tx, &heads).await?;
         let cursor = Cursor::advance(&snapshot, last);
-        taken.sort_unstable_by_key(|(_, id, _)| *id);
+        taken.sort_unstable_by_key(|e| e.event_id);
 
         let n = taken.len();
         if n > 0 {
@@ -282,7 +294,7 @@ impl AuditChain {
             let (mut firsts, mut ids, mut leaves, mut chains) =
                 (Vec::<i64>::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new(), Vec::<Vec<u8>>::new());
             let (mut node_levels, mut node_idx, mut node_hashes) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, (_, event_id, digest)) in taken.iter().enumerate() {
+            for (i, TakenEntry { event_id, digest, .. }) in taken.iter().enumerate() {
                 let seq = frontier.size;
                 let digest = to_hash(digest)
                     .ok_or_else(|| ChainError::Corrupt(org, format!("entry {event_id} has no digest to sequence")))?;
@@ -318,6 +330,25 @@ impl AuditChain {
             .bind::<Array<Bytea>, _>(&chains)
             .execute(tx.conn())
             .await?;
+            // The entries move into their runs' contents: a batch is contiguous, so its runs are
+            // exactly its entries grouped by 256-block.
+            let first = firsts[0];
+            let seqs: Vec<i64> = (first..first + n as i64).collect();
+            let (fields, salts): (Vec<String>, Vec<Vec<u8>>) = taken.into_iter().map(|e| (e.fields, e.salts)).unzip();
+            diesel::sql_query(
+                "INSERT INTO audit_contents (organization_id, first_seq, fields, salts)
+                 SELECT $1, min(s), array_agg(f ORDER BY s), array_agg(b ORDER BY s)
+                   FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS v(s, f, b)
+                  GROUP BY s / $5",
+            )
+            .bind::<SqlUuid, _>(org)
+            .bind::<Array<BigInt>, _>(&seqs)
+            .bind::<Array<Text>, _>(&fields)
+            .bind::<Array<Bytea>, _>(&salts)
+            .bind::<BigInt, _>(RUN_WIDTH as i64)
+            .execute(tx.conn())
+            .await?;
+            dequeue(&mut tx, org, first, first + n as i64).await?;
             if !node_levels.is_empty() {
                 diesel::sql_query(
                     "INSERT INTO audit_tree_nodes (organization_id, level, idx, hash)
@@ -363,14 +394,14 @@ impl AuditChain {
 
     /// The next batch in one statement, so in one snapshot: the entries of the heads' pending
     /// transactions that have committed since, then up to a batch of entries beyond the cursor,
-    /// as `(xid, id, digest)`; with the snapshot, and the range part's last `(xid, id)` if it
+    /// with their content; with the snapshot, and the range part's last `(xid, id)` if it
     /// filled the batch. (With nothing new, the stored cursor stays right, so it is left as it is.)
     #[allow(clippy::type_complexity)]
     async fn take(
         &self,
         tx: &mut Tx,
         heads: &Heads,
-    ) -> Result<(Snapshot, Vec<(i64, Uuid, Vec<u8>)>, Option<(i64, Uuid)>), ChainError> {
+    ) -> Result<(Snapshot, Vec<TakenEntry>, Option<(i64, Uuid)>), ChainError> {
         let org = heads.organization_id;
         // Both parts walk `audit_entries_sequencing`; with statistics that lag a fast-growing
         // table PostgreSQL might otherwise scan the whole table for the pending part. Nothing else
@@ -383,12 +414,13 @@ impl AuditChain {
         .await?;
         let rows: Vec<Taken> = diesel::sql_query(
             "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snapshot)
-             SELECT NULL::bigint AS xid, NULL::uuid AS event_id, NULL::bytea AS digest, snapshot::text AS snapshot FROM s
+             SELECT NULL::bigint AS xid, NULL::uuid AS event_id, NULL::bytea AS digest, NULL::text AS fields,
+                    NULL::bytea AS salts, snapshot::text AS snapshot FROM s
              UNION ALL
-             (SELECT xid, event_id, digest, NULL FROM audit_entries
+             (SELECT xid, event_id, digest, fields, salts, NULL FROM audit_entries
                WHERE organization_id = $1 AND xid = ANY($2::bigint[]))
              UNION ALL
-             (SELECT xid, event_id, digest, NULL FROM audit_entries
+             (SELECT xid, event_id, digest, fields, salts, NULL FROM audit_entries
                WHERE organization_id = $1 AND (xid, event_id) > ($3, $4)
                ORDER BY xid, event_id LIMIT $5)",
         )
@@ -405,14 +437,17 @@ impl AuditChain {
         for row in rows {
             match row {
                 Taken { snapshot: Some(text), .. } => snapshot = Snapshot::parse(&text),
-                Taken { xid: Some(xid), event_id: Some(id), digest, .. } => {
+                Taken { xid: Some(xid), event_id: Some(id), digest, fields, salts, .. } => {
                     let digest = digest
                         .ok_or_else(|| ChainError::Corrupt(org, format!("entry {id} has no digest to sequence")))?;
+                    let (Some(fields), Some(salts)) = (fields, salts) else {
+                        return Err(ChainError::Corrupt(org, format!("entry {id} has no content to sequence")));
+                    };
                     if !heads.pending_xids.contains(&xid) {
                         in_range += 1;
                         last = last.max(Some((xid, id)));
                     }
-                    entries.push((xid, id, digest));
+                    entries.push(TakenEntry { event_id: id, digest, fields, salts });
                 }
                 _ => return Err(ChainError::Corrupt(org, "the sequencer's take returned an empty row".into())),
             }
@@ -681,6 +716,29 @@ impl AuditChain {
             tracing::warn!(error = %e, "audit sequencer could not sequence everything committed on shutdown");
         }
     }
+}
+
+/// Removes from the writers' table the entries of the runs starting in `[from, to)`, just written
+/// with their contents; all of them, or the batch fails.
+async fn dequeue(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> Result<(), ChainError> {
+    #[derive(diesel::QueryableByName)]
+    struct Removed {
+        #[diesel(sql_type = BigInt)]
+        removed: i64,
+    }
+    let removed: Removed = diesel::sql_query("SELECT custos_audit_dequeue($1, $2, $3) AS removed")
+        .bind::<SqlUuid, _>(org)
+        .bind::<BigInt, _>(from)
+        .bind::<BigInt, _>(to)
+        .get_result(tx.conn())
+        .await?;
+    if removed.removed != to - from {
+        return Err(ChainError::Corrupt(
+            org,
+            format!("sequencing entries {from}..{to} removed {} of them from the writers' table", removed.removed),
+        ));
+    }
+    Ok(())
 }
 
 /// The first transaction id the database has not yet assigned, as the caller's snapshot sees it.

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use custos_core::ctx::Access;
 use custos_core::filter::{contains_pattern, parse_date};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
-use custos_db::schema::{audit_checkpoints, audit_entries, audit_heads, audit_index};
+use custos_db::schema::{audit_checkpoints, audit_heads, audit_index};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{EntryRow, IndexRow, Sequenced, entry_of_index, hex, to_hash, with_log_rows};
+use crate::rows::{IndexRow, Sequenced, contents_matching, hex, to_hash, with_log_rows};
 use crate::runs::{Launch, RunRow};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::Depth;
@@ -170,7 +170,7 @@ pub fn entry_pb((log, index, entry): &Sequenced) -> pb::AuditEntry {
     let text = |name: &str| entry.value(name).and_then(|v| v.as_str().map(str::to_owned));
     pb::AuditEntry {
         seq: log.seq,
-        id: entry.event_id.to_string(),
+        id: log.event_id.to_string(),
         recorded_at: timefmt::timestamp(index.recorded_at),
         sequenced_at: timefmt::timestamp(log.sequenced_at),
         actor: index.actor.clone(),
@@ -185,6 +185,92 @@ pub fn entry_pb((log, index, entry): &Sequenced) -> pb::AuditEntry {
         withheld_fields: entry.withheld_fields(),
         leaf_hash: hex(&log.leaf_hash),
         chain_hash: hex(&log.chain_hash),
+    }
+}
+
+/// What a listing filters on, besides its search.
+struct ListFilters {
+    actor: Option<String>,
+    action: Option<String>,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    recorded_after: Option<OffsetDateTime>,
+    recorded_before: Option<OffsetDateTime>,
+}
+
+type IndexQuery = audit_index::BoxedQuery<'static, Pg>;
+
+impl ListFilters {
+    /// The organisation's index rows that pass the filters, numbered below `below` if given.
+    fn query(&self, org: Uuid, below: Option<i64>) -> IndexQuery {
+        let mut q = audit_index::table.filter(audit_index::organization_id.eq(org)).into_boxed::<Pg>();
+        if let Some(a) = &self.actor {
+            q = q.filter(audit_index::actor.eq(a.clone()));
+        }
+        if let Some(a) = &self.action {
+            q = q.filter(audit_index::action.eq(a.clone()));
+        }
+        if let Some(t) = &self.resource_type {
+            q = q.filter(audit_index::resource_type.eq(t.clone()));
+        }
+        if let Some(id) = &self.resource_id {
+            q = q.filter(audit_index::resource_id.eq(id.clone()));
+        }
+        if let Some(after) = self.recorded_after {
+            q = q.filter(audit_index::recorded_at.ge(after));
+        }
+        if let Some(before) = self.recorded_before {
+            q = q.filter(audit_index::recorded_at.le(before));
+        }
+        if let Some(below) = below {
+            q = q.filter(audit_index::seq.lt(below));
+        }
+        q
+    }
+}
+
+/// Up to `limit` index rows passing `filters` whose indexed values or committed fields match the
+/// ILIKE `pattern`, newest first. The fields live in runs of 256 entries, so rather than open a
+/// run for every row, candidates are taken newest first in growing chunks and each chunk's runs
+/// are searched once.
+async fn search_entries(
+    tx: &mut custos_db::Tx,
+    org: Uuid,
+    filters: &ListFilters,
+    mut below: Option<i64>,
+    pattern: &str,
+    limit: i64,
+) -> Result<Vec<IndexRow>> {
+    let mut found = Vec::new();
+    let mut chunk = 4 * limit.max(64);
+    loop {
+        let indexed_match = audit_index::actor
+            .ilike(pattern.to_owned())
+            .or(audit_index::action.ilike(pattern.to_owned()))
+            .or(audit_index::resource_type.ilike(pattern.to_owned()))
+            .or(audit_index::resource_id.ilike(pattern.to_owned()));
+        let candidates: Vec<(IndexRow, bool)> = filters
+            .query(org, below)
+            .order(audit_index::seq.desc())
+            .limit(chunk)
+            .select((IndexRow::as_select(), indexed_match))
+            .load(tx.conn())
+            .await?;
+        let exhausted = (candidates.len() as i64) < chunk;
+        below = candidates.last().map(|(index, _)| index.seq);
+        let unmatched: Vec<i64> = candidates.iter().filter(|(_, hit)| !hit).map(|(index, _)| index.seq).collect();
+        let by_fields = contents_matching(tx, org, &unmatched, pattern).await?;
+        found.extend(
+            candidates
+                .into_iter()
+                .filter(|(index, hit)| *hit || by_fields.contains(&index.seq))
+                .map(|(index, _)| index),
+        );
+        if found.len() as i64 >= limit || exhausted || below.is_none() {
+            found.truncate(limit as usize);
+            return Ok(found);
+        }
+        chunk = (chunk * 2).min(16_384);
     }
 }
 
@@ -209,53 +295,36 @@ impl AuditService {
         ctx.require(Access::Audit)?;
         let size = PageRequest::new(Some(1), req.page_size.or(Some(50)))?.page_size as i64;
         let org = ctx.organization_id;
-        let mut q = audit_index::table
-            .inner_join(audit_entries::table.on(entry_of_index()))
-            .filter(audit_index::organization_id.eq(org))
-            .into_boxed::<Pg>();
         let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        if let Some(a) = text(&req.actor) {
-            q = q.filter(audit_index::actor.eq(a));
-        }
-        if let Some(a) = text(&req.action) {
-            q = q.filter(audit_index::action.eq(a));
-        }
-        if let Some(t) = text(&req.resource_type) {
-            q = q.filter(audit_index::resource_type.eq(t));
-        }
-        if let Some(id) = text(&req.resource_id) {
-            q = q.filter(audit_index::resource_id.eq(id));
-        }
-        if let Some(after) = text(&req.recorded_after) {
-            q = q.filter(audit_index::recorded_at.ge(parse_instant("recorded_after", &after, false)?));
-        }
-        if let Some(before) = text(&req.recorded_before) {
-            q = q.filter(audit_index::recorded_at.le(parse_instant("recorded_before", &before, true)?));
-        }
-        if let Some(s) = text(&req.search) {
-            let p = contains_pattern(&s);
-            q = q.filter(
-                audit_index::actor
-                    .ilike(p.clone())
-                    .or(audit_index::action.ilike(p.clone()))
-                    .or(audit_index::resource_type.ilike(p.clone()))
-                    .or(audit_index::resource_id.ilike(p.clone()))
-                    .or(audit_entries::fields.ilike(p)),
-            );
-        }
-        if let Some(c) = text(&req.cursor) {
-            q = q.filter(audit_index::seq.lt(decode_cursor::<i64>(&c, "seq")?));
-        }
+        let filters = ListFilters {
+            actor: text(&req.actor),
+            action: text(&req.action),
+            resource_type: text(&req.resource_type),
+            resource_id: text(&req.resource_id),
+            recorded_after: text(&req.recorded_after)
+                .map(|after| parse_instant("recorded_after", &after, false))
+                .transpose()?,
+            recorded_before: text(&req.recorded_before)
+                .map(|before| parse_instant("recorded_before", &before, true))
+                .transpose()?,
+        };
+        let below = text(&req.cursor).map(|c| decode_cursor::<i64>(&c, "seq")).transpose()?;
         let mut tx = self.chain.db.begin(org).await?;
-        let mut page: Vec<(IndexRow, EntryRow)> = q
-            .order(audit_index::seq.desc())
-            .limit(size + 1)
-            .select((IndexRow::as_select(), EntryRow::as_select()))
-            .load(tx.conn())
-            .await?;
+        let mut page = match text(&req.search) {
+            None => {
+                filters
+                    .query(org, below)
+                    .order(audit_index::seq.desc())
+                    .limit(size + 1)
+                    .select(IndexRow::as_select())
+                    .load(tx.conn())
+                    .await?
+            }
+            Some(search) => search_entries(&mut tx, org, &filters, below, &contains_pattern(&search), size + 1).await?,
+        };
         let more = page.len() as i64 > size;
         page.truncate(size as usize);
-        let next_cursor = if more { page.last().map(|(index, _)| encode_cursor("seq", index.seq)) } else { None };
+        let next_cursor = if more { page.last().map(|index| encode_cursor("seq", index.seq)) } else { None };
         let rows = with_log_rows(&mut tx, org, page).await?;
         tx.commit().await?;
         Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })

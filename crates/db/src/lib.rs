@@ -306,6 +306,21 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
     .map_err(|e| DbError::Migration(e.to_string()))?
 }
 
+/// Reverts the latest applied embedded migration against `url` (rolling a release back; the
+/// migrations' own tests); returns its name.
+pub async fn revert_last_migration(url: &str) -> Result<String, DbError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        let reverted = conn.revert_last_migration(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+        Ok(reverted.to_string())
+    })
+    .await
+    .map_err(|e| DbError::Migration(e.to_string()))?
+}
+
 /// A fingerprint of the embedded migrations' files, names and contents (tests key their template
 /// database on it, so an added or edited migration gets a freshly migrated template).
 pub fn migrations_fingerprint() -> &'static str {

@@ -96,7 +96,19 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Every audit entry's committed fields, written with its change (append-only).
+    /// Sequenced entries' committed fields and salts, one row per run of `audit_log` (same first
+    /// sequence number and length); a NULL element is an entry whose content is gone.
+    audit_contents (organization_id, first_seq) {
+        organization_id -> Uuid,
+        first_seq -> BigInt,
+        fields -> Array<Nullable<Text>>,
+        salts -> Array<Nullable<Bytea>>,
+    }
+}
+
+diesel::table! {
+    /// Entries as written with their changes, until the sequencer moves them into
+    /// `audit_contents` (insert-only for the service).
     audit_entries (organization_id, event_id) {
         organization_id -> Uuid,
         event_id -> Uuid,
@@ -379,6 +391,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     frameworks,
     requirements,
     audit_log,
+    audit_contents,
     audit_entries,
     audit_index,
     audit_heads,

@@ -4,6 +4,7 @@ use std::process::{Command, Output};
 
 use custos_testkit::TestDb;
 use diesel::sql_types::BigInt;
+use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
 
 fn custos(args: &[&str], database_url: Option<&str>) -> Output {
@@ -127,7 +128,10 @@ async fn operator_flow_migrate_org_token_seed() {
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) AS n FROM audit_entries WHERE E'\\n' || fields LIKE E'%\\naction\\t\"role_change\"\\n%'"
+            &format!(
+                "SELECT count(*) AS n FROM {} WHERE E'\\n' || fields LIKE E'%\\naction\\t\"role_change\"\\n%'",
+                custos_testkit::audit_sql::ALL_AUDIT_FIELDS
+            )
         )
         .await,
         1
@@ -138,13 +142,17 @@ async fn operator_flow_migrate_org_token_seed() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 2);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 138);
-    let audit_before = count(&db, "SELECT count(*) AS n FROM audit_entries").await;
+    let audit_before =
+        count(&db, &format!("SELECT count(*) AS n FROM {}", custos_testkit::audit_sql::ALL_AUDIT_FIELDS)).await;
     let o = run(&["seed"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("0 of 45 requirements created"), "{}", stdout(&o));
     assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 2, "seeding twice creates nothing");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 138);
-    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_entries").await, audit_before);
+    assert_eq!(
+        count(&db, &format!("SELECT count(*) AS n FROM {}", custos_testkit::audit_sql::ALL_AUDIT_FIELDS)).await,
+        audit_before
+    );
 
     // A user's own catalogue file is loaded alongside, and a broken one is refused by name.
     let dir = std::env::temp_dir().join(format!("custos-catalog-{}", db.name));
@@ -318,13 +326,13 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     {
         let mut conn = db.superuser().await;
         diesel::sql_query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
-        diesel::sql_query(
-            "DELETE FROM audit_entries WHERE (organization_id, event_id) IN
-               (SELECT organization_id, event_id FROM audit_index WHERE seq = 6)",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let org: uuid::Uuid = custos_db::schema::organizations::table
+            .filter(custos_db::schema::organizations::slug.eq("acme"))
+            .select(custos_db::schema::organizations::id)
+            .first(&mut conn)
+            .await
+            .unwrap();
+        diesel::sql_query(custos_testkit::audit_sql::remove_content(org, 6)).execute(&mut conn).await.unwrap();
     }
     let broken = dir.join("broken.jsonl");
     let o = run(&["audit", "export", "--org", "acme", "--out", broken.to_str().unwrap()]);

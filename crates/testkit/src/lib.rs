@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use custos_core::Role;
 use custos_db::Db;
 pub use custos_gateway::config::Slas;
+
+pub mod audit_sql;
 use custos_gateway::{Config, RunningServer};
 use custos_identity::JwtConfig;
 use diesel_async::RunQueryDsl;
@@ -424,11 +426,12 @@ impl TestServer {
             n: i64,
         }
         let mut conn = self.db.superuser().await;
-        let row: Count = diesel::sql_query(
-            "SELECT count(*) AS n FROM audit_entries WHERE organization_id = $1
-                AND position(E'\naction\t' || to_json($2::text)::text || E'\n' IN E'\n' || fields) > 0
-                AND position(E'\nresource_type\t' || to_json($3::text)::text || E'\n' IN E'\n' || fields) > 0",
-        )
+        let row: Count = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM {} WHERE organization_id = $1
+                    AND position(E'\naction\t' || to_json($2::text)::text || E'\n' IN E'\n' || fields) > 0
+                    AND position(E'\nresource_type\t' || to_json($3::text)::text || E'\n' IN E'\n' || fields) > 0",
+            audit_sql::ALL_AUDIT_FIELDS
+        ))
         .bind::<diesel::sql_types::Uuid, _>(org)
         .bind::<diesel::sql_types::Text, _>(action)
         .bind::<diesel::sql_types::Text, _>(resource_type)

@@ -1,0 +1,170 @@
+//! Where sequenced entries live: in runs of `audit_contents` beside the log, moved there by the
+//! sequencer, searched run by run, and carried across the migration that introduced them.
+
+use custos_testkit::TestServer;
+use custos_testkit::audit_sql::ALL_AUDIT_FIELDS;
+use diesel_async::RunQueryDsl;
+use serde_json::{Value, json};
+
+use crate::audit_chain::{checkpoint, entries, verify};
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+async fn count(s: &TestServer, sql: &str) -> i64 {
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query(sql).get_result::<Count>(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}")).n
+}
+
+/// `n` entries recorded in one transaction; those whose index is in `marked` carry `needle` in
+/// their after-state.
+async fn record_many(s: &TestServer, org: uuid::Uuid, n: usize, marked: &[usize], needle: &str) {
+    let ctx = custos_core::RequestCtx::operator(org, "acme");
+    let mut tx = s.db_pool().begin(org).await.unwrap();
+    for i in 0..n {
+        let note = if marked.contains(&i) { format!("entry {i} {needle}") } else { format!("entry {i}") };
+        custos_audit_chain::record(
+            &mut tx,
+            &ctx,
+            custos_audit_chain::Change {
+                action: "create",
+                resource_type: "probe",
+                resource_id: i.to_string(),
+                before: Value::Null,
+                after: json!({ "note": note }),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequencing_moves_entries_into_runs_beside_the_log() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    record_many(&s, org.id, 700, &[], "").await;
+    let size = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    assert!(size >= 700);
+    let o = org.id;
+    // Nothing sequenced is left in the writers' table; every entry is in exactly one run's contents.
+    assert_eq!(count(&s, &format!("SELECT count(*) AS n FROM audit_entries WHERE organization_id = '{o}'")).await, 0);
+    assert_eq!(
+        count(
+            &s,
+            &format!("SELECT sum(cardinality(fields))::bigint AS n FROM audit_contents WHERE organization_id = '{o}'")
+        )
+        .await,
+        size
+    );
+    // The contents' runs are the log's runs.
+    let mismatched = format!(
+        "SELECT count(*) AS n FROM audit_log l FULL JOIN audit_contents c USING (organization_id, first_seq)
+          WHERE organization_id = '{o}' AND (c.fields IS NULL OR l.event_ids IS NULL OR cardinality(c.fields) <> length(l.event_ids) / 16)"
+    );
+    assert_eq!(count(&s, &mismatched).await, 0);
+    assert_eq!(
+        count(&s, &format!("SELECT count(*) AS n FROM {ALL_AUDIT_FIELDS} WHERE organization_id = '{o}'")).await,
+        size
+    );
+    assert_eq!(verify(&s, &org).await["ok"], true);
+
+    // The hand-over is the sequencer's alone: the service role cannot empty the writers' table
+    // through it for entries not in the log, nor for another organisation.
+    let other = s.org("other").await;
+    record_many(&s, other.id, 3, &[], "").await;
+    let mut conn = custos_db::connect_once(&s.db.url).await.unwrap();
+    diesel::sql_query("SET ROLE custos_app").execute(&mut conn).await.unwrap();
+    diesel::sql_query(format!("SELECT set_config('custos.org_id', '{}', false)", other.id))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let refused = diesel::sql_query(format!("SELECT custos_audit_dequeue('{o}', 0, 1000000)")).execute(&mut conn).await;
+    assert!(refused.is_err(), "another organisation's entries");
+    let removed: Count = diesel::sql_query(format!("SELECT custos_audit_dequeue('{}', 0, 1000000) AS n", other.id))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed.n, 0, "entries not yet in the log stay queued");
+    drop(conn);
+    let queued = format!("SELECT count(*) AS n FROM audit_entries WHERE organization_id = '{}'", other.id);
+    checkpoint(&s, &other).await;
+    assert_eq!(count(&s, &queued).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_reads_the_runs_newest_first_across_chunks_and_pages() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    // Matches far apart, so that the search needs several chunks of candidates and several runs.
+    let marked = [5, 300, 301, 1200, 1790];
+    record_many(&s, org.id, 1800, &marked, "needle-7q").await;
+    checkpoint(&s, &org).await;
+
+    let all = entries(&s, &org, "?search=NEEDLE-7q&page_size=100").await;
+    let ids: Vec<&str> = all.iter().map(|e| e["resource_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["1790", "1200", "301", "300", "5"], "every match, newest first");
+
+    // Page by page, two at a time: the same entries, each once.
+    let mut url = "/api/compliance/audit-log/?search=needle-7q&page_size=2".to_owned();
+    let mut paged = Vec::new();
+    loop {
+        let (status, page) = s.get(&url, &org.auditor).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["results"].as_array().unwrap().iter().map(|e| e["resource_id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids);
+
+    // Combined with a filter, and matching an indexed value rather than the fields.
+    assert_eq!(entries(&s, &org, "?search=needle-7q&resource_id=300").await.len(), 1);
+    assert_eq!(entries(&s, &org, "?search=needle-7q&resource_id=299").await.len(), 0);
+    assert_eq!(entries(&s, &org, "?search=PROB&resource_id=1799").await.len(), 1);
+    assert!(entries(&s, &org, "?search=nothing-like-it").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_contents_migration_moves_existing_entries_and_back() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    record_many(&s, org.id, 300, &[7], "moved").await;
+    checkpoint(&s, &org).await;
+    let seq = entries(&s, &org, "?search=moved").await[0]["seq"].as_i64().unwrap();
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/audit-log/{seq}/withhold/"),
+            &org.admin,
+            json!({ "fields": ["after.note"], "reason": "test" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let size = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    let listing = "?resource_type=probe&page_size=100";
+    let before: Vec<Value> = entries(&s, &org, listing).await;
+    let (_, withheld) = s.get(&format!("/api/compliance/audit-log/{seq}/"), &org.auditor).await;
+    assert_eq!(withheld["withheld_fields"], json!(["after.note"]), "{withheld}");
+    let o = org.id;
+
+    // Back to one row per entry, as the previous release kept them.
+    let reverted = custos_db::revert_last_migration(&s.db.url).await.expect("revert");
+    assert!(reverted.ends_with("000015"), "{reverted}");
+    assert_eq!(
+        count(&s, &format!("SELECT count(*) AS n FROM audit_entries WHERE organization_id = '{o}'")).await,
+        size
+    );
+    assert_eq!(count(&s, "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'audit_contents'").await, 0);
+
+    // And forward again: every entry moves into its run, the log verifies and reads as before.
+    custos_db::migrate(&s.db.url).await.expect("migrate");
+    assert_eq!(count(&s, &format!("SELECT count(*) AS n FROM audit_entries WHERE organization_id = '{o}'")).await, 0);
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    assert_eq!(entries(&s, &org, listing).await, before);
+    assert_eq!(s.get(&format!("/api/compliance/audit-log/{seq}/"), &org.auditor).await.1, withheld);
+}
