@@ -1028,7 +1028,7 @@ async fn a_transaction_counter_behind_the_cursor_halts_sequencing_loudly() {
 }
 
 /// The value of the Prometheus sample `name` (with its labels as written, if any) in `text`.
-fn sample(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 

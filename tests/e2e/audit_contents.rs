@@ -6,7 +6,7 @@ use custos_testkit::audit_sql::ALL_AUDIT_FIELDS;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 
-use crate::audit_chain::{checkpoint, entries, verify};
+use crate::audit_chain::{checkpoint, entries, sample, tamper, verify};
 
 #[derive(diesel::QueryableByName)]
 struct Count {
@@ -22,7 +22,19 @@ async fn count(s: &TestServer, sql: &str) -> i64 {
 /// `n` entries recorded in one transaction; those whose index is in `marked` carry `needle` in
 /// their after-state.
 async fn record_many(s: &TestServer, org: uuid::Uuid, n: usize, marked: &[usize], needle: &str) {
-    let ctx = custos_core::RequestCtx::operator(org, "acme");
+    record_many_as(s, org, "acme", n, marked, needle, |i| i.to_string()).await
+}
+
+async fn record_many_as(
+    s: &TestServer,
+    org: uuid::Uuid,
+    operator: &str,
+    n: usize,
+    marked: &[usize],
+    needle: &str,
+    resource_id: impl Fn(usize) -> String,
+) {
+    let ctx = custos_core::RequestCtx::operator(org, operator);
     let mut tx = s.db_pool().begin(org).await.unwrap();
     for i in 0..n {
         let note = if marked.contains(&i) { format!("entry {i} {needle}") } else { format!("entry {i}") };
@@ -32,7 +44,7 @@ async fn record_many(s: &TestServer, org: uuid::Uuid, n: usize, marked: &[usize]
             custos_audit_chain::Change {
                 action: "create",
                 resource_type: "probe",
-                resource_id: i.to_string(),
+                resource_id: resource_id(i),
                 before: Value::Null,
                 after: json!({ "note": note }),
             },
@@ -167,4 +179,49 @@ async fn the_contents_migration_moves_existing_entries_and_back() {
     assert_eq!(verify(&s, &org).await["ok"], true);
     assert_eq!(entries(&s, &org, listing).await, before);
     assert_eq!(s.get(&format!("/api/compliance/audit-log/{seq}/"), &org.auditor).await.1, withheld);
+}
+
+/// How many times verification had to read the index row by row (because its digests disagreed
+/// with the fields), in this process.
+async fn index_rereads(s: &TestServer, org: &custos_testkit::TestOrg) -> f64 {
+    let resp = s.raw(reqwest::Method::GET, "/metrics", Some(&org.viewer), None).await;
+    sample(&resp.text().await.unwrap(), "custos_audit_verification_index_rereads_total").unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_verification_checks_the_index_by_digests_that_agree_with_the_fields() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    // Index values that are awkward to write out: multibyte text, spaces, quotes, backslashes,
+    // newlines; across several runs, and one entry's actor withheld.
+    record_many_as(&s, org.id, "Zoë Ångström (ops)", 600, &[42], "odd", |i| {
+        format!("res {i} \"quoted\" back\\slash\nnew line é")
+    })
+    .await;
+    checkpoint(&s, &org).await;
+    let seq = entries(&s, &org, "?search=odd").await[0]["seq"].as_i64().unwrap();
+    let (status, redacted) = s
+        .post(
+            &format!("/api/compliance/audit-log/{seq}/withhold/"),
+            &org.admin,
+            json!({ "fields": ["actor"], "reason": "test" }),
+        )
+        .await;
+    assert_eq!((status.as_u16(), redacted["actor"].clone()), (200, json!("[withheld]")), "{redacted}");
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
+    assert_eq!(index_rereads(&s, &org).await, 0.0, "an intact index agrees with the fields block by block");
+
+    // What listings would find an entry by, edited alone: the digests disagree, the index is read
+    // row by row, and the entry is named.
+    let o = org.id;
+    tamper(
+        &s,
+        &format!("UPDATE audit_index SET resource_id = resource_id || ' ' WHERE organization_id = '{o}' AND seq = 300"),
+    )
+    .await;
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(300)), "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("indexed resource_id"), "{report}");
+    assert!(index_rereads(&s, &org).await >= 1.0);
 }

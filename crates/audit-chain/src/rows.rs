@@ -307,11 +307,12 @@ pub fn digest(
     check.finish(digest)
 }
 
-/// [`digest`] for many entries at once (each with its index columns, if any), in order.
+/// [`digest`] for many entries at once (each with its index columns, if any), in order; with
+/// each, the fields it is indexed under, as seen on the way.
 pub fn digests<'a>(
     entries: impl IntoIterator<Item = (StoredEntry<'a>, Option<Columns<'a>>)>,
     batch: &mut DigestBatch,
-) -> Vec<Result<Hash, Unverifiable>> {
+) -> Vec<(Result<Hash, Unverifiable>, Indexed<'a>)> {
     let checks: Vec<ColumnCheck<'_>> = entries
         .into_iter()
         .map(|(stored, columns)| {
@@ -320,13 +321,105 @@ pub fn digests<'a>(
             check
         })
         .collect();
-    checks.into_iter().zip(batch.finish()).map(|(check, digest)| check.finish(digest)).collect()
+    checks
+        .into_iter()
+        .zip(batch.finish())
+        .map(|(check, digest)| {
+            let indexed = check.indexed;
+            (check.finish(digest), indexed)
+        })
+        .collect()
+}
+
+/// The fields an entry is indexed under, borrowed from it as stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Indexed<'a> {
+    recorded_at: Option<FieldRef<'a>>,
+    actor: Option<FieldRef<'a>>,
+    action: Option<FieldRef<'a>>,
+    resource_type: Option<FieldRef<'a>>,
+    resource_id: Option<FieldRef<'a>>,
+}
+
+impl Indexed<'_> {
+    /// The entry's line as [`index_blocks`] has the database write its index row — the values
+    /// [`EntryRow::index_values`] gives the indexer, read without allocating for each — or `None`
+    /// if they cannot be read from the fields.
+    pub(crate) fn index_line(&self, seq: i64, event_id: &Uuid) -> Option<String> {
+        use std::fmt::Write;
+        let micros = json_timestamp_micros(revealed(self.recorded_at)?)?;
+        let mut line = String::with_capacity(160);
+        let _ = write!(line, "{seq} {} {micros}", event_id.hyphenated());
+        for (field, erasable) in
+            [(self.actor, true), (self.action, false), (self.resource_type, false), (self.resource_id, true)]
+        {
+            let value = match field? {
+                FieldRef::Revealed(json) => json_text(json)?,
+                FieldRef::Withheld(_) if erasable => std::borrow::Cow::Borrowed(PLACEHOLDER),
+                FieldRef::Withheld(_) => return None,
+            };
+            let _ = write!(line, " {} {value}", value.len());
+        }
+        Some(line)
+    }
+}
+
+fn revealed(field: Option<FieldRef<'_>>) -> Option<&[u8]> {
+    match field? {
+        FieldRef::Revealed(json) => Some(json),
+        FieldRef::Withheld(_) => None,
+    }
+}
+
+/// The text of a JSON string, borrowed when it has no escapes.
+fn json_text(json: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    match json {
+        [b'"', inner @ .., b'"'] if !inner.iter().any(|b| matches!(b, b'\\' | b'"')) => {
+            std::str::from_utf8(inner).ok().map(std::borrow::Cow::Borrowed)
+        }
+        _ => serde_json::from_slice::<String>(json).ok().map(std::borrow::Cow::Owned),
+    }
+}
+
+/// Microseconds since the epoch of a JSON timestamp string: `"YYYY-MM-DDTHH:MM:SS.ffffffZ"` (as
+/// [`timefmt::timestamp`] writes them) read digit by digit, any other RFC 3339 form through `time`.
+fn json_timestamp_micros(json: &[u8]) -> Option<i128> {
+    let text = json_text(json)?;
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    let fast = (b.len() == 27 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':')
+        .then_some(())
+        .filter(|_| b[19] == b'.' && b[26] == b'Z')
+        .and_then(|_| {
+            let date = time::Date::from_calendar_date(
+                digits(0..4)? as i32,
+                time::Month::try_from(digits(5..7)? as u8).ok()?,
+                digits(8..10)? as u8,
+            )
+            .ok()?;
+            let clock = time::Time::from_hms_micro(
+                digits(11..13)? as u8,
+                digits(14..16)? as u8,
+                digits(17..19)? as u8,
+                digits(20..26)?,
+            )
+            .ok()?;
+            Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
+        });
+    let t = match fast {
+        Some(t) => t,
+        None => OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()?,
+    };
+    Some(t.unix_timestamp_nanos() / 1000)
 }
 
 /// Checks, field by field as a digest is recomputed, that an entry's index columns repeat its
 /// fields.
 struct ColumnCheck<'c> {
     columns: Option<Columns<'c>>,
+    indexed: Indexed<'c>,
     /// One bit per column seen.
     seen: u8,
     mismatch: Option<&'static str>,
@@ -334,10 +427,19 @@ struct ColumnCheck<'c> {
 
 impl<'c> ColumnCheck<'c> {
     fn new(columns: Option<&Columns<'c>>) -> Self {
-        ColumnCheck { columns: columns.copied(), seen: 0, mismatch: None }
+        ColumnCheck { columns: columns.copied(), indexed: Indexed::default(), seen: 0, mismatch: None }
     }
 
-    fn visit(&mut self, name: &[u8], field: FieldRef<'_>) {
+    fn visit(&mut self, name: &[u8], field: FieldRef<'c>) {
+        let slot = match name {
+            b"recorded_at" => &mut self.indexed.recorded_at,
+            b"actor" => &mut self.indexed.actor,
+            b"action" => &mut self.indexed.action,
+            b"resource_type" => &mut self.indexed.resource_type,
+            b"resource_id" => &mut self.indexed.resource_id,
+            _ => return,
+        };
+        *slot = Some(field);
         let Some(columns) = &self.columns else { return };
         let (column, bit, erasable) = match name {
             b"actor" => (columns.actor, 1, true),
@@ -407,6 +509,98 @@ impl Unverifiable {
             }
             Unverifiable::Unindexed => format!("the index row of entry {seq} is missing"),
         }
+    }
+}
+
+/// The index rows of one 256-block of sequence numbers, digested by the database: how many, and
+/// the SHA-256 of their lines (see [`IndexLines`]), in order. Full verification compares these
+/// with what the entries' fields say, instead of reading the index row by row: the database does
+/// the per-row work where it is cheap, and the index is only ever read through that database.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub(crate) struct IndexBlock {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub block: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub rows: i64,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    pub digest: Vec<u8>,
+}
+
+/// The index's blocks over sequence numbers `[from, to)`, in order (blocks without a row are
+/// absent).
+pub(crate) async fn index_blocks(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> Result<Vec<IndexBlock>, ChainError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    Ok(diesel::sql_query(
+        "SELECT seq / $4 AS block, count(*) AS rows,
+                sha256(convert_to(string_agg(concat_ws(' ', seq, event_id,
+                    (extract(epoch FROM recorded_at) * 1000000)::bigint,
+                    octet_length(actor), actor, octet_length(action), action,
+                    octet_length(resource_type), resource_type, octet_length(resource_id), resource_id),
+                  E'\n' ORDER BY seq), 'UTF8')) AS digest
+           FROM audit_index
+          WHERE organization_id = $1 AND seq >= $2 AND seq < $3
+          GROUP BY 1 ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .bind::<diesel::sql_types::BigInt, _>(from)
+    .bind::<diesel::sql_types::BigInt, _>(to)
+    .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
+    .load(tx.conn())
+    .await?)
+}
+
+/// The index blocks entries call for — one line per entry below `indexed_size`, given in order
+/// as `(seq, line)` (see [`Indexed::index_line`]), digested as [`index_blocks`] digests the index —
+/// or `None` if an entry that should be indexed has no line (then only reading its index row can
+/// say what is wrong).
+pub(crate) fn expected_index_blocks<'l>(
+    lines: impl IntoIterator<Item = (i64, Option<&'l str>)>,
+    indexed_size: i64,
+) -> Option<Vec<IndexBlock>> {
+    let mut blocks = Vec::new();
+    let mut hashed = IndexLines::default();
+    let mut current = None;
+    for (seq, line) in lines.into_iter().filter(|(seq, _)| *seq < indexed_size) {
+        let block = seq / RUN_WIDTH as i64;
+        if current != Some(block) {
+            if let Some(done) = current {
+                blocks.push(hashed.finish(done));
+            }
+            current = Some(block);
+        }
+        hashed.push(line?);
+    }
+    if let Some(done) = current {
+        blocks.push(hashed.finish(done));
+    }
+    Some(blocks)
+}
+
+/// A block's index lines, hashed as they are written: `seq event_id µs-since-epoch`, then each of
+/// actor, action, resource type and resource id as `byte-length value`, space-separated; lines
+/// joined by newlines (what [`index_blocks`] has PostgreSQL write).
+#[derive(Default)]
+struct IndexLines {
+    hasher: sha2::Sha256,
+    rows: i64,
+}
+
+impl IndexLines {
+    fn push(&mut self, line: &str) {
+        use sha2::Digest;
+        if self.rows > 0 {
+            self.hasher.update(b"\n");
+        }
+        self.hasher.update(line.as_bytes());
+        self.rows += 1;
+    }
+
+    fn finish(&mut self, block: i64) -> IndexBlock {
+        use sha2::Digest;
+        let digest = std::mem::take(&mut self.hasher).finalize().to_vec();
+        IndexBlock { block, rows: std::mem::take(&mut self.rows), digest }
     }
 }
 
@@ -623,6 +817,55 @@ pub use custos_core::hex::{decode as from_hex, encode as hex};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line verification expects the index to hold, read from the fields on the way through
+    /// the digest, is the line of what the indexer writes (`index_values`) — for awkward text,
+    /// withheld values and timestamps in other RFC 3339 forms.
+    #[test]
+    fn index_lines_are_what_the_indexer_indexes() {
+        use crate::encoding::EntryValues;
+        let entry = |recorded_at: &str, actor: &str, resource_id: &str| {
+            EntryValues {
+                recorded_at: recorded_at.to_owned(),
+                actor: actor.to_owned(),
+                actor_detail: Value::Null,
+                action: "update".into(),
+                resource_type: "framework".into(),
+                resource_id: resource_id.to_owned(),
+                request_id: None,
+                client_addr: None,
+                before: Value::Null,
+                after: serde_json::json!({ "name": "x" }),
+            }
+            .encode(&[7; 32])
+        };
+        let mut rows = vec![
+            entry("2026-12-03T17:30:45.893753Z", "user:1", "r1"),
+            entry("2026-12-03T17:30:45.000000Z", "Zoë \"q\" back\\slash\nline\ttab é", "a b"),
+            entry("2026-12-03T19:30:45.5+02:00", "operator:cli", "😀"),
+            entry("1969-12-31T23:59:59.999999Z", "x", "y"),
+        ];
+        let withheld = {
+            let e = &rows[0];
+            let stored = StoredEntry { fields: e.fields.as_bytes(), salts: &e.salts };
+            let (fields, salts) = crate::encoding::withhold(&stored, &["actor", "resource_id"]).unwrap();
+            crate::encoding::EncodedEntry { fields, salts, digest: e.digest }
+        };
+        rows.push(withheld);
+        let id = Uuid::now_v7();
+        let mut batch = DigestBatch::default();
+        let stored: Vec<_> =
+            rows.iter().map(|e| (StoredEntry { fields: e.fields.as_bytes(), salts: &e.salts }, None)).collect();
+        for (k, (e, (digest, indexed))) in rows.iter().zip(digests(stored, &mut batch)).enumerate() {
+            assert_eq!(digest.unwrap(), e.digest);
+            let v = EntryRow { fields: e.fields.clone(), salts: e.salts.clone() }.index_values().unwrap();
+            let mut expected = format!("{k} {} {}", id.hyphenated(), v.recorded_at.unix_timestamp_nanos() / 1000);
+            for value in [&v.actor, &v.action, &v.resource_type, &v.resource_id] {
+                expected.push_str(&format!(" {} {value}", value.len()));
+            }
+            assert_eq!(indexed.index_line(k as i64, &id).as_deref(), Some(expected.as_str()), "entry {k}");
+        }
+    }
 
     #[test]
     fn timestamps_compare_as_timefmt_writes_them() {

@@ -330,22 +330,23 @@ impl AuditChain {
             .bind::<Array<Bytea>, _>(&chains)
             .execute(tx.conn())
             .await?;
-            // The entries move into their runs' contents: a batch is contiguous, so its runs are
-            // exactly its entries grouped by 256-block.
+            // The entries move into their runs' contents: each run is a slice of the batch's
+            // arrays (1-based, inclusive), so the database neither sorts nor aggregates them.
             let first = firsts[0];
-            let seqs: Vec<i64> = (first..first + n as i64).collect();
+            let ends: Vec<i32> = firsts.iter().skip(1).map(|f| (f - first) as i32).chain([n as i32]).collect();
+            let starts: Vec<i32> = std::iter::once(1).chain(ends.iter().map(|e| e + 1)).take(ends.len()).collect();
             let (fields, salts): (Vec<String>, Vec<Vec<u8>>) = taken.into_iter().map(|e| (e.fields, e.salts)).unzip();
             diesel::sql_query(
                 "INSERT INTO audit_contents (organization_id, first_seq, fields, salts)
-                 SELECT $1, min(s), array_agg(f ORDER BY s), array_agg(b ORDER BY s)
-                   FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS v(s, f, b)
-                  GROUP BY s / $5",
+                 SELECT $1, r.first, ($5::text[])[r.lo:r.hi], ($6::bytea[])[r.lo:r.hi]
+                   FROM unnest($2::bigint[], $3::int[], $4::int[]) AS r(first, lo, hi)",
             )
             .bind::<SqlUuid, _>(org)
-            .bind::<Array<BigInt>, _>(&seqs)
+            .bind::<Array<BigInt>, _>(&firsts)
+            .bind::<Array<diesel::sql_types::Integer>, _>(&starts)
+            .bind::<Array<diesel::sql_types::Integer>, _>(&ends)
             .bind::<Array<Text>, _>(&fields)
             .bind::<Array<Bytea>, _>(&salts)
-            .bind::<BigInt, _>(RUN_WIDTH as i64)
             .execute(tx.conn())
             .await?;
             dequeue(&mut tx, org, first, first + n as i64).await?;

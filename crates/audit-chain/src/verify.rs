@@ -17,7 +17,10 @@ use crate::encoding::{DigestBatch, Hash, StoredEntry, chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
-use crate::rows::{Columns, IndexRow, Stored, Unverifiable, hex, log_range, log_rows_at, stored_range, to_hash};
+use crate::rows::{
+    Columns, IndexBlock, IndexRow, Stored, Unverifiable, expected_index_blocks, hex, index_blocks, log_range,
+    log_rows_at, stored_range, to_hash,
+};
 use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead, next_xid};
 
 /// Checkpoints read at once.
@@ -271,6 +274,12 @@ pub struct Resume {
 /// sets it up, each [`Pass::step`] checks the next batch of entries (and the checkpoints they
 /// reach), [`Pass::finish`] checks the end of the log against its head. Between steps
 /// [`Pass::resume_point`] is what lets a later pass carry on should this one be interrupted.
+/// A batch as read: its entries, and (full verification) the index's digests over them.
+struct Fetched {
+    rows: Vec<Stored>,
+    index: Vec<IndexBlock>,
+}
+
 pub struct Pass {
     tx: custos_db::Tx,
     org: Uuid,
@@ -282,7 +291,7 @@ pub struct Pass {
     checkpoints_from: i64,
     /// The first sequence number not yet read.
     from: i64,
-    prefetched: Option<Vec<Stored>>,
+    prefetched: Option<Fetched>,
     report: VerifyReport,
     /// Decided early: the first failure found, or the verdict on a log without a head.
     outcome: Option<Result<(), Failure>>,
@@ -468,10 +477,11 @@ impl AuditChain {
             .await
             .optional()?;
         let Some(heads) = heads else { return Ok(0) };
-        let (mut from, mut read) = (heads.pruned_before, 0);
+        let (mut from, mut read, batch) = (heads.pruned_before, 0, self.config.verify_batch as i64);
         while from < heads.tree_size {
-            read += stored_range(&mut tx, org, from, self.config.verify_batch as i64, true).await?.len() as u64;
-            from += self.config.verify_batch as i64;
+            read += stored_range(&mut tx, org, from, batch, false).await?.len() as u64;
+            index_blocks(&mut tx, org, from, (from + batch).min(heads.indexed_size)).await?;
+            from += batch;
         }
         tx.commit().await?;
         Ok(read)
@@ -505,14 +515,22 @@ impl Pass {
         })
     }
 
-    async fn fetch(&mut self, from: i64) -> Result<Vec<Stored>, ChainError> {
+    async fn fetch(&mut self, from: i64) -> Result<Fetched, ChainError> {
         match self.depth {
-            Depth::Content => stored_range(&mut self.tx, self.org, from, self.batch, true).await,
-            Depth::Structure => Ok(log_range(&mut self.tx, self.org, from, self.batch)
-                .await?
-                .into_iter()
-                .map(|log| (log, None, None))
-                .collect()),
+            Depth::Content => {
+                let rows = stored_range(&mut self.tx, self.org, from, self.batch, false).await?;
+                let indexed_size = self.heads.as_ref().map_or(0, |h| h.indexed_size);
+                let to = (from + self.batch).min(indexed_size);
+                Ok(Fetched { rows, index: index_blocks(&mut self.tx, self.org, from, to).await? })
+            }
+            Depth::Structure => Ok(Fetched {
+                rows: log_range(&mut self.tx, self.org, from, self.batch)
+                    .await?
+                    .into_iter()
+                    .map(|log| (log, None, None))
+                    .collect(),
+                index: Vec::new(),
+            }),
         }
     }
 
@@ -552,36 +570,55 @@ impl Pass {
         if self.outcome.is_some() || self.from >= end {
             return Ok(false);
         }
-        let rows = match self.prefetched.take() {
-            Some(rows) => rows,
+        let Fetched { rows, index } = match self.prefetched.take() {
+            Some(fetched) => fetched,
             None => self.fetch(self.from).await?,
         };
-        let (org, depth) = (self.org, self.depth);
+        let (org, depth, batch_from) = (self.org, self.depth, self.from);
         let indexed_size = self.heads.as_ref().map_or(0, |h| h.indexed_size);
         // Recomputing leaves is the CPU-heavy part: spread it over every core, off the runtime,
         // while the next range is read from the database.
         let computing = tokio::task::spawn_blocking(move || {
-            let leaves = match depth {
-                Depth::Content => recompute_leaves(org, indexed_size, &rows),
-                Depth::Structure => rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect(),
+            let (leaves, index_agrees) = match depth {
+                Depth::Content => {
+                    let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
+                    let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
+                    let agrees = expected_index_blocks(lines, indexed_size).is_some_and(|expected| expected == index);
+                    (leaves, agrees)
+                }
+                Depth::Structure => (rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect(), true),
             };
-            (rows, leaves)
+            (rows, leaves, index_agrees)
         });
         self.from += self.batch;
-        let upcoming = if self.from < end { self.fetch(self.from).await? } else { Vec::new() };
+        let upcoming = if self.from < end { Some(self.fetch(self.from).await?) } else { None };
         if let Err(f) = self.load_checkpoints(self.from.min(end)).await? {
             self.outcome = Some(Err(f));
             return Ok(false);
         }
-        let (checked, leaves) =
+        let (mut checked, mut leaves, index_agrees) =
             computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
+        if !index_agrees {
+            // The index disagrees with the fields somewhere in this batch: read it row by row to
+            // name the first entry, and what about it.
+            // (Never on an intact log: operators can alert on it.)
+            metrics::counter!("custos_audit_verification_index_rereads_total").increment(1);
+            let rows = stored_range(&mut self.tx, org, batch_from, self.batch, true).await?;
+            (checked, leaves) = tokio::task::spawn_blocking(move || {
+                let leaves =
+                    recompute_leaves(org, Some(indexed_size), &rows).into_iter().map(|(leaf, _)| leaf).collect();
+                (rows, leaves)
+            })
+            .await
+            .map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
+        }
         for ((row, _, _), leaf) in checked.iter().zip(leaves) {
             if let Err(f) = self.verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
                 self.outcome = Some(Err(f));
                 return Ok(false);
             }
         }
-        self.prefetched = Some(upcoming);
+        self.prefetched = upcoming;
         Ok(self.from < end)
     }
 
@@ -658,9 +695,12 @@ impl Pass {
     }
 }
 
-/// Every row's leaf hash recomputed from its fields (whose index row, for entries below
-/// `indexed_size`, must repeat them), in parallel over the available cores.
-fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result<Hash, Unverifiable>> {
+/// Every row's leaf hash recomputed from its fields, in parallel over the available cores; with
+/// `indexed_size`, the index rows read with them are checked too (those of entries below it must
+/// be there and repeat their fields).
+/// Without `indexed_size`, each row comes with the line its index row must digest to (see
+/// [`crate::rows::Indexed::index_line`]), if its fields can say.
+fn recompute_leaves(org: Uuid, indexed_size: Option<i64>, rows: &[Stored]) -> Vec<Recomputed> {
     parallel_batches(rows, |batch, part| {
         // Rows that cannot be hashed are answered at once; the rest go through the batch.
         let hashable: Vec<_> = part.iter().map(|row| hashable(indexed_size, row)).collect();
@@ -670,21 +710,27 @@ fn recompute_leaves(org: Uuid, indexed_size: i64, rows: &[Stored]) -> Vec<Result
             .into_iter()
             .zip(part)
             .map(|(row, (log, _, _))| {
-                row?;
-                let digest = digests.next().expect("one digest per hashable row")?;
-                Ok(leaf_hash(&org, log.seq as u64, &digest))
+                if let Err(e) = row {
+                    return (Err(e), None);
+                }
+                let (digest, indexed) = digests.next().expect("one digest per hashable row");
+                let line = indexed_size.is_none().then(|| indexed.index_line(log.seq, &log.event_id)).flatten();
+                (digest.map(|d| leaf_hash(&org, log.seq as u64, &d)), line)
             })
             .collect()
     })
     .into_iter()
     // A worker that died leaves its entries unverified, never silently skipped.
-    .map(|leaf| leaf.unwrap_or_else(|| Err(Unverifiable::Malformed("leaf recomputation failed".to_owned()))))
+    .map(|leaf| leaf.unwrap_or_else(|| (Err(Unverifiable::Malformed("leaf recomputation failed".to_owned())), None)))
     .collect()
 }
 
+/// A row's leaf as recomputed, and the line its index row must digest to.
+type Recomputed = (Result<Hash, Unverifiable>, Option<String>);
+
 /// A row's stored entry and index columns, ready to hash; or why its leaf cannot be recomputed.
 fn hashable(
-    indexed_size: i64,
+    indexed_size: Option<i64>,
     (log, index, entry): &Stored,
 ) -> Result<(StoredEntry<'_>, Option<Columns<'_>>), Unverifiable> {
     let entry = entry.as_ref().ok_or(Unverifiable::Missing)?;
@@ -692,7 +738,7 @@ fn hashable(
         return Err(Unverifiable::Column("event id"));
     }
     let columns = index.as_ref().map(IndexRow::columns);
-    if columns.is_none() && log.seq < indexed_size {
+    if columns.is_none() && indexed_size.is_some_and(|size| log.seq < size) {
         return Err(Unverifiable::Unindexed);
     }
     Ok((entry.stored(), columns))
