@@ -1,8 +1,10 @@
 -- Entries' contents in runs beside the log: `audit_contents` holds, for each run of `audit_log`
 -- (same organisation and first sequence number, same length), its entries' committed fields and
 -- salts as arrays, element k being entry first_seq + k - 1. `audit_entries` becomes what writers
--- write and the sequencer has yet to take: the sequencer moves each entry it sequences into its
--- run's contents and removes it from `audit_entries`, in the same transaction.
+-- write and the chain has yet to settle: the indexer, which already reads every sequenced entry
+-- behind the sequencer, moves each run's entries into the run's contents and removes them from
+-- `audit_entries` in the transaction that indexes them. (Not the sequencer: moving an entry
+-- costs a second write of its content and a delete, and sequencing is what checkpoints wait on.)
 --
 -- Why: reading a sequenced entry's content cost one row per entry, and decoding rows one by one
 -- was what bounded full verification (the client at 100% CPU, PostgreSQL at a third). A run is
@@ -44,11 +46,16 @@ BEGIN
 END
 $$;
 
--- Entries already sequenced move into their runs (an entry the log names but that is gone stays
--- gone: a NULL element), and leave `audit_entries`.
+-- Entries already indexed move into their runs, whole runs (one that indexing stopped inside
+-- moves too; the indexer carries on after it), and leave `audit_entries`; an entry the log names
+-- but that is gone stays gone: a NULL element.
+CREATE TEMPORARY TABLE moved_runs ON COMMIT DROP AS
+SELECT r.* FROM audit_log r JOIN audit_heads h ON h.organization_id = r.organization_id
+ WHERE r.first_seq < h.indexed_size;
+
 INSERT INTO audit_contents (organization_id, first_seq, fields, salts)
 SELECT r.organization_id, r.first_seq, array_agg(e.fields ORDER BY k), array_agg(e.salts ORDER BY k)
-  FROM audit_log r
+  FROM moved_runs r
  CROSS JOIN generate_series(0, length(r.event_ids) / 16 - 1) AS k
   LEFT JOIN audit_entries e
     ON e.organization_id = r.organization_id
@@ -57,7 +64,7 @@ SELECT r.organization_id, r.first_seq, array_agg(e.fields ORDER BY k), array_agg
 
 DELETE FROM audit_entries e
  USING (SELECT r.organization_id, encode(substring(r.event_ids FROM k * 16 + 1 FOR 16), 'hex')::uuid AS id
-          FROM audit_log r, generate_series(0, length(r.event_ids) / 16 - 1) AS k) d
+          FROM moved_runs r, generate_series(0, length(r.event_ids) / 16 - 1) AS k) d
  WHERE e.organization_id = d.organization_id AND e.event_id = d.id;
 
 DO $$
@@ -66,7 +73,7 @@ BEGIN
 END
 $$;
 
--- The sequencer's hand-over: removes from `audit_entries` the entries of the runs starting in
+-- The indexer's hand-over: removes from `audit_entries` the entries of the runs starting in
 -- `[p_from, p_to)`, each only if its run's contents are stored beside it.
 CREATE FUNCTION custos_audit_dequeue(p_org uuid, p_from bigint, p_to bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp

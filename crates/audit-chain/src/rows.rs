@@ -4,7 +4,7 @@ use custos_core::timefmt;
 use std::collections::HashMap;
 
 use custos_db::Tx;
-use custos_db::schema::{audit_contents, audit_index, audit_log};
+use custos_db::schema::{audit_contents, audit_entries, audit_index, audit_log};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value};
@@ -22,6 +22,15 @@ pub const PLACEHOLDER: &str = "[withheld]";
 pub struct EntryRow {
     pub fields: String,
     pub salts: Vec<u8>,
+}
+
+/// A row of `audit_entries`: an entry as its writer wrote it, not yet moved into its run.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_entries)]
+struct QueuedEntry {
+    event_id: Uuid,
+    fields: String,
+    salts: Vec<u8>,
 }
 
 /// A row of `audit_contents`: the contents of the entries of one run of the log, element k
@@ -105,6 +114,20 @@ pub(crate) async fn log_range(tx: &mut Tx, org: Uuid, from: i64, count: i64) -> 
         .await?;
     let end = from.saturating_add(count);
     Ok(runs.iter().flat_map(LogRun::entries).filter(|l| l.seq >= from && l.seq < end).collect())
+}
+
+/// The runs of the log that start in `[from, to)` or hold `from`, as `(first_seq, entries)`, in
+/// order.
+pub(crate) async fn runs_from(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> Result<Vec<(i64, i64)>, ChainError> {
+    let runs: Vec<(i64, i32)> = audit_log::table
+        .filter(audit_log::organization_id.eq(org))
+        .filter(audit_log::first_seq.gt(from - RUN_WIDTH as i64))
+        .filter(audit_log::first_seq.lt(to))
+        .order(audit_log::first_seq.asc())
+        .select((audit_log::first_seq, diesel::dsl::sql::<diesel::sql_types::Integer>("length(leaf_hashes) / 32")))
+        .load(tx.conn())
+        .await?;
+    Ok(runs.into_iter().map(|(first, n)| (first, i64::from(n))).filter(|(first, n)| first + n > from).collect())
 }
 
 /// The leaf hashes of entries `[from, from + count)` — what proofs read, without the runs' other
@@ -630,6 +653,41 @@ pub(crate) async fn content_range(
     Ok(runs.into_iter().flat_map(ContentRun::into_entries).filter(|(seq, _)| *seq >= from && *seq < end).collect())
 }
 
+/// The entries with these ids still in `audit_entries` (sequenced, not yet moved into their runs
+/// by the indexer). Ids are time-ordered and a run of the log was recorded at about the same time,
+/// so the bulk is read as one primary-key range (an order of magnitude cheaper than one index
+/// descent per id); what the range misses (an entry sequenced far from its time) is looked up by
+/// id. The range read is capped, so outliers cannot make it large.
+async fn queued_entries(tx: &mut Tx, org: Uuid, mut ids: Vec<Uuid>) -> Result<HashMap<Uuid, EntryRow>, ChainError> {
+    ids.sort_unstable();
+    let wanted: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
+    let mut found = HashMap::with_capacity(ids.len());
+    let entry = |e: QueuedEntry| (e.event_id, EntryRow { fields: e.fields, salts: e.salts });
+    if let (Some(lo), Some(hi)) = (ids.get(ids.len() / 100), ids.get(ids.len() - 1 - ids.len() / 100)) {
+        // Unordered: the rows go into a map, and sorting a batch's few megabytes can spill to
+        // disk (work_mem) and cost more than reading them.
+        let rows: Vec<QueuedEntry> = audit_entries::table
+            .filter(audit_entries::organization_id.eq(org))
+            .filter(audit_entries::event_id.between(lo, hi))
+            .limit(2 * ids.len() as i64 + 64)
+            .select(QueuedEntry::as_select())
+            .load(tx.conn())
+            .await?;
+        found.extend(rows.into_iter().filter(|e| wanted.contains(&e.event_id)).map(entry));
+    }
+    let missing: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains_key(id)).collect();
+    if !missing.is_empty() {
+        let rows: Vec<QueuedEntry> = audit_entries::table
+            .filter(audit_entries::organization_id.eq(org))
+            .filter(audit_entries::event_id.eq_any(&missing))
+            .select(QueuedEntry::as_select())
+            .load(tx.conn())
+            .await?;
+        found.extend(rows.into_iter().map(entry));
+    }
+    Ok(found)
+}
+
 /// The contents of the entries numbered `seqs` (in any order), each run read once; entries
 /// without content are absent.
 pub(crate) async fn contents_at(tx: &mut Tx, org: Uuid, seqs: &[i64]) -> Result<HashMap<i64, EntryRow>, ChainError> {
@@ -732,7 +790,9 @@ pub(crate) async fn stored_range(
     };
     let mut contents: std::collections::VecDeque<(i64, Option<EntryRow>)> =
         content_range(tx, org, first, last - first + 1).await?.into();
-    Ok(logs
+    // An entry's content is in its run once the indexer has moved it there (a NULL element there
+    // is content gone); until then it is where its writer wrote it.
+    let mut stored: Vec<(LogRow, Option<IndexRow>, Option<Option<EntryRow>>)> = logs
         .into_iter()
         .map(|log| {
             while indexed.front().is_some_and(|i| i.seq < log.seq) {
@@ -742,10 +802,19 @@ pub(crate) async fn stored_range(
             while contents.front().is_some_and(|(seq, _)| *seq < log.seq) {
                 contents.pop_front();
             }
-            let entry = match contents.front() {
-                Some((seq, _)) if *seq == log.seq => contents.pop_front().and_then(|(_, e)| e),
+            let moved = match contents.front() {
+                Some((seq, _)) if *seq == log.seq => contents.pop_front().map(|(_, e)| e),
                 _ => None,
             };
+            (log, index, moved)
+        })
+        .collect();
+    let unmoved: Vec<Uuid> = stored.iter().filter(|(_, _, m)| m.is_none()).map(|(log, _, _)| log.event_id).collect();
+    let mut queued = if unmoved.is_empty() { HashMap::new() } else { queued_entries(tx, org, unmoved).await? };
+    Ok(stored
+        .drain(..)
+        .map(|(log, index, moved)| {
+            let entry = moved.unwrap_or_else(|| queued.remove(&log.event_id));
             (log, index, entry)
         })
         .collect())

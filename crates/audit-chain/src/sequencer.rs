@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::encoding::{chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
-use crate::rows::{IndexValues, RUN_WIDTH, stored_range, to_hash};
+use crate::rows::{IndexValues, RUN_WIDTH, runs_from, stored_range, to_hash};
 
 /// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
 pub const STRATUM: u8 = 8;
@@ -158,19 +158,13 @@ struct Taken {
     #[diesel(sql_type = Nullable<Bytea>)]
     digest: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<Text>)]
-    fields: Option<String>,
-    #[diesel(sql_type = Nullable<Bytea>)]
-    salts: Option<Vec<u8>>,
-    #[diesel(sql_type = Nullable<Text>)]
     snapshot: Option<String>,
 }
 
-/// An entry the sequencer took: its id, digest and stored content.
+/// An entry the sequencer took: its id and digest.
 struct TakenEntry {
     event_id: Uuid,
     digest: Vec<u8>,
-    fields: String,
-    salts: Vec<u8>,
 }
 
 /// A transaction snapshot as `pg_current_snapshot()` writes it: `xmin:xmax:xip,…`.
@@ -330,26 +324,6 @@ impl AuditChain {
             .bind::<Array<Bytea>, _>(&chains)
             .execute(tx.conn())
             .await?;
-            // The entries move into their runs' contents: each run is a slice of the batch's
-            // arrays (1-based, inclusive), so the database neither sorts nor aggregates them.
-            let first = firsts[0];
-            let ends: Vec<i32> = firsts.iter().skip(1).map(|f| (f - first) as i32).chain([n as i32]).collect();
-            let starts: Vec<i32> = std::iter::once(1).chain(ends.iter().map(|e| e + 1)).take(ends.len()).collect();
-            let (fields, salts): (Vec<String>, Vec<Vec<u8>>) = taken.into_iter().map(|e| (e.fields, e.salts)).unzip();
-            diesel::sql_query(
-                "INSERT INTO audit_contents (organization_id, first_seq, fields, salts)
-                 SELECT $1, r.first, ($5::text[])[r.lo:r.hi], ($6::bytea[])[r.lo:r.hi]
-                   FROM unnest($2::bigint[], $3::int[], $4::int[]) AS r(first, lo, hi)",
-            )
-            .bind::<SqlUuid, _>(org)
-            .bind::<Array<BigInt>, _>(&firsts)
-            .bind::<Array<diesel::sql_types::Integer>, _>(&starts)
-            .bind::<Array<diesel::sql_types::Integer>, _>(&ends)
-            .bind::<Array<Text>, _>(&fields)
-            .bind::<Array<Bytea>, _>(&salts)
-            .execute(tx.conn())
-            .await?;
-            dequeue(&mut tx, org, first, first + n as i64).await?;
             if !node_levels.is_empty() {
                 diesel::sql_query(
                     "INSERT INTO audit_tree_nodes (organization_id, level, idx, hash)
@@ -395,7 +369,7 @@ impl AuditChain {
 
     /// The next batch in one statement, so in one snapshot: the entries of the heads' pending
     /// transactions that have committed since, then up to a batch of entries beyond the cursor,
-    /// with their content; with the snapshot, and the range part's last `(xid, id)` if it
+    /// as ids and digests; with the snapshot, and the range part's last `(xid, id)` if it
     /// filled the batch. (With nothing new, the stored cursor stays right, so it is left as it is.)
     #[allow(clippy::type_complexity)]
     async fn take(
@@ -415,13 +389,12 @@ impl AuditChain {
         .await?;
         let rows: Vec<Taken> = diesel::sql_query(
             "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snapshot)
-             SELECT NULL::bigint AS xid, NULL::uuid AS event_id, NULL::bytea AS digest, NULL::text AS fields,
-                    NULL::bytea AS salts, snapshot::text AS snapshot FROM s
+             SELECT NULL::bigint AS xid, NULL::uuid AS event_id, NULL::bytea AS digest, snapshot::text AS snapshot FROM s
              UNION ALL
-             (SELECT xid, event_id, digest, fields, salts, NULL FROM audit_entries
+             (SELECT xid, event_id, digest, NULL FROM audit_entries
                WHERE organization_id = $1 AND xid = ANY($2::bigint[]))
              UNION ALL
-             (SELECT xid, event_id, digest, fields, salts, NULL FROM audit_entries
+             (SELECT xid, event_id, digest, NULL FROM audit_entries
                WHERE organization_id = $1 AND (xid, event_id) > ($3, $4)
                ORDER BY xid, event_id LIMIT $5)",
         )
@@ -438,17 +411,14 @@ impl AuditChain {
         for row in rows {
             match row {
                 Taken { snapshot: Some(text), .. } => snapshot = Snapshot::parse(&text),
-                Taken { xid: Some(xid), event_id: Some(id), digest, fields, salts, .. } => {
+                Taken { xid: Some(xid), event_id: Some(id), digest, .. } => {
                     let digest = digest
                         .ok_or_else(|| ChainError::Corrupt(org, format!("entry {id} has no digest to sequence")))?;
-                    let (Some(fields), Some(salts)) = (fields, salts) else {
-                        return Err(ChainError::Corrupt(org, format!("entry {id} has no content to sequence")));
-                    };
                     if !heads.pending_xids.contains(&xid) {
                         in_range += 1;
                         last = last.max(Some((xid, id)));
                     }
-                    entries.push(TakenEntry { event_id: id, digest, fields, salts });
+                    entries.push(TakenEntry { event_id: id, digest });
                 }
                 _ => return Err(ChainError::Corrupt(org, "the sequencer's take returned an empty row".into())),
             }
@@ -577,8 +547,17 @@ impl AuditChain {
             .await
             .optional()?;
         let Some(from) = from else { return Ok(0) };
-        let rows = stored_range(&mut tx, org, from, self.config.batch_size as i64, false).await?;
+        // Whole runs of the log, so that each run's entries move into its contents at once.
+        let runs = runs_from(&mut tx, org, from, from + self.config.batch_size as i64).await?;
+        let Some(end) = runs.last().map(|(first, n)| first + n) else { return Ok(0) };
+        let rows = stored_range(&mut tx, org, from, end - from, false).await?;
         let Some(last) = rows.last().map(|(log, ..)| log.seq) else { return Ok(0) };
+        // A run holding `from` but starting before it was moved already (by the migration that
+        // introduced contents, the one time indexing stopped inside a run).
+        let moved_from = runs.iter().map(|(first, _)| *first).find(|first| *first >= from);
+        if let Some(moved_from) = moved_from {
+            self.move_contents(&mut tx, org, &runs, &rows, moved_from).await?;
+        }
         let n = rows.len();
         let (mut seqs, mut ids, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut actors, mut actions, mut types, mut resources) =
@@ -633,6 +612,51 @@ impl AuditChain {
         }
         metrics::counter!("custos_audit_entries_indexed_total").increment(n as u64);
         Ok(n)
+    }
+
+    /// Moves the entries of `runs` starting at `moved_from` or later from the writers' table into
+    /// their runs' contents (`rows` hold them, in order), and removes them from the writers' table.
+    async fn move_contents(
+        &self,
+        tx: &mut Tx,
+        org: Uuid,
+        runs: &[(i64, i64)],
+        rows: &[crate::rows::Stored],
+        moved_from: i64,
+    ) -> Result<(), ChainError> {
+        let runs: Vec<(i64, i64)> = runs.iter().copied().filter(|(f, _)| *f >= moved_from).collect();
+        let to = runs.last().map_or(moved_from, |(f, n)| f + n);
+        // Each run is a slice of the batch's arrays (1-based, inclusive), so the database neither
+        // sorts nor aggregates them. An entry whose row is gone stays gone: a NULL element.
+        let mut by_seq: std::collections::HashMap<i64, &Option<crate::rows::EntryRow>> =
+            rows.iter().filter(|(log, ..)| log.seq >= moved_from).map(|(log, _, entry)| (log.seq, entry)).collect();
+        let (mut fields, mut salts) = (Vec::new(), Vec::new());
+        let (mut firsts, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        for (run_first, n) in &runs {
+            firsts.push(*run_first);
+            starts.push(fields.len() as i32 + 1);
+            for seq in *run_first..run_first + n {
+                let entry = by_seq.remove(&seq).and_then(Option::as_ref);
+                fields.push(entry.map(|e| e.fields.as_str()));
+                salts.push(entry.map(|e| e.salts.as_slice()));
+            }
+            ends.push(fields.len() as i32);
+        }
+        let present = fields.iter().filter(|f| f.is_some()).count() as i64;
+        diesel::sql_query(
+            "INSERT INTO audit_contents (organization_id, first_seq, fields, salts)
+             SELECT $1, r.first, ($5::text[])[r.lo:r.hi], ($6::bytea[])[r.lo:r.hi]
+               FROM unnest($2::bigint[], $3::int[], $4::int[]) AS r(first, lo, hi)",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<Array<BigInt>, _>(&firsts)
+        .bind::<Array<diesel::sql_types::Integer>, _>(&starts)
+        .bind::<Array<diesel::sql_types::Integer>, _>(&ends)
+        .bind::<Array<Nullable<Text>>, _>(&fields)
+        .bind::<Array<Nullable<Bytea>>, _>(&salts)
+        .execute(tx.conn())
+        .await?;
+        dequeue(tx, org, moved_from, to, present).await
     }
 
     /// Integrates everything committed for one organisation, checkpoints it and indexes it
@@ -720,8 +744,8 @@ impl AuditChain {
 }
 
 /// Removes from the writers' table the entries of the runs starting in `[from, to)`, just written
-/// with their contents; all of them, or the batch fails.
-async fn dequeue(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> Result<(), ChainError> {
+/// with their contents: the `expected` there were, or the batch fails.
+async fn dequeue(tx: &mut Tx, org: Uuid, from: i64, to: i64, expected: i64) -> Result<(), ChainError> {
     #[derive(diesel::QueryableByName)]
     struct Removed {
         #[diesel(sql_type = BigInt)]
@@ -733,10 +757,13 @@ async fn dequeue(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> Result<(), Chain
         .bind::<BigInt, _>(to)
         .get_result(tx.conn())
         .await?;
-    if removed.removed != to - from {
+    if removed.removed != expected {
         return Err(ChainError::Corrupt(
             org,
-            format!("sequencing entries {from}..{to} removed {} of them from the writers' table", removed.removed),
+            format!(
+                "moving entries {from}..{to} into their runs removed {} of the {expected} from the writers' table",
+                removed.removed
+            ),
         ));
     }
     Ok(())
