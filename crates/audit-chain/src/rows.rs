@@ -367,12 +367,16 @@ pub struct Indexed<'a> {
 impl Indexed<'_> {
     /// The entry's line as [`index_blocks`] has the database write its index row — the values
     /// [`EntryRow::index_values`] gives the indexer, read without allocating for each — or `None`
-    /// if they cannot be read from the fields.
-    pub(crate) fn index_line(&self, seq: i64, event_id: &Uuid) -> Option<String> {
-        use std::fmt::Write;
-        let micros = json_timestamp_micros(revealed(self.recorded_at)?)?;
-        let mut line = String::with_capacity(160);
-        let _ = write!(line, "{seq} {} {micros}", event_id.hyphenated());
+    /// if they cannot be read from the fields. As PostgreSQL sends them: the sequence number
+    /// (8 bytes, big-endian), the id (16), the time (8: microseconds since 2000-01-01 UTC), then
+    /// actor, action, resource type and resource id, each ended by a NUL (which text cannot hold).
+    pub(crate) fn index_line(&self, seq: i64, event_id: &Uuid) -> Option<Vec<u8>> {
+        const POSTGRES_EPOCH_MICROS: i128 = 946_684_800_000_000;
+        let micros = json_timestamp_micros(revealed(self.recorded_at)?)? - POSTGRES_EPOCH_MICROS;
+        let mut line = Vec::with_capacity(160);
+        line.extend_from_slice(&seq.to_be_bytes());
+        line.extend_from_slice(event_id.as_bytes());
+        line.extend_from_slice(&i64::try_from(micros).ok()?.to_be_bytes());
         for (field, erasable) in
             [(self.actor, true), (self.action, false), (self.resource_type, false), (self.resource_id, true)]
         {
@@ -381,7 +385,8 @@ impl Indexed<'_> {
                 FieldRef::Withheld(_) if erasable => std::borrow::Cow::Borrowed(PLACEHOLDER),
                 FieldRef::Withheld(_) => return None,
             };
-            let _ = write!(line, " {} {value}", value.len());
+            line.extend_from_slice(value.as_bytes());
+            line.push(0);
         }
         Some(line)
     }
@@ -536,7 +541,7 @@ impl Unverifiable {
 }
 
 /// The index rows of one 256-block of sequence numbers, digested by the database: how many, and
-/// the SHA-256 of their lines (see [`IndexLines`]), in order. Full verification compares these
+/// the SHA-256 of their lines (see [`Indexed::index_line`]), in order. Full verification compares these
 /// with what the entries' fields say, instead of reading the index row by row: the database does
 /// the per-row work where it is cheap, and the index is only ever read through that database.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
@@ -556,14 +561,17 @@ pub(crate) async fn index_blocks(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> 
         return Ok(Vec::new());
     }
     Ok(diesel::sql_query(
+        // Binary and without per-row formatting (PostgreSQL's own send functions), rows in
+        // sequence order from the key range: half the cost of writing them out as text. Should
+        // the rows reach the aggregate in another order, the digests merely disagree and the
+        // batch is read row by row.
         "SELECT seq / $4 AS block, count(*) AS rows,
-                sha256(convert_to(string_agg(concat_ws(' ', seq, event_id,
-                    (extract(epoch FROM recorded_at) * 1000000)::bigint,
-                    octet_length(actor), actor, octet_length(action), action,
-                    octet_length(resource_type), resource_type, octet_length(resource_id), resource_id),
-                  E'\n' ORDER BY seq), 'UTF8')) AS digest
-           FROM audit_index
-          WHERE organization_id = $1 AND seq >= $2 AND seq < $3
+                sha256(string_agg(int8send(seq) || uuid_send(event_id) || timestamptz_send(recorded_at)
+                    || textsend(actor) || '\\x00'::bytea || textsend(action) || '\\x00'::bytea
+                    || textsend(resource_type) || '\\x00'::bytea || textsend(resource_id) || '\\x00'::bytea,
+                  ''::bytea)) AS digest
+           FROM (SELECT * FROM audit_index
+                  WHERE organization_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq) AS i
           GROUP BY 1 ORDER BY 1",
     )
     .bind::<diesel::sql_types::Uuid, _>(org)
@@ -579,7 +587,7 @@ pub(crate) async fn index_blocks(tx: &mut Tx, org: Uuid, from: i64, to: i64) -> 
 /// or `None` if an entry that should be indexed has no line (then only reading its index row can
 /// say what is wrong).
 pub(crate) fn expected_index_blocks<'l>(
-    lines: impl IntoIterator<Item = (i64, Option<&'l str>)>,
+    lines: impl IntoIterator<Item = (i64, Option<&'l [u8]>)>,
     indexed_size: i64,
 ) -> Option<Vec<IndexBlock>> {
     let mut blocks = Vec::new();
@@ -601,9 +609,7 @@ pub(crate) fn expected_index_blocks<'l>(
     Some(blocks)
 }
 
-/// A block's index lines, hashed as they are written: `seq event_id µs-since-epoch`, then each of
-/// actor, action, resource type and resource id as `byte-length value`, space-separated; lines
-/// joined by newlines (what [`index_blocks`] has PostgreSQL write).
+/// A block's index lines, hashed as they come (each ends itself: see [`Indexed::index_line`]).
 #[derive(Default)]
 struct IndexLines {
     hasher: sha2::Sha256,
@@ -611,12 +617,9 @@ struct IndexLines {
 }
 
 impl IndexLines {
-    fn push(&mut self, line: &str) {
+    fn push(&mut self, line: &[u8]) {
         use sha2::Digest;
-        if self.rows > 0 {
-            self.hasher.update(b"\n");
-        }
-        self.hasher.update(line.as_bytes());
+        self.hasher.update(line);
         self.rows += 1;
     }
 
@@ -928,11 +931,14 @@ mod tests {
         for (k, (e, (digest, indexed))) in rows.iter().zip(digests(stored, &mut batch)).enumerate() {
             assert_eq!(digest.unwrap(), e.digest);
             let v = EntryRow { fields: e.fields.clone(), salts: e.salts.clone() }.index_values().unwrap();
-            let mut expected = format!("{k} {} {}", id.hyphenated(), v.recorded_at.unix_timestamp_nanos() / 1000);
+            let micros = v.recorded_at.unix_timestamp_nanos() / 1000 - 946_684_800_000_000;
+            let mut expected =
+                [(k as i64).to_be_bytes().as_slice(), id.as_bytes(), &(micros as i64).to_be_bytes()].concat();
             for value in [&v.actor, &v.action, &v.resource_type, &v.resource_id] {
-                expected.push_str(&format!(" {} {value}", value.len()));
+                expected.extend_from_slice(value.as_bytes());
+                expected.push(0);
             }
-            assert_eq!(indexed.index_line(k as i64, &id).as_deref(), Some(expected.as_str()), "entry {k}");
+            assert_eq!(indexed.index_line(k as i64, &id), Some(expected), "entry {k}");
         }
     }
 

@@ -726,7 +726,7 @@ fn recompute_leaves(org: Uuid, indexed_size: Option<i64>, rows: &[Stored]) -> Ve
 }
 
 /// A row's leaf as recomputed, and the line its index row must digest to.
-type Recomputed = (Result<Hash, Unverifiable>, Option<String>);
+type Recomputed = (Result<Hash, Unverifiable>, Option<Vec<u8>>);
 
 /// A row's stored entry and index columns, ready to hash; or why its leaf cannot be recomputed.
 fn hashable(
