@@ -365,6 +365,54 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         fetch.as_secs_f64() * 1e3 / samples as f64,
         check.as_secs_f64() * 1e6 / samples as f64
     );
+    listing_figures(app, &ctx, size).await;
+}
+
+/// Listing latency at this size: pages read through the index, their contents from the runs.
+async fn listing_figures(app: &custos_gateway::App, ctx: &RequestCtx, size: u64) {
+    let list = |req: pb::ListAuditEntriesRequest| async move {
+        let started = Instant::now();
+        let page = app.audit.list_entries(ctx, req).await.expect("list");
+        (started.elapsed().as_secs_f64() * 1e3, page)
+    };
+    println!();
+    println!("listing the audit log at {size} entries (50 per page):");
+    let mut req = pb::ListAuditEntriesRequest { page_size: Some(50), ..Default::default() };
+    let (mut total, mut pages) = (0.0, 0);
+    for _ in 0..20 {
+        let (ms, page) = list(req.clone()).await;
+        total += ms;
+        pages += 1;
+        match page.next_cursor {
+            Some(c) => req.cursor = Some(c),
+            None => break,
+        }
+    }
+    println!("  newest first, {pages} pages walked by cursor: {:.2} ms per page", total / pages as f64);
+    let filtered = pb::ListAuditEntriesRequest {
+        page_size: Some(50),
+        action: Some("update".into()),
+        resource_type: Some("requirement".into()),
+        ..Default::default()
+    };
+    let (ms, _) = list(filtered).await;
+    println!("  filtered by action and resource type: {ms:.2} ms");
+    let (near, _) = list(pb::ListAuditEntriesRequest {
+        search: Some(format!("Requirement {}", size.saturating_sub(100))),
+        page_size: Some(50),
+        ..Default::default()
+    })
+    .await;
+    let (far, found) = list(pb::ListAuditEntriesRequest {
+        search: Some("Requirement 17\"".into()),
+        page_size: Some(50),
+        ..Default::default()
+    })
+    .await;
+    println!(
+        "  search of the fields: a recent match {near:.1} ms; one among the oldest (the whole log searched) {far:.0} ms ({} found)",
+        found.results.len()
+    );
 }
 
 /// What a regulator runs: the log exported to a file, then verified from it with no database.
