@@ -9,7 +9,8 @@
 //!   over the writers' digests, the hash chain, the Merkle
 //!   tree ([`merkle`]: RFC 6962 over BLAKE3, compact range in `audit_heads`, every 8th level stored
 //!   in `audit_tree_nodes`) and signed checkpoints ([`note`]: C2SP signed notes, Ed25519, key from
-//!   [`keys`]).
+//!   [`keys`]); behind it, indexing for listings moves each run's entries out of `audit_entries`
+//!   into the run's row of `audit_contents`, where they are read by run.
 //! * [`proofs`] — inclusion and consistency proofs from stored subtrees.
 //! * [`verify`] — streaming verification of the whole log (or the last N days).
 //! * [`runs`] — verification runs: progress saved as they go, resumed after an interruption.
