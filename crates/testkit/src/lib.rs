@@ -108,6 +108,12 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // `CUSTOS_TEST_KEEP_DATABASE=1` leaves it behind, to look at with psql after a failure
+        // or a benchmark.
+        if std::env::var_os("CUSTOS_TEST_KEEP_DATABASE").is_some_and(|v| v == "1") {
+            eprintln!("kept test database {} ({})", self.name, self.url);
+            return;
+        }
         let (admin, name) = (self.admin.clone(), self.name.clone());
         // A thread of its own with its own runtime: runs even while the test's runtime unwinds.
         let _ = std::thread::spawn(move || {
