@@ -282,6 +282,9 @@ struct Fetched {
 
 pub struct Pass {
     tx: custos_db::Tx,
+    /// A second connection on the same snapshot (full verification), reading the index's digests
+    /// while `tx` reads the entries; `None` if the pool could not spare one.
+    beside: Option<custos_db::Tx>,
     org: Uuid,
     /// `None` for an organisation whose log has no head (then `outcome` is already decided).
     heads: Option<Heads>,
@@ -343,6 +346,7 @@ impl AuditChain {
         }
         let empty = |tx, report, outcome| Pass {
             tx,
+            beside: None,
             org,
             heads: None,
             depth,
@@ -442,8 +446,13 @@ impl AuditChain {
                 (ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier), start, start, None)
             }
         };
+        let beside = match depth {
+            Depth::Content => self.beside(&mut tx, org).await,
+            Depth::Structure => None,
+        };
         let mut pass = Pass {
             tx,
+            beside,
             org,
             heads: Some(heads),
             depth,
@@ -477,15 +486,61 @@ impl AuditChain {
             .await
             .optional()?;
         let Some(heads) = heads else { return Ok(0) };
+        let mut beside = self.beside(&mut tx, org).await;
         let (mut from, mut read, batch) = (heads.pruned_before, 0, self.config.verify_batch as i64);
         while from < heads.tree_size {
-            read += stored_range(&mut tx, org, from, batch, false).await?.len() as u64;
-            index_blocks(&mut tx, org, from, (from + batch).min(heads.indexed_size)).await?;
+            read +=
+                content_batch(&mut tx, beside.as_mut(), org, from, batch, heads.indexed_size).await?.rows.len() as u64;
             from += batch;
+        }
+        if let Some(beside) = beside {
+            beside.commit().await?;
         }
         tx.commit().await?;
         Ok(read)
     }
+
+    /// A second connection on `tx`'s snapshot, if the pool can spare one (else the reads share
+    /// `tx`: slower, same result).
+    async fn beside(&self, tx: &mut custos_db::Tx, org: Uuid) -> Option<custos_db::Tx> {
+        // Waiting for a connection while holding one could starve the requests it would be
+        // taken from: only a connection that is free, or can be opened, now.
+        let pool = self.db.status();
+        if pool.available == 0 && pool.size >= pool.max_size {
+            tracing::debug!(%org, "verification reads on one connection: the pool is busy");
+            return None;
+        }
+        match self.db.begin_snapshot_beside(tx, org).await {
+            Ok(beside) => Some(beside),
+            Err(e) => {
+                tracing::warn!(%org, error = %e, "verification reads on one connection: no second one on its snapshot");
+                None
+            }
+        }
+    }
+}
+
+/// Entries `[from, from + batch)` as full verification reads them, with the index's digests over
+/// those below `indexed_size`. With a second connection on the snapshot, the database produces
+/// both at once (two backends, two cores) instead of one after the other.
+async fn content_batch(
+    tx: &mut custos_db::Tx,
+    beside: Option<&mut custos_db::Tx>,
+    org: Uuid,
+    from: i64,
+    batch: i64,
+    indexed_size: i64,
+) -> Result<Fetched, ChainError> {
+    let to = (from + batch).min(indexed_size);
+    let (rows, index) = match beside {
+        Some(beside) => {
+            let (rows, index) =
+                tokio::join!(stored_range(tx, org, from, batch, false), index_blocks(beside, org, from, to));
+            (rows?, index?)
+        }
+        None => (stored_range(tx, org, from, batch, false).await?, index_blocks(tx, org, from, to).await?),
+    };
+    Ok(Fetched { rows, index })
 }
 
 impl Pass {
@@ -518,10 +573,8 @@ impl Pass {
     async fn fetch(&mut self, from: i64) -> Result<Fetched, ChainError> {
         match self.depth {
             Depth::Content => {
-                let rows = stored_range(&mut self.tx, self.org, from, self.batch, false).await?;
                 let indexed_size = self.heads.as_ref().map_or(0, |h| h.indexed_size);
-                let to = (from + self.batch).min(indexed_size);
-                Ok(Fetched { rows, index: index_blocks(&mut self.tx, self.org, from, to).await? })
+                content_batch(&mut self.tx, self.beside.as_mut(), self.org, from, self.batch, indexed_size).await
             }
             Depth::Structure => Ok(Fetched {
                 rows: log_range(&mut self.tx, self.org, from, self.batch)
@@ -631,6 +684,9 @@ impl Pass {
             None => self.check_end().await?,
         };
         let next = next_xid(&mut self.tx).await?;
+        if let Some(beside) = self.beside.take() {
+            beside.commit().await?;
+        }
         self.tx.commit().await?;
         // The log may be intact and still not grow: say so, after anything wrong in the log itself.
         if let Some(heads) = &self.heads

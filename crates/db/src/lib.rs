@@ -234,6 +234,23 @@ impl Db {
         self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", Some(organization_id)).await
     }
 
+    /// A second read-only transaction on exactly `tx`'s snapshot (PostgreSQL's
+    /// `pg_export_snapshot`), for the same tenant: a long read split over two connections, so
+    /// that the database works on both halves at once, still sees one consistent state. `tx` must
+    /// be a snapshot transaction ([`Db::begin_snapshot`]) and stay open until this one is opened.
+    pub async fn begin_snapshot_beside(&self, tx: &mut Tx, organization_id: Uuid) -> Result<Tx, DbError> {
+        let id: String = diesel::select(diesel::dsl::sql::<Text>("pg_export_snapshot()")).get_result(tx.conn()).await?;
+        // Inlined below (SET TRANSACTION takes no parameters): only the server's own id form.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(DbError::Unavailable(format!("unexpected snapshot id {id:?}")));
+        }
+        self.begin_with(
+            &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{id}'"),
+            Some(organization_id),
+        )
+        .await
+    }
+
     /// Opens a transaction for work before a tenant is known (authentication): still under the
     /// restricted role, where RLS shows no tenant rows at all.
     pub async fn begin_untenanted(&self) -> Result<Tx, DbError> {
