@@ -503,15 +503,12 @@ impl AuditChain {
     /// A second connection on `tx`'s snapshot, if the pool can spare one (else the reads share
     /// `tx`: slower, same result).
     async fn beside(&self, tx: &mut custos_db::Tx, org: Uuid) -> Option<custos_db::Tx> {
-        // Waiting for a connection while holding one could starve the requests it would be
-        // taken from: only a connection that is free, or can be opened, now.
-        let pool = self.db.status();
-        if pool.available == 0 && pool.size >= pool.max_size {
-            tracing::debug!(%org, "verification reads on one connection: the pool is busy");
-            return None;
-        }
         match self.db.begin_snapshot_beside(tx, org).await {
-            Ok(beside) => Some(beside),
+            Ok(Some(beside)) => Some(beside),
+            Ok(None) => {
+                tracing::debug!(%org, "verification reads on one connection: the pool is busy");
+                None
+            }
             Err(e) => {
                 tracing::warn!(%org, error = %e, "verification reads on one connection: no second one on its snapshot");
                 None

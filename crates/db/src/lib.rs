@@ -238,7 +238,13 @@ impl Db {
     /// `pg_export_snapshot`), for the same tenant: a long read split over two connections, so
     /// that the database works on both halves at once, still sees one consistent state. `tx` must
     /// be a snapshot transaction ([`Db::begin_snapshot`]) and stay open until this one is opened.
-    pub async fn begin_snapshot_beside(&self, tx: &mut Tx, organization_id: Uuid) -> Result<Tx, DbError> {
+    /// `None` when no connection is free or can be opened now: the caller already holds one, and
+    /// waiting for a second could starve the requests it would be taken from.
+    pub async fn begin_snapshot_beside(&self, tx: &mut Tx, organization_id: Uuid) -> Result<Option<Tx>, DbError> {
+        let pool = self.pool.status();
+        if pool.available == 0 && pool.size >= pool.max_size {
+            return Ok(None);
+        }
         let id: String = diesel::select(diesel::dsl::sql::<Text>("pg_export_snapshot()")).get_result(tx.conn()).await?;
         // Inlined below (SET TRANSACTION takes no parameters): only the server's own id form.
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
@@ -249,6 +255,7 @@ impl Db {
             Some(organization_id),
         )
         .await
+        .map(Some)
     }
 
     /// Opens a transaction for work before a tenant is known (authentication): still under the
