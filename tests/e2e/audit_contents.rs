@@ -284,3 +284,58 @@ async fn entries_sequenced_but_not_yet_moved_verify_and_export_from_where_they_w
     assert!(offline.ok && offline.entries >= 700, "{offline:?}");
     assert!(chain.verify(org.id, None, depth).await.unwrap().ok);
 }
+
+/// Full verification over a pool of `connections` of its own (the server's is left alone), in
+/// steps of `batch` entries: whether it read beside its snapshot, and what it found.
+async fn verify_on_pool(s: &TestServer, org: uuid::Uuid, connections: usize, batch: usize) -> (bool, Value) {
+    let db = custos_db::Db::connect(&custos_db::DbConfig {
+        max_connections: connections,
+        ..custos_db::DbConfig::new(&s.db.url)
+    })
+    .unwrap();
+    let app_chain = s.app().audit.chain();
+    let config = custos_audit_chain::SequencerConfig { verify_batch: batch, ..app_chain.config().clone() };
+    let chain = app_chain.with_db(db).with_config(config);
+    let mut pass = chain.open_pass(org, None, custos_audit_chain::verify::Depth::Content, None).await.unwrap();
+    let beside = pass.reads_beside();
+    while pass.step().await.unwrap() {}
+    let r = pass.finish().await.unwrap();
+    let found = json!({
+        "ok": r.ok, "first_bad_seq": r.first_bad_seq, "problem": r.problem, "tree_size": r.tree_size,
+        "entries_checked": r.entries_checked, "checkpoints_checked": r.checkpoints_checked,
+    });
+    (beside, found)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verification_on_one_connection_finds_what_two_on_one_snapshot_find() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    record_many(&s, org.id, 1300, &[], "").await;
+    checkpoint(&s, &org).await;
+    let o = org.id;
+    // Steps of 300 entries, so that steps and runs of 256 do not line up.
+    let compare = async || {
+        let (two_read_beside, on_two) = verify_on_pool(&s, o, 2, 300).await;
+        let (one_read_beside, on_one) = verify_on_pool(&s, o, 1, 300).await;
+        assert!(two_read_beside, "a pool with a connection to spare reads beside the snapshot");
+        assert!(!one_read_beside, "a pool with none to spare falls back to the one connection");
+        assert_eq!(on_one, on_two);
+        on_one
+    };
+    let intact = compare().await;
+    assert_eq!(intact["ok"], true, "{intact}");
+    assert!(intact["entries_checked"].as_u64().unwrap() >= 1300, "{intact}");
+
+    // Only the index disagrees (what the second connection reads): named alike.
+    tamper(&s, &format!("UPDATE audit_index SET action = 'forged' WHERE organization_id = '{o}' AND seq = 1000")).await;
+    let found = compare().await;
+    assert_eq!((found["ok"].clone(), found["first_bad_seq"].clone()), (json!(false), json!(1000)), "{found}");
+    assert!(found["problem"].as_str().unwrap().contains("indexed action"), "{found}");
+
+    // An earlier field edited (what the first reads): that entry is named first, alike.
+    tamper(&s, &custos_testkit::audit_sql::edit_fields(o, 520, "replace($F, 'entry', 'forged')")).await;
+    let found = compare().await;
+    assert_eq!((found["ok"].clone(), found["first_bad_seq"].clone()), (json!(false), json!(520)), "{found}");
+    assert!(found["problem"].as_str().unwrap().contains("hash mismatch"), "{found}");
+}

@@ -230,6 +230,15 @@ impl AuditChain {
         AuditChain { config, ..self.clone() }
     }
 
+    /// The same chain over another connection pool (a tool's own, or one sized for a test).
+    pub fn with_db(&self, db: Db) -> Self {
+        AuditChain { db, ..self.clone() }
+    }
+
+    pub fn config(&self) -> &SequencerConfig {
+        &self.config
+    }
+
     pub fn signer(&self) -> &NoteSigner {
         &self.signer
     }

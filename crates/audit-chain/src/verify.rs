@@ -546,6 +546,12 @@ impl Pass {
         &self.report
     }
 
+    /// Whether a second connection on the snapshot reads the index's digests (else `tx` reads
+    /// everything).
+    pub fn reads_beside(&self) -> bool {
+        self.beside.is_some()
+    }
+
     /// The next entry to check, and how many entries and checkpoints were checked so far.
     pub fn progress(&self) -> (u64, u64, u64) {
         (self.verifier.next_seq(), self.verifier.entries_checked, self.verifier.checkpoints_checked)

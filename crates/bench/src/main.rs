@@ -200,7 +200,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load] [--verify-repeat K] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--verify-repeat K] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
         );
         std::process::exit(2);
     }
@@ -221,6 +221,10 @@ async fn main() {
     let skip_load = args.iter().any(|a| a == "--skip-load");
     if !skip_load {
         load_figures(&s).await;
+    }
+    // `--load-only`: the mutation and delay figures alone, what a profiler of the write path runs.
+    if args.iter().any(|a| a == "--load-only") {
+        return;
     }
     let big = s.org("big").await;
     // The chain's own figures are taken with the server stopped, so that its sequencer and
