@@ -200,15 +200,18 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--verify-repeat K] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
         );
         std::process::exit(2);
     }
     let entries: i64 =
         args.iter().position(|a| a == "--entries").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(1_000_000);
+    // `--pool N`: the server's connection pool (default: the production default,
+    // `CUSTOS_DB_MAX_CONNECTIONS` unset).
+    let pool: usize = args.iter().position(|a| a == "--pool").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(16);
     let s = TestServer::start_with(ServerOptions {
         rate_limit_auth_per_hour: Some(u32::MAX),
-        db_max_connections: Some(24),
+        db_max_connections: Some(pool),
         ..Default::default()
     })
     .await;
