@@ -323,8 +323,20 @@ pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
         use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        let applied = conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
-        Ok(applied.into_iter().map(|v| v.to_string()).collect())
+        let applied: Vec<String> = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| DbError::Migration(e.to_string()))?
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect();
+        if !applied.is_empty() {
+            // A migration that moves rows (the audit contents into runs, say) leaves the planner's
+            // statistics describing the old tables until autovacuum's next round, and plans built
+            // on them can read a whole table per page. Tables this user does not own are skipped.
+            diesel::RunQueryDsl::execute(diesel::sql_query("ANALYZE"), &mut conn)
+                .map_err(|e| DbError::Migration(e.to_string()))?;
+        }
+        Ok(applied)
     })
     .await
     .map_err(|e| DbError::Migration(e.to_string()))?
