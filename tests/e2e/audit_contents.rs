@@ -1,8 +1,8 @@
 //! Where sequenced entries live: in runs of `audit_contents` beside the log, moved there by the
 //! sequencer, searched run by run, and carried across the migration that introduced them.
 
-use custos_testkit::TestServer;
 use custos_testkit::audit_sql::ALL_AUDIT_FIELDS;
+use custos_testkit::{ServerOptions, TestOrg, TestServer};
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 
@@ -140,6 +140,75 @@ async fn search_reads_the_runs_newest_first_across_chunks_and_pages() {
     assert_eq!(entries(&s, &org, "?search=needle-7q&resource_id=299").await.len(), 0);
     assert_eq!(entries(&s, &org, "?search=PROB&resource_id=1799").await.len(), 1);
     assert!(entries(&s, &org, "?search=nothing-like-it").await.is_empty());
+}
+
+/// A search walked page by page from `query`: the resource ids found, and each page's size.
+async fn search_pages(s: &TestServer, org: &TestOrg, query: &str) -> (Vec<String>, Vec<usize>) {
+    let mut url = format!("/api/compliance/audit-log/?{query}");
+    let (mut ids, mut sizes) = (Vec::new(), Vec::new());
+    loop {
+        let (status, page) = s.get(&url, &org.auditor).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let results = page["results"].as_array().unwrap();
+        sizes.push(results.len());
+        ids.extend(results.iter().map(|e| e["resource_id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => return (ids, sizes),
+        }
+        assert!(sizes.len() < 100, "the search does not end: {sizes:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_that_spends_its_scan_budget_answers_with_a_cursor_to_carry_on() {
+    let s = TestServer::start_with(ServerOptions { audit_search_scan: Some(300), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    record_many(&s, org.id, 1800, &[5, 1790], "needle-7q").await;
+    checkpoint(&s, &org).await;
+    let actor = entries(&s, &org, "?resource_type=probe&page_size=1").await[0]["actor"].as_str().unwrap().to_owned();
+
+    // Nothing narrows it (the runs are read directly), then an actor filter (the index is walked).
+    for query in ["search=needle-7q&page_size=10".to_owned(), format!("search=needle-7q&page_size=10&actor={actor}")] {
+        let (ids, sizes) = search_pages(&s, &org, &query).await;
+        assert_eq!(ids, ["1790", "5"], "{query}: every match, newest first, each once");
+        // 1,800 entries at most 300 (and one window) a request: the first page stops short
+        // of its ten, with a cursor; so does every page but the last.
+        assert!(sizes.len() >= 3, "{query}: {sizes:?}");
+        assert!(sizes[0] < 10, "{query}: {sizes:?}");
+    }
+    // A page the budget does not cut short is cut by its size, as always.
+    let (ids, sizes) = search_pages(&s, &org, "search=entry%20179&page_size=1").await;
+    let expected: Vec<String> = (1790..1800).rev().chain([179]).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected);
+    assert!(sizes.iter().all(|n| *n <= 1), "{sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_matches_values_as_written_whatever_json_escapes_in_them() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let odd = r#"odd"id\x"#;
+    record_many_as(&s, org.id, "acme", 40, &[7], r#"said "hi" \ then Ölund"#, |i| {
+        if i == 30 { odd.to_owned() } else { i.to_string() }
+    })
+    .await;
+    checkpoint(&s, &org).await;
+    let found = |query: String| {
+        let (s, org) = (&s, &org);
+        async move { search_pages(s, org, &query).await.0 }
+    };
+    // A quote and a backslash in the after-state's text, stored escaped in its JSON.
+    assert_eq!(found(r#"search=%22HI%22%20%5C"#.into()).await, ["7"]);
+    assert_eq!(found(r#"search=%22hi%22%20%5C&action=create"#.into()).await, ["7"]);
+    // Case folding beyond ASCII.
+    assert_eq!(found("search=%C3%B6LUND".into()).await, ["7"]);
+    // An indexed value with both, found through the fields and through the index.
+    let encoded = "odd%22id%5Cx";
+    assert_eq!(found(format!("search={encoded}")).await, [odd]);
+    assert_eq!(found(format!("search=%22ID%5C&resource_id={encoded}")).await, [odd]);
+    assert!(found(format!("search=said&resource_id={encoded}")).await.is_empty());
+    assert!(found(r#"search=%5C%22hi"#.into()).await.is_empty(), "the escape itself is not in the text");
 }
 
 #[tokio::test(flavor = "multi_thread")]

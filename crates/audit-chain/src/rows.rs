@@ -717,6 +717,21 @@ pub(crate) async fn contents_at(tx: &mut Tx, org: Uuid, seqs: &[i64]) -> Result<
     Ok(rows.into_iter().map(|c| (c.seq, EntryRow { fields: c.fields, salts: c.salts })).collect())
 }
 
+#[derive(diesel::QueryableByName)]
+struct Seq {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+}
+
+/// `column ILIKE $n`, case-folded the cheap way when the pattern allows. PostgreSQL folds a
+/// UTF-8 text character by character through the locale before matching; under the "C"
+/// collation it folds ASCII letters only, byte by byte, which halves the cost of a search. For
+/// a pattern of ASCII characters the two find the same entries (only a handful of non-ASCII
+/// letters, such as the Kelvin sign, fold to ASCII ones).
+fn ilike(column: &str, pattern: &str, n: u8) -> String {
+    if pattern.is_ascii() { format!("{column} COLLATE \"C\" ILIKE ${n}") } else { format!("{column} ILIKE ${n}") }
+}
+
 /// Of the entries numbered `seqs`, those whose committed fields (as stored) match the ILIKE
 /// `pattern`.
 pub(crate) async fn contents_matching(
@@ -725,23 +740,52 @@ pub(crate) async fn contents_matching(
     seqs: &[i64],
     pattern: &str,
 ) -> Result<std::collections::HashSet<i64>, ChainError> {
-    #[derive(diesel::QueryableByName)]
-    struct Seq {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        seq: i64,
-    }
     if seqs.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<Seq> =
-        diesel::sql_query(format!("SELECT c.first_seq + f.k - 1 AS seq {CONTENTS_AT} AND f.fields ILIKE $5"))
-            .bind::<diesel::sql_types::Uuid, _>(org)
-            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(blocks_of(seqs))
-            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
-            .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
-            .bind::<diesel::sql_types::Text, _>(pattern)
-            .load(tx.conn())
-            .await?;
+    let rows: Vec<Seq> = diesel::sql_query(format!(
+        "SELECT c.first_seq + f.k - 1 AS seq {CONTENTS_AT} AND {}",
+        ilike("f.fields", pattern, 5)
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(blocks_of(seqs))
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
+    .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
+    .bind::<diesel::sql_types::Text, _>(pattern)
+    .load(tx.conn())
+    .await?;
+    Ok(rows.into_iter().map(|r| r.seq).collect())
+}
+
+/// The entries numbered `[from, to)` whose committed fields (as stored) match the ILIKE `pattern`,
+/// newest first: the runs holding them read as one key range, each element matched once. What a
+/// search with nothing to narrow it by reads, instead of walking the index.
+pub(crate) async fn contents_matching_between(
+    tx: &mut Tx,
+    org: Uuid,
+    from: i64,
+    to: i64,
+    pattern: &str,
+) -> Result<Vec<i64>, ChainError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Seq> = diesel::sql_query(format!(
+        "SELECT c.first_seq + f.k - 1 AS seq
+           FROM audit_contents c
+          CROSS JOIN LATERAL unnest(c.fields) WITH ORDINALITY AS f(fields, k)
+          WHERE c.organization_id = $1 AND c.first_seq > $2 - $5 AND c.first_seq < $3
+            AND c.first_seq + f.k - 1 >= $2 AND c.first_seq + f.k - 1 < $3 AND {}
+          ORDER BY 1 DESC",
+        ilike("f.fields", pattern, 4)
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .bind::<diesel::sql_types::BigInt, _>(from)
+    .bind::<diesel::sql_types::BigInt, _>(to)
+    .bind::<diesel::sql_types::Text, _>(pattern)
+    .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
+    .load(tx.conn())
+    .await?;
     Ok(rows.into_iter().map(|r| r.seq).collect())
 }
 

@@ -88,6 +88,9 @@ pub struct SequencerConfig {
     pub idle_poll: Duration,
     /// Entries per verification step (a structure-only step reads four times as many).
     pub verify_batch: usize,
+    /// Entries one search request reads at most before it answers with what it found so far
+    /// and a cursor to carry on from: what keeps a request's time bounded however long the log.
+    pub search_scan: usize,
 }
 
 impl Default for SequencerConfig {
@@ -97,6 +100,7 @@ impl Default for SequencerConfig {
             checkpoint_interval: Duration::from_millis(500),
             idle_poll: Duration::from_millis(100),
             verify_batch: 5000,
+            search_scan: 262_144,
         }
     }
 }

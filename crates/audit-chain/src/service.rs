@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{IndexRow, Sequenced, contents_matching, hex, to_hash, with_log_rows};
+use crate::rows::{IndexRow, Sequenced, contents_matching, contents_matching_between, hex, to_hash, with_log_rows};
 use crate::runs::{Launch, RunRow};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::Depth;
@@ -229,20 +229,102 @@ impl ListFilters {
     }
 }
 
-/// Up to `limit` index rows passing `filters` whose indexed values or committed fields match the
-/// ILIKE `pattern`, newest first. The fields live in runs of 256 entries, so rather than open a
-/// run for every row, candidates are taken newest first in growing chunks and each chunk's runs
-/// are searched once.
+/// A page of search results, and where the search stopped short of the page if it did: the
+/// sequence number below which it carries on (its scan budget was spent first).
+struct Found {
+    rows: Vec<IndexRow>,
+    resume_below: Option<i64>,
+}
+
+/// What a search matches: the needle as typed, against the indexed values, and as JSON writes
+/// it inside a string, against the fields' stored form (values are stored as JSON, so a quote or
+/// a backslash in a value is stored escaped).
+struct Patterns {
+    indexed: String,
+    fields: String,
+}
+
+impl Patterns {
+    fn of(needle: &str) -> Patterns {
+        let json = serde_json::to_string(needle.trim()).unwrap_or_default();
+        let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')).unwrap_or(&json);
+        Patterns { indexed: contains_pattern(needle), fields: contains_pattern(inner) }
+    }
+}
+
+/// Up to `limit` index rows passing `filters` whose indexed values or committed fields match
+/// `needle` (case-insensitively, anywhere), newest first, reading at most `budget` entries.
+///
+/// Two ways there. With an equality filter on the actor or the resource, few index rows pass, so
+/// the index is walked newest first and only those rows' fields are searched. Otherwise the runs'
+/// fields are searched directly, in growing windows of sequence numbers, and only the matches are
+/// looked up in the index (which applies any other filter): the indexed values are fields too,
+/// so a needle matching one matches its field (and a withheld value is blanked in both).
 async fn search_entries(
     tx: &mut custos_db::Tx,
     org: Uuid,
     filters: &ListFilters,
-    mut below: Option<i64>,
-    pattern: &str,
+    below: Option<i64>,
+    needle: &str,
     limit: i64,
-) -> Result<Vec<IndexRow>> {
-    let mut found = Vec::new();
-    let mut chunk = 4 * limit.max(64);
+    budget: i64,
+) -> Result<Found> {
+    let patterns = Patterns::of(needle);
+    if filters.actor.is_some() || filters.resource_id.is_some() {
+        return search_index_first(tx, org, filters, below, &patterns, limit, budget).await;
+    }
+    let pattern = &patterns.fields;
+    let Some((pruned_before, indexed_size)) = audit_heads::table
+        .filter(audit_heads::organization_id.eq(org))
+        .select((audit_heads::pruned_before, audit_heads::indexed_size))
+        .first::<(i64, i64)>(tx.conn())
+        .await
+        .optional()?
+    else {
+        return Ok(Found { rows: Vec::new(), resume_below: None });
+    };
+    let mut to = below.map_or(indexed_size, |b| b.min(indexed_size));
+    let (mut found, mut scanned, mut window) = (Vec::new(), 0, 4 * limit.max(64));
+    while to > pruned_before {
+        let from = (to - window).max(pruned_before);
+        let seqs = contents_matching_between(tx, org, from, to, pattern).await?;
+        if !seqs.is_empty() {
+            let rows: Vec<IndexRow> = filters
+                .query(org, None)
+                .filter(audit_index::seq.eq_any(&seqs))
+                .order(audit_index::seq.desc())
+                .select(IndexRow::as_select())
+                .load(tx.conn())
+                .await?;
+            found.extend(rows);
+        }
+        scanned += to - from;
+        to = from;
+        if found.len() as i64 >= limit {
+            found.truncate(limit as usize);
+            return Ok(Found { rows: found, resume_below: None });
+        }
+        if scanned >= budget {
+            break;
+        }
+        window = (window * 2).min(65_536);
+    }
+    Ok(Found { rows: found, resume_below: (to > pruned_before).then_some(to) })
+}
+
+/// [`search_entries`] through the index: candidates passing `filters` taken newest first in
+/// growing chunks, each chunk's runs searched once.
+async fn search_index_first(
+    tx: &mut custos_db::Tx,
+    org: Uuid,
+    filters: &ListFilters,
+    mut below: Option<i64>,
+    patterns: &Patterns,
+    limit: i64,
+    budget: i64,
+) -> Result<Found> {
+    let (mut found, mut scanned, mut chunk) = (Vec::new(), 0, 4 * limit.max(64));
+    let pattern = &patterns.indexed;
     loop {
         let indexed_match = audit_index::actor
             .ilike(pattern.to_owned())
@@ -257,9 +339,10 @@ async fn search_entries(
             .load(tx.conn())
             .await?;
         let exhausted = (candidates.len() as i64) < chunk;
+        scanned += candidates.len() as i64;
         below = candidates.last().map(|(index, _)| index.seq);
         let unmatched: Vec<i64> = candidates.iter().filter(|(_, hit)| !hit).map(|(index, _)| index.seq).collect();
-        let by_fields = contents_matching(tx, org, &unmatched, pattern).await?;
+        let by_fields = contents_matching(tx, org, &unmatched, &patterns.fields).await?;
         found.extend(
             candidates
                 .into_iter()
@@ -268,7 +351,10 @@ async fn search_entries(
         );
         if found.len() as i64 >= limit || exhausted || below.is_none() {
             found.truncate(limit as usize);
-            return Ok(found);
+            return Ok(Found { rows: found, resume_below: None });
+        }
+        if scanned >= budget {
+            return Ok(Found { rows: found, resume_below: below });
         }
         chunk = (chunk * 2).min(16_384);
     }
@@ -310,21 +396,31 @@ impl AuditService {
         };
         let below = text(&req.cursor).map(|c| decode_cursor::<i64>(&c, "seq")).transpose()?;
         let mut tx = self.chain.db.begin(org).await?;
-        let mut page = match text(&req.search) {
-            None => {
-                filters
+        let Found { rows: mut page, resume_below } = match text(&req.search) {
+            None => Found {
+                rows: filters
                     .query(org, below)
                     .order(audit_index::seq.desc())
                     .limit(size + 1)
                     .select(IndexRow::as_select())
                     .load(tx.conn())
-                    .await?
+                    .await?,
+                resume_below: None,
+            },
+            Some(search) => {
+                let budget = self.chain.config.search_scan as i64;
+                search_entries(&mut tx, org, &filters, below, &search, size + 1, budget).await?
             }
-            Some(search) => search_entries(&mut tx, org, &filters, below, &contains_pattern(&search), size + 1).await?,
         };
         let more = page.len() as i64 > size;
         page.truncate(size as usize);
-        let next_cursor = if more { page.last().map(|index| encode_cursor("seq", index.seq)) } else { None };
+        // A search that spent its budget answers with what it found and where to carry on: a
+        // page may then be short, even empty, and still have a next one.
+        let next_cursor = match (more, page.last(), resume_below) {
+            (true, Some(last), _) => Some(encode_cursor("seq", last.seq)),
+            (_, _, Some(resume)) => Some(encode_cursor("seq", resume)),
+            _ => None,
+        };
         let rows = with_log_rows(&mut tx, org, page).await?;
         tx.commit().await?;
         Ok(pb::ListAuditEntriesResponse { results: rows.iter().map(entry_pb).collect(), next_cursor })

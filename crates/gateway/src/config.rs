@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use custos_audit_chain::SequencerConfig;
 use custos_audit_chain::keys::{DEFAULT_ORIGIN, KeyConfig};
 use custos_identity::{JwtConfig, JwtKey};
 pub use custos_incidents::Slas;
@@ -63,6 +64,8 @@ pub struct AuditConfig {
     pub keys: KeyConfig,
     pub checkpoint_interval_ms: u64,
     pub retention_days: u32,
+    /// Entries one search request reads at most (`CUSTOS_AUDIT_SEARCH_SCAN`).
+    pub search_scan: usize,
 }
 
 /// The SLAs from `CUSTOS_INCIDENT_*` and `CUSTOS_VULN_SLA_*_DAYS` (the seed's values by default).
@@ -102,6 +105,7 @@ impl AuditConfig {
             },
             checkpoint_interval_ms: parsed("CUSTOS_AUDIT_CHECKPOINT_INTERVAL_MS", 500u64)?,
             retention_days: positive("CUSTOS_AUDIT_RETENTION_DAYS", 2555)?,
+            search_scan: positive("CUSTOS_AUDIT_SEARCH_SCAN", SequencerConfig::default().search_scan as u32)? as usize,
         })
     }
 }

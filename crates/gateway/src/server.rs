@@ -77,6 +77,7 @@ pub fn audit_chain(db: Db, config: &AuditConfig) -> anyhow::Result<AuditChain> {
     let trusted = keys::trusted(&config.keys, Some(&signer))?;
     let sequencer = SequencerConfig {
         checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
+        search_scan: config.search_scan,
         ..SequencerConfig::default()
     };
     Ok(AuditChain::new(db, signer, trusted, sequencer))

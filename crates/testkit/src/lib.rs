@@ -155,6 +155,8 @@ pub struct ServerOptions {
     pub blob_store: Option<String>,
     /// Incident and vulnerability SLAs (default: the seed's).
     pub slas: Option<Slas>,
+    /// `CUSTOS_AUDIT_SEARCH_SCAN` (default as in production).
+    pub audit_search_scan: Option<usize>,
 }
 
 /// A running gateway over its own database.
@@ -237,6 +239,9 @@ impl TestServer {
                 },
                 checkpoint_interval_ms: 200,
                 retention_days: 2555,
+                search_scan: options
+                    .audit_search_scan
+                    .unwrap_or(custos_audit_chain::SequencerConfig::default().search_scan),
             },
             evidence: custos_gateway::config::EvidenceConfig {
                 blob_store: options
