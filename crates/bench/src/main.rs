@@ -200,7 +200,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
         );
         std::process::exit(2);
     }
@@ -349,6 +349,10 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         leaf_rate(200_000, true)
     );
 
+    // `--verify-only`: the verification figures alone, what a profiler of verification runs.
+    if std::env::args().any(|a| a == "--verify-only") {
+        return;
+    }
     offline_figures(&chain, big.id).await;
 
     let ctx = RequestCtx { role: custos_core::Role::Auditor, ..RequestCtx::operator(big.id, "big") };
