@@ -246,7 +246,10 @@ struct Patterns {
 
 impl Patterns {
     fn of(needle: &str) -> Patterns {
-        let json = serde_json::to_string(needle.trim()).unwrap_or_default();
+        // Escaped by the very writer that stored the values, so the two cannot drift apart.
+        let mut json = Vec::new();
+        crate::encoding::write_json_string(needle.trim(), &mut json);
+        let json = String::from_utf8_lossy(&json);
         let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')).unwrap_or(&json);
         Patterns { indexed: contains_pattern(needle), fields: contains_pattern(inner) }
     }
