@@ -158,8 +158,8 @@ impl AuditChain {
                 })?;
                 let line = Line::Entry(ExportEntry {
                     seq: log.seq as u64,
-                    fields: Cow::Borrowed(&entry.fields),
-                    salts: B64.encode(&entry.salts).into(),
+                    fields: Cow::Borrowed(entry.fields()),
+                    salts: B64.encode(entry.salts()).into(),
                     leaf_hash: hex(&log.leaf_hash).into(),
                     chain_hash: hex(&log.chain_hash).into(),
                 });

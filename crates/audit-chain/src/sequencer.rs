@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::encoding::{chain_hash, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
-use crate::rows::{IndexValues, RUN_WIDTH, runs_from, stored_range, to_hash};
+use crate::rows::{EntryRow, IndexValues, RUN_WIDTH, runs_from, stored_range, to_hash};
 
 /// Every 8th level of the tree is stored, so any subtree hash is at most 128 hashes away.
 pub const STRATUM: u8 = 8;
@@ -641,7 +641,7 @@ impl AuditChain {
         let to = runs.last().map_or(moved_from, |(f, n)| f + n);
         // Each run is a slice of the batch's arrays (1-based, inclusive), so the database neither
         // sorts nor aggregates them. An entry whose row is gone stays gone: a NULL element.
-        let mut by_seq: std::collections::HashMap<i64, &Option<crate::rows::EntryRow>> =
+        let mut by_seq: std::collections::HashMap<i64, &Option<EntryRow>> =
             rows.iter().filter(|(log, ..)| log.seq >= moved_from).map(|(log, _, entry)| (log.seq, entry)).collect();
         let (mut fields, mut salts) = (Vec::new(), Vec::new());
         let (mut firsts, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
@@ -650,8 +650,8 @@ impl AuditChain {
             starts.push(fields.len() as i32 + 1);
             for seq in *run_first..run_first + n {
                 let entry = by_seq.remove(&seq).and_then(Option::as_ref);
-                fields.push(entry.map(|e| e.fields.as_str()));
-                salts.push(entry.map(|e| e.salts.as_slice()));
+                fields.push(entry.map(EntryRow::fields));
+                salts.push(entry.map(EntryRow::salts));
             }
             ends.push(fields.len() as i32);
         }
