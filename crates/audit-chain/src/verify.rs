@@ -241,6 +241,19 @@ impl ChainVerifier {
         self.settle()
     }
 
+    /// Checks a batch of stored entries in order, given their leaves as recomputed.
+    fn entries(&mut self, rows: &[Stored], leaves: Vec<Result<Hash, Unverifiable>>) -> Result<(), Failure> {
+        for ((row, _, _), leaf) in rows.iter().zip(leaves) {
+            self.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash)?;
+        }
+        Ok(())
+    }
+
+    /// What a pass holds while its verifier is lent to a worker: checks nothing, trusts nothing.
+    fn idle() -> Self {
+        ChainVerifier::new(String::new(), Vec::new(), [0; 32], Frontier::default())
+    }
+
     /// Checkpoints left over once every entry was seen claim entries that are not there.
     pub fn finish(&mut self) -> Result<(), Failure> {
         if let Some(cp) = self.pending.front() {
@@ -351,7 +364,7 @@ impl AuditChain {
             heads: None,
             depth,
             batch,
-            verifier: ChainVerifier::new(String::new(), Vec::new(), [0; 32], Frontier::default()),
+            verifier: ChainVerifier::idle(),
             checkpoints_from: 0,
             from: 0,
             prefetched: None,
@@ -632,50 +645,78 @@ impl Pass {
         };
         let (org, depth, batch_from) = (self.org, self.depth, self.from);
         let indexed_size = self.heads.as_ref().map_or(0, |h| h.indexed_size);
-        // Recomputing leaves is the CPU-heavy part: spread it over every core, off the runtime,
-        // while the next range is read from the database.
-        let computing = tokio::task::spawn_blocking(move || {
-            let (leaves, index_agrees) = match depth {
-                Depth::Content => {
-                    let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
-                    let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
-                    let agrees = expected_index_blocks(lines, indexed_size).is_some_and(|expected| expected == index);
-                    (leaves, agrees)
-                }
-                Depth::Structure => (rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect(), true),
-            };
-            (rows, leaves, index_agrees)
-        });
         self.from += self.batch;
-        let upcoming = if self.from < end { Some(self.fetch(self.from).await?) } else { None };
+        // The checkpoints this batch reaches go to the verifier before its entries do, which
+        // checks each one as the tree reaches its size.
         if let Err(f) = self.load_checkpoints(self.from.min(end)).await? {
             self.outcome = Some(Err(f));
             return Ok(false);
         }
-        let (mut checked, mut leaves, index_agrees) =
-            computing.await.map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
-        if !index_agrees {
-            // The index disagrees with the fields somewhere in this batch: read it row by row to
-            // name the first entry, and what about it.
-            // (Never on an intact log: operators can alert on it.)
-            metrics::counter!("custos_audit_verification_index_rereads_total").increment(1);
-            let rows = stored_range(&mut self.tx, org, batch_from, self.batch, true).await?;
-            (checked, leaves) = tokio::task::spawn_blocking(move || {
-                let leaves =
-                    recompute_leaves(org, Some(indexed_size), &rows).into_iter().map(|(leaf, _)| leaf).collect();
-                (rows, leaves)
-            })
-            .await
-            .map_err(|e| ChainError::Corrupt(org, format!("verification worker failed: {e}")))?;
-        }
-        for ((row, _, _), leaf) in checked.iter().zip(leaves) {
-            if let Err(f) = self.verifier.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash) {
-                self.outcome = Some(Err(f));
-                return Ok(false);
+        // Recomputing leaves is the CPU-heavy part: spread it over every core, off the runtime,
+        // while the next range is read from the database. The entries are chained and added to
+        // the tree there too (serial, but then overlapped with that read rather than after it),
+        // unless the index disagrees with the fields: then the verifier is handed back untouched
+        // and the batch is checked again below, with the index read row by row.
+        let mut verifier = std::mem::replace(&mut self.verifier, ChainVerifier::idle());
+        let computing = tokio::task::spawn_blocking(move || {
+            let checked = match depth {
+                Depth::Content => {
+                    let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
+                    let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
+                    let agrees = expected_index_blocks(lines, indexed_size).is_some_and(|expected| expected == index);
+                    agrees.then(|| verifier.entries(&rows, leaves))
+                }
+                Depth::Structure => {
+                    Some(verifier.entries(&rows, rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect()))
+                }
+            };
+            (verifier, checked)
+        });
+        let upcoming = if self.from < end { Some(self.fetch(self.from).await) } else { None };
+        let (verifier, checked) = self.join(computing, batch_from).await?;
+        self.verifier = verifier;
+        let upcoming = upcoming.transpose()?;
+        let checked = match checked {
+            Some(checked) => checked,
+            None => {
+                // The index disagrees with the fields somewhere in this batch: read it row by row
+                // to name the first entry, and what about it.
+                // (Never on an intact log: operators can alert on it.)
+                metrics::counter!("custos_audit_verification_index_rereads_total").increment(1);
+                let rows = stored_range(&mut self.tx, org, batch_from, self.batch, true).await?;
+                let verifier = std::mem::replace(&mut self.verifier, ChainVerifier::idle());
+                let rechecking = tokio::task::spawn_blocking(move || {
+                    let mut verifier = verifier;
+                    let leaves =
+                        recompute_leaves(org, Some(indexed_size), &rows).into_iter().map(|(leaf, _)| leaf).collect();
+                    let checked = verifier.entries(&rows, leaves);
+                    (verifier, checked)
+                });
+                let (verifier, checked) = self.join(rechecking, batch_from).await?;
+                self.verifier = verifier;
+                checked
             }
+        };
+        if let Err(f) = checked {
+            self.outcome = Some(Err(f));
+            return Ok(false);
         }
         self.prefetched = upcoming;
         Ok(self.from < end)
+    }
+
+    /// Waits for a worker that holds the verifier. Should it die, the verifier is lost with it:
+    /// the pass is then over (decided, so that nothing resumes from a state it no longer has).
+    async fn join<T>(
+        &mut self,
+        worker: tokio::task::JoinHandle<(ChainVerifier, T)>,
+        batch_from: i64,
+    ) -> Result<(ChainVerifier, T), ChainError> {
+        worker.await.map_err(|e| {
+            let problem = format!("verification worker failed: {e}");
+            self.outcome = Some(fail(batch_from as u64, problem.clone()));
+            ChainError::Corrupt(self.org, problem)
+        })
     }
 
     /// Checks the end of the log against its head (unless something was already found wrong)
