@@ -18,7 +18,7 @@ use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
 use crate::proofs::NodeReader;
 use crate::rows::{
-    Columns, IndexBlock, IndexRow, Stored, Unverifiable, expected_index_blocks, hex, index_blocks, log_range,
+    Columns, IndexDigest, IndexRow, Stored, Unverifiable, expected_index_digest, hex, index_digest, log_range,
     log_rows_at, stored_range, to_hash,
 };
 use crate::sequencer::{AuditChain, ChainError, Heads, counter_ahead, next_xid};
@@ -287,15 +287,15 @@ pub struct Resume {
 /// sets it up, each [`Pass::step`] checks the next batch of entries (and the checkpoints they
 /// reach), [`Pass::finish`] checks the end of the log against its head. Between steps
 /// [`Pass::resume_point`] is what lets a later pass carry on should this one be interrupted.
-/// A batch as read: its entries, and (full verification) the index's digests over them.
+/// A batch as read: its entries, and (full verification) the index's digest over them.
 struct Fetched {
     rows: Vec<Stored>,
-    index: Vec<IndexBlock>,
+    index: IndexDigest,
 }
 
 pub struct Pass {
     tx: custos_db::Tx,
-    /// A second connection on the same snapshot (full verification), reading the index's digests
+    /// A second connection on the same snapshot (full verification), reading the index's digest
     /// while `tx` reads the entries; `None` if the pool could not spare one.
     beside: Option<custos_db::Tx>,
     org: Uuid,
@@ -530,7 +530,7 @@ impl AuditChain {
     }
 }
 
-/// Entries `[from, from + batch)` as full verification reads them, with the index's digests over
+/// Entries `[from, from + batch)` as full verification reads them, with the index's digest over
 /// those below `indexed_size`. With a second connection on the snapshot, the database produces
 /// both at once (two backends, two cores) instead of one after the other.
 async fn content_batch(
@@ -545,10 +545,10 @@ async fn content_batch(
     let (rows, index) = match beside {
         Some(beside) => {
             let (rows, index) =
-                tokio::join!(stored_range(tx, org, from, batch, false), index_blocks(beside, org, from, to));
+                tokio::join!(stored_range(tx, org, from, batch, false), index_digest(beside, org, from, to));
             (rows?, index?)
         }
-        None => (stored_range(tx, org, from, batch, false).await?, index_blocks(tx, org, from, to).await?),
+        None => (stored_range(tx, org, from, batch, false).await?, index_digest(tx, org, from, to).await?),
     };
     Ok(Fetched { rows, index })
 }
@@ -559,7 +559,7 @@ impl Pass {
         &self.report
     }
 
-    /// Whether a second connection on the snapshot reads the index's digests (else `tx` reads
+    /// Whether a second connection on the snapshot reads the index's digest (else `tx` reads
     /// everything).
     pub fn reads_beside(&self) -> bool {
         self.beside.is_some()
@@ -598,7 +598,7 @@ impl Pass {
                     .into_iter()
                     .map(|log| (log, None, None))
                     .collect(),
-                index: Vec::new(),
+                index: IndexDigest { rows: 0, digest: None },
             }),
         }
     }
@@ -663,7 +663,7 @@ impl Pass {
                 Depth::Content => {
                     let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
                     let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
-                    let agrees = expected_index_blocks(lines, indexed_size).is_some_and(|expected| expected == index);
+                    let agrees = expected_index_digest(lines, indexed_size).is_some_and(|expected| expected == index);
                     agrees.then(|| verifier.entries(&rows, leaves))
                 }
                 Depth::Structure => {
