@@ -10,6 +10,7 @@ use diesel::deserialize::FromSql;
 use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bytea, Nullable, Text};
+use diesel_async::AsyncPgConnection;
 use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -175,14 +176,19 @@ pub struct LogRow {
 /// The log's entries with sequence numbers in `[from, from + count)`, in order. Where the log has
 /// a gap the result has one too: callers step through the sequence by ranges, never by rows, so
 /// that a gap is seen as one.
-pub(crate) async fn log_range(tx: &mut Tx, org: Uuid, from: i64, count: i64) -> Result<Vec<LogRow>, ChainError> {
+pub(crate) async fn log_range(
+    mut conn: &AsyncPgConnection,
+    org: Uuid,
+    from: i64,
+    count: i64,
+) -> Result<Vec<LogRow>, ChainError> {
     let runs: Vec<LogRun> = audit_log::table
         .filter(audit_log::organization_id.eq(org))
         .filter(audit_log::first_seq.gt(from - RUN_WIDTH as i64))
         .filter(audit_log::first_seq.lt(from.saturating_add(count)))
         .order(audit_log::first_seq.asc())
         .select(LogRun::as_select())
-        .load(tx.conn())
+        .load(&mut conn)
         .await?;
     let end = from.saturating_add(count);
     Ok(runs.iter().flat_map(LogRun::entries).filter(|l| l.seq >= from && l.seq < end).collect())
@@ -680,7 +686,7 @@ pub type Stored = (LogRow, Option<IndexRow>, Option<EntryRow>);
 /// The contents of entries `[from, from + count)`, `(seq, content)` in order; an entry whose
 /// content is gone is `None`, one the table does not hold at all is absent.
 pub(crate) async fn content_range(
-    tx: &mut Tx,
+    mut conn: &AsyncPgConnection,
     org: Uuid,
     from: i64,
     count: i64,
@@ -692,7 +698,7 @@ pub(crate) async fn content_range(
         .filter(audit_contents::first_seq.lt(end))
         .order(audit_contents::first_seq.asc())
         .select(ContentRun::as_select())
-        .load(tx.conn())
+        .load(&mut conn)
         .await?;
     let mut entries = Vec::with_capacity(count.clamp(0, 1 << 16) as usize);
     for run in runs {
@@ -873,26 +879,31 @@ pub(crate) async fn stored_range(
     count: i64,
     with_index: bool,
 ) -> Result<Vec<Stored>, ChainError> {
-    let logs = log_range(tx, org, from, count).await?;
-    let (Some(first), Some(last)) = (<[LogRow]>::first(&logs).map(|l| l.seq), <[LogRow]>::last(&logs).map(|l| l.seq))
-    else {
-        return Ok(Vec::new());
-    };
-    let mut indexed: std::collections::VecDeque<IndexRow> = if with_index {
+    // Sent at once on the one connection (pipelined): the database reads the next while this
+    // side decodes the last, with no round trip between them.
+    let conn: &AsyncPgConnection = tx.conn();
+    let index = async {
+        if !with_index {
+            return Ok(Vec::new());
+        }
         // Sorted here rather than by the database, for the same reason as in `entries_of`.
         let mut rows: Vec<IndexRow> = audit_index::table
             .filter(audit_index::organization_id.eq(org))
-            .filter(audit_index::seq.between(first, last))
+            .filter(audit_index::seq.ge(from))
+            .filter(audit_index::seq.lt(from.saturating_add(count)))
             .select(IndexRow::as_select())
-            .load(tx.conn())
+            .load(&mut &*conn)
             .await?;
         rows.sort_unstable_by_key(|r| r.seq);
-        rows.into()
-    } else {
-        Default::default()
+        Ok::<_, ChainError>(rows)
     };
-    let mut contents: std::collections::VecDeque<(i64, Option<EntryRow>)> =
-        content_range(tx, org, first, last - first + 1).await?.into();
+    let (logs, indexed, contents) =
+        tokio::try_join!(log_range(conn, org, from, count), index, content_range(conn, org, from, count))?;
+    if logs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut indexed: std::collections::VecDeque<IndexRow> = indexed.into();
+    let mut contents: std::collections::VecDeque<(i64, Option<EntryRow>)> = contents.into();
     // An entry's content is in its run once the indexer has moved it there (a NULL element there
     // is content gone); until then it is where its writer wrote it.
     let mut stored: Vec<(LogRow, Option<IndexRow>, Option<Option<EntryRow>>)> = logs

@@ -593,7 +593,7 @@ impl Pass {
                 content_batch(&mut self.tx, self.beside.as_mut(), self.org, from, self.batch, indexed_size).await
             }
             Depth::Structure => Ok(Fetched {
-                rows: log_range(&mut self.tx, self.org, from, self.batch)
+                rows: log_range(self.tx.conn(), self.org, from, self.batch)
                     .await?
                     .into_iter()
                     .map(|log| (log, None, None))
