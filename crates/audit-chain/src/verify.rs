@@ -848,42 +848,82 @@ fn hashable(
 /// that the batch's buffers stay in cache and are reused rather than reallocated.
 const SUB_BATCH: usize = 512;
 
-/// `f` over `items` split into one contiguous part per available core, each worker with its own
-/// [`DigestBatch`]; `f` answers each item of the slice it is given (at most [`SUB_BATCH`]), in
-/// order. The answers come back in order, `None` where a worker died (or miscounted).
+/// `f` over `items`, a slice of at most [`SUB_BATCH`] at a time, on one worker per available
+/// core, each with its own [`DigestBatch`]; `f` answers each item of the slice it is given, in
+/// order. Workers take the next slice as they finish one (the database shares these cores, so
+/// fixed halves leave one worker idle while the other is preempted). The answers come back in
+/// order, `None` where a worker died (or miscounted).
 pub(crate) fn parallel_batches<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&mut DigestBatch, &[T]) -> Vec<R> + Sync,
 ) -> Vec<Option<R>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-    let chunk = items.len().div_ceil(workers).max(1);
-    let f = &f;
+    let slices: Vec<&[T]> = items.chunks(SUB_BATCH).collect();
+    // One slot per slice, filled by whichever worker answers it: a worker that dies loses only
+    // the slice it was on.
+    let answered: Vec<std::sync::Mutex<Option<Vec<R>>>> = slices.iter().map(|_| Default::default()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (f, slices, next, answered_ref) = (&f, &slices, &next, &answered);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let work = move || {
+        let workers: Vec<_> = (0..workers.min(slices.len()))
+            .map(|_| {
+                scope.spawn(move || {
                     let mut batch = DigestBatch::default();
-                    let mut answers = Vec::with_capacity(part.len());
-                    for slice in part.chunks(SUB_BATCH) {
-                        let answered = f(&mut batch, slice);
-                        // Fewer answers than items would shift every later one: fail the part.
-                        assert_eq!(answered.len(), slice.len(), "one answer per item");
-                        answers.extend(answered);
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slice) = slices.get(at) else { return };
+                        let answers = f(&mut batch, slice);
+                        // Fewer answers than items would shift every later one: leave the slice unanswered.
+                        if answers.len() == slice.len()
+                            && let Ok(mut slot) = answered_ref[at].lock()
+                        {
+                            *slot = Some(answers);
+                        }
                     }
-                    answers
-                };
-                (part.len(), scope.spawn(work))
+                })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|(len, h)| {
-                let mut answers: Vec<Option<R>> =
-                    h.join().map_or_else(|_| Vec::new(), |a| a.into_iter().map(Some).collect());
-                answers.resize_with(len, || None);
-                answers
-            })
-            .collect()
-    })
+        // Joined here, so that a worker's panic stays its own (the scope would resume it).
+        for worker in workers {
+            let _ = worker.join();
+        }
+    });
+    slices
+        .iter()
+        .zip(answered)
+        .flat_map(|(slice, slot)| match slot.into_inner().ok().flatten() {
+            Some(answers) => answers.into_iter().map(Some).collect::<Vec<_>>(),
+            None => std::iter::repeat_with(|| None).take(slice.len()).collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers come back in the items' order however the workers share the slices, and a slice
+    /// answered wrongly (or by a worker that died) is reported as unanswered, item by item,
+    /// never shifting the answers after it.
+    #[test]
+    fn parallel_batches_answer_in_order_and_name_what_they_could_not_answer() {
+        let items: Vec<usize> = (0..5 * SUB_BATCH + 17).collect();
+        let answered = parallel_batches(&items, |_, slice| slice.iter().map(|i| i * 2).collect());
+        assert_eq!(answered, items.iter().map(|i| Some(i * 2)).collect::<Vec<_>>());
+
+        let miscounted = parallel_batches(&items, |_, slice| {
+            if slice[0] == 2 * SUB_BATCH {
+                return Vec::new();
+            }
+            if slice[0] == 3 * SUB_BATCH {
+                panic!("a worker dies");
+            }
+            slice.to_vec()
+        });
+        for (i, answer) in miscounted.iter().enumerate() {
+            let lost = (2 * SUB_BATCH..4 * SUB_BATCH).contains(&i);
+            assert_eq!(*answer, (!lost).then_some(i), "item {i}");
+        }
+        assert!(parallel_batches(&[] as &[usize], |_, slice| slice.to_vec()).is_empty());
+    }
 }
