@@ -657,24 +657,19 @@ impl Pass {
         // the tree there too (serial, but then overlapped with that read rather than after it),
         // unless the index disagrees with the fields: then the verifier is handed back untouched
         // and the batch is checked again below, with the index read row by row.
-        let mut verifier = std::mem::replace(&mut self.verifier, ChainVerifier::idle());
-        let computing = tokio::task::spawn_blocking(move || {
-            let checked = match depth {
-                Depth::Content => {
-                    let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
-                    let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
-                    let agrees = expected_index_digest(lines, indexed_size).is_some_and(|expected| expected == index);
-                    agrees.then(|| verifier.entries(&rows, leaves))
-                }
-                Depth::Structure => {
-                    Some(verifier.entries(&rows, rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect()))
-                }
-            };
-            (verifier, checked)
+        let computing = self.lend_verifier(move |verifier| match depth {
+            Depth::Content => {
+                let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
+                let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
+                let agrees = expected_index_digest(lines, indexed_size).is_some_and(|expected| expected == index);
+                agrees.then(|| verifier.entries(&rows, leaves))
+            }
+            Depth::Structure => {
+                Some(verifier.entries(&rows, rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect()))
+            }
         });
         let upcoming = if self.from < end { Some(self.fetch(self.from).await) } else { None };
-        let (verifier, checked) = self.join(computing, batch_from).await?;
-        self.verifier = verifier;
+        let checked = self.take_verifier_back(computing, batch_from).await?;
         let upcoming = upcoming.transpose()?;
         let checked = match checked {
             Some(checked) => checked,
@@ -684,17 +679,12 @@ impl Pass {
                 // (Never on an intact log: operators can alert on it.)
                 metrics::counter!("custos_audit_verification_index_rereads_total").increment(1);
                 let rows = stored_range(&mut self.tx, org, batch_from, self.batch, true).await?;
-                let verifier = std::mem::replace(&mut self.verifier, ChainVerifier::idle());
-                let rechecking = tokio::task::spawn_blocking(move || {
-                    let mut verifier = verifier;
+                let rechecking = self.lend_verifier(move |verifier| {
                     let leaves =
                         recompute_leaves(org, Some(indexed_size), &rows).into_iter().map(|(leaf, _)| leaf).collect();
-                    let checked = verifier.entries(&rows, leaves);
-                    (verifier, checked)
+                    verifier.entries(&rows, leaves)
                 });
-                let (verifier, checked) = self.join(rechecking, batch_from).await?;
-                self.verifier = verifier;
-                checked
+                self.take_verifier_back(rechecking, batch_from).await?
             }
         };
         if let Err(f) = checked {
@@ -705,18 +695,37 @@ impl Pass {
         Ok(self.from < end)
     }
 
-    /// Waits for a worker that holds the verifier. Should it die, the verifier is lost with it:
-    /// the pass is then over (decided, so that nothing resumes from a state it no longer has).
-    async fn join<T>(
+    /// Runs `work` with the verifier on a blocking worker (hashing and chaining are CPU-bound),
+    /// lending it out until [`Pass::take_verifier_back`].
+    fn lend_verifier<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut ChainVerifier) -> T + Send + 'static,
+    ) -> tokio::task::JoinHandle<(ChainVerifier, T)> {
+        let mut verifier = std::mem::replace(&mut self.verifier, ChainVerifier::idle());
+        tokio::task::spawn_blocking(move || {
+            let answer = work(&mut verifier);
+            (verifier, answer)
+        })
+    }
+
+    /// Waits for the worker the verifier was lent to. Should it die, the verifier is lost with
+    /// it: the pass is then over (decided, so that nothing resumes from a state it no longer has).
+    async fn take_verifier_back<T>(
         &mut self,
         worker: tokio::task::JoinHandle<(ChainVerifier, T)>,
         batch_from: i64,
-    ) -> Result<(ChainVerifier, T), ChainError> {
-        worker.await.map_err(|e| {
-            let problem = format!("verification worker failed: {e}");
-            self.outcome = Some(fail(batch_from as u64, problem.clone()));
-            ChainError::Corrupt(self.org, problem)
-        })
+    ) -> Result<T, ChainError> {
+        match worker.await {
+            Ok((verifier, answer)) => {
+                self.verifier = verifier;
+                Ok(answer)
+            }
+            Err(e) => {
+                let problem = format!("verification worker failed: {e}");
+                self.outcome = Some(fail(batch_from as u64, problem.clone()));
+                Err(ChainError::Corrupt(self.org, problem))
+            }
+        }
     }
 
     /// Checks the end of the log against its head (unless something was already found wrong)
