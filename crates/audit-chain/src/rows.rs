@@ -9,7 +9,7 @@ use custos_db::schema::{audit_contents, audit_entries, audit_index, audit_log};
 use diesel::deserialize::FromSql;
 use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bytea, Nullable, Text};
+use diesel::sql_types::{Array, Nullable};
 use diesel_async::AsyncPgConnection;
 use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value};
@@ -61,13 +61,8 @@ struct QueuedEntry {
 #[derive(Debug, Clone, diesel::deserialize::FromSqlRow)]
 pub(crate) struct SentArray(Bytes);
 
-impl FromSql<Array<Nullable<Text>>, Pg> for SentArray {
-    fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        Ok(SentArray(Bytes::copy_from_slice(value.as_bytes())))
-    }
-}
-
-impl FromSql<Array<Nullable<Bytea>>, Pg> for SentArray {
+/// Any element type: the array's form does not depend on it (its elements are read as bytes).
+impl<ST: 'static> FromSql<Array<Nullable<ST>>, Pg> for SentArray {
     fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
         Ok(SentArray(Bytes::copy_from_slice(value.as_bytes())))
     }
