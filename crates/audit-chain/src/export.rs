@@ -11,9 +11,11 @@
 
 use std::borrow::Cow;
 use std::io::{BufRead, Write};
+use std::ops::Range;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use custos_core::hex::decode_array;
 use custos_core::timefmt;
 use custos_db::schema::{audit_checkpoints, audit_heads};
 use diesel::prelude::*;
@@ -211,59 +213,172 @@ fn hash_of(line: usize, what: &str, text: &str) -> Result<Hash, FileError> {
     from_hex(text).and_then(|b| to_hash(&b)).ok_or_else(|| malformed(line, format!("{what} is not a 32-byte hex hash")))
 }
 
-/// Lines of an export parsed and checked per parallel batch.
-const FILE_BATCH: usize = 4096;
+/// Lines of an export read, parsed and checked together.
+const FILE_BATCH: usize = 16384;
 
-/// A line of an export, parsed, with an entry's leaf recomputed from its fields.
+/// Whole lines of an export read together: their text end to end, and each line's number
+/// (1-based) and place in it. Read so, a line costs no allocation of its own.
+#[derive(Default)]
+struct LineBatch {
+    text: Vec<u8>,
+    lines: Vec<(usize, Range<usize>)>,
+    /// What stopped the reading after these lines, if reading failed.
+    unreadable: Option<std::io::Error>,
+}
+
+/// `line` without its end (`\n` or `\r\n`, as [`BufRead::lines`] ends one).
+fn without_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Up to [`FILE_BATCH`] lines from `input`, numbered on from `*line`: fewer only at the end of
+/// the input, or where reading failed (the error is kept, after the lines read before it).
+fn read_lines(input: &mut impl BufRead, line: &mut usize) -> LineBatch {
+    let mut batch = LineBatch { text: Vec::with_capacity(FILE_BATCH * 1024), ..Default::default() };
+    while batch.lines.len() < FILE_BATCH {
+        let start = batch.text.len();
+        match input.read_until(b'\n', &mut batch.text) {
+            Ok(0) => break,
+            Ok(_) => {
+                *line += 1;
+                let end = start + without_line_end(&batch.text[start..]).len();
+                batch.lines.push((*line, start..end));
+            }
+            Err(e) => {
+                batch.unreadable = Some(e);
+                break;
+            }
+        }
+    }
+    batch
+}
+
+/// An entry's line as `verify-file` reads it: the fields still escaped as the file holds them
+/// (to be unescaped into a buffer shared by the batch, not a string of their own), the rest
+/// borrowed from the line where JSON lets it be.
+#[derive(Deserialize)]
+struct ReadEntry<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    fields: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    salts: Cow<'a, str>,
+    #[serde(borrow)]
+    leaf_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    chain_hash: Cow<'a, str>,
+}
+
+/// [`Line`] as `verify-file` reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReadLine<'a> {
+    #[serde(borrow)]
+    Entry(ReadEntry<'a>),
+    Checkpoint(ExportCheckpoint),
+}
+
+/// Appends the text of the JSON string literal `raw` (quotes included, already checked by
+/// serde_json: valid escapes, no raw control characters, UTF-8) to `out`.
+fn unescape_json_string(raw: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return Err("the entry's fields are not a JSON string".into());
+    };
+    // `\uXXXX` (surrogate pairs and all) is left to serde_json: exports write it only for
+    // control characters inside values, which are rare.
+    if memchr::memmem::find(inner.as_bytes(), b"\\u").is_some() {
+        let text: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
+    }
+    let mut rest = inner.as_bytes();
+    while let Some(at) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.push(match rest.get(at + 1) {
+            Some(b'"') => b'"',
+            Some(b'\\') => b'\\',
+            Some(b'/') => b'/',
+            Some(b'b') => 0x08,
+            Some(b'f') => 0x0c,
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            _ => return Err("the entry's fields hold a malformed escape".into()),
+        });
+        rest = &rest[at + 2..];
+    }
+    out.extend_from_slice(rest);
+    Ok(())
+}
+
+/// A line of an export, parsed and its entry's leaf recomputed.
 enum FileLine {
     Checkpoint(StoredCheckpoint),
-    Entry { seq: u64, leaf: Result<Hash, Unverifiable>, stored_leaf: Vec<u8>, chain: Vec<u8> },
+    Entry { seq: u64, leaf: Result<Hash, Unverifiable>, stored_leaf: Option<Hash>, chain: Option<Hash> },
 }
 
-/// A line of an export, parsed; an entry's leaf is still to be recomputed.
-enum ParsedLine<'a> {
+/// A line of an export, parsed; an entry's fields and salts are in the batch's buffer, its leaf
+/// still to be recomputed.
+enum ParsedLine {
     Checkpoint(StoredCheckpoint),
-    Entry { seq: u64, fields: Cow<'a, str>, salts: Result<Vec<u8>, String>, stored_leaf: Vec<u8>, chain: Vec<u8> },
+    Entry {
+        seq: u64,
+        fields: Range<usize>,
+        salts: Result<Range<usize>, String>,
+        stored_leaf: Option<Hash>,
+        chain: Option<Hash>,
+    },
 }
 
-/// Line `n` of an export (`None` for a blank one).
-fn parse_file_line(n: usize, text: &str) -> Result<Option<ParsedLine<'_>>, FileError> {
-    if text.trim().is_empty() {
+/// Line `n` of an export (`None` for a blank one), its entry's fields and salts appended to `buffer`.
+fn parse_file_line(n: usize, text: &[u8], buffer: &mut Vec<u8>) -> Result<Option<ParsedLine>, FileError> {
+    if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let line: Line = serde_json::from_str(text).map_err(|e| malformed(n, e.to_string()))?;
+    let line: ReadLine = serde_json::from_slice(text).map_err(|e| malformed(n, e.to_string()))?;
     Ok(Some(match line {
-        Line::Checkpoint(cp) => ParsedLine::Checkpoint(StoredCheckpoint {
+        ReadLine::Checkpoint(cp) => ParsedLine::Checkpoint(StoredCheckpoint {
             tree_size: cp.tree_size,
             root_hash: from_hex(&cp.root_hash).unwrap_or_default(),
             note: cp.note,
         }),
-        Line::Entry(e) => ParsedLine::Entry {
-            seq: e.seq,
-            salts: B64.decode(e.salts.as_bytes()).map_err(|_| "bad salts".to_owned()),
-            fields: e.fields,
-            stored_leaf: from_hex(&e.leaf_hash).unwrap_or_default(),
-            chain: from_hex(&e.chain_hash).unwrap_or_default(),
-        },
+        ReadLine::Entry(e) => {
+            let start = buffer.len();
+            unescape_json_string(e.fields.get(), buffer).map_err(|problem| malformed(n, problem))?;
+            let fields = start..buffer.len();
+            let start = buffer.len();
+            let salts = match B64.decode_vec(e.salts.as_bytes(), buffer) {
+                Ok(()) => Ok(start..buffer.len()),
+                Err(_) => {
+                    buffer.truncate(start);
+                    Err("bad salts".to_owned())
+                }
+            };
+            ParsedLine::Entry {
+                seq: e.seq,
+                fields,
+                salts,
+                stored_leaf: decode_array(&e.leaf_hash),
+                chain: decode_array(&e.chain_hash),
+            }
+        }
     }))
 }
 
-/// Numbered lines parsed, and their entries' leaves recomputed together in `batch`.
+/// Numbered lines of `text` parsed, and their entries' leaves recomputed together in `batch`.
 fn check_lines(
     org: Uuid,
     batch: &mut DigestBatch,
-    lines: &[(usize, std::io::Result<String>)],
+    text: &[u8],
+    lines: &[(usize, Range<usize>)],
 ) -> Vec<Result<Option<FileLine>, FileError>> {
-    let parsed: Vec<_> = lines
-        .iter()
-        .map(|(n, text)| match text {
-            Ok(text) => parse_file_line(*n, text),
-            Err(_) => Ok(None),
-        })
-        .collect();
+    // The entries' fields and salts, end to end: one allocation for the lot.
+    let mut buffer = Vec::with_capacity(lines.iter().map(|(_, r)| r.len()).sum());
+    let parsed: Vec<_> = lines.iter().map(|(n, r)| parse_file_line(*n, &text[r.clone()], &mut buffer)).collect();
     for line in &parsed {
         if let Ok(Some(ParsedLine::Entry { fields, salts: Ok(salts), .. })) = line {
-            batch.push(&StoredEntry { fields: fields.as_bytes(), salts }, |_, _| {});
+            batch.push(&StoredEntry { fields: &buffer[fields.clone()], salts: &buffer[salts.clone()] }, |_, _| {});
         }
     }
     let mut digests = batch.finish().into_iter();
@@ -285,13 +400,16 @@ fn check_lines(
 /// Verifies an export with no database. `pinned` is the public key the verifier trusts;
 /// `progress(entries checked, entries announced)` follows it a batch at a time.
 pub fn verify_file(
-    input: impl BufRead + Send,
+    mut input: impl BufRead + Send,
     pinned: Option<NoteVerifier>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<FileReport, FileError> {
-    let mut lines = input.lines().enumerate();
-    let (_, first) = lines.next().ok_or_else(|| malformed(1, "the file is empty"))?;
-    let header: Header = serde_json::from_str(&first?).map_err(|e| malformed(1, format!("bad header: {e}")))?;
+    let mut first = Vec::new();
+    if input.read_until(b'\n', &mut first)? == 0 {
+        return Err(malformed(1, "the file is empty"));
+    }
+    let header: Header =
+        serde_json::from_slice(without_line_end(&first)).map_err(|e| malformed(1, format!("bad header: {e}")))?;
     if header.format != FORMAT {
         return Err(malformed(1, format!("format {:?} is not {FORMAT}", header.format)));
     }
@@ -316,35 +434,47 @@ pub fn verify_file(
     };
     let mut outcome = Ok(());
     let mut unreadable = None;
-    // Lines are read a batch at a time on one thread while the batch before is parsed and its
-    // leaves recomputed across every core, then fed to the verifier in file order, so the first
-    // problem found is the one a line-by-line pass finds.
+    // Three stages overlap: lines are read a batch at a time on one thread; the batch before is
+    // parsed and its leaves recomputed across every core; the one before that is fed to the
+    // verifier here, in file order, so the first problem found is the one a line-by-line pass
+    // finds. (Chaining is serial: overlapped, it no longer leaves a core idle.)
     let org = header.organization_id;
     std::thread::scope(|scope| -> Result<(), FileError> {
-        let (batches, read) = std::sync::mpsc::sync_channel::<Vec<(usize, std::io::Result<String>)>>(2);
+        let (batches, read) = std::sync::mpsc::sync_channel::<LineBatch>(2);
         scope.spawn(move || {
+            let mut line = 1;
             loop {
-                let batch: Vec<_> = lines.by_ref().take(FILE_BATCH).map(|(n, text)| (n + 1, text)).collect();
-                let last = batch.len() < FILE_BATCH || batch.iter().any(|(_, text)| text.is_err());
+                let batch = read_lines(&mut input, &mut line);
+                let last = batch.lines.len() < FILE_BATCH || batch.unreadable.is_some();
                 // A closed channel means the verifier has stopped: so does the reader.
-                if batch.is_empty() || batches.send(batch).is_err() || last {
+                if (batch.lines.is_empty() && batch.unreadable.is_none()) || batches.send(batch).is_err() || last {
                     return;
                 }
             }
         });
-        for mut batch in read {
-            // What precedes an unreadable line is still checked, as a line-by-line pass would.
-            if let Some(at) = batch.iter().position(|(_, text)| text.is_err()) {
-                unreadable = batch.drain(at..).next().and_then(|(_, text)| text.err());
+        let (checked, parsed) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for batch in read {
+                let lines = crate::verify::parallel_batches(&batch.lines, |digests, lines| {
+                    check_lines(org, digests, &batch.text, lines)
+                });
+                let numbers: Vec<usize> = batch.lines.iter().map(|(n, _)| *n).collect();
+                if checked.send((numbers, lines, batch.unreadable)).is_err() {
+                    return;
+                }
             }
-            let parsed = crate::verify::parallel_batches(&batch, |digests, lines| check_lines(org, digests, lines));
-            for (item, (n, _)) in parsed.into_iter().zip(&batch) {
-                let step = match item.unwrap_or_else(|| Err(malformed(*n, "the line could not be checked")))? {
+        });
+        for (numbers, lines, batch_unreadable) in parsed {
+            for (item, n) in lines.into_iter().zip(numbers) {
+                let step = match item.unwrap_or_else(|| Err(malformed(n, "the line could not be checked")))? {
                     None => continue,
                     Some(FileLine::Checkpoint(cp)) => verifier.push_checkpoint(cp),
-                    Some(FileLine::Entry { seq, leaf, stored_leaf, chain }) => {
-                        verifier.entry_leaf(seq, leaf, &stored_leaf, &chain)
-                    }
+                    Some(FileLine::Entry { seq, leaf, stored_leaf, chain }) => verifier.entry_leaf(
+                        seq,
+                        leaf,
+                        stored_leaf.as_ref().map_or(&[][..], |h| h),
+                        chain.as_ref().map_or(&[][..], |h| h),
+                    ),
                 };
                 if step.is_err() {
                     outcome = step;
@@ -352,7 +482,9 @@ pub fn verify_file(
                 }
             }
             progress(verifier.entries_checked, header.tree_size.saturating_sub(header.first_seq));
-            if unreadable.is_some() {
+            // What precedes an unreadable line is still checked, as a line-by-line pass would.
+            if batch_unreadable.is_some() {
+                unreadable = batch_unreadable;
                 return Ok(());
             }
         }
@@ -451,6 +583,67 @@ mod tests {
         let edited = lines[at].replacen(from, to, 1);
         assert_ne!(edited, lines[at]);
         lines[at] = edited;
+    }
+
+    /// The fast unescaping agrees with serde_json on every escape JSON has, and refuses what is
+    /// not a string.
+    #[test]
+    fn fields_are_unescaped_as_serde_json_unescapes_them() {
+        let texts = [
+            "",
+            "plain",
+            "action\t\"create\"\nafter.name\t\"a \\\"quoted\\\" word\"\n",
+            "every escape: \" \\ / \u{8} \u{c} \n \r \t",
+            "control \u{1} and \u{1f}, non-ASCII é 漢字 😀",
+            "a backslash before u: \\u0041",
+        ];
+        for text in texts {
+            let written = serde_json::to_string(text).unwrap();
+            // Writers may escape more than serde_json does: `\/`, `\uXXXX` for anything.
+            let slash_escaped = written.replace('/', "\\/");
+            let all_escaped: String = std::iter::once("\"".to_owned())
+                .chain(text.encode_utf16().map(|u| format!("\\u{u:04x}")))
+                .chain(std::iter::once("\"".to_owned()))
+                .collect();
+            for raw in [written, slash_escaped, all_escaped] {
+                let mut out = b"kept ".to_vec();
+                unescape_json_string(&raw, &mut out).unwrap();
+                assert_eq!(out, format!("kept {text}").as_bytes(), "{raw}");
+            }
+        }
+        for raw in ["12", "{}", "null", "\"bad \\q\""] {
+            assert!(unescape_json_string(raw, &mut Vec::new()).is_err(), "{raw}");
+        }
+    }
+
+    /// Lines end as `BufRead::lines` ends them (`\n` or `\r\n`), blank lines are skipped, and a
+    /// line that is not UTF-8 or whose fields are not a string is named by its number.
+    #[test]
+    fn line_ends_blank_lines_and_unreadable_lines() {
+        let (lines, signer) = export_lines(10);
+        let crlf = lines.join("\r\n\r\n") + "\r\n";
+        let report = verify_file(crlf.as_bytes(), Some(signer.verifier()), |_, _| {}).unwrap();
+        assert!(report.ok && report.entries == 10, "{report:?}");
+
+        let mut bytes: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+        let at = lines[3].find("user:").unwrap();
+        bytes[3][at + 4] = 0xff;
+        let file = bytes.join(&b'\n');
+        match verify_file(&file[..], Some(signer.verifier()), |_, _| {}) {
+            Err(FileError::Malformed { line: 4, .. }) => {}
+            other => panic!("expected line 4 to be malformed, got {other:?}"),
+        }
+
+        let mut not_a_string = lines.clone();
+        let fields_at = not_a_string[2].find("\"fields\":").unwrap() + "\"fields\":".len();
+        let end = fields_at + not_a_string[2][fields_at..].find(",\"salts\"").unwrap();
+        not_a_string[2].replace_range(fields_at..end, "42");
+        match check(&not_a_string, &signer) {
+            Err(FileError::Malformed { line: 3, problem }) => {
+                assert!(problem.contains("not a JSON string"), "{problem}")
+            }
+            other => panic!("expected line 3 to be malformed, got {other:?}"),
+        }
     }
 
     #[test]

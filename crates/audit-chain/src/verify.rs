@@ -855,7 +855,25 @@ fn hashable(
 
 /// Items a worker hands `f` at once: enough to fill the SIMD lanes many times over, few enough
 /// that the batch's buffers stay in cache and are reused rather than reallocated.
-const SUB_BATCH: usize = 512;
+const SUB_BATCH: usize = 128;
+
+/// Digest batches between uses: their buffers, grown to a batch's size, are reused by the next
+/// call's workers (each call starts its own threads) instead of being grown again from nothing.
+static SPARE_DIGEST_BATCHES: std::sync::Mutex<Vec<DigestBatch>> = std::sync::Mutex::new(Vec::new());
+
+fn spare_digest_batch() -> DigestBatch {
+    SPARE_DIGEST_BATCHES.lock().ok().and_then(|mut spare| spare.pop()).unwrap_or_default()
+}
+
+/// Keeps `batch` for the next call, if nothing is left queued in it.
+fn return_digest_batch(batch: DigestBatch) {
+    if batch.is_idle()
+        && let Ok(mut spare) = SPARE_DIGEST_BATCHES.lock()
+        && spare.len() < 16
+    {
+        spare.push(batch);
+    }
+}
 
 /// `f` over `items`, a slice of at most [`SUB_BATCH`] at a time, on one worker per available
 /// core, each with its own [`DigestBatch`]; `f` answers each item of the slice it is given, in
@@ -866,7 +884,9 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&mut DigestBatch, &[T]) -> Vec<R> + Sync,
 ) -> Vec<Option<R>> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    // Asked once: the answer reads cgroup files, which costs more than a batch's bookkeeping.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let workers = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).max(1));
     let slices: Vec<&[T]> = items.chunks(SUB_BATCH).collect();
     // One slot per slice, filled by whichever worker answers it: a worker that dies loses only
     // the slice it was on.
@@ -877,10 +897,10 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
         let workers: Vec<_> = (0..workers.min(slices.len()))
             .map(|_| {
                 scope.spawn(move || {
-                    let mut batch = DigestBatch::default();
+                    let mut batch = spare_digest_batch();
                     loop {
                         let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(slice) = slices.get(at) else { return };
+                        let Some(slice) = slices.get(at) else { break };
                         let answers = f(&mut batch, slice);
                         // Fewer answers than items would shift every later one: leave the slice unanswered.
                         if answers.len() == slice.len()
@@ -889,6 +909,7 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
                             *slot = Some(answers);
                         }
                     }
+                    return_digest_batch(batch);
                 })
             })
             .collect();

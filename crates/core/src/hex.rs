@@ -10,6 +10,12 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     const_hex::decode(text).ok()
 }
 
+/// `None` unless `text` is exactly `2·N` hex digits; decoded in place, with no allocation.
+pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    const_hex::decode_to_slice(text, &mut out).ok().map(|()| out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -18,5 +24,9 @@ mod tests {
         assert_eq!(super::decode("00abff"), Some(vec![0, 0xab, 0xff]));
         assert_eq!(super::decode("abc"), None);
         assert_eq!(super::decode("zz"), None);
+        assert_eq!(super::decode_array::<2>("abff"), Some([0xab, 0xff]));
+        assert_eq!(super::decode_array::<2>("abff00"), None);
+        assert_eq!(super::decode_array::<2>("ab"), None);
+        assert_eq!(super::decode_array::<1>("zz"), None);
     }
 }
