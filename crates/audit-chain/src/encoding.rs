@@ -459,11 +459,6 @@ impl DigestBatch {
         Ok(Slot::Queued { first, n })
     }
 
-    /// Whether every entry pushed has been answered by [`Self::finish`].
-    pub fn is_idle(&self) -> bool {
-        self.slots.is_empty() && self.commitments.is_empty() && self.lanes.iter().all(|l| l.targets.is_empty())
-    }
-
     /// The digests (or what is wrong) of the entries pushed since the last call, in order.
     pub fn finish(&mut self) -> Vec<Result<Hash, String>> {
         let commitments = &mut self.commitments;

@@ -213,7 +213,10 @@ fn hash_of(line: usize, what: &str, text: &str) -> Result<Hash, FileError> {
     from_hex(text).and_then(|b| to_hash(&b)).ok_or_else(|| malformed(line, format!("{what} is not a 32-byte hex hash")))
 }
 
-/// Lines of an export read, parsed and checked together.
+/// Lines of an export read, parsed and checked together. Each batch ends with a wait for its
+/// slowest worker: at 16384 lines (about 13 MiB of a typical export; memory stays flat at a few
+/// batches whatever the file's length) that wait is short beside the batch, which 4096 was not
+/// (A/B at 1M entries: 620-690k vs 690-730k entries/s).
 const FILE_BATCH: usize = 16384;
 
 /// Whole lines of an export read together: their text end to end, and each line's number

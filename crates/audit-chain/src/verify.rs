@@ -854,26 +854,10 @@ fn hashable(
 }
 
 /// Items a worker hands `f` at once: enough to fill the SIMD lanes many times over, few enough
-/// that the batch's buffers stay in cache and are reused rather than reallocated.
+/// that the batch's buffers stay in cache and are reused rather than reallocated. A call ends
+/// when its slowest worker's last slice does, so small slices also keep that idle tail short
+/// (512 → 128: `verify-file` +8%).
 const SUB_BATCH: usize = 128;
-
-/// Digest batches between uses: their buffers, grown to a batch's size, are reused by the next
-/// call's workers (each call starts its own threads) instead of being grown again from nothing.
-static SPARE_DIGEST_BATCHES: std::sync::Mutex<Vec<DigestBatch>> = std::sync::Mutex::new(Vec::new());
-
-fn spare_digest_batch() -> DigestBatch {
-    SPARE_DIGEST_BATCHES.lock().ok().and_then(|mut spare| spare.pop()).unwrap_or_default()
-}
-
-/// Keeps `batch` for the next call, if nothing is left queued in it.
-fn return_digest_batch(batch: DigestBatch) {
-    if batch.is_idle()
-        && let Ok(mut spare) = SPARE_DIGEST_BATCHES.lock()
-        && spare.len() < 16
-    {
-        spare.push(batch);
-    }
-}
 
 /// `f` over `items`, a slice of at most [`SUB_BATCH`] at a time, on one worker per available
 /// core, each with its own [`DigestBatch`]; `f` answers each item of the slice it is given, in
@@ -897,7 +881,7 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
         let workers: Vec<_> = (0..workers.min(slices.len()))
             .map(|_| {
                 scope.spawn(move || {
-                    let mut batch = spare_digest_batch();
+                    let mut batch = DigestBatch::default();
                     loop {
                         let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(slice) = slices.get(at) else { break };
@@ -909,7 +893,6 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
                             *slot = Some(answers);
                         }
                     }
-                    return_digest_batch(batch);
                 })
             })
             .collect();
