@@ -288,13 +288,7 @@ fn unescape_json_string(raw: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
         return Err("the entry's fields are not a JSON string".into());
     };
-    // `\uXXXX` (surrogate pairs and all) is left to serde_json: exports write it only for
-    // control characters inside values, which are rare.
-    if memchr::memmem::find(inner.as_bytes(), b"\\u").is_some() {
-        let text: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-        out.extend_from_slice(text.as_bytes());
-        return Ok(());
-    }
+    let start = out.len();
     let mut rest = inner.as_bytes();
     while let Some(at) = memchr::memchr(b'\\', rest) {
         out.extend_from_slice(&rest[..at]);
@@ -307,6 +301,14 @@ fn unescape_json_string(raw: &str, out: &mut Vec<u8>) -> Result<(), String> {
             Some(b'n') => b'\n',
             Some(b'r') => b'\r',
             Some(b't') => b'\t',
+            // `\uXXXX` (surrogate pairs and all) is left to serde_json: exports write it only
+            // for control characters inside values, which are rare.
+            Some(b'u') => {
+                out.truncate(start);
+                let text: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+                out.extend_from_slice(text.as_bytes());
+                return Ok(());
+            }
             _ => return Err("the entry's fields hold a malformed escape".into()),
         });
         rest = &rest[at + 2..];
