@@ -45,19 +45,16 @@ pub struct Header {
     pub anchor_frontier: Vec<String>,
 }
 
-/// An entry's line. Borrowed where it can be, so that reading a file allocates little per line.
-#[derive(Debug, Serialize, Deserialize)]
+/// An entry's line as `export` writes it, borrowing the stored fields (`verify-file` reads it as
+/// `ReadEntry`).
+#[derive(Debug, Serialize)]
 pub struct ExportEntry<'a> {
     pub seq: u64,
     /// The entry's field lines, as stored and hashed.
-    #[serde(borrow)]
     pub fields: Cow<'a, str>,
     /// The entry's salts (seed or explicit), base64.
-    #[serde(borrow)]
     pub salts: Cow<'a, str>,
-    #[serde(borrow)]
     pub leaf_hash: Cow<'a, str>,
-    #[serde(borrow)]
     pub chain_hash: Cow<'a, str>,
 }
 
@@ -68,10 +65,10 @@ pub struct ExportCheckpoint {
     pub note: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A line after the header, as `export` writes it (`verify-file` reads it as `ReadLine`).
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Line<'a> {
-    #[serde(borrow)]
     Entry(ExportEntry<'a>),
     Checkpoint(ExportCheckpoint),
 }
@@ -257,7 +254,7 @@ fn read_lines(input: &mut impl BufRead, line: &mut usize) -> LineBatch {
     batch
 }
 
-/// An entry's line as `verify-file` reads it: the fields still escaped as the file holds them
+/// An entry's line as `verify-file` reads it ([`ExportEntry`] as written): the fields still escaped as the file holds them
 /// (to be unescaped into a buffer shared by the batch, not a string of their own), the rest
 /// borrowed from the line where JSON lets it be.
 #[derive(Deserialize)]
