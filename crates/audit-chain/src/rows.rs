@@ -900,10 +900,13 @@ pub(crate) async fn stored_range(
     let mut indexed: std::collections::VecDeque<IndexRow> = indexed.into();
     let mut contents: std::collections::VecDeque<(i64, Option<EntryRow>)> = contents.into();
     // An entry's content is in its run once the indexer has moved it there (a NULL element there
-    // is content gone); until then it is where its writer wrote it.
-    let mut stored: Vec<(LogRow, Option<IndexRow>, Option<Option<EntryRow>>)> = logs
+    // is content gone); until then it is where its writer wrote it. Each row is built in place,
+    // once: at ~300 bytes a row, moving them again was a visible share of a verification's time.
+    let mut unmoved: Vec<(usize, Uuid)> = Vec::new();
+    let mut stored: Vec<Stored> = logs
         .into_iter()
-        .map(|log| {
+        .enumerate()
+        .map(|(at, log)| {
             while indexed.front().is_some_and(|i| i.seq < log.seq) {
                 indexed.pop_front();
             }
@@ -911,22 +914,23 @@ pub(crate) async fn stored_range(
             while contents.front().is_some_and(|(seq, _)| *seq < log.seq) {
                 contents.pop_front();
             }
-            let moved = match contents.front() {
-                Some((seq, _)) if *seq == log.seq => contents.pop_front().map(|(_, e)| e),
-                _ => None,
+            let entry = match contents.front() {
+                Some((seq, _)) if *seq == log.seq => contents.pop_front().and_then(|(_, e)| e),
+                _ => {
+                    unmoved.push((at, log.event_id));
+                    None
+                }
             };
-            (log, index, moved)
-        })
-        .collect();
-    let unmoved: Vec<Uuid> = stored.iter().filter(|(_, _, m)| m.is_none()).map(|(log, _, _)| log.event_id).collect();
-    let mut queued = if unmoved.is_empty() { HashMap::new() } else { queued_entries(tx, org, unmoved).await? };
-    Ok(stored
-        .drain(..)
-        .map(|(log, index, moved)| {
-            let entry = moved.unwrap_or_else(|| queued.remove(&log.event_id));
             (log, index, entry)
         })
-        .collect())
+        .collect();
+    if !unmoved.is_empty() {
+        let mut queued = queued_entries(tx, org, unmoved.iter().map(|(_, id)| *id).collect()).await?;
+        for (at, id) in unmoved {
+            stored[at].2 = queued.remove(&id);
+        }
+    }
+    Ok(stored)
 }
 
 /// Indexed entries with their log rows and contents, in the order given. One an index row names
