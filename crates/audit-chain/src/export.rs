@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::encoding::{DigestBatch, Hash, StoredEntry, leaf_hash};
 use crate::merkle::Frontier;
 use crate::note::NoteVerifier;
-use crate::rows::{Unverifiable, from_hex, hex, stored_range, to_hash};
+use crate::rows::{Unverifiable, from_hex, hex, stored_range};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::{ChainVerifier, StoredCheckpoint};
 
@@ -207,7 +207,7 @@ fn malformed(line: usize, problem: impl Into<String>) -> FileError {
 }
 
 fn hash_of(line: usize, what: &str, text: &str) -> Result<Hash, FileError> {
-    from_hex(text).and_then(|b| to_hash(&b)).ok_or_else(|| malformed(line, format!("{what} is not a 32-byte hex hash")))
+    decode_array(text).ok_or_else(|| malformed(line, format!("{what} is not a 32-byte hex hash")))
 }
 
 /// Lines of an export read, parsed and checked together. Each batch ends with a wait for its

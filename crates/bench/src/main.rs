@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use custos_audit_chain::merkle::verify_inclusion;
-use custos_audit_chain::rows::from_hex;
 use custos_core::RequestCtx;
+use custos_core::hex::decode_array;
 use custos_proto::v1 as pb;
 use custos_testkit::{ServerOptions, TestOrg, TestServer};
 use diesel::sql_types::{Double, Uuid as SqlUuid};
@@ -370,9 +370,9 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
             .await
             .expect("proof");
         fetch += started.elapsed();
-        let leaf: [u8; 32] = from_hex(&proof.leaf_hash).unwrap().try_into().unwrap();
-        let root: [u8; 32] = from_hex(&proof.root_hash).unwrap().try_into().unwrap();
-        let path: Vec<[u8; 32]> = proof.proof.iter().map(|h| from_hex(h).unwrap().try_into().unwrap()).collect();
+        let leaf: [u8; 32] = decode_array(&proof.leaf_hash).unwrap();
+        let root: [u8; 32] = decode_array(&proof.root_hash).unwrap();
+        let path: Vec<[u8; 32]> = proof.proof.iter().map(|h| decode_array(h).unwrap()).collect();
         bytes = bytes.max(path.len() * 32);
         let started = Instant::now();
         assert!(verify_inclusion(seq, proof.tree_size as u64, &leaf, &path, &root));
