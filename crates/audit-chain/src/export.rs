@@ -10,7 +10,7 @@
 //! one, against the key in the file (which proves consistency, not origin).
 
 use std::borrow::Cow;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::ops::Range;
 
 use base64::Engine;
@@ -232,26 +232,70 @@ fn without_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Up to [`FILE_BATCH`] lines from `input`, numbered on from `*line`: fewer only at the end of
-/// the input, or where reading failed (the error is kept, after the lines read before it).
-fn read_lines(input: &mut impl BufRead, line: &mut usize) -> LineBatch {
-    let mut batch = LineBatch { text: Vec::with_capacity(FILE_BATCH * 1024), ..Default::default() };
-    while batch.lines.len() < FILE_BATCH {
-        let start = batch.text.len();
-        match input.read_until(b'\n', &mut batch.text) {
-            Ok(0) => break,
-            Ok(_) => {
-                *line += 1;
-                let end = start + without_line_end(&batch.text[start..]).len();
-                batch.lines.push((*line, start..end));
+/// How much of the file one read asks for: large reads go straight from the kernel into a
+/// batch's text, with no copy through a `BufReader`'s buffer and no call per line.
+const READ_CHUNK: u64 = 1 << 20;
+
+/// An export's lines after its header, read a batch at a time in large reads; each batch's text
+/// is a buffer handed back by the one before (see [`LineReader::next_batch`]), so that the file
+/// is read into memory already mapped rather than into fresh pages every batch.
+struct LineReader<R> {
+    input: R,
+    /// The number of the last line read (1-based; the header is line 1).
+    line: usize,
+    /// Bytes read after the last whole line of the previous batch: the start of the next one.
+    carry: Vec<u8>,
+    /// Whether the input has ended (or failed).
+    ended: bool,
+    /// Why reading failed, until the lines read before the failure have all been handed out.
+    failure: Option<std::io::Error>,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Up to [`FILE_BATCH`] lines, their text in `text` (cleared first): fewer only at the end
+    /// of the input, or where reading failed (the error is kept, after the lines read before it;
+    /// the part of a line read before the failure is not a line).
+    fn next_batch(&mut self, mut text: Vec<u8>) -> LineBatch {
+        text.clear();
+        text.append(&mut self.carry);
+        let mut lines = Vec::with_capacity(FILE_BATCH);
+        let mut split = 0;
+        loop {
+            // Lines ending in what has been read are split off until the batch is full.
+            let from = split;
+            for end in memchr::memchr_iter(b'\n', &text[from..]).map(|at| from + at + 1) {
+                if lines.len() == FILE_BATCH {
+                    break;
+                }
+                self.line += 1;
+                lines.push((self.line, split..split + without_line_end(&text[split..end]).len()));
+                split = end;
             }
-            Err(e) => {
-                batch.unreadable = Some(e);
+            if lines.len() == FILE_BATCH || self.ended {
                 break;
             }
+            match (&mut self.input).take(READ_CHUNK).read_to_end(&mut text) {
+                Ok(0) => self.ended = true,
+                Ok(_) => {}
+                // What was read before the failure is still split into lines, above.
+                Err(e) => (self.ended, self.failure) = (true, Some(e)),
+            }
         }
+        let mut unreadable = None;
+        if lines.len() < FILE_BATCH && self.ended {
+            unreadable = self.failure.take();
+            if unreadable.is_none() && split < text.len() {
+                // The last line need not end in a newline.
+                self.line += 1;
+                lines.push((self.line, split..split + without_line_end(&text[split..]).len()));
+                split = text.len();
+            }
+        } else {
+            self.carry.extend_from_slice(&text[split..]);
+        }
+        text.truncate(split);
+        LineBatch { text, lines, unreadable }
     }
-    batch
 }
 
 /// An entry's line as `verify-file` reads it ([`ExportEntry`] as written): the fields still escaped as the file holds them
@@ -335,6 +379,15 @@ enum ParsedLine {
 
 /// Line `n` of an export (`None` for a blank one), its entry's fields and salts appended to `buffer`.
 fn parse_file_line(n: usize, text: &[u8], buffer: &mut Vec<u8>) -> Result<Option<ParsedLine>, FileError> {
+    if let Some(e) = crate::written_entry::read(text, buffer) {
+        return Ok(Some(ParsedLine::Entry {
+            seq: e.seq,
+            fields: e.fields,
+            salts: Ok(e.salts),
+            stored_leaf: Some(e.leaf_hash),
+            chain: Some(e.chain_hash),
+        }));
+    }
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -348,24 +401,29 @@ fn parse_file_line(n: usize, text: &[u8], buffer: &mut Vec<u8>) -> Result<Option
         ReadLine::Entry(e) => {
             let start = buffer.len();
             unescape_json_string(e.fields.get(), buffer).map_err(|problem| malformed(n, problem))?;
-            let fields = start..buffer.len();
-            let start = buffer.len();
-            let salts = match B64.decode_vec(e.salts.as_bytes(), buffer) {
-                Ok(()) => Ok(start..buffer.len()),
-                Err(_) => {
-                    buffer.truncate(start);
-                    Err("bad salts".to_owned())
-                }
-            };
-            ParsedLine::Entry {
-                seq: e.seq,
-                fields,
-                salts,
-                stored_leaf: decode_array(&e.leaf_hash),
-                chain: decode_array(&e.chain_hash),
-            }
+            entry_line(e.seq, start..buffer.len(), &e.salts, &e.leaf_hash, &e.chain_hash, buffer)
         }
     }))
+}
+
+/// An entry's line, its fields already at `fields` in `buffer`, its salts decoded onto it.
+fn entry_line(
+    seq: u64,
+    fields: Range<usize>,
+    salts: &str,
+    leaf_hash: &str,
+    chain_hash: &str,
+    buffer: &mut Vec<u8>,
+) -> ParsedLine {
+    let start = buffer.len();
+    let salts = match B64.decode_vec(salts.as_bytes(), buffer) {
+        Ok(()) => Ok(start..buffer.len()),
+        Err(_) => {
+            buffer.truncate(start);
+            Err("bad salts".to_owned())
+        }
+    };
+    ParsedLine::Entry { seq, fields, salts, stored_leaf: decode_array(leaf_hash), chain: decode_array(chain_hash) }
 }
 
 /// Numbered lines of `text` parsed, and their entries' leaves recomputed together in `batch`.
@@ -443,10 +501,12 @@ pub fn verify_file(
     let org = header.organization_id;
     std::thread::scope(|scope| -> Result<(), FileError> {
         let (batches, read) = std::sync::mpsc::sync_channel::<LineBatch>(2);
+        // Texts checked go back to the reader to hold later batches.
+        let (spent, reusable) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
-            let mut line = 1;
+            let mut lines = LineReader { input, line: 1, carry: Vec::new(), ended: false, failure: None };
             loop {
-                let batch = read_lines(&mut input, &mut line);
+                let batch = lines.next_batch(reusable.try_recv().unwrap_or_default());
                 let last = batch.lines.len() < FILE_BATCH || batch.unreadable.is_some();
                 // A closed channel means the verifier has stopped: so does the reader.
                 if (batch.lines.is_empty() && batch.unreadable.is_none()) || batches.send(batch).is_err() || last {
@@ -461,6 +521,7 @@ pub fn verify_file(
                     check_lines(org, digests, &batch.text, lines)
                 });
                 let numbers: Vec<usize> = batch.lines.iter().map(|(n, _)| *n).collect();
+                let _ = spent.send(batch.text);
                 if checked.send((numbers, lines, batch.unreadable)).is_err() {
                     return;
                 }
@@ -646,6 +707,88 @@ mod tests {
             }
             other => panic!("expected line 3 to be malformed, got {other:?}"),
         }
+    }
+
+    /// Input that arrives a few bytes at a time, is interrupted now and then, and fails for
+    /// good after `fail_after` bytes.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        calls: usize,
+        fail_after: usize,
+    }
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(5) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if self.at >= self.fail_after {
+                return Err(std::io::Error::other("the disk went away"));
+            }
+            let n = buf.len().min(7).min(self.data.len() - self.at).min(self.fail_after - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn batches(data: &[u8], fail_after: usize) -> Vec<(Vec<(usize, String)>, bool)> {
+        let input = Trickle { data: data.to_vec(), at: 0, calls: 0, fail_after };
+        let mut reader = LineReader {
+            input: std::io::BufReader::with_capacity(1, input),
+            line: 1,
+            carry: Vec::new(),
+            ended: false,
+            failure: None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let batch = reader.next_batch(Vec::new());
+            let lines: Vec<_> = batch
+                .lines
+                .iter()
+                .map(|(n, r)| (*n, String::from_utf8(batch.text[r.clone()].to_vec()).unwrap()))
+                .collect();
+            let (full, failed) = (lines.len() == FILE_BATCH, batch.unreadable.is_some());
+            if lines.is_empty() && !failed {
+                return out;
+            }
+            out.push((lines, failed));
+            if !full || failed {
+                return out;
+            }
+        }
+    }
+
+    /// Lines split however the reads fall, numbered on from the header's, in batches of
+    /// [`FILE_BATCH`]; the last need not end in a newline; a read that fails ends the lines with
+    /// the last whole one before it, and says so.
+    #[test]
+    fn lines_are_read_whole_whatever_the_reads_and_a_failed_read_is_kept() {
+        let text: String = (0..FILE_BATCH + 3).map(|i| format!("line {i}{}\n", "x".repeat(i % 11))).collect();
+        let expected: Vec<(usize, String)> =
+            (0..FILE_BATCH + 3).map(|i| (i + 2, format!("line {i}{}", "x".repeat(i % 11)))).collect();
+        let read = batches(text.as_bytes(), usize::MAX);
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].0, expected[..FILE_BATCH]);
+        assert_eq!(read[1].0, expected[FILE_BATCH..]);
+        assert!(!read[0].1 && !read[1].1);
+
+        let read = batches(b"a\r\n\nb", usize::MAX);
+        assert_eq!(read, vec![(vec![(2, "a".to_owned()), (3, String::new()), (4, "b".to_owned())], false)]);
+
+        let at = "line 0\nline 1x\nli".len();
+        let read = batches(text.as_bytes(), at);
+        assert_eq!(read, vec![(expected[..2].to_vec(), true)]);
+        // A failure read in the same chunk as a batch's last line, whole lines after it: they
+        // come in the next batch, and the failure with them.
+        let at = text.find(&format!("line {}", FILE_BATCH + 2)).unwrap() + 2;
+        let read = batches(text.as_bytes(), at);
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0], (expected[..FILE_BATCH].to_vec(), false));
+        assert_eq!(read[1], (expected[FILE_BATCH..FILE_BATCH + 2].to_vec(), true));
     }
 
     #[test]

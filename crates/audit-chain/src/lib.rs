@@ -34,6 +34,7 @@ pub mod sequencer;
 pub mod service;
 pub mod verify;
 pub mod withhold;
+mod written_entry;
 
 pub use sequencer::{AuditChain, ChainError, IntegrateOutcome, SequencerConfig};
 pub use service::{AuditError, AuditService};

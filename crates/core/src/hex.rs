@@ -11,7 +11,7 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
 }
 
 /// `None` unless `text` is exactly `2·N` hex digits; decoded in place, with no allocation.
-pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn decode_array<const N: usize>(text: impl AsRef<[u8]>) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     const_hex::decode_to_slice(text, &mut out).ok().map(|()| out)
 }
