@@ -501,22 +501,26 @@ fn out_of_order(name: &[u8]) -> String {
     format!("field {:?} is out of order or repeated", String::from_utf8_lossy(name))
 }
 
+// Inlined: returned through memory, its result cost a store-forwarding stall per field.
+#[inline(always)]
 fn parse_line(line: &[u8]) -> Result<(&[u8], FieldRef<'_>), String> {
     let tab = memchr::memchr(b'\t', line).ok_or("a field line has no name")?;
     let (name, value) = (&line[..tab], &line[tab + 1..]);
     match value.split_first() {
-        Some((&WITHHELD_MARK, hex)) => {
-            let mut c = [0u8; 32];
-            if hex.len() != 64
-                || !hex.chunks(2).zip(c.iter_mut()).all(|(pair, out)| hex_byte(pair).map(|b| *out = b).is_some())
-            {
-                return Err(format!("withheld field {:?} has a malformed commitment", String::from_utf8_lossy(name)));
-            }
-            Ok((name, FieldRef::Withheld(c)))
-        }
+        Some((&WITHHELD_MARK, hex)) => Ok((name, FieldRef::Withheld(withheld_commitment(name, hex)?))),
         Some(_) => Ok((name, FieldRef::Revealed(value))),
         None => Err(format!("field {:?} has no value", String::from_utf8_lossy(name))),
     }
+}
+
+#[cold]
+fn withheld_commitment(name: &[u8], hex: &[u8]) -> Result<Hash, String> {
+    let mut c = [0u8; 32];
+    if hex.len() != 64 || !hex.chunks(2).zip(c.iter_mut()).all(|(pair, out)| hex_byte(pair).map(|b| *out = b).is_some())
+    {
+        return Err(format!("withheld field {:?} has a malformed commitment", String::from_utf8_lossy(name)));
+    }
+    Ok(c)
 }
 
 fn hex_byte(pair: &[u8]) -> Option<u8> {
