@@ -457,6 +457,25 @@ fn check_lines(
         .collect()
 }
 
+/// Lines a worker takes at once: enough that handing answers over (a wake-up of the thread
+/// taking them each time) costs little beside them; checked [`crate::verify::SUB_BATCH`] at a
+/// time, so that the buffers of each step stay in cache.
+const SLICE: usize = 4096;
+
+/// Work for `verify-file`'s workers, numbered in file order.
+enum Job {
+    /// Lines `lines` of a batch (indices into its `lines`).
+    Lines { batch: std::sync::Arc<LineBatch>, lines: Range<usize> },
+    /// Reading failed after the lines of the jobs before.
+    Unreadable(std::io::Error),
+}
+
+/// A job's answer: each line's number and what it holds.
+enum Answer {
+    Lines(Vec<(usize, Result<Option<FileLine>, FileError>)>),
+    Unreadable(std::io::Error),
+}
+
 /// Verifies an export with no database. `pinned` is the public key the verifier trusts;
 /// `progress(entries checked, entries announced)` follows it a batch at a time.
 pub fn verify_file(
@@ -494,63 +513,127 @@ pub fn verify_file(
     };
     let mut outcome = Ok(());
     let mut unreadable = None;
-    // Three stages overlap: lines are read a batch at a time on one thread; the batch before is
-    // parsed and its leaves recomputed across every core; the one before that is fed to the
-    // verifier here, in file order, so the first problem found is the one a line-by-line pass
-    // finds. (Chaining is serial: overlapped, it no longer leaves a core idle.)
+    // Three stages overlap: lines are read a batch at a time on one thread; each batch is cut
+    // into slices, which workers (one per core) parse and recompute the leaves of, taking the
+    // next slice as they finish one, across batches (no wait for a batch's slowest slice); the
+    // slices' answers are fed to the verifier here, in file order, so the first problem found is
+    // the one a line-by-line pass finds. (Chaining is serial: overlapped, it leaves no core idle.)
     let org = header.organization_id;
     std::thread::scope(|scope| -> Result<(), FileError> {
-        let (batches, read) = std::sync::mpsc::sync_channel::<LineBatch>(2);
+        // At most two batches' slices wait for a worker: memory stays flat.
+        let (jobs, next_job) = std::sync::mpsc::sync_channel::<(usize, Job)>(2 * FILE_BATCH / SLICE);
         // Texts checked go back to the reader to hold later batches.
         let (spent, reusable) = std::sync::mpsc::channel::<Vec<u8>>();
-        scope.spawn(move || {
+        let reader = scope.spawn(move || {
             let mut lines = LineReader { input, line: 1, carry: Vec::new(), ended: false, failure: None };
+            let mut sent = 0;
             loop {
-                let batch = lines.next_batch(reusable.try_recv().unwrap_or_default());
-                let last = batch.lines.len() < FILE_BATCH || batch.unreadable.is_some();
-                // A closed channel means the verifier has stopped: so does the reader.
-                if (batch.lines.is_empty() && batch.unreadable.is_none()) || batches.send(batch).is_err() || last {
-                    return;
+                let mut batch = lines.next_batch(reusable.try_recv().unwrap_or_default());
+                let (full, unreadable) = (batch.lines.len() == FILE_BATCH, batch.unreadable.take());
+                let failed = unreadable.is_some();
+                let batch = std::sync::Arc::new(batch);
+                let slices = (0..batch.lines.len()).step_by(SLICE).map(|at| at..batch.lines.len().min(at + SLICE));
+                let mut jobs_of_batch =
+                    slices.map(|lines| Job::Lines { batch: batch.clone(), lines }).collect::<Vec<_>>();
+                jobs_of_batch.extend(unreadable.map(Job::Unreadable));
+                drop(batch);
+                for job in jobs_of_batch {
+                    // A closed channel means the verifier has stopped: so does the reader.
+                    if jobs.send((sent, job)).is_err() {
+                        return sent;
+                    }
+                    sent += 1;
+                }
+                if !full || failed {
+                    return sent;
                 }
             }
         });
-        let (checked, parsed) = std::sync::mpsc::sync_channel(1);
-        scope.spawn(move || {
-            for batch in read {
-                let lines = crate::verify::parallel_batches(&batch.lines, |digests, lines| {
-                    check_lines(org, digests, &batch.text, lines)
-                });
-                let numbers: Vec<usize> = batch.lines.iter().map(|(n, _)| *n).collect();
-                let _ = spent.send(batch.text);
-                if checked.send((numbers, lines, batch.unreadable)).is_err() {
-                    return;
+        let next_job = std::sync::Arc::new(std::sync::Mutex::new(next_job));
+        let (answer, answers) = std::sync::mpsc::channel::<(usize, Answer)>();
+        for _ in 0..crate::verify::cores() {
+            let (next_job, answer, spent) = (next_job.clone(), answer.clone(), spent.clone());
+            scope.spawn(move || {
+                let mut digests = DigestBatch::default();
+                loop {
+                    let job = next_job.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((at, job)) = job else { return };
+                    let answered = match job {
+                        Job::Lines { batch, lines } => {
+                            let lines = &batch.lines[lines];
+                            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                let steps = lines.chunks(crate::verify::SUB_BATCH);
+                                steps
+                                    .flat_map(|step| check_lines(org, &mut digests, &batch.text, step))
+                                    .collect::<Vec<_>>()
+                            }));
+                            let numbers = lines.iter().map(|(n, _)| *n);
+                            let answered = match checked {
+                                Ok(checked) if checked.len() == lines.len() => numbers.zip(checked).collect(),
+                                // A slice that could not be checked is never skipped: it fails.
+                                _ => {
+                                    digests = DigestBatch::default();
+                                    numbers.map(|n| (n, Err(malformed(n, "the line could not be checked")))).collect()
+                                }
+                            };
+                            if let Some(batch) = std::sync::Arc::into_inner(batch) {
+                                let _ = spent.send(batch.text);
+                            }
+                            Answer::Lines(answered)
+                        }
+                        Job::Unreadable(e) => Answer::Unreadable(e),
+                    };
+                    if answer.send((at, answered)).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        for (numbers, lines, batch_unreadable) in parsed {
-            for (item, n) in lines.into_iter().zip(numbers) {
-                let step = match item.unwrap_or_else(|| Err(malformed(n, "the line could not be checked")))? {
-                    None => continue,
-                    Some(FileLine::Checkpoint(cp)) => verifier.push_checkpoint(cp),
-                    Some(FileLine::Entry { seq, leaf, stored_leaf, chain }) => verifier.entry_leaf(
-                        seq,
-                        leaf,
-                        stored_leaf.as_ref().map_or(&[][..], |h| h),
-                        chain.as_ref().map_or(&[][..], |h| h),
-                    ),
+            });
+        }
+        drop((answer, spent));
+        // Answers arrive in the order workers finish; they are taken in file order.
+        let mut waiting = std::collections::BTreeMap::new();
+        let (mut taken, mut next_line) = (0, 2);
+        for (at, answered) in answers.iter() {
+            waiting.insert(at, answered);
+            while let Some(answered) = waiting.remove(&taken) {
+                taken += 1;
+                let lines = match answered {
+                    Answer::Lines(lines) => lines,
+                    // What precedes an unreadable line is still checked, as a line-by-line pass would.
+                    Answer::Unreadable(e) => {
+                        unreadable = Some(e);
+                        return Ok(());
+                    }
                 };
-                if step.is_err() {
-                    outcome = step;
-                    return Ok(());
+                for (n, line) in lines {
+                    next_line = n + 1;
+                    let step = match line? {
+                        None => continue,
+                        Some(FileLine::Checkpoint(cp)) => verifier.push_checkpoint(cp),
+                        Some(FileLine::Entry { seq, leaf, stored_leaf, chain }) => verifier.entry_leaf(
+                            seq,
+                            leaf,
+                            stored_leaf.as_ref().map_or(&[][..], |h| h),
+                            chain.as_ref().map_or(&[][..], |h| h),
+                        ),
+                    };
+                    if step.is_err() {
+                        outcome = step;
+                        return Ok(());
+                    }
                 }
-            }
-            progress(verifier.entries_checked, header.tree_size.saturating_sub(header.first_seq));
-            // What precedes an unreadable line is still checked, as a line-by-line pass would.
-            if batch_unreadable.is_some() {
-                unreadable = batch_unreadable;
-                return Ok(());
+                if taken % (FILE_BATCH / SLICE) == 0 {
+                    progress(verifier.entries_checked, header.tree_size.saturating_sub(header.first_seq));
+                }
             }
         }
+        // Every worker has stopped, so the reader has too: each slice it sent must have been
+        // answered, or lines went unchecked.
+        let sent = reader.join().unwrap_or(usize::MAX);
+        if taken != sent || !waiting.is_empty() {
+            return Err(malformed(next_line, "the lines from here on could not be checked"));
+        }
+        progress(verifier.entries_checked, header.tree_size.saturating_sub(header.first_seq));
         Ok(())
     })?;
     if let Some(e) = unreadable.filter(|_| outcome.is_ok()) {
@@ -789,6 +872,30 @@ mod tests {
         assert_eq!(read.len(), 2);
         assert_eq!(read[0], (expected[..FILE_BATCH].to_vec(), false));
         assert_eq!(read[1], (expected[FILE_BATCH..FILE_BATCH + 2].to_vec(), true));
+    }
+
+    /// A file whose reading fails part-way is an error, not a verdict; unless an entry before
+    /// the failure is already bad, which a line-by-line pass would have met first.
+    #[test]
+    fn a_read_that_fails_is_reported_after_what_was_read_before_it() {
+        let (lines, signer) = export_lines(FILE_BATCH as u64 + 50);
+        let file = lines.join("\n") + "\n";
+        let verify = |file: &str, fail_after: usize| {
+            let input = Trickle { data: file.as_bytes().to_vec(), at: 0, calls: 0, fail_after };
+            verify_file(std::io::BufReader::new(input), Some(signer.verifier()), |_, _| {})
+        };
+        let report = verify(&file, usize::MAX).unwrap();
+        assert!(report.ok && report.entries == FILE_BATCH as u64 + 50, "{report:?}");
+
+        let fail_after = file.find(&lines[FILE_BATCH + 10]).unwrap() + 5;
+        match verify(&file, fail_after) {
+            Err(FileError::Io(e)) => assert!(e.to_string().contains("the disk went away"), "{e}"),
+            other => panic!("expected the read to fail, got {other:?}"),
+        }
+        let mut tampered = lines.clone();
+        edit(&mut tampered, 100, "final", "FINAL");
+        let report = verify(&(tampered.join("\n") + "\n"), fail_after).unwrap();
+        assert_eq!(report.first_bad_seq, Some(99), "{report:?}");
     }
 
     #[test]

@@ -857,7 +857,14 @@ fn hashable(
 /// that the batch's buffers stay in cache and are reused rather than reallocated. A call ends
 /// when its slowest worker's last slice does, so small slices also keep that idle tail short
 /// (512 → 128: `verify-file` +8%).
-const SUB_BATCH: usize = 128;
+pub(crate) const SUB_BATCH: usize = 128;
+
+/// The cores to spread work over. Asked once: the answer reads cgroup files, which costs more
+/// than a batch's bookkeeping.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).max(1))
+}
 
 /// `f` over `items`, a slice of at most [`SUB_BATCH`] at a time, on one worker per available
 /// core, each with its own [`DigestBatch`]; `f` answers each item of the slice it is given, in
@@ -868,9 +875,7 @@ pub(crate) fn parallel_batches<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&mut DigestBatch, &[T]) -> Vec<R> + Sync,
 ) -> Vec<Option<R>> {
-    // Asked once: the answer reads cgroup files, which costs more than a batch's bookkeeping.
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let workers = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).max(1));
+    let workers = cores();
     let slices: Vec<&[T]> = items.chunks(SUB_BATCH).collect();
     // One slot per slice, filled by whichever worker answers it: a worker that dies loses only
     // the slice it was on.
