@@ -33,6 +33,7 @@ pub mod runs;
 pub mod sequencer;
 pub mod service;
 pub mod verify;
+pub mod verify_file;
 pub mod withhold;
 mod written_entry;
 
