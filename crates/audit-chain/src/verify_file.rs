@@ -515,8 +515,8 @@ mod tests {
     use super::*;
     use crate::encoding::{EntryValues, chain_hash};
     use crate::export::{ExportEntry, Line};
-    use crate::rows::hex;
     use crate::note::{Checkpoint, NoteSigner};
+    use crate::rows::hex;
 
     /// An export of `n` entries (a checkpoint after the first `n / 2` and at the end), as
     /// `custos audit export` writes it, one line per element.
