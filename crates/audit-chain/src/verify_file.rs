@@ -265,13 +265,18 @@ fn entry_line(
     ParsedLine::Entry { seq, fields, salts, stored_leaf: decode_array(leaf_hash), chain: decode_array(chain_hash) }
 }
 
-/// Numbered lines of `text` parsed, and their entries' leaves recomputed together in `batch`.
+/// A line's number and what it holds, as the verifier takes it.
+type CheckedLine = (usize, Result<Option<FileLine>, FileError>);
+
+/// Numbered lines of `text` parsed, and their entries' leaves recomputed together in `batch`;
+/// appended to `out`, one per line, in order.
 fn check_lines(
     org: Uuid,
     batch: &mut DigestBatch,
     text: &[u8],
     lines: &[(usize, Range<usize>)],
-) -> Vec<Result<Option<FileLine>, FileError>> {
+    out: &mut Vec<CheckedLine>,
+) {
     // The entries' fields and salts, end to end: one allocation for the lot.
     let mut buffer = Vec::with_capacity(lines.iter().map(|(_, r)| r.len()).sum());
     let parsed: Vec<_> = lines.iter().map(|(n, r)| parse_file_line(*n, &text[r.clone()], &mut buffer)).collect();
@@ -281,19 +286,19 @@ fn check_lines(
         }
     }
     let mut digests = batch.finish().into_iter();
-    parsed
-        .into_iter()
-        .map(|line| {
-            Ok(line?.map(|line| match line {
+    out.extend(lines.iter().zip(parsed).map(|((n, _), line)| {
+        let line = line.map(|line| {
+            line.map(|line| match line {
                 ParsedLine::Checkpoint(cp) => FileLine::Checkpoint(cp),
                 ParsedLine::Entry { seq, salts, stored_leaf, chain, .. } => {
                     let digest = salts.and_then(|_| digests.next().expect("one digest per entry pushed"));
                     let leaf = digest.map(|d| leaf_hash(&org, seq, &d)).map_err(Unverifiable::Malformed);
                     FileLine::Entry { seq, leaf, stored_leaf, chain }
                 }
-            }))
-        })
-        .collect()
+            })
+        });
+        (*n, line)
+    }));
 }
 
 /// Lines a worker takes at once: enough that handing answers over (a wake-up of the thread
@@ -311,7 +316,7 @@ enum Job {
 
 /// A job's answer: each line's number and what it holds.
 enum Answer {
-    Lines(Vec<(usize, Result<Option<FileLine>, FileError>)>),
+    Lines(Vec<CheckedLine>),
     Unreadable(std::io::Error),
 }
 
@@ -360,19 +365,18 @@ fn answer_jobs(
             Job::Unreadable(e) => Answer::Unreadable(e),
             Job::Lines { batch, lines } => {
                 let lines = &batch.lines[lines];
+                let mut answered = Vec::with_capacity(lines.len());
                 let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let steps = lines.chunks(crate::verify::SUB_BATCH);
-                    steps.flat_map(|step| check_lines(org, &mut digests, &batch.text, step)).collect::<Vec<_>>()
-                }));
-                let numbers = lines.iter().map(|(n, _)| *n);
-                let answered = match checked {
-                    Ok(checked) if checked.len() == lines.len() => numbers.zip(checked).collect(),
-                    // A slice that could not be checked is never skipped: its lines fail.
-                    _ => {
-                        digests = DigestBatch::default();
-                        numbers.map(|n| (n, Err(malformed(n, "the line could not be checked")))).collect()
+                    for step in lines.chunks(crate::verify::SUB_BATCH) {
+                        check_lines(org, &mut digests, &batch.text, step, &mut answered);
                     }
-                };
+                }));
+                if checked.is_err() || answered.len() != lines.len() {
+                    // A slice that could not be checked is never skipped: its lines fail.
+                    digests = DigestBatch::default();
+                    answered =
+                        lines.iter().map(|(n, _)| (*n, Err(malformed(*n, "the line could not be checked")))).collect();
+                }
                 if let Some(batch) = Arc::into_inner(batch) {
                     let _ = spent.send(batch.text);
                 }
