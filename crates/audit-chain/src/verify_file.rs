@@ -163,37 +163,20 @@ enum ReadLine<'a> {
 }
 
 /// Appends the text of the JSON string literal `raw` (quotes included, already checked by
-/// serde_json: valid escapes, no raw control characters, UTF-8) to `out`.
+/// serde_json: valid escapes, no raw control characters, UTF-8) to `out`: unescaped as
+/// [`crate::written_entry`] unescapes, except what it leaves to serde_json (`\uXXXX`, surrogate
+/// pairs and all: exports write it only for control characters inside values, which are rare).
 fn unescape_json_string(raw: &str, out: &mut Vec<u8>) -> Result<(), String> {
-    let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+    let Some(quoted) = raw.strip_prefix('"').filter(|r| r.ends_with('"')) else {
         return Err("the entry's fields are not a JSON string".into());
     };
     let start = out.len();
-    let mut rest = inner.as_bytes();
-    while let Some(at) = memchr::memchr(b'\\', rest) {
-        out.extend_from_slice(&rest[..at]);
-        out.push(match rest.get(at + 1) {
-            Some(b'"') => b'"',
-            Some(b'\\') => b'\\',
-            Some(b'/') => b'/',
-            Some(b'b') => 0x08,
-            Some(b'f') => 0x0c,
-            Some(b'n') => b'\n',
-            Some(b'r') => b'\r',
-            Some(b't') => b'\t',
-            // `\uXXXX` (surrogate pairs and all) is left to serde_json: exports write it only
-            // for control characters inside values, which are rare.
-            Some(b'u') => {
-                out.truncate(start);
-                let text: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-                out.extend_from_slice(text.as_bytes());
-                return Ok(());
-            }
-            _ => return Err("the entry's fields hold a malformed escape".into()),
-        });
-        rest = &rest[at + 2..];
+    if crate::written_entry::unescape_until_quote(quoted.as_bytes(), out).is_some_and(|rest| rest.is_empty()) {
+        return Ok(());
     }
-    out.extend_from_slice(rest);
+    out.truncate(start);
+    let text: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    out.extend_from_slice(text.as_bytes());
     Ok(())
 }
 

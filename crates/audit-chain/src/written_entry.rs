@@ -100,7 +100,7 @@ fn is_special(b: u8) -> bool {
 /// follows the quote. `None` for a control character, a malformed escape, a `\u` escape (rare:
 /// exports write one only for a control character inside a value) or text that is not UTF-8,
 /// all left to serde_json.
-fn unescape_until_quote<'a>(bytes: &'a [u8], out: &mut Vec<u8>) -> Option<&'a [u8]> {
+pub(crate) fn unescape_until_quote<'a>(bytes: &'a [u8], out: &mut Vec<u8>) -> Option<&'a [u8]> {
     let start = out.len();
     let (mut at, mut run) = (0, 0);
     // Whether any byte seen is not ASCII: only then is there UTF-8 to check.
