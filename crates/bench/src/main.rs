@@ -9,6 +9,7 @@
 //! offline verification (`verify-file`, no database) with peak memory; inclusion proof size and
 //! check time at N. `--keep-export` keeps the export for `custos-bench verify-file FILE`.
 
+mod cpu;
 mod upload;
 
 use std::sync::Arc;
@@ -325,7 +326,9 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
     )
     .flatten()
     {
+        let cpu = cpu::CpuClock::now();
         let (report, secs, peak, above) = with_peak_memory(chain.verify(big.id, None, depth)).await;
+        let cpu = cpu.per_million_since(report.as_ref().map_or(0, |r| r.entries_checked), true);
         let report = report.expect("verify");
         assert!(report.ok, "{report:?}");
         tree_size = report.tree_size;
@@ -336,14 +339,16 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
             report.entries_checked
         );
         println!("    memory: peak RSS {peak:.1} MiB, {above:.1} MiB above the process before it");
+        println!("    {cpu}");
     }
     // What bounds a full verification: the database reading what it reads, and the hashing.
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu::CpuClock::now());
     let read = chain.read_like_verification(big.id).await.expect("read");
     println!(
         "    of which the database: reading what a full verification reads, checking nothing: {:>9.0} entries/s",
         read as f64 / started.elapsed().as_secs_f64()
     );
+    println!("      {}", cpu.per_million_since(read, true));
     println!(
         "    and the hashing: recomputing leaves, no database, one core, batched in SIMD lanes: {:>9.0} entries/s",
         leaf_rate(200_000, true)
@@ -469,6 +474,7 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
         written as f64 / secs,
         bytes as f64 / (1 << 20) as f64
     );
+    let cpu = cpu::CpuClock::now();
     let (report, secs, peak, above) = with_peak_memory(async {
         let file = std::io::BufReader::new(std::fs::File::open(&path).expect("open export"));
         custos_audit_chain::export::verify_file(file, None, |_, _| {}).expect("verify-file")
@@ -482,6 +488,7 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
         report.entries
     );
     println!("    memory: peak RSS {peak:.1} MiB, {above:.1} MiB above the process before it");
+    println!("    {}", cpu.per_million_since(report.entries, false));
     if std::env::args().any(|a| a == "--keep-export") {
         println!("    kept the export at {} (`custos-bench verify-file FILE` times its verification)", path.display());
     } else {
@@ -492,12 +499,13 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
 /// `custos-bench verify-file FILE`: the offline verification alone, over an export kept by
 /// `audit --keep-export`.
 fn verify_file_figure(path: &str) {
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu::CpuClock::now());
     let file = std::io::BufReader::new(std::fs::File::open(path).expect("open export"));
     let report = custos_audit_chain::export::verify_file(file, None, |_, _| {}).expect("verify-file");
     let secs = started.elapsed().as_secs_f64();
     assert!(report.ok, "{report:?}");
     println!("verify-file: {:>9.0} entries/s  ({} in {secs:.2}s)", report.entries as f64 / secs, report.entries);
+    println!("  {}", cpu.per_million_since(report.entries, false));
 }
 
 /// `work`'s result, its duration in seconds, and the process's peak RSS while it ran and how far
