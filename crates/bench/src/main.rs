@@ -5,9 +5,10 @@
 //! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
 //! service calls) and over REST with 32 concurrent clients; sequencing delay and checkpoint
 //! coverage delay (p50/p99) under that load; raw sequencing throughput and verification speed
-//! over N entries (default 1,000,000) with peak memory; the export of those entries and their
-//! offline verification (`verify-file`, no database) with peak memory; inclusion proof size and
-//! check time at N. `--keep-export` keeps the export for `custos-bench verify-file FILE`.
+//! over N entries (default 1,000,000) with peak memory and CPU cost (see [`cpu`]); the export of
+//! those entries and their offline verification (`verify-file`, no database) with the same;
+//! inclusion proof size and check time at N. `--keep-export` keeps the export for
+//! `custos-bench verify-file FILE`.
 
 mod cpu;
 mod upload;
