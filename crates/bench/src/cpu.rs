@@ -64,20 +64,18 @@ impl CpuClock {
         let per_million = 1e6 / entries.max(1) as f64;
         let own = (now.own - self.own) * per_million;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        match now.database.zip(self.database).filter(|_| database) {
-            Some((after, before)) => {
-                let database = (after - before).max(0.0) * per_million;
-                format!(
-                    "CPU per million entries: {own:.2} s here + {database:.2} s in PostgreSQL = {:.2} s; {cores} cores at that cost allow at most {:.0} entries/s",
-                    own + database,
-                    cores * 1e6 / (own + database)
-                )
-            }
-            None => format!(
-                "CPU per million entries: {own:.2} s here; {cores} cores at that cost allow at most {:.0} entries/s",
-                cores * 1e6 / own
-            ),
-        }
+        let database = now
+            .database
+            .zip(self.database)
+            .filter(|_| database)
+            .map(|(after, before)| (after - before).max(0.0) * per_million);
+        let total = own + database.unwrap_or(0.0);
+        let split =
+            database.map_or(String::new(), |database| format!(" + {database:.2} s in PostgreSQL = {total:.2} s"));
+        format!(
+            "CPU per million entries: {own:.2} s here{split}; {cores} cores at that cost allow at most {:.0} entries/s",
+            cores * 1e6 / total
+        )
     }
 }
 
