@@ -277,6 +277,13 @@ async fn a_verification_started_in_the_background_is_watched_to_its_result() {
     let (status, body) =
         s.post("/api/compliance/audit-log/verifications/", &org.auditor, json!({ "days": "many" })).await;
     assert_eq!(status, 400, "{body}");
+    // The last 4,294,967,295 days are the whole log, not an overflow.
+    let (status, report) = s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({ "days": u32::MAX })).await;
+    assert_eq!(
+        (status.as_u16(), report["ok"].clone(), report["first_seq"].clone()),
+        (200, json!(true), json!(0)),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

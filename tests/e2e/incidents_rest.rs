@@ -379,6 +379,9 @@ async fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
     assert_eq!(s.audit_count(org.id, "create", "incident").await, 1);
     let (_, page) = s.get(INC, &org.viewer).await;
     assert_eq!(page["count"], 1);
+    // A detection late in the year 9999 is valid: its deadlines stop at the end of that year.
+    let late = create_incident(&s, &org, with(json!({ "detected_at": "9999-12-31T23:00:00Z" }))).await;
+    assert_eq!(late["resolution_due_at"], "9999-12-31T23:59:59.999999Z", "{late}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -291,6 +291,9 @@ async fn bad_vulnerabilities_are_400s_naming_the_field() {
         (with(json!({ "cvss_score": -0.5 })), "cvss_score"),
         (with(json!({ "cvss_score": "high" })), "cvss_score"),
         (with(json!({ "discovered_at": "2024-03-01" })), "discovered_at"),
+        // Valid RFC 3339, but beyond the year 9999 in UTC; and one whose SLA would end beyond it.
+        (with(json!({ "discovered_at": "9999-12-31T23:30:00-01:00" })), "discovered_at"),
+        (with(json!({ "discovered_at": "9999-12-31T00:00:00Z" })), "discovered_at"),
         (with(json!({ "remediated_at": "later" })), "remediated_at"),
         (
             with(

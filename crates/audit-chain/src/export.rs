@@ -74,6 +74,8 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("the organisation has no audit log yet")]
     Empty,
+    #[error("no signed checkpoint covers the log yet; the server signs one within a second of a change, so try again")]
+    Unsigned,
 }
 
 impl From<diesel::result::Error> for ExportError {
@@ -86,6 +88,29 @@ fn write_line(out: &mut impl Write, line: &impl Serialize) -> Result<(), ExportE
     serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())
+}
+
+/// Entries read from the database at once.
+const EXPORT_BATCH: i64 = 5000;
+
+fn write_checkpoint(out: &mut impl Write, tree_size: i64, root: &[u8], note: String) -> Result<(), ExportError> {
+    write_line(out, &Line::Checkpoint(ExportCheckpoint { tree_size: tree_size as u64, root_hash: hex(root), note }))
+}
+
+/// The organisation's checkpoints of tree sizes `from..=to`, in increasing size.
+async fn checkpoints_between(
+    tx: &mut custos_db::Tx,
+    org: Uuid,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, Vec<u8>, String)>, ExportError> {
+    Ok(audit_checkpoints::table
+        .filter(audit_checkpoints::organization_id.eq(org))
+        .filter(audit_checkpoints::tree_size.between(from, to))
+        .order(audit_checkpoints::tree_size.asc())
+        .select((audit_checkpoints::tree_size, audit_checkpoints::root_hash, audit_checkpoints::note))
+        .load(tx.conn())
+        .await?)
 }
 
 impl AuditChain {
@@ -107,43 +132,45 @@ impl AuditChain {
             .optional()?
             .ok_or(ExportError::Empty)?;
         let boundary = heads.prune_frontier()?;
+        // The export ends at the last signed checkpoint in this snapshot: entries sequenced after
+        // it (by a writer racing the sync above) are not yet signed, and an export must prove
+        // every entry it holds.
+        let first = heads.pruned_before;
+        let signed: Option<i64> = audit_checkpoints::table
+            .filter(audit_checkpoints::organization_id.eq(org))
+            .filter(audit_checkpoints::tree_size.ge(first))
+            .select(diesel::dsl::max(audit_checkpoints::tree_size))
+            .first(tx.conn())
+            .await?;
+        let end = match signed {
+            Some(size) => size.min(heads.tree_size),
+            None if heads.tree_size == first => first,
+            None => return Err(ExportError::Unsigned),
+        };
         let header = Header {
             format: FORMAT.into(),
             organization_id: org,
             origin: self.origin(org),
             verifier_key: self.signer.verifier().to_note_key(),
             exported_at: timefmt::timestamp(timefmt::now()),
-            first_seq: heads.pruned_before as u64,
-            tree_size: heads.tree_size as u64,
+            first_seq: first as u64,
+            tree_size: end as u64,
             anchor_chain_hash: hex(heads.prune_chain_hash.as_deref().unwrap_or(&[0u8; 32])),
             anchor_frontier: boundary.hashes.iter().map(|h| hex(h)).collect(),
         };
         write_line(out, &header)?;
-        let checkpoints: Vec<(i64, Vec<u8>, String)> = audit_checkpoints::table
-            .filter(audit_checkpoints::organization_id.eq(org))
-            .filter(audit_checkpoints::tree_size.ge(heads.pruned_before))
-            .order(audit_checkpoints::tree_size.asc())
-            .select((audit_checkpoints::tree_size, audit_checkpoints::root_hash, audit_checkpoints::note))
-            .load(tx.conn())
-            .await?;
-        let mut checkpoints = checkpoints.into_iter().peekable();
-        let mut emit_due = |out: &mut dyn Write, size: i64| -> Result<(), ExportError> {
-            while let Some((cp_size, _, _)) = checkpoints.peek()
-                && *cp_size <= size
-            {
-                let (tree_size, root, note) = checkpoints.next().expect("peeked");
-                let line =
-                    Line::Checkpoint(ExportCheckpoint { tree_size: tree_size as u64, root_hash: hex(&root), note });
-                serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
-                out.write_all(b"\n")?;
-            }
-            Ok(())
-        };
-        emit_due(out, heads.pruned_before)?;
-        let mut next = heads.pruned_before;
+        // The checkpoint at the anchor, if any, then a batch of entries at a time with the
+        // checkpoints they complete (read a batch at a time too: a log signed twice a second for
+        // years holds millions of them).
+        for (size, root, note) in checkpoints_between(&mut tx, org, first, first).await? {
+            write_checkpoint(out, size, &root, note)?;
+        }
+        let mut next = first;
         let mut written = 0;
-        loop {
-            let rows = stored_range(&mut tx, org, next, 5000, false).await?;
+        while next < end {
+            let upto = (next + EXPORT_BATCH).min(end);
+            let rows = stored_range(&mut tx, org, next, upto - next, false).await?;
+            let mut checkpoints = checkpoints_between(&mut tx, org, next + 1, upto).await?.into_iter().peekable();
             for (log, _, entry) in &rows {
                 let entry = entry.as_ref().ok_or_else(|| {
                     ChainError::Corrupt(org, format!("entry {} has no content; run verify-audit-chain", log.seq))
@@ -157,16 +184,18 @@ impl AuditChain {
                 });
                 write_line(out, &line)?;
                 written += 1;
-                emit_due(out, log.seq + 1)?;
+                while let Some((size, root, note)) = checkpoints.next_if(|(size, _, _)| *size <= log.seq + 1) {
+                    write_checkpoint(out, size, &root, note)?;
+                }
             }
-            progress(written, (heads.tree_size - heads.pruned_before) as u64);
-            // By ranges up to the head, so a gap cannot end the export early.
-            next += 5000;
-            if next >= heads.tree_size {
-                break;
+            // Checkpoints past a missing entry still go out, so the verifier sees the gap.
+            for (size, root, note) in checkpoints {
+                write_checkpoint(out, size, &root, note)?;
             }
+            progress(written, (end - first) as u64);
+            // By ranges up to the end, so a gap cannot end the export early.
+            next = upto;
         }
-        emit_due(out, i64::MAX)?;
         tx.commit().await.map_err(ChainError::from)?;
         out.flush()?;
         Ok(written)

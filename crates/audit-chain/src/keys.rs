@@ -43,6 +43,20 @@ pub enum KeyError {
     Io { path: String, error: std::io::Error },
     #[error("CUSTOS_AUDIT_TRUSTED_KEYS: {0}")]
     Trusted(String),
+    #[error(
+        "no audit signing key: CUSTOS_SIGNING_KEY and CUSTOS_SIGNING_KEY_FILE are unset and {0} does not exist; this command uses the server's key and never makes one, so run it with the server's environment (CUSTOS_DATA_DIR or the key's variables)"
+    )]
+    NotFound(PathBuf),
+}
+
+/// What [`load`] does when no key is configured and none was generated before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenMissing {
+    /// Generate one and keep it (the server, outside production).
+    Generate,
+    /// Refuse: operator commands must sign with the server's key or not at all, never with a
+    /// stray one that would make every later verification fail at its checkpoints.
+    Refuse,
 }
 
 /// Where the key came from, for start-up logs.
@@ -66,7 +80,7 @@ fn read_key_file(path: &Path) -> Result<SigningKey, KeyError> {
 }
 
 /// The signing key, and where it came from.
-pub fn load(config: &KeyConfig) -> Result<(NoteSigner, KeySource), KeyError> {
+pub fn load(config: &KeyConfig, when_missing: WhenMissing) -> Result<(NoteSigner, KeySource), KeyError> {
     let (key, source) = if let Some(text) = &config.key {
         (parse_seed("CUSTOS_SIGNING_KEY", text)?, KeySource::Environment)
     } else if let Some(path) = &config.key_file {
@@ -77,6 +91,8 @@ pub fn load(config: &KeyConfig) -> Result<(NoteSigner, KeySource), KeyError> {
             (read_key_file(&path)?, KeySource::Generated(path))
         } else if config.production {
             return Err(KeyError::MissingInProduction);
+        } else if when_missing == WhenMissing::Refuse {
+            return Err(KeyError::NotFound(path));
         } else {
             let seed: [u8; 32] = rand::random();
             write_private(&path, &B64.encode(seed))?;
@@ -133,9 +149,13 @@ mod tests {
     #[test]
     fn generates_once_with_private_permissions_and_refuses_in_production() {
         let dir = std::env::temp_dir().join(format!("custos-keys-{}", uuid::Uuid::now_v7()));
-        let (first, source) = load(&config(&dir)).unwrap();
+        assert!(matches!(load(&config(&dir), WhenMissing::Refuse), Err(KeyError::NotFound(_))));
+        assert!(!dir.exists(), "refusing made nothing");
+        let (first, source) = load(&config(&dir), WhenMissing::Generate).unwrap();
         assert!(matches!(source, KeySource::Generated(_)));
-        let (again, _) = load(&config(&dir)).unwrap();
+        let (again, _) = load(&config(&dir), WhenMissing::Generate).unwrap();
+        let (found, _) = load(&config(&dir), WhenMissing::Refuse).unwrap();
+        assert_eq!(first.verifier(), found.verifier(), "an operator command finds the generated key");
         assert_eq!(first.verifier(), again.verifier(), "the generated key is reused");
         #[cfg(unix)]
         {
@@ -144,12 +164,15 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let prod = KeyConfig { production: true, ..config(&dir) };
-        assert!(matches!(load(&prod), Err(KeyError::MissingInProduction)));
+        assert!(matches!(load(&prod, WhenMissing::Generate), Err(KeyError::MissingInProduction)));
         let empty = std::env::temp_dir().join(format!("custos-keys-{}", uuid::Uuid::now_v7()));
-        assert!(matches!(load(&KeyConfig { production: true, ..config(&empty) }), Err(KeyError::MissingInProduction)));
+        assert!(matches!(
+            load(&KeyConfig { production: true, ..config(&empty) }, WhenMissing::Generate),
+            Err(KeyError::MissingInProduction)
+        ));
         let explicit = KeyConfig { key: Some(B64.encode([5u8; 32])), ..prod };
-        assert_eq!(load(&explicit).unwrap().1, KeySource::Environment);
-        assert!(load(&KeyConfig { key: Some("short".into()), ..config(&dir) }).is_err());
+        assert_eq!(load(&explicit, WhenMissing::Refuse).unwrap().1, KeySource::Environment);
+        assert!(load(&KeyConfig { key: Some("short".into()), ..config(&dir) }, WhenMissing::Generate).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -104,6 +104,6 @@ impl AuditChain {
 
     /// Prunes what is older than `days` days.
     pub async fn prune(&self, org: Uuid, days: u32) -> Result<PruneOutcome, ChainError> {
-        self.prune_before(org, timefmt::now() - time::Duration::days(i64::from(days))).await
+        self.prune_before(org, timefmt::days_ago(days)).await
     }
 }

@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use custos_db::schema::{audit_checkpoints, audit_heads, audit_index, audit_log};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use time::Duration;
 use uuid::Uuid;
 
 use crate::encoding::{DigestBatch, Hash, StoredEntry, chain_hash, leaf_hash};
@@ -100,6 +99,9 @@ pub struct ChainVerifier {
     pending: VecDeque<StoredCheckpoint>,
     pub entries_checked: u64,
     pub checkpoints_checked: u64,
+    /// The tree size of the last checkpoint checked: entries from there on are not (yet) covered
+    /// by a signature.
+    pub covered: Option<u64>,
     /// Whether checkpoint signatures were checked against a pinned key.
     pub check_signatures: bool,
 }
@@ -115,6 +117,7 @@ impl ChainVerifier {
             pending: VecDeque::new(),
             entries_checked: 0,
             checkpoints_checked: 0,
+            covered: None,
             check_signatures: true,
         }
     }
@@ -199,6 +202,7 @@ impl ChainVerifier {
             );
         }
         self.checkpoints_checked += 1;
+        self.covered = Some(cp.tree_size);
         Ok(())
     }
 
@@ -428,7 +432,7 @@ impl AuditChain {
             None => {
                 let mut start = pruned_before;
                 if let Some(days) = days {
-                    let since = custos_core::timefmt::now() - Duration::days(i64::from(days));
+                    let since = custos_core::timefmt::days_ago(days);
                     let first: Option<i64> = audit_index::table
                         .filter(audit_index::organization_id.eq(org))
                         .filter(audit_index::recorded_at.ge(since))

@@ -491,6 +491,19 @@ pub fn verify_file(
             ),
         });
     }
+    // Only a signature ties entries to the log's key: an export whose checkpoints were stripped,
+    // or with entries appended after the last one, proves nothing about those entries.
+    let end = verifier.next_seq();
+    if outcome.is_ok() && end > 0 && verifier.covered != Some(end) {
+        let from = verifier.covered.unwrap_or(header.first_seq);
+        outcome = Err(crate::verify::Failure {
+            seq: from,
+            problem: format!(
+                "unsigned entries: no signed checkpoint covers entries {from}..{}, so nothing proves the log's key committed to them",
+                end - 1
+            ),
+        });
+    }
     report.entries = verifier.entries_checked;
     report.checkpoints = verifier.checkpoints_checked;
     (report.ok, report.first_bad_seq, report.problem) = crate::verify::verdict(outcome);
@@ -784,5 +797,32 @@ mod tests {
         // A truncated file misses entries its checkpoint and header announce.
         let report = check(&lines[..lines.len() - 3], &signer).unwrap();
         assert!(!report.ok, "{report:?}");
+    }
+
+    /// Entries no signed checkpoint covers prove nothing: a file whose checkpoints were stripped,
+    /// or with entries beyond its last checkpoint, fails at the first such entry.
+    #[test]
+    fn entries_no_checkpoint_covers_fail() {
+        let n = 20;
+        let (lines, signer) = export_lines(n);
+        let is_checkpoint = |l: &String| l.starts_with("{\"checkpoint\"");
+        assert_eq!(lines.iter().filter(|l| is_checkpoint(l)).count(), 2);
+
+        let stripped: Vec<String> = lines.iter().filter(|l| !is_checkpoint(l)).cloned().collect();
+        let report = check(&stripped, &signer).unwrap();
+        assert!(!report.ok, "{report:?}");
+        assert_eq!(report.first_bad_seq, Some(0), "{report:?}");
+        assert!(report.problem.as_deref().unwrap().contains("unsigned entries"), "{report:?}");
+
+        // The last checkpoint dropped: the first half is still covered, the rest is not.
+        let mut tail_unsigned = lines.clone();
+        assert!(is_checkpoint(tail_unsigned.last().unwrap()));
+        tail_unsigned.pop();
+        let report = check(&tail_unsigned, &signer).unwrap();
+        assert_eq!(report.first_bad_seq, Some(n / 2), "{report:?}");
+        assert!(report.problem.as_deref().unwrap().contains(&format!("entries {}..{}", n / 2, n - 1)), "{report:?}");
+        // Without a pinned key it is no better.
+        let unpinned = verify_file((tail_unsigned.join("\n") + "\n").as_bytes(), None, |_, _| {}).unwrap();
+        assert_eq!(unpinned.first_bad_seq, Some(n / 2), "{unpinned:?}");
     }
 }

@@ -63,9 +63,10 @@ pub fn parse_opt_date(field: &str, raw: Option<&str>) -> Result<Option<Date>, Pr
 
 /// An RFC 3339 timestamp (`2024-03-01T09:30:00Z`, any offset), normalised to UTC.
 pub fn parse_timestamp(field: &str, raw: &str) -> Result<OffsetDateTime, Problem> {
-    OffsetDateTime::parse(raw.trim(), &Rfc3339).map(|t| t.to_offset(UtcOffset::UTC)).map_err(|_| {
-        Problem::invalid_field(field, format!("{raw:?} is not an RFC 3339 timestamp (e.g. 2024-03-01T09:30:00Z)"))
-    })
+    // In UTC it may fall outside the years 1-9999 that are held (`9999-12-31T23:30:00-01:00`).
+    OffsetDateTime::parse(raw.trim(), &Rfc3339).ok().and_then(|t| t.checked_to_offset(UtcOffset::UTC)).ok_or_else(
+        || Problem::invalid_field(field, format!("{raw:?} is not an RFC 3339 timestamp (e.g. 2024-03-01T09:30:00Z)")),
+    )
 }
 
 pub fn parse_opt_timestamp(field: &str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, Problem> {
@@ -165,6 +166,9 @@ mod tests {
         let t = parse_timestamp("t", "2024-03-01T10:30:00+01:00").unwrap();
         assert_eq!(crate::timefmt::timestamp(t), "2024-03-01T09:30:00.000000Z");
         assert!(parse_timestamp("t", "2024-03-01").is_err());
+        // Valid RFC 3339, but in UTC beyond the year 9999: refused, not a panic.
+        assert!(parse_timestamp("t", "9999-12-31T23:30:00-01:00").is_err());
+        assert!(parse_timestamp("t", "9999-12-31T23:30:00+01:00").is_ok());
         let start = parse_opt_time_bound("a", Some("2024-03-01"), DayEdge::Start).unwrap().unwrap();
         assert_eq!(crate::timefmt::timestamp(start), "2024-03-01T00:00:00.000000Z");
         let end = parse_opt_time_bound("b", Some("2024-03-01"), DayEdge::End).unwrap().unwrap();

@@ -198,11 +198,13 @@ async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
 }
 
-/// The services with the configured audit signing key, for the audit commands.
+/// The services with the server's audit signing key, for the audit commands (which sign the
+/// checkpoint covering what they verify or export). They never generate a key: a checkpoint
+/// signed by a key the server does not trust would fail every later verification.
 async fn audit_app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
     let config = AuditConfig::from_env(&data_dir())?;
-    let chain = server::audit_chain(db.clone(), &config)?;
+    let chain = server::audit_chain(db.clone(), &config, custos_audit_chain::keys::WhenMissing::Refuse)?;
     App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
 }
 

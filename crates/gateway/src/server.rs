@@ -64,8 +64,8 @@ impl App {
 }
 
 /// The audit chain with the configured signing key (generated on first use outside production).
-pub fn audit_chain(db: Db, config: &AuditConfig) -> anyhow::Result<AuditChain> {
-    let (signer, source) = keys::load(&config.keys)?;
+pub fn audit_chain(db: Db, config: &AuditConfig, when_missing: keys::WhenMissing) -> anyhow::Result<AuditChain> {
+    let (signer, source) = keys::load(&config.keys, when_missing)?;
     if let KeySource::Generated(path) = &source {
         let key = signer.verifier().to_note_key();
         tracing::warn!(path = %path.display(), verifier_key = %key, "USING A GENERATED AUDIT SIGNING KEY: set CUSTOS_SIGNING_KEY for production");
@@ -177,7 +177,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let db = connect(config).await?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
-    let chain = audit_chain(db.clone(), &config.audit)?;
+    let chain = audit_chain(db.clone(), &config.audit, keys::WhenMissing::Generate)?;
     chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence)?;
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone())

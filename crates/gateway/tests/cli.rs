@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output};
 
+use base64::Engine as _;
+
 use custos_testkit::TestDb;
 use diesel::sql_types::BigInt;
 use diesel::{ExpressionMethods, QueryDsl};
@@ -232,6 +234,22 @@ async fn audit_commands_verify_export_and_detect_tampering() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
 
+    // Operator commands sign with the server's key and never make one: with none to be found
+    // they refuse, leaving nothing behind (a stray key's checkpoint would fail every later
+    // verification).
+    for command in [&["verify-audit-chain", "--org", "acme"][..], &["audit", "export", "--org", "acme", "--out", "x"]] {
+        let o = run(command);
+        assert_clean_failure(&o, "no audit signing key");
+        assert!(!dir.join("audit-signing.key").exists(), "{command:?} made no key");
+    }
+    // The key the server generated on its first start, where it keeps it.
+    let seed = [9u8; 32];
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("audit-signing.key"), base64::engine::general_purpose::STANDARD.encode(seed)).unwrap();
+    let server_key =
+        custos_audit_chain::note::NoteSigner::new("custos.local/audit", ed25519_dalek::SigningKey::from_bytes(&seed))
+            .verifier()
+            .to_note_key();
     let o = run(&["verify-audit-chain", "--org", "acme"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("acme: OK — 11 entries"), "{}", stdout(&o));
@@ -276,6 +294,7 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     let o = run(&["audit", "export", "--org", "acme", "--out", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let key = stdout(&o).lines().find_map(|l| l.strip_prefix("verifier key: ")).unwrap().to_owned();
+    assert_eq!(key, server_key, "the export names the server's key");
     assert!(file.is_file() && !dir.join("acme-audit.jsonl.partial").exists(), "renamed into place when complete");
     let offline = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_custos")).args(args).env_remove("DATABASE_URL").output().unwrap()

@@ -42,12 +42,13 @@ impl Slas {
             Severity::Critical => self.incident_critical_response_minutes,
             _ => self.incident_normal_response_minutes,
         };
-        detected_at + Duration::minutes(i64::from(minutes))
+        detected_at.saturating_add(Duration::minutes(i64::from(minutes)))
     }
 
     /// When an incident detected at `detected_at` must be resolved.
     pub fn resolution_due(&self, detected_at: OffsetDateTime) -> OffsetDateTime {
-        detected_at + Duration::hours(i64::from(self.incident_resolution_hours))
+        // Saturating: a detection time late in the year 9999 is still a valid one.
+        detected_at.saturating_add(Duration::hours(i64::from(self.incident_resolution_hours)))
     }
 
     /// Days to remediate a vulnerability of this severity.

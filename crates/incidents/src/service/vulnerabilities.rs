@@ -168,7 +168,10 @@ impl IncidentsService {
             Some(c) if c.severity == severity.as_str() && c.discovered_at == discovered_at => (c.sla_days, c.due_at),
             _ => {
                 let days = self.slas.vuln_days(severity);
-                (i32::try_from(days).unwrap_or(i32::MAX), discovered_at + Duration::days(i64::from(days)))
+                let due_at = discovered_at.checked_add(Duration::days(i64::from(days))).ok_or_else(|| {
+                    Problem::invalid_field("discovered_at", format!("its {days}-day SLA would end after the year 9999"))
+                })?;
+                (i32::try_from(days).unwrap_or(i32::MAX), due_at)
             }
         };
         let given_remediated = parse_opt_timestamp("remediated_at", input.remediated_at.as_deref())?;
