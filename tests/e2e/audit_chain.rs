@@ -628,6 +628,73 @@ async fn pruning_keeps_the_rest_verifiable_and_provable() {
     // Pruning again with nothing old is a no-op.
     let again = chain.prune_before(org.id, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await.unwrap();
     assert_eq!(again.removed, 0);
+
+    // A boundary no recorded pruning accounts for fails, naming the first retained entry.
+    checkpoint(&s, &org).await;
+    let o = org.id;
+    tamper(&s, &format!("UPDATE audit_index SET action = 'update' WHERE organization_id = '{o}' AND action = 'prune'"))
+        .await;
+    let depth = custos_audit_chain::verify::Depth::Structure;
+    let report = chain.verify(org.id, None, depth).await.unwrap();
+    assert_eq!(report.first_bad_seq, Some(boundary), "{report:?}");
+    assert!(report.problem.as_deref().unwrap().contains("no pruning of them is recorded"), "{report:?}");
+}
+
+/// The database itself refuses a pruning beyond retention, whatever its caller asks: entries not
+/// yet indexed, entries recorded after the cutoff, or a cutoff in the future.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_refuses_pruning_beyond_retention() {
+    let mut s = TestServer::start().await;
+    let org = s.org("acme").await;
+    for i in 0..5 {
+        create_framework(&s, &org, json!({ "name": format!("f{i}"), "framework_type": "CUSTOM" })).await;
+    }
+    let indexed = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    // The server's sequencer and indexer stopped: more entries, sequenced but not indexed.
+    let server = s.server.take().expect("running");
+    let app = server.app.clone();
+    server.shutdown().await;
+    let ctx = custos_core::RequestCtx::operator(org.id, "acme");
+    let mut tx = app.db.begin(org.id).await.unwrap();
+    for i in 0..3 {
+        let after = json!({ "n": i });
+        let change = custos_audit_chain::Change {
+            action: "create",
+            resource_type: "probe",
+            resource_id: i.to_string(),
+            before: Value::Null,
+            after,
+        };
+        custos_audit_chain::record(&mut tx, &ctx, change).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let chain = app.audit.chain();
+    while chain.integrate(org.id, true).await.unwrap().sequenced > 0 {}
+
+    let prune = |before: i64, cutoff: &'static str| {
+        let db = app.db.clone();
+        async move {
+            let mut tx = db.begin(org.id).await.unwrap();
+            let result = diesel::sql_query("SELECT custos_audit_prune($1, $2, $3::timestamptz)")
+                .bind::<diesel::sql_types::Uuid, _>(org.id)
+                .bind::<diesel::sql_types::BigInt, _>(before)
+                .bind::<diesel::sql_types::Text, _>(cutoff)
+                .execute(tx.conn())
+                .await;
+            result.map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    let err = prune(indexed + 3, "2000-01-01T00:00:00Z").await.unwrap_err();
+    assert!(err.contains("beyond the indexed entries"), "{err}");
+    let err = prune(indexed, "2000-01-01T00:00:00Z").await.unwrap_err();
+    assert!(err.contains("recorded after the cutoff"), "{err}");
+    let err = prune(indexed, "2999-01-01T00:00:00Z").await.unwrap_err();
+    assert!(err.contains("in the future"), "{err}");
+
+    // Nothing was removed by the refused calls.
+    let report = chain.verify(org.id, None, custos_audit_chain::verify::Depth::Content).await.unwrap();
+    assert!(report.ok && report.first_seq == 0, "{report:?}");
+    assert_eq!(report.entries_checked as i64, indexed + 3, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,12 +2,15 @@
 //! removed without breaking verification of what remains. Before deleting, the chain hash and the
 //! compact range at the boundary are kept in `audit_heads` and a checkpoint of exactly the
 //! boundary is signed; verification and proofs of later entries start from there. Stored subtree
-//! hashes and all checkpoints are kept. The pruning itself is recorded in the audit trail.
+//! hashes and all checkpoints are kept. The pruning itself is recorded in the audit trail, and
+//! verification requires that record: a boundary the last `prune` entry does not account for
+//! fails. The database refuses a pruning of entries not yet indexed, or recorded after the cutoff
+//! the record states (`custos_audit_prune`), whoever calls it.
 
 use custos_core::{RequestCtx, timefmt};
 use custos_db::schema::{audit_heads, audit_index, audit_log};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -38,6 +41,9 @@ impl AuditChain {
         let mut tx = self.db.begin(org).await?;
         let Some(heads) = Self::lock_heads(&mut tx, org, true).await? else { return Ok(PruneOutcome::default()) };
         let old_boundary = heads.pruned_before;
+        // Only indexed entries are pruned: the sequencer may have added entries since the sync
+        // above, and until they are indexed neither their recording times nor their contents'
+        // place is settled. (The database refuses anything beyond, too: `custos_audit_prune`.)
         let first_young: Option<i64> = audit_index::table
             .filter(audit_index::organization_id.eq(org))
             .filter(audit_index::seq.ge(old_boundary))
@@ -55,7 +61,7 @@ impl AuditChain {
                 .first::<Option<i64>>(tx.conn())
                 .await?
                 .unwrap_or(young),
-            None => heads.tree_size,
+            None => heads.indexed_size,
         };
         if boundary <= old_boundary {
             return Ok(PruneOutcome { removed: 0, pruned_before: old_boundary as u64 });
@@ -80,9 +86,10 @@ impl AuditChain {
             ))
             .execute(tx.conn())
             .await?;
-        let removed: Removed = diesel::sql_query("SELECT custos_audit_prune($1, $2) AS n")
+        let removed: Removed = diesel::sql_query("SELECT custos_audit_prune($1, $2, $3) AS n")
             .bind::<SqlUuid, _>(org)
             .bind::<BigInt, _>(boundary)
+            .bind::<Timestamptz, _>(cutoff)
             .get_result(tx.conn())
             .await?;
         let ctx = RequestCtx::system(org, "audit-retention");
@@ -99,6 +106,11 @@ impl AuditChain {
         )
         .await?;
         tx.commit().await?;
+        // The pruning's own entry is what accounts for the new boundary: into the log and the
+        // index now, not when the sequencer next passes (verification meanwhile only notes it).
+        if let Err(e) = self.sync(org).await {
+            tracing::warn!(%org, error = %e, "the pruning's audit entry is left for the sequencer");
+        }
         Ok(PruneOutcome { removed: removed.n as u64, pruned_before: boundary as u64 })
     }
 
