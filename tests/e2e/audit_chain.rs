@@ -10,7 +10,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{create_framework, create_requirement, id, seed_gdpr_body};
+use crate::{audit_entries, create_framework, create_requirement, id, seed_gdpr_body};
 
 // ---- an independent RFC 9162 verifier: written from the RFC, sharing no code with Custos ----
 
@@ -247,6 +247,64 @@ async fn every_change_is_one_entry_with_before_and_after() {
     assert!(tokens.iter().all(|t| !t.to_string().contains(&org.admin)));
     let report = verify(&s, &org).await;
     assert_eq!(report["ok"], true, "{report}");
+}
+
+/// Rows the database changes on its own when requirements go (`ON DELETE SET NULL` / `CASCADE`):
+/// a checkpoint's framework, a child requirement's parent, evidence's links. Each is an entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_the_database_cascades_are_audited_too() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let fw = create_framework(&s, &org, seed_gdpr_body()).await;
+    let other = create_framework(&s, &org, json!({ "name": "Other", "framework_type": "CUSTOM" })).await;
+    let art5 = id(&create_requirement(&s, &org, &id(&fw), "Art. 5", json!({})).await);
+    let art32 = id(&create_requirement(&s, &org, &id(&fw), "Art. 32", json!({})).await);
+    let child = id(&create_requirement(&s, &org, &id(&fw), "Art. 5.1", json!({ "parent": art5 })).await);
+    let kept = id(&create_requirement(&s, &org, &id(&other), "C.2", json!({})).await);
+    let (status, cp) = s
+        .post("/api/compliance/compliance-checkpoints/", &org.editor, json!({ "name": "audit", "framework": id(&fw) }))
+        .await;
+    assert_eq!(status, 201, "{cp}");
+    let body = json!({ "title": "Policy", "evidence_type": "POLICY", "compliance_requirements": [art32, kept] });
+    let (status, evidence) = s.post("/api/compliance/evidence/", &org.editor, body).await;
+    assert_eq!(status, 201, "{evidence}");
+
+    // One requirement first: its child loses its parent.
+    let (status, _) = s.delete(&format!("/api/compliance/requirements/{art5}/"), &org.editor).await;
+    assert_eq!(status, 204);
+    let latest = |entries: Vec<Value>| entries.into_iter().next().expect("an entry");
+    let orphaned = latest(audit_entries(&s, &org, &child).await);
+    assert_eq!(
+        (orphaned["action"].as_str(), orphaned["resource_type"].as_str()),
+        (Some("update"), Some("requirement"))
+    );
+    assert_eq!(
+        (orphaned["before"].clone(), orphaned["after"].clone()),
+        (json!({ "parent": art5 }), json!({ "parent": null }))
+    );
+    let (_, now) = s.get(&format!("/api/compliance/requirements/{child}/"), &org.viewer).await;
+    assert_eq!(now["parent"], Value::Null, "the entry says what the database did");
+
+    // Then the framework: the checkpoint loses it, the evidence its link to Art. 32.
+    let (status, _) = s.delete(&format!("/api/compliance/frameworks/{}/", id(&fw)), &org.editor).await;
+    assert_eq!(status, 204);
+    let unlinked = latest(audit_entries(&s, &org, &id(&cp)).await);
+    assert_eq!(unlinked["action"], "update");
+    assert_eq!(
+        (unlinked["before"].clone(), unlinked["after"].clone()),
+        (json!({ "framework": id(&fw) }), json!({ "framework": null }))
+    );
+    let relinked = latest(audit_entries(&s, &org, &id(&evidence)).await);
+    assert_eq!((relinked["action"].as_str(), relinked["resource_type"].as_str()), (Some("update"), Some("evidence")));
+    let mut links = vec![art32.clone(), kept.clone()];
+    links.sort();
+    assert_eq!(relinked["before"], json!({ "compliance_requirements": links }));
+    assert_eq!(relinked["after"], json!({ "compliance_requirements": [kept] }));
+    let (_, now) = s.get(&format!("/api/compliance/evidence/{}/", id(&evidence)), &org.viewer).await;
+    assert_eq!(now["compliance_requirements"], relinked["after"]["compliance_requirements"]);
+    // Deleted rows are entries of their own, not updates; the other framework's rows have none.
+    assert_eq!(latest(audit_entries(&s, &org, &art32).await)["action"], "delete");
+    assert_eq!(audit_entries(&s, &org, &kept).await.len(), 1, "only its creation");
 }
 
 #[tokio::test(flavor = "multi_thread")]

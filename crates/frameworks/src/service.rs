@@ -6,7 +6,9 @@ use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
 use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
 use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
-use custos_db::schema::{frameworks, requirement_evidence, requirements, users};
+use custos_db::schema::{
+    compliance_checkpoints, evidence_requirements, frameworks, requirement_evidence, requirements, users,
+};
 use custos_db::{Db, DbError, Tx};
 use custos_proto::v1 as pb;
 use diesel::dsl::count_star;
@@ -154,11 +156,14 @@ impl FrameworksService {
             .select(RequirementRow::as_select())
             .load(tx.conn())
             .await?;
+        let doomed_ids: Vec<Uuid> = doomed.iter().map(|r| r.id).collect();
+        let detached = Detached::read(&mut tx, ctx, Some(id), &doomed_ids).await?;
         diesel::delete(
             frameworks::table.filter(frameworks::organization_id.eq(ctx.organization_id)).filter(frameworks::id.eq(id)),
         )
         .execute(tx.conn())
         .await?;
+        detached.record(&mut tx, ctx).await?;
         for row in &doomed {
             record_change(
                 &mut tx,
@@ -365,6 +370,7 @@ impl FrameworksService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         lock_requirement(&mut tx, ctx, id).await?;
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
+        let detached = Detached::read(&mut tx, ctx, None, &[id]).await?;
         diesel::delete(
             requirements::table
                 .filter(requirements::organization_id.eq(ctx.organization_id))
@@ -372,6 +378,7 @@ impl FrameworksService {
         )
         .execute(tx.conn())
         .await?;
+        detached.record(&mut tx, ctx).await?;
         record_change(&mut tx, ctx, "delete", "requirement", id, snapshot(&before), Value::Null).await?;
         tx.commit().await?;
         Ok(pb::DeleteRequirementResponse {})
@@ -798,5 +805,95 @@ impl RequirementFilters {
             );
         }
         q
+    }
+}
+
+/// What the database changes elsewhere when requirements (and their framework) are deleted:
+/// compliance checkpoints lose their framework, surviving requirements their parent, evidence its
+/// links (`ON DELETE SET NULL` / `CASCADE`). Read before the delete and recorded after it, in the
+/// same transaction, so that a cascaded change is in the audit trail like any other.
+struct Detached {
+    /// The deleted framework and the checkpoints that named it.
+    checkpoints: Option<(Uuid, Vec<Uuid>)>,
+    /// Surviving requirements and the deleted parent each loses.
+    orphans: Vec<(Uuid, Uuid)>,
+    /// Evidence and its requirement links before the delete (in the API's order), and after.
+    evidence: Vec<(Uuid, Vec<String>, Vec<String>)>,
+}
+
+impl Detached {
+    async fn read(tx: &mut Tx, ctx: &RequestCtx, framework: Option<Uuid>, doomed: &[Uuid]) -> Result<Detached> {
+        let org = ctx.organization_id;
+        let checkpoints = match framework {
+            Some(fw) => {
+                let ids: Vec<Uuid> = compliance_checkpoints::table
+                    .filter(compliance_checkpoints::organization_id.eq(org))
+                    .filter(compliance_checkpoints::framework_id.eq(fw))
+                    .order(compliance_checkpoints::id)
+                    .select(compliance_checkpoints::id)
+                    .load(tx.conn())
+                    .await?;
+                Some((fw, ids))
+            }
+            None => None,
+        };
+        let orphans: Vec<(Uuid, Option<Uuid>)> = requirements::table
+            .filter(requirements::organization_id.eq(org))
+            .filter(requirements::parent_id.eq_any(doomed))
+            .filter(requirements::id.ne_all(doomed))
+            .order(requirements::id)
+            .select((requirements::id, requirements::parent_id))
+            .load(tx.conn())
+            .await?;
+        let linked: Vec<Uuid> = evidence_requirements::table
+            .filter(evidence_requirements::organization_id.eq(org))
+            .filter(evidence_requirements::requirement_id.eq_any(doomed))
+            .select(evidence_requirements::evidence_id)
+            .distinct()
+            .load(tx.conn())
+            .await?;
+        let links: Vec<(Uuid, Uuid)> = evidence_requirements::table
+            .filter(evidence_requirements::organization_id.eq(org))
+            .filter(evidence_requirements::evidence_id.eq_any(&linked))
+            .order((evidence_requirements::evidence_id, evidence_requirements::requirement_id))
+            .select((evidence_requirements::evidence_id, evidence_requirements::requirement_id))
+            .load(tx.conn())
+            .await?;
+        let mut evidence: Vec<(Uuid, Vec<String>, Vec<String>)> = Vec::new();
+        for (e, r) in links {
+            if evidence.last().is_none_or(|(last, _, _)| *last != e) {
+                evidence.push((e, Vec::new(), Vec::new()));
+            }
+            let (_, before, after) = evidence.last_mut().expect("pushed");
+            before.push(r.to_string());
+            if !doomed.contains(&r) {
+                after.push(r.to_string());
+            }
+        }
+        Ok(Detached {
+            checkpoints,
+            orphans: orphans.into_iter().filter_map(|(id, parent)| Some((id, parent?))).collect(),
+            evidence,
+        })
+    }
+
+    async fn record(self, tx: &mut Tx, ctx: &RequestCtx) -> Result<()> {
+        use serde_json::json;
+        if let Some((fw, ids)) = self.checkpoints {
+            for id in ids {
+                let (before, after) = (json!({ "framework": fw.to_string() }), json!({ "framework": null }));
+                record_change(tx, ctx, "update", "compliance_checkpoint", id, before, after).await?;
+            }
+        }
+        for (id, parent) in self.orphans {
+            let (before, after) = (json!({ "parent": parent.to_string() }), json!({ "parent": null }));
+            record_change(tx, ctx, "update", "requirement", id, before, after).await?;
+        }
+        for (id, before, after) in self.evidence {
+            let (before, after) =
+                (json!({ "compliance_requirements": before }), json!({ "compliance_requirements": after }));
+            record_change(tx, ctx, "update", "evidence", id, before, after).await?;
+        }
+        Ok(())
     }
 }
