@@ -317,15 +317,25 @@ async fn failed_logins_are_audited_in_their_organisation() {
     );
     let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(bad_role).send().await.unwrap();
     assert_eq!(resp.status(), 401);
+    // Signed with the server's key but expired: recorded. Forged with another key: its claims
+    // name no one reliably, so it is refused and recorded nowhere.
+    let claims = json!({ "sub": "sso|7", "org": "acme", "role": "admin", "exp": exp_in(-3600) });
+    let expired = jwt(claims.clone(), &EncodingKey::from_secret(HS_SECRET.as_bytes()), jsonwebtoken::Algorithm::HS256);
+    let forged = jwt(claims, &EncodingKey::from_secret(b"not-the-server-secret"), jsonwebtoken::Algorithm::HS256);
+    for token in [expired, forged] {
+        let resp =
+            s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
 
     assert_eq!(s.audit_count(org.id, "login_failed", "api_token").await, 2);
-    assert_eq!(s.audit_count(org.id, "login_failed", "bearer_token").await, 1);
+    assert_eq!(s.audit_count(org.id, "login_failed", "bearer_token").await, 2);
     let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
     assert_eq!(status, 201);
     let (_, page) = s.get("/api/compliance/audit-log/?action=login_failed", &org.auditor).await;
     let reasons: Vec<String> =
         page["results"].as_array().unwrap().iter().map(|e| e["after"]["reason"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(reasons, ["unknown role \"superuser\"", "token expired", "token revoked"]);
+    assert_eq!(reasons, ["bearer token expired", "unknown role \"superuser\"", "token expired", "token revoked"]);
     assert!(page["results"].as_array().unwrap().iter().all(|e| e["client_addr"] == "127.0.0.1"));
 }
 

@@ -63,8 +63,18 @@ pub struct Attempt {
 #[derive(Clone)]
 pub struct Authenticator {
     db: Db,
-    jwt: Option<(DecodingKey, Validation)>,
+    jwt: Option<Jwt>,
     recent: Arc<RecentTokens>,
+}
+
+/// Bearer-token checking: the key, what a token must satisfy, and the signature alone (which
+/// tells a token this server's key signed — expired, say — from a forgery: only the former's
+/// claims name an organisation whose auditors should see the refused attempt).
+#[derive(Clone)]
+struct Jwt {
+    key: DecodingKey,
+    validation: Validation,
+    signature_only: Validation,
 }
 
 /// API tokens that authenticated in the last few seconds, by hash: a busy client costs one
@@ -126,7 +136,11 @@ impl Authenticator {
                     Some(aud) => validation.set_audience(&[aud]),
                     None => validation.validate_aud = false,
                 }
-                Some((key, validation))
+                let mut signature_only = Validation::new(alg);
+                signature_only.set_required_spec_claims::<&str>(&[]);
+                (signature_only.validate_exp, signature_only.validate_nbf, signature_only.validate_aud) =
+                    (false, false, false);
+                Some(Jwt { key, validation, signature_only })
             }
         };
         Ok(Authenticator { db, jwt, recent: Arc::new(RecentTokens { ttl: Duration::ZERO, entries: Mutex::default() }) })
@@ -200,11 +214,43 @@ impl Authenticator {
     }
 
     async fn bearer(&self, jwt: &str, attempt: &Attempt) -> Result<Principal, Problem> {
-        let (key, validation) =
+        let config =
             self.jwt.as_ref().ok_or_else(|| unauthenticated("Bearer tokens are not enabled on this server"))?;
-        let data = jsonwebtoken::decode::<Claims>(jwt, key, validation)
-            .map_err(|e| unauthenticated(format!("Invalid bearer token: {e}")))?;
-        let claims = data.claims;
+        let claims = match jsonwebtoken::decode::<Claims>(jwt, &config.key, &config.validation) {
+            Ok(data) => data.claims,
+            Err(e) => {
+                let refused = unauthenticated(format!("Invalid bearer token: {e}"));
+                // Signed with this server's key but not acceptable (expired, wrong audience…):
+                // its organisation's auditors see the attempt. A forgery names no one reliably.
+                let Ok(signed) = jsonwebtoken::decode::<Claims>(jwt, &config.key, &config.signature_only) else {
+                    return Err(refused);
+                };
+                let claims = signed.claims;
+                if let Some((organization_id, _)) = self.db.organization_by_slug(&claims.org).await? {
+                    let actor = Actor::Jwt { subject: claims.sub.clone(), email: claims.email.clone() };
+                    use jsonwebtoken::errors::ErrorKind;
+                    let reason = match e.kind() {
+                        ErrorKind::ExpiredSignature => "bearer token expired".to_owned(),
+                        ErrorKind::ImmatureSignature => "bearer token not yet valid".to_owned(),
+                        ErrorKind::InvalidIssuer => "bearer token from another issuer".to_owned(),
+                        ErrorKind::InvalidAudience => "bearer token for another audience".to_owned(),
+                        ErrorKind::MissingRequiredClaim(claim) => format!("bearer token without its {claim:?} claim"),
+                        _ => format!("bearer token refused: {e}"),
+                    };
+                    self.record_failure(
+                        organization_id,
+                        &claims.org,
+                        actor,
+                        "bearer_token",
+                        &claims.sub,
+                        &reason,
+                        attempt,
+                    )
+                    .await;
+                }
+                return Err(refused);
+            }
+        };
         let (organization_id, _) = self
             .db
             .organization_by_slug(&claims.org)
