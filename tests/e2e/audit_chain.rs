@@ -525,7 +525,7 @@ async fn entries_recorded_in_the_v2_encoding_verify_beside_v3_ones() {
     assert_eq!(verify(&s, &org).await["ok"], true);
     let mut export = Vec::new();
     s.app().audit.chain().export(org.id, &mut export, |_, _| {}).await.expect("export");
-    let offline = custos_audit_chain::export::verify_file(&export[..], None, |_, _| {}).expect("readable");
+    let offline = custos_audit_chain::export::verify_file(&export[..], vec![], |_, _| {}).expect("readable");
     assert!(offline.ok, "{offline:?}");
     let salt_markers: Vec<u8> = String::from_utf8_lossy(&export)
         .lines()

@@ -351,7 +351,7 @@ async fn entries_sequenced_but_not_yet_moved_verify_and_export_from_where_they_w
     let mut export = Vec::new();
     chain.export(org.id, &mut export, |_, _| {}).await.expect("export");
     assert_eq!(count(&s, &queued).await, 0);
-    let offline = custos_audit_chain::export::verify_file(&export[..], None, |_, _| {}).expect("readable");
+    let offline = custos_audit_chain::export::verify_file(&export[..], vec![], |_, _| {}).expect("readable");
     assert!(offline.ok && offline.entries >= 700, "{offline:?}");
     assert!(chain.verify(org.id, None, depth).await.unwrap().ok);
 }

@@ -1,7 +1,7 @@
 //! The offline verifier's input: an organisation's log, exported.
 //!
 //! `custos audit export` writes an organisation's log as JSON Lines (`custos-audit-export/v2`): a
-//! header (organisation, origin, verifier key, and the anchor — chain hash and compact range — the
+//! header (organisation, origin, verifier key and any earlier ones, and the anchor — chain hash and compact range — the
 //! export starts from), then every entry with its committed fields exactly as stored (the
 //! `custos-audit/v3` (or v2) field lines — `name TAB json` or `name TAB !commitment` — and the salts,
 //! base64) and every signed checkpoint, each placed right after the entry that completes it.
@@ -30,6 +30,9 @@ pub struct Header {
     pub organization_id: Uuid,
     pub origin: String,
     pub verifier_key: String,
+    /// Keys that signed earlier checkpoints, before the signing key was rotated (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_verifier_keys: Vec<String>,
     pub exported_at: String,
     pub first_seq: u64,
     pub tree_size: u64,
@@ -152,6 +155,12 @@ impl AuditChain {
             organization_id: org,
             origin: self.origin(org),
             verifier_key: self.signer.verifier().to_note_key(),
+            earlier_verifier_keys: self
+                .trusted
+                .iter()
+                .filter(|k| **k != self.signer.verifier())
+                .map(|k| k.to_note_key())
+                .collect(),
             exported_at: timefmt::timestamp(timefmt::now()),
             first_seq: first as u64,
             tree_size: end as u64,

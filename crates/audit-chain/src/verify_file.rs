@@ -29,7 +29,7 @@ pub struct FileReport {
     pub entries: u64,
     pub checkpoints: u64,
     pub first_seq: u64,
-    /// Signatures were checked against a key given by the verifier, not the one in the file.
+    /// Signatures were checked against keys given by the verifier, not the ones in the file.
     pub key_pinned: bool,
     pub first_bad_seq: Option<u64>,
     pub problem: Option<String>,
@@ -372,11 +372,12 @@ fn answer_jobs(
     }
 }
 
-/// Verifies an export with no database. `pinned` is the public key the verifier trusts;
+/// Verifies an export with no database. `pinned` are the public keys the verifier trusts (the
+/// log's current key and any it rotated from); with none, the keys in the file are used.
 /// `progress(entries checked, entries announced)` follows it a batch at a time.
 pub fn verify_file(
     mut input: impl BufRead + Send,
-    pinned: Option<NoteVerifier>,
+    pinned: Vec<NoteVerifier>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<FileReport, FileError> {
     let mut first = Vec::new();
@@ -388,15 +389,21 @@ pub fn verify_file(
     if header.format != FORMAT {
         return Err(malformed(1, format!("format {:?} is not {FORMAT}", header.format)));
     }
-    let file_key = NoteVerifier::parse(&header.verifier_key).map_err(|e| malformed(1, e.to_string()))?;
-    let key_pinned = pinned.is_some();
-    let key = pinned.unwrap_or(file_key);
+    let key_pinned = !pinned.is_empty();
+    let keys = if key_pinned {
+        pinned
+    } else {
+        std::iter::once(&header.verifier_key)
+            .chain(&header.earlier_verifier_keys)
+            .map(|k| NoteVerifier::parse(k).map_err(|e| malformed(1, e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     let anchor_hashes =
         header.anchor_frontier.iter().map(|h| hash_of(1, "anchor", h)).collect::<Result<Vec<_>, _>>()?;
     let frontier = Frontier::from_bytes(header.first_seq, &anchor_hashes.concat())
         .ok_or_else(|| malformed(1, "anchor does not match first_seq"))?;
     let chain = hash_of(1, "anchor chain hash", &header.anchor_chain_hash)?;
-    let mut verifier = ChainVerifier::new(header.origin.clone(), vec![key], chain, frontier);
+    let mut verifier = ChainVerifier::new(header.origin.clone(), keys, chain, frontier);
     let mut report = FileReport {
         organization_id: header.organization_id,
         ok: false,
@@ -529,6 +536,7 @@ mod tests {
             organization_id: org,
             origin: origin.clone(),
             verifier_key: signer.verifier().to_note_key(),
+            earlier_verifier_keys: vec![],
             exported_at: "2026-12-03T12:00:00Z".into(),
             first_seq: 0,
             tree_size: n,
@@ -575,7 +583,7 @@ mod tests {
     }
 
     fn check(lines: &[String], signer: &NoteSigner) -> Result<FileReport, FileError> {
-        verify_file((lines.join("\n") + "\n").as_bytes(), Some(signer.verifier()), |_, _| {})
+        verify_file((lines.join("\n") + "\n").as_bytes(), vec![signer.verifier()], |_, _| {})
     }
 
     /// Line `at` with `from` replaced by `to` (which must change it).
@@ -622,14 +630,14 @@ mod tests {
     fn line_ends_blank_lines_and_unreadable_lines() {
         let (lines, signer) = export_lines(10);
         let crlf = lines.join("\r\n\r\n") + "\r\n";
-        let report = verify_file(crlf.as_bytes(), Some(signer.verifier()), |_, _| {}).unwrap();
+        let report = verify_file(crlf.as_bytes(), vec![signer.verifier()], |_, _| {}).unwrap();
         assert!(report.ok && report.entries == 10, "{report:?}");
 
         let mut bytes: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
         let at = lines[3].find("user:").unwrap();
         bytes[3][at + 4] = 0xff;
         let file = bytes.join(&b'\n');
-        match verify_file(&file[..], Some(signer.verifier()), |_, _| {}) {
+        match verify_file(&file[..], vec![signer.verifier()], |_, _| {}) {
             Err(FileError::Malformed { line: 4, .. }) => {}
             other => panic!("expected line 4 to be malformed, got {other:?}"),
         }
@@ -736,7 +744,7 @@ mod tests {
         let file = lines.join("\n") + "\n";
         let verify = |file: &str, fail_after: usize| {
             let input = Trickle { data: file.as_bytes().to_vec(), at: 0, calls: 0, fail_after };
-            verify_file(std::io::BufReader::new(input), Some(signer.verifier()), |_, _| {})
+            verify_file(std::io::BufReader::new(input), vec![signer.verifier()], |_, _| {})
         };
         let report = verify(&file, usize::MAX).unwrap();
         assert!(report.ok && report.entries == FILE_BATCH as u64 + 50, "{report:?}");
@@ -822,7 +830,37 @@ mod tests {
         assert_eq!(report.first_bad_seq, Some(n / 2), "{report:?}");
         assert!(report.problem.as_deref().unwrap().contains(&format!("entries {}..{}", n / 2, n - 1)), "{report:?}");
         // Without a pinned key it is no better.
-        let unpinned = verify_file((tail_unsigned.join("\n") + "\n").as_bytes(), None, |_, _| {}).unwrap();
+        let unpinned = verify_file((tail_unsigned.join("\n") + "\n").as_bytes(), vec![], |_, _| {}).unwrap();
         assert_eq!(unpinned.first_bad_seq, Some(n / 2), "{unpinned:?}");
+    }
+
+    /// After a key rotation the export names the earlier key too: checkpoints signed before the
+    /// rotation verify against it, from the file or pinned beside the current key.
+    #[test]
+    fn checkpoints_signed_before_a_key_rotation_verify_against_the_earlier_key() {
+        let (mut lines, current) = export_lines(20);
+        let earlier = NoteSigner::new("custos.test/audit", ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]));
+        let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let origin = header["origin"].as_str().unwrap().to_owned();
+        // The first checkpoint re-signed with the earlier key.
+        let at = lines.iter().position(|l| l.starts_with("{\"checkpoint\"")).unwrap();
+        let mut line: serde_json::Value = serde_json::from_str(&lines[at]).unwrap();
+        let cp = &mut line["checkpoint"];
+        let root: [u8; 32] = decode_array(cp["root_hash"].as_str().unwrap()).unwrap();
+        let statement = Checkpoint { origin, size: cp["tree_size"].as_u64().unwrap(), root, extensions: vec![] };
+        cp["note"] = earlier.sign(&statement).into();
+        lines[at] = line.to_string();
+
+        let report = check(&lines, &current).unwrap();
+        assert_eq!(report.first_bad_seq, Some(9), "the current key alone refuses it: {report:?}");
+        assert!(report.problem.as_deref().unwrap().contains("bad signature"), "{report:?}");
+        let both = vec![current.verifier(), earlier.verifier()];
+        let report = verify_file((lines.join("\n") + "\n").as_bytes(), both, |_, _| {}).unwrap();
+        assert!(report.ok && report.key_pinned, "{report:?}");
+
+        header["earlier_verifier_keys"] = serde_json::json!([earlier.verifier().to_note_key()]);
+        lines[0] = header.to_string();
+        let report = verify_file((lines.join("\n") + "\n").as_bytes(), vec![], |_, _| {}).unwrap();
+        assert!(report.ok && !report.key_pinned && report.checkpoints == 2, "{report:?}");
     }
 }

@@ -480,7 +480,7 @@ async fn offline_figures(chain: &custos_audit_chain::AuditChain, org: uuid::Uuid
     let cpu = cpu::CpuClock::now();
     let (report, secs, peak, above) = with_peak_memory(async {
         let file = std::io::BufReader::new(std::fs::File::open(&path).expect("open export"));
-        custos_audit_chain::export::verify_file(file, None, |_, _| {}).expect("verify-file")
+        custos_audit_chain::export::verify_file(file, vec![], |_, _| {}).expect("verify-file")
     })
     .await;
     assert!(report.ok, "{report:?}");
@@ -505,7 +505,7 @@ fn verify_file_figure(path: &str) {
     let cpu = cpu::CpuClock::now();
     let started = Instant::now();
     let file = std::io::BufReader::new(std::fs::File::open(path).expect("open export"));
-    let report = custos_audit_chain::export::verify_file(file, None, |_, _| {}).expect("verify-file");
+    let report = custos_audit_chain::export::verify_file(file, vec![], |_, _| {}).expect("verify-file");
     let secs = started.elapsed().as_secs_f64();
     assert!(report.ok, "{report:?}");
     println!("verify-file: {:>9.0} entries/s  ({} in {secs:.2}s)", report.entries as f64 / secs, report.entries);

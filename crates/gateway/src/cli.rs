@@ -82,9 +82,9 @@ pub enum AuditCommand {
     VerifyFile {
         file: std::path::PathBuf,
         /// The log's verifier key (<name>+<key id>+<base64 key>, from GET
-        /// /api/compliance/audit-log/public-key/).
+        /// /api/compliance/audit-log/public-key/); again for each key it was rotated from.
         #[arg(long)]
-        public_key: Option<String>,
+        public_key: Vec<String>,
     },
     /// Remove entries older than the retention period; what remains stays verifiable.
     Prune {
@@ -210,6 +210,20 @@ async fn audit_app_for(args: &DbArgs) -> anyhow::Result<App> {
 
 fn data_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(std::env::var("CUSTOS_DATA_DIR").unwrap_or_else(|_| "./data".into()))
+}
+
+/// What a verifying command found: the log or the file is not intact. Its exit status (1)
+/// differs from that of a verification that could not be carried out (2), so that a script can
+/// tell tampering from an unreachable database.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Broken(String);
+
+impl Command {
+    /// Whether the command verifies (see [`Broken`]).
+    pub fn verifies(&self) -> bool {
+        matches!(self, Command::VerifyAuditChain(_) | Command::Audit(AuditCommand::VerifyFile { .. }))
+    }
 }
 
 /// Runs one subcommand. Output goes to stdout; errors are returned for `main` to print.
@@ -361,7 +375,11 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(id) = args.resume.filter(|_| !resumed) {
         anyhow::bail!("no verification run {id}{}", args.org.map(|o| format!(" in {o}")).unwrap_or_default());
     }
-    if failed.is_empty() { Ok(()) } else { anyhow::bail!("audit chain verification failed for {}", failed.join(", ")) }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Broken(format!("audit chain verification failed for {}", failed.join(", "))).into())
+    }
 }
 
 async fn audit(command: AuditCommand) -> anyhow::Result<()> {
@@ -402,8 +420,9 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::VerifyFile { file, public_key } => {
             let pinned = public_key
-                .map(|k| custos_audit_chain::note::NoteVerifier::parse(&k))
-                .transpose()
+                .iter()
+                .map(|k| custos_audit_chain::note::NoteVerifier::parse(k))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
             let reader = std::io::BufReader::new(
                 std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?,
@@ -415,11 +434,12 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 }
             })?;
             if !report.ok {
-                anyhow::bail!(
+                return Err(Broken(format!(
                     "FAILED at sequence number {}: {}",
                     report.first_bad_seq.map_or("?".into(), |s| s.to_string()),
                     report.problem.unwrap_or_default()
-                );
+                ))
+                .into());
             }
             println!(
                 "OK — organisation {}: {} entries (from {}) and {} checkpoints verified",

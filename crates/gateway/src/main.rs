@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use custos_gateway::cli::{Cli, Command, run};
+use custos_gateway::cli::{Broken, Cli, Command, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -24,11 +24,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let verifies = cli.command.verifies();
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::FAILURE
+            // Verifying commands: 1 when what they checked is not intact, 2 when they could not check.
+            match (verifies, e.downcast_ref::<Broken>()) {
+                (true, None) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

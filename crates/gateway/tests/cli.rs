@@ -240,6 +240,9 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     for command in [&["verify-audit-chain", "--org", "acme"][..], &["audit", "export", "--org", "acme", "--out", "x"]] {
         let o = run(command);
         assert_clean_failure(&o, "no audit signing key");
+        // Verification that could not be carried out is not a broken log: exit status 2, not 1.
+        let expected = if command[0] == "verify-audit-chain" { 2 } else { 1 };
+        assert_eq!(o.status.code(), Some(expected), "{command:?}");
         assert!(!dir.join("audit-signing.key").exists(), "{command:?} made no key");
     }
     // The key the server generated on its first start, where it keeps it.
@@ -296,6 +299,26 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     let key = stdout(&o).lines().find_map(|l| l.strip_prefix("verifier key: ")).unwrap().to_owned();
     assert_eq!(key, server_key, "the export names the server's key");
     assert!(file.is_file() && !dir.join("acme-audit.jsonl.partial").exists(), "renamed into place when complete");
+    // After a rotation, the keys it rotated from are named in the header, for verify-file.
+    let rotated_from = custos_audit_chain::note::NoteSigner::new(
+        "custos.local/audit",
+        ed25519_dalek::SigningKey::from_bytes(&[6u8; 32]),
+    )
+    .verifier()
+    .to_note_key();
+    let rotated = dir.join("rotated.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "export", "--org", "acme", "--out", rotated.to_str().unwrap()])
+        .env("DATABASE_URL", &db.url)
+        .env("CUSTOS_DATA_DIR", &dir)
+        .env("CUSTOS_AUDIT_TRUSTED_KEYS", &rotated_from)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let header: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&rotated).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(header["earlier_verifier_keys"], serde_json::json!([rotated_from]), "{header}");
+    assert_eq!(header["verifier_key"], server_key.as_str());
     let offline = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_custos")).args(args).env_remove("DATABASE_URL").output().unwrap()
     };
@@ -313,6 +336,10 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     );
     let o = offline(&["audit", "verify-file", file.to_str().unwrap(), "--public-key", &other.verifier().to_note_key()]);
     assert_clean_failure(&o, "bad signature");
+    assert_eq!(o.status.code(), Some(1), "not intact");
+    let o = offline(&["audit", "verify-file", dir.join("no-such-file.jsonl").to_str().unwrap()]);
+    assert_clean_failure(&o, "cannot open");
+    assert_eq!(o.status.code(), Some(2), "could not verify");
     // An edited entry in the file is caught and named.
     let text = std::fs::read_to_string(&file).unwrap();
     let edited = text.replacen("u3@acme.test", "mallory@acme.test", 1);
@@ -322,6 +349,7 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     let o = offline(&["audit", "verify-file", tampered.to_str().unwrap(), "--public-key", &key]);
     assert_clean_failure(&o, "hash mismatch");
     assert!(stderr(&o).contains("FAILED at sequence number"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1));
 
     // Tampering in the database makes verify-audit-chain fail, naming the entry.
     {
@@ -336,6 +364,7 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     assert!(!o.status.success());
     assert!(stdout(&o).contains("acme: FAILED at sequence number 4 — hash mismatch"), "{}", stdout(&o));
     assert_clean_failure(&o, "verification failed for acme");
+    assert_eq!(o.status.code(), Some(1));
     // An index row that does not repeat its entry is content: the structure-only check passes.
     let o = run(&["verify-audit-chain", "--org", "acme", "--structure-only"]);
     assert!(o.status.success(), "{}", stdout(&o));
