@@ -331,6 +331,51 @@ async fn a_rolled_back_change_leaves_no_entry() {
     assert_eq!(s.audit_count(org.id, "create", "probe").await, 0);
 }
 
+/// Through the API: a change whose entry cannot be written fails and leaves nothing; a change
+/// that fails after its entry was written (here at commit) takes the entry with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_and_its_entry_stand_or_fall_together() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let frameworks = |name: &'static str| {
+        let s = &s;
+        let org = &org;
+        async move {
+            let (_, page) = s.get(&format!("/api/compliance/frameworks/?search={name}"), &org.viewer).await;
+            page["count"].as_i64().unwrap()
+        }
+    };
+    crate::superuser_sql(
+        &s,
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION test_refuse();",
+    )
+    .await;
+    let body = json!({ "name": "unaudited", "framework_type": "CUSTOM" });
+    let (status, err) = s.post("/api/compliance/frameworks/", &org.editor, body).await;
+    assert!(status.is_server_error(), "{status}: {err}");
+    assert!(err["error"].is_string(), "{err}");
+    assert_eq!(frameworks("unaudited").await, 0, "the change failed with its entry");
+
+    crate::superuser_sql(
+        &s,
+        "DROP TRIGGER test_refuse_audit ON audit_entries;
+         CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT ON frameworks
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse();",
+    )
+    .await;
+    let body = json!({ "name": "uncommitted", "framework_type": "CUSTOM" });
+    let (status, err) = s.post("/api/compliance/frameworks/", &org.editor, body).await;
+    assert!(status.is_server_error(), "{status}: {err}");
+    assert_eq!(frameworks("uncommitted").await, 0);
+    assert_eq!(s.audit_count(org.id, "create", "framework").await, 0, "the entry went with the change");
+
+    crate::superuser_sql(&s, "DROP TRIGGER test_refuse_commit ON frameworks").await;
+    create_framework(&s, &org, json!({ "name": "recorded", "framework_type": "CUSTOM" })).await;
+    assert_eq!(s.audit_count(org.id, "create", "framework").await, 1);
+    assert_eq!(frameworks("recorded").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn list_filters_and_cursor_pagination() {
     let s = TestServer::start().await;
@@ -858,6 +903,35 @@ async fn the_audit_api_over_grpc() {
         &path,
         unhex(&cp.root_hash)
     ));
+    // A consistency proof from that checkpoint to a later one, checked independently; a bad
+    // request is a gRPC status, not a crash.
+    create_framework(&s, &org, json!({ "name": "later", "framework_type": "CUSTOM" })).await;
+    let later = c.create_checkpoint(pb::CreateCheckpointRequest {}).await.unwrap().into_inner();
+    assert!(later.tree_size > cp.tree_size);
+    let consistency = c
+        .get_consistency_proof(pb::ConsistencyProofRequest { first: cp.tree_size, second: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((consistency.first, consistency.second), (cp.tree_size, later.tree_size));
+    assert_eq!(
+        (consistency.first_root.as_str(), consistency.second_root.as_str()),
+        (cp.root_hash.as_str(), later.root_hash.as_str())
+    );
+    let path: Vec<[u8; 32]> = consistency.proof.iter().map(|p| unhex(p)).collect();
+    assert!(rfc_verify_consistency(
+        cp.tree_size as u64,
+        later.tree_size as u64,
+        unhex(&cp.root_hash),
+        unhex(&later.root_hash),
+        &path
+    ));
+    let beyond = pb::ConsistencyProofRequest { first: later.tree_size + 5, second: Some(later.tree_size) };
+    let status = c.get_consistency_proof(beyond).await.unwrap_err();
+    assert!(
+        matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::NotFound),
+        "{status:?}"
+    );
     let report = c
         .verify_chain(pb::VerifyAuditChainRequest { days: Some(30), structure_only: false })
         .await
