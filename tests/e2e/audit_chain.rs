@@ -149,6 +149,17 @@ async fn verify_quietly(s: &TestServer, org: &TestOrg) -> Value {
     json!({ "ok": r.ok, "first_bad_seq": r.first_bad_seq, "problem": r.problem })
 }
 
+/// The organisation's log exported as `custos audit export` writes it, verified offline against
+/// the server's pinned key: `(report, the export's text)`.
+async fn export_verified_offline(s: &TestServer, org: &TestOrg) -> (custos_audit_chain::export::FileReport, String) {
+    let chain = s.app().audit.chain();
+    let mut export = Vec::new();
+    chain.export(org.id, &mut export, |_, _| {}).await.expect("export");
+    let pinned = vec![chain.signer().verifier()];
+    let report = custos_audit_chain::export::verify_file(&export[..], pinned, |_, _| {}).expect("readable");
+    (report, String::from_utf8(export).unwrap())
+}
+
 /// Runs `sql` as the database superuser with the append-only triggers off: an attacker with full
 /// control of the database.
 pub(crate) async fn tamper(s: &TestServer, sql: &str) {
@@ -674,6 +685,20 @@ async fn each_tenant_sees_and_proves_only_its_own_log() {
     assert!(a_cp["note"].as_str().unwrap().contains(&a.id.to_string()));
     assert!(b_cp["note"].as_str().unwrap().contains(&b.id.to_string()));
     assert_ne!(a_cp["root_hash"], b_cp["root_hash"]);
+    // The same sequence number in each log: each auditor gets a proof of their own entry, which
+    // verifies against their own checkpoint and not the other's.
+    for (auditor, own, other) in [(&a.auditor, &a_cp, &b_cp), (&b.auditor, &b_cp, &a_cp)] {
+        let size = own["tree_size"].as_u64().unwrap();
+        let (status, proof) =
+            s.get(&format!("/api/compliance/audit-log/proofs/inclusion/?seq=0&tree_size={size}"), auditor).await;
+        assert_eq!(status, 200, "{proof}");
+        let path: Vec<[u8; 32]> =
+            proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let leaf = unhex(proof["leaf_hash"].as_str().unwrap());
+        assert!(rfc_verify_inclusion(0, size, leaf, &path, unhex(own["root_hash"].as_str().unwrap())));
+        let other_root = unhex(other["root_hash"].as_str().unwrap());
+        assert!(!rfc_verify_inclusion(0, other["tree_size"].as_u64().unwrap(), leaf, &path, other_root));
+    }
     let a_size = a_cp["tree_size"].as_i64().unwrap();
     let (status, _) =
         s.get(&format!("/api/compliance/audit-log/proofs/inclusion/?seq={}", a_size - 1), &b.auditor).await;
@@ -728,6 +753,11 @@ async fn pruning_keeps_the_rest_verifiable_and_provable() {
     assert_eq!(status, 200, "{proof}");
     let path: Vec<[u8; 32]> = proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
     assert!(rfc_verify_consistency(boundary, size, unhex(before["root_hash"].as_str().unwrap()), root, &path));
+    // An export starts at the boundary and verifies offline from its anchor.
+    let (offline, _) = export_verified_offline(&s, &org).await;
+    assert!(offline.ok && offline.key_pinned, "{offline:?}");
+    assert_eq!(offline.first_seq, boundary, "{offline:?}");
+    assert!(offline.entries >= size - boundary, "{offline:?}");
     // Pruning again with nothing old is a no-op.
     let again = chain.prune_before(org.id, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await.unwrap();
     assert_eq!(again.removed, 0);
@@ -858,6 +888,10 @@ async fn personal_data_can_be_withheld_without_breaking_the_chain() {
     checkpoint(&s, &org).await;
     assert_eq!(verify(&s, &org).await["ok"], true);
     assert_eq!(entries(&s, &org, "?action=withhold").await.len(), 2);
+    // Offline too: the export holds the commitment, not the value, and verifies.
+    let (offline, text) = export_verified_offline(&s, &org).await;
+    assert!(offline.ok && offline.key_pinned, "{offline:?}");
+    assert!(!text.contains("viewer@acme.test"), "the withheld value is not exported");
     // Putting the value back by hand does not restore a verifiable entry without its salt:
     // a guessed value cannot be confirmed against the commitment.
     let mut conn = s.db.superuser().await;

@@ -173,6 +173,19 @@ mod tests {
         let explicit = KeyConfig { key: Some(B64.encode([5u8; 32])), ..prod };
         assert_eq!(load(&explicit, WhenMissing::Refuse).unwrap().1, KeySource::Environment);
         assert!(load(&KeyConfig { key: Some("short".into()), ..config(&dir) }, WhenMissing::Generate).is_err());
+        // CUSTOS_SIGNING_KEY_FILE: the key it holds, in production too; a missing file is an error,
+        // never a reason to generate one.
+        let file = dir.join("given.key");
+        std::fs::write(&file, format!("{}\n", B64.encode([3u8; 32]))).unwrap();
+        let from_file = KeyConfig { key_file: Some(file.clone()), production: true, ..config(&dir) };
+        let (signer, source) = load(&from_file, WhenMissing::Refuse).unwrap();
+        assert_eq!(source, KeySource::File(file));
+        assert_eq!(
+            signer.verifier(),
+            NoteSigner::new(DEFAULT_ORIGIN.to_owned(), SigningKey::from_bytes(&[3u8; 32])).verifier()
+        );
+        let absent = KeyConfig { key_file: Some(dir.join("absent.key")), ..config(&dir) };
+        assert!(matches!(load(&absent, WhenMissing::Generate), Err(KeyError::Io { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
