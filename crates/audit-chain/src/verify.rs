@@ -246,9 +246,21 @@ impl ChainVerifier {
     }
 
     /// Checks a batch of stored entries in order, given their leaves as recomputed.
-    fn entries(&mut self, rows: &[Stored], leaves: Vec<Result<Hash, Unverifiable>>) -> Result<(), Failure> {
-        for ((row, _, _), leaf) in rows.iter().zip(leaves) {
-            self.entry_leaf(row.seq as u64, leaf, &row.leaf_hash, &row.chain_hash)?;
+    fn entries(&mut self, org: Uuid, rows: &[Stored], leaves: Vec<Result<Hash, Unverifiable>>) -> Result<(), Failure> {
+        for (at, ((row, _, _), leaf)) in rows.iter().zip(leaves).enumerate() {
+            let seq = row.seq as u64;
+            if let Err(failure) = self.entry_leaf(seq, leaf, &row.leaf_hash, &row.chain_hash) {
+                let mismatch = failure.seq == seq && failure.problem.starts_with("hash mismatch");
+                return Err(match mismatch.then(|| moved_from(org, rows, at)).flatten() {
+                    Some(from) => Failure {
+                        seq,
+                        problem: format!(
+                            "reordering: entry {seq} holds the content of entry {from} (recomputed for that place, it gives that entry's leaf hash)"
+                        ),
+                    },
+                    None => failure,
+                });
+            }
         }
         Ok(())
     }
@@ -726,10 +738,10 @@ impl Pass {
                 let (leaves, lines): (Vec<_>, Vec<_>) = recompute_leaves(org, None, &rows).into_iter().unzip();
                 let lines = rows.iter().zip(&lines).map(|((log, _, _), line)| (log.seq, line.as_deref()));
                 let agrees = expected_index_digest(lines, indexed_size).is_some_and(|expected| expected == index);
-                agrees.then(|| verifier.entries(&rows, leaves))
+                agrees.then(|| verifier.entries(org, &rows, leaves))
             }
             Depth::Structure => {
-                Some(verifier.entries(&rows, rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect()))
+                Some(verifier.entries(org, &rows, rows.iter().map(|(log, _, _)| Ok(log.leaf_hash)).collect()))
             }
         });
         let upcoming = if self.from < end { Some(self.fetch(self.from).await) } else { None };
@@ -746,7 +758,7 @@ impl Pass {
                 let rechecking = self.lend_verifier(move |verifier| {
                     let leaves =
                         recompute_leaves(org, Some(indexed_size), &rows).into_iter().map(|(leaf, _)| leaf).collect();
-                    verifier.entries(&rows, leaves)
+                    verifier.entries(org, &rows, leaves)
                 });
                 self.take_verifier_back(rechecking, batch_from).await?
             }
@@ -866,6 +878,18 @@ impl Pass {
         }
         Ok(Ok(()))
     }
+}
+
+/// Where the content stored at `rows[at]` belongs, when it is another entry of the batch's: its
+/// digest gives that entry's leaf hash in that entry's place. Only run on a mismatch, to tell
+/// a reordering from an edit.
+fn moved_from(org: Uuid, rows: &[Stored], at: usize) -> Option<u64> {
+    let (_, _, entry) = rows.get(at)?;
+    let digest = entry.as_ref()?.stored().digest(&mut crate::encoding::Scratch::default()).ok()?;
+    rows.iter()
+        .enumerate()
+        .find(|(other, (log, _, _))| *other != at && leaf_hash(&org, log.seq as u64, &digest) == log.leaf_hash)
+        .map(|(_, (log, _, _))| log.seq as u64)
 }
 
 /// Every row's leaf hash recomputed from its fields, in parallel over the available cores; with
