@@ -173,6 +173,9 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         "UPDATE audit_checkpoints SET tree_size = 0",
         "DELETE FROM audit_tree_nodes",
         "UPDATE audit_entries SET xid = 0",
+        // The writing transaction's id is the database's to give, not the writer's.
+        "INSERT INTO audit_entries (organization_id, event_id, fields, salts, xid)
+           VALUES (custos_current_org(), gen_random_uuid(), '', '\\x03', 9223372036854775807)",
     ] {
         let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
         tx.begin_test_transaction().await.unwrap();
@@ -188,4 +191,19 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         let result = diesel::sql_query(statement).execute(&mut tx).await;
         assert!(result.is_err(), "{statement} must be refused");
     }
+    // The same entry without a transaction id of its own is what writers write.
+    let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
+    tx.begin_test_transaction().await.unwrap();
+    diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut tx).await.unwrap();
+    diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
+        .bind::<Text, _>(a.id.to_string())
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "INSERT INTO audit_entries (organization_id, event_id, fields, salts) VALUES (custos_current_org(), gen_random_uuid(), '', '\\x03')",
+    )
+    .execute(&mut tx)
+    .await
+    .expect("writers insert entries");
 }
