@@ -426,6 +426,23 @@ async fn listing_figures(app: &custos_gateway::App, ctx: &RequestCtx, size: u64)
     };
     let (ms, _) = list(filtered).await;
     println!("  filtered by action and resource type: {ms:.2} ms");
+    // A window of recording times deep in the log, and the next page of it by cursor.
+    let recorded = |seq: u64| async move {
+        app.audit.get_entry(ctx, pb::GetAuditEntryRequest { seq: seq as i64 }).await.expect("entry").recorded_at
+    };
+    let window = pb::ListAuditEntriesRequest {
+        page_size: Some(50),
+        recorded_after: Some(recorded(size / 2).await),
+        recorded_before: Some(recorded((size / 2 + 1000).min(size - 1)).await),
+        ..Default::default()
+    };
+    let (first_ms, page) = list(window.clone()).await;
+    let next = pb::ListAuditEntriesRequest { cursor: page.next_cursor.clone(), ..window };
+    let (next_ms, _) = list(next).await;
+    println!(
+        "  a date range in the middle of the log: first page {first_ms:.2} ms ({} entries), next page {next_ms:.2} ms",
+        page.results.len()
+    );
     // A search walked by cursor until its page is full or the log is searched through: each
     // request reads at most the scan budget, then answers with a cursor.
     let search = |needle: String| async move {
