@@ -387,6 +387,13 @@ async fn a_change_and_its_entry_stand_or_fall_together() {
     assert_eq!(frameworks("recorded").await, 1);
 }
 
+/// The cursor of the first page of `url`'s listing.
+async fn page_cursor(s: &TestServer, org: &TestOrg, url: &str) -> String {
+    let (_, page) = s.get(url, &org.auditor).await;
+    let next = page["next"].as_str().expect("a next page");
+    next.split("cursor=").nth(1).expect("a cursor").split('&').next().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn list_filters_and_cursor_pagination() {
     let s = TestServer::start().await;
@@ -429,6 +436,45 @@ async fn list_filters_and_cursor_pagination() {
     }
     let expected: Vec<i64> = (0..seqs.len() as i64).rev().collect();
     assert_eq!(seqs, expected);
+
+    // A date range two at a time: newest recorded first, by recording time then sequence number
+    // (ties included), every entry in the range once, and a cursor of the other kind refused.
+    let all: Vec<Value> = entries(&s, &org, "?page_size=100").await;
+    let (oldest, newest) = (all.last().unwrap()["recorded_at"].clone(), all[1]["recorded_at"].clone());
+    let range = format!(
+        "/api/compliance/audit-log/?page_size=2&recorded_after={}&recorded_before={}",
+        oldest.as_str().unwrap(),
+        newest.as_str().unwrap()
+    );
+    let mut url = range.clone();
+    let mut walked: Vec<(String, i64)> = Vec::new();
+    loop {
+        let (status, page) = s.get(&url, &org.auditor).await;
+        assert_eq!(status, 200, "{page}");
+        walked.extend(
+            page["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["recorded_at"].as_str().unwrap().to_owned(), e["seq"].as_i64().unwrap())),
+        );
+        match page["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    let mut expected: Vec<(String, i64)> = all
+        .iter()
+        .map(|e| (e["recorded_at"].as_str().unwrap().to_owned(), e["seq"].as_i64().unwrap()))
+        .filter(|(at, _)| at.as_str() >= oldest.as_str().unwrap() && at.as_str() <= newest.as_str().unwrap())
+        .collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(walked, expected);
+    assert!(walked.len() >= all.len() - 1, "the range spans all but the newest entries");
+    let seq_cursor = page_cursor(&s, &org, "/api/compliance/audit-log/?page_size=1").await;
+    let (status, err) = s.get(&format!("{range}&cursor={seq_cursor}"), &org.auditor).await;
+    assert_eq!(status, 400, "{err}");
+
     let (status, entry) = s.get(&format!("/api/compliance/audit-log/{}/", seqs[0]), &org.admin).await;
     assert_eq!(status, 200);
     assert_eq!(entry["seq"], seqs[0]);

@@ -160,6 +160,23 @@ fn encode_cursor(kind: &str, value: impl std::fmt::Display) -> String {
     B64URL.encode(format!("{kind}:{value}"))
 }
 
+/// A date-range listing's cursor: the last entry's recording time (microseconds since the epoch,
+/// as PostgreSQL holds it) and sequence number.
+fn encode_time_cursor(at: OffsetDateTime, seq: i64) -> String {
+    encode_cursor("at", format!("{}.{seq}", at.unix_timestamp_nanos() / 1000))
+}
+
+fn decode_time_cursor(raw: &str) -> Result<(OffsetDateTime, i64)> {
+    let value: String = decode_cursor(raw, "at")?;
+    value
+        .split_once('.')
+        .and_then(|(micros, seq)| {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(micros.parse::<i128>().ok()? * 1000).ok()?;
+            Some((at, seq.parse().ok()?))
+        })
+        .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
+}
+
 /// An entry as auditors read it: its place in the log, its index row and its fields.
 pub fn entry_pb((log, index, entry): &Sequenced) -> pb::AuditEntry {
     let stored = entry.stored();
@@ -397,9 +414,33 @@ impl AuditService {
                 .map(|before| parse_instant("recorded_before", &before, true))
                 .transpose()?,
         };
-        let below = text(&req.cursor).map(|c| decode_cursor::<i64>(&c, "seq")).transpose()?;
+        // A date range is read through the recording-time index, newest recorded first: ordered
+        // by sequence number, a range deep in the log would be found only after scanning every
+        // entry above it (its cursor is then a recording time and a sequence number).
+        let by_time = req.search.as_deref().is_none_or(|s| s.trim().is_empty())
+            && (filters.recorded_after.is_some() || filters.recorded_before.is_some());
+        let cursor = text(&req.cursor);
+        let below = cursor.as_deref().filter(|_| !by_time).map(|c| decode_cursor::<i64>(c, "seq")).transpose()?;
+        let before = cursor.as_deref().filter(|_| by_time).map(decode_time_cursor).transpose()?;
         let mut tx = self.chain.db.begin(org).await?;
         let Found { rows: mut page, resume_below } = match text(&req.search) {
+            None if by_time => {
+                let mut q = filters.query(org, None);
+                if let Some((at, seq)) = before {
+                    q = q.filter(
+                        audit_index::recorded_at
+                            .lt(at)
+                            .or(audit_index::recorded_at.eq(at).and(audit_index::seq.lt(seq))),
+                    );
+                }
+                let rows = q
+                    .order((audit_index::recorded_at.desc(), audit_index::seq.desc()))
+                    .limit(size + 1)
+                    .select(IndexRow::as_select())
+                    .load(tx.conn())
+                    .await?;
+                Found { rows, resume_below: None }
+            }
             None => Found {
                 rows: filters
                     .query(org, below)
@@ -420,6 +461,7 @@ impl AuditService {
         // A search that spent its budget answers with what it found and where to carry on: a
         // page may then be short, even empty, and still have a next one.
         let next_cursor = match (more, page.last(), resume_below) {
+            (true, Some(last), _) if by_time => Some(encode_time_cursor(last.recorded_at, last.seq)),
             (true, Some(last), _) => Some(encode_cursor("seq", last.seq)),
             (_, _, Some(resume)) => Some(encode_cursor("seq", resume)),
             _ => None,

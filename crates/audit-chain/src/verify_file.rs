@@ -503,13 +503,15 @@ pub fn verify_file(
     let end = verifier.next_seq();
     if outcome.is_ok() && end > 0 && verifier.covered != Some(end) {
         let from = verifier.covered.unwrap_or(header.first_seq);
-        outcome = Err(crate::verify::Failure {
-            seq: from,
-            problem: format!(
+        let problem = if from < end {
+            format!(
                 "unsigned entries: no signed checkpoint covers entries {from}..{}, so nothing proves the log's key committed to them",
                 end - 1
-            ),
-        });
+            )
+        } else {
+            format!("unsigned anchor: no signed checkpoint covers the {end} entries the file starts after")
+        };
+        outcome = Err(crate::verify::Failure { seq: from, problem });
     }
     report.entries = verifier.entries_checked;
     report.checkpoints = verifier.checkpoints_checked;
@@ -832,6 +834,15 @@ mod tests {
         // Without a pinned key it is no better.
         let unpinned = verify_file((tail_unsigned.join("\n") + "\n").as_bytes(), vec![], |_, _| {}).unwrap();
         assert_eq!(unpinned.first_bad_seq, Some(n / 2), "{unpinned:?}");
+
+        // A file of no entries after a pruned anchor, with no checkpoint at the anchor: unproven.
+        let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        header["first_seq"] = 1.into();
+        header["tree_size"] = 1.into();
+        header["anchor_frontier"] = serde_json::json!([hex(&[5u8; 32])]);
+        let report = check(&[header.to_string()], &signer).unwrap();
+        assert_eq!(report.first_bad_seq, Some(1), "{report:?}");
+        assert!(report.problem.as_deref().unwrap().contains("unsigned anchor"), "{report:?}");
     }
 
     /// After a key rotation the export names the earlier key too: checkpoints signed before the
