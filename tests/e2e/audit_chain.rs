@@ -808,6 +808,24 @@ async fn pruning_keeps_the_rest_verifiable_and_provable() {
     let again = chain.prune_before(org.id, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await.unwrap();
     assert_eq!(again.removed, 0);
 
+    // What verification looks for among entries still waiting to be sequenced matches the
+    // pruning's entry as stored, and only it.
+    let mut conn = s.db.superuser().await;
+    #[derive(diesel::QueryableByName)]
+    struct Matched {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        fields: String,
+    }
+    let matched: Vec<Matched> = diesel::sql_query(
+        "SELECT f AS fields FROM audit_contents c, unnest(c.fields) f WHERE c.organization_id = $1 AND f LIKE $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org.id)
+    .bind::<diesel::sql_types::Text, _>(custos_audit_chain::verify::PRUNE_FIELDS_PATTERN)
+    .load(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(matched.len(), 1);
+    assert!(matched[0].fields.contains(&format!("after.pruned_before\t{boundary}\n")), "{}", matched[0].fields);
     // A boundary no recorded pruning accounts for fails, naming the first retained entry.
     checkpoint(&s, &org).await;
     let o = org.id;

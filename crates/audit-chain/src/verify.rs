@@ -478,11 +478,11 @@ impl AuditChain {
         let outcome = match outcome {
             None if pruned_before > 0 => match self.unaccounted_prune(&mut tx, org, pruned_before).await? {
                 None => None,
-                // The pruning's entry is written with it and indexed a moment later: while
-                // entries wait to be indexed, a boundary not yet accounted for is said, not failed.
-                Some((_, problem)) if entries_waiting(&mut tx, org).await? => {
+                // The pruning's entry is written with it and indexed a moment later: one still
+                // waiting that accounts for the boundary is said, not failed.
+                Some(_) if pruning_waits(&mut tx, org, pruned_before).await? => {
                     report.notes.push(format!(
-                        "{problem}; entries still wait to be indexed and the pruning's own may be among them: verify again in a moment"
+                        "entries before {pruned_before} were pruned by a pruning whose entry still waits to be sequenced; verify again in a moment to check that entry"
                     ));
                     None
                 }
@@ -518,11 +518,24 @@ impl AuditChain {
     }
 }
 
-/// Whether any entry of the organisation is still where its writer wrote it (not yet indexed).
-async fn entries_waiting(tx: &mut custos_db::Tx, org: Uuid) -> Result<bool, ChainError> {
-    let waiting =
-        diesel::select(diesel::dsl::exists(audit_entries::table.filter(audit_entries::organization_id.eq(org))));
-    Ok(waiting.get_result(tx.conn()).await?)
+/// A SQL `LIKE` pattern matching the stored fields of a pruning's entry (`action TAB "prune" LF`).
+pub const PRUNE_FIELDS_PATTERN: &str = "%action\t\"prune\"\n%";
+
+/// Whether a pruning's entry that moved the boundary to `pruned_before` is still where its writer
+/// wrote it (not yet indexed). Only its own entry counts: on a busy log other entries always wait.
+async fn pruning_waits(tx: &mut custos_db::Tx, org: Uuid, pruned_before: u64) -> Result<bool, ChainError> {
+    let waiting: Vec<String> = audit_entries::table
+        .filter(audit_entries::organization_id.eq(org))
+        .filter(audit_entries::fields.like(PRUNE_FIELDS_PATTERN))
+        .select(audit_entries::fields)
+        .load(tx.conn())
+        .await?;
+    Ok(waiting.iter().any(|fields| recorded_boundary(fields) == Some(pruned_before)))
+}
+
+/// The boundary a pruning's entry records (its `after.pruned_before` field), unless withheld.
+fn recorded_boundary(fields: &str) -> Option<u64> {
+    fields.lines().find_map(|line| line.strip_prefix("after.pruned_before\t"))?.parse().ok()
 }
 
 impl AuditChain {
@@ -551,9 +564,8 @@ impl AuditChain {
         let Some((_, _, entry)) = self.entry(tx, org, seq).await? else {
             return Ok(Some((seq as u64, format!("the pruning recorded as entry {seq} cannot be read"))));
         };
-        let recorded = entry.fields().lines().find_map(|line| line.strip_prefix("after.pruned_before\t"));
-        Ok(match recorded.map(|v| v.parse::<u64>()) {
-            Some(Ok(boundary)) if boundary != pruned_before => Some((
+        Ok(match recorded_boundary(entry.fields()) {
+            Some(boundary) if boundary != pruned_before => Some((
                 pruned_before,
                 format!(
                     "entries before {pruned_before} are gone, but the last recorded pruning (entry {seq}) removed only those before {boundary}"
