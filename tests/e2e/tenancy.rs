@@ -140,6 +140,20 @@ async fn row_level_security_hides_other_tenants_even_from_raw_sql() {
     assert!(insert.is_err(), "RLS WITH CHECK refuses a row for another tenant");
 }
 
+/// A connection in a transaction that is never committed, as the service role in `org`: what
+/// every request runs as.
+async fn as_service_role(s: &TestServer, org: uuid::Uuid) -> diesel_async::AsyncPgConnection {
+    let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
+    tx.begin_test_transaction().await.unwrap();
+    diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut tx).await.unwrap();
+    diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
+        .bind::<Text, _>(org.to_string())
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
     let s = TestServer::start().await;
@@ -177,14 +191,7 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         "INSERT INTO audit_entries (organization_id, event_id, fields, salts, xid)
            VALUES (custos_current_org(), gen_random_uuid(), '', '\\x03', 9223372036854775807)",
     ] {
-        let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
-        tx.begin_test_transaction().await.unwrap();
-        diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut tx).await.unwrap();
-        diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
-            .bind::<Text, _>(a.id.to_string())
-            .execute(&mut tx)
-            .await
-            .unwrap();
+        let mut tx = as_service_role(&s, a.id).await;
         // The maintenance flag the SECURITY DEFINER functions raise opens nothing to this role:
         // it has no UPDATE or DELETE on these tables to begin with.
         diesel::sql_query("SET LOCAL custos.audit_maintenance = 'on'").execute(&mut tx).await.unwrap();
@@ -192,14 +199,7 @@ async fn the_service_role_cannot_bypass_rls_or_rewrite_the_audit_trail() {
         assert!(result.is_err(), "{statement} must be refused");
     }
     // The same entry without a transaction id of its own is what writers write.
-    let mut tx = custos_db::connect_once(&s.db.url).await.unwrap();
-    tx.begin_test_transaction().await.unwrap();
-    diesel::sql_query("SET LOCAL ROLE custos_app").execute(&mut tx).await.unwrap();
-    diesel::sql_query("SELECT set_config('custos.org_id', $1, true)")
-        .bind::<Text, _>(a.id.to_string())
-        .execute(&mut tx)
-        .await
-        .unwrap();
+    let mut tx = as_service_role(&s, a.id).await;
     diesel::sql_query(
         "INSERT INTO audit_entries (organization_id, event_id, fields, salts) VALUES (custos_current_org(), gen_random_uuid(), '', '\\x03')",
     )
