@@ -1,8 +1,9 @@
 -- Retention pruning checked by the database itself, not only by its caller: it removes only
 -- entries that are indexed (the indexer has moved their contents out of `audit_entries`, and
 -- their recording times are known) and were all recorded before a cutoff that is not in the
--- future. The cutoff is what the pruning's own audit entry records, so pruning recent entries
--- cannot pass for retention: it would have to say so in the trail it leaves.
+-- future. The cutoff is what the pruning's own audit entry records. This guards against a faulty
+-- caller; the service role keeps the head (as the sequencer) and could feed it false inputs, which
+-- is what verification and checkpoints held elsewhere are for.
 DROP FUNCTION custos_audit_prune(uuid, bigint);
 
 CREATE FUNCTION custos_audit_prune(p_org uuid, p_before bigint, p_cutoff timestamptz) RETURNS bigint

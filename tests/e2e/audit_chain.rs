@@ -2,7 +2,7 @@
 //! independent implementation, tampering caught, tenants kept apart.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use custos_testkit::audit_sql::{edit_fields, remove_content};
 use custos_testkit::{TestOrg, TestServer};
 use diesel_async::RunQueryDsl;
@@ -474,6 +474,11 @@ async fn list_filters_and_cursor_pagination() {
     let seq_cursor = page_cursor(&s, &org, "/api/compliance/audit-log/?page_size=1").await;
     let (status, err) = s.get(&format!("{range}&cursor={seq_cursor}"), &org.auditor).await;
     assert_eq!(status, 400, "{err}");
+    // Crafted time cursors: beyond any time, and a time PostgreSQL does not hold.
+    for forged in ["at:170141183460469231731687303715884105727.1", "at:-300000000000000000.1"] {
+        let (status, err) = s.get(&format!("{range}&cursor={}", B64URL.encode(forged)), &org.auditor).await;
+        assert_eq!(status, 400, "{forged}: {err}");
+    }
 
     let (status, entry) = s.get(&format!("/api/compliance/audit-log/{}/", seqs[0]), &org.admin).await;
     assert_eq!(status, 200);
@@ -878,7 +883,11 @@ async fn the_database_refuses_pruning_beyond_retention() {
                 .bind::<diesel::sql_types::Text, _>(cutoff)
                 .execute(tx.conn())
                 .await;
-            result.map(|_| ()).map_err(|e| e.to_string())
+            // Committed when it goes through, so that what a refusal prevented would show.
+            match result {
+                Ok(_) => tx.commit().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         }
     };
     let err = prune(indexed + 3, "2000-01-01T00:00:00Z").await.unwrap_err();

@@ -4,8 +4,9 @@
 //! boundary is signed; verification and proofs of later entries start from there. Stored subtree
 //! hashes and all checkpoints are kept. The pruning itself is recorded in the audit trail, and
 //! verification requires that record: a boundary the last `prune` entry does not account for
-//! fails. The database refuses a pruning of entries not yet indexed, or recorded after the cutoff
-//! the record states (`custos_audit_prune`), whoever calls it.
+//! fails. `custos_audit_prune` refuses to remove entries not yet indexed, or indexed as recorded
+//! after the cutoff: a guard against a faulty caller, not against a compromised service role
+//! (which updates the head as the sequencer and could feed it false inputs).
 
 use custos_core::{RequestCtx, timefmt};
 use custos_db::schema::{audit_heads, audit_index, audit_log};

@@ -171,8 +171,9 @@ fn decode_time_cursor(raw: &str) -> Result<(OffsetDateTime, i64)> {
     value
         .split_once('.')
         .and_then(|(micros, seq)| {
-            let at = OffsetDateTime::from_unix_timestamp_nanos(micros.parse::<i128>().ok()? * 1000).ok()?;
-            Some((at, seq.parse().ok()?))
+            let at = OffsetDateTime::from_unix_timestamp_nanos(micros.parse::<i128>().ok()?.checked_mul(1000)?).ok()?;
+            // Only times PostgreSQL holds, as the cursors this server issues are.
+            Some((at, seq.parse().ok()?)).filter(|(at, _)| (1..=9999).contains(&at.year()))
         })
         .ok_or_else(|| Problem::invalid_field("cursor", "not a cursor this server issued").into())
 }
@@ -427,10 +428,15 @@ impl AuditService {
             None if by_time => {
                 let mut q = filters.query(org, None);
                 if let Some((at, seq)) = before {
+                    // A row comparison, which the index range scan starts from (an OR of the two
+                    // columns would be a filter, re-reading the range above the cursor each page).
+                    use diesel::sql_types::{BigInt, Bool, Timestamptz};
                     q = q.filter(
-                        audit_index::recorded_at
-                            .lt(at)
-                            .or(audit_index::recorded_at.eq(at).and(audit_index::seq.lt(seq))),
+                        diesel::dsl::sql::<Bool>("(audit_index.recorded_at, audit_index.seq) < (")
+                            .bind::<Timestamptz, _>(at)
+                            .sql(", ")
+                            .bind::<BigInt, _>(seq)
+                            .sql(")"),
                     );
                 }
                 let rows = q

@@ -518,8 +518,9 @@ impl AuditChain {
     }
 }
 
-/// A SQL `LIKE` pattern matching the stored fields of a pruning's entry (`action TAB "prune" LF`).
-pub const PRUNE_FIELDS_PATTERN: &str = "%action\t\"prune\"\n%";
+/// A SQL `LIKE` pattern matching the stored fields of a pruning's entry: `action` is always the
+/// first field line (names are in bytewise order), and the resource is the audit log itself.
+pub const PRUNE_FIELDS_PATTERN: &str = "action\t\"prune\"\n%\nresource_type\t\"audit_log\"\n%";
 
 /// Whether a pruning's entry that moved the boundary to `pruned_before` is still where its writer
 /// wrote it (not yet indexed). Only its own entry counts: on a busy log other entries always wait.

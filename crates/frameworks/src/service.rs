@@ -7,7 +7,7 @@ use custos_core::ctx::Access;
 use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
 use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::schema::{
-    compliance_checkpoints, evidence_requirements, frameworks, requirement_evidence, requirements, users,
+    compliance_checkpoints, evidence, evidence_requirements, frameworks, requirement_evidence, requirements, users,
 };
 use custos_db::{Db, DbError, Tx};
 use custos_proto::v1 as pb;
@@ -149,11 +149,14 @@ impl FrameworksService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = lock_framework(&mut tx, ctx, id).await?;
         let before = framework_pb(&mut tx, ctx, &current).await?;
+        // Locked: a link to one of them, or a child of one, made meanwhile would be cascaded
+        // away without an entry (their writers' foreign-key checks wait on these locks).
         let doomed: Vec<RequirementRow> = requirements::table
             .filter(requirements::organization_id.eq(ctx.organization_id))
             .filter(requirements::framework_id.eq(id))
             .order((requirements::created_at.asc(), requirements::id.asc()))
             .select(RequirementRow::as_select())
+            .for_update()
             .load(tx.conn())
             .await?;
         let doomed_ids: Vec<Uuid> = doomed.iter().map(|r| r.id).collect();
@@ -850,6 +853,16 @@ impl Detached {
             .filter(evidence_requirements::requirement_id.eq_any(doomed))
             .select(evidence_requirements::evidence_id)
             .distinct()
+            .load(tx.conn())
+            .await?;
+        // The evidence locked before its links are read: two deletions unlinking the same item
+        // at once then each record what the other left.
+        let linked: Vec<Uuid> = evidence::table
+            .filter(evidence::organization_id.eq(org))
+            .filter(evidence::id.eq_any(&linked))
+            .order(evidence::id)
+            .select(evidence::id)
+            .for_update()
             .load(tx.conn())
             .await?;
         let links: Vec<(Uuid, Uuid)> = evidence_requirements::table

@@ -313,44 +313,28 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     let mut resumed = false;
     for (org, slug) in organisations(&app, args.org.as_deref()).await? {
-        let ctx = RequestCtx::operator(org, slug.clone());
-        let run = match args.resume {
-            // The run is in one of the organisations: the others do not know it.
-            Some(id) => match chain.resume_verification(&ctx, id).await {
-                Err(custos_audit_chain::ChainError::NoSuchVerification(_)) => continue,
-                run => {
-                    resumed = true;
-                    run?
-                }
-            },
-            None => {
-                chain.sync(org).await?;
-                let depth = Depth::structure_only(args.structure_only);
-                chain.start_verification(&ctx, args.days, depth, custos_audit_chain::runs::Launch::Attached).await?
+        let (report, secs) = match verify_organisation(chain, &args, org, &slug).await {
+            Ok(Some(done)) => done,
+            // A resumed run is in one of the organisations: the others do not know it.
+            Ok(None) => continue,
+            // A log too damaged to be read as far as the verifier is a finding, not an outage.
+            Err(custos_audit_chain::ChainError::Corrupt(_, problem)) => {
+                resumed = true;
+                println!("{slug}: FAILED — {problem}");
+                failed.push(slug.clone());
+                continue;
             }
+            // An outage stops the run without hiding what was already found.
+            Err(e) if !failed.is_empty() => {
+                return Err(Broken(format!(
+                    "audit chain verification failed for {}, and then could not verify {slug}: {e}",
+                    failed.join(", ")
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
         };
-        eprintln!(
-            "{slug}: verification {id} {verb}; should it be interrupted, carry on with `custos verify-audit-chain --resume {id}` (a minute after it stopped)",
-            id = run.id(),
-            verb = if args.resume.is_some() { "resumed" } else { "started" },
-        );
-        let mut ticker = Ticker::new();
-        let (_, report) = run
-            .run_to_end(|run| {
-                if ticker.due() {
-                    let (next, checked, _) = run.progress();
-                    let report = run.report();
-                    let span = report.tree_size.saturating_sub(report.first_seq).max(1);
-                    eprintln!(
-                        "{slug}: {checked} entries verified, up to {next} of {} ({:.0}%), {}",
-                        report.tree_size,
-                        100.0 * next.saturating_sub(report.first_seq) as f64 / span as f64,
-                        ticker.rate(checked)
-                    );
-                }
-            })
-            .await?;
-        let secs = ticker.seconds();
+        resumed = true;
         if report.ok {
             println!(
                 "{slug}: OK — {} entries ({}..{}) and {} checkpoints verified in {secs:.2}s{}",
@@ -380,6 +364,51 @@ async fn verify_audit_chain(args: VerifyArgs) -> anyhow::Result<()> {
     } else {
         Err(Broken(format!("audit chain verification failed for {}", failed.join(", "))).into())
     }
+}
+
+/// One organisation's verification, started (after sequencing what is committed) or resumed, run
+/// to its end with its progress on stderr: its report and how long it took; `None` when the run
+/// to resume is not this one's.
+async fn verify_organisation(
+    chain: &custos_audit_chain::AuditChain,
+    args: &VerifyArgs,
+    org: uuid::Uuid,
+    slug: &str,
+) -> Result<Option<(custos_audit_chain::verify::VerifyReport, f64)>, custos_audit_chain::ChainError> {
+    let ctx = RequestCtx::operator(org, slug.to_owned());
+    let run = match args.resume {
+        Some(id) => match chain.resume_verification(&ctx, id).await {
+            Err(custos_audit_chain::ChainError::NoSuchVerification(_)) => return Ok(None),
+            run => run?,
+        },
+        None => {
+            chain.sync(org).await?;
+            let depth = Depth::structure_only(args.structure_only);
+            chain.start_verification(&ctx, args.days, depth, custos_audit_chain::runs::Launch::Attached).await?
+        }
+    };
+    eprintln!(
+        "{slug}: verification {id} {verb}; should it be interrupted, carry on with `custos verify-audit-chain --resume {id}` (a minute after it stopped)",
+        id = run.id(),
+        verb = if args.resume.is_some() { "resumed" } else { "started" },
+    );
+    let mut ticker = Ticker::new();
+    let (_, report) = run
+        .run_to_end(|run| {
+            if ticker.due() {
+                let (next, checked, _) = run.progress();
+                let report = run.report();
+                let span = report.tree_size.saturating_sub(report.first_seq).max(1);
+                eprintln!(
+                    "{slug}: {checked} entries verified, up to {next} of {} ({:.0}%), {}",
+                    report.tree_size,
+                    100.0 * next.saturating_sub(report.first_seq) as f64 / span as f64,
+                    ticker.rate(checked)
+                );
+            }
+        })
+        .await?;
+    Ok(Some((report, ticker.seconds())))
 }
 
 async fn audit(command: AuditCommand) -> anyhow::Result<()> {
@@ -428,11 +457,19 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?,
             );
             let mut ticker = Ticker::new();
-            let report = custos_audit_chain::export::verify_file(reader, pinned, |checked, total| {
+            let verified = custos_audit_chain::export::verify_file(reader, pinned, |checked, total| {
                 if ticker.due() {
                     eprintln!("{checked} of {total} entries verified ({})", ticker.rate(checked));
                 }
-            })?;
+            });
+            let report = match verified {
+                Ok(report) => report,
+                // A line that is not what an export writes: the file is not intact.
+                Err(e @ custos_audit_chain::export::FileError::Malformed { .. }) => {
+                    return Err(Broken(format!("FAILED: {e}")).into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             if !report.ok {
                 return Err(Broken(format!(
                     "FAILED at sequence number {}: {}",

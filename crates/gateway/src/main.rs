@@ -17,23 +17,21 @@ fn main() -> ExitCode {
     } else {
         builder.init();
     }
+    // Verifying commands: 1 when what they checked is not intact, 2 when they could not check.
+    let verifies = cli.command.verifies();
+    let could_not = if verifies { ExitCode::from(2) } else { ExitCode::FAILURE };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return could_not;
         }
     };
-    let verifies = cli.command.verifies();
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            // Verifying commands: 1 when what they checked is not intact, 2 when they could not check.
-            match (verifies, e.downcast_ref::<Broken>()) {
-                (true, None) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            if e.downcast_ref::<Broken>().is_some() { ExitCode::FAILURE } else { could_not }
         }
     }
 }

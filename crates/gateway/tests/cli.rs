@@ -350,6 +350,14 @@ async fn audit_commands_verify_export_and_detect_tampering() {
     assert_clean_failure(&o, "hash mismatch");
     assert!(stderr(&o).contains("FAILED at sequence number"), "{}", stderr(&o));
     assert_eq!(o.status.code(), Some(1));
+    // A line that is not what an export writes: not intact either.
+    let mangled = dir.join("mangled.jsonl");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[3] = "{not json";
+    std::fs::write(&mangled, lines.join("\n") + "\n").unwrap();
+    let o = offline(&["audit", "verify-file", mangled.to_str().unwrap(), "--public-key", &key]);
+    assert_clean_failure(&o, "FAILED: line 4");
+    assert_eq!(o.status.code(), Some(1));
 
     // Tampering in the database makes verify-audit-chain fail, naming the entry.
     {

@@ -65,16 +65,47 @@ pub struct Authenticator {
     db: Db,
     jwt: Option<Jwt>,
     recent: Arc<RecentTokens>,
+    refusals: Arc<RecentRefusals>,
 }
 
-/// Bearer-token checking: the key, what a token must satisfy, and the signature alone (which
-/// tells a token this server's key signed — expired, say — from a forgery: only the former's
-/// claims name an organisation whose auditors should see the refused attempt).
+/// How often the same refused credential is recorded in the audit trail at most.
+const REFUSAL_RECORD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refused credentials recently recorded, by a hash of what their entry would say.
+#[derive(Default)]
+struct RecentRefusals {
+    entries: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl RecentRefusals {
+    /// Whether `key` was not seen within `interval` (it is then remembered as seen now).
+    fn first_in(&self, key: [u8; 32], interval: Duration) -> bool {
+        let Ok(mut entries) = self.entries.lock() else { return true };
+        if entries.len() >= RecentTokens::CAPACITY {
+            entries.retain(|_, at| at.elapsed() < interval);
+            if entries.len() >= RecentTokens::CAPACITY {
+                entries.clear();
+            }
+        }
+        match entries.get(&key) {
+            Some(at) if at.elapsed() < interval => false,
+            _ => {
+                entries.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// Bearer-token checking: the key, what a token must satisfy, and the same without its validity
+/// period (which tells an expired or not-yet-valid token this server issued-for from a forgery or
+/// a token meant for another issuer or audience: only the former's claims name an organisation
+/// whose auditors should see the refused attempt).
 #[derive(Clone)]
 struct Jwt {
     key: DecodingKey,
     validation: Validation,
-    signature_only: Validation,
+    out_of_time: Validation,
 }
 
 /// API tokens that authenticated in the last few seconds, by hash: a busy client costs one
@@ -136,14 +167,19 @@ impl Authenticator {
                     Some(aud) => validation.set_audience(&[aud]),
                     None => validation.validate_aud = false,
                 }
-                let mut signature_only = Validation::new(alg);
-                signature_only.set_required_spec_claims::<&str>(&[]);
-                (signature_only.validate_exp, signature_only.validate_nbf, signature_only.validate_aud) =
-                    (false, false, false);
-                Some(Jwt { key, validation, signature_only })
+                // Everything but the validity period: a token this server would take at another time.
+                let mut out_of_time = validation.clone();
+                out_of_time.set_required_spec_claims(&["sub"]);
+                (out_of_time.validate_exp, out_of_time.validate_nbf) = (false, false);
+                Some(Jwt { key, validation, out_of_time })
             }
         };
-        Ok(Authenticator { db, jwt, recent: Arc::new(RecentTokens { ttl: Duration::ZERO, entries: Mutex::default() }) })
+        Ok(Authenticator {
+            db,
+            jwt,
+            recent: Arc::new(RecentTokens { ttl: Duration::ZERO, entries: Mutex::default() }),
+            refusals: Arc::default(),
+        })
     }
 
     /// Remembers successful API-token lookups for `ttl` (see [`RecentTokens`]).
@@ -220,30 +256,28 @@ impl Authenticator {
             Ok(data) => data.claims,
             Err(e) => {
                 let refused = unauthenticated(format!("Invalid bearer token: {e}"));
-                // Signed with this server's key but not acceptable (expired, wrong audience…):
-                // its organisation's auditors see the attempt. A forgery names no one reliably.
-                let Ok(signed) = jsonwebtoken::decode::<Claims>(jwt, &config.key, &config.signature_only) else {
+                use jsonwebtoken::errors::ErrorKind;
+                let reason = match e.kind() {
+                    ErrorKind::ExpiredSignature => "bearer token expired",
+                    ErrorKind::ImmatureSignature => "bearer token not yet valid",
+                    // Forged, or for another issuer or audience: its claims name no one reliably.
+                    _ => return Err(refused),
+                };
+                // Valid but for its time: its organisation's auditors see the attempt (each
+                // address's attempts are bounded by the anonymous rate limit).
+                let Ok(signed) = jsonwebtoken::decode::<Claims>(jwt, &config.key, &config.out_of_time) else {
                     return Err(refused);
                 };
                 let claims = signed.claims;
                 if let Some((organization_id, _)) = self.db.organization_by_slug(&claims.org).await? {
                     let actor = Actor::Jwt { subject: claims.sub.clone(), email: claims.email.clone() };
-                    use jsonwebtoken::errors::ErrorKind;
-                    let reason = match e.kind() {
-                        ErrorKind::ExpiredSignature => "bearer token expired".to_owned(),
-                        ErrorKind::ImmatureSignature => "bearer token not yet valid".to_owned(),
-                        ErrorKind::InvalidIssuer => "bearer token from another issuer".to_owned(),
-                        ErrorKind::InvalidAudience => "bearer token for another audience".to_owned(),
-                        ErrorKind::MissingRequiredClaim(claim) => format!("bearer token without its {claim:?} claim"),
-                        _ => format!("bearer token refused: {e}"),
-                    };
                     self.record_failure(
                         organization_id,
                         &claims.org,
                         actor,
                         "bearer_token",
                         &claims.sub,
-                        &reason,
+                        reason,
                         attempt,
                     )
                     .await;
@@ -341,6 +375,12 @@ impl Authenticator {
         reason: &str,
         attempt: &Attempt,
     ) {
+        // The same credential refused again and again (a script retrying an expired token) is
+        // recorded once a minute, not once per request: entries are kept for years.
+        let key = blake3::hash(format!("{organization_id}\0{resource_type}\0{resource_id}\0{reason}").as_bytes());
+        if !self.refusals.first_in(*key.as_bytes(), REFUSAL_RECORD_INTERVAL) {
+            return;
+        }
         let ctx = custos_core::RequestCtx {
             organization_id,
             organization_slug: slug.to_owned(),
