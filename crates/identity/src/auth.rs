@@ -71,34 +71,8 @@ pub struct Authenticator {
 /// How often the same refused credential is recorded in the audit trail at most.
 const REFUSAL_RECORD_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Refused credentials recently recorded, by a hash of what their entry would say.
-#[derive(Default)]
-struct RecentRefusals {
-    entries: Mutex<HashMap<[u8; 32], Instant>>,
-}
-
-impl RecentRefusals {
-    /// Whether `key` was not seen within `interval` (it is then remembered as seen now).
-    fn first_in(&self, key: [u8; 32], interval: Duration) -> bool {
-        let Ok(mut entries) = self.entries.lock() else { return true };
-        if entries.len() >= RecentTokens::CAPACITY {
-            entries.retain(|_, at| at.elapsed() < interval);
-            if entries.len() >= RecentTokens::CAPACITY {
-                entries.clear();
-            }
-        }
-        match entries.get(&key) {
-            Some(at) if at.elapsed() < interval => false,
-            _ => {
-                entries.insert(key, Instant::now());
-                true
-            }
-        }
-    }
-}
-
 /// Bearer-token checking: the key, what a token must satisfy, and the same without its validity
-/// period (which tells an expired or not-yet-valid token this server issued-for from a forgery or
+/// period (which tells an expired or not-yet-valid token meant for this server from a forgery or
 /// a token meant for another issuer or audience: only the former's claims name an organisation
 /// whose auditors should see the refused attempt).
 #[derive(Clone)]
@@ -108,37 +82,54 @@ struct Jwt {
     out_of_time: Validation,
 }
 
-/// API tokens that authenticated in the last few seconds, by hash: a busy client costs one
-/// database lookup per interval instead of one per request. A revoked or expired token stops
-/// working within the interval (`CUSTOS_AUTH_CACHE_SECONDS`; 0 turns this off).
-struct RecentTokens {
+/// Values remembered by a 32-byte hash for `ttl`, in bounded memory. As `RecentTokens`: API
+/// tokens that authenticated in the last few seconds, so that a busy client costs one database
+/// lookup per interval instead of one per request (a revoked or expired token stops working
+/// within the interval, `CUSTOS_AUTH_CACHE_SECONDS`; 0 turns this off). As `RecentRefusals`:
+/// refused credentials recently recorded, by a hash of what their entry would say.
+struct Recent<V> {
     ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
+    entries: Mutex<HashMap<[u8; 32], (Instant, V)>>,
 }
 
-impl RecentTokens {
-    /// More distinct tokens than this within one interval: forget them all rather than grow.
+type RecentTokens = Recent<Principal>;
+type RecentRefusals = Recent<()>;
+
+impl<V: Clone> Recent<V> {
+    /// More distinct keys than this within one interval: forget them all rather than grow.
     const CAPACITY: usize = 10_000;
 
-    fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
-        let entries = self.entries.lock().ok()?;
-        entries.get(hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, p)| p.clone())
+    fn new(ttl: Duration) -> Self {
+        Recent { ttl, entries: Mutex::default() }
     }
 
-    fn put(&self, hash: [u8; 32], principal: &Principal) {
+    fn get(&self, hash: &[u8; 32]) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], value: V) {
+        self.put_unless_present(hash, value);
+    }
+
+    /// Remembers `value` unless `hash` is remembered already; whether it was not.
+    fn put_unless_present(&self, hash: [u8; 32], value: V) -> bool {
         if self.ttl.is_zero() {
-            return;
+            return true;
         }
-        if let Ok(mut entries) = self.entries.lock() {
+        let Ok(mut entries) = self.entries.lock() else { return true };
+        if entries.get(&hash).is_some_and(|(at, _)| at.elapsed() < self.ttl) {
+            return false;
+        }
+        if entries.len() >= Self::CAPACITY {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
             if entries.len() >= Self::CAPACITY {
-                let ttl = self.ttl;
-                entries.retain(|_, (at, _)| at.elapsed() < ttl);
-                if entries.len() >= Self::CAPACITY {
-                    entries.clear();
-                }
+                entries.clear();
             }
-            entries.insert(hash, (Instant::now(), principal.clone()));
         }
+        entries.insert(hash, (Instant::now(), value));
+        true
     }
 }
 
@@ -177,14 +168,14 @@ impl Authenticator {
         Ok(Authenticator {
             db,
             jwt,
-            recent: Arc::new(RecentTokens { ttl: Duration::ZERO, entries: Mutex::default() }),
-            refusals: Arc::default(),
+            recent: Arc::new(RecentTokens::new(Duration::ZERO)),
+            refusals: Arc::new(RecentRefusals::new(REFUSAL_RECORD_INTERVAL)),
         })
     }
 
     /// Remembers successful API-token lookups for `ttl` (see [`RecentTokens`]).
     pub fn with_token_cache(mut self, ttl: Duration) -> Self {
-        self.recent = Arc::new(RecentTokens { ttl, entries: Mutex::default() });
+        self.recent = Arc::new(RecentTokens::new(ttl));
         self
     }
 
@@ -210,7 +201,7 @@ impl Authenticator {
             return Ok(principal);
         }
         let principal = self.look_up_token(token, attempt).await?;
-        self.recent.put(hash, &principal);
+        self.recent.put(hash, principal.clone());
         Ok(principal)
     }
 
@@ -378,7 +369,7 @@ impl Authenticator {
         // The same credential refused again and again (a script retrying an expired token) is
         // recorded once a minute, not once per request: entries are kept for years.
         let key = blake3::hash(format!("{organization_id}\0{resource_type}\0{resource_id}\0{reason}").as_bytes());
-        if !self.refusals.first_in(*key.as_bytes(), REFUSAL_RECORD_INTERVAL) {
+        if !self.refusals.put_unless_present(*key.as_bytes(), ()) {
             return;
         }
         let ctx = custos_core::RequestCtx {
