@@ -673,6 +673,48 @@ async fn deleted_swapped_and_truncated_entries_are_detected() {
     assert!(problem(&report).contains("gap"), "{report}");
 }
 
+/// Entries no checkpoint covers are said in the report: normal for a moment after a change, a
+/// sign of removed checkpoints if it persists.
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_no_checkpoint_covers_are_noted() {
+    let mut s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 3).await;
+    let size = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    // The server stopped, so that nothing signs behind the test's back.
+    let server = s.server.take().expect("running");
+    let app = server.app.clone();
+    server.shutdown().await;
+    let chain = app.audit.chain();
+    let depth = custos_audit_chain::verify::Depth::Content;
+    let report = chain.verify(org.id, None, depth).await.unwrap();
+    assert!(report.ok && !report.notes.iter().any(|n| n.contains("not yet covered")), "{report:?}");
+
+    // The latest checkpoint removed (as a superuser would): its entries are now unsigned.
+    let o = org.id;
+    tamper(&s, &format!("DELETE FROM audit_checkpoints WHERE organization_id = '{o}' AND tree_size = {size}")).await;
+    let report = chain.verify(org.id, None, depth).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    let previous: Option<i64> = {
+        let mut conn = s.db.superuser().await;
+        #[derive(diesel::QueryableByName)]
+        struct Max {
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            n: Option<i64>,
+        }
+        let max: Max = diesel::sql_query(format!(
+            "SELECT max(tree_size) AS n FROM audit_checkpoints WHERE organization_id = '{o}'"
+        ))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        max.n
+    };
+    let from = previous.unwrap_or(0);
+    let expected = format!("entries {from}..{} are not yet covered by a signed checkpoint", size - 1);
+    assert!(report.notes.iter().any(|n| n.contains(&expected)), "{expected}: {report:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn truncation_and_forged_checkpoints_are_detected() {
     let s = TestServer::start().await;
