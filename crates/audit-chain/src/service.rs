@@ -418,8 +418,8 @@ impl AuditService {
         // A date range is read through the recording-time index, newest recorded first: ordered
         // by sequence number, a range deep in the log would be found only after scanning every
         // entry above it (its cursor is then a recording time and a sequence number).
-        let by_time = req.search.as_deref().is_none_or(|s| s.trim().is_empty())
-            && (filters.recorded_after.is_some() || filters.recorded_before.is_some());
+        let by_time =
+            text(&req.search).is_none() && (filters.recorded_after.is_some() || filters.recorded_before.is_some());
         let cursor = text(&req.cursor);
         let below = cursor.as_deref().filter(|_| !by_time).map(|c| decode_cursor::<i64>(c, "seq")).transpose()?;
         let before = cursor.as_deref().filter(|_| by_time).map(decode_time_cursor).transpose()?;

@@ -130,6 +130,14 @@ impl ChainVerifier {
         self.chain
     }
 
+    /// The entries checked from `first_seq` on that no checked checkpoint covers, when the tree
+    /// is not empty and the last checkpoint does not end where the entries do (an empty range:
+    /// not even the starting point, a pruned anchor, is covered).
+    pub fn unsigned(&self, first_seq: u64) -> Option<std::ops::Range<u64>> {
+        let end = self.next_seq();
+        (end > 0 && self.covered != Some(end)).then(|| self.covered.unwrap_or(first_seq)..end)
+    }
+
     /// Whether every checkpoint it was given has been checked (none waits for more entries).
     pub fn settled(&self) -> bool {
         self.pending.is_empty()
@@ -542,7 +550,8 @@ async fn pruning_waits(tx: &mut custos_db::Tx, org: Uuid, pruned_before: u64) ->
 
 /// The boundary a pruning's entry records (its `after.pruned_before` field), unless withheld.
 fn recorded_boundary(fields: &str) -> Option<u64> {
-    fields.lines().find_map(|line| line.strip_prefix("after.pruned_before\t"))?.parse().ok()
+    let entry = StoredEntry { fields: fields.as_bytes(), salts: &[] };
+    std::str::from_utf8(entry.get("after.pruned_before")??).ok()?.parse().ok()
 }
 
 impl AuditChain {
@@ -851,12 +860,15 @@ impl Pass {
             report.checkpoints_checked = self.verifier.checkpoints_checked;
             // The server signs within a second of a change; entries that stay unsigned are either
             // very recent, or their checkpoints were removed: said, for whoever reads the report.
-            let end = self.verifier.next_seq();
-            let from = self.verifier.covered.unwrap_or(report.first_seq);
-            if self.whole && outcome.is_ok() && from < end {
+            if let Some(unsigned) = self.verifier.unsigned(report.first_seq)
+                && self.whole
+                && outcome.is_ok()
+                && !unsigned.is_empty()
+            {
                 report.notes.push(format!(
-                    "entries {from}..{} are not yet covered by a signed checkpoint: the server signs one within a second of a change, so if this persists, checkpoints are missing",
-                    end - 1
+                    "entries {}..{} are not yet covered by a signed checkpoint: the server signs one within a second of a change, so if this persists, checkpoints are missing",
+                    unsigned.start,
+                    unsigned.end - 1
                 ));
             }
         }

@@ -500,9 +500,8 @@ pub fn verify_file(
     }
     // Only a signature ties entries to the log's key: an export whose checkpoints were stripped,
     // or with entries appended after the last one, proves nothing about those entries.
-    let end = verifier.next_seq();
-    if outcome.is_ok() && end > 0 && verifier.covered != Some(end) {
-        let from = verifier.covered.unwrap_or(header.first_seq);
+    if let Some(unsigned) = verifier.unsigned(header.first_seq).filter(|_| outcome.is_ok()) {
+        let (from, end) = (unsigned.start, unsigned.end);
         let problem = if from < end {
             format!(
                 "unsigned entries: no signed checkpoint covers entries {from}..{}, so nothing proves the log's key committed to them",
