@@ -335,3 +335,62 @@ async fn audit_fields_about_held_evidence_cannot_be_withheld() {
     assert_eq!(status, 200, "released: {entry}");
     assert_eq!(entry["actor"], "[withheld]");
 }
+
+/// A hold placed while a withholding is under way: the withholding waits for it and then sees
+/// it, rather than erasing what the hold has just begun to preserve.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withholding_waits_for_a_hold_being_placed_on_its_evidence_incident() {
+    use diesel_async::RunQueryDsl;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let incident = insert_incident(&s, &org, "Laptop stolen").await;
+    let (status, e) = s
+        .post(EV, &org.editor, json!({ "title": "Police report", "evidence_type": "DOCUMENT", "incident": incident }))
+        .await;
+    assert_eq!(status, 201, "{e}");
+    let hold = create_hold(&s, &org.editor, json!({ "case_name": "Theft inquiry" })).await;
+    let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 201);
+    let (_, page) = s
+        .get(
+            &format!("/api/compliance/audit-log/?resource_type=evidence&resource_id={}&action=create", id(&e)),
+            &org.auditor,
+        )
+        .await;
+    let seq = page["results"][0]["seq"].as_i64().expect("the create entry is sequenced");
+
+    // Placing the hold on the incident, as `add_incident` does: the incident locked FOR SHARE,
+    // then the item written, in one transaction still open while the withholding starts.
+    let mut placing = s.db.superuser().await;
+    let sql = async |conn: &mut custos_db::PgConn, sql: String| diesel::sql_query(sql).execute(conn).await.unwrap();
+    sql(&mut placing, "BEGIN".into()).await;
+    sql(&mut placing, format!("SELECT id FROM incidents WHERE id = '{incident}' FOR SHARE")).await;
+    let done = AtomicBool::new(false);
+    let url = format!("/api/compliance/audit-log/{seq}/withhold/");
+    let withholding = async {
+        let answer = s.post(&url, &org.admin, json!({ "fields": ["actor"], "reason": "GDPR Art. 17 request" })).await;
+        AtomicBool::store(&done, true, Ordering::SeqCst);
+        answer
+    };
+    let hold_placed = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let waited = !AtomicBool::load(&done, Ordering::SeqCst);
+        sql(
+            &mut placing,
+            format!(
+                "INSERT INTO legal_hold_items (organization_id, hold_id, resource_type, resource_id, added_at, added_by)
+                 VALUES ('{}', '{}', 'incident', '{incident}', now(), 'test')",
+                org.id,
+                id(&hold)
+            ),
+        )
+        .await;
+        sql(&mut placing, "COMMIT".into()).await;
+        waited
+    };
+    let ((status, err), waited) = tokio::join!(withholding, hold_placed);
+    assert!(waited, "the withholding waits for the hold being placed");
+    assert_eq!(status, 409, "{err}");
+    assert!(err["details"].as_str().unwrap().contains("Theft inquiry"), "{err}");
+}

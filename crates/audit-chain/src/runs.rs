@@ -145,14 +145,7 @@ impl AuditChain {
         // One live run per organisation and depth: a verification is heavy, and a second one
         // over the same log would only repeat the first. Serialised by a lock on that pair, so
         // two starts cannot both find none.
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind::<diesel::sql_types::Text, _>(format!(
-                "custos audit verification {} {}",
-                ctx.organization_id,
-                depth_name(depth)
-            ))
-            .execute(tx.conn())
-            .await?;
+        tx.lock_named(&format!("custos audit verification {} {}", ctx.organization_id, depth_name(depth))).await?;
         let live: Option<Uuid> = audit_verifications::table
             .filter(audit_verifications::organization_id.eq(ctx.organization_id))
             .filter(audit_verifications::depth.eq(depth_name(depth)))
@@ -477,7 +470,8 @@ impl Run {
         let before = self.row.clone();
         let row = &mut self.row;
         row.status = if report.ok { "passed" } else { "failed" }.into();
-        row.next_seq = next as i64;
+        // A pass whose anchor could not be read never reached its first entry.
+        row.next_seq = (next as i64).max(row.first_seq);
         row.entries_checked = report.entries_checked as i64;
         row.checkpoints_checked = report.checkpoints_checked as i64;
         row.first_bad_seq = report.first_bad_seq.map(|s| s as i64);

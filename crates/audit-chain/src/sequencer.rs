@@ -685,7 +685,8 @@ impl AuditChain {
                 break;
             }
         }
-        while self.index(org, true).await? == self.config.batch_size {}
+        // Indexing takes whole runs, so a batch that was not the last holds at least its size.
+        while self.index(org, true).await? >= self.config.batch_size {}
         Ok(total)
     }
 
@@ -717,7 +718,7 @@ impl AuditChain {
                             }
                         }
                         match self.index(org, false).await {
-                            Ok(n) => busy |= n == self.config.batch_size,
+                            Ok(n) => busy |= n >= self.config.batch_size,
                             Err(e) => {
                                 all_done = false;
                                 metrics::counter!("custos_audit_sequencer_failures_total", "stage" => "index")

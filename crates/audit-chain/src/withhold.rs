@@ -58,6 +58,9 @@ impl AuditChain {
             return Err(Problem::invalid_field("reason", "say why the fields are withheld").into());
         }
         let mut tx = self.db.begin(org).await?;
+        // Each withholding rewrites the whole stored entry from what it read: two at once would
+        // each put back what the other withheld. Serialised per entry, each reads the other's.
+        tx.lock_named(&format!("custos audit withhold {org} {seq}")).await?;
         let (log, index, entry) =
             self.entry(&mut tx, org, seq).await?.ok_or_else(|| Problem::not_found("Audit entry", seq))?;
         let held = match (index.resource_type.as_str(), index.resource_id.parse()) {

@@ -291,6 +291,16 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// Waits for, then holds until this transaction ends, the lock named `key`: serialises
+    /// transactions over something no single row stands for.
+    pub async fn lock_named(&mut self, key: &str) -> Result<(), DbError> {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
     pub fn conn(&mut self) -> &mut AsyncPgConnection {
         self.conn.as_deref_mut().expect("transaction used after commit")
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use custos_core::{Held, HoldCheck, HoldRef, Problem, hold::HoldFuture};
-use custos_db::schema::{legal_hold_items, legal_holds};
+use custos_db::schema::{evidence, incidents, legal_hold_items, legal_holds};
 use custos_db::{DbError, PgConn};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
@@ -65,7 +65,38 @@ pub async fn holds_on_evidence(
     Ok(out)
 }
 
+/// Locks what placing a hold on `target` locks `FOR SHARE` (the incident, the evidence item and
+/// its incident), so that the hold and the caller's deletion serialise: whichever commits first
+/// is seen by the other. Every caller deletes or erases, so the lock is what it needs anyway.
+async fn lock_target(conn: &mut PgConn, organization_id: Uuid, target: &Held) -> Result<(), DbError> {
+    let incident = match target {
+        Held::Incident(id) => Some(*id),
+        Held::Evidence(id) => evidence::table
+            .filter(evidence::organization_id.eq(organization_id))
+            .filter(evidence::id.eq(*id))
+            .select(evidence::incident_id)
+            .for_no_key_update()
+            .first::<Option<Uuid>>(conn)
+            .await
+            .optional()?
+            .flatten(),
+        Held::Subject(_) => None,
+    };
+    if let Some(incident) = incident {
+        incidents::table
+            .filter(incidents::organization_id.eq(organization_id))
+            .filter(incidents::id.eq(incident))
+            .select(incidents::id)
+            .for_no_key_update()
+            .first::<Uuid>(conn)
+            .await
+            .optional()?;
+    }
+    Ok(())
+}
+
 async fn covering(conn: &mut PgConn, organization_id: Uuid, target: &Held) -> Result<Vec<HoldRef>, DbError> {
+    lock_target(conn, organization_id, target).await?;
     let active = legal_holds::table
         .filter(legal_holds::organization_id.eq(organization_id))
         .filter(legal_holds::status.eq("ACTIVE"));

@@ -17,7 +17,6 @@ use custos_db::{Db, Holds, Tx};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use futures::Stream;
 use futures::stream::BoxStream;
@@ -403,17 +402,7 @@ impl EvidenceService {
     }
 
     async fn ensure_not_held(&self, tx: &mut Tx, ctx: &RequestCtx, row: &EvidenceRow, action: &str) -> Result<()> {
-        // Lock the incident too, so a hold placed on it concurrently waits for this transaction.
-        if let Some(incident) = row.incident_id {
-            incidents::table
-                .filter(incidents::organization_id.eq(ctx.organization_id))
-                .filter(incidents::id.eq(incident))
-                .select(incidents::id)
-                .for_no_key_update()
-                .first::<Uuid>(tx.conn())
-                .await
-                .optional()?;
-        }
+        // The check locks the item's incident too, so a hold placed on it waits for this transaction.
         ensure_not_held(&*self.holds, tx.conn(), ctx.organization_id, &Held::Evidence(row.id), action).await?;
         Ok(())
     }
@@ -446,11 +435,7 @@ impl EvidenceService {
 
 /// Serialises the upload and the removal of one content-addressed object.
 async fn lock_blob(tx: &mut Tx, key: &str) -> Result<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind::<Text, _>(key)
-        .execute(tx.conn())
-        .await?;
-    Ok(())
+    Ok(tx.lock_named(key).await?)
 }
 
 fn disposed(id: Uuid) -> EvidenceError {

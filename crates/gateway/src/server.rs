@@ -234,15 +234,24 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 /// lease, so that one is resumed at most a minute and a half after its runner stopped.
 const RESUME_SWEEP: Duration = Duration::from_secs(custos_audit_chain::runs::LEASE.as_secs() / 2);
 
-/// Once a day: prunes audit entries past the retention period (safe on any number of replicas:
+/// How long after start the first retention pass runs, and over how long replicas spread it.
+const RETENTION_FIRST_PASS: Duration = Duration::from_secs(60);
+const RETENTION_SPREAD_MS: u64 = 5 * 60 * 1000;
+
+/// Soon after start, then once a day: prunes audit entries past the retention period (safe on any number of replicas:
 /// pruning takes the organisation's head lock and is idempotent), and sweeps the staging objects
 /// of uploads that died.
 async fn retention(app: App, days: u32, mut stop: watch::Receiver<bool>) {
+    // The first pass soon after start, not a day after it: servers restarted more often than
+    // daily (deployments, autoscaling) would otherwise never prune. Replicas started together
+    // spread out over a few minutes (a pass on each is safe, but only one finds work).
+    let mut wait = RETENTION_FIRST_PASS + Duration::from_millis(rand::random::<u64>() % RETENTION_SPREAD_MS);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        wait = Duration::from_secs(24 * 3600);
         let orgs = match app.identity.all_organizations().await {
             Ok(orgs) => orgs,
             Err(e) => {
