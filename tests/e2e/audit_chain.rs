@@ -418,6 +418,31 @@ async fn list_filters_and_cursor_pagination() {
     );
     let (status, err) = s.get("/api/compliance/audit-log/?recorded_after=yesterday", &org.auditor).await;
     assert_eq!(status, 400, "{err}");
+    // A time that is valid as written but beyond the year 9999 in UTC is a 400, not a crash; the
+    // last day there is, as a date, is a bound like any other.
+    for bound in ["recorded_before=9999-12-31T23:30:00-05:00", "recorded_after=9999-12-31T23:30:00-05:00"] {
+        let (status, err) = s.get(&format!("/api/compliance/audit-log/?{bound}"), &org.auditor).await;
+        assert_eq!(status, 400, "{bound}: {err}");
+    }
+    assert_eq!(entries(&s, &org, "?resource_type=framework&recorded_before=9999-12-31").await.len(), 7);
+    // PostgreSQL holds no NUL character: a filter with one is refused, over either transport's text.
+    for filter in ["actor=%00", "resource_id=a%00b", "search=x&actor=a%00"] {
+        let (status, err) = s.get(&format!("/api/compliance/audit-log/?{filter}"), &org.auditor).await;
+        assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Invalid text")), "{filter}: {err}");
+    }
+    // A search matches values, not the names of the fields holding them.
+    assert!(entries(&s, &org, "?search=resource_type").await.is_empty());
+    assert!(entries(&s, &org, "?search=after.name").await.is_empty());
+    assert_eq!(entries(&s, &org, "?search=work 3").await.len(), 1);
+    // A path segment that is no id of its kind names nothing.
+    for path in ["/api/compliance/audit-log/abc/", "/api/compliance/audit-log/verifications/not-a-run/"] {
+        let (status, err) = s.get(path, &org.auditor).await;
+        assert_eq!(status, 404, "{path}: {err}");
+    }
+    let (status, err) = s
+        .post("/api/compliance/audit-log/abc/withhold/", &org.admin, json!({ "fields": ["actor"], "reason": "x" }))
+        .await;
+    assert_eq!(status, 404, "{err}");
     let (status, _) = s.get("/api/compliance/audit-log/?cursor=garbage", &org.auditor).await;
     assert_eq!(status, 400);
 
@@ -586,6 +611,41 @@ async fn tampering_is_detected_and_named() {
     // 3. Delete entry 7's content but keep its place in the log.
     tamper(&s, &remove_content(org_id, 7)).await;
     expect_bad(7, "content of entry 7 is missing").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_too_damaged_to_read_is_a_failed_verification_not_an_error() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 3).await;
+    checkpoint(&s, &org).await;
+    // The stored contents are no longer a list of entries, as a superuser could leave them.
+    tamper(&s, "ALTER TABLE audit_contents DROP CONSTRAINT audit_content_run_shape").await;
+    tamper(&s, &format!("UPDATE audit_contents SET fields = '{{{{x}},{{y}}}}' WHERE organization_id = '{}'", org.id))
+        .await;
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(0)), "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("malformed"), "{report}");
+    // The run ends as failed, not left running to be resumed into the same error.
+    let (status, runs) = s.get("/api/compliance/audit-log/verifications/", &org.auditor).await;
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(runs["results"][0]["status"], "failed", "{runs}");
+    // A window whose anchor (the entry before it) is gone from the log fails there, too.
+    let total = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    cut_from_log(&s, org.id, total - 2, total - 1).await;
+    tamper(
+        &s,
+        &format!(
+            "UPDATE audit_index SET recorded_at = recorded_at - interval '30 days' WHERE organization_id = '{}' AND seq < {}",
+            org.id,
+            total - 1
+        ),
+    )
+    .await;
+    let (status, report) = s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({ "days": 1 })).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(total - 2)), "{report}");
+    assert!(report["problem"].as_str().unwrap().contains("missing from the log"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -846,6 +906,12 @@ async fn pruning_keeps_the_rest_verifiable_and_provable() {
     assert_eq!(status, 200, "{proof}");
     let path: Vec<[u8; 32]> = proof["proof"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
     assert!(rfc_verify_consistency(boundary, size, unhex(before["root_hash"].as_str().unwrap()), root, &path));
+    // From a tree size before the boundary, the proof would need pruned entries: said so.
+    let early = 3;
+    let (status, err) = s
+        .get(&format!("/api/compliance/audit-log/proofs/consistency/?first={early}&second={size}"), &org.auditor)
+        .await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (422, Some("Entry pruned")), "{early}: {err}");
     // An export starts at the boundary and verifies offline from its anchor.
     let (offline, _) = export_verified_offline(&s, &org).await;
     assert!(offline.ok && offline.key_pinned, "{offline:?}");
@@ -1021,6 +1087,26 @@ async fn personal_data_can_be_withheld_without_breaking_the_chain() {
     .unwrap();
     let report = verify(&s, &org).await;
     assert_eq!((report["ok"].clone(), report["first_bad_seq"].clone()), (json!(false), json!(seq)), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn withholdings_of_one_entry_at_once_keep_each_other() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 4).await;
+    checkpoint(&s, &org).await;
+    for created in entries(&s, &org, "?resource_type=framework&action=create").await {
+        let url = format!("/api/compliance/audit-log/{}/withhold/", created["seq"]);
+        let (a, b) = tokio::join!(
+            s.post(&url, &org.admin, json!({ "fields": ["after.name"], "reason": "request a" })),
+            s.post(&url, &org.admin, json!({ "fields": ["client_addr"], "reason": "request b" })),
+        );
+        assert_eq!((a.0.as_u16(), b.0.as_u16()), (200, 200), "{} {}", a.1, b.1);
+        let (_, now) = s.get(&format!("/api/compliance/audit-log/{}/", created["seq"]), &org.auditor).await;
+        assert_eq!(now["withheld_fields"], json!(["after.name", "client_addr"]), "neither undid the other: {now}");
+    }
+    checkpoint(&s, &org).await;
+    assert_eq!(verify(&s, &org).await["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread")]

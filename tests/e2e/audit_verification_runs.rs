@@ -237,9 +237,9 @@ async fn verification_runs_belong_to_their_tenant_and_need_an_auditor() {
         assert_eq!(s.post("/api/compliance/audit-log/verify/", token, json!({})).await.0, 403);
     }
 
-    // Bad ids and cursors are clear errors.
+    // Bad ids and cursors are clear errors: an id that is none names nothing.
     let (status, body) = s.get("/api/compliance/audit-log/verifications/not-a-run/", &acme.auditor).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert!(body["error"].is_string() && !body["details"].is_null(), "{body}");
     let (status, _) = s.get("/api/compliance/audit-log/verifications/?cursor=bogus", &acme.auditor).await;
     assert_eq!(status, 400);

@@ -86,6 +86,11 @@ async fn create_validates_fields() {
         assert_eq!(err["error"], format!("Invalid value for '{field}'"), "{body}: {err}");
         assert!(err["details"].is_string());
     }
+    // A NUL character, which PostgreSQL cannot hold in text: refused, and nothing created.
+    let (status, err) = s
+        .post("/api/compliance/frameworks/", &org.editor, json!({ "name": "a\u{0}b", "framework_type": "GDPR" }))
+        .await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Invalid text")), "{err}");
     // Malformed JSON and a non-object body.
     let resp = s
         .http

@@ -81,10 +81,10 @@ impl NodeReader<'_> {
                 return Ok(self.boundary.hashes[pos]);
             }
             let crosses_boundary = id.start() < self.pruned_before;
+            if crosses_boundary && id.level == 0 {
+                return Err(ProofError::Pruned(id.start()));
+            }
             if crosses_boundary && !id.level.is_multiple_of(STRATUM) {
-                if id.level == 0 {
-                    return Err(ProofError::Pruned(id.start()));
-                }
                 let left = self.perfect(NodeId { level: id.level - 1, index: id.index * 2 }).await?;
                 let right = self.perfect(NodeId { level: id.level - 1, index: id.index * 2 + 1 }).await?;
                 return Ok(node(&left, &right));

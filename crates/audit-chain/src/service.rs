@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use custos_core::ctx::Access;
-use custos_core::filter::{contains_pattern, parse_date};
+use custos_core::filter::{DayEdge, contains_pattern, parse_opt_time_bound};
 use custos_core::{ErrorKind, PageRequest, Problem, RequestCtx, timefmt};
 use custos_db::schema::{audit_checkpoints, audit_heads, audit_index};
 use custos_proto::v1 as pb;
@@ -12,12 +12,13 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{IndexRow, Sequenced, contents_matching, contents_matching_between, hex, to_hash, with_log_rows};
+use crate::rows::{
+    IndexRow, Sequenced, ValueSearch, contents_matching, contents_matching_between, hex, to_hash, with_log_rows,
+};
 use crate::runs::{Launch, RunRow};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::Depth;
@@ -76,8 +77,7 @@ impl From<AuditError> for Problem {
 type Result<T, E = AuditError> = std::result::Result<T, E>;
 
 fn parse_run_id(raw: &str) -> Result<Uuid> {
-    Uuid::parse_str(raw.trim())
-        .map_err(|_| Problem::invalid_field("id", format!("{raw:?} is not a verification id")).into())
+    Ok(custos_core::filter::parse_id("verification", raw)?)
 }
 
 fn verify_response((id, r): (Uuid, crate::VerifyReport)) -> pb::VerifyAuditChainResponse {
@@ -132,18 +132,6 @@ pub fn verification_pb(r: &RunRow, now: OffsetDateTime) -> pb::AuditVerification
 pub struct AuditService {
     chain: AuditChain,
     holds: custos_db::Holds,
-}
-
-fn parse_instant(field: &str, raw: &str, end_of_day: bool) -> Result<OffsetDateTime> {
-    let raw = raw.trim();
-    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
-        return Ok(t);
-    }
-    let date = parse_date(field, raw).map_err(|_| {
-        Problem::invalid_field(field, format!("{raw:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))
-    })?;
-    let t = if end_of_day { date.with_hms_micro(23, 59, 59, 999_999) } else { date.with_hms(0, 0, 0) };
-    Ok(t.map_err(Problem::internal)?.assume_utc())
 }
 
 /// The value of a cursor this server issued for `kind` (`seq`, `run`).
@@ -259,7 +247,7 @@ struct Found {
 /// a backslash in a value is stored escaped).
 struct Patterns {
     indexed: String,
-    fields: String,
+    fields: ValueSearch,
 }
 
 impl Patterns {
@@ -269,7 +257,7 @@ impl Patterns {
         crate::encoding::write_json_string(needle.trim(), &mut json);
         let json = String::from_utf8_lossy(&json);
         let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')).unwrap_or(&json);
-        Patterns { indexed: contains_pattern(needle), fields: contains_pattern(inner) }
+        Patterns { indexed: contains_pattern(needle), fields: ValueSearch::new(inner) }
     }
 }
 
@@ -408,12 +396,8 @@ impl AuditService {
             action: text(&req.action),
             resource_type: text(&req.resource_type),
             resource_id: text(&req.resource_id),
-            recorded_after: text(&req.recorded_after)
-                .map(|after| parse_instant("recorded_after", &after, false))
-                .transpose()?,
-            recorded_before: text(&req.recorded_before)
-                .map(|before| parse_instant("recorded_before", &before, true))
-                .transpose()?,
+            recorded_after: parse_opt_time_bound("recorded_after", req.recorded_after.as_deref(), DayEdge::Start)?,
+            recorded_before: parse_opt_time_bound("recorded_before", req.recorded_before.as_deref(), DayEdge::End)?,
         };
         // A date range is read through the recording-time index, newest recorded first: ordered
         // by sequence number, a range deep in the log would be found only after scanning every

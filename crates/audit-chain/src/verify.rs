@@ -456,6 +456,7 @@ impl AuditChain {
             }
             None => {
                 let mut start = pruned_before;
+                let mut anchor_lost = None;
                 if let Some(days) = days {
                     let since = custos_core::timefmt::days_ago(days);
                     let first: Option<i64> = audit_index::table
@@ -472,20 +473,30 @@ impl AuditChain {
                     report
                         .notes
                         .push(format!("entries before {start} were not re-verified (anchored on their stored hashes)"));
-                    let previous =
-                        log_rows_at(&mut tx, org, &[start as i64 - 1]).await?.remove(&(start as i64 - 1)).ok_or_else(
-                            || ChainError::Corrupt(org, format!("entry {} is missing from the log", start - 1)),
-                        )?;
+                    let previous = log_rows_at(&mut tx, org, &[start as i64 - 1]).await?.remove(&(start as i64 - 1));
                     let mut reader = NodeReader { tx: &mut tx, org, pruned_before, boundary: boundary.clone() };
-                    let frontier = match reader.frontier(start).await {
-                        Ok(f) => f,
-                        Err(e) => return Err(ChainError::Corrupt(org, e.to_string())),
-                    };
-                    (previous.chain_hash, frontier)
+                    // An anchor that cannot be read is what this verification found, not an outage.
+                    match (previous, reader.frontier(start).await) {
+                        (Some(previous), Ok(frontier)) => (previous.chain_hash, frontier),
+                        (None, _) => {
+                            anchor_lost = Some(fail(start - 1, format!("entry {} is missing from the log", start - 1)));
+                            (prune_chain, boundary.clone())
+                        }
+                        (_, Err(e)) => {
+                            anchor_lost =
+                                Some(fail(start, format!("the tree before entry {start} cannot be read: {e}")));
+                            (prune_chain, boundary.clone())
+                        }
+                    }
                 };
                 report.first_seq = start;
                 // A checkpoint exactly at the starting point checks the anchor itself.
-                (ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier), start, start, None)
+                (
+                    ChainVerifier::new(self.origin(org), self.trusted.to_vec(), chain, frontier),
+                    start,
+                    start,
+                    anchor_lost,
+                )
             }
         };
         let outcome = match outcome {
@@ -743,9 +754,13 @@ impl Pass {
         if self.outcome.is_some() || self.from >= end {
             return Ok(false);
         }
-        let Fetched { rows, index } = match self.prefetched.take() {
+        let fetched = match self.prefetched.take() {
+            Some(fetched) => Ok(fetched),
+            None => self.fetch(self.from).await,
+        };
+        let Fetched { rows, index } = match self.unreadable(self.from, fetched)? {
             Some(fetched) => fetched,
-            None => self.fetch(self.from).await?,
+            None => return Ok(false),
         };
         let (org, depth, batch_from) = (self.org, self.depth, self.from);
         let indexed_size = self.heads.as_ref().map_or(0, |h| h.indexed_size);
@@ -774,7 +789,6 @@ impl Pass {
         });
         let upcoming = if self.from < end { Some(self.fetch(self.from).await) } else { None };
         let checked = self.take_verifier_back(computing, batch_from).await?;
-        let upcoming = upcoming.transpose()?;
         let checked = match checked {
             Some(checked) => checked,
             None => {
@@ -782,7 +796,8 @@ impl Pass {
                 // to name the first entry, and what about it.
                 // (Never on an intact log: operators can alert on it.)
                 metrics::counter!("custos_audit_verification_index_rereads_total").increment(1);
-                let rows = stored_range(&mut self.tx, org, batch_from, self.batch, true).await?;
+                let rows = stored_range(&mut self.tx, org, batch_from, self.batch, true).await;
+                let Some(rows) = self.unreadable(batch_from, rows)? else { return Ok(false) };
                 let rechecking = self.lend_verifier(move |verifier| {
                     let leaves =
                         recompute_leaves(org, Some(indexed_size), &rows).into_iter().map(|(leaf, _)| leaf).collect();
@@ -795,8 +810,27 @@ impl Pass {
             self.outcome = Some(Err(f));
             return Ok(false);
         }
-        self.prefetched = upcoming;
+        match upcoming {
+            Some(upcoming) => match self.unreadable(self.from, upcoming)? {
+                Some(upcoming) => self.prefetched = Some(upcoming),
+                None => return Ok(false),
+            },
+            None => self.prefetched = None,
+        }
         Ok(self.from < end)
+    }
+
+    /// What was read from `at` on; a log too damaged to be read there (`Corrupt`) is this
+    /// verification's finding — the pass is then over, and fails there — not an outage.
+    fn unreadable<T>(&mut self, at: i64, read: Result<T, ChainError>) -> Result<Option<T>, ChainError> {
+        match read {
+            Ok(read) => Ok(Some(read)),
+            Err(ChainError::Corrupt(_, problem)) => {
+                self.outcome = Some(fail(at as u64, problem));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs `work` with the verifier on a blocking worker (hashing and chaining are CPU-bound),

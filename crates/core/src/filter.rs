@@ -90,15 +90,19 @@ pub enum DayEdge {
 pub fn parse_opt_time_bound(field: &str, raw: Option<&str>, edge: DayEdge) -> Result<Option<OffsetDateTime>, Problem> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
     if let Ok(date) = Date::parse(raw, DATE_FORMAT) {
-        let start = date.midnight().assume_utc();
-        return Ok(Some(match edge {
-            DayEdge::Start => start,
-            DayEdge::End => start + time::Duration::DAY - time::Duration::MICROSECOND,
-        }));
+        // The last microsecond of the day, not the next midnight less one: 9999-12-31 has no next day.
+        return Ok(Some(
+            match edge {
+                DayEdge::Start => date.midnight(),
+                DayEdge::End => date.with_time(time::macros::time!(23:59:59.999_999)),
+            }
+            .assume_utc(),
+        ));
     }
-    OffsetDateTime::parse(raw, &Rfc3339).map(|t| Some(t.to_offset(UtcOffset::UTC))).map_err(|_| {
-        Problem::invalid_field(field, format!("{raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp"))
-    })
+    // In UTC it may fall outside the years 1-9999 that are held (`9999-12-31T23:30:00-05:00`).
+    OffsetDateTime::parse(raw, &Rfc3339).ok().and_then(|t| t.checked_to_offset(UtcOffset::UTC)).map(Some).ok_or_else(
+        || Problem::invalid_field(field, format!("{raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp")),
+    )
 }
 
 pub fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, Problem> {
@@ -176,5 +180,9 @@ mod tests {
         let err = parse_opt_time_bound("occurred_after", Some("yesterday"), DayEdge::Start).unwrap_err();
         assert_eq!(err.error, "Invalid value for 'occurred_after'");
         assert_eq!(parse_opt_time_bound("a", Some(" "), DayEdge::Start).unwrap(), None);
+        // The last day held, and an offset that would carry a time past it: a bound, or a 400.
+        let last = parse_opt_time_bound("b", Some("9999-12-31"), DayEdge::End).unwrap().unwrap();
+        assert_eq!(crate::timefmt::timestamp(last), "9999-12-31T23:59:59.999999Z");
+        assert!(parse_opt_time_bound("b", Some("9999-12-31T23:30:00-05:00"), DayEdge::End).is_err());
     }
 }

@@ -123,6 +123,15 @@ impl From<DbError> for Problem {
                 "Conflict",
                 format!("A resource with these values already exists ({})", info.message()),
             ),
+            // PostgreSQL holds no NUL character in text (22021) or `jsonb` (22P05); Rust strings
+            // and JSON may carry one. Diesel gives no SQLSTATE for these, so they are told by the
+            // server's message (English, as the server's `lc_messages` is by default).
+            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::Unknown, info))
+                if info.message().starts_with("invalid byte sequence for encoding")
+                    || info.message().starts_with("unsupported Unicode escape sequence") =>
+            {
+                Problem::invalid("Invalid text", "Text may not contain the NUL character (U+0000)")
+            }
             other => Problem::internal(other),
         }
     }

@@ -44,8 +44,8 @@ pub enum BodyShape {
 
 /// The raw input of one call, before it becomes a typed request message.
 enum Input {
-    Query(String),
-    Json(Value),
+    Query(String, Vec<String>),
+    Json(Value, Vec<String>),
 }
 
 type Call = Arc<dyn Fn(App, Option<RequestCtx>, Input) -> BoxFuture<'static, Result<Value, Problem>> + Send + Sync>;
@@ -102,20 +102,32 @@ where
     Operation { call, request: Req::full_name(), response: Resp::full_name() }
 }
 
+/// Decodes the request message. Either form carries, beside the fields, the names of those the
+/// path gave (a segment that is no id of its kind names nothing: a 404, not a 400).
 fn decode<Req: DeserializeOwned>(input: Input) -> Result<Req, Problem> {
-    match input {
-        Input::Query(qs) => {
+    let (decoded, from_path) = match input {
+        Input::Query(qs, from_path) => {
             let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(qs.as_bytes()));
-            serde_path_to_error::deserialize(de).map_err(|e| Problem::invalid_field(&e.path().to_string(), e.inner()))
+            (serde_path_to_error::deserialize(de).map_err(|e| (e.path().to_string(), e.inner().to_string())), from_path)
         }
-        Input::Json(value) => serde_path_to_error::deserialize(value).map_err(|e| {
-            // A body mapped onto one field reports paths inside it (`framework.is_active`) as the
-            // client wrote them (`is_active`).
-            let path = e.path().to_string();
-            let field = path.split_once('.').map_or(path.as_str(), |(_, rest)| rest).to_owned();
-            Problem::invalid_field(&field, e.inner())
-        }),
-    }
+        Input::Json(value, from_path) => (
+            serde_path_to_error::deserialize(value).map_err(|e| (e.path().to_string(), e.inner().to_string())),
+            from_path,
+        ),
+    };
+    decoded.map_err(|(path, why)| {
+        if from_path.contains(&path) {
+            return Problem::new(
+                custos_core::ErrorKind::NotFound,
+                "Not found",
+                format!("Nothing has the {path} this path gives: {why}"),
+            );
+        }
+        // A body mapped onto one field reports paths inside it (`framework.is_active`) as the
+        // client wrote them (`is_active`).
+        let field = path.split_once('.').map_or(path.as_str(), |(_, rest)| rest);
+        Problem::invalid_field(field, why)
+    })
 }
 
 /// One REST endpoint.
@@ -313,7 +325,7 @@ fn build_input(
             .collect();
         pairs.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
         let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-        return Ok(Input::Query(qs));
+        return Ok(Input::Query(qs, params.keys().cloned().collect()));
     }
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
@@ -341,7 +353,7 @@ fn build_input(
         let value = v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(v.clone()));
         message.insert(k.clone(), value);
     }
-    Ok(Input::Json(Value::Object(message)))
+    Ok(Input::Json(Value::Object(message), params.keys().cloned().collect()))
 }
 
 /// An absolute link to this path with `param` set to `value` (other query parameters kept).
