@@ -434,6 +434,13 @@ async fn list_filters_and_cursor_pagination() {
     assert!(entries(&s, &org, "?search=resource_type").await.is_empty());
     assert!(entries(&s, &org, "?search=after.name").await.is_empty());
     assert_eq!(entries(&s, &org, "?search=work 3").await.len(), 1);
+    // A misspelt filter is refused, not dropped (which would list the whole log); so is an
+    // unknown key in a body.
+    let (status, err) = s.get("/api/compliance/audit-log/?recorded_from=2024-01-01", &org.auditor).await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Unknown parameter")), "{err}");
+    let (status, err) =
+        s.post("/api/compliance/audit-log/verify/", &org.auditor, json!({ "structureOnly": true })).await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Unknown parameter")), "{err}");
     // A path segment that is no id of its kind names nothing.
     for path in ["/api/compliance/audit-log/abc/", "/api/compliance/audit-log/verifications/not-a-run/"] {
         let (status, err) = s.get(path, &org.auditor).await;

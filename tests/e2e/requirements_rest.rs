@@ -200,8 +200,12 @@ async fn requirement_filters() {
     assert_eq!(column(&page, "requirement_id"), ["A.8.16"]);
     let (_, page) = nested(format!("{gdpr}/requirements/?priority=CRITICAL")).await;
     assert_eq!(column(&page, "requirement_id"), ["Art. 5"]);
-    let (_, page) = nested(format!("{gdpr}/requirements/?framework={iso}")).await;
+    let (_, page) = nested(format!("{gdpr}/requirements/?id={iso}")).await;
     assert_eq!(column(&page, "requirement_id"), ["Art. 5", "Art. 33"], "the path wins over a query parameter");
+    // A filter this list does not take is refused, not ignored (which would answer with everything).
+    let (status, err) = nested(format!("{gdpr}/requirements/?framework={iso}")).await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Unknown parameter")), "{err}");
+    assert!(err["details"].as_str().unwrap().contains("compliance_status"), "it names what it takes: {err}");
     let (status, _) = nested(format!("{gdpr}/requirements/?priority=NOPE")).await;
     assert_eq!(status, 400);
     let (status, _) = nested(format!("{}/requirements/", uuid::Uuid::now_v7())).await;

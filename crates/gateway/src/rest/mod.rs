@@ -145,6 +145,9 @@ pub struct Endpoint {
     pub upload: bool,
     pub success: StatusCode,
     pub operation: Operation,
+    /// The parameter and body keys it takes (see [`openapi::accepted_names`]): any other is a
+    /// 400, not silently dropped — a misspelt filter must not answer with everything.
+    accepted: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Endpoint {
@@ -173,6 +176,7 @@ impl Endpoint {
             upload: false,
             success,
             operation,
+            accepted: None,
         }
     }
     pub fn get(path: &'static str, id: &'static str, summary: &'static str, op: Operation) -> Self {
@@ -220,6 +224,19 @@ impl Endpoint {
         self
     }
 
+    fn refuse_unknown(&self, key: &str) -> Result<(), Problem> {
+        match &self.accepted {
+            Some(accepted) if !accepted.contains(key) && !self.path_params().contains(&key) => {
+                let known: Vec<&str> = accepted.iter().map(String::as_str).collect();
+                Err(Problem::invalid(
+                    "Unknown parameter",
+                    format!("{key:?} is not a parameter of this endpoint; it takes: {}", known.join(", ")),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn path_params(&self) -> Vec<&'static str> {
         self.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
     }
@@ -230,7 +247,9 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
     let mut by_path: Vec<(&'static str, MethodRouter<App>)> = Vec::new();
     for ep in endpoints {
         let path = ep.path;
-        let ep = Arc::new(ep.clone());
+        let mut ep = ep.clone();
+        ep.accepted = openapi::accepted_names(&ep).map(Arc::new);
+        let ep = Arc::new(ep);
         let filter = MethodFilter::try_from(ep.method.clone()).expect("standard method");
         let handler = on(
             filter,
@@ -317,8 +336,11 @@ fn build_input(
     body: &Bytes,
 ) -> Result<Input, Problem> {
     if ep.body == BodyShape::Query {
-        // Path parameters win over query parameters of the same name.
         let query = uri.query().unwrap_or_default();
+        for (key, _) in form_urlencoded::parse(query.as_bytes()) {
+            ep.refuse_unknown(&key)?;
+        }
+        // Path parameters win over query parameters of the same name.
         let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .filter(|(k, _)| !params.contains_key(k.as_ref()))
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -336,6 +358,9 @@ fn build_input(
     let Value::Object(object) = value else {
         return Err(Problem::invalid("Malformed request", "The request body must be a JSON object"));
     };
+    for key in object.keys() {
+        ep.refuse_unknown(key)?;
+    }
     let mut message = match ep.body {
         BodyShape::Field(field) => {
             let mut m = Map::new();

@@ -112,6 +112,29 @@ fn error_response(description: &str) -> Value {
 }
 
 /// The whole document.
+/// The names a request to `ep` may carry, beside its path parameters: its request message's
+/// fields (for a body mapped onto one field, that field's message's), and in a body also the
+/// response's, which a client that read a resource may send back (they are ignored, as output
+/// only). `None` if the request message is not described (then nothing is refused).
+pub fn accepted_names(ep: &Endpoint) -> Option<std::collections::BTreeSet<String>> {
+    static FDS: std::sync::LazyLock<FileDescriptorSet> =
+        std::sync::LazyLock::new(|| FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap_or_default());
+    let messages = index(&FDS);
+    let fields = |full: &str| messages.get(full).map(|m| m.descriptor.field.iter().map(|f| f.name().to_owned()));
+    let request = messages.get(&ep.operation.request)?;
+    let mut names: std::collections::BTreeSet<String> = match ep.body {
+        BodyShape::Field(name) => {
+            let field = request.descriptor.field.iter().find(|f| f.name() == name)?;
+            fields(field.type_name().trim_start_matches('.'))?.collect()
+        }
+        _ => request.descriptor.field.iter().map(|f| f.name().to_owned()).collect(),
+    };
+    if ep.body != BodyShape::Query {
+        names.extend(fields(&ep.operation.response).into_iter().flatten());
+    }
+    Some(names)
+}
+
 pub fn document(endpoints: &[Endpoint]) -> Value {
     let fds = FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
     let messages = index(&fds);
