@@ -414,3 +414,25 @@ async fn verification_on_one_connection_finds_what_two_on_one_snapshot_find() {
     assert_eq!((found["ok"].clone(), found["first_bad_seq"].clone()), (json!(false), json!(520)), "{found}");
     assert!(found["problem"].as_str().unwrap().contains("hash mismatch"), "{found}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_backlog_is_pruned_in_steps_each_recorded_and_verifiable() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    record_many(&s, org.id, 900, &[], "").await;
+    let size = checkpoint(&s, &org).await["tree_size"].as_u64().unwrap();
+    let step = custos_audit_chain::SequencerConfig { prune_step: 256, ..Default::default() };
+    let chain = s.app().audit.chain().with_config(step);
+
+    let outcome = chain.prune_before(org.id, time::OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!((outcome.removed, outcome.pruned_before), (size, size), "everything old goes, step by step");
+    // One recorded pruning per step of at most 256 entries, each naming the boundary it left.
+    let prunings = entries(&s, &org, "?action=prune&page_size=100").await;
+    assert!(prunings.len() as u64 >= size.div_ceil(256), "{} prunings for {size} entries", prunings.len());
+    let mut boundaries: Vec<u64> = prunings.iter().map(|p| p["after"]["pruned_before"].as_u64().unwrap()).collect();
+    boundaries.reverse();
+    assert!(boundaries.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 256), "{boundaries:?}");
+    assert_eq!(boundaries.last(), Some(&size));
+    let report = verify(&s, &org).await;
+    assert_eq!((report["ok"].clone(), report["first_seq"].clone()), (json!(true), json!(size)), "{report}");
+}

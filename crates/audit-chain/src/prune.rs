@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::proofs::NodeReader;
-use crate::rows::log_rows_at;
+use crate::rows::{RUN_WIDTH, log_rows_at};
 use crate::sequencer::{AuditChain, ChainError};
 use crate::{Change, record};
 
@@ -36,33 +36,60 @@ struct Removed {
 }
 
 impl AuditChain {
-    /// Prunes the longest prefix of the log recorded before `cutoff`.
+    /// Prunes the longest prefix of the log recorded before `cutoff`, in steps of at most
+    /// [`SequencerConfig::prune_step`](crate::SequencerConfig) entries, each its own transaction
+    /// with its own `prune` entry. Interrupted, it has removed a shorter prefix, as recorded; run
+    /// again, it carries on.
     pub async fn prune_before(&self, org: Uuid, cutoff: OffsetDateTime) -> Result<PruneOutcome, ChainError> {
         self.sync(org).await?;
+        let mut total = PruneOutcome::default();
+        loop {
+            let step = self.prune_step(org, cutoff).await?;
+            total.removed += step.removed;
+            total.pruned_before = step.pruned_before;
+            if step.removed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One step of [`AuditChain::prune_before`].
+    async fn prune_step(&self, org: Uuid, cutoff: OffsetDateTime) -> Result<PruneOutcome, ChainError> {
         let mut tx = self.db.begin(org).await?;
         let Some(heads) = Self::lock_heads(&mut tx, org, true).await? else { return Ok(PruneOutcome::default()) };
         let old_boundary = heads.pruned_before;
         // Only indexed entries are pruned: the sequencer may have added entries since the sync
         // above, and until they are indexed neither their recording times nor their contents'
         // place is settled. (The database refuses anything beyond, too: `custos_audit_prune`.)
+        // Looked for in this step's range only, in sequence order: a few thousand index rows
+        // read, however much of the log is young.
+        let step_end = old_boundary.saturating_add(self.config.prune_step.max(RUN_WIDTH as usize) as i64);
         let first_young: Option<i64> = audit_index::table
             .filter(audit_index::organization_id.eq(org))
             .filter(audit_index::seq.ge(old_boundary))
+            .filter(audit_index::seq.le(step_end))
             .filter(audit_index::recorded_at.ge(cutoff))
-            .select(diesel::dsl::min(audit_index::seq))
+            .order(audit_index::seq.asc())
+            .select(audit_index::seq)
             .first(tx.conn())
-            .await?;
+            .await
+            .optional()?;
         // The log is removed by whole runs: the boundary moves back to the start of the run that
-        // holds the first young entry, keeping its older neighbours a little longer.
+        // holds the first young entry (keeping its older neighbours a little longer), or that
+        // holds the end of this step. Runs never cross a multiple of 256, so a step of at least
+        // that many entries always ends past a run's start.
         let boundary = match first_young {
-            Some(young) => audit_log::table
-                .filter(audit_log::organization_id.eq(org))
-                .filter(audit_log::first_seq.le(young))
-                .select(diesel::dsl::max(audit_log::first_seq))
-                .first::<Option<i64>>(tx.conn())
-                .await?
-                .unwrap_or(young),
-            None => heads.indexed_size,
+            None if heads.indexed_size <= step_end => heads.indexed_size,
+            young => {
+                let end = young.map_or(step_end, |young| young.min(step_end));
+                audit_log::table
+                    .filter(audit_log::organization_id.eq(org))
+                    .filter(audit_log::first_seq.le(end))
+                    .select(diesel::dsl::max(audit_log::first_seq))
+                    .first::<Option<i64>>(tx.conn())
+                    .await?
+                    .unwrap_or(end)
+            }
         };
         if boundary <= old_boundary {
             return Ok(PruneOutcome { removed: 0, pruned_before: old_boundary as u64 });

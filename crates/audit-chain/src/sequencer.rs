@@ -91,6 +91,10 @@ pub struct SequencerConfig {
     /// Entries one search request reads at most before it answers with what it found so far
     /// and a cursor to carry on from: what keeps a request's time bounded however long the log.
     pub search_scan: usize,
+    /// Entries one pruning transaction removes at most (at least a run's width, 256): a long
+    /// backlog is pruned in steps, each holding the organisation's head only briefly, so
+    /// sequencing — of every organisation, on every replica — is never held up for long.
+    pub prune_step: usize,
 }
 
 impl Default for SequencerConfig {
@@ -101,6 +105,7 @@ impl Default for SequencerConfig {
             idle_poll: Duration::from_millis(100),
             verify_batch: 5000,
             search_scan: 262_144,
+            prune_step: 65_536,
         }
     }
 }
