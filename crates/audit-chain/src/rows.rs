@@ -783,38 +783,8 @@ struct Seq {
 /// collation it folds ASCII letters only, byte by byte, which halves the cost of a search. For
 /// a pattern of ASCII characters the two find the same entries (only a handful of non-ASCII
 /// letters, such as the Kelvin sign, fold to ASCII ones).
-/// A search of the stored fields' values: `like` (an ILIKE pattern) finds candidates cheaply,
-/// `regex` then keeps those where the needle lies in one value — after a line's tab, in a value
-/// not withheld — not in a field's name or a commitment's hex.
-pub(crate) struct ValueSearch {
-    like: String,
-    regex: String,
-}
-
-impl ValueSearch {
-    /// `inner`: the needle as the stored JSON holds it (escaped as inside a string).
-    pub(crate) fn new(inner: &str) -> ValueSearch {
-        let mut regex = String::from("\t(?!!)[^\n]*");
-        for ch in inner.chars() {
-            // In PostgreSQL's regular expressions a backslash before punctuation makes it literal
-            // (before a letter or digit it would start an escape, so those stay as they are).
-            if ch.is_ascii_punctuation() {
-                regex.push('\\');
-            }
-            regex.push(ch);
-        }
-        ValueSearch { like: custos_core::filter::contains_pattern(inner), regex }
-    }
-
-    /// The condition on `column`, with `like` bound as parameter `n` and `regex` as `n + 1`.
-    fn sql(&self, column: &str, n: u8) -> String {
-        let like = if self.like.is_ascii() {
-            format!("{column} COLLATE \"C\" ILIKE ${n}")
-        } else {
-            format!("{column} ILIKE ${n}")
-        };
-        format!("{like} AND {column} ~* ${}", n + 1)
-    }
+fn ilike(column: &str, pattern: &str, n: u8) -> String {
+    if pattern.is_ascii() { format!("{column} COLLATE \"C\" ILIKE ${n}") } else { format!("{column} ILIKE ${n}") }
 }
 
 /// Of the entries numbered `seqs`, those whose committed fields (as stored) match the ILIKE
@@ -823,21 +793,20 @@ pub(crate) async fn contents_matching(
     tx: &mut Tx,
     org: Uuid,
     seqs: &[i64],
-    search: &ValueSearch,
+    pattern: &str,
 ) -> Result<std::collections::HashSet<i64>, ChainError> {
     if seqs.is_empty() {
         return Ok(Default::default());
     }
     let rows: Vec<Seq> = diesel::sql_query(format!(
         "SELECT c.first_seq + f.k - 1 AS seq {CONTENTS_AT} AND {}",
-        search.sql("f.fields", 5)
+        ilike("f.fields", pattern, 5)
     ))
     .bind::<diesel::sql_types::Uuid, _>(org)
     .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(blocks_of(seqs))
     .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
     .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
-    .bind::<diesel::sql_types::Text, _>(&search.like)
-    .bind::<diesel::sql_types::Text, _>(&search.regex)
+    .bind::<diesel::sql_types::Text, _>(pattern)
     .load(tx.conn())
     .await?;
     Ok(rows.into_iter().map(|r| r.seq).collect())
@@ -851,7 +820,7 @@ pub(crate) async fn contents_matching_between(
     org: Uuid,
     from: i64,
     to: i64,
-    search: &ValueSearch,
+    pattern: &str,
 ) -> Result<Vec<i64>, ChainError> {
     if from >= to {
         return Ok(Vec::new());
@@ -860,16 +829,15 @@ pub(crate) async fn contents_matching_between(
         "SELECT c.first_seq + f.k - 1 AS seq
            FROM audit_contents c
           CROSS JOIN LATERAL unnest(c.fields) WITH ORDINALITY AS f(fields, k)
-          WHERE c.organization_id = $1 AND c.first_seq > $2 - $6 AND c.first_seq < $3
+          WHERE c.organization_id = $1 AND c.first_seq > $2 - $5 AND c.first_seq < $3
             AND c.first_seq + f.k - 1 >= $2 AND c.first_seq + f.k - 1 < $3 AND {}
           ORDER BY 1 DESC",
-        search.sql("f.fields", 4)
+        ilike("f.fields", pattern, 4)
     ))
     .bind::<diesel::sql_types::Uuid, _>(org)
     .bind::<diesel::sql_types::BigInt, _>(from)
     .bind::<diesel::sql_types::BigInt, _>(to)
-    .bind::<diesel::sql_types::Text, _>(&search.like)
-    .bind::<diesel::sql_types::Text, _>(&search.regex)
+    .bind::<diesel::sql_types::Text, _>(pattern)
     .bind::<diesel::sql_types::BigInt, _>(RUN_WIDTH as i64)
     .load(tx.conn())
     .await?;

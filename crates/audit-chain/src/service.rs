@@ -16,9 +16,7 @@ use uuid::Uuid;
 
 use crate::merkle::{consistency_ranges, inclusion_ranges};
 use crate::proofs::{NodeReader, ProofError};
-use crate::rows::{
-    IndexRow, Sequenced, ValueSearch, contents_matching, contents_matching_between, hex, to_hash, with_log_rows,
-};
+use crate::rows::{IndexRow, Sequenced, contents_matching, contents_matching_between, hex, to_hash, with_log_rows};
 use crate::runs::{Launch, RunRow};
 use crate::sequencer::{AuditChain, ChainError, Heads};
 use crate::verify::Depth;
@@ -247,7 +245,7 @@ struct Found {
 /// a backslash in a value is stored escaped).
 struct Patterns {
     indexed: String,
-    fields: ValueSearch,
+    fields: String,
 }
 
 impl Patterns {
@@ -257,7 +255,7 @@ impl Patterns {
         crate::encoding::write_json_string(needle.trim(), &mut json);
         let json = String::from_utf8_lossy(&json);
         let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')).unwrap_or(&json);
-        Patterns { indexed: contains_pattern(needle), fields: ValueSearch::new(inner) }
+        Patterns { indexed: contains_pattern(needle), fields: contains_pattern(inner) }
     }
 }
 
