@@ -2,7 +2,7 @@
 //! that exists, release, and tenancy.
 
 use custos_core::{Held, hold::ensure_not_held};
-use custos_testkit::TestServer;
+use custos_testkit::{TestOrg, TestServer};
 use serde_json::{Value, json};
 
 use crate::evidence_rest::{insert_incident, upload};
@@ -10,6 +10,27 @@ use crate::{column, id};
 
 const HOLDS: &str = "/api/compliance/legal-holds/";
 const EV: &str = "/api/compliance/evidence/";
+
+/// An evidence item (a screenshot) of `incident`.
+async fn evidence_of(s: &TestServer, org: &TestOrg, incident: &str, title: &str) -> Value {
+    let body = json!({ "title": title, "evidence_type": "SCREENSHOT", "incident": incident });
+    let (status, e) = s.post(EV, &org.editor, body).await;
+    assert_eq!(status, 201, "{e}");
+    e
+}
+
+/// The sequence number of the audit entry that recorded the creation of evidence `e`.
+async fn creation_entry(s: &TestServer, org: &TestOrg, e: &Value) -> i64 {
+    let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+    assert_eq!(status, 201);
+    let (_, page) = s
+        .get(
+            &format!("/api/compliance/audit-log/?resource_type=evidence&resource_id={}&action=create", id(e)),
+            &org.auditor,
+        )
+        .await;
+    page["results"][0]["seq"].as_i64().expect("the create entry is sequenced")
+}
 
 async fn create_hold(s: &TestServer, token: &str, body: Value) -> Value {
     let (status, hold) = s.post(HOLDS, token, body).await;
@@ -164,10 +185,7 @@ async fn a_held_incident_preserves_its_evidence() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
     let incident = insert_incident(&s, &org, "Ransomware").await;
-    let (status, e) = s
-        .post(EV, &org.editor, json!({ "title": "Ransom note", "evidence_type": "SCREENSHOT", "incident": incident }))
-        .await;
-    assert_eq!(status, 201);
+    let e = evidence_of(&s, &org, &incident, "Ransom note").await;
     let unrelated = upload(&s, &org, "Unrelated", b"x").await;
     let hold = create_hold(&s, &org.editor, json!({ "case_name": "Insurer claim" })).await;
     let (status, hold) =
@@ -313,15 +331,7 @@ async fn audit_fields_about_held_evidence_cannot_be_withheld() {
     let (status, _) =
         s.post(&format!("{HOLDS}{}/add_evidence/", id(&hold)), &org.editor, json!({ "evidence_id": id(&e) })).await;
     assert_eq!(status, 200);
-    let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
-    assert_eq!(status, 201);
-    let (_, page) = s
-        .get(
-            &format!("/api/compliance/audit-log/?resource_type=evidence&resource_id={}&action=create", id(&e)),
-            &org.auditor,
-        )
-        .await;
-    let seq = page["results"][0]["seq"].as_i64().expect("the create entry is sequenced");
+    let seq = creation_entry(&s, &org, &e).await;
     let url = format!("/api/compliance/audit-log/{seq}/withhold/");
     let body = json!({ "fields": ["actor"], "reason": "GDPR Art. 17 request" });
 
@@ -345,20 +355,9 @@ async fn a_withholding_waits_for_a_hold_being_placed_on_its_evidence_incident() 
     let s = TestServer::start().await;
     let org = s.org("acme").await;
     let incident = insert_incident(&s, &org, "Laptop stolen").await;
-    let (status, e) = s
-        .post(EV, &org.editor, json!({ "title": "Police report", "evidence_type": "DOCUMENT", "incident": incident }))
-        .await;
-    assert_eq!(status, 201, "{e}");
+    let e = evidence_of(&s, &org, &incident, "Police report").await;
     let hold = create_hold(&s, &org.editor, json!({ "case_name": "Theft inquiry" })).await;
-    let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
-    assert_eq!(status, 201);
-    let (_, page) = s
-        .get(
-            &format!("/api/compliance/audit-log/?resource_type=evidence&resource_id={}&action=create", id(&e)),
-            &org.auditor,
-        )
-        .await;
-    let seq = page["results"][0]["seq"].as_i64().expect("the create entry is sequenced");
+    let seq = creation_entry(&s, &org, &e).await;
 
     // Placing the hold on the incident, as `add_incident` does: the incident locked FOR SHARE,
     // then the item written, in one transaction still open while the withholding starts.
