@@ -436,3 +436,35 @@ async fn a_long_backlog_is_pruned_in_steps_each_recorded_and_verifiable() {
     let report = verify(&s, &org).await;
     assert_eq!((report["ok"].clone(), report["first_seq"].clone()), (json!(true), json!(size)), "{report}");
 }
+
+/// `custos serve` prunes on its own, soon after it starts (not only a day later).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_prunes_past_retention_soon_after_it_starts() {
+    let first_pass = std::time::Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let s =
+        TestServer::start_with(ServerOptions { audit_retention: Some((30, first_pass)), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    record_many(&s, org.id, 300, &[], "").await;
+    let size = checkpoint(&s, &org).await["tree_size"].as_i64().unwrap();
+    // Entries recorded, as far as retention can tell, 40 days ago.
+    tamper(
+        &s,
+        &format!(
+            "UPDATE audit_index SET recorded_at = recorded_at - interval '40 days' WHERE organization_id = '{}'",
+            org.id
+        ),
+    )
+    .await;
+    assert!(started.elapsed() < first_pass, "set up before the first pass (took {:?})", started.elapsed());
+    let prunings = loop {
+        let found = entries(&s, &org, "?action=prune").await;
+        if !found.is_empty() || started.elapsed() > first_pass * 5 {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(prunings.len(), 1, "the first pass ran");
+    assert_eq!(prunings[0]["actor"], "system:audit-retention");
+    assert_eq!(prunings[0]["after"]["pruned_before"], json!(size), "{}", prunings[0]);
+}

@@ -58,12 +58,20 @@ impl EvidenceConfig {
     }
 }
 
+/// By default the first retention pass runs one to six minutes after start: servers restarted
+/// more often than daily (deployments, autoscaling) would never prune if it waited a day.
+pub const RETENTION_FIRST_PASS: std::ops::Range<std::time::Duration> =
+    std::time::Duration::from_secs(60)..std::time::Duration::from_secs(360);
+
 /// The audit chain's keys and tuning.
 #[derive(Clone, Debug)]
 pub struct AuditConfig {
     pub keys: KeyConfig,
     pub checkpoint_interval_ms: u64,
     pub retention_days: u32,
+    /// When the server's first retention pass runs: at a random moment in this window after
+    /// start (replicas started together spread out; a pass on each is safe, one finds work).
+    pub retention_first_pass: std::ops::Range<std::time::Duration>,
     /// Entries one search request reads at most (`CUSTOS_AUDIT_SEARCH_SCAN`).
     pub search_scan: usize,
 }
@@ -105,6 +113,7 @@ impl AuditConfig {
             },
             checkpoint_interval_ms: parsed("CUSTOS_AUDIT_CHECKPOINT_INTERVAL_MS", 500u64)?,
             retention_days: positive("CUSTOS_AUDIT_RETENTION_DAYS", 2555)?,
+            retention_first_pass: RETENTION_FIRST_PASS,
             search_scan: positive("CUSTOS_AUDIT_SEARCH_SCAN", SequencerConfig::default().search_scan as u32)? as usize,
         })
     }

@@ -216,7 +216,12 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         vec![serve(http, rest_router, shutdown.subscribe()), serve(grpc, grpc_router, shutdown.subscribe())];
     tasks.push(tokio::spawn(chain.clone().run(shutdown.subscribe())));
     tasks.push(tokio::spawn(chain.clone().watch_interrupted(RESUME_SWEEP, shutdown.subscribe())));
-    tasks.push(tokio::spawn(retention(app.clone(), config.audit.retention_days, shutdown.subscribe())));
+    tasks.push(tokio::spawn(retention(
+        app.clone(),
+        config.audit.retention_days,
+        config.audit.retention_first_pass.clone(),
+        shutdown.subscribe(),
+    )));
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -234,18 +239,13 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 /// lease, so that one is resumed at most a minute and a half after its runner stopped.
 const RESUME_SWEEP: Duration = Duration::from_secs(custos_audit_chain::runs::LEASE.as_secs() / 2);
 
-/// How long after start the first retention pass runs, and over how long replicas spread it.
-const RETENTION_FIRST_PASS: Duration = Duration::from_secs(60);
-const RETENTION_SPREAD_MS: u64 = 5 * 60 * 1000;
-
-/// Soon after start, then once a day: prunes audit entries past the retention period (safe on any number of replicas:
-/// pruning takes the organisation's head lock and is idempotent), and sweeps the staging objects
-/// of uploads that died.
-async fn retention(app: App, days: u32, mut stop: watch::Receiver<bool>) {
-    // The first pass soon after start, not a day after it: servers restarted more often than
-    // daily (deployments, autoscaling) would otherwise never prune. Replicas started together
-    // spread out over a few minutes (a pass on each is safe, but only one finds work).
-    let mut wait = RETENTION_FIRST_PASS + Duration::from_millis(rand::random::<u64>() % RETENTION_SPREAD_MS);
+/// Soon after start, then once a day: prunes audit entries past the retention period (safe on
+/// any number of replicas: pruning takes the organisation's head lock and is idempotent), and
+/// sweeps the staging objects of uploads that died.
+async fn retention(app: App, days: u32, first_pass: std::ops::Range<Duration>, mut stop: watch::Receiver<bool>) {
+    // The first pass soon after start, not a day after it (see `config::RETENTION_FIRST_PASS`).
+    let spread = (first_pass.end.saturating_sub(first_pass.start).as_millis() as u64).max(1);
+    let mut wait = first_pass.start + Duration::from_millis(rand::random::<u64>() % spread);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

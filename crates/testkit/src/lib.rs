@@ -157,6 +157,9 @@ pub struct ServerOptions {
     pub slas: Option<Slas>,
     /// `CUSTOS_AUDIT_SEARCH_SCAN` (default as in production).
     pub audit_search_scan: Option<usize>,
+    /// `CUSTOS_AUDIT_RETENTION_DAYS` (default as in production), and when the server's first
+    /// retention pass runs (default: not during a test).
+    pub audit_retention: Option<(u32, std::time::Duration)>,
 }
 
 /// A running gateway over its own database.
@@ -238,7 +241,11 @@ impl TestServer {
                     trusted: vec![],
                 },
                 checkpoint_interval_ms: 200,
-                retention_days: 2555,
+                retention_days: options.audit_retention.map_or(2555, |(days, _)| days),
+                retention_first_pass: match options.audit_retention {
+                    Some((_, after)) => after..after,
+                    None => std::time::Duration::from_secs(86_400)..std::time::Duration::from_secs(86_400),
+                },
                 search_scan: options
                     .audit_search_scan
                     .unwrap_or(custos_audit_chain::SequencerConfig::default().search_scan),
