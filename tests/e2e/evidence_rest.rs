@@ -337,6 +337,17 @@ async fn custody_records_chain_and_drive_the_status() {
     assert_eq!(status, 409, "sealed evidence cannot change: {err}");
     let (status, _) = s.delete(&format!("{EV}{eid}/"), &org.editor).await;
     assert_eq!(status, 409, "nor be deleted");
+    // Nor disposed of, nor quietly unsealed by another action: only RELEASED unseals it.
+    for action in ["DISPOSED", "ANALYZED", "SEALED"] {
+        let (status, err) = custody(action, "").await;
+        assert_eq!(status, 409, "{action} on sealed evidence: {err}");
+        assert_eq!(err["error"], "Evidence is sealed", "{err}");
+    }
+    let (status, e) = custody("ACCESSED", "inspected in the evidence room").await;
+    assert_eq!((status.as_u16(), e["status"].as_str()), (200, Some("SEALED")), "{e}");
+    // A routine verification keeps it sealed.
+    let (status, v) = s.post(&format!("{EV}{eid}/verify_evidence/"), &org.auditor, json!({})).await;
+    assert_eq!((status.as_u16(), v["evidence"]["status"].as_str()), (200, Some("SEALED")), "{v}");
     let (_, e) = custody("RELEASED", "").await;
     assert_eq!(e["status"], "RELEASED");
     let (status, patched) =
@@ -364,8 +375,11 @@ async fn custody_records_chain_and_drive_the_status() {
     assert_eq!(status, 409);
     let (status, _) = custody("ACCESSED", "").await;
     assert_eq!(status, 409, "disposed evidence takes no more custody");
-    assert_eq!(actions(&e), ["COLLECTED", "TRANSFERRED", "ANALYZED", "SEALED", "RELEASED", "DISPOSED"]);
-    assert_eq!(s.audit_count(org.id, "add_custody_record", "evidence").await, 5);
+    assert_eq!(
+        actions(&e),
+        ["COLLECTED", "TRANSFERRED", "ANALYZED", "SEALED", "ACCESSED", "VERIFIED", "RELEASED", "DISPOSED"]
+    );
+    assert_eq!(s.audit_count(org.id, "add_custody_record", "evidence").await, 6);
     assert_eq!(s.audit_count(org.id, "update", "evidence").await, 1);
 
     // The database itself refuses to rewrite custody, even for its superuser.
@@ -424,6 +438,12 @@ async fn verification_catches_corrupted_missing_files_and_forged_custody() {
     assert_eq!(failed["details"]["expected"]["sha256"], sha256_hex(&content));
     assert_eq!(failed["details"]["actual"]["sha256"], sha256_hex(b"quarterly access review exporT"));
 
+    // Compromised evidence stays so until a verification finds it intact: no action clears it.
+    for action in ["ANALYZED", "SEALED", "RELEASED"] {
+        let (status, err) =
+            s.post(&format!("{EV}{eid}/add_custody_record/"), &org.editor, json!({ "action": action })).await;
+        assert_eq!(status, 409, "{action} on compromised evidence: {err}");
+    }
     std::fs::remove_file(&path).unwrap();
     let (_, v) = verify(&org.editor).await;
     assert_eq!(v["result"], "MISSING");
@@ -450,11 +470,30 @@ async fn verification_catches_corrupted_missing_files_and_forged_custody() {
     let failed = v["evidence"]["custody_chain"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(failed["details"]["custody_chain_error"], "record 1 does not match its hash");
 
+    // The row's digests repointed at other content (as the owner role could): the file matches
+    // them, but the COLLECTED record committed to the original's.
+    let third = upload(&s, &org, "Third", b"original bytes").await;
+    let swapped = upload(&s, &org, "Swapped", b"replacement bytes").await;
+    diesel::sql_query(format!(
+        "UPDATE evidence SET (file_path, file_hash, file_blake3, file_size) =
+           (SELECT file_path, file_hash, file_blake3, file_size FROM evidence WHERE id = '{}') WHERE id = '{}'",
+        id(&swapped),
+        id(&third)
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (_, v) = s.post(&format!("{EV}{}/verify_evidence/", id(&third)), &org.editor, json!({})).await;
+    assert_eq!((v["result"].as_str(), v["custody_chain_valid"].as_bool()), (Some("MATCH"), Some(false)), "{v}");
+    assert_eq!(v["evidence"]["status"], "COMPROMISED");
+    let failed = v["evidence"]["custody_chain"].as_array().unwrap().last().unwrap().clone();
+    assert!(failed["details"]["custody_chain_error"].as_str().unwrap().contains("COLLECTED"), "{failed}");
+
     let (_, metadata_only) =
         s.post(EV, &org.editor, json!({ "title": "Interview", "evidence_type": "INTERVIEW" })).await;
     let (status, err) = s.post(&format!("{EV}{}/verify_evidence/", id(&metadata_only)), &org.editor, json!({})).await;
     assert_eq!(status, 409, "{err}");
-    assert_eq!(s.audit_count(org.id, "verify_evidence", "evidence").await, 4);
+    assert_eq!(s.audit_count(org.id, "verify_evidence", "evidence").await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -186,6 +186,7 @@ async fn a_held_incident_preserves_its_evidence() {
     let org = s.org("acme").await;
     let incident = insert_incident(&s, &org, "Ransomware").await;
     let e = evidence_of(&s, &org, &incident, "Ransom note").await;
+    let moved = evidence_of(&s, &org, &incident, "Ransom envelope").await;
     let unrelated = upload(&s, &org, "Unrelated", b"x").await;
     let hold = create_hold(&s, &org.editor, json!({ "case_name": "Insurer claim" })).await;
     let (status, hold) =
@@ -199,6 +200,15 @@ async fn a_held_incident_preserves_its_evidence() {
     assert!(err["details"].as_str().unwrap().contains("Insurer claim"));
     let (status, _) = s.delete(&format!("{EV}{}/", id(&unrelated)), &org.editor).await;
     assert_eq!(status, 204, "evidence of other incidents is not held");
+    // Moving held evidence out of its incident would free it: refused, whichever way it is asked.
+    let (status, err) = s.patch(&format!("{EV}{}/", id(&moved)), &org.editor, json!({ "incident": null })).await;
+    assert_eq!(status, 409, "{err}");
+    let other = insert_incident(&s, &org, "Unrelated").await;
+    let body = json!({ "title": "Ransom envelope", "evidence_type": "SCREENSHOT", "incident": other });
+    let (status, err) = s.put(&format!("{EV}{}/", id(&moved)), &org.editor, body).await;
+    assert_eq!(status, 409, "{err}");
+    let (status, kept) = s.patch(&format!("{EV}{}/", id(&moved)), &org.editor, json!({ "title": "Envelope" })).await;
+    assert_eq!((status.as_u16(), kept["incident"].as_str()), (200, Some(incident.as_str())), "{kept}");
 
     // The incident itself, through the hold check every deleting path uses.
     let mut tx = s.db_pool().begin(org.id).await.unwrap();

@@ -7,6 +7,7 @@
 //! zeros for the first). Editing, dropping or reordering any record breaks every later link.
 
 use custos_audit_chain::encoding::canonical;
+use custos_core::filter::Choice;
 use custos_core::{RequestCtx, new_id, timefmt};
 use custos_db::schema::custody_records;
 use custos_db::{DbError, Tx};
@@ -118,6 +119,21 @@ pub fn verify_chain(rows: &[CustodyRow]) -> Result<(), String> {
             return Err(format!("record {} does not match its hash", row.seq));
         }
         previous = row.record_hash.clone();
+    }
+    Ok(())
+}
+
+/// Checks that the chain opens with its COLLECTED record and that this record committed to the
+/// digests the item's row now claims: the row's digest columns can be rewritten, the hash-linked
+/// record cannot (unnoticed).
+pub fn verify_collected(rows: &[CustodyRow], sha256: &str, blake3: &str, size: u64) -> Result<(), String> {
+    let first = rows.first().ok_or("the custody chain is empty")?;
+    if first.action != CustodyAction::Collected.as_str() {
+        return Err(format!("record 1 is {}, not COLLECTED", first.action));
+    }
+    let d = &first.details;
+    if (d["sha256"].as_str(), d["blake3"].as_str(), d["size"].as_u64()) != (Some(sha256), Some(blake3), Some(size)) {
+        return Err("the item's file digests are not those its COLLECTED record committed to".into());
     }
     Ok(())
 }

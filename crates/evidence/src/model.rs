@@ -60,6 +60,19 @@ impl CustodyAction {
         matches!(self, CustodyAction::Collected | CustodyAction::Verified | CustodyAction::VerificationFailed)
     }
 
+    /// Whether this action may be recorded by hand on an item in `status`. Sealed evidence is
+    /// only moved, looked at or released; compromised evidence stays so until `verify_evidence`
+    /// finds it intact again (or it is disposed of); nothing follows disposal.
+    pub fn allowed_on(self, status: Option<EvidenceStatus>) -> bool {
+        use CustodyAction as A;
+        match status {
+            Some(EvidenceStatus::Disposed) => false,
+            Some(EvidenceStatus::Sealed) => matches!(self, A::Transferred | A::Accessed | A::Released),
+            Some(EvidenceStatus::Compromised) => matches!(self, A::Transferred | A::Accessed | A::Disposed),
+            _ => true,
+        }
+    }
+
     /// The status an item takes when this action is recorded, if it changes.
     pub fn resulting_status(self) -> Option<EvidenceStatus> {
         match self {

@@ -183,6 +183,10 @@ impl EvidenceService {
             update::overlay(to_input(&before), patch, &req.update_mask)?
         };
         let input = parse_input(input)?;
+        // A hold on its incident preserves the item: moving it out would free it for deletion.
+        if input.fields.incident_id != current.incident_id {
+            self.ensure_not_held(&mut tx, ctx, &current, "move to another incident").await?;
+        }
         check_references(&mut tx, ctx, &input).await?;
         diesel::update(
             evidence::table.filter(evidence::organization_id.eq(ctx.organization_id)).filter(evidence::id.eq(id)),
@@ -244,6 +248,21 @@ impl EvidenceService {
         let current = find(&mut tx, ctx, id, true).await?;
         if current.status() == Some(EvidenceStatus::Disposed) {
             return Err(disposed(id));
+        }
+        if !action.allowed_on(current.status()) {
+            let status = current.status.as_str();
+            return Err(Problem::state_conflict(
+                format!("Evidence is {}", status.to_lowercase()),
+                match current.status() {
+                    Some(EvidenceStatus::Sealed) => format!(
+                        "{status} evidence takes only TRANSFERRED, ACCESSED or RELEASED; record RELEASED before {action}"
+                    ),
+                    _ => format!(
+                        "{status} evidence takes only TRANSFERRED, ACCESSED or DISPOSED until verify_evidence finds it intact"
+                    ),
+                },
+            )
+            .into());
         }
         if action == CustodyAction::Disposed {
             self.ensure_not_held(&mut tx, ctx, &current, "dispose of").await?;
@@ -313,7 +332,8 @@ impl EvidenceService {
         }
         let before = one_pb(&mut tx, ctx, current.clone()).await?;
         let chain = custody::load_chain(&mut tx, ctx.organization_id, &[id]).await?;
-        let chain_result = custody::verify_chain(&chain);
+        let chain_result = custody::verify_chain(&chain)
+            .and_then(|()| custody::verify_collected(&chain, &expected.sha256, &expected.blake3, expected.size));
         let result = match &actual {
             None => "MISSING",
             Some(a) if *a == expected => "MATCH",
@@ -332,7 +352,11 @@ impl EvidenceService {
         });
         custody::append(&mut tx, ctx, id, action, &notes, details).await?;
         let now = timefmt::now();
-        let status = action.resulting_status().unwrap_or(EvidenceStatus::Verified);
+        // Passing verification neither unseals an item nor takes back its release.
+        let status = match (action, current.status()) {
+            (CustodyAction::Verified, Some(kept @ (EvidenceStatus::Sealed | EvidenceStatus::Released))) => kept,
+            _ => action.resulting_status().unwrap_or(EvidenceStatus::Verified),
+        };
         diesel::update(
             evidence::table.filter(evidence::organization_id.eq(ctx.organization_id)).filter(evidence::id.eq(id)),
         )
