@@ -158,6 +158,10 @@ async fn bearer_jwt_hs256_names_org_and_role() {
         json!({ "sub": "x", "org": "acme", "role": "root", "iss": "https://sso.example", "exp": exp_in(300) }),
         json!({ "sub": "x", "org": "acme", "role": "editor", "iss": "https://evil.example", "exp": exp_in(300) }),
         json!({ "sub": "x", "role": "editor", "iss": "https://sso.example", "exp": exp_in(300) }),
+        // A configured issuer is required, not only compared when present.
+        json!({ "sub": "x", "org": "acme", "role": "editor", "exp": exp_in(300) }),
+        // Not yet valid.
+        json!({ "sub": "x", "org": "acme", "role": "editor", "iss": "https://sso.example", "exp": exp_in(7200), "nbf": exp_in(3600) }),
     ];
     for claims in bad {
         let (status, err) = call(bearer(claims.clone()), Method::GET, None).await;
@@ -188,6 +192,10 @@ async fn bearer_jwt_rs256_with_provider_public_key() {
         jwt(json!({ "sub": "u1", "org": "acme", "role": "auditor", "aud": "other", "exp": exp_in(300) }), &key, rs);
     let resp =
         s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&wrong_aud).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    // A configured audience is required: a token the provider signed for no audience is refused.
+    let no_aud = jwt(json!({ "sub": "u1", "org": "acme", "role": "admin", "exp": exp_in(300) }), &key, rs);
+    let resp = s.http.get(format!("{}/api/compliance/frameworks/", s.base)).bearer_auth(&no_aud).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     // An HS256 token signed with the public key (algorithm confusion) is refused.
     let confused = jwt(

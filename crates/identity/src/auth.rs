@@ -131,6 +131,12 @@ impl<V: Clone> Recent<V> {
         entries.insert(hash, (Instant::now(), value));
         true
     }
+
+    fn forget(&self, hash: &[u8; 32]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(hash);
+        }
+    }
 }
 
 fn unauthenticated(details: impl Into<String>) -> Problem {
@@ -150,17 +156,27 @@ impl Authenticator {
                     ),
                 };
                 let mut validation = Validation::new(alg);
-                validation.set_required_spec_claims(&["exp", "sub"]);
+                // A configured issuer or audience is required, not only compared when present:
+                // the library skips the comparison for a token that omits the claim, and a token
+                // the same provider signed for another application may well omit it.
+                let mut required = vec!["sub"];
                 if let Some(iss) = &cfg.issuer {
                     validation.set_issuer(&[iss]);
+                    required.push("iss");
                 }
                 match &cfg.audience {
-                    Some(aud) => validation.set_audience(&[aud]),
+                    Some(aud) => {
+                        validation.set_audience(&[aud]);
+                        required.push("aud");
+                    }
                     None => validation.validate_aud = false,
                 }
+                validation.validate_nbf = true;
                 // Everything but the validity period: a token this server would take at another time.
                 let mut out_of_time = validation.clone();
-                out_of_time.set_required_spec_claims(&["sub"]);
+                out_of_time.set_required_spec_claims(&required);
+                required.push("exp");
+                validation.set_required_spec_claims(&required);
                 (out_of_time.validate_exp, out_of_time.validate_nbf) = (false, false);
                 Some(Jwt { key, validation, out_of_time })
             }
@@ -398,6 +414,8 @@ impl Authenticator {
             tx.commit().await
         };
         if let Err(e) = written.await {
+            // Not recorded after all: the next refusal of this credential tries again.
+            self.refusals.forget(key.as_bytes());
             tracing::warn!(error = %e, "could not record a failed authentication");
         }
     }
