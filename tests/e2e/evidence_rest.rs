@@ -617,3 +617,32 @@ async fn expired_or_disposed_evidence_no_longer_counts_towards_requirements() {
     let (status, _) = s.get(&format!("/api/compliance/requirements/{req}/"), &other.viewer).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_is_bounded_and_a_damaged_stored_object_is_replaced_by_a_new_upload() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    // The parts before the file are bounded in all, like a JSON body, however they are split.
+    let part = "x".repeat(60 * 1024);
+    let mut fields: Vec<(&str, &str)> = vec![("title", "Bulk"), ("evidence_type", "LOG_FILE")];
+    fields.extend(std::iter::repeat_n(("compliance_requirements", part.as_str()), 40));
+    let (status, err) = s.upload(EV, &org.editor, &fields, Some(("a.log", "text/plain", b"a")), &[]).await;
+    assert_eq!(status, 413, "{err}");
+    // So is the number of requirements one item links to, on every transport.
+    let many: Vec<String> = (0..1001).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let body = json!({ "title": "Linked", "evidence_type": "REPORT", "compliance_requirements": many });
+    let (status, err) = s.post(EV, &org.editor, body).await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Invalid value for 'compliance_requirements'")));
+
+    // A stored object damaged behind Custos's back, then the same content uploaded again from a
+    // good copy: the good copy replaces the damaged object, and both items verify.
+    let content = b"signed contract, page 1";
+    let first = upload(&s, &org, "Contract", content).await;
+    std::fs::write(s.blob_dir().join(first["file_path"].as_str().unwrap()), b"signed contract, page 7").unwrap();
+    let second = upload(&s, &org, "Contract (from backup)", content).await;
+    assert_eq!(first["file_path"], second["file_path"], "one object for one content");
+    for e in [&first, &second] {
+        let (status, v) = s.post(&format!("{EV}{}/verify_evidence/", id(e)), &org.auditor, json!({})).await;
+        assert_eq!((status.as_u16(), v["result"].as_str()), (200, Some("MATCH")), "{v}");
+    }
+}

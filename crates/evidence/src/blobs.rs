@@ -217,19 +217,30 @@ impl BlobStore {
         let digests = hashing.finish();
         let key = content_key(organization_id, &digests.blake3);
         let target = Path::from(key.as_str());
-        match self.store.rename_if_not_exists(&staging, &target).await {
-            Ok(()) => {}
-            // The same content is stored already: keep that object, drop the copy.
-            Err(object_store::Error::AlreadyExists { .. }) => self.store.delete(&staging).await?,
+        let stored_already = match self.store.rename_if_not_exists(&staging, &target).await {
+            Ok(()) => false,
+            Err(object_store::Error::AlreadyExists { .. }) => true,
             // Stores without conditional copy (S3 unless AWS_COPY_IF_NOT_EXISTS is set): copy
             // only when absent. Two racing uploads of one content write identical bytes.
             Err(object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. }) => {
-                if !self.exists(&key).await? {
+                let exists = self.exists(&key).await?;
+                if !exists {
                     self.store.copy(&staging, &target).await?;
+                    self.store.delete(&staging).await?;
                 }
-                self.store.delete(&staging).await?;
+                exists
             }
             Err(e) => return Err(e.into()),
+        };
+        if stored_already {
+            // The same content is stored already: keep that object and drop the copy — unless
+            // the stored one no longer is that content (bit rot, tampering). Then this upload is
+            // the good copy, and keeping the damaged one would leave the content unstorable.
+            if self.digest(&key).await?.as_ref() != Some(&digests) {
+                tracing::warn!(%key, "a stored object did not match its content address; replaced by this upload of it");
+                self.store.copy(&staging, &target).await?;
+            }
+            self.store.delete(&staging).await?;
         }
         Ok(StoredBlob { key, digests })
     }

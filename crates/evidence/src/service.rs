@@ -32,6 +32,8 @@ use crate::model::*;
 const TITLE_MAX: usize = 200;
 const TEXT_MAX: usize = 20_000;
 const SHORT_MAX: usize = 500;
+/// Requirements one evidence item may be linked to: bounds the work a single request can ask for.
+const REQUIREMENT_LINKS_MAX: usize = 1000;
 /// A century: longer retention is a typo, not a policy.
 const RETENTION_MAX_DAYS: i32 = 36_500;
 
@@ -542,10 +544,17 @@ fn parse_input(input: pb::EvidenceInput) -> Result<ParsedInput> {
             .into());
         }
     };
-    let mut requirements = Vec::new();
+    if input.compliance_requirements.len() > REQUIREMENT_LINKS_MAX {
+        return Err(Problem::invalid_field(
+            "compliance_requirements",
+            format!("at most {REQUIREMENT_LINKS_MAX} requirements per item"),
+        )
+        .into());
+    }
+    let (mut requirements, mut seen) = (Vec::new(), std::collections::HashSet::new());
     for raw in &input.compliance_requirements {
         let id = parse_uuid("compliance_requirements", raw)?;
-        if !requirements.contains(&id) {
+        if seen.insert(id) {
             requirements.push(id);
         }
     }

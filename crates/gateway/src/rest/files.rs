@@ -65,6 +65,8 @@ async fn upload_inner(app: App, ctx: Option<RequestCtx>, request: Request) -> Re
     let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
 
     let mut fields = Map::new();
+    // The metadata parts together, like a JSON body, are bounded; only the file part streams.
+    let mut metadata_bytes = 0usize;
     let file = loop {
         let field = multipart.next_field().await.map_err(malformed)?;
         let Some(mut field) = field else {
@@ -80,6 +82,14 @@ async fn upload_inner(app: App, ctx: Option<RequestCtx>, request: Request) -> Re
         while let Some(chunk) = field.chunk().await.map_err(malformed)? {
             if text.len() + chunk.len() > FIELD_MAX {
                 return Err(Problem::invalid_field(&name, format!("longer than {FIELD_MAX} bytes")));
+            }
+            metadata_bytes += chunk.len();
+            if metadata_bytes > super::JSON_BODY_MAX {
+                return Err(Problem::new(
+                    custos_core::ErrorKind::PayloadTooLarge,
+                    "Request metadata too large",
+                    format!("the parts before the file are limited to {} bytes in all", super::JSON_BODY_MAX),
+                ));
             }
             text.extend_from_slice(&chunk);
         }

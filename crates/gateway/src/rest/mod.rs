@@ -274,7 +274,7 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
 }
 
 /// Largest JSON body accepted (files travel as multipart uploads, never as JSON).
-const JSON_BODY_MAX: usize = 2 * 1024 * 1024;
+pub(crate) const JSON_BODY_MAX: usize = 2 * 1024 * 1024;
 
 /// Streams `multipart/form-data` to [`files::upload`] on upload endpoints; reads anything else
 /// (up to [`JSON_BODY_MAX`]) as the endpoint's JSON body or query.
