@@ -646,3 +646,32 @@ async fn metadata_is_bounded_and_a_damaged_stored_object_is_replaced_by_a_new_up
         assert_eq!((status.as_u16(), v["result"].as_str()), (200, Some("MATCH")), "{v}");
     }
 }
+
+/// What a crash leaves in the store — an object stored but never recorded, or kept after its
+/// item's disposal because the removal failed — is swept; what a live item refers to stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_no_live_item_refers_to_are_swept() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let kept = upload(&s, &org, "Kept", b"still needed").await;
+    let disposed = upload(&s, &org, "Disposed", b"should be gone").await;
+    // A disposal whose removal of the file did not happen.
+    s.superuser_sql(&format!(
+        "UPDATE evidence SET status = 'DISPOSED', disposed_at = now() WHERE id = '{}'",
+        id(&disposed)
+    ))
+    .await
+    .unwrap();
+    // An upload stored under its content key whose item was never committed.
+    let stranded = s.blob_dir().join(format!("{}/blake3/ab/ab{}", org.id, "0".repeat(62)));
+    std::fs::create_dir_all(stranded.parent().unwrap()).unwrap();
+    std::fs::write(&stranded, b"never recorded").unwrap();
+
+    let evidence = &s.app().evidence;
+    assert_eq!(evidence.sweep_unreferenced(std::time::Duration::from_secs(3600)).await.unwrap(), 0, "too young");
+    assert_eq!(evidence.sweep_unreferenced(std::time::Duration::ZERO).await.unwrap(), 2);
+    assert!(!stranded.exists());
+    assert!(!s.blob_dir().join(disposed["file_path"].as_str().unwrap()).exists());
+    let (status, v) = s.post(&format!("{EV}{}/verify_evidence/", id(&kept)), &org.auditor, json!({})).await;
+    assert_eq!((status.as_u16(), v["result"].as_str()), (200, Some("MATCH")), "{v}");
+}

@@ -149,6 +149,24 @@ impl BlobStore {
         &self.location
     }
 
+    /// The content objects (not staging) last written more than `min_age` ago, with the
+    /// organisation each belongs to (its key's first segment).
+    pub async fn content_older_than(&self, min_age: std::time::Duration) -> Result<Vec<(Uuid, String)>, BlobError> {
+        let cutoff = std::time::SystemTime::now() - min_age;
+        let mut found = Vec::new();
+        let mut listing = self.store.list(None);
+        while let Some(meta) = listing.try_next().await? {
+            let key = meta.location.to_string();
+            let org = key.split('/').next().and_then(|first| Uuid::parse_str(first).ok());
+            if let Some(org) = org
+                && std::time::SystemTime::from(meta.last_modified) < cutoff
+            {
+                found.push((org, key));
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes what uploads that never finished left under `uploads/` (older than `max_age`);
     /// returns how many objects or files went. Live uploads are younger, so this is safe to run
     /// at any time on any number of replicas. (On S3, unfinished multipart parts are the

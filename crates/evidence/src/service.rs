@@ -434,28 +434,47 @@ impl EvidenceService {
     }
 
     /// Deletes an object no live evidence item refers to any more. Failure only leaves an
-    /// orphan object behind (logged), never a dangling reference.
+    /// orphan object behind (logged, and removed by the next [`EvidenceService::sweep_unreferenced`]),
+    /// never a dangling reference.
     async fn collect_blob(&self, ctx: &RequestCtx, key: &str) {
-        let outcome: Result<()> = async {
-            let mut tx = self.db.begin(ctx.organization_id).await?;
-            lock_blob(&mut tx, key).await?;
-            let live: i64 = evidence::table
-                .filter(evidence::organization_id.eq(ctx.organization_id))
-                .filter(evidence::file_path.eq(key))
-                .filter(evidence::disposed_at.is_null())
-                .count()
-                .get_result(tx.conn())
-                .await?;
-            if live == 0 {
-                self.blobs.delete(key).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = outcome {
+        if let Err(e) = self.remove_if_unreferenced(ctx.organization_id, key).await {
             tracing::warn!(key, error = %Problem::from(e), "could not remove an unreferenced evidence object");
         }
+    }
+
+    /// Removes `key` unless a live item of `organization_id` refers to it; whether it did. Under
+    /// the object's lock, so an upload deduplicating onto it either commits first (and keeps it)
+    /// or finds it gone and says so.
+    async fn remove_if_unreferenced(&self, organization_id: Uuid, key: &str) -> Result<bool> {
+        let mut tx = self.db.begin(organization_id).await?;
+        lock_blob(&mut tx, key).await?;
+        let live: i64 = evidence::table
+            .filter(evidence::organization_id.eq(organization_id))
+            .filter(evidence::file_path.eq(key))
+            .filter(evidence::disposed_at.is_null())
+            .count()
+            .get_result(tx.conn())
+            .await?;
+        if live == 0 {
+            self.blobs.delete(key).await?;
+        }
+        tx.commit().await?;
+        Ok(live == 0)
+    }
+
+    /// Removes stored objects no live evidence item refers to and last written more than
+    /// `grace` ago: what a crash between storing an upload and recording its item left, or a
+    /// removal after a deletion or disposal that failed. (`grace` keeps uploads in flight, whose
+    /// items are not yet committed, out of reach.) Returns how many went.
+    pub async fn sweep_unreferenced(&self, grace: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        for (org, key) in self.blobs.content_older_than(grace).await? {
+            if self.remove_if_unreferenced(org, &key).await? {
+                tracing::info!(%org, key, "removed an evidence object no item refers to");
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 

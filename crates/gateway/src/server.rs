@@ -264,6 +264,13 @@ async fn retention(app: App, days: u32, first_pass: std::ops::Range<Duration>, m
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "blob staging sweep failed; will retry tomorrow"),
         }
+        match app.evidence.sweep_unreferenced(custos_evidence::blobs::STAGING_MAX_AGE).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "removed evidence objects no item refers to"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %custos_core::Problem::from(e), "evidence object sweep failed; will retry tomorrow")
+            }
+        }
         for (org, slug) in orgs {
             match app.audit.chain().prune(org, days).await {
                 Ok(o) if o.removed > 0 => tracing::info!(%slug, removed = o.removed, "audit retention pruned entries"),
