@@ -368,3 +368,27 @@ async fn revoked_tokens_stop_working_within_the_cache_interval() {
     let (status, _) = s.get("/api/compliance/frameworks/", &org.editor).await;
     assert_eq!(status, 200, "other tokens are unaffected");
 }
+
+/// Behind a trusted proxy, the audit trail records the client's address, not the proxy's; a
+/// client that is not a trusted proxy cannot claim another address.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_address_comes_through_trusted_proxies_only() {
+    for (trusted, expected) in [(vec!["127.0.0.1/32".parse().unwrap()], "203.0.113.7"), (vec![], "127.0.0.1")] {
+        let s = TestServer::start_with(ServerOptions { trusted_proxies: trusted, ..Default::default() }).await;
+        let org = s.org("acme").await;
+        let resp = s
+            .http
+            .post(format!("{}/api/compliance/frameworks/", s.base))
+            .header("Authorization", format!("Token {}", org.editor))
+            .header("X-Forwarded-For", "198.51.100.1, 203.0.113.7")
+            .json(&json!({ "name": "Behind a proxy", "framework_type": "CUSTOM" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let (status, _) = s.post("/api/compliance/audit-log/checkpoints/", &org.auditor, json!({})).await;
+        assert_eq!(status, 201);
+        let (_, page) = s.get("/api/compliance/audit-log/?resource_type=framework&action=create", &org.auditor).await;
+        assert_eq!(page["results"][0]["client_addr"], expected, "{page}");
+    }
+}

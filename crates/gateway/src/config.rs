@@ -19,6 +19,9 @@ pub struct Config {
     pub db_max_connections: usize,
     pub rate_limit_auth_per_hour: u32,
     pub rate_limit_anon_per_hour: u32,
+    /// `CUSTOS_TRUSTED_PROXIES`: addresses or networks of the proxies in front of this server,
+    /// whose `X-Forwarded-For` names the client (else the connecting address is the client's).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub jwt: Option<JwtConfig>,
     /// `CUSTOS_AUTH_CACHE_SECONDS`: how long a successful API-token lookup is reused.
     pub auth_cache_seconds: u64,
@@ -190,6 +193,7 @@ impl Config {
             db_max_connections: parsed("CUSTOS_DB_MAX_CONNECTIONS", 16usize)?,
             rate_limit_auth_per_hour: positive("CUSTOS_RATE_LIMIT_AUTH_PER_HOUR", 1000)?,
             rate_limit_anon_per_hour: positive("CUSTOS_RATE_LIMIT_ANON_PER_HOUR", 100)?,
+            trusted_proxies: trusted_proxies(var("CUSTOS_TRUSTED_PROXIES").as_deref().unwrap_or_default())?,
             jwt,
             auth_cache_seconds: parsed("CUSTOS_AUTH_CACHE_SECONDS", 5u64)?,
             log_json: var("CUSTOS_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),
@@ -214,4 +218,17 @@ pub fn check_database_url(url: &str) -> Result<(), ConfigError> {
         )));
     }
     Ok(())
+}
+
+/// A comma-separated list of addresses (`10.0.0.5`) and networks (`10.0.0.0/8`, `fd00::/8`).
+pub fn trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+                ConfigError(format!("CUSTOS_TRUSTED_PROXIES: {s:?} is neither an IP address nor a network (a.b.c.d/n)"))
+            })
+        })
+        .collect()
 }

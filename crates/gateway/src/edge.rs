@@ -96,7 +96,7 @@ impl RateLimits {
     }
 
     fn check_anonymous(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.anonymous.check_key(&ip).map_err(|n| n.wait_time_from(DefaultClock::default().now()))
+        self.anonymous.check_key(&limit_key(ip)).map_err(|n| n.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Forgets keys that are back to a full quota, so the limiter's memory stays bounded.
@@ -104,6 +104,43 @@ impl RateLimits {
         self.authenticated.retain_recent();
         self.anonymous.retain_recent();
     }
+}
+
+/// What the anonymous limit counts per: an IPv4 address, or an IPv6 client's /64 (which one
+/// client holds whole, and could otherwise rotate through for a fresh budget every request).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+    }
+}
+
+/// The client's address: the connecting one, unless that is a trusted proxy — then the nearest
+/// address in `X-Forwarded-For` (read from the right) that is not itself a trusted proxy. Entries
+/// left of that one were written by whoever sent the request and prove nothing.
+pub fn client_address(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return Some(ip),
+            // Malformed: nothing to its left can be trusted either.
+            Err(_) => break,
+        }
+    }
+    Some(client)
 }
 
 fn throttled(wait: Duration) -> (Problem, u64) {
@@ -118,6 +155,7 @@ fn throttled(wait: Duration) -> (Problem, u64) {
 pub struct Edge {
     pub authenticator: Authenticator,
     pub limits: Arc<RateLimits>,
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// Request id, authentication, rate limit and metrics for one request.
@@ -133,7 +171,8 @@ pub async fn middleware(State(edge): State<Edge>, mut req: Request, next: Next) 
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = client_address(peer, req.headers(), &edge.trusted_proxies);
 
     let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
 
@@ -249,6 +288,43 @@ mod tests {
             route_label("/api/compliance/frameworks/0192d1b4-7a3e-7c1a-9d1e-2f3a4b5c6d7e/requirements/"),
             "/api/compliance/frameworks/{id}/requirements/"
         );
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_untrusted_forwarded_address_behind_a_trusted_proxy() {
+        let trusted: Vec<ipnet::IpNet> =
+            ["10.0.0.0/8", "127.0.0.1"].iter().map(|s| crate::config::trusted_proxies(s).unwrap()[0]).collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let headers = |xff: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            h
+        };
+        let chain = headers(&["198.51.100.1, 203.0.113.7", "10.1.2.3"]);
+        // From an untrusted peer, the header is the peer's word only.
+        assert_eq!(client_address(Some(ip("192.0.2.5")), &chain, &trusted), Some(ip("192.0.2.5")));
+        // Through trusted proxies: the nearest address they did not write themselves.
+        assert_eq!(client_address(Some(ip("127.0.0.1")), &chain, &trusted), Some(ip("203.0.113.7")));
+        // No header, or a malformed hop: the nearest trusted hop stands.
+        assert_eq!(client_address(Some(ip("127.0.0.1")), &headers(&[]), &trusted), Some(ip("127.0.0.1")));
+        assert_eq!(
+            client_address(Some(ip("127.0.0.1")), &headers(&["203.0.113.7, junk, 10.0.0.9"]), &trusted),
+            Some(ip("10.0.0.9"))
+        );
+        assert_eq!(client_address(None, &chain, &trusted), None);
+        // No proxies configured: the header is ignored.
+        assert_eq!(client_address(Some(ip("127.0.0.1")), &chain, &[]), Some(ip("127.0.0.1")));
+        assert!(crate::config::trusted_proxies("10.0.0.0/8, nope").is_err());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_slash_64() {
+        let key = |s: &str| limit_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.1"), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

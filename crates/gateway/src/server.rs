@@ -184,7 +184,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!(e))?
         .with_token_cache(Duration::from_secs(config.auth_cache_seconds));
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
-    let edge = Edge { authenticator, limits: limits.clone() };
+    let edge =
+        Edge { authenticator, limits: limits.clone(), trusted_proxies: Arc::new(config.trusted_proxies.clone()) };
     let metrics = metrics_handle();
 
     let rest_router = rest_router(app.clone(), edge.clone(), metrics);

@@ -144,6 +144,8 @@ pub fn init_logging() {
 pub struct ServerOptions {
     pub rate_limit_auth_per_hour: Option<u32>,
     pub rate_limit_anon_per_hour: Option<u32>,
+    /// `CUSTOS_TRUSTED_PROXIES` (default: none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub jwt: Option<JwtConfig>,
     /// Pool size (default 4).
     pub db_max_connections: Option<usize>,
@@ -228,6 +230,7 @@ impl TestServer {
             db_max_connections: options.db_max_connections.unwrap_or(4),
             rate_limit_auth_per_hour: options.rate_limit_auth_per_hour.unwrap_or(1_000_000),
             rate_limit_anon_per_hour: options.rate_limit_anon_per_hour.unwrap_or(1_000_000),
+            trusted_proxies: options.trusted_proxies,
             jwt: options.jwt,
             auth_cache_seconds: options.auth_cache_seconds.unwrap_or(5),
             log_json: false,
