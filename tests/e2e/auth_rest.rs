@@ -349,7 +349,7 @@ async fn failed_logins_are_audited_in_their_organisation() {
 }
 
 /// A token that authenticated is reused for `CUSTOS_AUTH_CACHE_SECONDS`; revoking it takes
-/// effect within that interval, and an unknown token is never remembered.
+/// effect within that interval.
 #[tokio::test(flavor = "multi_thread")]
 async fn revoked_tokens_stop_working_within_the_cache_interval() {
     use diesel_async::RunQueryDsl;
@@ -391,4 +391,28 @@ async fn the_client_address_comes_through_trusted_proxies_only() {
         let (_, page) = s.get("/api/compliance/audit-log/?resource_type=framework&action=create", &org.auditor).await;
         assert_eq!(page["results"][0]["client_addr"], expected, "{page}");
     }
+}
+
+/// A refused token is remembered for `CUSTOS_AUTH_CACHE_SECONDS` too, so the same bad token sent
+/// again and again costs no lookup; after the interval it is looked up afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_is_answered_from_memory_for_the_cache_interval() {
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start_with(ServerOptions { auth_cache_seconds: Some(4), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    let viewer =
+        "UPDATE api_tokens SET revoked_at = {} WHERE user_id = (SELECT id FROM users WHERE email = 'viewer@acme.test')";
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query(viewer.replace("{}", "now()")).execute(&mut conn).await.unwrap();
+    let refused_at = std::time::Instant::now();
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert_eq!(status, 401);
+    // Reinstated behind Custos's back: within the interval the refusal stands, unlooked-up.
+    diesel::sql_query(viewer.replace("{}", "NULL")).execute(&mut conn).await.unwrap();
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert!(refused_at.elapsed() < std::time::Duration::from_secs(3), "the check ran within the interval");
+    assert_eq!(status, 401, "answered from the remembered refusal");
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    let (status, _) = s.get("/api/compliance/frameworks/", &org.viewer).await;
+    assert_eq!(status, 200, "looked up again once the interval has passed");
 }

@@ -65,8 +65,13 @@ pub struct Authenticator {
     db: Db,
     jwt: Option<Jwt>,
     recent: Arc<RecentTokens>,
+    /// API tokens refused in the last few seconds, by hash: the same bad token sent again and
+    /// again (a misconfigured script, a flood) is answered without a database lookup each time.
+    refused_tokens: Arc<RecentRefusals>,
     refusals: Arc<RecentRefusals>,
 }
+
+const REFUSED_TOKEN: &str = "Invalid, expired or revoked token";
 
 /// How often the same refused credential is recorded in the audit trail at most.
 const REFUSAL_RECORD_INTERVAL: Duration = Duration::from_secs(60);
@@ -185,6 +190,7 @@ impl Authenticator {
             db,
             jwt,
             recent: Arc::new(RecentTokens::new(Duration::ZERO)),
+            refused_tokens: Arc::new(RecentRefusals::new(Duration::ZERO)),
             refusals: Arc::new(RecentRefusals::new(REFUSAL_RECORD_INTERVAL)),
         })
     }
@@ -192,6 +198,7 @@ impl Authenticator {
     /// Remembers successful API-token lookups for `ttl` (see [`RecentTokens`]).
     pub fn with_token_cache(mut self, ttl: Duration) -> Self {
         self.recent = Arc::new(RecentTokens::new(ttl));
+        self.refused_tokens = Arc::new(RecentRefusals::new(ttl));
         self
     }
 
@@ -216,9 +223,21 @@ impl Authenticator {
         if let Some(principal) = self.recent.get(&hash) {
             return Ok(principal);
         }
-        let principal = self.look_up_token(token, attempt).await?;
-        self.recent.put(hash, principal.clone());
-        Ok(principal)
+        if self.refused_tokens.get(&hash).is_some() {
+            return Err(unauthenticated(REFUSED_TOKEN));
+        }
+        match self.look_up_token(token, attempt).await {
+            Ok(principal) => {
+                self.recent.put(hash, principal.clone());
+                Ok(principal)
+            }
+            Err(refused) => {
+                if refused.kind == ErrorKind::Unauthenticated {
+                    self.refused_tokens.put(hash, ());
+                }
+                Err(refused)
+            }
+        }
     }
 
     async fn look_up_token(&self, token: &str, attempt: &Attempt) -> Result<Principal, Problem> {
@@ -245,7 +264,7 @@ impl Authenticator {
             .await?;
         let Some(row) = row else {
             self.record_failed_token(token, attempt).await;
-            return Err(unauthenticated("Invalid, expired or revoked token"));
+            return Err(unauthenticated(REFUSED_TOKEN));
         };
         let role = row.role.parse::<Role>().map_err(|_| unauthenticated("The token's user has an unknown role"))?;
         Ok(Principal {
