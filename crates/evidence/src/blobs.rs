@@ -109,6 +109,9 @@ pub struct BlobStore {
     local_dir: Option<std::path::PathBuf>,
 }
 
+/// S3's limit on one CopyObject (and one UploadPartCopy) request.
+const S3_COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
+
 /// Staging objects older than this belong to uploads that died (a crash, a dropped connection).
 pub const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -147,6 +150,12 @@ impl BlobStore {
 
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The largest object this store can take: an upload is staged, then copied to its content
+    /// address server-side, and S3 copies at most 5 GiB in one request.
+    pub fn max_object_bytes(&self) -> u64 {
+        if self.location.starts_with("s3://") { S3_COPY_MAX } else { u64::MAX }
     }
 
     /// The content objects (not staging) last written more than `min_age` ago, with the
@@ -339,6 +348,13 @@ pub fn content_key(organization_id: Uuid, blake3_hex: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_s3_store_takes_objects_up_to_what_s3_copies() {
+        let s3 = super::BlobStore::from_url("s3://evidence-bucket/custos").unwrap();
+        assert_eq!(s3.max_object_bytes(), 5 * 1024 * 1024 * 1024);
+        assert_eq!(super::BlobStore::from_url("memory://").unwrap().max_object_bytes(), u64::MAX);
+    }
+
     use super::*;
 
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {

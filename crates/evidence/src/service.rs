@@ -70,6 +70,17 @@ fn opt_text(raw: Option<&str>) -> Option<&str> {
 
 impl EvidenceService {
     pub fn new(db: Db, blobs: BlobStore, holds: Holds, max_upload_bytes: u64) -> Self {
+        let store_max = blobs.max_object_bytes();
+        if max_upload_bytes > store_max {
+            // A larger upload would stream in whole and then fail at its last step.
+            tracing::warn!(
+                configured = max_upload_bytes,
+                allowed = store_max,
+                store = blobs.location(),
+                "CUSTOS_MAX_UPLOAD_BYTES is above what this blob store takes in one object; uploads are limited to the store's maximum"
+            );
+        }
+        let max_upload_bytes = max_upload_bytes.min(store_max);
         EvidenceService { db, blobs, holds, max_upload_bytes }
     }
 
