@@ -274,3 +274,34 @@ async fn update_status_and_schedule_assessment() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// The requirement tree stays a tree within one framework: no requirement under its own
+/// descendant, and none moved to another framework away from its children.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_requirement_tree_has_no_loops_and_stays_in_its_framework() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let gdpr = id(&create_framework(&s, &org, seed_gdpr_body()).await);
+    let iso = id(&create_framework(&s, &org, json!({ "name": "ISO 27001", "framework_type": "ISO27001" })).await);
+    let a = id(&create_requirement(&s, &org, &gdpr, "Art. 5", json!({})).await);
+    let b = id(&create_requirement(&s, &org, &gdpr, "Art. 5.1", json!({ "parent": a })).await);
+    let c = id(&create_requirement(&s, &org, &gdpr, "Art. 5.1.a", json!({ "parent": b })).await);
+    for (target, parent) in [(&a, &b), (&a, &c), (&b, &c)] {
+        let (status, err) =
+            s.patch(&format!("/api/compliance/requirements/{target}/"), &org.editor, json!({ "parent": parent })).await;
+        assert_eq!(status, 400, "{target} under {parent}: {err}");
+        assert_eq!(err["error"], "Invalid value for 'parent'");
+    }
+    // Re-parenting that keeps a tree is fine.
+    let (status, moved) =
+        s.patch(&format!("/api/compliance/requirements/{c}/"), &org.editor, json!({ "parent": a })).await;
+    assert_eq!((status.as_u16(), moved["parent"].as_str()), (200, Some(a.as_str())), "{moved}");
+    // A requirement with children stays in its framework; a leaf may move (without its parent).
+    let (status, err) =
+        s.patch(&format!("/api/compliance/requirements/{a}/"), &org.editor, json!({ "framework": iso })).await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (409, Some("Requirement has children")), "{err}");
+    let (status, moved) = s
+        .patch(&format!("/api/compliance/requirements/{b}/"), &org.editor, json!({ "framework": iso, "parent": null }))
+        .await;
+    assert_eq!((status.as_u16(), moved["framework"].as_str()), (200, Some(iso.as_str())), "{moved}");
+}

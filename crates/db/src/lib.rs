@@ -123,6 +123,23 @@ impl From<DbError> for Problem {
                 "Conflict",
                 format!("A resource with these values already exists ({})", info.message()),
             ),
+            // What a request refers to was deleted between its check and its write (the check
+            // saw it): the thing is gone, as a check a moment later would have said. Deleting
+            // what is still referred to is a conflict.
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                info,
+            )) => {
+                if info.message().starts_with("update or delete on table") {
+                    Problem::conflict("Still referenced", "Other records still refer to this resource")
+                } else {
+                    Problem::new(
+                        ErrorKind::Unprocessable,
+                        "Referenced resource gone",
+                        "Something this request refers to was deleted meanwhile; check and retry",
+                    )
+                }
+            }
             // PostgreSQL holds no NUL character in text (22021) or `jsonb` (22P05); Rust strings
             // and JSON may carry one. Diesel gives no SQLSTATE for these, so they are told by the
             // server's message (English, as the server's `lc_messages` is by default).
@@ -385,4 +402,58 @@ pub fn migrations_fingerprint() -> &'static str {
 /// Establishes one plain connection (tools and tests; the service uses the pool).
 pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
     AsyncPgConnection::establish(url).await.map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error};
+
+    use super::*;
+
+    struct Said(&'static str);
+
+    impl DatabaseErrorInformation for Said {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn problem(kind: DatabaseErrorKind, message: &'static str) -> Problem {
+        DbError::Query(Error::DatabaseError(kind, Box::new(Said(message)))).into()
+    }
+
+    #[test]
+    fn a_reference_deleted_meanwhile_is_a_422_and_deleting_what_is_referenced_a_409() {
+        let gone = problem(
+            DatabaseErrorKind::ForeignKeyViolation,
+            "insert or update on table \"requirements\" violates foreign key constraint \"requirements_framework_fk\"",
+        );
+        assert_eq!((gone.kind, gone.error.as_str()), (ErrorKind::Unprocessable, "Referenced resource gone"));
+        let referenced = problem(
+            DatabaseErrorKind::ForeignKeyViolation,
+            "update or delete on table \"incidents\" violates foreign key constraint on table \"vulnerabilities\"",
+        );
+        assert_eq!(referenced.kind, ErrorKind::Conflict);
+        let nul = problem(DatabaseErrorKind::Unknown, "invalid byte sequence for encoding \"UTF8\": 0x00");
+        assert_eq!((nul.kind, nul.error.as_str()), (ErrorKind::InvalidArgument, "Invalid text"));
+        assert_eq!(problem(DatabaseErrorKind::Unknown, "something else").kind, ErrorKind::Internal);
+    }
 }

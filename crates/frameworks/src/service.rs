@@ -216,7 +216,7 @@ impl FrameworksService {
                     count(*) FILTER (WHERE compliance_status = 'NON_COMPLIANT') AS non_compliant,
                     count(*) FILTER (WHERE compliance_status = 'NOT_ASSESSED') AS not_assessed,
                     count(*) FILTER (WHERE is_implemented) AS implemented,
-                    count(*) FILTER (WHERE next_assessment_date < CURRENT_DATE) AS overdue
+                    count(*) FILTER (WHERE next_assessment_date < (now() AT TIME ZONE 'UTC')::date) AS overdue
                FROM requirements WHERE organization_id = $1 AND framework_id = $2",
         )
         .bind::<diesel::sql_types::Uuid, _>(ctx.organization_id)
@@ -332,6 +332,13 @@ impl FrameworksService {
     ) -> Result<pb::Requirement> {
         let id = parse_id("Requirement", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
+        // Parent changes are serialised per organisation, before any row is locked: two at once
+        // could each pass the cycle check and together close a loop (A under B, B under A).
+        let names_parent =
+            req.requirement.as_ref().and_then(|r| r.parent.as_deref()).is_some_and(|p| !p.trim().is_empty());
+        if names_parent {
+            tx.lock_named(&format!("custos requirement tree {}", ctx.organization_id)).await?;
+        }
         let current = lock_requirement(&mut tx, ctx, id).await?;
         let input = req.requirement.unwrap_or_default();
         let input = if req.update_mask.is_empty() {
@@ -340,6 +347,22 @@ impl FrameworksService {
             update::overlay(current.to_input(), input, &req.update_mask)?
         };
         let fields = validate_requirement(&mut tx, ctx, input, Some(&current)).await?;
+        if fields.framework_id != current.framework_id {
+            // Its children would be left under a parent in another framework.
+            let children: i64 = requirements::table
+                .filter(requirements::organization_id.eq(ctx.organization_id))
+                .filter(requirements::parent_id.eq(id))
+                .count()
+                .get_result(tx.conn())
+                .await?;
+            if children > 0 {
+                return Err(Problem::state_conflict(
+                    "Requirement has children",
+                    format!("Requirement {id} has {children} child requirement(s); move or detach them before moving it to another framework"),
+                )
+                .into());
+            }
+        }
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
         // A change of status is an assessment: it dates the assessment, as update_status does.
         let last_assessment = if fields.compliance_status != current.compliance_status {
@@ -596,6 +619,30 @@ fn validate_framework(input: pb::FrameworkInput) -> Result<FrameworkFields> {
     })
 }
 
+/// Whether `ancestor` is `requirement` or above it in the tree (bounded: a tree is never deeper
+/// than a few levels, and a loop left by anything else must not loop this query).
+async fn descends_from(tx: &mut Tx, organization_id: Uuid, requirement: Uuid, ancestor: Uuid) -> Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let found: Found = diesel::sql_query(
+        "WITH RECURSIVE up(id, parent_id, depth) AS (
+           SELECT id, parent_id, 0 FROM requirements WHERE organization_id = $1 AND id = $2
+           UNION ALL
+           SELECT r.id, r.parent_id, up.depth + 1 FROM requirements r JOIN up ON r.id = up.parent_id
+            WHERE r.organization_id = $1 AND up.depth < 1000)
+         SELECT EXISTS (SELECT 1 FROM up WHERE id = $3) AS found",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(organization_id)
+    .bind::<diesel::sql_types::Uuid, _>(requirement)
+    .bind::<diesel::sql_types::Uuid, _>(ancestor)
+    .get_result(tx.conn())
+    .await?;
+    Ok(found.found)
+}
+
 async fn validate_requirement(
     tx: &mut Tx,
     ctx: &RequestCtx,
@@ -653,9 +700,19 @@ async fn validate_requirement(
                 .first(tx.conn())
                 .await
                 .optional()?;
-            Some(found.ok_or_else(|| {
+            let parent = found.ok_or_else(|| {
                 Problem::invalid_field("parent", format!("No requirement {parent} in this framework"))
-            })?)
+            })?;
+            if let Some(current) = current
+                && descends_from(tx, ctx.organization_id, parent, current.id).await?
+            {
+                return Err(Problem::invalid_field(
+                    "parent",
+                    format!("requirement {parent} is below this one; a requirement cannot be under its own descendant"),
+                )
+                .into());
+            }
+            Some(parent)
         }
     };
     Ok(RequirementFields {
@@ -829,11 +886,14 @@ impl Detached {
         let org = ctx.organization_id;
         let checkpoints = match framework {
             Some(fw) => {
+                // Locked, as the evidence below: a checkpoint deleted or moved meanwhile is then
+                // not recorded as losing a framework it no longer had.
                 let ids: Vec<Uuid> = compliance_checkpoints::table
                     .filter(compliance_checkpoints::organization_id.eq(org))
                     .filter(compliance_checkpoints::framework_id.eq(fw))
                     .order(compliance_checkpoints::id)
                     .select(compliance_checkpoints::id)
+                    .for_update()
                     .load(tx.conn())
                     .await?;
                 Some((fw, ids))
@@ -846,6 +906,7 @@ impl Detached {
             .filter(requirements::id.ne_all(doomed))
             .order(requirements::id)
             .select((requirements::id, requirements::parent_id))
+            .for_update()
             .load(tx.conn())
             .await?;
         let linked: Vec<Uuid> = evidence_requirements::table
