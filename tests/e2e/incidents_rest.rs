@@ -82,10 +82,19 @@ async fn crud_with_seed_slas_and_one_audit_entry_per_change() {
     let resolved_at = parse_ts(&resolved["resolved_at"]);
     assert!((time::OffsetDateTime::now_utc() - resolved_at).abs() < Duration::minutes(1));
     assert_eq!(resolved["responded_at"], patched["responded_at"], "the first response is kept");
-    let (_, closed) = s
+    // Resolved before it was (by the stamp) responded to: refused, unless the response is set too.
+    let (status, err) = s
         .patch(&at(&id(&inc)), &org.editor, json!({ "status": "CLOSED", "resolved_at": "2024-03-01T10:00:00Z" }))
         .await;
-    assert_eq!(closed["resolved_at"], "2024-03-01T10:00:00.000000Z");
+    assert_eq!(status, 400, "{err}");
+    let (_, closed) = s
+        .patch(
+            &at(&id(&inc)),
+            &org.editor,
+            json!({ "status": "CLOSED", "responded_at": "2024-03-01T09:10:00Z", "resolved_at": "2024-03-01T10:00:00Z" }),
+        )
+        .await;
+    assert_eq!(closed["resolved_at"], "2024-03-01T10:00:00.000000Z", "{closed}");
     let (_, reopened) = s.patch(&at(&id(&inc)), &org.editor, json!({ "status": "INVESTIGATING" })).await;
     assert_eq!(reopened["resolved_at"], Value::Null);
 
@@ -197,6 +206,31 @@ async fn sla_deadlines_and_breaches() {
         )
         .await;
     assert_eq!(late_answer["sla_breached"], true);
+    // Recorded after the fact as resolved, with no response time: responded by its resolution
+    // at the latest, so resolved in 40 minutes is within both SLAs.
+    let backfilled = create_incident(
+        &s,
+        &org,
+        with(json!({
+            "severity": "HIGH", "status": "RESOLVED",
+            "detected_at": "2024-03-01T09:00:00Z", "resolved_at": "2024-03-01T09:20:00Z",
+        })),
+    )
+    .await;
+    assert_eq!(backfilled["responded_at"], backfilled["resolved_at"], "{backfilled}");
+    assert_eq!(backfilled["sla_breached"], false, "{backfilled}");
+    // A response after the resolution is refused.
+    let (status, err) = s
+        .post(
+            "/api/compliance/incidents/",
+            &org.editor,
+            with(json!({
+                "severity": "HIGH", "status": "RESOLVED", "detected_at": "2024-03-01T09:00:00Z",
+                "responded_at": "2024-03-01T10:00:00Z", "resolved_at": "2024-03-01T09:30:00Z",
+            })),
+        )
+        .await;
+    assert_eq!((status.as_u16(), err["error"].as_str()), (400, Some("Invalid value for 'responded_at'")), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -205,16 +205,11 @@ async fn validate_incident(
     if occurred_at.is_some_and(|o| detected_at < o) {
         return Err(Problem::invalid_field("detected_at", "detected_at cannot be before occurred_at").into());
     }
-    let responded_at: Option<OffsetDateTime> = parse_opt_timestamp("responded_at", input.responded_at.as_deref())?
-        .or_else(|| current.and_then(|c| c.responded_at))
-        .or_else(|| (status != IncidentStatus::Open).then_some(now.max(detected_at)));
-    if responded_at.is_some_and(|r| r < detected_at) {
-        return Err(Problem::invalid_field("responded_at", "responded_at cannot be before detected_at").into());
-    }
+    // Stamped times never precede detection (a detection time a little ahead of this clock).
     let resolved_at = if status.is_resolved() {
         let at = parse_opt_timestamp("resolved_at", input.resolved_at.as_deref())?
             .or_else(|| current.and_then(|c| c.resolved_at))
-            .unwrap_or(now);
+            .unwrap_or(now.max(detected_at));
         if at < detected_at {
             return Err(Problem::invalid_field("resolved_at", "resolved_at cannot be before detected_at").into());
         }
@@ -224,6 +219,23 @@ async fn validate_incident(
         parse_opt_timestamp("resolved_at", input.resolved_at.as_deref())?;
         None
     };
+    // Responding precedes resolving: an incident recorded after the fact as resolved was
+    // responded to by its resolution at the latest, not when it was recorded.
+    let responded_at: Option<OffsetDateTime> = parse_opt_timestamp("responded_at", input.responded_at.as_deref())?
+        .or_else(|| current.and_then(|c| c.responded_at))
+        .or_else(|| {
+            (status != IncidentStatus::Open)
+                .then_some(now.max(detected_at))
+                .map(|r| resolved_at.map_or(r, |resolved| r.min(resolved)))
+        });
+    if responded_at.is_some_and(|r| r < detected_at) {
+        return Err(Problem::invalid_field("responded_at", "responded_at cannot be before detected_at").into());
+    }
+    if let (Some(responded), Some(resolved)) = (responded_at, resolved_at)
+        && responded > resolved
+    {
+        return Err(Problem::invalid_field("responded_at", "responded_at cannot be after resolved_at").into());
+    }
     Ok(IncidentFields {
         title: filter::required_text("title", &input.title, TITLE_MAX)?,
         description: filter::bounded_text("description", &input.description, TEXT_MAX)?,

@@ -176,7 +176,8 @@ impl IncidentsService {
         };
         let given_remediated = parse_opt_timestamp("remediated_at", input.remediated_at.as_deref())?;
         let remediated_at: Option<OffsetDateTime> = if status == VulnerabilityStatus::Remediated {
-            let at = given_remediated.or_else(|| current.and_then(|c| c.remediated_at)).unwrap_or(now);
+            let at =
+                given_remediated.or_else(|| current.and_then(|c| c.remediated_at)).unwrap_or(now.max(discovered_at));
             if at < discovered_at {
                 return Err(
                     Problem::invalid_field("remediated_at", "remediated_at cannot be before discovered_at").into()
