@@ -95,13 +95,15 @@ pub fn parse(file_name: &str, text: &str) -> Result<CatalogFramework, Problem> {
         if r.requirement_id.trim().is_empty() || r.title.trim().is_empty() {
             return Err(bad("every requirement needs a requirement_id and a title".into()));
         }
-        if !seen.insert(r.requirement_id.as_str()) {
-            return Err(bad(format!("requirement_id {} appears twice", r.requirement_id)));
-        }
+        // The parent is looked for before the requirement itself counts as seen: a requirement
+        // naming itself as parent is refused, not silently stored without one.
         if let Some(parent) = &r.parent
             && !seen.contains(parent.as_str())
         {
             return Err(bad(format!("requirement {}: parent {parent} must be listed before it", r.requirement_id)));
+        }
+        if !seen.insert(r.requirement_id.as_str()) {
+            return Err(bad(format!("requirement_id {} appears twice", r.requirement_id)));
         }
     }
     Ok(catalog)
@@ -270,5 +272,7 @@ mod tests {
         let wrong_type =
             "format: custos-catalog/v1\nkey: k\nname: n\nframework_type: NOPE\nversion: '1'\nrequirements: []\n";
         assert!(parse("y.yaml", wrong_type).unwrap_err().details.to_string().contains("NOPE"));
+        let own_parent = "format: custos-catalog/v1\nkey: k\nname: n\nframework_type: CUSTOM\nversion: '1'\nrequirements:\n  - { requirement_id: R1, title: t, requirement_type: LEGAL, priority: LOW, parent: R1 }\n";
+        assert!(parse("z.yaml", own_parent).unwrap_err().details.to_string().contains("parent R1"));
     }
 }
