@@ -121,6 +121,9 @@ async fn checkpoint_filters_and_bad_input() {
         ("due_before=2024-03-31", vec![&a, &c]),
         ("due_after=2024-03-01", vec![&a, &b]),
         ("due_after=2024-02-15&due_before=2024-02-15", vec![&c]),
+        // A timestamp stands for its date in UTC, as in the other time filters.
+        ("due_after=2024-02-15T23:00:00-05:00&due_before=2024-02-16T00:30:00%2B01:00", vec![]),
+        ("due_after=2024-02-15T10:00:00Z&due_before=2024-02-15T10:00:00Z", vec![&c]),
         ("search=privacy", vec![&b]),
         ("search=REVIEW", vec![&a]),
         ("status=PLANNED,IN_PROGRESS&overdue=false", vec![&b]),

@@ -1,7 +1,7 @@
 //! Compliance checkpoints: scheduled milestones, optionally of a framework; `overdue` in SQL.
 
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, parse_id, parse_opt_date};
+use custos_core::filter::{self, Choice, DayEdge, parse_id, parse_opt_date, parse_opt_time_bound};
 use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::Tx;
 use custos_db::schema::{compliance_checkpoints as cp, frameworks};
@@ -220,8 +220,9 @@ impl CheckpointFilters {
             statuses,
             framework: opt_uuid("framework", req.framework.as_deref())?,
             overdue: req.overdue,
-            due_after: parse_opt_date("due_after", req.due_after.as_deref())?,
-            due_before: parse_opt_date("due_before", req.due_before.as_deref())?,
+            // A date, or a timestamp standing for its date in UTC (due dates are days).
+            due_after: parse_opt_time_bound("due_after", req.due_after.as_deref(), DayEdge::Start)?.map(|t| t.date()),
+            due_before: parse_opt_time_bound("due_before", req.due_before.as_deref(), DayEdge::End)?.map(|t| t.date()),
             search: search_pattern(req.search.as_deref()),
         })
     }
