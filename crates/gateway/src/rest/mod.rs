@@ -336,15 +336,14 @@ fn build_input(
     body: &Bytes,
 ) -> Result<Input, Problem> {
     if ep.body == BodyShape::Query {
-        let query = uri.query().unwrap_or_default();
-        for (key, _) in form_urlencoded::parse(query.as_bytes()) {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
             ep.refuse_unknown(&key)?;
+            // Path parameters win over query parameters of the same name.
+            if !params.contains_key(key.as_ref()) {
+                pairs.push((key.into_owned(), value.into_owned()));
+            }
         }
-        // Path parameters win over query parameters of the same name.
-        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .filter(|(k, _)| !params.contains_key(k.as_ref()))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
         pairs.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
         let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
         return Ok(Input::Query(qs, params.keys().cloned().collect()));

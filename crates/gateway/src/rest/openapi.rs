@@ -2,6 +2,7 @@
 //! and the comments written in `proto/`), so it cannot drift from what the handlers accept.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -117,9 +118,7 @@ fn error_response(description: &str) -> Value {
 /// response's, which a client that read a resource may send back (they are ignored, as output
 /// only). `None` if the request message is not described (then nothing is refused).
 pub fn accepted_names(ep: &Endpoint) -> Option<std::collections::BTreeSet<String>> {
-    static FDS: std::sync::LazyLock<FileDescriptorSet> =
-        std::sync::LazyLock::new(|| FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap_or_default());
-    let messages = index(&FDS);
+    let messages = &*MESSAGES;
     let fields = |full: &str| messages.get(full).map(|m| m.descriptor.field.iter().map(|f| f.name().to_owned()));
     let request = messages.get(&ep.operation.request)?;
     let mut names: std::collections::BTreeSet<String> = match ep.body {
@@ -135,11 +134,15 @@ pub fn accepted_names(ep: &Endpoint) -> Option<std::collections::BTreeSet<String
     Some(names)
 }
 
+/// The proto descriptors, decoded once, and their messages by full name.
+static DESCRIPTORS: LazyLock<FileDescriptorSet> =
+    LazyLock::new(|| FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap_or_default());
+static MESSAGES: LazyLock<HashMap<String, MessageInfo<'static>>> = LazyLock::new(|| index(&DESCRIPTORS));
+
 pub fn document(endpoints: &[Endpoint]) -> Value {
-    let fds = FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
-    let messages = index(&fds);
+    let messages = &*MESSAGES;
     let mut schemas = Map::new();
-    for (full, info) in &messages {
+    for (full, info) in messages {
         if full.starts_with("custos.") {
             schemas.insert(short_name(full).to_owned(), message_schema(info));
         }
@@ -184,7 +187,7 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         if let Some(schema) = body_schema {
             let mut content = json!({ "application/json": { "schema": schema } });
             if ep.upload
-                && let Some(Value::Object(props)) = schema_properties(&messages, &schema)
+                && let Some(Value::Object(props)) = schema_properties(messages, &schema)
             {
                 let mut props = props;
                 props.insert(
