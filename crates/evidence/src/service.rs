@@ -478,11 +478,32 @@ impl EvidenceService {
     /// removal after a deletion or disposal that failed. (`grace` keeps uploads in flight, whose
     /// items are not yet committed, out of reach.) Returns how many went.
     pub async fn sweep_unreferenced(&self, grace: std::time::Duration) -> Result<usize> {
-        let mut removed = 0;
+        let mut by_org: HashMap<Uuid, Vec<String>> = HashMap::new();
         for (org, key) in self.blobs.content_older_than(grace).await? {
-            if self.remove_if_unreferenced(org, &key).await? {
-                tracing::info!(%org, key, "removed an evidence object no item refers to");
-                removed += 1;
+            by_org.entry(org).or_default().push(key);
+        }
+        let mut removed = 0;
+        for (org, keys) in by_org {
+            // Most objects are in use: those are told apart in one query per organisation, and
+            // only the rest are re-checked (under their locks) one by one.
+            let live: std::collections::HashSet<String> = {
+                let mut tx = self.db.begin(org).await?;
+                let live: Vec<Option<String>> = evidence::table
+                    .filter(evidence::organization_id.eq(org))
+                    .filter(evidence::file_path.eq_any(&keys))
+                    .filter(evidence::disposed_at.is_null())
+                    .select(evidence::file_path)
+                    .distinct()
+                    .load(tx.conn())
+                    .await?;
+                tx.commit().await?;
+                live.into_iter().flatten().collect()
+            };
+            for key in keys.iter().filter(|key| !live.contains(*key)) {
+                if self.remove_if_unreferenced(org, key).await? {
+                    tracing::info!(%org, key, "removed an evidence object no item refers to");
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
