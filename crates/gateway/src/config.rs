@@ -1,5 +1,5 @@
-//! Configuration, read once from the environment. Every variable is listed in the README and in
-//! `custos serve --help`.
+//! Configuration, read once from the environment. Every variable is listed in `docs/configuration.md`
+//! and in `custos serve --help`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
