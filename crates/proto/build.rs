@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = prost_build::Config::new();
     config.enable_type_names();
+    // A serde-capable FieldMask of our own (prost-types' has no serde): REST builds masks as JSON.
+    config.extern_path(".google.protobuf.FieldMask", "crate::FieldMask");
     let mut builder = tonic_prost_build::configure()
         .message_attribute(".custos", "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]")
         .enum_attribute(".custos.v1.UploadEvidenceRequest.part", "#[derive(serde::Serialize, serde::Deserialize)]");

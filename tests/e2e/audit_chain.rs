@@ -582,6 +582,26 @@ async fn proofs_verify_with_an_independent_implementation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_inclusion_proof_needs_its_seq() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    create_frameworks(&s, &org, 2).await;
+    checkpoint(&s, &org).await;
+    let (status, err) = s.get("/api/compliance/audit-log/proofs/inclusion/", &org.auditor).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"], "Invalid value for 'seq'");
+    let (status, proof) = s.get("/api/compliance/audit-log/proofs/inclusion/?seq=0", &org.auditor).await;
+    assert_eq!(status, 200, "{proof}");
+    assert_eq!(proof["seq"], 0);
+    use custos_proto::v1 as pb;
+    use custos_proto::v1::audit_service_client::AuditServiceClient;
+    let mut c = AuditServiceClient::new(s.grpc(Some(&org.auditor)).await);
+    let err = c.get_inclusion_proof(pb::InclusionProofRequest { seq: None, tree_size: None }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "Invalid value for 'seq'");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tampering_is_detected_and_named() {
     let s = TestServer::start().await;
     let org = s.org("acme").await;
@@ -1132,8 +1152,11 @@ async fn the_audit_api_over_grpc() {
     let e = &list.results[0];
     let after: Value = serde_json::from_str(&e.after).unwrap();
     assert_eq!(after["name"], "GDPR Compliance Framework");
-    let proof =
-        c.get_inclusion_proof(pb::InclusionProofRequest { seq: e.seq, tree_size: None }).await.unwrap().into_inner();
+    let proof = c
+        .get_inclusion_proof(pb::InclusionProofRequest { seq: Some(e.seq), tree_size: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(proof.tree_size, cp.tree_size);
     let path: Vec<[u8; 32]> = proof.proof.iter().map(|p| unhex(p)).collect();
     assert!(rfc_verify_inclusion(

@@ -86,7 +86,7 @@ async fn upload_download_custody_verify_and_holds_over_grpc() {
         .update_evidence(pb::UpdateEvidenceRequest {
             id: e.id.clone(),
             evidence: Some(pb::EvidenceInput { notes: "tcpdump -i eth0".into(), ..Default::default() }),
-            update_mask: vec!["notes".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["notes"])),
         })
         .await
         .unwrap()
@@ -187,7 +187,7 @@ async fn legal_hold_rpcs_and_their_status_codes() {
         .update_legal_hold(pb::UpdateLegalHoldRequest {
             id: hold.id.clone(),
             legal_hold: Some(pb::LegalHoldInput { case_number: "HR-7".into(), ..Default::default() }),
-            update_mask: vec!["case_number".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["case_number"])),
         })
         .await
         .unwrap()

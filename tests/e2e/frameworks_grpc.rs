@@ -69,7 +69,7 @@ async fn every_rpc_works_end_to_end() {
         .update_framework(pb::UpdateFrameworkRequest {
             id: fw.id.clone(),
             framework: Some(patch),
-            update_mask: vec!["version".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["version"])),
         })
         .await
         .unwrap()
@@ -135,7 +135,7 @@ async fn every_rpc_works_end_to_end() {
         .update_requirement(pb::UpdateRequirementRequest {
             id: r2.id.clone(),
             requirement: Some(pb::RequirementInput { title: "Lawfulness".into(), ..Default::default() }),
-            update_mask: vec!["title".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["title"])),
         })
         .await
         .unwrap()
@@ -185,9 +185,10 @@ async fn grpc_errors_carry_the_same_rules() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "Invalid compliance status");
-    let details: serde_json::Value = serde_json::from_slice(err.details()).unwrap();
+    // The details travel in a google.rpc.Status (ErrorInfo metadata), no longer as bare JSON.
+    let details = tonic_types::StatusExt::get_error_details(&err);
     assert_eq!(
-        details["details"],
+        details.error_info().expect("ErrorInfo").metadata["details"],
         "Status must be one of: COMPLIANT, PARTIALLY_COMPLIANT, NON_COMPLIANT, NOT_ASSESSED"
     );
     let err = editor

@@ -59,7 +59,7 @@ async fn every_incident_rpc_works_end_to_end() {
         .update_incident(pb::UpdateIncidentRequest {
             id: inc.id.clone(),
             incident: Some(pb::IncidentInput { status: Some("RESOLVED".into()), ..Default::default() }),
-            update_mask: vec!["status".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["status"])),
         })
         .await
         .unwrap()
@@ -72,7 +72,7 @@ async fn every_incident_rpc_works_end_to_end() {
         .update_incident(pb::UpdateIncidentRequest {
             id: inc.id.clone(),
             incident: Some(incident("Breach (confirmed)", "HIGH", "DATA_BREACH")),
-            update_mask: vec![],
+            update_mask: None,
         })
         .await
         .unwrap()
@@ -185,7 +185,7 @@ async fn every_vulnerability_rpc_works_end_to_end() {
                 remediated_at: Some("2024-07-10T00:00:00Z".into()),
                 ..Default::default()
             }),
-            update_mask: vec!["status".into(), "remediated_at".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["status", "remediated_at"])),
         })
         .await
         .unwrap()
@@ -259,7 +259,7 @@ async fn checkpoint_and_plan_rpcs_work_end_to_end() {
                 completed_date: Some("2024-06-28".into()),
                 ..Default::default()
             }),
-            update_mask: vec!["status".into(), "completed_date".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["status", "completed_date"])),
         })
         .await
         .unwrap()
@@ -311,7 +311,7 @@ async fn checkpoint_and_plan_rpcs_work_end_to_end() {
         .update_incident_response_plan(pb::UpdateIncidentResponsePlanRequest {
             id: plan.id.clone(),
             plan: Some(pb::IncidentResponsePlanInput { is_active: Some(false), ..Default::default() }),
-            update_mask: vec!["is_active".into()],
+            update_mask: Some(custos_proto::FieldMask::new(["is_active"])),
         })
         .await
         .unwrap()

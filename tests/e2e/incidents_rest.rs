@@ -115,7 +115,9 @@ async fn crud_with_seed_slas_and_one_audit_entry_per_change() {
     assert_eq!(replaced["occurred_at"], Value::Null);
     assert_eq!(replaced["detected_at"], inc["detected_at"], "detected_at is kept when not given");
     assert_eq!(replaced["assigned_to"], Value::Null);
-    assert_eq!(replaced["response_due_at"], "2024-03-01T09:30:00.000000Z", "LOW: 30 minutes");
+    // Lowering the severity keeps the deadlines that were running (issue 27's decision; this
+    // assertion said "LOW: 30 minutes", 09:30, before it).
+    assert_eq!(replaced["response_due_at"], "2024-03-01T09:15:00.000000Z", "CRITICAL's 15 minutes stand");
     assert_eq!(s.audit_count(org.id, "update", "incident").await, 5);
 
     // The audit trail holds the API's before/after images.
@@ -520,4 +522,67 @@ async fn openapi_lists_the_incident_response_endpoints() {
             assert!(paths[&one][method].is_object(), "{method} {one}");
         }
     }
+}
+
+/// Raising severity starts the new severity's clocks at the escalation; a deadline already met
+/// stays met, one already missed stays missed; lowering severity keeps the deadlines.
+#[tokio::test(flavor = "multi_thread")]
+async fn escalation_restarts_the_clocks_and_keeps_what_was_met_or_missed() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let now = time::OffsetDateTime::now_utc();
+    let close = |v: &Value, expected: time::OffsetDateTime| {
+        let got = parse_ts(v);
+        assert!((got - expected).abs() < Duration::minutes(1), "{got} is not about {expected}");
+    };
+    let rfc = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let body = |severity: &str, detected: time::OffsetDateTime| json!({ "title": "Phishing wave", "severity": severity, "category": "PHISHING", "detected_at": rfc(detected) });
+
+    // Detected 10 minutes ago as LOW: 30 minutes to respond, 4 hours to resolve.
+    let detected = now - Duration::minutes(10);
+    let inc = create_incident(&s, &org, body("LOW", detected)).await;
+    assert_eq!(inc["severity_changed_at"], Value::Null);
+    close(&inc["response_due_at"], detected + Duration::minutes(30));
+    // Escalated to CRITICAL now: 15 minutes from now, and 4 hours from now.
+    let (status, critical) = s.patch(&at(&id(&inc)), &org.editor, json!({ "severity": "CRITICAL" })).await;
+    assert_eq!(status, 200, "{critical}");
+    close(&critical["severity_changed_at"], now);
+    close(&critical["response_due_at"], now + Duration::minutes(15));
+    close(&critical["resolution_due_at"], now + Duration::hours(4));
+    assert_eq!(critical["sla_breached"], false);
+    // Lowered again: the deadlines stand.
+    let (_, lowered) = s.patch(&at(&id(&inc)), &org.editor, json!({ "severity": "MEDIUM" })).await;
+    assert_eq!(lowered["response_due_at"], critical["response_due_at"]);
+    assert_eq!(lowered["resolution_due_at"], critical["resolution_due_at"]);
+    assert!(parse_ts(&lowered["severity_changed_at"]) >= parse_ts(&critical["severity_changed_at"]));
+    // Any other change leaves the clocks alone.
+    let (_, retitled) = s.patch(&at(&id(&inc)), &org.editor, json!({ "title": "Phishing wave (HR)" })).await;
+    assert_eq!(retitled["response_due_at"], critical["response_due_at"]);
+    assert_eq!(retitled["severity_changed_at"], lowered["severity_changed_at"]);
+
+    // Responded to in time, then escalated: the response deadline was met and stays met.
+    let detected = now - Duration::hours(1);
+    let mut met = body("HIGH", detected);
+    met["status"] = json!("INVESTIGATING");
+    met["responded_at"] = json!(rfc(detected + Duration::minutes(10)));
+    let met = create_incident(&s, &org, met).await;
+    let (_, escalated) = s.patch(&at(&id(&met)), &org.editor, json!({ "severity": "CRITICAL" })).await;
+    assert_eq!(escalated["response_due_at"], met["response_due_at"], "a met deadline stays");
+    close(&escalated["resolution_due_at"], now + Duration::hours(4));
+    assert_eq!(escalated["sla_breached"], false);
+
+    // Left unanswered past its deadline, then escalated: the breach stays on the record.
+    let detected = now - Duration::hours(2);
+    let missed = create_incident(&s, &org, body("LOW", detected)).await;
+    assert_eq!(missed["sla_breached"], true);
+    let (_, escalated) = s.patch(&at(&id(&missed)), &org.editor, json!({ "severity": "HIGH" })).await;
+    assert_eq!(escalated["response_due_at"], missed["response_due_at"], "a missed deadline stays");
+    assert_eq!(escalated["sla_breached"], true);
+    close(&escalated["resolution_due_at"], now + Duration::hours(4));
+
+    // The audit trail shows the clocks move with the escalation.
+    let entries = audit_entries(&s, &org, &id(&inc)).await;
+    let escalation = entries.iter().find(|e| e["after"]["severity"] == "CRITICAL").expect("escalation recorded");
+    assert_eq!(escalation["before"]["response_due_at"], inc["response_due_at"]);
+    assert_eq!(escalation["after"]["response_due_at"], critical["response_due_at"]);
 }

@@ -9,8 +9,12 @@
 //! * `cargo xtask test-s3` — the evidence tests that need an S3-compatible object store, against
 //!   moto's S3 server (installed with pip when missing) on a free local port.
 //! * `cargo xtask pg start|stop|url` — manage the private cluster by hand.
+//!
+//! And a test the suite runs: `cargo test -p xtask tidy` checks the workspace's layering (`tidy.rs`).
 
 mod pg;
+#[cfg(test)]
+mod tidy;
 
 use std::process::{Command, ExitCode};
 

@@ -1,7 +1,7 @@
 //! Thin tonic adapter over [`AuditService`].
 
 use custos_core::RequestCtx;
-use custos_core::grpc::unary;
+use custos_grpc::unary;
 use custos_proto::v1 as pb;
 use custos_proto::v1::audit_service_server::AuditService as AuditApi;
 use tonic::{Request, Response, Status};
@@ -63,6 +63,6 @@ impl AuditApi for AuditService {
         self.public_key(ctx.as_ref(), r.into_inner())
             .await
             .map(Response::new)
-            .map_err(|e| custos_core::grpc::status(&e.into()))
+            .map_err(|e| custos_grpc::status(&e.into()))
     }
 }

@@ -565,10 +565,12 @@ impl AuditService {
         req: pb::InclusionProofRequest,
     ) -> Result<pb::InclusionProof> {
         ctx.require(Access::Audit)?;
+        let seq =
+            req.seq.ok_or_else(|| Problem::invalid_field("seq", "This parameter is required: the entry to prove"))?;
         let org = ctx.organization_id;
         let mut tx = self.chain.db.begin(org).await?;
         let mut heads = self.heads(ctx, &mut tx).await?;
-        if req.tree_size.is_none() && req.seq >= heads.checkpoint_size {
+        if req.tree_size.is_none() && seq >= heads.checkpoint_size {
             // The entry is not in a checkpoint yet: integrate and sign now rather than make the
             // auditor wait for the next one.
             tx.commit().await?;
@@ -580,13 +582,13 @@ impl AuditService {
         if size <= 0 || size > heads.tree_size {
             return Err(ProofError::BeyondTree { requested: size.max(0) as u64, size: heads.tree_size as u64 }.into());
         }
-        if req.seq < 0 || req.seq >= size {
+        if seq < 0 || seq >= size {
             return Err(
-                Problem::invalid_field("seq", format!("entry {} is not in a tree of {size} entries", req.seq)).into()
+                Problem::invalid_field("seq", format!("entry {} is not in a tree of {size} entries", seq)).into()
             );
         }
-        if req.seq < heads.pruned_before {
-            return Err(ProofError::Pruned(req.seq as u64).into());
+        if seq < heads.pruned_before {
+            return Err(ProofError::Pruned(seq as u64).into());
         }
         let checkpoint = Self::checkpoint_note(&mut tx, org, size).await?;
         let mut reader = NodeReader {
@@ -595,15 +597,15 @@ impl AuditService {
             pruned_before: heads.pruned_before as u64,
             boundary: heads.prune_frontier()?,
         };
-        let leaf = reader.range(req.seq as u64, req.seq as u64 + 1).await?;
-        let proof = reader.ranges(inclusion_ranges(req.seq as u64, size as u64)).await?;
+        let leaf = reader.range(seq as u64, seq as u64 + 1).await?;
+        let proof = reader.ranges(inclusion_ranges(seq as u64, size as u64)).await?;
         let root = match &checkpoint {
             Some((root, _)) => to_hash(root).ok_or_else(|| Problem::internal("malformed checkpoint root"))?,
             None => reader.range(0, size as u64).await?,
         };
         tx.commit().await?;
         Ok(pb::InclusionProof {
-            seq: req.seq,
+            seq,
             tree_size: size,
             leaf_hash: hex(&leaf),
             root_hash: hex(&root),

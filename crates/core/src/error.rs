@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Unprocessable,
     /// The body is larger than allowed (413, RESOURCE_EXHAUSTED).
     PayloadTooLarge,
+    /// The body is not in a media type the endpoint takes (415, INVALID_ARGUMENT).
+    UnsupportedMediaType,
+    /// The request (its body) did not arrive in time (408, DEADLINE_EXCEEDED).
+    RequestTimeout,
     /// Rate limit exceeded (429, RESOURCE_EXHAUSTED).
     RateLimited,
     /// A dependency (the database) is unreachable (503, UNAVAILABLE).
@@ -34,6 +38,8 @@ pub enum ErrorKind {
     /// A bug or an unexpected failure (500, INTERNAL); details are logged, not returned.
     Internal,
 }
+
+const INVALID_FIELD_PREFIX: &str = "Invalid value for '";
 
 /// A failure as the caller sees it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -55,7 +61,18 @@ impl Problem {
 
     /// 400 naming the offending field or parameter.
     pub fn invalid_field(field: &str, details: impl std::fmt::Display) -> Self {
-        Self::new(ErrorKind::InvalidArgument, format!("Invalid value for '{field}'"), details.to_string())
+        Self::new(ErrorKind::InvalidArgument, format!("{INVALID_FIELD_PREFIX}{field}'"), details.to_string())
+    }
+
+    /// The request field or parameter at fault, for a problem made by [`Problem::invalid_field`]
+    /// (a gRPC `BadRequest` names it). Read back from `error` rather than stored beside it: a
+    /// `Problem` travels in every `Result` of the code base, and one more field would make every
+    /// one of them larger.
+    pub fn field(&self) -> Option<&str> {
+        if self.kind != ErrorKind::InvalidArgument {
+            return None;
+        }
+        self.error.strip_prefix(INVALID_FIELD_PREFIX)?.strip_suffix('\'')
     }
 
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
@@ -84,5 +101,17 @@ impl Problem {
     /// The seed's JSON error body.
     pub fn body(&self) -> Value {
         serde_json::json!({ "error": self.error, "details": self.details })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_field_at_fault_is_named_only_for_field_problems() {
+        assert_eq!(Problem::invalid_field("due_date", "not a date").field(), Some("due_date"));
+        assert_eq!(Problem::invalid("Malformed JSON", "…").field(), None);
+        assert_eq!(Problem::conflict("Invalid value for 'x'", "…").field(), None);
     }
 }

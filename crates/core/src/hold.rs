@@ -1,10 +1,11 @@
 //! Legal holds as every deleting path sees them: one question, "is this held?", asked in the
 //! deleting transaction.
 //!
-//! The holds themselves live in the `evidence` crate; domain crates that delete or dispose data
+//! The holds themselves live in the `holds` crate; domain crates that delete or dispose data
 //! (incidents, evidence, retention runs, DSR erasure) depend only on this trait, so a hold is
 //! enforced in exactly one place and no domain crate depends on another.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -54,10 +55,25 @@ impl fmt::Display for HoldRef {
 
 pub type HoldFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<HoldRef>, Problem>> + Send + 'a>>;
 
+/// The holds covering each of several items, keyed by item id (an item no hold covers is absent).
+pub type HoldsByIdFuture<'a> = Pin<Box<dyn Future<Output = Result<HashMap<Uuid, Vec<HoldRef>>, Problem>> + Send + 'a>>;
+
 /// Answers which unreleased holds cover a resource, inside the caller's transaction `C`, so a
 /// hold added concurrently either commits first (and is seen) or waits for the deletion.
 pub trait HoldCheck<C: ?Sized>: Send + Sync {
+    /// The holds covering `target`, after locking what placing a hold on it locks: for a
+    /// deleting path, which then refuses if any (see [`ensure_not_held`]).
     fn holds_on<'a>(&'a self, conn: &'a mut C, organization_id: Uuid, target: &'a Held) -> HoldFuture<'a>;
+
+    /// The holds covering each of `evidence_ids` (directly or through its incident), oldest first,
+    /// without locking anything: for showing them (an evidence item lists its holds), by the same
+    /// rule the deleting paths are refused by.
+    fn holds_on_evidence<'a>(
+        &'a self,
+        conn: &'a mut C,
+        organization_id: Uuid,
+        evidence_ids: &'a [Uuid],
+    ) -> HoldsByIdFuture<'a>;
 }
 
 /// Refuses with 409 naming every hold when `target` is held; `action` says what was refused

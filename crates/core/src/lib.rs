@@ -3,13 +3,12 @@
 //! It knows nothing of HTTP or the database: a domain operation receives a [`RequestCtx`] (who is
 //! calling, for which organisation, with which role), reports failures as a [`Problem`] of a given
 //! [`ErrorKind`], and uses the pagination and filter helpers here so that every list endpoint
-//! behaves the same way. The one mapping of an [`ErrorKind`] to a gRPC code lives in [`grpc`]; the
-//! gateway holds the one mapping to HTTP status codes.
+//! behaves the same way. The one mapping of an [`ErrorKind`] to a gRPC status lives in `custos-grpc`; the
+//! gateway holds the one mapping to HTTP status codes. This crate knows no transport.
 
 pub mod ctx;
 pub mod error;
 pub mod filter;
-pub mod grpc;
 pub mod hex;
 pub mod hold;
 pub mod page;

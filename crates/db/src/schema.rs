@@ -218,6 +218,9 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         responded_at -> Nullable<Timestamptz>,
+        response_due_at -> Nullable<Timestamptz>,
+        resolution_due_at -> Nullable<Timestamptz>,
+        severity_changed_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -1,17 +1,16 @@
-//! Thin tonic adapters over [`EvidenceService`] and [`LegalHoldsService`]: decode, call, encode.
+//! Thin tonic adapter over [`EvidenceService`]: decode, call, encode.
 
 use bytes::Bytes;
 use custos_core::Problem;
-use custos_core::grpc::{ctx, status, unary};
+use custos_grpc::{ctx, status, unary};
 use custos_proto::v1 as pb;
 use custos_proto::v1::evidence_service_server::EvidenceService as EvidenceApi;
-use custos_proto::v1::legal_holds_service_server::LegalHoldsService as LegalHoldsApi;
 use custos_proto::v1::upload_evidence_request::Part;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt, stream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{EvidenceService, LegalHoldsService};
+use crate::EvidenceService;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -67,30 +66,5 @@ impl EvidenceApi for EvidenceService {
     }
     async fn verify_evidence(&self, r: Request<pb::VerifyEvidenceRequest>) -> Reply<pb::EvidenceVerification> {
         unary(r, async |ctx, m| self.verify_evidence(&ctx, m).await).await
-    }
-}
-
-#[tonic::async_trait]
-impl LegalHoldsApi for LegalHoldsService {
-    async fn list_legal_holds(&self, r: Request<pb::ListLegalHoldsRequest>) -> Reply<pb::ListLegalHoldsResponse> {
-        unary(r, async |ctx, m| self.list_legal_holds(&ctx, m).await).await
-    }
-    async fn get_legal_hold(&self, r: Request<pb::GetLegalHoldRequest>) -> Reply<pb::LegalHold> {
-        unary(r, async |ctx, m| self.get_legal_hold(&ctx, m).await).await
-    }
-    async fn create_legal_hold(&self, r: Request<pb::CreateLegalHoldRequest>) -> Reply<pb::LegalHold> {
-        unary(r, async |ctx, m| self.create_legal_hold(&ctx, m).await).await
-    }
-    async fn update_legal_hold(&self, r: Request<pb::UpdateLegalHoldRequest>) -> Reply<pb::LegalHold> {
-        unary(r, async |ctx, m| self.update_legal_hold(&ctx, m).await).await
-    }
-    async fn add_incident(&self, r: Request<pb::AddIncidentToHoldRequest>) -> Reply<pb::LegalHold> {
-        unary(r, async |ctx, m| self.add_incident(&ctx, m).await).await
-    }
-    async fn add_evidence(&self, r: Request<pb::AddEvidenceToHoldRequest>) -> Reply<pb::LegalHold> {
-        unary(r, async |ctx, m| self.add_evidence(&ctx, m).await).await
-    }
-    async fn release_legal_hold(&self, r: Request<pb::ReleaseLegalHoldRequest>) -> Reply<pb::LegalHold> {
-        unary(r, async |ctx, m| self.release_legal_hold(&ctx, m).await).await
     }
 }

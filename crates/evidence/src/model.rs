@@ -1,8 +1,8 @@
-//! Value sets of the seed and the database rows of evidence, custody records and legal holds.
+//! Value sets of the seed and the database rows of evidence and custody records.
 
 use custos_core::choice;
 use custos_core::timefmt;
-use custos_db::schema::{custody_records, evidence, legal_holds};
+use custos_db::schema::{custody_records, evidence};
 use diesel::prelude::*;
 use serde_json::Value;
 use time::{Date, Duration, OffsetDateTime};
@@ -88,13 +88,6 @@ impl CustodyAction {
     }
 }
 
-choice! {
-    pub enum HoldStatus {
-        Active = "ACTIVE",
-        Released = "RELEASED",
-    }
-}
-
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = evidence)]
 pub struct EvidenceRow {
@@ -166,36 +159,6 @@ pub struct CustodyRow {
     pub request_id: Option<String>,
     pub previous_hash: Vec<u8>,
     pub record_hash: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = legal_holds)]
-pub struct LegalHoldRow {
-    pub id: Uuid,
-    pub case_name: String,
-    pub case_number: String,
-    pub description: String,
-    pub status: String,
-    pub custodians: Vec<String>,
-    pub start_date: Date,
-    pub end_date: Option<Date>,
-    pub created_by: String,
-    pub released_at: Option<OffsetDateTime>,
-    pub released_by: Option<String>,
-    pub release_reason: Option<String>,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, AsChangeset, Insertable)]
-#[diesel(table_name = legal_holds, treat_none_as_null = true)]
-pub struct LegalHoldFields {
-    pub case_name: String,
-    pub case_number: String,
-    pub description: String,
-    pub custodians: Vec<String>,
-    pub start_date: Date,
-    pub end_date: Option<Date>,
 }
 
 /// A timestamp as stored (PostgreSQL keeps microseconds), so hashes computed before and after a

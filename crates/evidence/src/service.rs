@@ -26,7 +26,6 @@ use uuid::Uuid;
 
 use crate::blobs::{BlobError, BlobStore, Digests, StoredBlob};
 use crate::custody::{self, actor_name};
-use crate::hold_check::holds_on_evidence;
 use crate::model::*;
 
 const TITLE_MAX: usize = 200;
@@ -114,7 +113,7 @@ impl EvidenceService {
             .select(EvidenceRow::as_select())
             .load(tx.conn())
             .await?;
-        let results = to_pb(&mut tx, ctx, rows).await?;
+        let results = to_pb(&mut tx, ctx, &self.holds, rows).await?;
         tx.commit().await?;
         Ok(pb::ListEvidenceResponse {
             count: info.count,
@@ -128,7 +127,7 @@ impl EvidenceService {
         let id = parse_id("Evidence", &req.id)?;
         let mut tx = self.begin(ctx, Access::Read).await?;
         let row = find(&mut tx, ctx, id, false).await?;
-        let evidence = one_pb(&mut tx, ctx, row).await?;
+        let evidence = one_pb(&mut tx, ctx, &self.holds, row).await?;
         tx.commit().await?;
         Ok(evidence)
     }
@@ -137,7 +136,7 @@ impl EvidenceService {
     pub async fn create_evidence(&self, ctx: &RequestCtx, req: pb::CreateEvidenceRequest) -> Result<pb::Evidence> {
         let input = parse_input(req.evidence.unwrap_or_default())?;
         let mut tx = self.begin(ctx, Access::Write).await?;
-        let created = insert(&mut tx, ctx, input, None).await?;
+        let created = insert(&mut tx, ctx, &self.holds, input, None).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -171,7 +170,7 @@ impl EvidenceService {
                 )
                 .into());
             }
-            let created = insert(&mut tx, ctx, input, Some((blob, file))).await?;
+            let created = insert(&mut tx, ctx, &self.holds, input, Some((blob, file))).await?;
             tx.commit().await?;
             Ok(created)
         }
@@ -187,14 +186,16 @@ impl EvidenceService {
         let id = parse_id("Evidence", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        ensure_editable(&current, "changed")?;
-        let before = one_pb(&mut tx, ctx, current.clone()).await?;
-        let patch = req.evidence.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            patch
-        } else {
-            update::overlay(to_input(&before), patch, &req.update_mask)?
+        let before = one_pb(&mut tx, ctx, &self.holds, current.clone()).await?;
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) = update::apply::<_, pb::Evidence>(to_input(&before), req.evidence.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the item as it stands, nothing recorded, even
+            // when it is sealed.
+            tx.commit().await?;
+            return Ok(before);
         };
+        ensure_editable(&current, "changed")?;
         let input = parse_input(input)?;
         // A hold on its incident preserves the item: moving it out would free it for deletion.
         if input.fields.incident_id != current.incident_id {
@@ -209,7 +210,7 @@ impl EvidenceService {
         .await?;
         replace_links(&mut tx, ctx, id, &input.requirements).await?;
         let row = find(&mut tx, ctx, id, false).await?;
-        let after = one_pb(&mut tx, ctx, row).await?;
+        let after = one_pb(&mut tx, ctx, &self.holds, row).await?;
         record_change(&mut tx, ctx, "update", "evidence", id, audit_view(&before), audit_view(&after)).await?;
         tx.commit().await?;
         Ok(after)
@@ -232,7 +233,7 @@ impl EvidenceService {
             )
             .into());
         }
-        let before = one_pb(&mut tx, ctx, current.clone()).await?;
+        let before = one_pb(&mut tx, ctx, &self.holds, current.clone()).await?;
         diesel::delete(
             evidence::table.filter(evidence::organization_id.eq(ctx.organization_id)).filter(evidence::id.eq(id)),
         )
@@ -280,7 +281,7 @@ impl EvidenceService {
         if action == CustodyAction::Disposed {
             self.ensure_not_held(&mut tx, ctx, &current, "dispose of").await?;
         }
-        let before = one_pb(&mut tx, ctx, current.clone()).await?;
+        let before = one_pb(&mut tx, ctx, &self.holds, current.clone()).await?;
         custody::append(&mut tx, ctx, id, action, &notes, json!({})).await?;
         let now = timefmt::now();
         if let Some(status) = action.resulting_status() {
@@ -297,7 +298,7 @@ impl EvidenceService {
             .await?;
         }
         let row = find(&mut tx, ctx, id, false).await?;
-        let after = one_pb(&mut tx, ctx, row).await?;
+        let after = one_pb(&mut tx, ctx, &self.holds, row).await?;
         record_change(&mut tx, ctx, "add_custody_record", "evidence", id, audit_view(&before), audit_view(&after))
             .await?;
         tx.commit().await?;
@@ -343,7 +344,7 @@ impl EvidenceService {
                 Problem::state_conflict("Evidence changed during verification", "Run verify_evidence again").into()
             );
         }
-        let before = one_pb(&mut tx, ctx, current.clone()).await?;
+        let before = one_pb(&mut tx, ctx, &self.holds, current.clone()).await?;
         let chain = custody::load_chain(&mut tx, ctx.organization_id, &[id]).await?;
         let chain_result = custody::verify_chain(&chain)
             .and_then(|()| custody::verify_collected(&chain, &expected.sha256, &expected.blake3, expected.size));
@@ -377,7 +378,7 @@ impl EvidenceService {
         .execute(tx.conn())
         .await?;
         let row = find(&mut tx, ctx, id, false).await?;
-        let after = one_pb(&mut tx, ctx, row).await?;
+        let after = one_pb(&mut tx, ctx, &self.holds, row).await?;
         record_change(&mut tx, ctx, "verify_evidence", "evidence", id, audit_view(&before), audit_view(&after)).await?;
         tx.commit().await?;
         if !intact {
@@ -423,7 +424,7 @@ impl EvidenceService {
         };
         custody::append(&mut tx, ctx, id, CustodyAction::Accessed, "Downloaded", json!({ "size": size })).await?;
         let row = find(&mut tx, ctx, id, false).await?;
-        let evidence = one_pb(&mut tx, ctx, row).await?;
+        let evidence = one_pb(&mut tx, ctx, &self.holds, row).await?;
         record_change(
             &mut tx,
             ctx,
@@ -664,6 +665,7 @@ async fn check_references(tx: &mut Tx, ctx: &RequestCtx, input: &ParsedInput) ->
 async fn insert(
     tx: &mut Tx,
     ctx: &RequestCtx,
+    holds: &Holds,
     input: ParsedInput,
     file: Option<(StoredBlob, FileMeta)>,
 ) -> Result<pb::Evidence> {
@@ -708,7 +710,7 @@ async fn insert(
     };
     custody::append(tx, ctx, id, CustodyAction::Collected, "", details).await?;
     let row = find(tx, ctx, id, false).await?;
-    let created = one_pb(tx, ctx, row).await?;
+    let created = one_pb(tx, ctx, holds, row).await?;
     record_change(tx, ctx, "create", "evidence", id, Value::Null, audit_view(&created)).await?;
     Ok(created)
 }
@@ -750,13 +752,13 @@ async fn find(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> Result<Evi
     found.ok_or_else(|| not_found(id))
 }
 
-async fn one_pb(tx: &mut Tx, ctx: &RequestCtx, row: EvidenceRow) -> Result<pb::Evidence> {
+async fn one_pb(tx: &mut Tx, ctx: &RequestCtx, holds: &Holds, row: EvidenceRow) -> Result<pb::Evidence> {
     let id = row.id;
-    to_pb(tx, ctx, vec![row]).await?.pop().ok_or_else(|| not_found(id))
+    to_pb(tx, ctx, holds, vec![row]).await?.pop().ok_or_else(|| not_found(id))
 }
 
 /// Rows with their links, custody chains and covering holds, in three queries for any count.
-async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, rows: Vec<EvidenceRow>) -> Result<Vec<pb::Evidence>> {
+async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, holds: &Holds, rows: Vec<EvidenceRow>) -> Result<Vec<pb::Evidence>> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let links: Vec<(Uuid, Uuid)> = evidence_requirements::table
         .filter(evidence_requirements::organization_id.eq(ctx.organization_id))
@@ -773,7 +775,7 @@ async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, rows: Vec<EvidenceRow>) -> Result<
     for c in custody::load_chain(tx, ctx.organization_id, &ids).await? {
         chains.entry(c.evidence_id).or_default().push(custody_pb(c));
     }
-    let mut holds = holds_on_evidence(tx.conn(), ctx.organization_id, &ids).await?;
+    let mut holds = holds.holds_on_evidence(tx.conn(), ctx.organization_id, &ids).await?;
     let today = timefmt::today();
     Ok(rows
         .into_iter()

@@ -1,6 +1,6 @@
 //! Thin tonic adapter over [`FrameworksService`]: decode, call, encode.
 
-use custos_core::grpc::unary;
+use custos_grpc::unary;
 use custos_proto::v1 as pb;
 use custos_proto::v1::frameworks_service_server::FrameworksService as FrameworksApi;
 use tonic::{Request, Response, Status};

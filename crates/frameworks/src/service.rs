@@ -119,11 +119,14 @@ impl FrameworksService {
         let id = parse_id("Framework", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = lock_framework(&mut tx, ctx, id).await?;
-        let input = req.framework.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            input
-        } else {
-            update::overlay(current.to_input(), input, &req.update_mask)?
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) =
+            update::apply::<_, pb::Framework>(current.to_input(), req.framework.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the resource as it stands, nothing recorded.
+            let unchanged = framework_pb(&mut tx, ctx, &current).await?;
+            tx.commit().await?;
+            return Ok(unchanged);
         };
         let fields = validate_framework(input)?;
         let before = framework_pb(&mut tx, ctx, &current).await?;
@@ -340,11 +343,14 @@ impl FrameworksService {
             tx.lock_named(&format!("custos requirement tree {}", ctx.organization_id)).await?;
         }
         let current = lock_requirement(&mut tx, ctx, id).await?;
-        let input = req.requirement.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            input
-        } else {
-            update::overlay(current.to_input(), input, &req.update_mask)?
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) =
+            update::apply::<_, pb::Requirement>(current.to_input(), req.requirement.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the resource as it stands, nothing recorded.
+            let unchanged = load_requirement_pb(&mut tx, ctx, id).await?;
+            tx.commit().await?;
+            return Ok(unchanged);
         };
         let fields = validate_requirement(&mut tx, ctx, input, Some(&current)).await?;
         if fields.framework_id != current.framework_id {

@@ -3,11 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use custos_audit_chain::SequencerConfig;
 use custos_audit_chain::keys::{DEFAULT_ORIGIN, KeyConfig};
 use custos_identity::{JwtConfig, JwtKey};
 pub use custos_incidents::Slas;
+
+pub use crate::listener::ConnectionLimits;
 
 #[derive(Clone)]
 pub struct Config {
@@ -30,6 +33,25 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     /// Incident response and vulnerability remediation SLAs.
     pub slas: Slas,
+    /// Timeouts and connection caps of both listeners (`CUSTOS_HTTP_*_TIMEOUT_SECS`,
+    /// `CUSTOS_MAX_CONNECTIONS`, `CUSTOS_MAX_CONNECTIONS_PER_CLIENT`).
+    pub connections: ConnectionLimits,
+}
+
+/// The listeners' limits from the environment (defaults in [`ConnectionLimits::default`]).
+pub fn connections_from_env() -> Result<ConnectionLimits, ConfigError> {
+    let d = ConnectionLimits::default();
+    let secs = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(u64::from(positive(name, default.as_secs() as u32)?)))
+    };
+    Ok(ConnectionLimits {
+        header_read_timeout: secs("CUSTOS_HTTP_HEADER_TIMEOUT_SECS", d.header_read_timeout)?,
+        body_read_timeout: secs("CUSTOS_HTTP_BODY_TIMEOUT_SECS", d.body_read_timeout)?,
+        idle_timeout: secs("CUSTOS_HTTP_IDLE_TIMEOUT_SECS", d.idle_timeout)?,
+        max_connections: positive("CUSTOS_MAX_CONNECTIONS", d.max_connections as u32)? as usize,
+        max_connections_per_client: positive("CUSTOS_MAX_CONNECTIONS_PER_CLIENT", d.max_connections_per_client as u32)?
+            as usize,
+    })
 }
 
 /// Where evidence files are stored and how large they may be.
@@ -185,6 +207,7 @@ impl Config {
             audit: AuditConfig::from_env(&data_dir)?,
             evidence: EvidenceConfig::from_env(&data_dir)?,
             slas: slas_from_env()?,
+            connections: connections_from_env()?,
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,

@@ -28,6 +28,8 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict | ErrorKind::StateConflict => StatusCode::CONFLICT,
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -45,10 +47,28 @@ pub fn problem_response(problem: &Problem) -> Response {
 
 /// A problem as a gRPC response (trailers-only), for failures before the service is reached.
 fn grpc_problem_response(problem: &Problem) -> Response {
-    let status = custos_core::grpc::status(problem);
+    let status = custos_grpc::status(problem);
     let mut resp = status.into_http::<Body>();
     *resp.status_mut() = StatusCode::OK;
     resp.map(|_| Body::empty())
+}
+
+/// tonic refuses a request message over its 4 MiB limit with OUT_OF_RANGE; the gRPC spec (and
+/// every other server) answers RESOURCE_EXHAUSTED, which is what clients retry on differently.
+/// The refusal comes before any handler runs, as a trailers-only answer, so it is rewritten here
+/// into the same status a too-large REST body gets, with its details.
+fn oversized_grpc_message(response: Response) -> Response {
+    let headers = response.headers();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    if !out_of_range || !message.contains("decoded message length too large") {
+        return response;
+    }
+    grpc_problem_response(&Problem::new(ErrorKind::PayloadTooLarge, "Request message too large", message))
 }
 
 fn is_grpc(req: &Request) -> bool {
@@ -189,6 +209,9 @@ pub async fn middleware(State(edge): State<Edge>, mut req: Request, next: Next) 
             resp
         }
     };
+    if grpc {
+        response = oversized_grpc_message(response);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }

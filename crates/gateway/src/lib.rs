@@ -9,11 +9,14 @@
 //!   descriptors.
 //! * [`edge`] — what every request passes through on both protocols: request id, authentication,
 //!   rate limits, metrics — and the one mapping of error kinds to HTTP status codes.
+//! * [`listener`] — the accept loop of both listeners: header, body and idle timeouts, connection
+//!   caps (overall and per client), HTTP/2 windows for gRPC, JSON for hyper's own error answers.
 //! * [`cli`] — operator subcommands (`migrate`, `org create`, `token create`, `seed`).
 
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod listener;
 pub mod rest;
 pub mod server;
 

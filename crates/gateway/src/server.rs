@@ -11,8 +11,9 @@ use axum::routing::get;
 use custos_audit_chain::keys::{self, KeySource};
 use custos_audit_chain::{AuditChain, AuditService, SequencerConfig};
 use custos_db::{Db, DbConfig, Holds};
-use custos_evidence::{BlobStore, EvidenceService, LegalHoldCheck, LegalHoldsService};
+use custos_evidence::{BlobStore, EvidenceService};
 use custos_frameworks::FrameworksService;
+use custos_holds::{LegalHoldCheck, LegalHoldsService};
 use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
 use custos_proto::v1::audit_service_server::AuditServiceServer;
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AuditConfig, Config, EvidenceConfig};
 use crate::edge::{self, Edge, RateLimits};
+use crate::listener::{self, Protocol};
 use crate::rest;
 
 /// Every domain service, built once. The REST facade, the gRPC adapters and the CLI all hold this.
@@ -188,7 +190,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         Edge { authenticator, limits: limits.clone(), trusted_proxies: Arc::new(config.trusted_proxies.clone()) };
     let metrics = metrics_handle();
 
-    let rest_router = rest_router(app.clone(), edge.clone(), metrics);
+    let rest_router = rest_router(app.clone(), edge.clone(), metrics, config.connections.body_read_timeout);
     let grpc_router = grpc_router(&app, edge).await?;
 
     let http = TcpListener::bind(config.http_addr)
@@ -200,21 +202,15 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
     let (shutdown, _) = watch::channel(false);
 
-    let serve = |listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>| {
-        tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            let result = axum::serve(listener, service)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "listener failed");
-            }
-        })
+    let connection_limits = config.connections.fit_to_file_limit();
+    let proxies = Arc::new(config.trusted_proxies.clone());
+    let serve = |listener: TcpListener, router: Router, protocol: Protocol, stop: watch::Receiver<bool>| {
+        tokio::spawn(listener::serve(listener, router, protocol, connection_limits, proxies.clone(), stop))
     };
-    let mut tasks =
-        vec![serve(http, rest_router, shutdown.subscribe()), serve(grpc, grpc_router, shutdown.subscribe())];
+    let mut tasks = vec![
+        serve(http, rest_router, Protocol::Rest, shutdown.subscribe()),
+        serve(grpc, grpc_router, Protocol::Grpc, shutdown.subscribe()),
+    ];
     tasks.push(tokio::spawn(chain.clone().run(shutdown.subscribe())));
     tasks.push(tokio::spawn(chain.clone().watch_interrupted(RESUME_SWEEP, shutdown.subscribe())));
     tasks.push(tokio::spawn(retention(
@@ -282,7 +278,7 @@ async fn retention(app: App, days: u32, first_pass: std::ops::Range<Duration>, m
     }
 }
 
-fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {
+fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle, body_timeout: Duration) -> Router {
     let endpoints = rest::routes::endpoints();
     let schema = Arc::new(rest::openapi::document(&endpoints));
     rest::router(&endpoints)
@@ -322,6 +318,7 @@ fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle) -> Router {
             resp
         })
         .layer(axum::middleware::from_fn_with_state(edge, edge::middleware))
+        .layer(axum::Extension(rest::BodyTimeout(body_timeout)))
         .with_state(app)
 }
 

@@ -1,6 +1,6 @@
 //! Thin tonic adapter over [`IdentityService`].
 
-use custos_core::grpc::unary;
+use custos_grpc::unary;
 use custos_proto::v1 as pb;
 use custos_proto::v1::identity_service_server::IdentityService as IdentityApi;
 use tonic::{Request, Response, Status};

@@ -1,6 +1,6 @@
 //! Thin tonic adapter over [`IncidentsService`]: decode, call, encode.
 
-use custos_core::grpc::unary;
+use custos_grpc::unary;
 use custos_proto::v1 as pb;
 use custos_proto::v1::incidents_service_server::IncidentsService as IncidentsApi;
 use tonic::{Request, Response, Status};

@@ -20,6 +20,18 @@ choice! {
     }
 }
 
+impl Severity {
+    /// Order of gravity: raising a severity is an escalation.
+    pub fn rank(self) -> u8 {
+        match self {
+            Severity::Low => 0,
+            Severity::Medium => 1,
+            Severity::High => 2,
+            Severity::Critical => 3,
+        }
+    }
+}
+
 choice! {
     /// Incident categories; also the `incident_type` of response plans.
     pub enum Category {
@@ -122,9 +134,68 @@ pub struct IncidentRow {
     pub assigned_to: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub response_due_at: Option<OffsetDateTime>,
+    pub resolution_due_at: Option<OffsetDateTime>,
+    pub severity_changed_at: Option<OffsetDateTime>,
 }
 
 impl IncidentRow {
+    /// The response and resolution deadlines: as stored, or (rows from before deadlines were
+    /// stored) from the detection time and the configured SLAs.
+    pub fn deadlines(&self, slas: &Slas) -> (OffsetDateTime, OffsetDateTime) {
+        let detected = self.detected();
+        (
+            self.response_due_at
+                .unwrap_or_else(|| slas.response_due(stored(&self.severity, Severity::Medium), detected)),
+            self.resolution_due_at.unwrap_or_else(|| slas.resolution_due(detected)),
+        )
+    }
+
+    /// The clocks an update leaves running, given the severity and detection time it writes.
+    ///
+    /// - Raising the severity starts the new severity's clocks at `now` — except for a deadline
+    ///   already met (responded, resolved) or already missed: a met deadline stays met, and a
+    ///   missed one stays missed (escalating must not erase a breach).
+    /// - Lowering the severity keeps the deadlines as they are.
+    /// - Correcting the detection time of an incident whose severity never changed moves its
+    ///   clocks with it.
+    pub fn clocks_after(
+        &self,
+        slas: &Slas,
+        severity: Severity,
+        detected: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Clocks {
+        let was = stored(&self.severity, Severity::Medium);
+        let (response, resolution) = self.deadlines(slas);
+        if severity.rank() > was.rank() {
+            let standing = |deadline: OffsetDateTime, met: Option<OffsetDateTime>| met.is_some() || deadline < now;
+            Clocks {
+                response_due_at: if standing(response, self.responded_at) {
+                    response
+                } else {
+                    slas.response_due(severity, now)
+                },
+                resolution_due_at: if standing(resolution, self.resolved_at) {
+                    resolution
+                } else {
+                    slas.resolution_due(now)
+                },
+                severity_changed_at: Some(now),
+            }
+        } else if severity.rank() < was.rank() {
+            Clocks { response_due_at: response, resolution_due_at: resolution, severity_changed_at: Some(now) }
+        } else if self.severity_changed_at.is_none() && detected != self.detected() {
+            Clocks::started(slas, severity, detected)
+        } else {
+            Clocks {
+                response_due_at: response,
+                resolution_due_at: resolution,
+                severity_changed_at: self.severity_changed_at,
+            }
+        }
+    }
+
     /// When the incident was detected (rows written by this service always say; older ones fall
     /// back to when they were recorded).
     pub fn detected(&self) -> OffsetDateTime {
@@ -134,8 +205,7 @@ impl IncidentRow {
     /// The API shape, with the SLA deadlines and whether one of them is (or was) missed at `now`.
     pub fn to_pb(&self, slas: &Slas, now: OffsetDateTime) -> pb::Incident {
         let detected = self.detected();
-        let response_due = slas.response_due(stored(&self.severity, Severity::Medium), detected);
-        let resolution_due = slas.resolution_due(detected);
+        let (response_due, resolution_due) = self.deadlines(slas);
         let sla_breached =
             self.responded_at.unwrap_or(now) > response_due || self.resolved_at.unwrap_or(now) > resolution_due;
         pb::Incident {
@@ -157,6 +227,7 @@ impl IncidentRow {
             sla_breached,
             created_at: timefmt::timestamp(self.created_at),
             updated_at: timefmt::timestamp(self.updated_at),
+            severity_changed_at: opt_ts(self.severity_changed_at),
         }
     }
 
@@ -178,6 +249,26 @@ impl IncidentRow {
     }
 }
 
+/// An incident's SLA clocks as stored (see [`IncidentRow::clocks_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsChangeset, Insertable)]
+#[diesel(table_name = incidents, treat_none_as_null = true)]
+pub struct Clocks {
+    pub response_due_at: OffsetDateTime,
+    pub resolution_due_at: OffsetDateTime,
+    pub severity_changed_at: Option<OffsetDateTime>,
+}
+
+impl Clocks {
+    /// The clocks of a new incident: from its detection.
+    pub fn started(slas: &Slas, severity: Severity, detected: OffsetDateTime) -> Self {
+        Clocks {
+            response_due_at: slas.response_due(severity, detected),
+            resolution_due_at: slas.resolution_due(detected),
+            severity_changed_at: None,
+        }
+    }
+}
+
 /// Validated writable fields of an incident.
 #[derive(Debug, Clone, AsChangeset, Insertable)]
 #[diesel(table_name = incidents, treat_none_as_null = true)]
@@ -193,6 +284,17 @@ pub struct IncidentFields {
     pub responded_at: Option<OffsetDateTime>,
     pub resolved_at: Option<OffsetDateTime>,
     pub assigned_to: Option<Uuid>,
+}
+
+impl IncidentFields {
+    pub fn severity_choice(&self) -> Severity {
+        stored(&self.severity, Severity::Medium)
+    }
+
+    /// Validation always sets the detection time.
+    pub fn detected(&self) -> OffsetDateTime {
+        self.detected_at.unwrap_or_else(timefmt::now)
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -162,6 +162,8 @@ pub struct ServerOptions {
     /// `CUSTOS_AUDIT_RETENTION_DAYS` (default as in production), and when the server's first
     /// retention pass runs (default: not during a test).
     pub audit_retention: Option<(u32, std::time::Duration)>,
+    /// The listeners' timeouts and connection caps (default as in production).
+    pub connections: Option<custos_gateway::config::ConnectionLimits>,
 }
 
 /// A running gateway over its own database.
@@ -260,6 +262,7 @@ impl TestServer {
                 max_upload_bytes: options.max_upload_bytes.unwrap_or(64 * 1024 * 1024),
             },
             slas: options.slas.unwrap_or_default(),
+            connections: options.connections.unwrap_or_default(),
         };
         let server = custos_gateway::server::start(&config).await.expect("start gateway");
         TestServer {

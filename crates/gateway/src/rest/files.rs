@@ -62,7 +62,8 @@ async fn upload_inner(app: App, ctx: Option<RequestCtx>, request: Request) -> Re
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type)
         .map_err(|e| Problem::invalid("Malformed multipart body", format!("Content-Type: {e}")))?;
-    let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
+    let timeout = request.extensions().get::<super::BodyTimeout>().copied().unwrap_or_default().0;
+    let mut multipart = multer::Multipart::new(super::stall_limited(request.into_body(), timeout), boundary);
 
     let mut fields = Map::new();
     // The metadata parts together, like a JSON body, are bounded; only the file part streams.

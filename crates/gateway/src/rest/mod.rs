@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, OriginalUri, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -255,11 +256,21 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
             filter,
             move |State(app): State<App>,
                   ctx: Option<Extension<RequestCtx>>,
-                  Path(params): Path<HashMap<String, String>>,
+                  params: Result<Path<HashMap<String, String>>, PathRejection>,
                   OriginalUri(uri): OriginalUri,
                   request: axum::extract::Request| {
                 let ep = ep.clone();
-                async move { receive(&ep, app, ctx.map(|c| c.0), params, uri, request).await }
+                async move {
+                    match params {
+                        Ok(Path(params)) => receive(&ep, app, ctx.map(|c| c.0), params, uri, request).await,
+                        // A segment that is not UTF-8 once percent-decoded names nothing here.
+                        Err(rejection) => problem_response(&Problem::new(
+                            custos_core::ErrorKind::NotFound,
+                            "Not found",
+                            format!("No resource at this path: {}", rejection.body_text()),
+                        )),
+                    }
+                }
             },
         );
         match by_path.iter_mut().find(|(p, _)| *p == path) {
@@ -276,8 +287,52 @@ pub fn router(endpoints: &[Endpoint]) -> Router<App> {
 /// Largest JSON body accepted (files travel as multipart uploads, never as JSON).
 pub(crate) const JSON_BODY_MAX: usize = 2 * 1024 * 1024;
 
+/// How long a request body may take to arrive (`CUSTOS_HTTP_BODY_TIMEOUT_SECS`): for a JSON
+/// body, the whole of it; for an upload, each chunk. Set as a request extension by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
+impl Default for BodyTimeout {
+    fn default() -> Self {
+        BodyTimeout(crate::listener::ConnectionLimits::default().body_read_timeout)
+    }
+}
+
+/// A body stream whose every chunk must arrive within `timeout` (a stalled upload ends in an
+/// error instead of holding its connection and its staging object for ever).
+pub(crate) fn stall_limited(
+    body: axum::body::Body,
+    timeout: std::time::Duration,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    use futures::StreamExt;
+    futures::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no part of the body arrived for {} seconds", timeout.as_secs()),
+                )),
+                None,
+            )),
+        }
+    })
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, `application/problem+json`, with or
+/// without parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        let essence = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    })
+}
+
 /// Streams `multipart/form-data` to [`files::upload`] on upload endpoints; reads anything else
-/// (up to [`JSON_BODY_MAX`]) as the endpoint's JSON body or query.
+/// (up to [`JSON_BODY_MAX`], within the body timeout) as the endpoint's JSON body or query.
 async fn receive(
     ep: &Endpoint,
     app: App,
@@ -289,15 +344,41 @@ async fn receive(
     if ep.upload && files::is_multipart(request.headers()) {
         return files::upload(app, ctx, request).await;
     }
+    let timeout = request.extensions().get::<BodyTimeout>().copied().unwrap_or_default().0;
     let headers = request.headers().clone();
-    match axum::body::to_bytes(request.into_body(), JSON_BODY_MAX).await {
-        Ok(body) => handle(ep, app, ctx, params, uri, headers, body).await,
-        Err(_) => problem_response(&Problem::new(
-            custos_core::ErrorKind::PayloadTooLarge,
-            "Request body too large",
-            format!("JSON bodies are limited to {JSON_BODY_MAX} bytes; send files as multipart/form-data"),
-        )),
+    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(request.into_body(), JSON_BODY_MAX)).await {
+        Err(_) => {
+            return problem_response(&Problem::new(
+                custos_core::ErrorKind::RequestTimeout,
+                "Request body timeout",
+                format!("The request body did not arrive within {} seconds", timeout.as_secs()),
+            ));
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return problem_response(&Problem::new(
+                custos_core::ErrorKind::PayloadTooLarge,
+                "Request body too large",
+                format!("JSON bodies are limited to {JSON_BODY_MAX} bytes; send files as multipart/form-data"),
+            ));
+        }
+    };
+    // A body that is there must be JSON: text, XML or a form would otherwise be read as JSON.
+    if ep.body != BodyShape::Query && !body.iter().all(u8::is_ascii_whitespace) && !is_json(&headers) {
+        let accepted = if ep.upload { "application/json or multipart/form-data" } else { "application/json" };
+        return problem_response(&Problem::new(
+            custos_core::ErrorKind::UnsupportedMediaType,
+            "Unsupported media type",
+            format!(
+                "This endpoint takes {accepted}; the request's Content-Type is {}",
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map_or("missing".into(), |v| format!("{v:?}"))
+            ),
+        ));
     }
+    handle(ep, app, ctx, params, uri, headers, body).await
 }
 
 async fn handle(

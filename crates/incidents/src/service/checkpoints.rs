@@ -96,11 +96,13 @@ impl IncidentsService {
         let id = parse_id("Compliance checkpoint", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find_checkpoint(&mut tx, ctx, id, true).await?;
-        let input = req.checkpoint.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            input
-        } else {
-            update::overlay(current.to_input(), input, &req.update_mask)?
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) =
+            update::apply::<_, pb::ComplianceCheckpoint>(current.to_input(), req.checkpoint.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the resource as it stands, nothing recorded.
+            tx.commit().await?;
+            return Ok(current.to_pb(timefmt::today()));
         };
         let fields = validate_checkpoint(&mut tx, ctx, input, Some(&current)).await?;
         let today = timefmt::today();

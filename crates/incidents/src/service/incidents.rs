@@ -61,6 +61,7 @@ impl IncidentsService {
     pub async fn create_incident(&self, ctx: &RequestCtx, req: pb::CreateIncidentRequest) -> Result<pb::Incident> {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_incident(&mut tx, ctx, req.incident.unwrap_or_default(), None).await?;
+        let clocks = Clocks::started(&self.slas, fields.severity_choice(), fields.detected());
         let id = new_id();
         let row: IncidentRow = custos_db::prepared(
             diesel::insert_into(incidents::table)
@@ -69,6 +70,7 @@ impl IncidentsService {
                     incidents::organization_id.eq(ctx.organization_id),
                     incidents::reported_by.eq(ctx.actor.label()),
                     &fields,
+                    &clocks,
                 ))
                 .returning(IncidentRow::as_returning()),
         )
@@ -84,19 +86,21 @@ impl IncidentsService {
         let id = parse_id("Incident", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find_incident(&mut tx, ctx, id, true).await?;
-        let input = req.incident.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            input
-        } else {
-            update::overlay(current.to_input(), input, &req.update_mask)?
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) = update::apply::<_, pb::Incident>(current.to_input(), req.incident.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the resource as it stands, nothing recorded.
+            tx.commit().await?;
+            return Ok(current.to_pb(&self.slas, timefmt::now()));
         };
         let fields = validate_incident(&mut tx, ctx, input, Some(&current)).await?;
         let now = timefmt::now();
+        let clocks = current.clocks_after(&self.slas, fields.severity_choice(), fields.detected(), now);
         let before = current.to_pb(&self.slas, now);
         let row: IncidentRow = diesel::update(
             incidents::table.filter(incidents::organization_id.eq(ctx.organization_id)).filter(incidents::id.eq(id)),
         )
-        .set((&fields, incidents::updated_at.eq(now)))
+        .set((&fields, &clocks, incidents::updated_at.eq(now)))
         .returning(IncidentRow::as_returning())
         .get_result(tx.conn())
         .await?;

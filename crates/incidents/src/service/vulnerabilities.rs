@@ -95,11 +95,13 @@ impl IncidentsService {
         let id = parse_id("Vulnerability", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find_vulnerability(&mut tx, ctx, id, true).await?;
-        let input = req.vulnerability.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            input
-        } else {
-            update::overlay(current.to_input(), input, &req.update_mask)?
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) =
+            update::apply::<_, pb::Vulnerability>(current.to_input(), req.vulnerability.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the resource as it stands, nothing recorded.
+            tx.commit().await?;
+            return Ok(current.to_pb(timefmt::now()));
         };
         let fields = self.validate_vulnerability(&mut tx, ctx, input, Some(&current)).await?;
         let now = timefmt::now();

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use custos_core::{Held, HoldCheck, HoldRef, Problem, hold::HoldFuture};
+use custos_core::hold::{HoldFuture, HoldsByIdFuture};
+use custos_core::{Held, HoldCheck, HoldRef, Problem};
 use custos_db::schema::{evidence, incidents, legal_hold_items, legal_holds};
 use custos_db::{DbError, PgConn};
 use diesel::prelude::*;
@@ -132,5 +133,14 @@ async fn covering(conn: &mut PgConn, organization_id: Uuid, target: &Held) -> Re
 impl HoldCheck<PgConn> for LegalHoldCheck {
     fn holds_on<'a>(&'a self, conn: &'a mut PgConn, organization_id: Uuid, target: &'a Held) -> HoldFuture<'a> {
         Box::pin(async move { covering(conn, organization_id, target).await.map_err(Problem::from) })
+    }
+
+    fn holds_on_evidence<'a>(
+        &'a self,
+        conn: &'a mut PgConn,
+        organization_id: Uuid,
+        evidence_ids: &'a [Uuid],
+    ) -> HoldsByIdFuture<'a> {
+        Box::pin(async move { holds_on_evidence(conn, organization_id, evidence_ids).await.map_err(Problem::from) })
     }
 }

@@ -18,12 +18,14 @@ use diesel_async::RunQueryDsl;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::custody::actor_name;
 use crate::hold_check::normalize_identifier;
 use crate::model::{HoldStatus, LegalHoldFields, LegalHoldRow, ts};
-use crate::service::EvidenceError;
 
-type Result<T, E = EvidenceError> = std::result::Result<T, E>;
+custos_db::service_error! {
+    pub enum HoldsError {}
+}
+
+type Result<T, E = HoldsError> = std::result::Result<T, E>;
 
 const CUSTODIANS_MAX: usize = 1_000;
 
@@ -32,11 +34,17 @@ pub struct LegalHoldsService {
     db: Db,
 }
 
-fn not_found(id: impl std::fmt::Display) -> EvidenceError {
+/// Who placed, changed or released a hold, as its rows name them (the form evidence custody
+/// records name their actors in).
+fn actor_name(ctx: &RequestCtx) -> String {
+    ctx.actor.email().map(str::to_owned).unwrap_or_else(|| ctx.actor.label())
+}
+
+fn not_found(id: impl std::fmt::Display) -> HoldsError {
     Problem::not_found("Legal hold", id).into()
 }
 
-fn released(row: &LegalHoldRow) -> EvidenceError {
+fn released(row: &LegalHoldRow) -> HoldsError {
     Problem::state_conflict(
         "Legal hold is released",
         format!("Legal hold '{}' was released; create a new hold instead", row.case_name),
@@ -114,16 +122,19 @@ impl LegalHoldsService {
         let id = parse_id("Legal hold", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        if current.status == HoldStatus::Released.as_str() {
-            return Err(released(&current));
-        }
+        let released_hold = (current.status == HoldStatus::Released.as_str()).then(|| released(&current));
         let before = one_pb(&mut tx, ctx, current).await?;
-        let patch = req.legal_hold.unwrap_or_default();
-        let input = if req.update_mask.is_empty() {
-            patch
-        } else {
-            update::overlay(to_input(&before), patch, &req.update_mask)?
+        let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
+        let Some(input) =
+            update::apply::<_, pb::LegalHold>(to_input(&before), req.legal_hold.unwrap_or_default(), mask)?
+        else {
+            // Nothing to change (a PATCH of {}): the hold as it stands, nothing recorded.
+            tx.commit().await?;
+            return Ok(before);
         };
+        if let Some(refusal) = released_hold {
+            return Err(refusal);
+        }
         let fields = validate(input)?;
         diesel::update(
             legal_holds::table
