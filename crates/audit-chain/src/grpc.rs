@@ -28,10 +28,10 @@ impl AuditApi for AuditService {
         unary(r, async |ctx, m| self.create_checkpoint(&ctx, m).await).await
     }
     async fn get_inclusion_proof(&self, r: Request<pb::InclusionProofRequest>) -> Reply<pb::InclusionProof> {
-        unary(r, async |ctx, m| self.inclusion_proof(&ctx, m).await).await
+        unary(r, async |ctx, m| self.get_inclusion_proof(&ctx, m).await).await
     }
     async fn get_consistency_proof(&self, r: Request<pb::ConsistencyProofRequest>) -> Reply<pb::ConsistencyProof> {
-        unary(r, async |ctx, m| self.consistency_proof(&ctx, m).await).await
+        unary(r, async |ctx, m| self.get_consistency_proof(&ctx, m).await).await
     }
     async fn verify_chain(&self, r: Request<pb::VerifyAuditChainRequest>) -> Reply<pb::VerifyAuditChainResponse> {
         unary(r, async |ctx, m| self.verify_chain(&ctx, m).await).await
@@ -60,7 +60,7 @@ impl AuditApi for AuditService {
     /// Public: answers without credentials too.
     async fn get_public_key(&self, r: Request<pb::PublicKeyRequest>) -> Reply<pb::PublicKeyResponse> {
         let ctx = r.extensions().get::<RequestCtx>().cloned();
-        self.public_key(ctx.as_ref(), r.into_inner())
+        self.get_public_key(ctx.as_ref(), r.into_inner())
             .await
             .map(Response::new)
             .map_err(|e| custos_grpc::status(&e.into()))

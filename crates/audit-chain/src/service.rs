@@ -559,7 +559,7 @@ impl AuditService {
             .optional()?)
     }
 
-    pub async fn inclusion_proof(
+    pub async fn get_inclusion_proof(
         &self,
         ctx: &RequestCtx,
         req: pb::InclusionProofRequest,
@@ -614,7 +614,7 @@ impl AuditService {
         })
     }
 
-    pub async fn consistency_proof(
+    pub async fn get_consistency_proof(
         &self,
         ctx: &RequestCtx,
         req: pb::ConsistencyProofRequest,
@@ -747,7 +747,7 @@ impl AuditService {
     }
 
     /// The checkpoint signing key; anyone may fetch it (with credentials, the caller's log origin too).
-    pub async fn public_key(
+    pub async fn get_public_key(
         &self,
         ctx: Option<&RequestCtx>,
         _req: pb::PublicKeyRequest,

@@ -374,7 +374,7 @@ async fn chain_figures(s: &TestServer, app: &custos_gateway::App, big: &TestOrg,
         let started = Instant::now();
         let proof = app
             .audit
-            .inclusion_proof(&ctx, pb::InclusionProofRequest { seq: Some(seq as i64), tree_size: None })
+            .get_inclusion_proof(&ctx, pb::InclusionProofRequest { seq: Some(seq as i64), tree_size: None })
             .await
             .expect("proof");
         fetch += started.elapsed();

@@ -27,7 +27,7 @@ impl FrameworksApi for FrameworksService {
         unary(r, async |ctx, m| self.delete_framework(&ctx, m).await).await
     }
     async fn get_compliance_summary(&self, r: Request<pb::ComplianceSummaryRequest>) -> Reply<pb::ComplianceSummary> {
-        unary(r, async |ctx, m| self.compliance_summary(&ctx, m).await).await
+        unary(r, async |ctx, m| self.get_compliance_summary(&ctx, m).await).await
     }
     async fn list_framework_requirements(
         &self,
@@ -54,7 +54,7 @@ impl FrameworksApi for FrameworksService {
         unary(r, async |ctx, m| self.delete_requirement(&ctx, m).await).await
     }
     async fn update_requirement_status(&self, r: Request<pb::UpdateStatusRequest>) -> Reply<pb::Requirement> {
-        unary(r, async |ctx, m| self.update_status(&ctx, m).await).await
+        unary(r, async |ctx, m| self.update_requirement_status(&ctx, m).await).await
     }
     async fn schedule_assessment(&self, r: Request<pb::ScheduleAssessmentRequest>) -> Reply<pb::Requirement> {
         unary(r, async |ctx, m| self.schedule_assessment(&ctx, m).await).await

@@ -187,7 +187,7 @@ impl FrameworksService {
         Ok(pb::DeleteFrameworkResponse {})
     }
 
-    pub async fn compliance_summary(
+    pub async fn get_compliance_summary(
         &self,
         ctx: &RequestCtx,
         req: pb::ComplianceSummaryRequest,
@@ -417,7 +417,11 @@ impl FrameworksService {
     }
 
     /// Records an assessment outcome; the assessment date becomes today.
-    pub async fn update_status(&self, ctx: &RequestCtx, req: pb::UpdateStatusRequest) -> Result<pb::Requirement> {
+    pub async fn update_requirement_status(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::UpdateStatusRequest,
+    ) -> Result<pb::Requirement> {
         let id = parse_id("Requirement", &req.id)?;
         let status =
             ComplianceStatus::ALL.iter().find(|s| s.as_str() == req.compliance_status).ok_or_else(invalid_status)?;

@@ -78,17 +78,35 @@ fn is_grpc(req: &Request) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
-/// Paths anyone may call: liveness, and the API's own description — the OpenAPI document, the docs
-/// page and gRPC reflection — which hold no tenant data and which tools (a browser, grpcurl) must
-/// be able to load before they can send credentials. Rate limits still apply to them.
-fn is_public(path: &str) -> bool {
-    is_probe(path)
-        || path == "/api/schema/"
-        || path.starts_with("/api/docs")
-        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
-        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
-        || path == crate::rest::routes::PUBLIC_KEY
-        || path == "/custos.v1.AuditService/GetPublicKey"
+/// The paths anyone may call, without credentials (rate limits still apply): the endpoints and
+/// gRPC methods the domains declare public, and the platform's own: liveness, and the API's
+/// description — the OpenAPI document, the docs page and gRPC reflection — which hold no tenant
+/// data and which tools (a browser, grpcurl) must load before they can send credentials.
+#[derive(Debug, Default)]
+pub struct PublicPaths {
+    exact: std::collections::HashSet<String>,
+}
+
+/// The platform's own public paths, and prefixes of them.
+const PLATFORM_PUBLIC: &[&str] = &["/api/schema/"];
+const PLATFORM_PUBLIC_PREFIXES: &[&str] =
+    &["/api/docs", "/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+
+impl PublicPaths {
+    pub fn of(endpoints: &[crate::rest::Endpoint], grpc: &[crate::domains::GrpcService]) -> Self {
+        let mut exact: std::collections::HashSet<String> = PLATFORM_PUBLIC.iter().map(|p| p.to_string()).collect();
+        // Public REST endpoints have no path parameters (a public page of one resource would
+        // name tenant data); one that had would need a pattern here.
+        exact.extend(endpoints.iter().filter(|ep| ep.public).map(|ep| ep.path.to_owned()));
+        for service in grpc {
+            exact.extend(service.public_methods.iter().map(|m| format!("/{}/{m}", service.name)));
+        }
+        PublicPaths { exact }
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        is_probe(path) || self.exact.contains(path) || PLATFORM_PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p))
+    }
 }
 
 /// Paths that are neither authenticated nor rate limited (orchestrator probes hit them often).
@@ -176,6 +194,7 @@ pub struct Edge {
     pub authenticator: Authenticator,
     pub limits: Arc<RateLimits>,
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    pub public: Arc<PublicPaths>,
 }
 
 /// Request id, authentication, rate limit and metrics for one request.
@@ -251,7 +270,7 @@ async fn admit(
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let Some(authorization) = authorization else {
         anon_check(edge)?;
-        if is_public(path) {
+        if edge.public.contains(path) {
             return Ok(());
         }
         return Err((

@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use custos_gateway::cli::{Broken, Cli, Command, run};
+use custos_gateway::cli::{Broken, Cli, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = std::env::var("CUSTOS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let default_level = if cli.is_serve() { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
@@ -18,7 +17,7 @@ fn main() -> ExitCode {
         builder.init();
     }
     // Verifying commands: 1 when what they checked is not intact, 2 when they could not check.
-    let verifies = cli.command.verifies();
+    let verifies = cli.verifies();
     let could_not = if verifies { ExitCode::from(2) } else { ExitCode::FAILURE };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

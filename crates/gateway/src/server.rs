@@ -16,12 +16,6 @@ use custos_frameworks::FrameworksService;
 use custos_holds::{LegalHoldCheck, LegalHoldsService};
 use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
-use custos_proto::v1::audit_service_server::AuditServiceServer;
-use custos_proto::v1::evidence_service_server::EvidenceServiceServer;
-use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
-use custos_proto::v1::identity_service_server::IdentityServiceServer;
-use custos_proto::v1::incidents_service_server::IncidentsServiceServer;
-use custos_proto::v1::legal_holds_service_server::LegalHoldsServiceServer;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -30,7 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{AuditConfig, Config, EvidenceConfig};
-use crate::edge::{self, Edge, RateLimits};
+use crate::domains;
+use crate::edge::{self, Edge, PublicPaths, RateLimits};
 use crate::listener::{self, Protocol};
 use crate::rest;
 
@@ -186,12 +181,19 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!(e))?
         .with_token_cache(Duration::from_secs(config.auth_cache_seconds));
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
-    let edge =
-        Edge { authenticator, limits: limits.clone(), trusted_proxies: Arc::new(config.trusted_proxies.clone()) };
+    let domains = domains::compose(&app, config);
+    let public = PublicPaths::of(&domains.endpoints, &domains.grpc);
+    let edge = Edge {
+        authenticator,
+        limits: limits.clone(),
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        public: Arc::new(public),
+    };
     let metrics = metrics_handle();
 
-    let rest_router = rest_router(app.clone(), edge.clone(), metrics, config.connections.body_read_timeout);
-    let grpc_router = grpc_router(&app, edge).await?;
+    let rest_router =
+        rest_router(app.clone(), &domains.endpoints, edge.clone(), metrics, config.connections.body_read_timeout);
+    let grpc_router = grpc_router(domains.grpc, edge).await?;
 
     let http = TcpListener::bind(config.http_addr)
         .await
@@ -211,14 +213,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         serve(http, rest_router, Protocol::Rest, shutdown.subscribe()),
         serve(grpc, grpc_router, Protocol::Grpc, shutdown.subscribe()),
     ];
-    tasks.push(tokio::spawn(chain.clone().run(shutdown.subscribe())));
-    tasks.push(tokio::spawn(chain.clone().watch_interrupted(RESUME_SWEEP, shutdown.subscribe())));
-    tasks.push(tokio::spawn(retention(
-        app.clone(),
-        config.audit.retention_days,
-        config.audit.retention_first_pass.clone(),
-        shutdown.subscribe(),
-    )));
+    for task in domains.tasks {
+        tracing::debug!(task = task.name, "starting background task");
+        tasks.push(tokio::spawn((task.run)(shutdown.subscribe())));
+    }
     let mut stop = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         loop {
@@ -232,56 +230,15 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer { http_addr, grpc_addr, app, shutdown, tasks })
 }
 
-/// How often the server looks for interrupted background verifications to resume: twice per
-/// lease, so that one is resumed at most a minute and a half after its runner stopped.
-const RESUME_SWEEP: Duration = Duration::from_secs(custos_audit_chain::runs::LEASE.as_secs() / 2);
-
-/// Soon after start, then once a day: prunes audit entries past the retention period (safe on
-/// any number of replicas: pruning takes the organisation's head lock and is idempotent), and
-/// sweeps the staging objects of uploads that died.
-async fn retention(app: App, days: u32, first_pass: std::ops::Range<Duration>, mut stop: watch::Receiver<bool>) {
-    // The first pass soon after start, not a day after it (see `config::RETENTION_FIRST_PASS`).
-    let spread = (first_pass.end.saturating_sub(first_pass.start).as_millis() as u64).max(1);
-    let mut wait = first_pass.start + Duration::from_millis(rand::random::<u64>() % spread);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        wait = Duration::from_secs(24 * 3600);
-        let orgs = match app.identity.all_organizations().await {
-            Ok(orgs) => orgs,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit retention: cannot list organisations");
-                continue;
-            }
-        };
-        match app.evidence.blobs().sweep_staging(custos_evidence::blobs::STAGING_MAX_AGE).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "removed staging objects of abandoned uploads"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "blob staging sweep failed; will retry tomorrow"),
-        }
-        match app.evidence.sweep_unreferenced(custos_evidence::blobs::STAGING_MAX_AGE).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "removed evidence objects no item refers to"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %custos_core::Problem::from(e), "evidence object sweep failed; will retry tomorrow")
-            }
-        }
-        for (org, slug) in orgs {
-            match app.audit.chain().prune(org, days).await {
-                Ok(o) if o.removed > 0 => tracing::info!(%slug, removed = o.removed, "audit retention pruned entries"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%slug, error = %e, "audit retention failed; will retry tomorrow"),
-            }
-        }
-    }
-}
-
-fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle, body_timeout: Duration) -> Router {
-    let endpoints = rest::routes::endpoints();
-    let schema = Arc::new(rest::openapi::document(&endpoints));
-    rest::router(&endpoints)
+fn rest_router(
+    app: App,
+    endpoints: &[rest::Endpoint],
+    edge: Edge,
+    metrics: PrometheusHandle,
+    body_timeout: Duration,
+) -> Router {
+    let schema = Arc::new(rest::openapi::document(endpoints));
+    rest::router(endpoints)
         .route("/health/", get(health))
         .route("/health", get(health))
         .route("/api/schema/", get(move || async move { axum::Json((*schema).clone()) }))
@@ -299,7 +256,6 @@ fn rest_router(app: App, edge: Edge, metrics: PrometheusHandle, body_timeout: Du
             }),
         )
         .merge(rest::docs::router())
-        .merge(rest::files::router())
         .fallback(|| async {
             edge::problem_response(&custos_core::Problem::new(
                 custos_core::ErrorKind::NotFound,
@@ -337,14 +293,11 @@ async fn health(State(app): State<App>) -> Response {
     }
 }
 
-async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
+async fn grpc_router(services: Vec<domains::GrpcService>, edge: Edge) -> anyhow::Result<Router> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<FrameworksServiceServer<FrameworksService>>().await;
-    health_reporter.set_serving::<IdentityServiceServer<IdentityService>>().await;
-    health_reporter.set_serving::<AuditServiceServer<AuditService>>().await;
-    health_reporter.set_serving::<EvidenceServiceServer<EvidenceService>>().await;
-    health_reporter.set_serving::<LegalHoldsServiceServer<LegalHoldsService>>().await;
-    health_reporter.set_serving::<IncidentsServiceServer<IncidentsService>>().await;
+    for service in &services {
+        health_reporter.set_service_status(service.name, tonic_health::ServingStatus::Serving).await;
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -353,15 +306,8 @@ async fn grpc_router(app: &App, edge: Edge) -> anyhow::Result<Router> {
         .register_encoded_file_descriptor_set(custos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let routes = tonic::service::Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(FrameworksServiceServer::new(app.frameworks.clone()))
-        .add_service(IdentityServiceServer::new(app.identity.clone()))
-        .add_service(AuditServiceServer::new(app.audit.clone()))
-        .add_service(EvidenceServiceServer::new(app.evidence.clone()))
-        .add_service(LegalHoldsServiceServer::new(app.legal_holds.clone()))
-        .add_service(IncidentsServiceServer::new(app.incidents.clone()));
+    let routes = tonic::service::Routes::new(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    let routes = services.into_iter().fold(routes, |routes, service| service.add_to(routes));
     Ok(routes.into_axum_router().layer(axum::middleware::from_fn_with_state(edge, edge::middleware)))
 }
 

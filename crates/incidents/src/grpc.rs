@@ -51,60 +51,60 @@ impl IncidentsApi for IncidentsService {
         &self,
         r: Request<pb::ListComplianceCheckpointsRequest>,
     ) -> Reply<pb::ListComplianceCheckpointsResponse> {
-        unary(r, async |ctx, m| self.list_checkpoints(&ctx, m).await).await
+        unary(r, async |ctx, m| self.list_compliance_checkpoints(&ctx, m).await).await
     }
     async fn get_compliance_checkpoint(
         &self,
         r: Request<pb::GetComplianceCheckpointRequest>,
     ) -> Reply<pb::ComplianceCheckpoint> {
-        unary(r, async |ctx, m| self.get_checkpoint(&ctx, m).await).await
+        unary(r, async |ctx, m| self.get_compliance_checkpoint(&ctx, m).await).await
     }
     async fn create_compliance_checkpoint(
         &self,
         r: Request<pb::CreateComplianceCheckpointRequest>,
     ) -> Reply<pb::ComplianceCheckpoint> {
-        unary(r, async |ctx, m| self.create_checkpoint(&ctx, m).await).await
+        unary(r, async |ctx, m| self.create_compliance_checkpoint(&ctx, m).await).await
     }
     async fn update_compliance_checkpoint(
         &self,
         r: Request<pb::UpdateComplianceCheckpointRequest>,
     ) -> Reply<pb::ComplianceCheckpoint> {
-        unary(r, async |ctx, m| self.update_checkpoint(&ctx, m).await).await
+        unary(r, async |ctx, m| self.update_compliance_checkpoint(&ctx, m).await).await
     }
     async fn delete_compliance_checkpoint(
         &self,
         r: Request<pb::DeleteComplianceCheckpointRequest>,
     ) -> Reply<pb::DeleteComplianceCheckpointResponse> {
-        unary(r, async |ctx, m| self.delete_checkpoint(&ctx, m).await).await
+        unary(r, async |ctx, m| self.delete_compliance_checkpoint(&ctx, m).await).await
     }
     async fn list_incident_response_plans(
         &self,
         r: Request<pb::ListIncidentResponsePlansRequest>,
     ) -> Reply<pb::ListIncidentResponsePlansResponse> {
-        unary(r, async |ctx, m| self.list_plans(&ctx, m).await).await
+        unary(r, async |ctx, m| self.list_incident_response_plans(&ctx, m).await).await
     }
     async fn get_incident_response_plan(
         &self,
         r: Request<pb::GetIncidentResponsePlanRequest>,
     ) -> Reply<pb::IncidentResponsePlan> {
-        unary(r, async |ctx, m| self.get_plan(&ctx, m).await).await
+        unary(r, async |ctx, m| self.get_incident_response_plan(&ctx, m).await).await
     }
     async fn create_incident_response_plan(
         &self,
         r: Request<pb::CreateIncidentResponsePlanRequest>,
     ) -> Reply<pb::IncidentResponsePlan> {
-        unary(r, async |ctx, m| self.create_plan(&ctx, m).await).await
+        unary(r, async |ctx, m| self.create_incident_response_plan(&ctx, m).await).await
     }
     async fn update_incident_response_plan(
         &self,
         r: Request<pb::UpdateIncidentResponsePlanRequest>,
     ) -> Reply<pb::IncidentResponsePlan> {
-        unary(r, async |ctx, m| self.update_plan(&ctx, m).await).await
+        unary(r, async |ctx, m| self.update_incident_response_plan(&ctx, m).await).await
     }
     async fn delete_incident_response_plan(
         &self,
         r: Request<pb::DeleteIncidentResponsePlanRequest>,
     ) -> Reply<pb::DeleteIncidentResponsePlanResponse> {
-        unary(r, async |ctx, m| self.delete_plan(&ctx, m).await).await
+        unary(r, async |ctx, m| self.delete_incident_response_plan(&ctx, m).await).await
     }
 }

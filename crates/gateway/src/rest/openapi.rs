@@ -2,57 +2,13 @@
 //! and the comments written in `proto/`), so it cannot drift from what the handlers accept.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
-use prost::Message;
+use prost_types::FieldDescriptorProto;
 use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value, json};
 
-use super::{BodyShape, Endpoint};
-
-struct MessageInfo<'a> {
-    descriptor: &'a DescriptorProto,
-    comment: String,
-    field_comments: HashMap<String, String>,
-}
-
-fn short_name(full: &str) -> &str {
-    full.rsplit('.').next().unwrap_or(full)
-}
-
-fn index(fds: &FileDescriptorSet) -> HashMap<String, MessageInfo<'_>> {
-    let mut out = HashMap::new();
-    for file in &fds.file {
-        let package = file.package();
-        let comments: HashMap<Vec<i32>, String> = file
-            .source_code_info
-            .iter()
-            .flat_map(|s| s.location.iter())
-            .filter_map(|l| {
-                l.leading_comments.as_ref().map(|c| (l.path.clone(), c.trim().replace('\n', " ").replace("  ", " ")))
-            })
-            .collect();
-        for (i, msg) in file.message_type.iter().enumerate() {
-            let i = i as i32;
-            let field_comments = msg
-                .field
-                .iter()
-                .enumerate()
-                .filter_map(|(j, f)| comments.get(&vec![4, i, 2, j as i32]).map(|c| (f.name().to_owned(), c.clone())))
-                .collect();
-            out.insert(
-                format!("{package}.{}", msg.name()),
-                MessageInfo {
-                    descriptor: msg,
-                    comment: comments.get(&vec![4, i]).cloned().unwrap_or_default(),
-                    field_comments,
-                },
-            );
-        }
-    }
-    out
-}
+use super::descriptors::{MESSAGES, MessageInfo, short_name};
+use super::endpoint::{BodyShape, Endpoint, Handler};
 
 fn field_schema(field: &FieldDescriptorProto) -> Value {
     let scalar = match field.r#type() {
@@ -112,33 +68,6 @@ fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
 
-/// The whole document.
-/// The names a request to `ep` may carry, beside its path parameters: its request message's
-/// fields (for a body mapped onto one field, that field's message's), and in a body also the
-/// response's, which a client that read a resource may send back (they are ignored, as output
-/// only). `None` if the request message is not described (then nothing is refused).
-pub fn accepted_names(ep: &Endpoint) -> Option<std::collections::BTreeSet<String>> {
-    let messages = &*MESSAGES;
-    let fields = |full: &str| messages.get(full).map(|m| m.descriptor.field.iter().map(|f| f.name().to_owned()));
-    let request = messages.get(&ep.operation.request)?;
-    let mut names: std::collections::BTreeSet<String> = match ep.body {
-        BodyShape::Field(name) => {
-            let field = request.descriptor.field.iter().find(|f| f.name() == name)?;
-            fields(field.type_name().trim_start_matches('.'))?.collect()
-        }
-        _ => request.descriptor.field.iter().map(|f| f.name().to_owned()).collect(),
-    };
-    if ep.body != BodyShape::Query {
-        names.extend(fields(&ep.operation.response).into_iter().flatten());
-    }
-    Some(names)
-}
-
-/// The proto descriptors, decoded once, and their messages by full name.
-static DESCRIPTORS: LazyLock<FileDescriptorSet> =
-    LazyLock::new(|| FileDescriptorSet::decode(custos_proto::FILE_DESCRIPTOR_SET).unwrap_or_default());
-static MESSAGES: LazyLock<HashMap<String, MessageInfo<'static>>> = LazyLock::new(|| index(&DESCRIPTORS));
-
 pub fn document(endpoints: &[Endpoint]) -> Value {
     let messages = &*MESSAGES;
     let mut schemas = Map::new();
@@ -156,7 +85,7 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
 
     let mut paths: Map<String, Value> = Map::new();
     for ep in endpoints {
-        let req = messages.get(&ep.operation.request);
+        let req = messages.get(ep.request_message());
         let path_params = ep.path_params();
         let mut parameters: Vec<Value> = path_params
             .iter()
@@ -175,7 +104,7 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
             }
         }
         let body_schema = match (ep.body, req) {
-            (BodyShape::Whole, _) => Some(reference(&ep.operation.request)),
+            (BodyShape::Whole, _) => Some(reference(ep.request_message())),
             (BodyShape::Field(name), Some(req)) => req
                 .descriptor
                 .field
@@ -186,8 +115,8 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         };
         if let Some(schema) = body_schema {
             let mut content = json!({ "application/json": { "schema": schema } });
-            if ep.upload
-                && let Some(Value::Object(props)) = schema_properties(messages, &schema)
+            if let Some(upload) = &ep.upload
+                && let Some(Value::Object(props)) = schema_properties(messages, &reference(&upload.metadata))
             {
                 let mut props = props;
                 props.insert(
@@ -198,22 +127,28 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
             }
             op.insert("requestBody".into(), json!({ "required": true, "content": content }));
         }
-        let success = if ep.success == http::StatusCode::NO_CONTENT {
-            json!({ "description": "Done; no content" })
-        } else if ep.list {
-            let item = messages
-                .get(&ep.operation.response)
-                .and_then(|m| m.descriptor.field.iter().find(|f| f.name() == "results"))
-                .map(|f| json!({ "$ref": format!("#/components/schemas/{}", short_name(f.type_name())) }))
-                .unwrap_or(json!({}));
-            json!({ "description": "A page of results", "content": { "application/json": { "schema": {
-                "type": "object", "properties": {
-                    "count": { "type": "integer", "description": "Total number of matching results" },
-                    "next": { "type": "string", "nullable": true, "description": "URL of the next page" },
-                    "previous": { "type": "string", "nullable": true, "description": "URL of the previous page" },
-                    "results": { "type": "array", "items": item } } } } } })
-        } else {
-            json!({ "description": "Success", "content": { "application/json": { "schema": reference(&ep.operation.response) } } })
+        let success = match &ep.handler {
+            _ if ep.success == http::StatusCode::NO_CONTENT => json!({ "description": "Done; no content" }),
+            Handler::Download(_) => json!({
+                "description": "The file. `Repr-Digest` carries its SHA-256, `X-Content-BLAKE3` its BLAKE3, `ETag` the SHA-256 hex.",
+                "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } }
+            }),
+            Handler::Json(operation) if ep.list => {
+                let item = messages
+                    .get(&operation.response)
+                    .and_then(|m| m.descriptor.field.iter().find(|f| f.name() == "results"))
+                    .map(|f| json!({ "$ref": format!("#/components/schemas/{}", short_name(f.type_name())) }))
+                    .unwrap_or(json!({}));
+                json!({ "description": "A page of results", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": {
+                        "count": { "type": "integer", "description": "Total number of matching results" },
+                        "next": { "type": "string", "nullable": true, "description": "URL of the next page" },
+                        "previous": { "type": "string", "nullable": true, "description": "URL of the previous page" },
+                        "results": { "type": "array", "items": item } } } } } })
+            }
+            Handler::Json(operation) => {
+                json!({ "description": "Success", "content": { "application/json": { "schema": reference(&operation.response) } } })
+            }
         };
         let mut responses = Map::new();
         responses.insert(ep.success.as_u16().to_string(), success);
@@ -222,10 +157,13 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         responses.insert("403".into(), error_response("The caller's role may not do this"));
         responses.insert("404".into(), error_response("No such resource in the caller's organisation"));
         responses.insert("429".into(), error_response("Rate limit exceeded; see Retry-After"));
-        if ep.upload {
+        if ep.upload.is_some() {
             responses.insert("413".into(), error_response("The file exceeds CUSTOS_MAX_UPLOAD_BYTES"));
         }
-        op.insert("operationId".into(), Value::String(ep.operation_id.into()));
+        for (status, why) in &ep.failures {
+            responses.insert(status.as_u16().to_string(), error_response(why));
+        }
+        op.insert("operationId".into(), Value::String(ep.operation_id.clone()));
         op.insert("summary".into(), Value::String(ep.summary.into()));
         op.insert("tags".into(), json!([ep.tag]));
         op.insert("parameters".into(), Value::Array(parameters));
@@ -233,8 +171,6 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         let entry = paths.entry(ep.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
         entry[ep.method.as_str().to_ascii_lowercase()] = Value::Object(op);
     }
-
-    paths.insert(super::files::DOWNLOAD.to_owned(), super::files::download_openapi());
 
     json!({
         "openapi": "3.0.3",

@@ -27,7 +27,7 @@ fn pending() -> Vec<&'static str> {
 }
 
 impl IncidentsService {
-    pub async fn list_checkpoints(
+    pub async fn list_compliance_checkpoints(
         &self,
         ctx: &RequestCtx,
         req: pb::ListComplianceCheckpointsRequest,
@@ -55,7 +55,7 @@ impl IncidentsService {
         })
     }
 
-    pub async fn get_checkpoint(
+    pub async fn get_compliance_checkpoint(
         &self,
         ctx: &RequestCtx,
         req: pb::GetComplianceCheckpointRequest,
@@ -67,7 +67,7 @@ impl IncidentsService {
         Ok(row.to_pb(timefmt::today()))
     }
 
-    pub async fn create_checkpoint(
+    pub async fn create_compliance_checkpoint(
         &self,
         ctx: &RequestCtx,
         req: pb::CreateComplianceCheckpointRequest,
@@ -88,7 +88,7 @@ impl IncidentsService {
         Ok(created)
     }
 
-    pub async fn update_checkpoint(
+    pub async fn update_compliance_checkpoint(
         &self,
         ctx: &RequestCtx,
         req: pb::UpdateComplianceCheckpointRequest,
@@ -119,7 +119,7 @@ impl IncidentsService {
         Ok(after)
     }
 
-    pub async fn delete_checkpoint(
+    pub async fn delete_compliance_checkpoint(
         &self,
         ctx: &RequestCtx,
         req: pb::DeleteComplianceCheckpointRequest,

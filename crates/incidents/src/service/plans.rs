@@ -22,7 +22,7 @@ fn not_found(id: impl std::fmt::Display) -> IncidentsError {
 }
 
 impl IncidentsService {
-    pub async fn list_plans(
+    pub async fn list_incident_response_plans(
         &self,
         ctx: &RequestCtx,
         req: pb::ListIncidentResponsePlansRequest,
@@ -49,7 +49,7 @@ impl IncidentsService {
         })
     }
 
-    pub async fn get_plan(
+    pub async fn get_incident_response_plan(
         &self,
         ctx: &RequestCtx,
         req: pb::GetIncidentResponsePlanRequest,
@@ -61,7 +61,7 @@ impl IncidentsService {
         Ok(row.to_pb())
     }
 
-    pub async fn create_plan(
+    pub async fn create_incident_response_plan(
         &self,
         ctx: &RequestCtx,
         req: pb::CreateIncidentResponsePlanRequest,
@@ -82,7 +82,7 @@ impl IncidentsService {
         Ok(created)
     }
 
-    pub async fn update_plan(
+    pub async fn update_incident_response_plan(
         &self,
         ctx: &RequestCtx,
         req: pb::UpdateIncidentResponsePlanRequest,
@@ -114,7 +114,7 @@ impl IncidentsService {
         Ok(after)
     }
 
-    pub async fn delete_plan(
+    pub async fn delete_incident_response_plan(
         &self,
         ctx: &RequestCtx,
         req: pb::DeleteIncidentResponsePlanRequest,

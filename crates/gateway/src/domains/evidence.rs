@@ -1,0 +1,121 @@
+//! Evidence with its chain of custody (seed 000): endpoints (a multipart upload and a file
+//! download among them), the gRPC service, and the daily sweep of stored objects nothing refers
+//! to.
+
+use custos_core::Problem;
+use custos_proto::v1 as pb;
+use custos_proto::v1::evidence_service_server::EvidenceServiceServer;
+use http::StatusCode;
+
+use super::{Domain, GrpcService, Serving, Task};
+use crate::config::Config;
+use crate::op;
+use crate::rest::streams::io_stream;
+use crate::rest::{Download, Endpoint, FileDownload, Upload};
+use crate::server::App;
+
+pub const DOMAIN: Domain = Domain { name: "evidence", serve, cli: None };
+
+const EV: &str = "/api/compliance/evidence/";
+const EV_ID: &str = "/api/compliance/evidence/{id}/";
+
+fn serve(app: &App, config: &Config) -> Serving {
+    let s = &app.evidence;
+    let upload = {
+        let s = s.clone();
+        Upload::new(s.max_upload_bytes(), move |ctx, evidence: pb::EvidenceInput, file| {
+            let s = s.clone();
+            async move {
+                let header = pb::EvidenceUploadHeader {
+                    evidence: Some(evidence),
+                    file_name: file.file_name,
+                    content_type: file.content_type,
+                };
+                s.upload_evidence(&ctx, header, file.body).await.map_err(Problem::from)
+            }
+        })
+    };
+    let download = {
+        let s = s.clone();
+        Download::new("download_evidence", move |ctx, req: pb::DownloadEvidenceRequest| {
+            let s = s.clone();
+            async move {
+                let download = s.download_evidence(&ctx, req).await.map_err(Problem::from)?;
+                let evidence = download.evidence;
+                Ok(FileDownload {
+                    content_type: evidence.content_type.unwrap_or_else(|| "application/octet-stream".into()),
+                    size: download.size,
+                    file_name: evidence.file_name.unwrap_or_else(|| "evidence.bin".into()),
+                    sha256: evidence.file_hash,
+                    blake3: evidence.file_blake3,
+                    body: io_stream(download.body),
+                })
+            }
+        })
+    };
+    let sweeper = s.clone();
+    let immutable = "The item is sealed, released or disposed of, or a legal hold preserves it";
+    Serving {
+        endpoints: vec![
+            Endpoint::get(EV, "List evidence", op!(s, list_evidence)).list(),
+            Endpoint::post(
+                EV,
+                "Record evidence: JSON (metadata only) or multipart/form-data with a streamed `file` part",
+                op!(s, create_evidence),
+            )
+            .body_field("evidence")
+            .multipart_upload(upload)
+            .created()
+            .fails(StatusCode::CONFLICT, "An identical file was disposed of while the upload finished"),
+            Endpoint::get(EV_ID, "Get an evidence item with its chain of custody", op!(s, get_evidence)),
+            Endpoint::put(EV_ID, "Replace an evidence item's metadata", op!(s, update_evidence))
+                .body_field("evidence")
+                .fails(StatusCode::CONFLICT, immutable),
+            Endpoint::patch(EV_ID, "Partially update an evidence item's metadata", op!(s, update_evidence))
+                .body_field("evidence")
+                .fails(StatusCode::CONFLICT, immutable),
+            Endpoint::delete(
+                EV_ID,
+                "Delete an evidence item (refused while a legal hold covers it)",
+                op!(s, delete_evidence),
+            )
+            .fails(StatusCode::CONFLICT, immutable),
+            Endpoint::post(
+                "/api/compliance/evidence/{id}/add_custody_record/",
+                "Append a record to the chain of custody",
+                op!(s, add_custody_record),
+            )
+            .fails(StatusCode::CONFLICT, "The action is not allowed in the item's current status"),
+            Endpoint::post(
+                "/api/compliance/evidence/{id}/verify_evidence/",
+                "Re-read the stored file, recompute its digests and check the custody chain",
+                op!(s, verify_evidence),
+            )
+            .fails(StatusCode::CONFLICT, "The item was disposed of"),
+            Endpoint::download(
+                "/api/compliance/evidence/{id}/download/",
+                "Download an evidence file (records an ACCESSED custody record)",
+                download,
+            )
+            .fails(StatusCode::CONFLICT, "The evidence was disposed of, or its stored object is missing"),
+        ],
+        grpc: vec![GrpcService::new(EvidenceServiceServer::new(app.evidence.clone()))],
+        tasks: vec![Task::daily("evidence object sweep", config.audit.retention_first_pass.clone(), move || {
+            let sweeper = sweeper.clone();
+            async move {
+                match sweeper.blobs().sweep_staging(custos_evidence::blobs::STAGING_MAX_AGE).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed staging objects of abandoned uploads"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "blob staging sweep failed; will retry tomorrow"),
+                }
+                match sweeper.sweep_unreferenced(custos_evidence::blobs::STAGING_MAX_AGE).await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed evidence objects no item refers to"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %Problem::from(e), "evidence object sweep failed; will retry tomorrow")
+                    }
+                }
+            }
+        })],
+    }
+}

@@ -1,0 +1,118 @@
+//! Frameworks and requirements (seed 000): their endpoints, gRPC service and `custos seed`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use custos_core::RequestCtx;
+use custos_frameworks::catalog;
+use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
+use http::StatusCode;
+
+use super::{Domain, GrpcService, Serving};
+use crate::cli::{DbArgs, app_for, organisations, problem, problem_of};
+use crate::config::Config;
+use crate::op;
+use crate::rest::Endpoint;
+use crate::server::App;
+
+pub const DOMAIN: Domain =
+    Domain { name: "frameworks", serve, cli: Some(crate::domain_cli!(FrameworksCommand, run, |_| false)) };
+
+const FW: &str = "/api/compliance/frameworks/";
+const FW_ID: &str = "/api/compliance/frameworks/{id}/";
+const REQ: &str = "/api/compliance/requirements/";
+const REQ_ID: &str = "/api/compliance/requirements/{id}/";
+
+fn serve(app: &App, _config: &Config) -> Serving {
+    let s = &app.frameworks;
+    let referenced = "A requirement, checkpoint or evidence item still refers to it";
+    Serving {
+        endpoints: vec![
+            Endpoint::get(FW, "List regulatory frameworks", op!(s, list_frameworks)).list(),
+            Endpoint::post(FW, "Create a framework", op!(s, create_framework)).body_field("framework").created(),
+            Endpoint::get(FW_ID, "Get a framework", op!(s, get_framework)),
+            Endpoint::put(FW_ID, "Replace a framework", op!(s, update_framework)).body_field("framework"),
+            Endpoint::patch(FW_ID, "Partially update a framework", op!(s, update_framework)).body_field("framework"),
+            Endpoint::delete(FW_ID, "Delete a framework and its requirements", op!(s, delete_framework))
+                .fails(StatusCode::CONFLICT, referenced),
+            Endpoint::get(
+                "/api/compliance/frameworks/{id}/requirements/",
+                "List a framework's requirements",
+                op!(s, list_framework_requirements),
+            )
+            .list(),
+            Endpoint::get(
+                "/api/compliance/frameworks/{id}/compliance_summary/",
+                "Live compliance figures of a framework",
+                op!(s, get_compliance_summary),
+            ),
+            Endpoint::get(REQ, "List compliance requirements", op!(s, list_requirements)).list(),
+            Endpoint::post(REQ, "Create a requirement", op!(s, create_requirement))
+                .body_field("requirement")
+                .created()
+                .fails(StatusCode::UNPROCESSABLE_ENTITY, "A referenced framework or parent was deleted meanwhile"),
+            Endpoint::get(REQ_ID, "Get a requirement", op!(s, get_requirement)),
+            Endpoint::put(REQ_ID, "Replace a requirement", op!(s, update_requirement)).body_field("requirement"),
+            Endpoint::patch(REQ_ID, "Partially update a requirement", op!(s, update_requirement))
+                .body_field("requirement"),
+            Endpoint::delete(REQ_ID, "Delete a requirement", op!(s, delete_requirement))
+                .fails(StatusCode::CONFLICT, referenced),
+            Endpoint::post(
+                "/api/compliance/requirements/{id}/update_status/",
+                "Record a requirement's compliance status",
+                op!(s, update_requirement_status),
+            ),
+            Endpoint::post(
+                "/api/compliance/requirements/{id}/schedule_assessment/",
+                "Schedule a requirement's next assessment",
+                op!(s, schedule_assessment),
+            ),
+        ],
+        grpc: vec![GrpcService::new(FrameworksServiceServer::new(app.frameworks.clone()))],
+        tasks: vec![],
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FrameworksCommand {
+    /// Load the built-in framework catalogue (and any --catalog-dir files) into organisations.
+    /// Idempotent: only what is missing is created.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Only this organisation (default: every organisation).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Also load every *.yaml catalogue file of this directory (format: custos-catalog/v1).
+    #[arg(long)]
+    pub catalog_dir: Option<PathBuf>,
+    /// Skip the built-in catalogue (load only --catalog-dir).
+    #[arg(long)]
+    pub no_builtin: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+async fn run(command: FrameworksCommand) -> anyhow::Result<()> {
+    let FrameworksCommand::Seed(args) = command;
+    let app = app_for(&args.db).await?;
+    let mut catalogs = if args.no_builtin { Vec::new() } else { catalog::builtin().map_err(problem_of)? };
+    if let Some(dir) = &args.catalog_dir {
+        catalogs.extend(catalog::load_dir(dir).map_err(problem_of)?);
+    }
+    for (org_id, slug) in organisations(&app, args.org.as_deref()).await? {
+        let ctx = RequestCtx::operator(org_id, slug.clone());
+        for o in app.frameworks.seed(&ctx, &catalogs).await.map_err(problem)? {
+            println!(
+                "{slug}: {} — framework {}, {} of {} requirements created",
+                o.key,
+                if o.framework_created { "created" } else { "present" },
+                o.requirements_created,
+                o.requirements_total
+            );
+        }
+    }
+    Ok(())
+}
