@@ -127,3 +127,32 @@ async fn requests_survive_the_database_closing_pooled_connections() {
     assert_eq!(status, 200);
     assert_eq!(page["count"], 6, "{page}");
 }
+
+/// The house's naming rule, kept by a test: every REST endpoint calls the service method named
+/// after the rpc that takes its request message, and its operation id is that method's name
+/// (`UpdateRequirementStatus` ↔ `update_requirement_status` ↔ `updateRequirementStatus`).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_is_named_after_its_rpc() {
+    let s = TestServer::start().await;
+    let composed = custos_gateway::domains::compose(s.app(), s.config());
+    assert!(composed.endpoints.len() > 60, "every domain's endpoints");
+    let mismatches = custos_gateway::rest::descriptors::name_mismatches(&composed.endpoints);
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    let (_, doc) = s.call(Method::GET, "/api/schema/", None, None).await;
+    let ids: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap().to_owned())
+        .collect();
+    for id in ["updateRequirementStatus", "getComplianceSummary", "listComplianceCheckpoints", "downloadEvidence"] {
+        assert!(ids.contains(&id.to_owned()), "{id} in {ids:?}");
+    }
+    // Public paths come from the endpoints' flag: the signing key answers without credentials,
+    // the trail does not.
+    let (status, _) = s.call(Method::GET, "/api/compliance/audit-log/public-key/", None, None).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.call(Method::GET, "/api/compliance/audit-log/", None, None).await;
+    assert_eq!(status, 401);
+}

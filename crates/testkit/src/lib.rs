@@ -293,6 +293,11 @@ impl TestServer {
         self.data_dir.join("blobs")
     }
 
+    /// The configuration the server was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn app(&self) -> &custos_gateway::App {
         &self.server.as_ref().expect("running").app
     }

@@ -90,3 +90,54 @@ pub fn field(message: &str, name: &str) -> Option<&'static FieldDescriptorProto>
 pub fn field_names(message: &str) -> Vec<&'static str> {
     MESSAGES.get(message).map(|m| m.descriptor.field.iter().map(|f| f.name()).collect()).unwrap_or_default()
 }
+
+/// The rpc (`package.Service/Method`) whose request message is `message`, if exactly one is.
+fn rpc_of(message: &str) -> Vec<String> {
+    let wanted = format!(".{message}");
+    let mut found = Vec::new();
+    for file in &DESCRIPTORS.file {
+        for service in &file.service {
+            for method in service.method.iter().filter(|m| m.input_type() == wanted) {
+                found.push(method.name().to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// `UpdateRequirementStatus` → `update_requirement_status`.
+fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Endpoints whose service method is not named after the rpc that takes the same request
+/// message (so the rpc, the method and the REST operation id could not be found from one
+/// another by name), as messages naming each.
+pub fn name_mismatches(endpoints: &[Endpoint]) -> Vec<String> {
+    endpoints
+        .iter()
+        .filter_map(|ep| {
+            let rpcs = rpc_of(ep.request_message());
+            let method = ep.service_method();
+            (!rpcs.iter().any(|rpc| snake(rpc) == method)).then(|| {
+                format!(
+                    "{} {} calls `{method}` with {}, which the rpcs {rpcs:?} take: name the method after its rpc",
+                    ep.method,
+                    ep.path,
+                    ep.request_message()
+                )
+            })
+        })
+        .collect()
+}
