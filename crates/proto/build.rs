@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use prost::Message;
 
+include!("json_text_fields.rs");
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read when the script runs, not baked in when it is compiled: a build script compiled for
     // another checkout sharing this target directory must still find this checkout's protos.
@@ -17,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     files.sort();
     println!("cargo:rerun-if-changed={}", root.display());
+    println!("cargo:rerun-if-changed=json_text_fields.rs");
 
     let fds = protox::Compiler::new([&root])?
         .include_source_info(true)
@@ -35,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .message_attribute(".custos", "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]")
         .enum_attribute(".custos.v1.UploadEvidenceRequest.part", "#[derive(serde::Serialize, serde::Deserialize)]");
     // JSON documents travel as JSON text over gRPC and as embedded JSON over REST.
-    for field in ["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail", "CustodyRecord.details"] {
+    for field in JSON_TEXT_FIELDS {
         builder = builder.field_attribute(format!(".custos.v1.{field}"), "#[serde(with = \"crate::json_text\")]");
     }
     builder.compile_fds_with_config(fds, config)?;

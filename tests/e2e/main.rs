@@ -15,6 +15,7 @@ mod frameworks_rest;
 mod incidents_grpc;
 mod incidents_rest;
 mod legal_holds;
+mod openapi_fuzz;
 mod partial_updates;
 mod platform;
 mod requirements_rest;

@@ -138,6 +138,8 @@ async fn every_endpoint_is_named_after_its_rpc() {
     assert!(composed.endpoints.len() > 60, "every domain's endpoints");
     let mismatches = custos_gateway::rest::descriptors::name_mismatches(&composed.endpoints);
     assert!(mismatches.is_empty(), "{mismatches:#?}");
+    // What the domains say of their API names real fields.
+    assert_eq!(composed.description.unknown_fields(), Vec::<&str>::new());
     let (_, doc) = s.call(Method::GET, "/api/schema/", None, None).await;
     let ids: Vec<String> = doc["paths"]
         .as_object()

@@ -134,6 +134,7 @@ fn test(extra: &[String]) -> Result {
         }
     };
     println!("xtask: tests use PostgreSQL at {}", pg::redact(&url));
+    let schemathesis = schemathesis()?;
     let nextest = output(cargo().args(["nextest", "--version"])).map(|(ok, _, _)| ok).unwrap_or(false);
     let mut cmd = cargo();
     if nextest {
@@ -141,8 +142,31 @@ fn test(extra: &[String]) -> Result {
     } else {
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    cmd.args(extra).env("CUSTOS_TEST_DATABASE_URL", &url);
+    cmd.args(extra).env("CUSTOS_TEST_DATABASE_URL", &url).env("CUSTOS_SCHEMATHESIS", schemathesis);
     status(&mut cmd)
+}
+
+/// The Schemathesis executable the OpenAPI fuzz test runs, installed with pip when missing.
+fn schemathesis() -> Result<String> {
+    if let Some(given) = env("CUSTOS_SCHEMATHESIS") {
+        return Ok(given);
+    }
+    let works = |exe: &str| output(Command::new(exe).arg("--version")).is_ok_and(|(ok, _, _)| ok);
+    if works("schemathesis") {
+        return Ok("schemathesis".to_owned());
+    }
+    println!("xtask: installing Schemathesis (pip install schemathesis)");
+    status(Command::new("python3").args(["-m", "pip", "install", "--quiet", "schemathesis"]))?;
+    // pip puts it in the interpreter's scripts directory, which need not be on PATH.
+    let (_, scripts, _) =
+        output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
+    let installed = format!("{}/schemathesis", scripts.trim());
+    for exe in ["schemathesis", installed.as_str()] {
+        if works(exe) {
+            return Ok(exe.to_owned());
+        }
+    }
+    Err("Schemathesis was installed but cannot be run; set CUSTOS_SCHEMATHESIS to its path".to_owned())
 }
 
 /// Starts moto's S3-compatible server on a free port (installing it with pip if needed), creates

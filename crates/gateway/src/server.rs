@@ -191,8 +191,15 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     };
     let metrics = metrics_handle();
 
-    let rest_router =
-        rest_router(app.clone(), &domains.endpoints, edge.clone(), metrics, config.connections.body_read_timeout);
+    let schema = rest::openapi::document(&domains.endpoints, &domains.description);
+    let rest_router = rest_router(
+        app.clone(),
+        &domains.endpoints,
+        schema,
+        edge.clone(),
+        metrics,
+        config.connections.body_read_timeout,
+    );
     let grpc_router = grpc_router(domains.grpc, edge).await?;
 
     let http = TcpListener::bind(config.http_addr)
@@ -233,11 +240,12 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 fn rest_router(
     app: App,
     endpoints: &[rest::Endpoint],
+    schema: serde_json::Value,
     edge: Edge,
     metrics: PrometheusHandle,
     body_timeout: Duration,
 ) -> Router {
-    let schema = Arc::new(rest::openapi::document(endpoints));
+    let schema = Arc::new(schema);
     rest::router(endpoints)
         .route("/health/", get(health))
         .route("/health", get(health))

@@ -15,6 +15,7 @@ use super::{Domain, GrpcService, Serving, Task};
 use crate::cli::{Broken, DbArgs, Ticker, audit_app_for, organisations, problem};
 use crate::config::{AuditConfig, Config};
 use crate::op;
+use crate::rest::openapi::ApiDescription;
 use crate::rest::{Endpoint, Operation};
 use crate::server::App;
 
@@ -104,6 +105,10 @@ fn serve(app: &App, config: &Config) -> Serving {
             Endpoint::get("/api/compliance/audit-log/public-key/", "The checkpoint signing key (public)", public_key)
                 .public(),
         ],
+        description: ApiDescription {
+            value_sets: vec![],
+            required: vec!["InclusionProofRequest.seq", "WithholdFieldsRequest.fields", "WithholdFieldsRequest.reason"],
+        },
         grpc: vec![GrpcService::new(AuditServiceServer::new(app.audit.clone())).public("GetPublicKey")],
         tasks: vec![
             Task::new("audit sequencer", move |stop| chain.run(stop)),

@@ -10,9 +10,11 @@ use http::StatusCode;
 use super::{Domain, GrpcService, Serving, Task};
 use crate::config::Config;
 use crate::op;
+use crate::rest::openapi::{ApiDescription, ValueSet};
 use crate::rest::streams::io_stream;
 use crate::rest::{Download, Endpoint, FileDownload, Upload};
 use crate::server::App;
+use custos_evidence::model::{CustodyAction, EvidenceStatus, EvidenceType};
 
 pub const DOMAIN: Domain = Domain { name: "evidence", serve, cli: None };
 
@@ -99,6 +101,18 @@ fn serve(app: &App, config: &Config) -> Serving {
             )
             .fails(StatusCode::CONFLICT, "The evidence was disposed of, or its stored object is missing"),
         ],
+        description: ApiDescription {
+            value_sets: vec![
+                ValueSet::of::<EvidenceType>(&[
+                    "Evidence.evidence_type",
+                    "EvidenceInput.evidence_type",
+                    "ListEvidenceRequest.evidence_type",
+                ]),
+                ValueSet::of::<EvidenceStatus>(&["Evidence.status", "ListEvidenceRequest.status"]),
+                ValueSet::of::<CustodyAction>(&["CustodyRecord.action", "AddCustodyRecordRequest.action"]),
+            ],
+            required: vec!["EvidenceInput.title", "EvidenceInput.evidence_type", "AddCustodyRecordRequest.action"],
+        },
         grpc: vec![GrpcService::new(EvidenceServiceServer::new(app.evidence.clone()))],
         tasks: vec![Task::daily("evidence object sweep", config.audit.retention_first_pass.clone(), move || {
             let sweeper = sweeper.clone();

@@ -13,7 +13,9 @@ use crate::cli::{DbArgs, app_for, organisations, problem, problem_of};
 use crate::config::Config;
 use crate::op;
 use crate::rest::Endpoint;
+use crate::rest::openapi::{ApiDescription, ValueSet};
 use crate::server::App;
+use custos_frameworks::model::{ComplianceStatus, FrameworkType, Priority, RequirementType};
 
 pub const DOMAIN: Domain =
     Domain { name: "frameworks", serve, cli: Some(crate::domain_cli!(FrameworksCommand, run, |_| false)) };
@@ -68,6 +70,44 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 op!(s, schedule_assessment),
             ),
         ],
+        description: ApiDescription {
+            value_sets: vec![
+                ValueSet::of::<FrameworkType>(&[
+                    "Framework.framework_type",
+                    "FrameworkInput.framework_type",
+                    "ListFrameworksRequest.framework_type",
+                ]),
+                ValueSet::of::<RequirementType>(&[
+                    "Requirement.requirement_type",
+                    "RequirementInput.requirement_type",
+                    "ListRequirementsRequest.requirement_type",
+                ]),
+                ValueSet::of::<Priority>(&[
+                    "Requirement.priority",
+                    "RequirementInput.priority",
+                    "ListRequirementsRequest.priority",
+                    "ListFrameworkRequirementsRequest.priority",
+                ]),
+                ValueSet::of::<ComplianceStatus>(&[
+                    "Requirement.compliance_status",
+                    "RequirementInput.compliance_status",
+                    "ListRequirementsRequest.compliance_status",
+                    "ListFrameworkRequirementsRequest.compliance_status",
+                    "UpdateStatusRequest.compliance_status",
+                ]),
+            ],
+            required: vec![
+                "FrameworkInput.name",
+                "FrameworkInput.framework_type",
+                "RequirementInput.framework",
+                "RequirementInput.requirement_id",
+                "RequirementInput.title",
+                "RequirementInput.requirement_type",
+                "RequirementInput.priority",
+                "UpdateStatusRequest.compliance_status",
+                "ScheduleAssessmentRequest.assessment_date",
+            ],
+        },
         grpc: vec![GrpcService::new(FrameworksServiceServer::new(app.frameworks.clone()))],
         tasks: vec![],
     }

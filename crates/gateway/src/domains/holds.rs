@@ -8,7 +8,9 @@ use super::{Domain, GrpcService, Serving};
 use crate::config::Config;
 use crate::op;
 use crate::rest::Endpoint;
+use crate::rest::openapi::{ApiDescription, ValueSet};
 use crate::server::App;
+use custos_holds::model::HoldStatus;
 
 pub const DOMAIN: Domain = Domain { name: "holds", serve, cli: None };
 
@@ -48,6 +50,15 @@ fn serve(app: &App, _config: &Config) -> Serving {
             )
             .fails(StatusCode::CONFLICT, "The hold was already released"),
         ],
+        description: ApiDescription {
+            value_sets: vec![ValueSet::of::<HoldStatus>(&["LegalHold.status", "ListLegalHoldsRequest.status"])],
+            required: vec![
+                "LegalHoldInput.case_name",
+                "ReleaseLegalHoldRequest.reason",
+                "AddIncidentToHoldRequest.incident_id",
+                "AddEvidenceToHoldRequest.evidence_id",
+            ],
+        },
         grpc: vec![GrpcService::new(LegalHoldsServiceServer::new(app.legal_holds.clone()))],
         tasks: vec![],
     }

@@ -24,7 +24,7 @@ fn serve(app: &App, _config: &Config) -> Serving {
             op!(s, who_am_i),
         )],
         grpc: vec![GrpcService::new(IdentityServiceServer::new(app.identity.clone()))],
-        tasks: vec![],
+        ..Serving::default()
     }
 }
 

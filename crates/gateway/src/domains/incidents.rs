@@ -8,7 +8,11 @@ use super::{Domain, GrpcService, Serving};
 use crate::config::Config;
 use crate::op;
 use crate::rest::Endpoint;
+use crate::rest::openapi::{ApiDescription, ValueSet};
 use crate::server::App;
+use custos_incidents::model::{
+    Category, CheckpointStatus, DataClassification, IncidentStatus, Severity, VulnerabilityStatus,
+};
 
 pub const DOMAIN: Domain = Domain { name: "incidents", serve, cli: None };
 
@@ -66,6 +70,60 @@ fn serve(app: &App, _config: &Config) -> Serving {
             .body_field("plan"),
             Endpoint::delete(PLAN_ID, "Delete an incident response plan", op!(s, delete_incident_response_plan)),
         ],
+        description: ApiDescription {
+            value_sets: vec![
+                ValueSet::of::<Severity>(&[
+                    "Incident.severity",
+                    "IncidentInput.severity",
+                    "ListIncidentsRequest.severity",
+                    "Vulnerability.severity",
+                    "VulnerabilityInput.severity",
+                    "ListVulnerabilitiesRequest.severity",
+                    "IncidentResponsePlan.severity",
+                    "IncidentResponsePlanInput.severity",
+                    "ListIncidentResponsePlansRequest.severity",
+                ]),
+                ValueSet::of::<Category>(&[
+                    "Incident.category",
+                    "IncidentInput.category",
+                    "ListIncidentsRequest.category",
+                    "IncidentResponsePlan.incident_type",
+                    "IncidentResponsePlanInput.incident_type",
+                    "ListIncidentResponsePlansRequest.incident_type",
+                ]),
+                ValueSet::of::<DataClassification>(&[
+                    "Incident.data_classification",
+                    "IncidentInput.data_classification",
+                    "ListIncidentsRequest.data_classification",
+                ]),
+                ValueSet::of::<IncidentStatus>(&[
+                    "Incident.status",
+                    "IncidentInput.status",
+                    "ListIncidentsRequest.status",
+                ]),
+                ValueSet::of::<VulnerabilityStatus>(&[
+                    "Vulnerability.status",
+                    "VulnerabilityInput.status",
+                    "ListVulnerabilitiesRequest.status",
+                ]),
+                ValueSet::of::<CheckpointStatus>(&[
+                    "ComplianceCheckpoint.status",
+                    "ComplianceCheckpointInput.status",
+                    "ListComplianceCheckpointsRequest.status",
+                ]),
+            ],
+            required: vec![
+                "IncidentInput.title",
+                "IncidentInput.severity",
+                "IncidentInput.category",
+                "VulnerabilityInput.title",
+                "VulnerabilityInput.severity",
+                "ComplianceCheckpointInput.name",
+                "IncidentResponsePlanInput.name",
+                "IncidentResponsePlanInput.incident_type",
+                "IncidentResponsePlanInput.severity",
+            ],
+        },
         grpc: vec![GrpcService::new(IncidentsServiceServer::new(app.incidents.clone()))],
         tasks: vec![],
     }

@@ -22,6 +22,7 @@ use tonic::service::Routes;
 
 use crate::config::Config;
 use crate::rest::Endpoint;
+use crate::rest::openapi::ApiDescription;
 use crate::server::App;
 
 /// Every domain, in the order their endpoints are documented.
@@ -42,6 +43,8 @@ pub struct Domain {
 #[derive(Default)]
 pub struct Serving {
     pub endpoints: Vec<Endpoint>,
+    /// What the descriptors cannot say of its API: value sets, required request fields.
+    pub description: ApiDescription,
     pub grpc: Vec<GrpcService>,
     pub tasks: Vec<Task>,
 }
@@ -157,15 +160,19 @@ macro_rules! domain_cli {
 /// Everything the domains serve, composed.
 pub struct Composed {
     pub endpoints: Vec<Endpoint>,
+    pub description: ApiDescription,
     pub grpc: Vec<GrpcService>,
     pub tasks: Vec<Task>,
 }
 
 pub fn compose(app: &App, config: &Config) -> Composed {
-    let mut all = Composed { endpoints: Vec::new(), grpc: Vec::new(), tasks: Vec::new() };
+    let mut all =
+        Composed { endpoints: Vec::new(), description: ApiDescription::default(), grpc: Vec::new(), tasks: Vec::new() };
     for domain in ALL {
         let serving = (domain.serve)(app, config);
         all.endpoints.extend(serving.endpoints);
+        all.description.value_sets.extend(serving.description.value_sets);
+        all.description.required.extend(serving.description.required);
         all.grpc.extend(serving.grpc);
         all.tasks.extend(serving.tasks);
     }
