@@ -1,6 +1,7 @@
 //! End-to-end scenarios: each test starts the real gateway over its own PostgreSQL database and
 //! talks to it over REST or gRPC, as a client would.
 
+mod adding_a_domain;
 mod audit_chain;
 mod audit_contents;
 mod audit_verification_runs;

@@ -163,6 +163,11 @@ impl RunningServer {
 
 /// Builds the services and starts both listeners (ports may be 0 for tests).
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    start_with(config, domains::ALL.iter().collect()).await
+}
+
+/// [`start`] serving these domains (a test adds a throwaway one to [`domains::ALL`]).
+pub async fn start_with(config: &Config, served: Vec<&'static domains::Domain>) -> anyhow::Result<RunningServer> {
     if config.migrate_on_start {
         let applied = custos_db::migrate(&config.database_url)
             .await
@@ -181,7 +186,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .map_err(|e| anyhow::anyhow!(e))?
         .with_token_cache(Duration::from_secs(config.auth_cache_seconds));
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
-    let domains = domains::compose(&app, config);
+    let domains = domains::compose_these(&served, &app, config);
     let public = PublicPaths::of(&domains.endpoints, &domains.grpc);
     let edge = Edge {
         authenticator,

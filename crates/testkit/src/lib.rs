@@ -164,6 +164,8 @@ pub struct ServerOptions {
     pub audit_retention: Option<(u32, std::time::Duration)>,
     /// The listeners' timeouts and connection caps (default as in production).
     pub connections: Option<custos_gateway::config::ConnectionLimits>,
+    /// Domains served beside `custos_gateway::domains::ALL` (a test's throwaway domain).
+    pub extra_domains: Vec<&'static custos_gateway::domains::Domain>,
 }
 
 /// A running gateway over its own database.
@@ -264,7 +266,8 @@ impl TestServer {
             slas: options.slas.unwrap_or_default(),
             connections: options.connections.unwrap_or_default(),
         };
-        let server = custos_gateway::server::start(&config).await.expect("start gateway");
+        let domains = custos_gateway::domains::ALL.iter().chain(options.extra_domains.iter().copied()).collect();
+        let server = custos_gateway::server::start_with(&config, domains).await.expect("start gateway");
         TestServer {
             base: format!("http://{}", server.http_addr),
             grpc_addr: server.grpc_addr,
