@@ -215,7 +215,10 @@ pub async fn serve(
         // hyper answers heads over this with 431; 64 KiB of headers is what nginx allows at most
         // by default (4 × 8 KiB large buffers), twice what most servers take.
         .max_buf_size(128 * 1024);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.idle_timeout / 3);
+    // No server keep-alive pings: they would count as traffic and keep an idle HTTP/2
+    // connection open for ever; the idle timeout closes it instead (clients reconnect), and a
+    // dead peer is found the same way.
+    builder.http2().timer(TokioTimer::new());
     if protocol == Protocol::Grpc {
         builder
             .http2()
@@ -390,8 +393,10 @@ struct JsonErrors<S> {
     /// Bytes of a replacement answer still to be written.
     pending: Vec<u8>,
     written: usize,
-    /// Only the first bytes of a connection's writes can be hyper's parse-error answer; after
-    /// a normal answer has been written nothing is inspected again.
+    /// Only the first write of a connection is inspected: a body chunk must never be taken for
+    /// an answer head. (A malformed request after a first good one on a kept-alive connection
+    /// therefore still gets hyper's bodiless answer; an oversized head is nearly always the
+    /// first request of its connection.)
     inspecting: bool,
     linger: Option<Linger>,
 }
