@@ -16,6 +16,7 @@ mod frameworks_rest;
 mod incidents_grpc;
 mod incidents_rest;
 mod legal_holds;
+mod lists;
 mod openapi_fuzz;
 mod partial_updates;
 mod platform;

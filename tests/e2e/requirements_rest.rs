@@ -305,3 +305,44 @@ async fn the_requirement_tree_has_no_loops_and_stays_in_its_framework() {
         .await;
     assert_eq!((status.as_u16(), moved["framework"].as_str()), (200, Some(iso.as_str())), "{moved}");
 }
+
+/// A requirement's update takes its framework's lock before its own row, in the order a
+/// framework's deletion takes them: the other order deadlocked (found by the Schemathesis run: a
+/// PUT of a requirement racing a DELETE of its framework was a 500).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requirement_update_waits_for_its_framework_before_locking_itself() {
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let fw = create_framework(&s, &org, seed_gdpr_body()).await;
+    let req = create_requirement(&s, &org, &id(&fw), "Art. 5", json!({})).await;
+    // A deletion of the framework in progress: the framework row locked.
+    let mut held = s.db.superuser().await;
+    diesel::sql_query("BEGIN").execute(&mut held).await.unwrap();
+    diesel::sql_query(format!("SELECT 1 FROM frameworks WHERE id = '{}' FOR UPDATE", id(&fw)))
+        .execute(&mut held)
+        .await
+        .unwrap();
+    let update = {
+        let (base, token, rid) = (s.base.clone(), org.editor.clone(), id(&req));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .patch(format!("{base}/api/compliance/requirements/{rid}/"))
+                .header("authorization", format!("Token {token}"))
+                .json(&json!({ "title": "Renamed" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!update.is_finished(), "the update waits for the framework");
+    // It has not locked the requirement meanwhile: the deletion can take it, as it would.
+    diesel::sql_query(format!("SELECT 1 FROM requirements WHERE id = '{}' FOR UPDATE NOWAIT", id(&req)))
+        .execute(&mut held)
+        .await
+        .expect("the requirement is not locked by the waiting update");
+    diesel::sql_query("ROLLBACK").execute(&mut held).await.unwrap();
+    assert_eq!(update.await.unwrap(), 200);
+}

@@ -53,6 +53,9 @@ async fn hand_written_schema_matches_the_migrations() {
         evidence_requirements,
         custody_records,
         requirement_evidence,
+        framework_requirement_counts,
+        requirement_search,
+        evidence_search,
     ];
     for (table, sql) in tables {
         let mut expected = diesel_columns(sql);

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | pg start|stop|url>"
+                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,…] | pg start|stop|url>"
             );
             return ExitCode::from(2);
         }
@@ -248,11 +248,14 @@ fn create_bucket(port: u16, bucket: &str) -> Result {
     }
 }
 
-/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]`: release build of
+/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]` / `bench lists [--sizes …]`: release build of
 /// `custos-bench`, against the same PostgreSQL the tests use.
 fn bench(args: &[String]) -> Result {
-    if !matches!(args.first().map(String::as_str), Some("audit" | "upload")) {
-        return Err("usage: cargo xtask bench audit [--entries N] | bench upload [--mib N]".into());
+    if !matches!(args.first().map(String::as_str), Some("audit" | "upload" | "lists")) {
+        return Err(
+            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N]"
+                .into(),
+        );
     }
     let url = match env("CUSTOS_TEST_DATABASE_URL").or_else(|| env("DATABASE_URL")) {
         Some(url) => url,

@@ -1,5 +1,6 @@
 //! `custos-bench audit [--entries N]`: the audit chain's figures on this machine.
 //! `custos-bench upload [--mib N]`: evidence file throughput and memory (see [`upload`]).
+//! `custos-bench lists [--sizes N,N,…] [--runs N]`: the lists at scale (see [`lists`]).
 //!
 //! Runs against a fresh database on the test PostgreSQL server (see `custos-testkit`), with the
 //! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
@@ -11,6 +12,7 @@
 //! `custos-bench verify-file FILE`.
 
 mod cpu;
+mod lists;
 mod upload;
 
 use std::sync::Arc;
@@ -194,6 +196,9 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("upload") {
         return upload::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("lists") {
+        return lists::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("verify-file") {
         return verify_file_figure(args.get(2).expect("usage: custos-bench verify-file FILE"));
     }
@@ -202,7 +207,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | leaf"
         );
         std::process::exit(2);
     }

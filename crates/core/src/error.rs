@@ -23,6 +23,9 @@ pub enum ErrorKind {
     /// The resource's state forbids the operation: under legal hold, sealed, released (409,
     /// FAILED_PRECONDITION).
     StateConflict,
+    /// Undone because it collided with a concurrent change (a deadlock, a serialization
+    /// failure); nothing was written and sending it again will most likely succeed (409, ABORTED).
+    Aborted,
     /// Well-formed but semantically unacceptable (422, FAILED_PRECONDITION).
     Unprocessable,
     /// The body is larger than allowed (413, RESOURCE_EXHAUSTED).

@@ -130,6 +130,34 @@ pub fn bounded_text(field: &str, raw: &str, max_len: usize) -> Result<String, Pr
     Ok(raw.to_owned())
 }
 
+/// Text of an optional parameter, trimmed; blank is absent.
+pub fn opt_text(raw: Option<&str>) -> Option<&str> {
+    raw.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// An optional value of a closed set (a filter, an optional field); blank is absent.
+pub fn opt_choice<C: Choice>(field: &str, raw: Option<&str>) -> Result<Option<C>, Problem> {
+    opt_text(raw).map(|raw| C::parse_field(field, raw)).transpose()
+}
+
+/// A required value of a closed set: blank is a 400 listing the values.
+pub fn choice<C: Choice>(field: &str, raw: &str) -> Result<C, Problem> {
+    match opt_text(Some(raw)) {
+        None => Err(Problem::invalid_field(field, format!("This field is required: one of {}", C::allowed()))),
+        Some(raw) => C::parse_field(field, raw),
+    }
+}
+
+/// An optional id (a filter, an optional reference); blank is absent, malformed a 400.
+pub fn opt_uuid(field: &str, raw: Option<&str>) -> Result<Option<Uuid>, Problem> {
+    opt_text(raw).map(|raw| parse_uuid(field, raw)).transpose()
+}
+
+/// The `ILIKE` pattern of a `search` parameter, if one is given (see [`contains_pattern`]).
+pub fn search_pattern(raw: Option<&str>) -> Option<String> {
+    opt_text(raw).map(contains_pattern)
+}
+
 /// A `LIKE`/`ILIKE` pattern matching `needle` anywhere, with the wildcards in it escaped.
 pub fn contains_pattern(needle: &str) -> String {
     let mut out = String::with_capacity(needle.len() + 2);
@@ -156,6 +184,21 @@ mod tests {
         let err = Colour::parse_field("colour", "red").unwrap_err();
         assert_eq!(err.error, "Invalid value for 'colour'");
         assert!(err.details.as_str().unwrap().contains("RED, GREEN"));
+    }
+
+    #[test]
+    fn optional_and_required_values() {
+        assert_eq!(opt_choice::<Colour>("c", Some(" GREEN ")).unwrap(), Some(Colour::Green));
+        assert_eq!(opt_choice::<Colour>("c", Some("  ")).unwrap(), None);
+        assert_eq!(opt_choice::<Colour>("c", None).unwrap(), None);
+        assert_eq!(opt_choice::<Colour>("colour", Some("BLUE")).unwrap_err().error, "Invalid value for 'colour'");
+        let required = choice::<Colour>("colour", " ").unwrap_err();
+        assert!(required.details.as_str().unwrap().starts_with("This field is required: one of RED"));
+        assert_eq!(choice::<Colour>("colour", "RED").unwrap(), Colour::Red);
+        assert_eq!(opt_uuid("u", Some("")).unwrap(), None);
+        assert!(opt_uuid("u", Some("nope")).is_err());
+        assert_eq!(search_pattern(Some(" a_b ")).as_deref(), Some("%a\\_b%"));
+        assert_eq!(search_pattern(Some(" ")), None);
     }
 
     #[test]

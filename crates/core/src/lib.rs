@@ -18,7 +18,7 @@ pub mod update;
 pub use ctx::{Actor, RequestCtx, Role};
 pub use error::{ErrorKind, Problem};
 pub use hold::{Held, HoldCheck, HoldRef};
-pub use page::{PageInfo, PageRequest};
+pub use page::{Count, ListRequest, Page, PageInfo, PageRequest};
 
 /// A new time-ordered primary key (UUIDv7): index-friendly and sortable by creation time.
 pub fn new_id() -> uuid::Uuid {

@@ -7,8 +7,14 @@
 //! * [`migrate`] runs the embedded migrations from `migrations/` (no libpq needed).
 //! * [`schema`] is the diesel schema, kept by hand (`diesel print-schema` would need libpq) and
 //!   checked against the migrated database by a test.
+//! * The resource kit every domain's service uses: [`choice!`] (value-set enums read and written
+//!   as their types), [`list`] (counting, keyset cursors and plans of list queries) and [`refs`]
+//!   (the one check of ids naming another resource of the tenant).
 
+pub mod choice;
+pub mod list;
 pub mod prepared;
+pub mod refs;
 pub mod schema;
 
 use std::time::Duration;
@@ -63,6 +69,8 @@ macro_rules! service_error {
 }
 
 #[doc(hidden)]
+pub use custos_core as __core;
+#[doc(hidden)]
 pub use custos_core::Problem;
 #[doc(hidden)]
 pub use diesel;
@@ -102,6 +110,14 @@ impl DbError {
     }
 }
 
+fn aborted() -> Problem {
+    Problem::new(
+        ErrorKind::Aborted,
+        "Concurrent change",
+        "The request collided with a concurrent change and was undone; nothing was written, send it again",
+    )
+}
+
 impl From<DbError> for Problem {
     fn from(err: DbError) -> Self {
         match err {
@@ -139,6 +155,19 @@ impl From<DbError> for Problem {
                         "Something this request refers to was deleted meanwhile; check and retry",
                     )
                 }
+            }
+            // Two transactions each waited on the other's locks (PostgreSQL broke the cycle by
+            // aborting this one), or a serializable transaction could not be ordered: nothing was
+            // written, and the same request sent again will most likely succeed.
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::SerializationFailure,
+                _,
+            )) => aborted(),
+            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::Unknown, info))
+                if info.message().starts_with("deadlock detected") =>
+            {
+                tracing::warn!(detail = info.details().unwrap_or_default(), "deadlock: the request was aborted");
+                aborted()
             }
             // PostgreSQL holds no NUL character in text (22021) or `jsonb` (22P05); Rust strings
             // and JSON may carry one. Diesel gives no SQLSTATE for these, so they are told by the
@@ -455,5 +484,13 @@ mod tests {
         let nul = problem(DatabaseErrorKind::Unknown, "invalid byte sequence for encoding \"UTF8\": 0x00");
         assert_eq!((nul.kind, nul.error.as_str()), (ErrorKind::InvalidArgument, "Invalid text"));
         assert_eq!(problem(DatabaseErrorKind::Unknown, "something else").kind, ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_deadlock_or_serialization_failure_is_an_aborted_request_to_send_again() {
+        let deadlock = problem(DatabaseErrorKind::Unknown, "deadlock detected");
+        assert_eq!((deadlock.kind, deadlock.error.as_str()), (ErrorKind::Aborted, "Concurrent change"));
+        let serialization = problem(DatabaseErrorKind::SerializationFailure, "could not serialize access");
+        assert_eq!(serialization.kind, ErrorKind::Aborted);
     }
 }

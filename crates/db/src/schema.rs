@@ -381,6 +381,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// How many requirements each framework has, kept by triggers in the writing transaction
+    /// (exact; the frameworks list reads it instead of counting requirements).
+    framework_requirement_counts (organization_id, framework_id) {
+        organization_id -> Uuid,
+        framework_id -> Uuid,
+        requirements -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// A view for the requirements list's `search` only: the tenant's rows (the view filters by
+    /// the transaction's tenant itself), so that the trigram indexes serve `ILIKE` under RLS. It
+    /// has no `organization_id` on purpose: filter the outer query by it, never this view (see
+    /// `migrations/2026-12-07-000021_list_indexes`).
+    requirement_search (id) {
+        id -> Uuid,
+        requirement_id -> Text,
+        title -> Text,
+        description -> Text,
+    }
+}
+
+diesel::table! {
+    /// The evidence list's `search` view (see `requirement_search`).
+    evidence_search (id) {
+        id -> Uuid,
+        title -> Text,
+        description -> Text,
+        notes -> Text,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -410,5 +443,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     incident_response_plans,
     vulnerabilities,
     compliance_checkpoints,
-    requirement_evidence
+    requirement_evidence,
+    framework_requirement_counts,
+    requirement_search,
+    evidence_search
 );

@@ -1,7 +1,7 @@
 //! Value sets of the seed and the database rows of evidence and custody records.
 
-use custos_core::choice;
 use custos_core::timefmt;
+use custos_db::choice;
 use custos_db::schema::{custody_records, evidence};
 use diesel::prelude::*;
 use serde_json::Value;
@@ -63,12 +63,12 @@ impl CustodyAction {
     /// Whether this action may be recorded by hand on an item in `status`. Sealed evidence is
     /// only moved, looked at or released; compromised evidence stays so until `verify_evidence`
     /// finds it intact again (or it is disposed of); nothing follows disposal.
-    pub fn allowed_on(self, status: Option<EvidenceStatus>) -> bool {
+    pub fn allowed_on(self, status: EvidenceStatus) -> bool {
         use CustodyAction as A;
         match status {
-            Some(EvidenceStatus::Disposed) => false,
-            Some(EvidenceStatus::Sealed) => matches!(self, A::Transferred | A::Accessed | A::Released),
-            Some(EvidenceStatus::Compromised) => matches!(self, A::Transferred | A::Accessed | A::Disposed),
+            EvidenceStatus::Disposed => false,
+            EvidenceStatus::Sealed => matches!(self, A::Transferred | A::Accessed | A::Released),
+            EvidenceStatus::Compromised => matches!(self, A::Transferred | A::Accessed | A::Disposed),
             _ => true,
         }
     }
@@ -96,8 +96,8 @@ pub struct EvidenceRow {
     pub title: String,
     pub description: String,
     pub notes: String,
-    pub evidence_type: String,
-    pub status: String,
+    pub evidence_type: EvidenceType,
+    pub status: EvidenceStatus,
     pub source: String,
     pub file_path: Option<String>,
     pub file_name: Option<String>,
@@ -123,11 +123,6 @@ impl EvidenceRow {
     pub fn retention_until(&self) -> Option<Date> {
         self.retention_period.map(|days| (self.collected_at + Duration::days(i64::from(days))).date())
     }
-
-    pub fn status(&self) -> Option<EvidenceStatus> {
-        use custos_core::filter::Choice;
-        EvidenceStatus::ALL.iter().copied().find(|s| s.as_str() == self.status)
-    }
 }
 
 /// The writable columns of an evidence item, validated.
@@ -138,13 +133,15 @@ pub struct EvidenceFields {
     pub title: String,
     pub description: String,
     pub notes: String,
-    pub evidence_type: String,
+    pub evidence_type: EvidenceType,
     pub source: String,
     pub collected_at: OffsetDateTime,
     pub valid_until: Option<Date>,
     pub retention_period: Option<i32>,
 }
 
+/// A custody record as stored. Its `action` stays text: the chain is verified over what is
+/// stored, and a record whose action was tampered with must fail verification, not the read.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = custody_records)]
 pub struct CustodyRow {

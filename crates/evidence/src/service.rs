@@ -7,13 +7,15 @@ use bytes::Bytes;
 use custos_audit_chain::record_change;
 use custos_core::ctx::Access;
 use custos_core::filter::{
-    self, Choice, DayEdge, contains_pattern, parse_id, parse_opt_date, parse_opt_time_bound, parse_opt_timestamp,
-    parse_uuid,
+    self, Choice, DayEdge, opt_choice, opt_text, opt_uuid, parse_id, parse_opt_date, parse_opt_time_bound,
+    parse_opt_timestamp, parse_uuid, search_pattern,
 };
 use custos_core::hold::ensure_not_held;
-use custos_core::{Held, PageRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
-use custos_db::schema::{evidence, evidence_requirements, incidents, requirements};
-use custos_db::{Db, Holds, Tx};
+use custos_core::page::cursor;
+use custos_core::{Held, ListRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
+use custos_db::refs::{self, Kind};
+use custos_db::schema::{evidence, evidence_requirements, evidence_search};
+use custos_db::{Db, Holds, Tx, list};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -59,12 +61,15 @@ pub struct EvidenceService {
     max_upload_bytes: u64,
 }
 
-fn not_found(id: impl Display) -> EvidenceError {
-    Problem::not_found("Evidence", id).into()
+/// The list's cursor kind.
+const EVIDENCE: &str = "evidence";
+
+custos_core::page_responses! {
+    pb::ListEvidenceResponse { pb::Evidence } + next_cursor;
 }
 
-fn opt_text(raw: Option<&str>) -> Option<&str> {
-    raw.map(str::trim).filter(|s| !s.is_empty())
+fn not_found(id: impl Display) -> EvidenceError {
+    Problem::not_found("Evidence", id).into()
 }
 
 impl EvidenceService {
@@ -100,27 +105,32 @@ impl EvidenceService {
         ctx: &RequestCtx,
         req: pb::ListEvidenceRequest,
     ) -> Result<pb::ListEvidenceResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        let list = ListRequest::new(req.page, req.page_size, req.cursor.as_deref())?;
         let filters = EvidenceFilters::parse(&req)?;
+        let after = list.after::<(OffsetDateTime, Uuid)>(EVIDENCE)?;
+        let org = ctx.organization_id;
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<EvidenceRow> = filters
-            .apply(ctx.organization_id)
+        let mut q = filters
+            .apply(org)
             .order((evidence::collected_at.desc(), evidence::id.desc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(EvidenceRow::as_select())
-            .load(tx.conn())
-            .await?;
-        let results = to_pb(&mut tx, ctx, &self.holds, rows).await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(EvidenceRow::as_select());
+        if let Some(key) = after {
+            q = q.filter(list::before((evidence::collected_at, evidence::id), key));
+        }
+        let rows: Vec<EvidenceRow> = list::one_shot(q).load(tx.conn()).await?;
+        let mut page = list::page(
+            &mut tx,
+            &list,
+            rows,
+            |r| Some(cursor(EVIDENCE, &(r.collected_at, r.id))),
+            || filters.apply(org).select(list::row()),
+        )
+        .await?;
+        let results = to_pb(&mut tx, ctx, &self.holds, std::mem::take(&mut page.results)).await?;
         tx.commit().await?;
-        Ok(pb::ListEvidenceResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results,
-        })
+        Ok(pb::ListEvidenceResponse::from_page(page.with_results(results)))
     }
 
     pub async fn get_evidence(&self, ctx: &RequestCtx, req: pb::GetEvidenceRequest) -> Result<pb::Evidence> {
@@ -226,7 +236,7 @@ impl EvidenceService {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find(&mut tx, ctx, id, true).await?;
         self.ensure_not_held(&mut tx, ctx, &current, "delete").await?;
-        if current.status() == Some(EvidenceStatus::Sealed) {
+        if current.status == EvidenceStatus::Sealed {
             return Err(Problem::state_conflict(
                 "Evidence is sealed",
                 format!("Evidence {id} is sealed; record RELEASED before deleting it"),
@@ -260,15 +270,15 @@ impl EvidenceService {
         let notes = filter::bounded_text("notes", &req.notes, TEXT_MAX)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        if current.status() == Some(EvidenceStatus::Disposed) {
+        if current.status == EvidenceStatus::Disposed {
             return Err(disposed(id));
         }
-        if !action.allowed_on(current.status()) {
+        if !action.allowed_on(current.status) {
             let status = current.status.as_str();
             return Err(Problem::state_conflict(
                 format!("Evidence is {}", status.to_lowercase()),
-                match current.status() {
-                    Some(EvidenceStatus::Sealed) => format!(
+                match current.status {
+                    EvidenceStatus::Sealed => format!(
                         "{status} evidence takes only TRANSFERRED, ACCESSED or RELEASED; record RELEASED before {action}"
                     ),
                     _ => format!(
@@ -289,11 +299,7 @@ impl EvidenceService {
             diesel::update(
                 evidence::table.filter(evidence::organization_id.eq(ctx.organization_id)).filter(evidence::id.eq(id)),
             )
-            .set((
-                evidence::status.eq(status.as_str()),
-                evidence::disposed_at.eq(disposed_at),
-                evidence::updated_at.eq(now),
-            ))
+            .set((evidence::status.eq(status), evidence::disposed_at.eq(disposed_at), evidence::updated_at.eq(now)))
             .execute(tx.conn())
             .await?;
         }
@@ -330,7 +336,7 @@ impl EvidenceService {
             row
         };
         let expected = stored_digests(&row)?;
-        if row.status() == Some(EvidenceStatus::Disposed) {
+        if row.status == EvidenceStatus::Disposed {
             return Err(disposed(id));
         }
         let key = row.file_path.clone().unwrap_or_default();
@@ -339,7 +345,7 @@ impl EvidenceService {
 
         let mut tx = self.db.begin(ctx.organization_id).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        if current.file_path.as_deref() != Some(key.as_str()) || current.status() == Some(EvidenceStatus::Disposed) {
+        if current.file_path.as_deref() != Some(key.as_str()) || current.status == EvidenceStatus::Disposed {
             return Err(
                 Problem::state_conflict("Evidence changed during verification", "Run verify_evidence again").into()
             );
@@ -367,14 +373,14 @@ impl EvidenceService {
         custody::append(&mut tx, ctx, id, action, &notes, details).await?;
         let now = timefmt::now();
         // Passing verification neither unseals an item nor takes back its release.
-        let status = match (action, current.status()) {
-            (CustodyAction::Verified, Some(kept @ (EvidenceStatus::Sealed | EvidenceStatus::Released))) => kept,
+        let status = match (action, current.status) {
+            (CustodyAction::Verified, kept @ (EvidenceStatus::Sealed | EvidenceStatus::Released)) => kept,
             _ => action.resulting_status().unwrap_or(EvidenceStatus::Verified),
         };
         diesel::update(
             evidence::table.filter(evidence::organization_id.eq(ctx.organization_id)).filter(evidence::id.eq(id)),
         )
-        .set((evidence::status.eq(status.as_str()), evidence::last_verified_at.eq(now), evidence::updated_at.eq(now)))
+        .set((evidence::status.eq(status), evidence::last_verified_at.eq(now), evidence::updated_at.eq(now)))
         .execute(tx.conn())
         .await?;
         let row = find(&mut tx, ctx, id, false).await?;
@@ -404,7 +410,7 @@ impl EvidenceService {
         let id = parse_id("Evidence", &req.id)?;
         let mut tx = self.begin(ctx, Access::Read).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        if current.status() == Some(EvidenceStatus::Disposed) {
+        if current.status == EvidenceStatus::Disposed {
             return Err(disposed(id));
         }
         let Some(key) = current.file_path.clone() else {
@@ -525,13 +531,13 @@ fn disposed(id: Uuid) -> EvidenceError {
 }
 
 fn ensure_editable(row: &EvidenceRow, what: &str) -> Result<()> {
-    match row.status() {
-        Some(EvidenceStatus::Sealed) => Err(Problem::state_conflict(
+    match row.status {
+        EvidenceStatus::Sealed => Err(Problem::state_conflict(
             "Evidence is sealed",
             format!("Sealed evidence cannot be {what}; record RELEASED to unseal it"),
         )
         .into()),
-        Some(EvidenceStatus::Disposed) => Err(disposed(row.id)),
+        EvidenceStatus::Disposed => Err(disposed(row.id)),
         _ => Ok(()),
     }
 }
@@ -612,11 +618,11 @@ fn parse_input(input: pb::EvidenceInput) -> Result<ParsedInput> {
     }
     Ok(ParsedInput {
         fields: EvidenceFields {
-            incident_id: opt_text(input.incident.as_deref()).map(|raw| parse_uuid("incident", raw)).transpose()?,
+            incident_id: opt_uuid("incident", input.incident.as_deref())?,
             title: filter::required_text("title", &input.title, TITLE_MAX)?,
             description: filter::bounded_text("description", &input.description, TEXT_MAX)?,
             notes: filter::bounded_text("notes", &input.notes, TEXT_MAX)?,
-            evidence_type: EvidenceType::parse_field("evidence_type", input.evidence_type.trim())?.as_str().to_owned(),
+            evidence_type: EvidenceType::parse_field("evidence_type", input.evidence_type.trim())?,
             source: filter::bounded_text("source", &input.source, SHORT_MAX)?,
             collected_at: to_micros(collected_at),
             valid_until: parse_opt_date("valid_until", input.valid_until.as_deref())?,
@@ -626,39 +632,12 @@ fn parse_input(input: pb::EvidenceInput) -> Result<ParsedInput> {
     })
 }
 
-/// The incident and requirements must exist in the caller's organisation. The incident is
-/// locked (KEY SHARE) so it cannot be deleted before this transaction commits.
+/// The incident and requirements must exist in the caller's organisation (locked against
+/// deletion until this transaction commits).
 async fn check_references(tx: &mut Tx, ctx: &RequestCtx, input: &ParsedInput) -> Result<()> {
-    if let Some(incident) = input.fields.incident_id {
-        let found: Option<Uuid> = incidents::table
-            .filter(incidents::organization_id.eq(ctx.organization_id))
-            .filter(incidents::id.eq(incident))
-            .select(incidents::id)
-            .for_key_share()
-            .first(tx.conn())
-            .await
-            .optional()?;
-        if found.is_none() {
-            return Err(Problem::invalid_field("incident", format!("No incident with id {incident}")).into());
-        }
-    }
-    if !input.requirements.is_empty() {
-        let found: Vec<Uuid> = requirements::table
-            .filter(requirements::organization_id.eq(ctx.organization_id))
-            .filter(requirements::id.eq_any(&input.requirements))
-            .select(requirements::id)
-            .load(tx.conn())
-            .await?;
-        let missing: Vec<String> =
-            input.requirements.iter().filter(|id| !found.contains(id)).map(ToString::to_string).collect();
-        if !missing.is_empty() {
-            return Err(Problem::invalid_field(
-                "compliance_requirements",
-                format!("No requirement with id {}", missing.join(", ")),
-            )
-            .into());
-        }
-    }
+    let incident: Vec<Uuid> = input.fields.incident_id.into_iter().collect();
+    refs::all(tx, ctx, Kind::Incident, "incident", &incident).await?;
+    refs::all(tx, ctx, Kind::Requirement, "compliance_requirements", &input.requirements).await?;
     Ok(())
 }
 
@@ -687,7 +666,7 @@ async fn insert(
         evidence::id.eq(id),
         evidence::organization_id.eq(ctx.organization_id),
         &input.fields,
-        evidence::status.eq(EvidenceStatus::Collected.as_str()),
+        evidence::status.eq(EvidenceStatus::Collected),
         evidence::collected_by.eq(&collector),
         evidence::file_path.eq(path),
         evidence::file_name.eq(name),
@@ -797,8 +776,8 @@ async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, holds: &Holds, rows: Vec<EvidenceR
                 title: r.title,
                 description: r.description,
                 notes: r.notes,
-                evidence_type: r.evidence_type,
-                status: r.status,
+                evidence_type: r.evidence_type.to_string(),
+                status: r.status.to_string(),
                 source: r.source,
                 file_path: r.file_path,
                 file_name: r.file_name,
@@ -876,18 +855,12 @@ impl EvidenceFilters {
     fn parse(req: &pb::ListEvidenceRequest) -> Result<Self> {
         let today = timefmt::today();
         Ok(EvidenceFilters {
-            incident: opt_text(req.incident.as_deref()).map(|raw| parse_uuid("incident", raw)).transpose()?,
-            evidence_type: opt_text(req.evidence_type.as_deref())
-                .map(|raw| EvidenceType::parse_field("evidence_type", raw))
-                .transpose()?,
-            status: opt_text(req.status.as_deref())
-                .map(|raw| EvidenceStatus::parse_field("status", raw))
-                .transpose()?,
+            incident: opt_uuid("incident", req.incident.as_deref())?,
+            evidence_type: opt_choice("evidence_type", req.evidence_type.as_deref())?,
+            status: opt_choice("status", req.status.as_deref())?,
             collected_by: opt_text(req.collected_by.as_deref()).map(str::to_owned),
-            requirement: opt_text(req.compliance_requirement.as_deref())
-                .map(|raw| parse_uuid("compliance_requirement", raw))
-                .transpose()?,
-            search: opt_text(req.search.as_deref()).map(contains_pattern),
+            requirement: opt_uuid("compliance_requirement", req.compliance_requirement.as_deref())?,
+            search: search_pattern(req.search.as_deref()),
             expiring_within: match req.expiring_within {
                 None => None,
                 Some(days) if days <= 36_500 => Some((today, today + Duration::days(i64::from(days)))),
@@ -910,10 +883,10 @@ impl EvidenceFilters {
             q = q.filter(evidence::incident_id.eq(incident));
         }
         if let Some(t) = self.evidence_type {
-            q = q.filter(evidence::evidence_type.eq(t.as_str()));
+            q = q.filter(evidence::evidence_type.eq(t));
         }
         if let Some(s) = self.status {
-            q = q.filter(evidence::status.eq(s.as_str()));
+            q = q.filter(evidence::status.eq(s));
         }
         if let Some(who) = &self.collected_by {
             q = q.filter(evidence::collected_by.eq(who.clone()));
@@ -929,11 +902,19 @@ impl EvidenceFilters {
             );
         }
         if let Some(pattern) = &self.search {
+            // Through the search view, so that its trigram indexes serve the ILIKE under RLS
+            // (migration 000021 says why; the view applies the tenant, so no organisation here).
             q = q.filter(
-                evidence::title
-                    .ilike(pattern.clone())
-                    .or(evidence::description.ilike(pattern.clone()))
-                    .or(evidence::notes.ilike(pattern.clone())),
+                evidence::id.eq_any(
+                    evidence_search::table
+                        .filter(
+                            evidence_search::title
+                                .ilike(pattern.clone())
+                                .or(evidence_search::description.ilike(pattern.clone()))
+                                .or(evidence_search::notes.ilike(pattern.clone())),
+                        )
+                        .select(evidence_search::id),
+                ),
             );
         }
         if let Some((from, to)) = self.expiring_within {

@@ -1,8 +1,7 @@
 //! Value sets of the seed and the database rows of frameworks and requirements.
 
-use custos_core::choice;
-use custos_core::filter::Choice;
 use custos_core::timefmt;
+use custos_db::choice;
 use custos_db::schema::{frameworks, requirements};
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
@@ -39,10 +38,6 @@ impl FrameworkType {
             FrameworkType::Ccpa => "California Consumer Privacy Act",
             FrameworkType::Custom => "Custom Framework",
         }
-    }
-
-    pub fn display_of(raw: &str) -> String {
-        Self::ALL.iter().find(|t| t.as_str() == raw).map(|t| t.display_name()).unwrap_or(raw).to_owned()
     }
 }
 
@@ -82,7 +77,7 @@ pub struct FrameworkRow {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub name: String,
-    pub framework_type: String,
+    pub framework_type: FrameworkType,
     pub version: String,
     pub description: String,
     pub applicable_regions: Vec<String>,
@@ -100,8 +95,8 @@ impl FrameworkRow {
         pb::Framework {
             id: self.id.to_string(),
             name: self.name.clone(),
-            framework_type: self.framework_type.clone(),
-            framework_type_display: FrameworkType::display_of(&self.framework_type),
+            framework_type: self.framework_type.to_string(),
+            framework_type_display: self.framework_type.display_name().to_owned(),
             version: self.version.clone(),
             description: self.description.clone(),
             applicable_regions: self.applicable_regions.clone(),
@@ -120,7 +115,7 @@ impl FrameworkRow {
     pub fn to_input(&self) -> pb::FrameworkInput {
         pb::FrameworkInput {
             name: self.name.clone(),
-            framework_type: self.framework_type.clone(),
+            framework_type: self.framework_type.to_string(),
             version: self.version.clone(),
             description: self.description.clone(),
             applicable_regions: self.applicable_regions.clone(),
@@ -143,9 +138,9 @@ pub struct RequirementRow {
     pub title: String,
     pub description: String,
     pub section: String,
-    pub requirement_type: String,
-    pub priority: String,
-    pub compliance_status: String,
+    pub requirement_type: RequirementType,
+    pub priority: Priority,
+    pub compliance_status: ComplianceStatus,
     pub is_implemented: bool,
     pub assigned_to: Option<Uuid>,
     pub last_assessment_date: Option<Date>,
@@ -166,9 +161,9 @@ impl RequirementRow {
             description: self.description.clone(),
             section: self.section.clone(),
             parent: self.parent_id.map(|p| p.to_string()),
-            requirement_type: self.requirement_type.clone(),
-            priority: self.priority.clone(),
-            compliance_status: self.compliance_status.clone(),
+            requirement_type: self.requirement_type.to_string(),
+            priority: self.priority.to_string(),
+            compliance_status: self.compliance_status.to_string(),
             is_implemented: self.is_implemented,
             assigned_to: self.assigned_to.map(|u| u.to_string()),
             last_assessment_date: self.last_assessment_date.map(timefmt::date),
@@ -190,9 +185,9 @@ impl RequirementRow {
             description: self.description.clone(),
             section: self.section.clone(),
             parent: self.parent_id.map(|p| p.to_string()),
-            requirement_type: self.requirement_type.clone(),
-            priority: self.priority.clone(),
-            compliance_status: Some(self.compliance_status.clone()),
+            requirement_type: self.requirement_type.to_string(),
+            priority: self.priority.to_string(),
+            compliance_status: Some(self.compliance_status.to_string()),
             is_implemented: Some(self.is_implemented),
             assigned_to: self.assigned_to.map(|u| u.to_string()),
             next_assessment_date: self.next_assessment_date.map(timefmt::date),
@@ -206,7 +201,7 @@ impl RequirementRow {
 #[diesel(table_name = frameworks, treat_none_as_null = true)]
 pub struct FrameworkFields {
     pub name: String,
-    pub framework_type: String,
+    pub framework_type: FrameworkType,
     pub version: String,
     pub description: String,
     pub applicable_regions: Vec<String>,
@@ -226,9 +221,9 @@ pub struct RequirementFields {
     pub title: String,
     pub description: String,
     pub section: String,
-    pub requirement_type: String,
-    pub priority: String,
-    pub compliance_status: String,
+    pub requirement_type: RequirementType,
+    pub priority: Priority,
+    pub compliance_status: ComplianceStatus,
     pub is_implemented: bool,
     pub assigned_to: Option<Uuid>,
     pub next_assessment_date: Option<Date>,

@@ -4,22 +4,33 @@ use std::collections::HashMap;
 
 use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
-use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
+use custos_core::filter::{self, Choice, opt_choice, opt_uuid, parse_id, parse_opt_date, parse_uuid, search_pattern};
+use custos_core::page::cursor;
+use custos_core::{ListRequest, Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::schema::{
-    compliance_checkpoints, evidence, evidence_requirements, frameworks, requirement_evidence, requirements, users,
+    compliance_checkpoints, evidence, evidence_requirements, framework_requirement_counts, frameworks,
+    requirement_evidence, requirement_search, requirements,
 };
-use custos_db::{Db, DbError, Tx};
+use custos_db::{Db, DbError, Tx, list, refs};
 use custos_proto::v1 as pb;
-use diesel::dsl::count_star;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::model::*;
+
+/// The lists' cursor kinds.
+const FRAMEWORKS: &str = "frameworks";
+const REQUIREMENTS: &str = "requirements";
+
+custos_core::page_responses! {
+    pb::ListFrameworksResponse { pb::Framework } + next_cursor;
+    pb::ListRequirementsResponse { pb::Requirement } + next_cursor;
+}
 
 diesel::define_sql_function!(fn array_to_string(array: Array<Text>, delimiter: Text) -> Text);
 
@@ -67,27 +78,32 @@ impl FrameworksService {
         ctx: &RequestCtx,
         req: pb::ListFrameworksRequest,
     ) -> Result<pb::ListFrameworksResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        let list = ListRequest::new(req.page, req.page_size, req.cursor.as_deref())?;
         let filters = FrameworkFilters::parse(&req)?;
+        let after = list.after::<(String, Uuid)>(FRAMEWORKS)?;
+        let org = ctx.organization_id;
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<FrameworkRow> = filters
-            .apply(ctx.organization_id)
+        let mut q = filters
+            .apply(org)
             .order((frameworks::name.asc(), frameworks::id.asc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(FrameworkRow::as_select())
-            .load(tx.conn())
-            .await?;
-        let counts = requirement_counts(&mut tx, ctx, rows.iter().map(|r| r.id).collect()).await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(FrameworkRow::as_select());
+        if let Some(key) = after {
+            q = q.filter(list::after((frameworks::name, frameworks::id), key));
+        }
+        let rows: Vec<FrameworkRow> = list::one_shot(q).load(tx.conn()).await?;
+        let page = list::page(
+            &mut tx,
+            &list,
+            rows,
+            |r| Some(cursor(FRAMEWORKS, &(r.name.clone(), r.id))),
+            || filters.apply(org).select(list::row()),
+        )
+        .await?;
+        let counts = requirement_counts(&mut tx, ctx, page.results.iter().map(|r| r.id).collect()).await?;
         tx.commit().await?;
-        Ok(pb::ListFrameworksResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results: rows.iter().map(|r| r.to_pb(counts.get(&r.id).copied().unwrap_or(0))).collect(),
-        })
+        Ok(pb::ListFrameworksResponse::from_page(page.map(|r| r.to_pb(counts.get(&r.id).copied().unwrap_or(0)))))
     }
 
     pub async fn get_framework(&self, ctx: &RequestCtx, req: pb::GetFrameworkRequest) -> Result<pb::Framework> {
@@ -248,30 +264,34 @@ impl FrameworksService {
         ctx: &RequestCtx,
         req: pb::ListRequirementsRequest,
     ) -> Result<pb::ListRequirementsResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        let list = ListRequest::new(req.page, req.page_size, req.cursor.as_deref())?;
         let filters = RequirementFilters::parse(&req)?;
+        let after = list.after::<(OffsetDateTime, Uuid)>(REQUIREMENTS)?;
+        let (org, today) = (ctx.organization_id, timefmt::today());
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let today = timefmt::today();
-        let count: i64 = filters.apply(ctx.organization_id, today).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<(RequirementRow, String)> = filters
-            .apply(ctx.organization_id, today)
+        let mut q = filters
+            .apply(org, today)
             .inner_join(frameworks::table)
             .order((requirements::created_at.asc(), requirements::id.asc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select((RequirementRow::as_select(), frameworks::name))
-            .load(tx.conn())
-            .await?;
-        let mut results: Vec<pb::Requirement> = rows.iter().map(|(r, name)| r.to_pb(name)).collect();
-        add_evidence_counts(&mut tx, ctx, &mut results).await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select((RequirementRow::as_select(), frameworks::name));
+        if let Some(key) = after {
+            q = q.filter(list::after((requirements::created_at, requirements::id), key));
+        }
+        let rows: Vec<(RequirementRow, String)> = list::one_shot(q).load(tx.conn()).await?;
+        let page = list::page(
+            &mut tx,
+            &list,
+            rows,
+            |(r, _)| Some(cursor(REQUIREMENTS, &(r.created_at, r.id))),
+            || filters.apply(org, today).select(list::row()),
+        )
+        .await?;
+        let mut page = page.map(|(r, name)| r.to_pb(&name));
+        add_evidence_counts(&mut tx, ctx, &mut page.results).await?;
         tx.commit().await?;
-        Ok(pb::ListRequirementsResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results,
-        })
+        Ok(pb::ListRequirementsResponse::from_page(page))
     }
 
     /// The requirements of one framework (`/frameworks/{id}/requirements/`): 404 for an unknown
@@ -293,6 +313,7 @@ impl FrameworksService {
             priority: req.priority,
             page: req.page,
             page_size: req.page_size,
+            cursor: req.cursor,
             ..Default::default()
         };
         self.list_requirements(ctx, flat).await
@@ -342,6 +363,10 @@ impl FrameworksService {
         if names_parent {
             tx.lock_named(&format!("custos requirement tree {}", ctx.organization_id)).await?;
         }
+        // Its framework before the requirement itself, in the order a framework's deletion locks
+        // them (the framework, then its requirements): the reference check below locks the
+        // framework too, and taking it after the requirement deadlocked against a deletion.
+        lock_framework_of(&mut tx, ctx, id).await?;
         let current = lock_requirement(&mut tx, ctx, id).await?;
         let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
         let Some(input) =
@@ -423,8 +448,11 @@ impl FrameworksService {
         req: pb::UpdateStatusRequest,
     ) -> Result<pb::Requirement> {
         let id = parse_id("Requirement", &req.id)?;
-        let status =
-            ComplianceStatus::ALL.iter().find(|s| s.as_str() == req.compliance_status).ok_or_else(invalid_status)?;
+        let status = ComplianceStatus::ALL
+            .iter()
+            .copied()
+            .find(|s| s.as_str() == req.compliance_status)
+            .ok_or_else(invalid_status)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         lock_requirement(&mut tx, ctx, id).await?;
         let before = load_requirement_pb(&mut tx, ctx, id).await?;
@@ -434,7 +462,7 @@ impl FrameworksService {
                 .filter(requirements::id.eq(id)),
         )
         .set((
-            requirements::compliance_status.eq(status.as_str()),
+            requirements::compliance_status.eq(status),
             requirements::last_assessment_date.eq(timefmt::today()),
             requirements::updated_at.eq(timefmt::now()),
         ))
@@ -496,18 +524,42 @@ fn duplicate_requirement(e: diesel::result::Error, requirement_id: &str) -> Fram
     }
 }
 
+/// The requirement counts of frameworks, as the triggers keep them (exact, and read in one
+/// index lookup per framework however many requirements it has).
 async fn requirement_counts(tx: &mut Tx, ctx: &RequestCtx, ids: Vec<Uuid>) -> Result<HashMap<Uuid, i64>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, i64)> = requirements::table
-        .filter(requirements::organization_id.eq(ctx.organization_id))
-        .filter(requirements::framework_id.eq_any(ids))
-        .group_by(requirements::framework_id)
-        .select((requirements::framework_id, count_star()))
+    let rows: Vec<(Uuid, i64)> = framework_requirement_counts::table
+        .filter(framework_requirement_counts::organization_id.eq(ctx.organization_id))
+        .filter(framework_requirement_counts::framework_id.eq_any(ids))
+        .select((framework_requirement_counts::framework_id, framework_requirement_counts::requirements))
         .load(tx.conn())
         .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Locks (`FOR KEY SHARE`, as a reference to it does) the framework requirement `id` is in, if
+/// there is such a requirement.
+async fn lock_framework_of(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<()> {
+    let framework: Option<Uuid> = requirements::table
+        .filter(requirements::organization_id.eq(ctx.organization_id))
+        .filter(requirements::id.eq(id))
+        .select(requirements::framework_id)
+        .first(tx.conn())
+        .await
+        .optional()?;
+    if let Some(framework) = framework {
+        frameworks::table
+            .filter(frameworks::organization_id.eq(ctx.organization_id))
+            .filter(frameworks::id.eq(framework))
+            .select(frameworks::id)
+            .for_key_share()
+            .first::<Uuid>(tx.conn())
+            .await
+            .optional()?;
+    }
+    Ok(())
 }
 
 async fn lock_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
@@ -618,7 +670,7 @@ fn validate_framework(input: pb::FrameworkInput) -> Result<FrameworkFields> {
     }
     Ok(FrameworkFields {
         name: filter::required_text("name", &input.name, NAME_MAX)?,
-        framework_type: framework_type.as_str().to_owned(),
+        framework_type,
         version: filter::bounded_text("version", input.version.trim(), 50)?,
         description: filter::bounded_text("description", &input.description, 20_000)?,
         applicable_regions: clean_list("applicable_regions", input.applicable_regions)?,
@@ -659,42 +711,14 @@ async fn validate_requirement(
     input: pb::RequirementInput,
     current: Option<&RequirementRow>,
 ) -> Result<RequirementFields> {
-    if input.framework.trim().is_empty() {
+    let Some(framework_id) = refs::framework(tx, ctx, "framework", Some(&input.framework)).await? else {
         return Err(Problem::invalid_field("framework", "This field is required").into());
-    }
-    let framework_id = parse_uuid("framework", &input.framework)?;
-    let framework_exists: Option<Uuid> = frameworks::table
-        .filter(frameworks::organization_id.eq(ctx.organization_id))
-        .filter(frameworks::id.eq(framework_id))
-        .select(frameworks::id)
-        .first(tx.conn())
-        .await
-        .optional()?;
-    if framework_exists.is_none() {
-        return Err(Problem::invalid_field("framework", format!("No framework with id {framework_id}")).into());
-    }
+    };
     let requirement_type = RequirementType::parse_field("requirement_type", input.requirement_type.trim())?;
     let priority = Priority::parse_field("priority", input.priority.trim())?;
-    let compliance_status = match input.compliance_status.as_deref().map(str::trim) {
-        None | Some("") => {
-            current.map_or(ComplianceStatus::NotAssessed.as_str(), |c| c.compliance_status.as_str()).to_owned()
-        }
-        Some(raw) => ComplianceStatus::parse_field("compliance_status", raw)?.as_str().to_owned(),
-    };
-    let assigned_to = match input.assigned_to.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => {
-            let user = parse_uuid("assigned_to", raw)?;
-            let found: Option<Uuid> = users::table
-                .filter(users::organization_id.eq(ctx.organization_id))
-                .filter(users::id.eq(user))
-                .select(users::id)
-                .first(tx.conn())
-                .await
-                .optional()?;
-            Some(found.ok_or_else(|| Problem::invalid_field("assigned_to", format!("No user with id {user}")))?)
-        }
-    };
+    let compliance_status = opt_choice("compliance_status", input.compliance_status.as_deref())?
+        .unwrap_or_else(|| current.map_or(ComplianceStatus::NotAssessed, |c| c.compliance_status));
+    let assigned_to = refs::user(tx, ctx, "assigned_to", input.assigned_to.as_deref()).await?;
     let parent_id = match input.parent.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(raw) => {
@@ -732,8 +756,8 @@ async fn validate_requirement(
         title: filter::required_text("title", &input.title, 500)?,
         description: filter::bounded_text("description", &input.description, 20_000)?,
         section: filter::bounded_text("section", input.section.trim(), NAME_MAX)?,
-        requirement_type: requirement_type.as_str().to_owned(),
-        priority: priority.as_str().to_owned(),
+        requirement_type,
+        priority,
         compliance_status,
         is_implemented: input.is_implemented.unwrap_or(false),
         assigned_to,
@@ -754,21 +778,18 @@ struct FrameworkFilters {
 impl FrameworkFilters {
     fn parse(req: &pb::ListFrameworksRequest) -> Result<Self> {
         Ok(FrameworkFilters {
-            framework_type: match req.framework_type.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some(raw) => Some(FrameworkType::parse_field("framework_type", raw)?),
-            },
+            framework_type: opt_choice("framework_type", req.framework_type.as_deref())?,
             is_active: req.is_active,
             after: parse_opt_date("effective_date_after", req.effective_date_after.as_deref())?,
             before: parse_opt_date("effective_date_before", req.effective_date_before.as_deref())?,
-            search: req.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(contains_pattern),
+            search: search_pattern(req.search.as_deref()),
         })
     }
 
     fn apply(&self, org: Uuid) -> frameworks::BoxedQuery<'static, Pg> {
         let mut q = frameworks::table.filter(frameworks::organization_id.eq(org)).into_boxed();
         if let Some(t) = self.framework_type {
-            q = q.filter(frameworks::framework_type.eq(t.as_str()));
+            q = q.filter(frameworks::framework_type.eq(t));
         }
         if let Some(active) = self.is_active {
             q = q.filter(frameworks::is_active.eq(active));
@@ -804,20 +825,6 @@ struct RequirementFilters {
     search: Option<String>,
 }
 
-fn opt_choice<C: Choice>(field: &str, raw: Option<&str>) -> Result<Option<C>> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => Ok(Some(C::parse_field(field, raw)?)),
-    }
-}
-
-fn opt_uuid(field: &str, raw: Option<&str>) -> Result<Option<Uuid>> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => Ok(Some(parse_uuid(field, raw)?)),
-    }
-}
-
 impl RequirementFilters {
     fn parse(req: &pb::ListRequirementsRequest) -> Result<Self> {
         Ok(RequirementFilters {
@@ -833,7 +840,7 @@ impl RequirementFilters {
             is_implemented: req.is_implemented,
             assigned_to: opt_uuid("assigned_to", req.assigned_to.as_deref())?,
             overdue: req.overdue,
-            search: req.search.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(contains_pattern),
+            search: search_pattern(req.search.as_deref()),
         })
     }
 
@@ -843,13 +850,13 @@ impl RequirementFilters {
             q = q.filter(requirements::framework_id.eq(f));
         }
         if let Some(s) = self.compliance_status {
-            q = q.filter(requirements::compliance_status.eq(s.as_str()));
+            q = q.filter(requirements::compliance_status.eq(s));
         }
         if let Some(t) = self.requirement_type {
-            q = q.filter(requirements::requirement_type.eq(t.as_str()));
+            q = q.filter(requirements::requirement_type.eq(t));
         }
         if let Some(p) = self.priority {
-            q = q.filter(requirements::priority.eq(p.as_str()));
+            q = q.filter(requirements::priority.eq(p));
         }
         if let Some(i) = self.is_implemented {
             q = q.filter(requirements::is_implemented.eq(i));
@@ -867,11 +874,19 @@ impl RequirementFilters {
             None => {}
         }
         if let Some(pattern) = &self.search {
+            // Through the search view, so that its trigram indexes serve the ILIKE under RLS
+            // (migration 000021 says why; the view applies the tenant, so no organisation here).
             q = q.filter(
-                requirements::title
-                    .ilike(pattern.clone())
-                    .or(requirements::description.ilike(pattern.clone()))
-                    .or(requirements::requirement_id.ilike(pattern.clone())),
+                requirements::id.eq_any(
+                    requirement_search::table
+                        .filter(
+                            requirement_search::title
+                                .ilike(pattern.clone())
+                                .or(requirement_search::description.ilike(pattern.clone()))
+                                .or(requirement_search::requirement_id.ilike(pattern.clone())),
+                        )
+                        .select(requirement_search::id),
+                ),
             );
         }
         q

@@ -1,7 +1,7 @@
 //! The value set and the database rows of legal holds.
 
-use custos_core::choice;
 use custos_core::timefmt;
+use custos_db::choice;
 use custos_db::schema::legal_holds;
 use diesel::prelude::*;
 use time::{Date, OffsetDateTime};
@@ -21,7 +21,7 @@ pub struct LegalHoldRow {
     pub case_name: String,
     pub case_number: String,
     pub description: String,
-    pub status: String,
+    pub status: HoldStatus,
     pub custodians: Vec<String>,
     pub start_date: Date,
     pub end_date: Option<Date>,

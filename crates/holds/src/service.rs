@@ -7,15 +7,18 @@ use std::collections::HashMap;
 
 use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, contains_pattern, parse_id, parse_opt_date, parse_uuid};
-use custos_core::{PageRequest, Problem, RequestCtx, timefmt, update};
-use custos_db::schema::{evidence, incidents, legal_hold_items, legal_holds};
-use custos_db::{Db, Tx};
+use custos_core::filter::{self, opt_choice, opt_text, parse_id, parse_opt_date, parse_uuid, search_pattern};
+use custos_core::page::cursor;
+use custos_core::{ListRequest, Problem, RequestCtx, timefmt, update};
+use custos_db::refs::{self, Kind, Lock};
+use custos_db::schema::{evidence, legal_hold_items, legal_holds};
+use custos_db::{Db, Tx, list};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::hold_check::normalize_identifier;
@@ -28,6 +31,13 @@ custos_db::service_error! {
 type Result<T, E = HoldsError> = std::result::Result<T, E>;
 
 const CUSTODIANS_MAX: usize = 1_000;
+
+/// The list's cursor kind.
+const HOLDS: &str = "legal_holds";
+
+custos_core::page_responses! {
+    pb::ListLegalHoldsResponse { pb::LegalHold } + next_cursor;
+}
 
 #[derive(Clone)]
 pub struct LegalHoldsService {
@@ -66,27 +76,32 @@ impl LegalHoldsService {
         ctx: &RequestCtx,
         req: pb::ListLegalHoldsRequest,
     ) -> Result<pb::ListLegalHoldsResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        let list = ListRequest::new(req.page, req.page_size, req.cursor.as_deref())?;
         let filters = HoldFilters::parse(&req)?;
+        let after = list.after::<(OffsetDateTime, Uuid)>(HOLDS)?;
+        let org = ctx.organization_id;
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<LegalHoldRow> = filters
-            .apply(ctx.organization_id)
+        let mut q = filters
+            .apply(org)
             .order((legal_holds::created_at.desc(), legal_holds::id.desc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(LegalHoldRow::as_select())
-            .load(tx.conn())
-            .await?;
-        let results = to_pb(&mut tx, ctx, rows).await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(LegalHoldRow::as_select());
+        if let Some(key) = after {
+            q = q.filter(list::before((legal_holds::created_at, legal_holds::id), key));
+        }
+        let rows: Vec<LegalHoldRow> = list::one_shot(q).load(tx.conn()).await?;
+        let mut page = list::page(
+            &mut tx,
+            &list,
+            rows,
+            |r| Some(cursor(HOLDS, &(r.created_at, r.id))),
+            || filters.apply(org).select(list::row()),
+        )
+        .await?;
+        let results = to_pb(&mut tx, ctx, std::mem::take(&mut page.results)).await?;
         tx.commit().await?;
-        Ok(pb::ListLegalHoldsResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results,
-        })
+        Ok(pb::ListLegalHoldsResponse::from_page(page.with_results(results)))
     }
 
     pub async fn get_legal_hold(&self, ctx: &RequestCtx, req: pb::GetLegalHoldRequest) -> Result<pb::LegalHold> {
@@ -106,7 +121,7 @@ impl LegalHoldsService {
             legal_holds::id.eq(id),
             legal_holds::organization_id.eq(ctx.organization_id),
             &fields,
-            legal_holds::status.eq(HoldStatus::Active.as_str()),
+            legal_holds::status.eq(HoldStatus::Active),
             legal_holds::created_by.eq(actor_name(ctx)),
         )))
         .execute(tx.conn())
@@ -122,7 +137,7 @@ impl LegalHoldsService {
         let id = parse_id("Legal hold", &req.id)?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        let released_hold = (current.status == HoldStatus::Released.as_str()).then(|| released(&current));
+        let released_hold = (current.status == HoldStatus::Released).then(|| released(&current));
         let before = one_pb(&mut tx, ctx, current).await?;
         let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
         let Some(input) =
@@ -157,16 +172,9 @@ impl LegalHoldsService {
         let incident = parse_uuid("incident_id", req.incident_id.trim())?;
         let mut tx = self.begin(ctx, Access::Write).await?;
         // SHARE conflicts with the incident's deletion and with evidence disposal (which lock
-        // it FOR UPDATE / NO KEY UPDATE): whichever commits first is seen by the other.
-        let found: Option<Uuid> = incidents::table
-            .filter(incidents::organization_id.eq(ctx.organization_id))
-            .filter(incidents::id.eq(incident))
-            .select(incidents::id)
-            .for_share()
-            .first(tx.conn())
-            .await
-            .optional()?;
-        if found.is_none() {
+        // it FOR UPDATE / NO KEY UPDATE): whichever commits first is seen by the other. What is
+        // put under a hold is the object of the request: unknown here, it is a 404.
+        if !refs::exists(&mut tx, ctx.organization_id, Kind::Incident, incident, Lock::Share).await? {
             return Err(Problem::not_found("Incident", incident).into());
         }
         let hold = self.add_item(&mut tx, ctx, id, "incident", incident).await?;
@@ -178,24 +186,22 @@ impl LegalHoldsService {
         let id = parse_id("Legal hold", &req.id)?;
         let item = parse_uuid("evidence_id", req.evidence_id.trim())?;
         let mut tx = self.begin(ctx, Access::Write).await?;
-        let found: Option<(Uuid, Option<time::OffsetDateTime>)> = evidence::table
+        if !refs::exists(&mut tx, ctx.organization_id, Kind::Evidence, item, Lock::Share).await? {
+            return Err(Problem::not_found("Evidence", item).into());
+        }
+        // Locked above: no disposal can come in between.
+        let disposed_at: Option<OffsetDateTime> = evidence::table
             .filter(evidence::organization_id.eq(ctx.organization_id))
             .filter(evidence::id.eq(item))
-            .select((evidence::id, evidence::disposed_at))
-            .for_share()
+            .select(evidence::disposed_at)
             .first(tx.conn())
-            .await
-            .optional()?;
-        match found {
-            None => return Err(Problem::not_found("Evidence", item).into()),
-            Some((_, Some(_))) => {
-                return Err(Problem::state_conflict(
-                    "Evidence has been disposed of",
-                    format!("Evidence {item} was disposed of; there is nothing left to preserve"),
-                )
-                .into());
-            }
-            Some(_) => {}
+            .await?;
+        if disposed_at.is_some() {
+            return Err(Problem::state_conflict(
+                "Evidence has been disposed of",
+                format!("Evidence {item} was disposed of; there is nothing left to preserve"),
+            )
+            .into());
         }
         let hold = self.add_item(&mut tx, ctx, id, "evidence", item).await?;
         tx.commit().await?;
@@ -211,7 +217,7 @@ impl LegalHoldsService {
         resource_id: Uuid,
     ) -> Result<pb::LegalHold> {
         let current = find(tx, ctx, id, true).await?;
-        if current.status == HoldStatus::Released.as_str() {
+        if current.status == HoldStatus::Released {
             return Err(released(&current));
         }
         let before = one_pb(tx, ctx, current.clone()).await?;
@@ -255,7 +261,7 @@ impl LegalHoldsService {
         let reason = filter::required_text("reason", &req.reason, 2_000)?;
         let mut tx = self.begin(ctx, Access::Admin).await?;
         let current = find(&mut tx, ctx, id, true).await?;
-        if current.status == HoldStatus::Released.as_str() {
+        if current.status == HoldStatus::Released {
             return Err(released(&current));
         }
         let before = one_pb(&mut tx, ctx, current).await?;
@@ -266,7 +272,7 @@ impl LegalHoldsService {
                 .filter(legal_holds::id.eq(id)),
         )
         .set((
-            legal_holds::status.eq(HoldStatus::Released.as_str()),
+            legal_holds::status.eq(HoldStatus::Released),
             legal_holds::released_at.eq(now),
             legal_holds::released_by.eq(actor_name(ctx)),
             legal_holds::release_reason.eq(&reason),
@@ -349,11 +355,11 @@ async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, rows: Vec<LegalHoldRow>) -> Result
             let (incidents, evidence) = by_hold.remove(&r.id).unwrap_or_default();
             pb::LegalHold {
                 id: r.id.to_string(),
-                is_active: r.status == HoldStatus::Active.as_str(),
+                is_active: r.status == HoldStatus::Active,
                 case_name: r.case_name,
                 case_number: r.case_number,
                 description: r.description,
-                status: r.status,
+                status: r.status.to_string(),
                 custodians: r.custodians,
                 start_date: timefmt::date(r.start_date),
                 end_date: r.end_date.map(timefmt::date),
@@ -390,23 +396,22 @@ struct HoldFilters {
 
 impl HoldFilters {
     fn parse(req: &pb::ListLegalHoldsRequest) -> Result<Self> {
-        let text = |raw: &Option<String>| raw.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         Ok(HoldFilters {
-            status: text(&req.status).map(|raw| HoldStatus::parse_field("status", &raw)).transpose()?,
+            status: opt_choice("status", req.status.as_deref())?,
             active: req.active,
-            search: text(&req.search).map(|s| contains_pattern(&s)),
-            custodian: text(&req.custodian).map(|s| normalize_identifier(&s)),
+            search: search_pattern(req.search.as_deref()),
+            custodian: opt_text(req.custodian.as_deref()).map(normalize_identifier),
         })
     }
 
     fn apply(&self, org: Uuid) -> legal_holds::BoxedQuery<'static, Pg> {
         let mut q = legal_holds::table.filter(legal_holds::organization_id.eq(org)).into_boxed();
         if let Some(status) = self.status {
-            q = q.filter(legal_holds::status.eq(status.as_str()));
+            q = q.filter(legal_holds::status.eq(status));
         }
         match self.active {
-            Some(true) => q = q.filter(legal_holds::status.eq(HoldStatus::Active.as_str())),
-            Some(false) => q = q.filter(legal_holds::status.ne(HoldStatus::Active.as_str())),
+            Some(true) => q = q.filter(legal_holds::status.eq(HoldStatus::Active)),
+            Some(false) => q = q.filter(legal_holds::status.ne(HoldStatus::Active)),
             None => {}
         }
         if let Some(pattern) = &self.search {

@@ -1,8 +1,7 @@
 //! Value sets of the seed and the database rows of incidents.
 
-use custos_core::choice;
-use custos_core::filter::Choice;
 use custos_core::timefmt;
+use custos_db::choice;
 use custos_db::schema::{compliance_checkpoints, incident_response_plans, incidents, vulnerabilities};
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
@@ -106,11 +105,6 @@ impl CheckpointStatus {
     pub const PENDING: [CheckpointStatus; 2] = [CheckpointStatus::Planned, CheckpointStatus::InProgress];
 }
 
-/// A stored value of a closed set (the database only holds validated values).
-pub fn stored<C: Choice>(raw: &str, fallback: C) -> C {
-    C::ALL.iter().copied().find(|c| c.as_str() == raw).unwrap_or(fallback)
-}
-
 fn opt_ts(t: Option<OffsetDateTime>) -> Option<String> {
     t.map(timefmt::timestamp)
 }
@@ -122,10 +116,10 @@ pub struct IncidentRow {
     pub organization_id: Uuid,
     pub title: String,
     pub description: String,
-    pub severity: String,
-    pub category: String,
-    pub data_classification: String,
-    pub status: String,
+    pub severity: Severity,
+    pub category: Category,
+    pub data_classification: DataClassification,
+    pub status: IncidentStatus,
     pub occurred_at: Option<OffsetDateTime>,
     pub detected_at: Option<OffsetDateTime>,
     pub responded_at: Option<OffsetDateTime>,
@@ -145,8 +139,7 @@ impl IncidentRow {
     pub fn deadlines(&self, slas: &Slas) -> (OffsetDateTime, OffsetDateTime) {
         let detected = self.detected();
         (
-            self.response_due_at
-                .unwrap_or_else(|| slas.response_due(stored(&self.severity, Severity::Medium), detected)),
+            self.response_due_at.unwrap_or_else(|| slas.response_due(self.severity, detected)),
             self.resolution_due_at.unwrap_or_else(|| slas.resolution_due(detected)),
         )
     }
@@ -166,7 +159,7 @@ impl IncidentRow {
         detected: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Clocks {
-        let was = stored(&self.severity, Severity::Medium);
+        let was = self.severity;
         let (response, resolution) = self.deadlines(slas);
         if severity.rank() > was.rank() {
             let standing = |deadline: OffsetDateTime, met: Option<OffsetDateTime>| met.is_some() || deadline < now;
@@ -212,10 +205,10 @@ impl IncidentRow {
             id: self.id.to_string(),
             title: self.title.clone(),
             description: self.description.clone(),
-            severity: self.severity.clone(),
-            category: self.category.clone(),
-            data_classification: self.data_classification.clone(),
-            status: self.status.clone(),
+            severity: self.severity.to_string(),
+            category: self.category.to_string(),
+            data_classification: self.data_classification.to_string(),
+            status: self.status.to_string(),
             occurred_at: opt_ts(self.occurred_at),
             detected_at: timefmt::timestamp(detected),
             responded_at: opt_ts(self.responded_at),
@@ -236,10 +229,10 @@ impl IncidentRow {
         pb::IncidentInput {
             title: self.title.clone(),
             description: self.description.clone(),
-            severity: self.severity.clone(),
-            category: self.category.clone(),
-            data_classification: Some(self.data_classification.clone()),
-            status: Some(self.status.clone()),
+            severity: self.severity.to_string(),
+            category: self.category.to_string(),
+            data_classification: Some(self.data_classification.to_string()),
+            status: Some(self.status.to_string()),
             occurred_at: opt_ts(self.occurred_at),
             detected_at: Some(timefmt::timestamp(self.detected())),
             responded_at: opt_ts(self.responded_at),
@@ -275,10 +268,10 @@ impl Clocks {
 pub struct IncidentFields {
     pub title: String,
     pub description: String,
-    pub severity: String,
-    pub category: String,
-    pub data_classification: String,
-    pub status: String,
+    pub severity: Severity,
+    pub category: Category,
+    pub data_classification: DataClassification,
+    pub status: IncidentStatus,
     pub occurred_at: Option<OffsetDateTime>,
     pub detected_at: Option<OffsetDateTime>,
     pub responded_at: Option<OffsetDateTime>,
@@ -287,10 +280,6 @@ pub struct IncidentFields {
 }
 
 impl IncidentFields {
-    pub fn severity_choice(&self) -> Severity {
-        stored(&self.severity, Severity::Medium)
-    }
-
     /// Validation always sets the detection time.
     pub fn detected(&self) -> OffsetDateTime {
         self.detected_at.unwrap_or_else(timefmt::now)
@@ -304,8 +293,8 @@ pub struct VulnerabilityRow {
     pub organization_id: Uuid,
     pub title: String,
     pub description: String,
-    pub severity: String,
-    pub status: String,
+    pub severity: Severity,
+    pub status: VulnerabilityStatus,
     pub cve_id: Option<String>,
     pub cvss_score: Option<f64>,
     pub affected_asset: String,
@@ -322,7 +311,7 @@ pub struct VulnerabilityRow {
 impl VulnerabilityRow {
     /// Still open (OPEN, IN_PROGRESS) and past its deadline at `now`.
     pub fn overdue(&self, now: OffsetDateTime) -> bool {
-        stored(&self.status, VulnerabilityStatus::Open).is_open() && now > self.due_at
+        self.status.is_open() && now > self.due_at
     }
 
     pub fn to_pb(&self, now: OffsetDateTime) -> pb::Vulnerability {
@@ -331,8 +320,8 @@ impl VulnerabilityRow {
             id: self.id.to_string(),
             title: self.title.clone(),
             description: self.description.clone(),
-            severity: self.severity.clone(),
-            status: self.status.clone(),
+            severity: self.severity.to_string(),
+            status: self.status.to_string(),
             cve_id: self.cve_id.clone(),
             cvss_score: self.cvss_score,
             affected_asset: self.affected_asset.clone(),
@@ -353,8 +342,8 @@ impl VulnerabilityRow {
         pb::VulnerabilityInput {
             title: self.title.clone(),
             description: self.description.clone(),
-            severity: self.severity.clone(),
-            status: Some(self.status.clone()),
+            severity: self.severity.to_string(),
+            status: Some(self.status.to_string()),
             cve_id: self.cve_id.clone(),
             cvss_score: self.cvss_score,
             affected_asset: self.affected_asset.clone(),
@@ -372,8 +361,8 @@ impl VulnerabilityRow {
 pub struct VulnerabilityFields {
     pub title: String,
     pub description: String,
-    pub severity: String,
-    pub status: String,
+    pub severity: Severity,
+    pub status: VulnerabilityStatus,
     pub cve_id: Option<String>,
     pub cvss_score: Option<f64>,
     pub affected_asset: String,
@@ -393,7 +382,7 @@ pub struct CheckpointRow {
     pub name: String,
     pub description: String,
     pub framework_id: Option<Uuid>,
-    pub status: String,
+    pub status: CheckpointStatus,
     pub scheduled_date: Option<Date>,
     pub due_date: Option<Date>,
     pub completed_date: Option<Date>,
@@ -405,13 +394,13 @@ pub struct CheckpointRow {
 
 impl CheckpointRow {
     pub fn to_pb(&self, today: Date) -> pb::ComplianceCheckpoint {
-        let pending = CheckpointStatus::PENDING.contains(&stored(&self.status, CheckpointStatus::Planned));
+        let pending = CheckpointStatus::PENDING.contains(&self.status);
         pb::ComplianceCheckpoint {
             id: self.id.to_string(),
             name: self.name.clone(),
             description: self.description.clone(),
             framework: self.framework_id.map(|f| f.to_string()),
-            status: self.status.clone(),
+            status: self.status.to_string(),
             scheduled_date: self.scheduled_date.map(timefmt::date),
             due_date: self.due_date.map(timefmt::date),
             completed_date: self.completed_date.map(timefmt::date),
@@ -428,7 +417,7 @@ impl CheckpointRow {
             name: self.name.clone(),
             description: self.description.clone(),
             framework: self.framework_id.map(|f| f.to_string()),
-            status: Some(self.status.clone()),
+            status: Some(self.status.to_string()),
             scheduled_date: self.scheduled_date.map(timefmt::date),
             due_date: self.due_date.map(timefmt::date),
             completed_date: self.completed_date.map(timefmt::date),
@@ -444,7 +433,7 @@ pub struct CheckpointFields {
     pub name: String,
     pub description: String,
     pub framework_id: Option<Uuid>,
-    pub status: String,
+    pub status: CheckpointStatus,
     pub scheduled_date: Option<Date>,
     pub due_date: Option<Date>,
     pub completed_date: Option<Date>,
@@ -458,8 +447,8 @@ pub struct PlanRow {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub name: String,
-    pub incident_type: String,
-    pub severity: String,
+    pub incident_type: Category,
+    pub severity: Severity,
     pub detection_procedures: String,
     pub initial_response: String,
     pub escalation_path: String,
@@ -478,8 +467,8 @@ impl PlanRow {
         pb::IncidentResponsePlan {
             id: self.id.to_string(),
             name: self.name.clone(),
-            incident_type: self.incident_type.clone(),
-            severity: self.severity.clone(),
+            incident_type: self.incident_type.to_string(),
+            severity: self.severity.to_string(),
             detection_procedures: self.detection_procedures.clone(),
             initial_response: self.initial_response.clone(),
             escalation_path: self.escalation_path.clone(),
@@ -497,8 +486,8 @@ impl PlanRow {
     pub fn to_input(&self) -> pb::IncidentResponsePlanInput {
         pb::IncidentResponsePlanInput {
             name: self.name.clone(),
-            incident_type: self.incident_type.clone(),
-            severity: self.severity.clone(),
+            incident_type: self.incident_type.to_string(),
+            severity: self.severity.to_string(),
             detection_procedures: self.detection_procedures.clone(),
             initial_response: self.initial_response.clone(),
             escalation_path: self.escalation_path.clone(),
@@ -516,8 +505,8 @@ impl PlanRow {
 #[diesel(table_name = incident_response_plans, treat_none_as_null = true)]
 pub struct PlanFields {
     pub name: String,
-    pub incident_type: String,
-    pub severity: String,
+    pub incident_type: Category,
+    pub severity: Severity,
     pub detection_procedures: String,
     pub initial_response: String,
     pub escalation_path: String,

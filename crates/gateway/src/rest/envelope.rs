@@ -36,18 +36,36 @@ pub(crate) fn cursor_envelope(value: Value, uri: &http::Uri, headers: &HeaderMap
     Value::Object(out)
 }
 
-/// Turns a list response (`count`, `next_page`, `previous_page`, `results`) into the seed's page:
-/// `{"count", "next", "previous", "results"}` with absolute URLs, as Django REST framework writes.
+/// Turns a list response (`count`, `count_is_estimate`, `next_page`, `previous_page`,
+/// `next_cursor`, `results`) into the seed's page: `{"count", "next", "previous", "results"}` with
+/// absolute URLs, as Django REST framework writes. `"count_is_estimate": true` follows `count`
+/// when the count is PostgreSQL's estimate (beyond 10,000 matches); it is absent otherwise, so an
+/// exact page keeps the seed's shape. A request that walks by `cursor` gets `next` as a link
+/// carrying the response's `next_cursor` (and no `previous`: cursors go forward).
 pub(crate) fn page_envelope(value: Value, uri: &http::Uri, headers: &HeaderMap) -> Value {
     let Value::Object(mut m) = value else { return value };
+    let by_cursor = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).any(|(k, _)| k == "cursor");
     let page_link = |page: Option<u64>| match page {
         None => Value::Null,
         Some(p) => link(uri, headers, "page", (p > 1).then(|| p.to_string())),
     };
-    let next = page_link(m.get("next_page").and_then(Value::as_u64));
-    let previous = page_link(m.get("previous_page").and_then(Value::as_u64));
+    let (next, previous) = if by_cursor {
+        let next = match m.remove("next_cursor") {
+            Some(Value::String(c)) => link(uri, headers, "cursor", Some(c)),
+            _ => Value::Null,
+        };
+        (next, Value::Null)
+    } else {
+        (
+            page_link(m.get("next_page").and_then(Value::as_u64)),
+            page_link(m.get("previous_page").and_then(Value::as_u64)),
+        )
+    };
     let mut out = Map::new();
     out.insert("count".into(), m.remove("count").unwrap_or(Value::from(0)));
+    if m.get("count_is_estimate") == Some(&Value::Bool(true)) {
+        out.insert("count_is_estimate".into(), Value::Bool(true));
+    }
     out.insert("next".into(), next);
     out.insert("previous".into(), previous);
     out.insert("results".into(), m.remove("results").unwrap_or(Value::Array(vec![])));

@@ -275,9 +275,9 @@ pub fn document(endpoints: &[Endpoint], description: &ApiDescription) -> Value {
                         json!({ "type": "integer", "description": "Total number of matching results" });
                     required.push("count");
                     if response.is_some_and(|m| m.descriptor.field.iter().any(|f| f.name() == "count_is_estimate")) {
+                        // Sent (true) only when it is so: exact counts keep the seed's four keys.
                         properties["count_is_estimate"] = json!({ "type": "boolean",
-                            "description": "`count` is PostgreSQL's estimate (beyond 10,000 matches)" });
-                        required.push("count_is_estimate");
+                            "description": "Present and true when `count` is PostgreSQL's estimate (beyond 10,000 matches)" });
                     }
                 }
                 let description =

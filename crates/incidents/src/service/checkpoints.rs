@@ -2,9 +2,9 @@
 
 use custos_core::ctx::Access;
 use custos_core::filter::{self, Choice, DayEdge, parse_id, parse_opt_date, parse_opt_time_bound};
-use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
+use custos_core::{Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::Tx;
-use custos_db::schema::{compliance_checkpoints as cp, frameworks};
+use custos_db::schema::compliance_checkpoints as cp;
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -22,8 +22,8 @@ fn not_found(id: impl std::fmt::Display) -> IncidentsError {
     Problem::not_found("Compliance checkpoint", id).into()
 }
 
-fn pending() -> Vec<&'static str> {
-    CheckpointStatus::PENDING.iter().map(|s| s.as_str()).collect()
+fn pending() -> Vec<CheckpointStatus> {
+    CheckpointStatus::PENDING.to_vec()
 }
 
 impl IncidentsService {
@@ -32,27 +32,21 @@ impl IncidentsService {
         ctx: &RequestCtx,
         req: pb::ListComplianceCheckpointsRequest,
     ) -> Result<pb::ListComplianceCheckpointsResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        // No cursor: a checkpoint may have no due date, and those sort last.
+        let list = ListRequest::pages(req.page, req.page_size)?;
         let filters = CheckpointFilters::parse(&req)?;
-        let today = timefmt::today();
+        let (org, today) = (ctx.organization_id, timefmt::today());
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id, today).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<CheckpointRow> = filters
-            .apply(ctx.organization_id, today)
+        let q = filters
+            .apply(org, today)
             .order((cp::due_date.asc().nulls_last(), cp::id.asc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(CheckpointRow::as_select())
-            .load(tx.conn())
-            .await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(CheckpointRow::as_select());
+        let rows: Vec<CheckpointRow> = list::one_shot(q).load(tx.conn()).await?;
+        let page = list::page(&mut tx, &list, rows, |_| None, || filters.apply(org, today).select(list::row())).await?;
         tx.commit().await?;
-        Ok(pb::ListComplianceCheckpointsResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results: rows.iter().map(|r| r.to_pb(today)).collect(),
-        })
+        Ok(pb::ListComplianceCheckpointsResponse::from_page(page.map(|r| r.to_pb(today))))
     }
 
     pub async fn get_compliance_checkpoint(
@@ -160,8 +154,8 @@ async fn validate_checkpoint(
     input: pb::ComplianceCheckpointInput,
     current: Option<&CheckpointRow>,
 ) -> Result<CheckpointFields> {
-    let status = opt_choice::<CheckpointStatus>("status", input.status.as_deref())?
-        .unwrap_or_else(|| current.map_or(CheckpointStatus::Planned, |c| stored(&c.status, CheckpointStatus::Planned)));
+    let status = opt_choice("status", input.status.as_deref())?
+        .unwrap_or_else(|| current.map_or(CheckpointStatus::Planned, |c| c.status));
     let scheduled_date = parse_opt_date("scheduled_date", input.scheduled_date.as_deref())?;
     let due_date = parse_opt_date("due_date", input.due_date.as_deref())?;
     if let (Some(s), Some(d)) = (scheduled_date, due_date)
@@ -175,28 +169,16 @@ async fn validate_checkpoint(
     } else {
         None
     };
-    let framework_id = match opt_uuid("framework", input.framework.as_deref())? {
-        None => None,
-        Some(f) => {
-            let found: Option<Uuid> = frameworks::table
-                .filter(frameworks::organization_id.eq(ctx.organization_id))
-                .filter(frameworks::id.eq(f))
-                .select(frameworks::id)
-                .first(tx.conn())
-                .await
-                .optional()?;
-            Some(found.ok_or_else(|| Problem::invalid_field("framework", format!("No framework with id {f}")))?)
-        }
-    };
+    let framework_id = refs::framework(tx, ctx, "framework", input.framework.as_deref()).await?;
     Ok(CheckpointFields {
         name: filter::required_text("name", &input.name, NAME_MAX)?,
         description: filter::bounded_text("description", &input.description, TEXT_MAX)?,
         framework_id,
-        status: status.as_str().to_owned(),
+        status,
         scheduled_date,
         due_date,
         completed_date,
-        owner: user_ref(tx, ctx, "owner", input.owner.as_deref()).await?,
+        owner: refs::user(tx, ctx, "owner", input.owner.as_deref()).await?,
         notes: filter::bounded_text("notes", &input.notes, TEXT_MAX)?,
     })
 }
@@ -232,7 +214,7 @@ impl CheckpointFilters {
     fn apply(&self, org: Uuid, today: Date) -> cp::BoxedQuery<'static, Pg> {
         let mut q = cp::table.filter(cp::organization_id.eq(org)).into_boxed();
         if !self.statuses.is_empty() {
-            q = q.filter(cp::status.eq_any(self.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+            q = q.filter(cp::status.eq_any(self.statuses.clone()));
         }
         if let Some(f) = self.framework {
             q = q.filter(cp::framework_id.eq(f));

@@ -1,9 +1,9 @@
 //! Incidents: CRUD with SLA deadlines; deletion respects legal holds and linked records.
 
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, DayEdge, parse_id, parse_opt_time_bound, parse_opt_timestamp};
+use custos_core::filter::{self, DayEdge, parse_id, parse_opt_time_bound, parse_opt_timestamp};
 use custos_core::hold::ensure_not_held;
-use custos_core::{Held, PageRequest, Problem, RequestCtx, new_id, timefmt, update};
+use custos_core::{Held, Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::schema::incidents;
 use custos_db::{DbError, Tx};
 use custos_proto::v1 as pb;
@@ -27,27 +27,22 @@ impl IncidentsService {
         ctx: &RequestCtx,
         req: pb::ListIncidentsRequest,
     ) -> Result<pb::ListIncidentsResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        // No cursor: rows recorded before detection times were stored have none, and sort first.
+        let list = ListRequest::pages(req.page, req.page_size)?;
         let filters = IncidentFilters::parse(&req)?;
+        let org = ctx.organization_id;
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<IncidentRow> = filters
-            .apply(ctx.organization_id)
+        let q = filters
+            .apply(org)
             .order((incidents::detected_at.desc(), incidents::id.desc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(IncidentRow::as_select())
-            .load(tx.conn())
-            .await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(IncidentRow::as_select());
+        let rows: Vec<IncidentRow> = list::one_shot(q).load(tx.conn()).await?;
+        let page = list::page(&mut tx, &list, rows, |_| None, || filters.apply(org).select(list::row())).await?;
         tx.commit().await?;
         let now = timefmt::now();
-        Ok(pb::ListIncidentsResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results: rows.iter().map(|r| r.to_pb(&self.slas, now)).collect(),
-        })
+        Ok(pb::ListIncidentsResponse::from_page(page.map(|r| r.to_pb(&self.slas, now))))
     }
 
     pub async fn get_incident(&self, ctx: &RequestCtx, req: pb::GetIncidentRequest) -> Result<pb::Incident> {
@@ -61,7 +56,7 @@ impl IncidentsService {
     pub async fn create_incident(&self, ctx: &RequestCtx, req: pb::CreateIncidentRequest) -> Result<pb::Incident> {
         let mut tx = self.begin(ctx, Access::Write).await?;
         let fields = validate_incident(&mut tx, ctx, req.incident.unwrap_or_default(), None).await?;
-        let clocks = Clocks::started(&self.slas, fields.severity_choice(), fields.detected());
+        let clocks = Clocks::started(&self.slas, fields.severity, fields.detected());
         let id = new_id();
         let row: IncidentRow = custos_db::prepared(
             diesel::insert_into(incidents::table)
@@ -95,7 +90,7 @@ impl IncidentsService {
         };
         let fields = validate_incident(&mut tx, ctx, input, Some(&current)).await?;
         let now = timefmt::now();
-        let clocks = current.clocks_after(&self.slas, fields.severity_choice(), fields.detected(), now);
+        let clocks = current.clocks_after(&self.slas, fields.severity, fields.detected(), now);
         let before = current.to_pb(&self.slas, now);
         let row: IncidentRow = diesel::update(
             incidents::table.filter(incidents::organization_id.eq(ctx.organization_id)).filter(incidents::id.eq(id)),
@@ -166,24 +161,6 @@ async fn find_incident(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> R
     row.optional()?.ok_or_else(|| not_found(id))
 }
 
-/// Whether an incident exists in the caller's organisation (references from other resources).
-pub(super) async fn incident_ref(
-    tx: &mut Tx,
-    ctx: &RequestCtx,
-    field: &str,
-    raw: Option<&str>,
-) -> Result<Option<Uuid>> {
-    let Some(id) = opt_uuid(field, raw)? else { return Ok(None) };
-    let found: Option<Uuid> = incidents::table
-        .filter(incidents::organization_id.eq(ctx.organization_id))
-        .filter(incidents::id.eq(id))
-        .select(incidents::id)
-        .first(tx.conn())
-        .await
-        .optional()?;
-    Ok(Some(found.ok_or_else(|| Problem::invalid_field(field, format!("No incident with id {id}")))?))
-}
-
 async fn validate_incident(
     tx: &mut Tx,
     ctx: &RequestCtx,
@@ -193,15 +170,10 @@ async fn validate_incident(
     let now = timefmt::now();
     let severity: Severity = choice("severity", &input.severity)?;
     let category: Category = choice("category", &input.category)?;
-    let data_classification = opt_choice::<DataClassification>(
-        "data_classification",
-        input.data_classification.as_deref(),
-    )?
-    .unwrap_or_else(|| {
-        current.map_or(DataClassification::Internal, |c| stored(&c.data_classification, DataClassification::Internal))
-    });
-    let status = opt_choice::<IncidentStatus>("status", input.status.as_deref())?
-        .unwrap_or_else(|| current.map_or(IncidentStatus::Open, |c| stored(&c.status, IncidentStatus::Open)));
+    let data_classification = opt_choice("data_classification", input.data_classification.as_deref())?
+        .unwrap_or_else(|| current.map_or(DataClassification::Internal, |c| c.data_classification));
+    let status = opt_choice("status", input.status.as_deref())?
+        .unwrap_or_else(|| current.map_or(IncidentStatus::Open, |c| c.status));
     let occurred_at = parse_opt_timestamp("occurred_at", input.occurred_at.as_deref())?;
     let detected_at = parse_opt_timestamp("detected_at", input.detected_at.as_deref())?
         .or_else(|| current.map(IncidentRow::detected))
@@ -243,15 +215,15 @@ async fn validate_incident(
     Ok(IncidentFields {
         title: filter::required_text("title", &input.title, TITLE_MAX)?,
         description: filter::bounded_text("description", &input.description, TEXT_MAX)?,
-        severity: severity.as_str().to_owned(),
-        category: category.as_str().to_owned(),
-        data_classification: data_classification.as_str().to_owned(),
-        status: status.as_str().to_owned(),
+        severity,
+        category,
+        data_classification,
+        status,
         occurred_at,
         detected_at: Some(detected_at),
         responded_at,
         resolved_at,
-        assigned_to: user_ref(tx, ctx, "assigned_to", input.assigned_to.as_deref()).await?,
+        assigned_to: refs::user(tx, ctx, "assigned_to", input.assigned_to.as_deref()).await?,
     })
 }
 
@@ -288,16 +260,16 @@ impl IncidentFilters {
     fn apply(&self, org: Uuid) -> incidents::BoxedQuery<'static, Pg> {
         let mut q = incidents::table.filter(incidents::organization_id.eq(org)).into_boxed();
         if let Some(v) = self.severity {
-            q = q.filter(incidents::severity.eq(v.as_str()));
+            q = q.filter(incidents::severity.eq(v));
         }
         if let Some(v) = self.category {
-            q = q.filter(incidents::category.eq(v.as_str()));
+            q = q.filter(incidents::category.eq(v));
         }
         if let Some(v) = self.data_classification {
-            q = q.filter(incidents::data_classification.eq(v.as_str()));
+            q = q.filter(incidents::data_classification.eq(v));
         }
         if let Some(v) = self.status {
-            q = q.filter(incidents::status.eq(v.as_str()));
+            q = q.filter(incidents::status.eq(v));
         }
         if let Some(u) = self.assigned_to {
             q = q.filter(incidents::assigned_to.eq(u));

@@ -1,5 +1,6 @@
 //! Every incident-response operation, written once. One submodule per resource; what they share
-//! (errors, the transaction, audit, reference checks, filter parsing) is here.
+//! (errors, the transaction, the list responses) is here; filters, references and pages come
+//! from the kit in `custos_core` and `custos_db`.
 
 mod checkpoints;
 mod incidents;
@@ -8,13 +9,10 @@ mod vulnerabilities;
 
 use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
-use custos_core::filter::{Choice, parse_uuid};
-use custos_core::{Problem, RequestCtx};
-use custos_db::schema::users;
-use custos_db::{Db, Holds, Tx};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use uuid::Uuid;
+use custos_core::filter::{choice, opt_choice, opt_uuid, search_pattern};
+use custos_core::{ListRequest, RequestCtx};
+use custos_db::{Db, Holds, Tx, list, refs};
+use custos_proto::v1 as pb;
 
 use crate::sla::Slas;
 
@@ -48,42 +46,9 @@ impl IncidentsService {
     }
 }
 
-/// An optional value of a closed set; blank is absent.
-fn opt_choice<C: Choice>(field: &str, raw: Option<&str>) -> Result<Option<C>> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => Ok(Some(C::parse_field(field, raw)?)),
-    }
-}
-
-/// A required value of a closed set.
-fn choice<C: Choice>(field: &str, raw: &str) -> Result<C> {
-    if raw.trim().is_empty() {
-        return Err(Problem::invalid_field(field, format!("This field is required: one of {}", C::allowed())).into());
-    }
-    Ok(C::parse_field(field, raw.trim())?)
-}
-
-fn opt_uuid(field: &str, raw: Option<&str>) -> Result<Option<Uuid>> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => Ok(Some(parse_uuid(field, raw)?)),
-    }
-}
-
-fn search_pattern(raw: Option<&str>) -> Option<String> {
-    raw.map(str::trim).filter(|s| !s.is_empty()).map(custos_core::filter::contains_pattern)
-}
-
-/// A user reference (`assigned_to`, `owner`, …): a user of the caller's organisation, else 400.
-async fn user_ref(tx: &mut Tx, ctx: &RequestCtx, field: &str, raw: Option<&str>) -> Result<Option<Uuid>> {
-    let Some(user) = opt_uuid(field, raw)? else { return Ok(None) };
-    let found: Option<Uuid> = users::table
-        .filter(users::organization_id.eq(ctx.organization_id))
-        .filter(users::id.eq(user))
-        .select(users::id)
-        .first(tx.conn())
-        .await
-        .optional()?;
-    Ok(Some(found.ok_or_else(|| Problem::invalid_field(field, format!("No user with id {user}")))?))
+custos_core::page_responses! {
+    pb::ListIncidentsResponse { pb::Incident };
+    pb::ListVulnerabilitiesResponse { pb::Vulnerability } + next_cursor;
+    pb::ListComplianceCheckpointsResponse { pb::ComplianceCheckpoint };
+    pb::ListIncidentResponsePlansResponse { pb::IncidentResponsePlan } + next_cursor;
 }

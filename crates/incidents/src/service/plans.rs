@@ -1,8 +1,9 @@
 //! Incident response plans: how the organisation responds to each type of incident.
 
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, parse_id, parse_opt_date};
-use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
+use custos_core::filter::{self, parse_id, parse_opt_date};
+use custos_core::page::cursor;
+use custos_core::{Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::Tx;
 use custos_db::schema::incident_response_plans as plans;
 use custos_proto::v1 as pb;
@@ -17,6 +18,9 @@ use crate::model::*;
 
 const NAME_MAX: usize = 200;
 
+/// The list's cursor kind.
+const PLANS: &str = "incident_response_plans";
+
 fn not_found(id: impl std::fmt::Display) -> IncidentsError {
     Problem::not_found("Incident response plan", id).into()
 }
@@ -27,26 +31,31 @@ impl IncidentsService {
         ctx: &RequestCtx,
         req: pb::ListIncidentResponsePlansRequest,
     ) -> Result<pb::ListIncidentResponsePlansResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        let list = ListRequest::new(req.page, req.page_size, req.cursor.as_deref())?;
         let filters = PlanFilters::parse(&req)?;
+        let after = list.after::<(String, Uuid)>(PLANS)?;
+        let org = ctx.organization_id;
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<PlanRow> = filters
-            .apply(ctx.organization_id)
+        let mut q = filters
+            .apply(org)
             .order((plans::name.asc(), plans::id.asc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(PlanRow::as_select())
-            .load(tx.conn())
-            .await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(PlanRow::as_select());
+        if let Some(key) = after {
+            q = q.filter(list::after((plans::name, plans::id), key));
+        }
+        let rows: Vec<PlanRow> = list::one_shot(q).load(tx.conn()).await?;
+        let page = list::page(
+            &mut tx,
+            &list,
+            rows,
+            |r| Some(cursor(PLANS, &(r.name.clone(), r.id))),
+            || filters.apply(org).select(list::row()),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(pb::ListIncidentResponsePlansResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results: rows.iter().map(PlanRow::to_pb).collect(),
-        })
+        Ok(pb::ListIncidentResponsePlansResponse::from_page(page.map(|r| r.to_pb())))
     }
 
     pub async fn get_incident_response_plan(
@@ -147,8 +156,8 @@ async fn validate_plan(tx: &mut Tx, ctx: &RequestCtx, input: pb::IncidentRespons
     let version = input.version.trim();
     Ok(PlanFields {
         name: filter::required_text("name", &input.name, NAME_MAX)?,
-        incident_type: incident_type.as_str().to_owned(),
-        severity: severity.as_str().to_owned(),
+        incident_type,
+        severity,
         detection_procedures: filter::bounded_text("detection_procedures", &input.detection_procedures, TEXT_MAX)?,
         initial_response: filter::bounded_text("initial_response", &input.initial_response, TEXT_MAX)?,
         escalation_path: filter::bounded_text("escalation_path", &input.escalation_path, TEXT_MAX)?,
@@ -158,7 +167,7 @@ async fn validate_plan(tx: &mut Tx, ctx: &RequestCtx, input: pb::IncidentRespons
             TEXT_MAX,
         )?,
         recovery_procedures: filter::bounded_text("recovery_procedures", &input.recovery_procedures, TEXT_MAX)?,
-        primary_contact: user_ref(tx, ctx, "primary_contact", input.primary_contact.as_deref()).await?,
+        primary_contact: refs::user(tx, ctx, "primary_contact", input.primary_contact.as_deref()).await?,
         is_active: input.is_active.unwrap_or(true),
         review_date: parse_opt_date("review_date", input.review_date.as_deref())?,
         version: filter::bounded_text("version", if version.is_empty() { "1.0" } else { version }, 50)?,
@@ -186,10 +195,10 @@ impl PlanFilters {
     fn apply(&self, org: Uuid) -> plans::BoxedQuery<'static, Pg> {
         let mut q = plans::table.filter(plans::organization_id.eq(org)).into_boxed();
         if let Some(t) = self.incident_type {
-            q = q.filter(plans::incident_type.eq(t.as_str()));
+            q = q.filter(plans::incident_type.eq(t));
         }
         if let Some(s) = self.severity {
-            q = q.filter(plans::severity.eq(s.as_str()));
+            q = q.filter(plans::severity.eq(s));
         }
         if let Some(a) = self.is_active {
             q = q.filter(plans::is_active.eq(a));

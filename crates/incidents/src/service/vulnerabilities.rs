@@ -1,8 +1,9 @@
 //! Vulnerabilities: CRUD with remediation SLAs; `overdue` and deadlines are filtered in SQL.
 
 use custos_core::ctx::Access;
-use custos_core::filter::{self, Choice, DayEdge, parse_id, parse_opt_time_bound, parse_opt_timestamp};
-use custos_core::{PageRequest, Problem, RequestCtx, new_id, timefmt, update};
+use custos_core::filter::{self, DayEdge, parse_id, parse_opt_time_bound, parse_opt_timestamp};
+use custos_core::page::cursor;
+use custos_core::{Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::Tx;
 use custos_db::schema::vulnerabilities;
 use custos_proto::v1 as pb;
@@ -13,7 +14,6 @@ use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::incidents::incident_ref;
 use super::*;
 use crate::model::*;
 
@@ -21,8 +21,11 @@ fn not_found(id: impl std::fmt::Display) -> IncidentsError {
     Problem::not_found("Vulnerability", id).into()
 }
 
-fn open_like() -> Vec<&'static str> {
-    VulnerabilityStatus::OPEN_LIKE.iter().map(|s| s.as_str()).collect()
+/// The list's cursor kind.
+const VULNERABILITIES: &str = "vulnerabilities";
+
+fn open_like() -> Vec<VulnerabilityStatus> {
+    VulnerabilityStatus::OPEN_LIKE.to_vec()
 }
 
 impl IncidentsService {
@@ -31,27 +34,31 @@ impl IncidentsService {
         ctx: &RequestCtx,
         req: pb::ListVulnerabilitiesRequest,
     ) -> Result<pb::ListVulnerabilitiesResponse> {
-        let page = PageRequest::new(req.page, req.page_size)?;
+        let list = ListRequest::new(req.page, req.page_size, req.cursor.as_deref())?;
         let filters = VulnerabilityFilters::parse(&req)?;
-        let now = timefmt::now();
+        let after = list.after::<(OffsetDateTime, Uuid)>(VULNERABILITIES)?;
+        let (org, now) = (ctx.organization_id, timefmt::now());
         let mut tx = self.begin(ctx, Access::Read).await?;
-        let count: i64 = filters.apply(ctx.organization_id, now).count().get_result(tx.conn()).await?;
-        let info = page.info(count)?;
-        let rows: Vec<VulnerabilityRow> = filters
-            .apply(ctx.organization_id, now)
+        let mut q = filters
+            .apply(org, now)
             .order((vulnerabilities::due_at.asc(), vulnerabilities::id.asc()))
-            .offset(page.offset())
-            .limit(page.limit())
-            .select(VulnerabilityRow::as_select())
-            .load(tx.conn())
-            .await?;
+            .offset(list.offset())
+            .limit(list.fetch())
+            .select(VulnerabilityRow::as_select());
+        if let Some(key) = after {
+            q = q.filter(list::after((vulnerabilities::due_at, vulnerabilities::id), key));
+        }
+        let rows: Vec<VulnerabilityRow> = list::one_shot(q).load(tx.conn()).await?;
+        let page = list::page(
+            &mut tx,
+            &list,
+            rows,
+            |r| Some(cursor(VULNERABILITIES, &(r.due_at, r.id))),
+            || filters.apply(org, now).select(list::row()),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(pb::ListVulnerabilitiesResponse {
-            count: info.count,
-            next_page: info.next_page,
-            previous_page: info.previous_page,
-            results: rows.iter().map(|r| r.to_pb(now)).collect(),
-        })
+        Ok(pb::ListVulnerabilitiesResponse::from_page(page.map(|r| r.to_pb(now))))
     }
 
     pub async fn get_vulnerability(
@@ -159,15 +166,14 @@ impl IncidentsService {
     ) -> Result<VulnerabilityFields> {
         let now = timefmt::now();
         let severity: Severity = choice("severity", &input.severity)?;
-        let status = opt_choice::<VulnerabilityStatus>("status", input.status.as_deref())?.unwrap_or_else(|| {
-            current.map_or(VulnerabilityStatus::Open, |c| stored(&c.status, VulnerabilityStatus::Open))
-        });
+        let status = opt_choice("status", input.status.as_deref())?
+            .unwrap_or_else(|| current.map_or(VulnerabilityStatus::Open, |c| c.status));
         let discovered_at = parse_opt_timestamp("discovered_at", input.discovered_at.as_deref())?
             .or_else(|| current.map(|c| c.discovered_at))
             .unwrap_or(now);
         // The SLA is fixed when severity or discovery time change, not by later configuration.
         let (sla_days, due_at) = match current {
-            Some(c) if c.severity == severity.as_str() && c.discovered_at == discovered_at => (c.sla_days, c.due_at),
+            Some(c) if c.severity == severity && c.discovered_at == discovered_at => (c.sla_days, c.due_at),
             _ => {
                 let days = self.slas.vuln_days(severity);
                 let due_at = discovered_at.checked_add(Duration::days(i64::from(days))).ok_or_else(|| {
@@ -211,8 +217,8 @@ impl IncidentsService {
         Ok(VulnerabilityFields {
             title: filter::required_text("title", &input.title, TITLE_MAX)?,
             description: filter::bounded_text("description", &input.description, TEXT_MAX)?,
-            severity: severity.as_str().to_owned(),
-            status: status.as_str().to_owned(),
+            severity,
+            status,
             cve_id,
             cvss_score: input.cvss_score,
             affected_asset: filter::bounded_text("affected_asset", input.affected_asset.trim(), TITLE_MAX)?,
@@ -220,8 +226,8 @@ impl IncidentsService {
             sla_days,
             due_at,
             remediated_at,
-            incident_id: incident_ref(tx, ctx, "incident", input.incident.as_deref()).await?,
-            assigned_to: user_ref(tx, ctx, "assigned_to", input.assigned_to.as_deref()).await?,
+            incident_id: refs::incident(tx, ctx, "incident", input.incident.as_deref()).await?,
+            assigned_to: refs::user(tx, ctx, "assigned_to", input.assigned_to.as_deref()).await?,
         })
     }
 }
@@ -264,10 +270,10 @@ impl VulnerabilityFilters {
     fn apply(&self, org: Uuid, now: OffsetDateTime) -> vulnerabilities::BoxedQuery<'static, Pg> {
         let mut q = vulnerabilities::table.filter(vulnerabilities::organization_id.eq(org)).into_boxed();
         if let Some(v) = self.severity {
-            q = q.filter(vulnerabilities::severity.eq(v.as_str()));
+            q = q.filter(vulnerabilities::severity.eq(v));
         }
         if let Some(v) = self.status {
-            q = q.filter(vulnerabilities::status.eq(v.as_str()));
+            q = q.filter(vulnerabilities::status.eq(v));
         }
         match self.overdue {
             Some(true) => {
