@@ -43,38 +43,45 @@ CREATE INDEX evidence_search_notes ON evidence USING gin (notes gin_trgm_ops);
 -- table's RLS condition: it cannot be an index condition on a table RLS applies to, so a trigram
 -- index on `requirements` is never used by `custos_app`, which reads every row of the tenant
 -- instead (1.9 s at a million). Marking `texticlike` LEAKPROOF would take a superuser and hold
--- for every database on the server; these views are the fix instead.
+-- for every database on the server.
 --
--- A view runs with its owner's rights (security_invoker is off): the owner of the tables, whom
--- RLS does not restrict, so a search condition put on the view may use the trigram indexes. The
--- view applies the tenant itself, as `custos_current_org()` — the setting every request
--- transaction makes, the one the RLS policies read — and shows only the searched columns. It is
--- used in one way only, as `id IN (SELECT id FROM requirement_search WHERE … ILIKE …)` in a
--- query on `requirements`, so the rows a list answers still come through RLS: tenancy is still
--- enforced twice (the view's condition, then the policy on the table read).
---
--- Two details make the planner use the indexes:
--- * the tenant test is written `(… = …) IS TRUE`, not as an equality: an equality would join the
---   outer query's `organization_id = …` and the RLS condition in one equivalence class, and the
---   planner would then derive the RLS condition's security level for this view's scan too,
---   which again forbids the `ILIKE` as an index condition. For the same reason the view has no
---   organization_id column: a query must not add one;
--- * the view is not a security barrier (a barrier would keep the search condition outside it).
---   Without a barrier, a function in a query's condition could see other tenants' rows before
---   the view's tenant test; `custos_app`, the one role granted the view, cannot create
---   functions (it has only USAGE on the schema), and the service's queries call only built-in
---   operators.
-CREATE VIEW requirement_search AS
-SELECT id, requirement_id, title, description
-  FROM requirements
- WHERE (organization_id = custos_current_org()) IS TRUE;
+-- So the search runs in a function with its owner's rights (SECURITY DEFINER: the owner of the
+-- tables, whom RLS does not restrict, so the trigram indexes serve), which applies the tenant
+-- itself — `custos_current_org()`, the setting every request transaction makes and the one the
+-- RLS policies read — and answers ids only. A caller passes a pattern and nothing else: no
+-- condition of its own can run inside (an owner-rights *view* was tried first and refused on
+-- review: a caller's condition on it, such as a cast that fails, ran before the view's tenant
+-- test and told other tenants' text in its error). The list uses it as
+-- `id IN (SELECT custos_requirement_search($pattern))` in a query on `requirements`, so the rows
+-- it answers still come through RLS: tenancy is enforced twice. The query is EXECUTEd so that it
+-- is planned with the pattern's value (a generic plan would not know a rare id from a common
+-- word).
+CREATE FUNCTION custos_requirement_search(pattern text) RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
+AS $$
+BEGIN
+  RETURN QUERY EXECUTE
+    'SELECT id FROM public.requirements
+      WHERE organization_id = public.custos_current_org()
+        AND (title ILIKE $1 OR description ILIKE $1 OR requirement_id ILIKE $1)'
+    USING pattern;
+END
+$$;
 
-CREATE VIEW evidence_search AS
-SELECT id, title, description, notes
-  FROM evidence
- WHERE (organization_id = custos_current_org()) IS TRUE;
+CREATE FUNCTION custos_evidence_search(pattern text) RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public
+AS $$
+BEGIN
+  RETURN QUERY EXECUTE
+    'SELECT id FROM public.evidence
+      WHERE organization_id = public.custos_current_org()
+        AND (title ILIKE $1 OR description ILIKE $1 OR notes ILIKE $1)'
+    USING pattern;
+END
+$$;
 
-GRANT SELECT ON requirement_search, evidence_search TO custos_app;
+REVOKE ALL ON FUNCTION custos_requirement_search(text), custos_evidence_search(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION custos_requirement_search(text), custos_evidence_search(text) TO custos_app;
 
 -- Requirements per framework. The frameworks list shows each framework's requirement count,
 -- a compliance figure that must be exact; counting a million index entries takes 55-120 ms, so
@@ -107,12 +114,23 @@ BEGIN
     ON CONFLICT (organization_id, framework_id) DO UPDATE SET requirements = c.requirements + excluded.requirements;
   ELSIF TG_OP = 'DELETE' THEN
     -- A framework's own deletion may have removed its row already (cascade): nothing to update.
+    -- Counter rows locked in key order first (a deletion spanning frameworks must not
+    -- deadlock with another), then updated.
+    PERFORM 1 FROM framework_requirement_counts c
+      WHERE (c.organization_id, c.framework_id) IN (SELECT organization_id, framework_id FROM removed)
+      ORDER BY c.organization_id, c.framework_id FOR UPDATE;
     UPDATE framework_requirement_counts c SET requirements = c.requirements - d.n
       FROM (SELECT organization_id, framework_id, count(*) AS n FROM removed
              GROUP BY organization_id, framework_id) d
      WHERE c.organization_id = d.organization_id AND c.framework_id = d.framework_id;
   ELSE
     -- UPDATE: requirements moved to another framework (a row trigger, fired only by a move).
+    -- Both counters locked in key order first: two moves in opposite directions that each
+    -- locked their source first deadlocked.
+    PERFORM 1 FROM framework_requirement_counts
+      WHERE (organization_id, framework_id) IN ((OLD.organization_id, OLD.framework_id),
+                                                (NEW.organization_id, NEW.framework_id))
+      ORDER BY organization_id, framework_id FOR UPDATE;
     UPDATE framework_requirement_counts SET requirements = requirements - 1
      WHERE organization_id = OLD.organization_id AND framework_id = OLD.framework_id;
     INSERT INTO framework_requirement_counts AS c (organization_id, framework_id, requirements)

@@ -8,6 +8,7 @@ use custos_gateway::config::ConnectionLimits;
 use custos_proto::v1 as pb;
 use custos_proto::v1::frameworks_service_client::FrameworksServiceClient;
 use custos_testkit::{ServerOptions, TestServer};
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -276,4 +277,34 @@ async fn grpc_errors_are_google_rpc_status_and_an_oversized_message_is_resource_
     assert_eq!(err.check_error_details().unwrap().error_info().unwrap().reason, "PAYLOAD_TOO_LARGE");
     let (_, page) = s.call(Method::GET, "/api/compliance/frameworks/", Some(&org.viewer), None).await;
     assert_eq!(page["count"], 0, "{}", json!(page));
+}
+
+/// A gRPC call whose messages stop coming (tonic calls the handler on the headers, then waits)
+/// is ended at the body timeout, not held with its connection for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_stream_that_stops_sending_is_ended_at_the_body_timeout() {
+    use custos_proto::v1::evidence_service_client::EvidenceServiceClient;
+    use custos_proto::v1::upload_evidence_request::Part;
+    let s = start(limits(5, 1_000, 1_000)).await;
+    let org = s.org("acme").await;
+    let mut editor = EvidenceServiceClient::new(s.grpc(Some(&org.editor)).await);
+    let header = pb::UploadEvidenceRequest {
+        part: Some(Part::Header(pb::EvidenceUploadHeader {
+            evidence: Some(pb::EvidenceInput {
+                title: "Stalled".into(),
+                evidence_type: "SCREENSHOT".into(),
+                ..Default::default()
+            }),
+            file_name: "a.png".into(),
+            content_type: "image/png".into(),
+        })),
+    };
+    let first = pb::UploadEvidenceRequest { part: Some(Part::Chunk(vec![1, 2, 3])) };
+    // Two messages, then nothing, never ending.
+    let stalling = futures::stream::iter([header, first]).chain(futures::stream::pending());
+    let outcome = tokio::time::timeout(Duration::from_secs(60), editor.upload_evidence(stalling)).await;
+    let status = outcome.expect("the server ended the call").expect_err("a stalled upload fails");
+    assert_ne!(status.code(), Code::Ok);
+    let (_, page) = s.call(Method::GET, "/api/compliance/evidence/", Some(&org.viewer), None).await;
+    assert_eq!(page["count"], 0, "nothing recorded");
 }

@@ -350,3 +350,46 @@ async fn references_to_another_tenants_ids_are_400s_naming_the_field() {
         assert!(err["details"].as_str().unwrap().starts_with(&format!("No {noun} with id ")), "{err}");
     }
 }
+
+/// The search that trigram indexes serve under RLS runs inside an owner-rights function that
+/// takes a pattern and applies the tenant itself: `custos_app` can pass no condition of its own
+/// into it (an owner-rights view, tried first, let a failing cast in a caller's condition read
+/// other tenants' titles out of its error message).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_search_function_answers_only_the_tenant_s_ids_and_takes_nothing_but_a_pattern() {
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start().await;
+    let (a, b) = (s.org("alpha").await, s.org("beta").await);
+    let fa = crate::create_framework(&s, &a, crate::seed_gdpr_body()).await;
+    let fb = crate::create_framework(&s, &b, crate::seed_gdpr_body()).await;
+    let ra =
+        crate::create_requirement(&s, &a, &crate::id(&fa), "A.1", serde_json::json!({ "title": "alpha shared" })).await;
+    crate::create_requirement(&s, &b, &crate::id(&fb), "B.1", serde_json::json!({ "title": "BETA TOP SECRET shared" }))
+        .await;
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+    }
+    let mut conn = s.db.superuser().await;
+    let as_tenant =
+        format!("SELECT set_config('role', 'custos_app', true), set_config('custos.org_id', '{}', true)", a.id);
+    diesel::sql_query("BEGIN").execute(&mut conn).await.unwrap();
+    diesel::sql_query(&as_tenant).execute(&mut conn).await.unwrap();
+    let found: Vec<Id> =
+        diesel::sql_query("SELECT custos_requirement_search('%shared%') AS id").load(&mut conn).await.unwrap();
+    assert_eq!(found.iter().map(|f| f.id.to_string()).collect::<Vec<_>>(), vec![crate::id(&ra)]);
+    // No owner-rights view to put a condition on.
+    for view in ["requirement_search", "evidence_search"] {
+        let err = diesel::sql_query(format!("SELECT 1 FROM {view} WHERE title::int = 1")).execute(&mut conn).await;
+        assert!(err.is_err_and(|e| !e.to_string().contains("TOP SECRET")), "{view}");
+        diesel::sql_query("ROLLBACK").execute(&mut conn).await.unwrap();
+        diesel::sql_query("BEGIN").execute(&mut conn).await.unwrap();
+        diesel::sql_query(&as_tenant).execute(&mut conn).await.unwrap();
+    }
+    diesel::sql_query("ROLLBACK").execute(&mut conn).await.unwrap();
+    // Through the API, each tenant's search shows its own.
+    let (_, page) = s.get("/api/compliance/requirements/?search=shared", &a.viewer).await;
+    assert_eq!(page["count"], 1);
+    assert_eq!(page["results"][0]["requirement_id"], "A.1");
+}

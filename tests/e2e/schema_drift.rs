@@ -54,8 +54,6 @@ async fn hand_written_schema_matches_the_migrations() {
         custody_records,
         requirement_evidence,
         framework_requirement_counts,
-        requirement_search,
-        evidence_search,
     ];
     for (table, sql) in tables {
         let mut expected = diesel_columns(sql);

@@ -3,9 +3,12 @@
 //!
 //! A reference given in a body (`assigned_to`, `incident`, `framework`, …) must name a row of the
 //! caller's tenant: otherwise it is a 400 naming the field (`No incident with id …`), the same
-//! answer for an id that exists nowhere and one of another tenant. A found row is locked
-//! `FOR KEY SHARE` until the transaction ends — the lock the foreign-key check of the write takes
-//! anyway, taken at the check: what was found cannot be deleted before the write commits.
+//! answer for an id that exists nowhere and one of another tenant. The check takes no lock: a
+//! writer locks its own row first, and a deletion locks the referenced row first, so a lock here
+//! would be taken in the opposite order to a concurrent deletion's and deadlock against it (as
+//! review found: a checkpoint update against its framework's deletion). The write's own
+//! foreign-key check covers the moment between: a reference deleted meanwhile is a 422
+//! (`custos_db`'s error mapping), and one kept unchanged is the deletion's to restrict or cascade.
 
 use custos_core::filter::opt_uuid;
 use custos_core::{Problem, RequestCtx};
@@ -51,6 +54,8 @@ impl Kind {
 /// How a found row is locked until the transaction ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lock {
+    /// Not at all (the reference checks: see the module's comment).
+    None,
     /// Against deletion (what a foreign key's check takes).
     KeyShare,
     /// Against deletion and any update (a legal hold placed on it waits for, and is seen by,
@@ -108,7 +113,7 @@ pub async fn all(tx: &mut Tx, ctx: &RequestCtx, kind: Kind, field: &str, ids: &[
     if ids.is_empty() {
         return Ok(());
     }
-    let found = found(tx, ctx.organization_id, kind, ids, Lock::KeyShare).await?;
+    let found = found(tx, ctx.organization_id, kind, ids, Lock::None).await?;
     let missing: Vec<String> = ids.iter().filter(|id| !found.contains(id)).map(ToString::to_string).collect();
     if !missing.is_empty() {
         return Err(Problem::invalid_field(field, format!("No {} with id {}", kind.noun(), missing.join(", "))));
@@ -129,6 +134,7 @@ async fn found(tx: &mut Tx, org: Uuid, kind: Kind, ids: &[Uuid], lock: Lock) -> 
         id: Uuid,
     }
     let lock = match lock {
+        Lock::None => "",
         Lock::KeyShare => "FOR KEY SHARE",
         Lock::Share => "FOR SHARE",
     };

@@ -391,29 +391,6 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    /// A view for the requirements list's `search` only: the tenant's rows (the view filters by
-    /// the transaction's tenant itself), so that the trigram indexes serve `ILIKE` under RLS. It
-    /// has no `organization_id` on purpose: filter the outer query by it, never this view (see
-    /// `migrations/2026-12-07-000021_list_indexes`).
-    requirement_search (id) {
-        id -> Uuid,
-        requirement_id -> Text,
-        title -> Text,
-        description -> Text,
-    }
-}
-
-diesel::table! {
-    /// The evidence list's `search` view (see `requirement_search`).
-    evidence_search (id) {
-        id -> Uuid,
-        title -> Text,
-        description -> Text,
-        notes -> Text,
-    }
-}
-
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -444,7 +421,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     vulnerabilities,
     compliance_checkpoints,
     requirement_evidence,
-    framework_requirement_counts,
-    requirement_search,
-    evidence_search
+    framework_requirement_counts
 );

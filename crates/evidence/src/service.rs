@@ -14,7 +14,7 @@ use custos_core::hold::ensure_not_held;
 use custos_core::page::cursor;
 use custos_core::{Held, ListRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
 use custos_db::refs::{self, Kind};
-use custos_db::schema::{evidence, evidence_requirements, evidence_search};
+use custos_db::schema::{evidence, evidence_requirements};
 use custos_db::{Db, Holds, Tx, list};
 use custos_proto::v1 as pb;
 use diesel::pg::Pg;
@@ -902,19 +902,12 @@ impl EvidenceFilters {
             );
         }
         if let Some(pattern) = &self.search {
-            // Through the search view, so that its trigram indexes serve the ILIKE under RLS
-            // (migration 000021 says why; the view applies the tenant, so no organisation here).
+            // Through `custos_evidence_search`, so that the trigram indexes serve the ILIKE under RLS
+            // (migration 000021 says why): it applies the tenant itself and answers ids only.
             q = q.filter(
-                evidence::id.eq_any(
-                    evidence_search::table
-                        .filter(
-                            evidence_search::title
-                                .ilike(pattern.clone())
-                                .or(evidence_search::description.ilike(pattern.clone()))
-                                .or(evidence_search::notes.ilike(pattern.clone())),
-                        )
-                        .select(evidence_search::id),
-                ),
+                diesel::dsl::sql::<diesel::sql_types::Bool>("evidence.id IN (SELECT custos_evidence_search(")
+                    .bind::<diesel::sql_types::Text, _>(pattern.clone())
+                    .sql("))"),
             );
         }
         if let Some((from, to)) = self.expiring_within {

@@ -9,7 +9,7 @@ use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::schema::{
     compliance_checkpoints, evidence, evidence_requirements, framework_requirement_counts, frameworks,
-    requirement_evidence, requirement_search, requirements,
+    requirement_evidence, requirements,
 };
 use custos_db::{Db, DbError, Tx, list, refs};
 use custos_proto::v1 as pb;
@@ -874,19 +874,12 @@ impl RequirementFilters {
             None => {}
         }
         if let Some(pattern) = &self.search {
-            // Through the search view, so that its trigram indexes serve the ILIKE under RLS
-            // (migration 000021 says why; the view applies the tenant, so no organisation here).
+            // Through `custos_requirement_search`, so that the trigram indexes serve the ILIKE under RLS
+            // (migration 000021 says why): it applies the tenant itself and answers ids only.
             q = q.filter(
-                requirements::id.eq_any(
-                    requirement_search::table
-                        .filter(
-                            requirement_search::title
-                                .ilike(pattern.clone())
-                                .or(requirement_search::description.ilike(pattern.clone()))
-                                .or(requirement_search::requirement_id.ilike(pattern.clone())),
-                        )
-                        .select(requirement_search::id),
-                ),
+                diesel::dsl::sql::<diesel::sql_types::Bool>("requirements.id IN (SELECT custos_requirement_search(")
+                    .bind::<Text, _>(pattern.clone())
+                    .sql("))"),
             );
         }
         q

@@ -54,7 +54,8 @@ impl Cli {
         for cli in domains::ALL.iter().filter_map(|d| d.cli.as_ref()) {
             command = (cli.augment)(command);
         }
-        command
+        // Each `augment_subcommands` sets the command's about to its enum's doc: set ours last.
+        command.about("Custos — compliance & governance platform")
     }
 
     pub fn parse() -> Cli {

@@ -146,7 +146,7 @@ impl RateLimits {
 
 /// What the anonymous limit counts per: an IPv4 address, or an IPv6 client's /64 (which one
 /// client holds whole, and could otherwise rotate through for a fresh budget every request).
-fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),

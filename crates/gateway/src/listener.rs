@@ -253,7 +253,8 @@ pub async fn serve(
         let client_slot = if trusted {
             None
         } else {
-            match per_client.admit(peer.ip(), limits.max_connections_per_client) {
+            // An IPv6 client is counted by its /64, which it holds whole (as the rate limit does).
+            match per_client.admit(crate::edge::limit_key(peer.ip()), limits.max_connections_per_client) {
                 Some(slot) => Some(slot),
                 None => {
                     metrics::counter!("custos_connections_refused_total", "reason" => "per_client").increment(1);
@@ -274,8 +275,10 @@ pub async fn serve(
                 let guard = InFlight(activity.clone());
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let router = router.clone();
+                let stall = limits.body_read_timeout;
                 async move {
-                    let response = router.oneshot(req.map(axum::body::Body::new)).await;
+                    let req = req.map(|body| axum::body::Body::new(StallGuarded::new(body, stall)));
+                    let response = router.oneshot(req).await;
                     drop(guard);
                     response
                 }
@@ -330,6 +333,74 @@ fn watchdog(activity: Arc<Activity>, limits: ConnectionLimits) -> impl Future<Ou
             }
         }
     }
+}
+
+/// A request body that fails when no part of it arrives for the body timeout. Every protocol's
+/// bodies pass through it: a gRPC call whose message never comes (tonic calls the handler on the
+/// headers, then waits) would otherwise hold its connection — the watchdog never closes one with
+/// a request in hand — for ever.
+struct StallGuarded<B> {
+    inner: B,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error a stalled body ends with (the REST facade answers it 408).
+#[derive(Debug, thiserror::Error)]
+#[error("no part of the request body arrived for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+impl<B> StallGuarded<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        StallGuarded { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+    }
+}
+
+impl<B> hyper::body::Body for StallGuarded<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(this.timeout))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether an error (or one of its sources) is a stalled body.
+pub fn is_stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<BodyStalled>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// A TCP stream that notes when bytes move.

@@ -84,6 +84,13 @@ async fn receive(
             ));
         }
         Ok(Ok(body)) => body,
+        Ok(Err(e)) if crate::listener::is_stalled(&e) || e.to_string().contains("no part of the request body") => {
+            return problem_response(&Problem::new(
+                ErrorKind::RequestTimeout,
+                "Request body timeout",
+                format!("No part of the request body arrived for {} seconds", timeout.as_secs()),
+            ));
+        }
         Ok(Err(_)) => {
             return problem_response(&Problem::new(
                 ErrorKind::PayloadTooLarge,
