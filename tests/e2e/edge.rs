@@ -308,3 +308,47 @@ async fn a_grpc_stream_that_stops_sending_is_ended_at_the_body_timeout() {
     let (_, page) = s.call(Method::GET, "/api/compliance/evidence/", Some(&org.viewer), None).await;
     assert_eq!(page["count"], 0, "nothing recorded");
 }
+
+/// An HTTP/2 connection with no request is closed at the idle timeout even while its client
+/// pings it (pings are not requests).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed_even_when_its_client_pings() {
+    let s = start(limits(5, 1_000, 1_000)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc_addr))
+        .unwrap()
+        .http2_keep_alive_interval(Duration::from_millis(300))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    let closed = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("custos_connections_closed_total") && l.contains("reason=\"idle_timeout\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let org = s.org("acme").await;
+    let mut seen = 0.0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let text = s
+            .http
+            .get(format!("{}/metrics", s.base))
+            .header("authorization", format!("Token {}", org.viewer))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen = closed(&text);
+        if seen >= 1.0 {
+            break;
+        }
+    }
+    assert!(seen >= 1.0, "the pinging idle connection was closed");
+    // The client reconnects on its next call.
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+}

@@ -7,10 +7,12 @@
 //!
 //! - the request head must arrive within [`ConnectionLimits::header_read_timeout`] (hyper's own
 //!   timer for HTTP/1, which also runs while a kept-alive connection waits for its next request);
-//! - a connection that has not completed a request head within that time, or that moves no byte
-//!   for [`ConnectionLimits::idle_timeout`] while no request is being handled, is closed by a
-//!   watchdog (this covers what hyper's timer does not: the protocol sniffing before HTTP/1 or
-//!   HTTP/2 is known, and idle HTTP/2 connections);
+//! - a watchdog closes a connection that has not completed a request head within that time
+//!   (this covers the protocol sniffing before HTTP/1 or HTTP/2 is known), one with no request
+//!   for [`ConnectionLimits::idle_timeout`] (HTTP/2 pings and other frames do not count, so an
+//!   idle connection cannot be kept by pinging), and one whose client stops reading a streamed
+//!   answer for that long; never one with a request being handled;
+//! - every request body fails when no part of it arrives for the body timeout (gRPC's too);
 //! - at most [`ConnectionLimits::max_connections`] connections are open at once (further ones wait
 //!   in the kernel's backlog), and at most [`ConnectionLimits::max_connections_per_client`] from
 //!   one address (further ones are closed at once), except from trusted proxies;
@@ -22,6 +24,7 @@
 //! those answers into the seed's JSON error body, so every error a client sees has one shape.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -163,12 +166,15 @@ impl Drop for ClientSlot {
     }
 }
 
-/// What the watchdog of one connection knows: when a byte last moved, how many requests are
-/// being handled, and whether a request head ever arrived.
+/// What the watchdog of one connection knows: whether a request head ever arrived, how many
+/// requests are being handled (until their answer's head) and how many answers are still
+/// streaming, when a request last began or ended, and when a byte was last written.
 struct Activity {
     started: Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
+    last_request_ms: AtomicU64,
+    last_write_ms: AtomicU64,
+    handling: AtomicUsize,
+    streaming: AtomicUsize,
     had_request: AtomicBool,
 }
 
@@ -176,26 +182,94 @@ impl Activity {
     fn new() -> Self {
         Activity {
             started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
+            last_request_ms: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
+            streaming: AtomicUsize::new(0),
             had_request: AtomicBool::new(false),
         }
     }
-    fn touch(&self) {
-        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
-    fn idle_for(&self) -> Duration {
-        self.started.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    fn since(&self, mark: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(mark.load(Ordering::Relaxed)))
+    }
+    /// Whether the connection should be closed now, and why.
+    fn verdict(&self, limits: &ConnectionLimits) -> Option<&'static str> {
+        if !self.had_request.load(Ordering::Relaxed) {
+            return (self.started.elapsed() >= limits.header_read_timeout).then_some("header_timeout");
+        }
+        if self.handling.load(Ordering::Relaxed) > 0 {
+            // A long computation, or an upload (whose body has its own stall limit).
+            return None;
+        }
+        if self.streaming.load(Ordering::Relaxed) > 0 {
+            // An answer being sent: the client must keep reading it.
+            return (self.since(&self.last_write_ms) >= limits.idle_timeout).then_some("stalled_reader");
+        }
+        // Nothing asked: only requests count, not pings or other frames a client may send.
+        (self.since(&self.last_request_ms) >= limits.idle_timeout).then_some("idle_timeout")
     }
 }
 
-/// Decrements the in-flight count when a request's handling ends, however it ends.
-struct InFlight(Arc<Activity>);
+/// Counts a request as handled until its answer's head, then as streaming until its body is
+/// done or dropped; each transition marks request activity.
+struct Handling(Arc<Activity>);
 
-impl Drop for InFlight {
+impl Handling {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.had_request.store(true, Ordering::Relaxed);
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        activity.last_request_ms.store(activity.now_ms(), Ordering::Relaxed);
+        Handling(activity.clone())
+    }
+    fn answered(self) -> Streaming {
+        self.0.streaming.fetch_add(1, Ordering::Relaxed);
+        Streaming(self.0.clone())
+    }
+}
+
+impl Drop for Handling {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_request_ms.store(self.0.now_ms(), Ordering::Relaxed);
+    }
+}
+
+struct Streaming(Arc<Activity>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.streaming.fetch_sub(1, Ordering::Relaxed);
+        self.0.last_request_ms.store(self.0.now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// An answer's body, holding its [`Streaming`] mark while it is sent.
+struct Answer<B> {
+    inner: B,
+    _streaming: Streaming,
+}
+
+impl<B> hyper::body::Body for Answer<B>
+where
+    B: hyper::body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -270,17 +344,15 @@ pub async fn serve(
             let router = router.clone();
             let activity = activity.clone();
             move |mut req: hyper::Request<Incoming>| {
-                activity.had_request.store(true, Ordering::Relaxed);
-                activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let guard = InFlight(activity.clone());
+                let handling = Handling::begin(&activity);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let router = router.clone();
                 let stall = limits.body_read_timeout;
                 async move {
                     let req = req.map(|body| axum::body::Body::new(StallGuarded::new(body, stall)));
-                    let response = router.oneshot(req).await;
-                    drop(guard);
-                    response
+                    let response = router.oneshot(req).await?;
+                    let streaming = handling.answered();
+                    Ok::<_, Infallible>(response.map(|inner| Answer { inner, _streaming: streaming }))
                 }
             }
         });
@@ -317,19 +389,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// How long a shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Resolves (with the reason) when the connection must be closed: no complete request head
-/// within the header timeout, or idle with nothing in flight for the idle timeout.
+/// Resolves (with the reason) when the connection must be closed (see [`Activity::verdict`]).
 fn watchdog(activity: Arc<Activity>, limits: ConnectionLimits) -> impl Future<Output = &'static str> {
     let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(50));
     async move {
         loop {
             tokio::time::sleep(tick).await;
-            if !activity.had_request.load(Ordering::Relaxed) {
-                if activity.started.elapsed() >= limits.header_read_timeout {
-                    return "header_timeout";
-                }
-            } else if activity.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limits.idle_timeout {
-                return "idle_timeout";
+            if let Some(reason) = activity.verdict(&limits) {
+                return reason;
             }
         }
     }
@@ -403,7 +470,7 @@ pub fn is_stalled(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A TCP stream that notes when bytes move.
+/// A TCP stream that notes when bytes are written (a streamed answer's progress).
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
@@ -411,12 +478,7 @@ struct Watched {
 
 impl AsyncRead for Watched {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -424,7 +486,7 @@ impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.last_write_ms.store(self.activity.now_ms(), Ordering::Relaxed);
         }
         result
     }
@@ -435,7 +497,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.last_write_ms.store(self.activity.now_ms(), Ordering::Relaxed);
         }
         result
     }
