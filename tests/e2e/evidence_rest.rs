@@ -675,3 +675,20 @@ async fn objects_no_live_item_refers_to_are_swept() {
     let (status, v) = s.post(&format!("{EV}{}/verify_evidence/", id(&kept)), &org.auditor, json!({})).await;
     assert_eq!((status.as_u16(), v["result"].as_str()), (200, Some("MATCH")), "{v}");
 }
+
+/// A HEAD of a download is refused: a download records who accessed the file, which a HEAD
+/// (that axum would otherwise route to the GET) must not do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_of_a_download_is_refused_and_records_no_access() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let e = upload(&s, &org, "Auth log", b"line one\n").await;
+    let url = format!("{}{EV}{}/download/", s.base, id(&e));
+    let resp = s.http.head(&url).header("authorization", format!("Token {}", org.viewer)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    let (_, item) = s.get(&format!("{EV}{}/", id(&e)), &org.viewer).await;
+    let accessed =
+        item["custody_records"].as_array().map_or(0, |r| r.iter().filter(|c| c["action"] == "ACCESSED").count());
+    assert_eq!(accessed, 0, "{item}");
+}

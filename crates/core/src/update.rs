@@ -13,7 +13,7 @@ use crate::error::Problem;
 /// The writable input an update asks for, given the resource's current writable fields, the
 /// request's input `I` and its `update_mask` (AIP-134), for a resource whose message is `R`:
 ///
-/// - no mask: `input` replaces every writable field (HTTP PUT);
+/// - no mask, or `*` alone (AIP-161): `input` replaces every writable field (HTTP PUT);
 /// - a mask naming fields: those are taken from `input`, the rest kept (HTTP PATCH);
 /// - a mask naming no writable field (empty: a PATCH of `{}`; or only output-only fields a client
 ///   sent back): `None`, nothing changes — the caller answers the resource as it stands and
@@ -25,6 +25,10 @@ where
     R: Serialize + Default,
 {
     let Some(mask) = mask else { return Ok(Some(input)) };
+    // AIP-161: `*` alone asks for a full replacement.
+    if mask.len() == 1 && mask[0] == "*" {
+        return Ok(Some(input));
+    }
     let writable = field_names(&I::default())?;
     let resource = field_names(&R::default())?;
     for name in mask {
@@ -92,8 +96,9 @@ mod tests {
         let base = || Thing { name: "a".into(), note: Some("keep".into()), tags: vec!["x".into()] };
         let input = || Thing { name: "b".into(), note: None, tags: vec![] };
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // No mask: replace.
+        // No mask, or `*`: replace.
         assert_eq!(apply::<_, ThingOut>(base(), input(), None).unwrap(), Some(input()));
+        assert_eq!(apply::<_, ThingOut>(base(), input(), Some(&names(&["*"]))).unwrap(), Some(input()));
         // A mask: only those.
         let patched = apply::<_, ThingOut>(base(), input(), Some(&names(&["name"]))).unwrap().unwrap();
         assert_eq!(patched, Thing { name: "b".into(), ..base() });

@@ -517,11 +517,12 @@ impl AsyncWrite for Watched {
 /// followed only by `content-length: 0`, `connection: close` and `date` (every answer of ours carries a
 /// `content-type`). hyper closes the connection after one, so nothing follows it.
 ///
-/// Such a client is usually still sending (the rest of a 1 MiB header): closing with its bytes
-/// unread would make the kernel reset the connection, and a reset can destroy the answer before
-/// the client reads it. So, as nginx's `lingering_close` does, the connection's write side is
-/// shut first and what the client still sends is read and dropped for a moment
-/// ([`LINGER`], at most [`LINGER_BYTES`]) before the socket closes.
+/// Such a client is usually still sending (the rest of a 1 MiB header), as is one answered before
+/// its body was read (a 413): closing with its bytes unread would make the kernel reset the
+/// connection, and a reset can destroy the answer before the client reads it. So, as nginx's
+/// `lingering_close` does, every close shuts the write side first and reads and drops what the
+/// client still sends for a moment ([`LINGER`], at most [`LINGER_BYTES`]) before the socket
+/// closes.
 struct JsonErrors<S> {
     inner: S,
     /// Bytes of a replacement answer still to be written.
@@ -626,9 +627,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.drain(cx))?;
-        if self.pending.is_empty() {
-            return Pin::new(&mut self.inner).poll_shutdown(cx);
-        }
+        // Every close lingers, not only after a rewritten answer: hyper also closes after any
+        // answer given before the request's body was read (a 413 for a too-large upload), and
+        // the client, still sending, must get to read it.
         let this = &mut *self;
         let linger = this.linger.get_or_insert_with(|| Linger {
             write_shut: false,

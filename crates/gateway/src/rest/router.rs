@@ -68,11 +68,23 @@ async fn receive(
     uri: http::Uri,
     request: axum::extract::Request,
 ) -> Response {
+    // axum serves HEAD with a GET route; a download's GET records who accessed the file, which
+    // a HEAD must not do (and answering its headers would need that very call).
+    if request.method() == http::Method::HEAD && matches!(ep.handler, Handler::Download(_)) {
+        let mut response = problem_response(&Problem::new(
+            ErrorKind::InvalidArgument,
+            "Method not allowed",
+            "A download is fetched with GET (it is recorded in the chain of custody)",
+        ));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET"));
+        return response;
+    }
     let timeout = request.extensions().get::<BodyTimeout>().copied().unwrap_or_default().0;
     if let Some(upload) = &ep.upload
         && streams::is_multipart(request.headers())
     {
-        return streams::upload(ep, upload, ctx, timeout, request).await;
+        return streams::upload(ep, upload, ctx, &params, timeout, request).await;
     }
     let headers = request.headers().clone();
     let body = match tokio::time::timeout(timeout, axum::body::to_bytes(request.into_body(), JSON_BODY_MAX)).await {

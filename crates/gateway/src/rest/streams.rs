@@ -44,10 +44,11 @@ pub async fn upload(
     ep: &Endpoint,
     upload: &Upload,
     ctx: Option<RequestCtx>,
+    params: &HashMap<String, String>,
     timeout: Duration,
     request: Request,
 ) -> Response {
-    match upload_inner(ep, upload, ctx, timeout, request).await {
+    match upload_inner(ep, upload, ctx, params, timeout, request).await {
         Ok(created) => (ep.success, axum::Json(created)).into_response(),
         Err(problem) => problem_response(&problem),
     }
@@ -57,6 +58,7 @@ async fn upload_inner(
     ep: &Endpoint,
     upload: &Upload,
     ctx: Option<RequestCtx>,
+    params: &HashMap<String, String>,
     timeout: Duration,
     request: Request,
 ) -> Result<Value, Problem> {
@@ -117,7 +119,7 @@ async fn upload_inner(
             return Err(Problem::internal("an upload endpoint without a JSON operation"));
         };
         let body = Bytes::from(serde_json::to_vec(&Value::Object(fields)).map_err(Problem::internal)?);
-        let input = build_input(ep, &HashMap::new(), &uri, &body)?;
+        let input = build_input(ep, params, &uri, &body)?;
         return (op.call)(Some(ctx), input).await;
     };
     let file = IncomingFile { file_name, content_type, body: file_then_nothing(field, multipart).boxed() };
