@@ -56,8 +56,6 @@ impl Kind {
 pub enum Lock {
     /// Not at all (the reference checks: see the module's comment).
     None,
-    /// Against deletion (what a foreign key's check takes).
-    KeyShare,
     /// Against deletion and any update (a legal hold placed on it waits for, and is seen by,
     /// a deletion or disposal that locks the row `FOR UPDATE` / `FOR NO KEY UPDATE`).
     Share,
@@ -135,7 +133,6 @@ async fn found(tx: &mut Tx, org: Uuid, kind: Kind, ids: &[Uuid], lock: Lock) -> 
     }
     let lock = match lock {
         Lock::None => "",
-        Lock::KeyShare => "FOR KEY SHARE",
         Lock::Share => "FOR SHARE",
     };
     // The table and the lock come from the two enums above, never from input. Rows are locked

@@ -36,6 +36,15 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// A request without credentials where they are needed.
+pub fn no_credentials() -> Problem {
+    Problem::new(
+        ErrorKind::Unauthenticated,
+        "Authentication credentials were not provided",
+        "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
+    )
+}
+
 /// A problem as a REST response: the seed's `{"error", "details"}` body.
 pub fn problem_response(problem: &Problem) -> Response {
     let mut resp = (http_status(problem.kind), axum::Json(problem.body())).into_response();
@@ -273,14 +282,7 @@ async fn admit(
         if edge.public.contains(path) {
             return Ok(());
         }
-        return Err((
-            Problem::new(
-                ErrorKind::Unauthenticated,
-                "Authentication credentials were not provided",
-                "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
-            ),
-            None,
-        ));
+        return Err((no_credentials(), None));
     };
     let attempt = custos_identity::Attempt { request_id: Some(request_id.to_owned()), client_addr: client };
     let principal = match edge.authenticator.authenticate(&authorization, &attempt).await {

@@ -660,6 +660,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_stalled_body_is_told_apart_through_axum_and_to_bytes() {
+        // A body that sends nothing, ever.
+        let body = http_body_util::StreamBody::new(futures::stream::pending::<
+            Result<hyper::body::Frame<bytes::Bytes>, Infallible>,
+        >());
+        let guarded = axum::body::Body::new(StallGuarded::new(body, Duration::from_millis(50)));
+        let err = axum::body::to_bytes(guarded, 1024).await.expect_err("stalled");
+        assert!(is_stalled(&err), "{err}");
+        let other = axum::body::to_bytes(axum::body::Body::from(vec![0u8; 2048]), 1024).await.unwrap_err();
+        assert!(!is_stalled(&other));
+    }
+
     #[test]
     fn only_hyper_s_bodiless_parse_error_answers_are_rewritten() {
         let auto = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 07 Dec 2026 05:00:00 GMT\r\n\r\n";

@@ -158,20 +158,13 @@ macro_rules! domain_cli {
 }
 
 /// Everything the domains serve, composed.
-pub struct Composed {
-    pub endpoints: Vec<Endpoint>,
-    pub description: ApiDescription,
-    pub grpc: Vec<GrpcService>,
-    pub tasks: Vec<Task>,
-}
-
-pub fn compose(app: &App, config: &Config) -> Composed {
+pub fn compose(app: &App, config: &Config) -> Serving {
     compose_these(&ALL.iter().collect::<Vec<_>>(), app, config)
 }
 
-pub fn compose_these(domains: &[&Domain], app: &App, config: &Config) -> Composed {
-    let mut all =
-        Composed { endpoints: Vec::new(), description: ApiDescription::default(), grpc: Vec::new(), tasks: Vec::new() };
+/// [`compose`] of these domains.
+pub fn compose_these(domains: &[&Domain], app: &App, config: &Config) -> Serving {
+    let mut all = Serving::default();
     for domain in domains {
         let serving = (domain.serve)(app, config);
         all.endpoints.extend(serving.endpoints);

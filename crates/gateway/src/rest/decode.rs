@@ -49,8 +49,9 @@ pub(crate) fn decode<Req: DeserializeOwned>(input: Input) -> Result<Req, Problem
 /// Largest JSON body accepted (files travel as multipart uploads, never as JSON).
 pub(crate) const JSON_BODY_MAX: usize = 2 * 1024 * 1024;
 
-/// How long a request body may take to arrive (`CUSTOS_HTTP_BODY_TIMEOUT_SECS`): for a JSON
-/// body, the whole of it; for an upload, each chunk. Set as a request extension by the server.
+/// How long a JSON request body may take to arrive, the whole of it
+/// (`CUSTOS_HTTP_BODY_TIMEOUT_SECS`); set as a request extension by the server. Every body's
+/// chunks are bounded by the same timeout in the listener (`listener::StallGuarded`).
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimeout(pub std::time::Duration);
 
@@ -58,30 +59,6 @@ impl Default for BodyTimeout {
     fn default() -> Self {
         BodyTimeout(crate::listener::ConnectionLimits::default().body_read_timeout)
     }
-}
-
-/// A body stream whose every chunk must arrive within `timeout` (a stalled upload ends in an
-/// error instead of holding its connection and its staging object for ever).
-pub(crate) fn stall_limited(
-    body: axum::body::Body,
-    timeout: std::time::Duration,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    use futures::StreamExt;
-    futures::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(timeout, stream.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
-            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no part of the body arrived for {} seconds", timeout.as_secs()),
-                )),
-                None,
-            )),
-        }
-    })
 }
 
 /// Whether a `Content-Type` is JSON (`application/json`, `application/problem+json`, with or

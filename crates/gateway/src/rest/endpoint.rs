@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use custos_core::{ErrorKind, Problem, RequestCtx};
+use custos_core::{Problem, RequestCtx};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use http::{Method, StatusCode};
@@ -42,14 +42,6 @@ pub struct Operation {
     pub method: &'static str,
 }
 
-fn unauthenticated() -> Problem {
-    Problem::new(
-        ErrorKind::Unauthenticated,
-        "Authentication credentials were not provided",
-        "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
-    )
-}
-
 impl Operation {
     /// A service method for authenticated callers.
     pub fn new<Req, Resp, F, Fut>(method: &'static str, f: F) -> Operation
@@ -65,7 +57,7 @@ impl Operation {
             async move {
                 match ctx {
                     Some(ctx) => f(ctx, req).await,
-                    None => Err(unauthenticated()),
+                    None => Err(crate::edge::no_credentials()),
                 }
             }
         })
@@ -172,7 +164,7 @@ impl Download {
         let call: DownloadCall = Arc::new(move |ctx, input| {
             let f = f.clone();
             Box::pin(async move {
-                let ctx = ctx.ok_or_else(unauthenticated)?;
+                let ctx = ctx.ok_or_else(crate::edge::no_credentials)?;
                 let req: Req = decode(input)?;
                 f(ctx, req).await
             })

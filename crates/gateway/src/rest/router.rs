@@ -80,12 +80,12 @@ async fn receive(
         response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET"));
         return response;
     }
-    let timeout = request.extensions().get::<BodyTimeout>().copied().unwrap_or_default().0;
     if let Some(upload) = &ep.upload
         && streams::is_multipart(request.headers())
     {
-        return streams::upload(ep, upload, ctx, &params, timeout, request).await;
+        return streams::upload(ep, upload, ctx, &params, request).await;
     }
+    let timeout = request.extensions().get::<BodyTimeout>().copied().unwrap_or_default().0;
     let headers = request.headers().clone();
     let body = match tokio::time::timeout(timeout, axum::body::to_bytes(request.into_body(), JSON_BODY_MAX)).await {
         Err(_) => {
@@ -96,7 +96,7 @@ async fn receive(
             ));
         }
         Ok(Ok(body)) => body,
-        Ok(Err(e)) if crate::listener::is_stalled(&e) || e.to_string().contains("no part of the request body") => {
+        Ok(Err(e)) if crate::listener::is_stalled(&e) => {
             return problem_response(&Problem::new(
                 ErrorKind::RequestTimeout,
                 "Request body timeout",

@@ -8,7 +8,6 @@
 //! refused instead.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,7 +21,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use prost_types::field_descriptor_proto::{Label, Type};
 use serde_json::{Map, Value};
 
-use super::decode::{JSON_BODY_MAX, build_input, stall_limited};
+use super::decode::{JSON_BODY_MAX, build_input};
 use super::descriptors;
 use super::endpoint::{Endpoint, FileDownload, Handler, IncomingFile, Upload};
 use crate::edge::problem_response;
@@ -45,10 +44,9 @@ pub async fn upload(
     upload: &Upload,
     ctx: Option<RequestCtx>,
     params: &HashMap<String, String>,
-    timeout: Duration,
     request: Request,
 ) -> Response {
-    match upload_inner(ep, upload, ctx, params, timeout, request).await {
+    match upload_inner(ep, upload, ctx, params, request).await {
         Ok(created) => (ep.success, axum::Json(created)).into_response(),
         Err(problem) => problem_response(&problem),
     }
@@ -59,10 +57,9 @@ async fn upload_inner(
     upload: &Upload,
     ctx: Option<RequestCtx>,
     params: &HashMap<String, String>,
-    timeout: Duration,
     request: Request,
 ) -> Result<Value, Problem> {
-    let ctx = ctx.ok_or_else(unauthenticated)?;
+    let ctx = ctx.ok_or_else(crate::edge::no_credentials)?;
     // An upload writes: a caller who may not is refused before a byte is read.
     ctx.require(custos_core::ctx::Access::Write)?;
     let limit = upload.max_bytes;
@@ -79,7 +76,8 @@ async fn upload_inner(
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type)
         .map_err(|e| Problem::invalid("Malformed multipart body", format!("Content-Type: {e}")))?;
-    let mut multipart = multer::Multipart::new(stall_limited(request.into_body(), timeout), boundary);
+    // A pause between chunks longer than the body timeout ends the stream (the listener's guard).
+    let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
 
     let mut fields = Map::new();
     // The metadata parts together, like a JSON body, are bounded; only the file part streams.
@@ -191,14 +189,6 @@ fn add_field(message: &str, fields: &mut Map<String, Value>, name: &str, text: S
 
 fn malformed(e: multer::Error) -> Problem {
     Problem::invalid("Malformed multipart body", e.to_string())
-}
-
-fn unauthenticated() -> Problem {
-    Problem::new(
-        custos_core::ErrorKind::Unauthenticated,
-        "Authentication credentials were not provided",
-        "Send 'Authorization: Token <token>' or 'Authorization: Bearer <jwt>'",
-    )
 }
 
 /// A file as an HTTP answer, with its digests in the headers so a client can check what it
