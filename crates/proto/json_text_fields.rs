@@ -3,4 +3,5 @@
 /// Fields (`Message.field`) holding a JSON document: JSON text over gRPC, the embedded document
 /// in the REST/JSON form.
 pub const JSON_TEXT_FIELDS: &[&str] =
-    &["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail", "CustodyRecord.details"];
+    &["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail", "CustodyRecord.details",
+      "Job.counters", "Job.parameters", "Job.result"];

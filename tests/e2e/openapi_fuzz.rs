@@ -56,6 +56,9 @@ async fn a_schema_based_fuzzer_finds_no_server_error_or_schema_violation() {
             .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "2"])
             .args(["--seed", "27", "--generation-deterministic", "--no-color", "--suppress-health-check", "all"])
             .args(["--request-timeout", "30"])
+            // Any token may revoke itself (so may the fuzzer's, once it finds its id in a
+            // listing), which would leave every later request a 401; identity_admin tests it.
+            .args(["--exclude-operation-id", "revokeApiToken"])
             .args(["--report-dir", &report.display().to_string()])
             // It keeps a cache of examples in the working directory: not in the source tree.
             .current_dir(std::env::temp_dir())

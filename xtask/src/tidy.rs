@@ -7,8 +7,8 @@
 //! * **edge** — the composition root (`gateway`);
 //! * **tooling** — tests, benchmarks and developer commands.
 //!
-//! and the rules are: no domain crate depends on another (but on `custos-audit-chain`, see
-//! [`SHARED_AUDIT`]); `custos-core` knows no transport and no database; kernel crates depend on no
+//! and the rules are: no domain crate depends on another (but on the shared platform crates
+//! `custos-audit-chain` and `custos-jobs`, see [`SHARED`]); `custos-core` knows no transport and no database; kernel crates depend on no
 //! domain crate and not on the gateway; only the gateway's tooling depends on the gateway.
 //!
 //! No dependencies (xtask builds in seconds): `cargo metadata` runs as a subprocess and its JSON
@@ -35,6 +35,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-incidents", Domain),
     ("custos-evidence", Domain),
     ("custos-holds", Domain),
+    ("custos-jobs", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),
@@ -46,12 +47,16 @@ const LAYERS: &[(&str, Layer)] = &[
     ("xtask", Tooling),
 ];
 
-/// The one domain crate every other domain crate may depend on. Every change is audited in its
-/// own transaction (`custos_audit_chain::record`, called before the commit, ARCHITECTURE.md
-/// "Every change is audited in its own transaction"), so the audit trail is the shared audit
-/// kernel every service writes through; it is a domain crate too (the auditors' API), and it
-/// depends on no other domain crate itself, which rule 1 checks like any other.
-const SHARED_AUDIT: &str = "custos-audit-chain";
+/// The domain crates every other domain crate may depend on: the platform's own services.
+/// Every change is audited in its own transaction (`custos_audit_chain::record`, called before
+/// the commit, ARCHITECTURE.md "Every change is audited in its own transaction"), so the audit
+/// trail is the shared audit kernel every service writes through; long and periodic work is a
+/// job (`custos-jobs`: a domain's long operation queues one, and its kind reports progress and
+/// does steps through it), and the jobs record their own changes in the audit trail, so
+/// `custos-jobs` sits above `custos-audit-chain` (which therefore cannot use it). Both are domain
+/// crates too (with their own APIs), and neither depends on any other domain crate, which rule 1
+/// checks like any other.
+const SHARED: &[&str] = &["custos-audit-chain", "custos-jobs"];
 
 const CORE: &str = "custos-core";
 const GATEWAY: &str = "custos-gateway";
@@ -136,7 +141,7 @@ fn violations(packages: &[Package]) -> Vec<String> {
         let Some(from) = layer(&p.name) else {
             out.push(format!(
                 "`{}` ({}) is not classified: add it to LAYERS in xtask/src/tidy.rs as Domain (depends on no \
-                 other domain crate but {SHARED_AUDIT}), Kernel (depends on no domain crate), Edge or Tooling",
+                 other domain crate but {SHARED:?}), Kernel (depends on no domain crate), Edge or Tooling",
                 p.name, p.manifest
             ));
             continue;
@@ -145,10 +150,10 @@ fn violations(packages: &[Package]) -> Vec<String> {
             let to = layer(&d.name);
             // 1. Domain crates share only what the kernel offers (normal and build dependencies;
             //    a test may reach further).
-            if from == Domain && to == Some(Domain) && d.shipped && d.name != SHARED_AUDIT {
+            if from == Domain && to == Some(Domain) && d.shipped && !SHARED.contains(&d.name.as_str()) {
                 out.push(format!(
                     "domain crate `{}` depends on domain crate `{}`: domain crates do not depend on each other \
-                     (only on {SHARED_AUDIT}). Put what both need in the kernel (a trait in custos-core, as \
+                     (only on {SHARED:?}). Put what both need in the kernel (a trait in custos-core, as \
                      core::hold::HoldCheck is; tables in custos_db::schema) or compose them in the gateway",
                     p.name, d.name
                 ));

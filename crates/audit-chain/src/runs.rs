@@ -14,8 +14,9 @@
 //!
 //! A run is [`Launch::Attached`] to a caller who waits on it (the synchronous API call, the
 //! CLI), who resumes it if it stops — it may have been stopped on purpose — or runs in the
-//! [`Launch::Background`], where the server finishes it: [`AuditChain::watch_interrupted`]
-//! resumes, on whichever replica finds it first, every background run whose lease has lapsed.
+//! [`Launch::Background`], where the server finishes it: [`AuditChain::resume_interrupted`]
+//! (the platform's `audit.verification_resumer` job, at start and every few minutes) resumes
+//! every background run whose lease has lapsed, on whichever replica runs that job.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -26,7 +27,6 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
@@ -312,44 +312,6 @@ impl AuditChain {
             outcomes.push((id, outcome));
         }
         Ok(outcomes)
-    }
-
-    /// Until `shutdown`: every `every`, resumes the background runs that were interrupted (by a
-    /// crash, a restart or a lost connection) and carries them to their end. A run that cannot be
-    /// resumed (its saved state does not authenticate) is reported once and left alone: a new run
-    /// is the way on. Stopped mid-run, the run is simply interrupted again, for the next start.
-    pub async fn watch_interrupted(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        let mut given_up = HashSet::new();
-        loop {
-            tokio::select! {
-                swept = self.resume_interrupted(&given_up) => match swept {
-                    Ok(outcomes) => {
-                        for (id, outcome) in outcomes {
-                            match outcome {
-                                Ok(report) => tracing::info!(
-                                    verification = %id, ok = report.ok, first_bad_seq = ?report.first_bad_seq,
-                                    "resumed an interrupted background verification to its end"
-                                ),
-                                Err(ChainError::VerificationBusy(_) | ChainError::VerificationTakenOver(_)) => {
-                                    tracing::debug!(verification = %id, "another runner took this verification over first")
-                                }
-                                Err(e @ (ChainError::Unresumable(_) | ChainError::NoSuchVerification(_))) => {
-                                    tracing::error!(verification = %id, error = %e, "an interrupted background verification cannot be resumed; start a new one");
-                                    given_up.insert(id);
-                                }
-                                Err(e) => tracing::warn!(verification = %id, error = %e, "resuming a background verification failed; will retry"),
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot look for interrupted verifications; will retry"),
-                },
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-        }
     }
 
     fn state_key(&self) -> Hash {

@@ -674,7 +674,7 @@ impl AuditService {
     /// Starts a verification in the background (on this server's runtime) and answers at once
     /// with the run, whose progress `get_verification` shows. Should the server stop first, the
     /// run is interrupted, and the server resumes it once its lease lapses (see
-    /// [`AuditChain::watch_interrupted`]).
+    /// [`AuditChain::resume_interrupted`], the platform's `audit.verification_resumer` job).
     pub async fn start_verification(
         &self,
         ctx: &RequestCtx,

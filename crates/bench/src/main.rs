@@ -12,6 +12,7 @@
 //! `custos-bench verify-file FILE`.
 
 mod cpu;
+mod jobs;
 mod lists;
 mod upload;
 
@@ -196,6 +197,9 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("upload") {
         return upload::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("jobs") {
+        return jobs::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("lists") {
         return lists::run(&args[2..]).await;
     }
@@ -207,7 +211,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | leaf"
         );
         std::process::exit(2);
     }

@@ -48,6 +48,26 @@ impl Role {
         }
     }
 
+    /// Whether this role grants nothing `other` does not (`self ≤ other`): viewer is within every
+    /// role, editor and auditor each within admin, every role within itself; editor and auditor
+    /// are incomparable. This is the inclusion of what [`Role::allows`].
+    pub fn within(self, other: Role) -> bool {
+        self == other || self == Role::Viewer || other == Role::Admin
+    }
+
+    /// The greatest role within both (their meet): what a token limited to `self` may do for a
+    /// user who holds `other` (editor and auditor meet at viewer). The database's
+    /// `custos_role_meet` (migration 000023) is the same.
+    pub fn meet(self, other: Role) -> Role {
+        if self.within(other) {
+            self
+        } else if other.within(self) {
+            other
+        } else {
+            Role::Viewer
+        }
+    }
+
     pub fn allows(self, access: Access) -> bool {
         match access {
             Access::Read => true,
@@ -184,6 +204,24 @@ mod tests {
             let got = [Read, Write, Audit, Admin].map(|a| role.allows(a));
             assert_eq!(got, expect, "{role}");
         }
+    }
+
+    #[test]
+    fn the_role_order_is_the_inclusion_of_what_roles_allow() {
+        use Access::*;
+        for a in Role::ALL {
+            for b in Role::ALL {
+                let included = [Read, Write, Audit, Admin].iter().all(|&x| !a.allows(x) || b.allows(x));
+                assert_eq!(a.within(b), included, "{a} within {b}");
+                let meet = a.meet(b);
+                assert!(meet.within(a) && meet.within(b), "{a} ∧ {b} = {meet}");
+                assert!(Role::ALL.iter().all(|&c| !(c.within(a) && c.within(b)) || c.within(meet)), "{a} ∧ {b}");
+                assert_eq!(meet, b.meet(a));
+            }
+        }
+        assert_eq!(Role::Editor.meet(Role::Auditor), Role::Viewer);
+        assert_eq!(Role::Admin.meet(Role::Editor), Role::Editor);
+        assert!(!Role::Editor.within(Role::Auditor) && !Role::Auditor.within(Role::Editor));
     }
 
     #[test]

@@ -319,6 +319,14 @@ impl Db {
         self.begin_with("BEGIN", None).await
     }
 
+    /// Opens a transaction in the *system scope*, still under the restricted role: it sees the
+    /// jobs, their steps and schedules of every organisation, and which organisations exist, but
+    /// no tenant's data (migration 000022). For the job runners and the scheduler only; work
+    /// for one organisation switches to its tenant ([`Tx::set_tenant`]) or opens its own.
+    pub async fn begin_system(&self) -> Result<Tx, DbError> {
+        self.begin_with("BEGIN; SELECT set_config('custos.scope', 'system', true)", None).await
+    }
+
     /// Resolves an organisation slug to its id, before any tenant is set.
     pub async fn organization_by_slug(&self, slug: &str) -> Result<Option<(Uuid, String)>, DbError> {
         #[derive(QueryableByName)]
@@ -351,6 +359,16 @@ impl Tx {
     pub async fn lock_named(&mut self, key: &str) -> Result<(), DbError> {
         diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind::<diesel::sql_types::Text, _>(key)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Makes the rest of this transaction act for `organization_id` (row-level security then
+    /// shows that tenant's rows): how a system-scope transaction records a change in an
+    /// organisation's audit trail beside its own bookkeeping.
+    pub async fn set_tenant(&mut self, organization_id: Uuid) -> Result<(), DbError> {
+        diesel::sql_query(format!("SELECT set_config('custos.org_id', '{organization_id}', true)"))
             .execute(self.conn())
             .await?;
         Ok(())

@@ -22,6 +22,7 @@ diesel::table! {
         last_login_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        last_seen_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -37,6 +38,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
         expires_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        role -> Nullable<Text>,
     }
 }
 
@@ -391,14 +393,79 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Background work (migration 000022): one row per job, claimed under a lease.
+    jobs (id) {
+        id -> Uuid,
+        organization_id -> Nullable<Uuid>,
+        kind -> Text,
+        parameters -> Jsonb,
+        status -> Text,
+        progress -> Double,
+        counters -> Jsonb,
+        checkpoint -> Nullable<Jsonb>,
+        result -> Nullable<Jsonb>,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        takeovers -> Integer,
+        error -> Nullable<Text>,
+        run_after -> Timestamptz,
+        runner -> Nullable<Uuid>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        heartbeat_at -> Nullable<Timestamptz>,
+        cancel_requested_at -> Nullable<Timestamptz>,
+        cancel_requested_by -> Nullable<Text>,
+        created_by -> Text,
+        schedule_name -> Nullable<Text>,
+        scheduled_for -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// The steps of a job that are done, each committed with its own changes.
+    job_steps (job_id, step) {
+        job_id -> Uuid,
+        step -> Text,
+        organization_id -> Nullable<Uuid>,
+        done_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// When each kind of job runs: a platform schedule (no organisation) or an organisation's.
+    job_schedules (id) {
+        id -> Uuid,
+        organization_id -> Nullable<Uuid>,
+        name -> Text,
+        kind -> Text,
+        cron -> Text,
+        enabled -> Bool,
+        customized -> Bool,
+        next_run_at -> Nullable<Timestamptz>,
+        last_run_at -> Nullable<Timestamptz>,
+        last_job_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        updated_by -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
 diesel::joinable!(custody_records -> evidence (evidence_id));
 diesel::joinable!(evidence_requirements -> evidence (evidence_id));
 diesel::joinable!(evidence_requirements -> requirements (requirement_id));
+diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
+    jobs,
+    job_steps,
+    job_schedules,
     users,
     api_tokens,
     frameworks,

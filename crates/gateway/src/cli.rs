@@ -32,6 +32,10 @@ pub enum Command {
     /// Service levels: CUSTOS_INCIDENT_CRITICAL_SLA_MINUTES (15), CUSTOS_INCIDENT_NORMAL_SLA_MINUTES
     /// (30), CUSTOS_INCIDENT_RESOLUTION_SLA_HOURS (4), CUSTOS_VULN_SLA_CRITICAL_DAYS (3),
     /// CUSTOS_VULN_SLA_HIGH_DAYS (14), CUSTOS_VULN_SLA_MEDIUM_DAYS (30), CUSTOS_VULN_SLA_LOW_DAYS (90).
+    ///
+    /// Jobs: CUSTOS_JOBS (true), CUSTOS_JOB_CONCURRENCY (8), CUSTOS_JOB_POLL_MS (1000),
+    /// CUSTOS_JOB_LEASE_SECS (30), CUSTOS_JOB_RETRY_BASE_SECS (30), CUSTOS_SCHEDULER_TICK_MS (1000),
+    /// CUSTOS_SCHEDULE_<NAME> (a cron expression or off; see `custos jobs schedules`).
     Serve,
     /// Apply pending database migrations (creates the restricted `custos_app` role if needed).
     Migrate(DbArgs),

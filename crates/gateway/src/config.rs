@@ -9,6 +9,7 @@ use custos_audit_chain::SequencerConfig;
 use custos_audit_chain::keys::{DEFAULT_ORIGIN, KeyConfig};
 use custos_identity::{JwtConfig, JwtKey};
 pub use custos_incidents::Slas;
+use custos_jobs::RunnerConfig;
 
 pub use crate::listener::ConnectionLimits;
 
@@ -36,6 +37,61 @@ pub struct Config {
     /// Timeouts and connection caps of both listeners (`CUSTOS_HTTP_*_TIMEOUT_SECS`,
     /// `CUSTOS_MAX_CONNECTIONS`, `CUSTOS_MAX_CONNECTIONS_PER_CLIENT`).
     pub connections: ConnectionLimits,
+    /// Background jobs and their schedules (`CUSTOS_JOB_*`, `CUSTOS_SCHEDULE_*`).
+    pub jobs: JobsConfig,
+}
+
+/// How this server runs jobs and fires schedules.
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// `CUSTOS_JOBS` (default on): whether this replica runs jobs and fires schedules at all
+    /// (off: an API-only replica; the others do the work).
+    pub run: bool,
+    pub runner: RunnerConfig,
+    /// How often the scheduler looks for due schedules (`CUSTOS_SCHEDULER_TICK_MS`, 1000).
+    pub scheduler_tick: Duration,
+    /// `CUSTOS_SCHEDULE_<NAME>` settings by schedule name (`audit-retention` for
+    /// `CUSTOS_SCHEDULE_AUDIT_RETENTION`): a cron expression or `off`. Checked against the
+    /// schedules the domains declare when the server starts.
+    pub schedules: Vec<(String, String)>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            run: true,
+            runner: RunnerConfig::default(),
+            scheduler_tick: Duration::from_secs(1),
+            schedules: Vec::new(),
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn from_env() -> Result<JobsConfig, ConfigError> {
+        let d = RunnerConfig::default();
+        let schedules = std::env::vars()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("CUSTOS_SCHEDULE_")?;
+                Some((name.to_ascii_lowercase().replace('_', "-"), v.trim().to_owned()))
+            })
+            .collect();
+        Ok(JobsConfig {
+            run: flag("CUSTOS_JOBS", true)?,
+            runner: RunnerConfig {
+                concurrency: positive("CUSTOS_JOB_CONCURRENCY", d.concurrency as u32)? as usize,
+                poll: Duration::from_millis(u64::from(positive("CUSTOS_JOB_POLL_MS", d.poll.as_millis() as u32)?)),
+                lease: Duration::from_secs(u64::from(positive("CUSTOS_JOB_LEASE_SECS", d.lease.as_secs() as u32)?)),
+                retry_base: Duration::from_secs(u64::from(positive(
+                    "CUSTOS_JOB_RETRY_BASE_SECS",
+                    d.retry_base.as_secs() as u32,
+                )?)),
+                retry_max: d.retry_max,
+            },
+            scheduler_tick: Duration::from_millis(u64::from(positive("CUSTOS_SCHEDULER_TICK_MS", 1000)?)),
+            schedules,
+        })
+    }
 }
 
 /// The listeners' limits from the environment (defaults in [`ConnectionLimits::default`]).
@@ -83,20 +139,14 @@ impl EvidenceConfig {
     }
 }
 
-/// By default the first retention pass runs one to six minutes after start: servers restarted
-/// more often than daily (deployments, autoscaling) would never prune if it waited a day.
-pub const RETENTION_FIRST_PASS: std::ops::Range<std::time::Duration> =
-    std::time::Duration::from_secs(60)..std::time::Duration::from_secs(360);
-
 /// The audit chain's keys and tuning.
 #[derive(Clone, Debug)]
 pub struct AuditConfig {
     pub keys: KeyConfig,
     pub checkpoint_interval_ms: u64,
+    /// `CUSTOS_AUDIT_RETENTION_DAYS`: entries older than this are pruned by the `audit-retention`
+    /// schedule (daily by default; `CUSTOS_SCHEDULE_AUDIT_RETENTION`).
     pub retention_days: u32,
-    /// When the server's first retention pass runs: at a random moment in this window after
-    /// start (replicas started together spread out; a pass on each is safe, one finds work).
-    pub retention_first_pass: std::ops::Range<std::time::Duration>,
     /// Entries one search request reads at most (`CUSTOS_AUDIT_SEARCH_SCAN`).
     pub search_scan: usize,
 }
@@ -138,7 +188,6 @@ impl AuditConfig {
             },
             checkpoint_interval_ms: parsed("CUSTOS_AUDIT_CHECKPOINT_INTERVAL_MS", 500u64)?,
             retention_days: positive("CUSTOS_AUDIT_RETENTION_DAYS", 2555)?,
-            retention_first_pass: RETENTION_FIRST_PASS,
             search_scan: positive("CUSTOS_AUDIT_SEARCH_SCAN", SequencerConfig::default().search_scan as u32)? as usize,
         })
     }
@@ -174,7 +223,12 @@ fn flag(name: &str, default: bool) -> Result<bool, ConfigError> {
 impl Config {
     /// Reads the whole configuration; `database_url` may be passed explicitly (CLI flag).
     pub fn from_env() -> Result<Config, ConfigError> {
-        let database_url = var("DATABASE_URL").ok_or_else(|| {
+        Self::from_env_with(var("DATABASE_URL"))
+    }
+
+    /// [`Config::from_env`] with the database named elsewhere (a CLI flag).
+    pub fn from_env_with(database_url: Option<String>) -> Result<Config, ConfigError> {
+        let database_url = database_url.ok_or_else(|| {
             ConfigError("DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/custos)".into())
         })?;
         check_database_url(&database_url)?;
@@ -208,6 +262,7 @@ impl Config {
             evidence: EvidenceConfig::from_env(&data_dir)?,
             slas: slas_from_env()?,
             connections: connections_from_env()?,
+            jobs: JobsConfig::from_env()?,
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,

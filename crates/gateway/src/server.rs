@@ -16,6 +16,7 @@ use custos_frameworks::FrameworksService;
 use custos_holds::{LegalHoldCheck, LegalHoldsService};
 use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
+use custos_jobs::JobsService;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -41,6 +42,8 @@ pub struct App {
     pub holds: Holds,
     pub evidence: EvidenceService,
     pub legal_holds: LegalHoldsService,
+    /// Jobs and schedules: the API, and the kinds every served domain registered.
+    pub jobs: JobsService,
 }
 
 impl App {
@@ -53,6 +56,7 @@ impl App {
             audit: AuditService::new(chain, holds.clone()),
             evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
             legal_holds: LegalHoldsService::new(db.clone()),
+            jobs: JobsService::new(db.clone()),
             incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
             holds,
             db,
@@ -130,6 +134,14 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Stops every task at once, as a crash would: nothing is released or finished (jobs it
+    /// held lapse and are taken over by another replica). For tests of recovery.
+    pub fn kill(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish, and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -184,9 +196,10 @@ pub async fn start_with(config: &Config, served: Vec<&'static domains::Domain>) 
     let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence)?;
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone())
         .map_err(|e| anyhow::anyhow!(e))?
-        .with_token_cache(Duration::from_secs(config.auth_cache_seconds));
+        .with_token_cache(Duration::from_secs(config.auth_cache_seconds))
+        .with_credential_changes(app.identity.credential_changes());
     let limits = Arc::new(RateLimits::new(config.rate_limit_auth_per_hour, config.rate_limit_anon_per_hour));
-    let domains = domains::compose_these(&served, &app, config);
+    let domains = domains::compose_these(&served, &app, config)?;
     let public = PublicPaths::of(&domains.endpoints, &domains.grpc);
     let edge = Edge {
         authenticator,

@@ -62,6 +62,9 @@ fn every_subcommand_has_help() {
         vec!["token", "--help"],
         vec!["token", "create", "--help"],
         vec!["seed", "--help"],
+        vec!["jobs", "--help"],
+        vec!["jobs", "run", "--help"],
+        vec!["jobs", "list", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -139,6 +142,14 @@ async fn operator_flow_migrate_org_token_seed() {
         1
     );
     assert_clean_failure(&run(&["token", "create", "--org", "nope", "--email", "a@b.c", "--role", "viewer"]), "nope");
+    // An expiring token; an expiry in the past or not a timestamp is refused.
+    let expiring = ["token", "create", "--org", "acme", "--email", "ci@acme.test", "--role", "viewer", "--expires-at"];
+    let o = run(&[&expiring[..], &["2099-01-01T00:00:00Z"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("expires at 2099-01-01T00:00:00"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM api_tokens WHERE expires_at = '2099-01-01T00:00:00Z'").await, 1);
+    assert_clean_failure(&run(&[&expiring[..], &["2001-01-01T00:00:00Z"]].concat()), "expires_at");
+    assert_clean_failure(&run(&[&expiring[..], &["soon"]].concat()), "expires-at");
 
     let o = run(&["seed", "--org", "acme"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -407,5 +418,55 @@ async fn audit_commands_verify_export_and_detect_tampering() {
         .output()
         .unwrap();
     assert_clean_failure(&o, "CUSTOS_SIGNING_KEY");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_commands_run_a_schedule_here_and_show_every_job() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-jobs-cli-{}", db.name));
+    let run = |args: &[&str]| custos_in(args, &db.url, &dir);
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
+
+    let o = run(&["jobs", "schedules"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in ["audit-retention", "evidence-object-sweep", "audit-verification-resumer"] {
+        assert!(stdout(&o).contains(name), "{name}: {}", stdout(&o));
+    }
+    // An organisation's schedule needs its organisation; an unknown one is named.
+    assert_clean_failure(&run(&["jobs", "run", "audit-retention"]), "--org");
+    assert_clean_failure(&run(&["jobs", "run", "no-such"]), "no schedule");
+    assert_clean_failure(&run(&["jobs", "run", "evidence-object-sweep", "--org", "acme"]), "platform job");
+
+    // Run here, to its end (not a terminal: progress lines, not a bar), then shown.
+    let o = run(&["jobs", "run", "audit-retention", "--org", "acme"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("\"status\": \"succeeded\""), "{out}");
+    assert!(out.contains("\"kind\": \"audit.retention\""), "{out}");
+    let o = run(&["jobs", "run", "evidence-object-sweep"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"unreferenced_removed\": 0"), "{}", stdout(&o));
+    // Queued only, for a server.
+    let o = run(&["jobs", "run", "audit-retention", "--org", "acme", "--detach"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("queued"), "{}", stdout(&o));
+
+    let o = run(&["jobs", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = stdout(&o);
+    assert_eq!(list.matches("audit.retention").count(), 2, "{list}");
+    assert!(list.contains("evidence.object_sweep") && list.contains("(platform)"), "{list}");
+    assert!(list.contains("succeeded") && list.contains("queued"), "{list}");
+    let o = run(&["jobs", "list", "--status", "queued"]);
+    assert_eq!(stdout(&o).lines().count(), 2, "a header and the queued job: {}", stdout(&o));
+    assert_clean_failure(&run(&["jobs", "list", "--status", "done"]), "status");
+    let id = stdout(&o).lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let o = run(&["jobs", "show", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"organization_id\""), "{}", stdout(&o));
+    assert_clean_failure(&run(&["jobs", "show", "nope"]), "not a job id");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs WHERE created_by LIKE 'operator:%'").await, 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,6 +5,7 @@
 //! `sub` identifies the caller and `email` is recorded when present.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,8 +68,28 @@ pub struct Authenticator {
     recent: Arc<RecentTokens>,
     /// API tokens refused in the last few seconds, by hash: the same bad token sent again and
     /// again (a misconfigured script, a flood) is answered without a database lookup each time.
-    refused_tokens: Arc<RecentRefusals>,
+    refused_tokens: Arc<RecentTokenRefusals>,
     refusals: Arc<RecentRefusals>,
+    /// Bumped when a user or token changes: what was remembered before is not used after.
+    changes: CredentialChanges,
+}
+
+/// What the identity service tells the authenticators of its process when a user or an API token
+/// changes (a role, a deactivation, a revocation): every token lookup they remember from before
+/// is forgotten, so the change holds at once here (other processes see it within
+/// `CUSTOS_AUTH_CACHE_SECONDS`). Changes are rare, so all is forgotten, not only the one user's.
+#[derive(Clone, Default)]
+pub struct CredentialChanges(Arc<AtomicU64>);
+
+impl CredentialChanges {
+    /// A user or token changed (call after the change is committed).
+    pub fn changed(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn generation(&self) -> u64 {
+        AtomicU64::load(&self.0, Ordering::SeqCst)
+    }
 }
 
 const REFUSED_TOKEN: &str = "Invalid, expired or revoked token";
@@ -97,7 +118,9 @@ struct Recent<V> {
     entries: Mutex<HashMap<[u8; 32], (Instant, V)>>,
 }
 
-type RecentTokens = Recent<Principal>;
+/// Remembered lookups carry the [`CredentialChanges`] generation they were made in.
+type RecentTokens = Recent<(u64, Principal)>;
+type RecentTokenRefusals = Recent<u64>;
 type RecentRefusals = Recent<()>;
 
 impl<V: Clone> Recent<V> {
@@ -113,7 +136,9 @@ impl<V: Clone> Recent<V> {
         entries.get(hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
     }
 
-    fn put(&self, hash: [u8; 32], value: V) {
+    /// Remembers `value`, replacing what was remembered (a lookup of an older generation).
+    fn replace(&self, hash: [u8; 32], value: V) {
+        self.forget(&hash);
         self.put_unless_present(hash, value);
     }
 
@@ -190,15 +215,23 @@ impl Authenticator {
             db,
             jwt,
             recent: Arc::new(RecentTokens::new(Duration::ZERO)),
-            refused_tokens: Arc::new(RecentRefusals::new(Duration::ZERO)),
+            refused_tokens: Arc::new(RecentTokenRefusals::new(Duration::ZERO)),
             refusals: Arc::new(RecentRefusals::new(REFUSAL_RECORD_INTERVAL)),
+            changes: CredentialChanges::default(),
         })
+    }
+
+    /// Forgets remembered token lookups whenever `changes` says a user or token changed (share
+    /// the identity service's: [`crate::IdentityService::credential_changes`]).
+    pub fn with_credential_changes(mut self, changes: CredentialChanges) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// Remembers successful API-token lookups for `ttl` (see [`RecentTokens`]).
     pub fn with_token_cache(mut self, ttl: Duration) -> Self {
         self.recent = Arc::new(RecentTokens::new(ttl));
-        self.refused_tokens = Arc::new(RecentRefusals::new(ttl));
+        self.refused_tokens = Arc::new(RecentTokenRefusals::new(ttl));
         self
     }
 
@@ -220,20 +253,22 @@ impl Authenticator {
 
     async fn api_token(&self, token: &str, attempt: &Attempt) -> Result<Principal, Problem> {
         let hash = hash_token(token);
-        if let Some(principal) = self.recent.get(&hash) {
+        // Taken before the lookup: a change committed while it runs makes its answer stale.
+        let generation = self.changes.generation();
+        if let Some((_, principal)) = self.recent.get(&hash).filter(|(g, _)| *g == generation) {
             return Ok(principal);
         }
-        if self.refused_tokens.get(&hash).is_some() {
+        if self.refused_tokens.get(&hash).is_some_and(|g| g == generation) {
             return Err(unauthenticated(REFUSED_TOKEN));
         }
         match self.look_up_token(token, attempt).await {
             Ok(principal) => {
-                self.recent.put(hash, principal.clone());
+                self.recent.replace(hash, (generation, principal.clone()));
                 Ok(principal)
             }
             Err(refused) => {
                 if refused.kind == ErrorKind::Unauthenticated {
-                    self.refused_tokens.put(hash, ());
+                    self.refused_tokens.replace(hash, generation);
                 }
                 Err(refused)
             }

@@ -12,6 +12,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::auth::CredentialChanges;
+
 /// The prefix every Custos API token starts with, so secret scanners can recognise one.
 pub const TOKEN_PREFIX: &str = "cst_";
 
@@ -23,8 +25,37 @@ pub enum IdentityError {
     OrganizationExists(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// No such user in the caller's organisation (or a malformed id).
+    #[error("user {0} not found")]
+    UserNotFound(String),
+    /// No such API token the caller may see in their organisation (or a malformed id).
+    #[error("API token {0} not found")]
+    TokenNotFound(String),
+    /// The change would leave the organisation without an active admin.
+    #[error("user {0} is the organisation's last active admin")]
+    LastAdmin(Uuid),
+    /// A token asked for with more rights than the caller holds.
+    #[error("a {asked} token was asked for by a caller acting as {held}")]
+    RoleAboveOwn { asked: Role, held: Role },
+    /// A caller authenticated by a bearer JWT has no user row to own a token.
+    #[error("a bearer-token caller has no user to own a token")]
+    NoUserToOwn,
+    /// Tokens are not issued to a deactivated user.
+    #[error("user {0} is deactivated")]
+    UserInactive(Uuid),
+    /// The caller's role may see this but not do it.
+    #[error("not allowed: {0}")]
+    NotAllowed(&'static str),
+    #[error(transparent)]
+    Rejected(#[from] Problem),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for IdentityError {
+    fn from(e: diesel::result::Error) -> Self {
+        IdentityError::Db(e.into())
+    }
 }
 
 impl From<IdentityError> for Problem {
@@ -39,6 +70,35 @@ impl From<IdentityError> for Problem {
                 Problem::conflict("Organisation already exists", format!("The slug {slug:?} is taken"))
             }
             IdentityError::Invalid { field, reason } => Problem::invalid_field(field, reason),
+            IdentityError::UserNotFound(id) => Problem::not_found("User", id),
+            IdentityError::TokenNotFound(id) => Problem::not_found("API token", id),
+            IdentityError::LastAdmin(id) => Problem::state_conflict(
+                "Last active admin",
+                format!(
+                    "User {id} is the organisation's last active admin and can be neither demoted nor deactivated; \
+                     make another user admin first"
+                ),
+            ),
+            IdentityError::RoleAboveOwn { asked, held } => Problem::new(
+                ErrorKind::PermissionDenied,
+                "You do not have permission to perform this action",
+                format!(
+                    "A token cannot have more rights than its creator: you act as {held}, which does not include {asked}"
+                ),
+            ),
+            IdentityError::NoUserToOwn => Problem::invalid_field(
+                "user_id",
+                "You are authenticated by a bearer token, which has no Custos user to own an API token; \
+                 an admin may name the owner with user_id",
+            ),
+            IdentityError::UserInactive(id) => Problem::state_conflict(
+                "User is deactivated",
+                format!("User {id} is deactivated; reactivate them first"),
+            ),
+            IdentityError::NotAllowed(why) => {
+                Problem::new(ErrorKind::PermissionDenied, "You do not have permission to perform this action", why)
+            }
+            IdentityError::Rejected(p) => p,
             IdentityError::Db(e) => e.into(),
         }
     }
@@ -67,12 +127,20 @@ pub struct IssuedToken {
 
 #[derive(Clone)]
 pub struct IdentityService {
-    db: Db,
+    pub(crate) db: Db,
+    pub(crate) changes: CredentialChanges,
 }
 
 impl IdentityService {
     pub fn new(db: Db) -> Self {
-        IdentityService { db }
+        IdentityService { db, changes: CredentialChanges::default() }
+    }
+
+    /// What this service tells authenticators when a user or token changes: hand it to the
+    /// process's [`crate::Authenticator`] so that the change holds at once
+    /// ([`crate::Authenticator::with_credential_changes`]).
+    pub fn credential_changes(&self) -> CredentialChanges {
+        self.changes.clone()
     }
 
     pub fn db(&self) -> &Db {
@@ -157,6 +225,21 @@ impl IdentityService {
         role: Role,
         token_name: &str,
     ) -> Result<IssuedToken, IdentityError> {
+        self.issue_token_expiring(org_slug, email, role, token_name, None).await
+    }
+
+    /// [`IdentityService::issue_token`], the token expiring at `expires_at` (in the future) if given.
+    pub async fn issue_token_expiring(
+        &self,
+        org_slug: &str,
+        email: &str,
+        role: Role,
+        token_name: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<IssuedToken, IdentityError> {
+        if expires_at.is_some_and(|e| e <= timefmt::now()) {
+            return Err(IdentityError::Invalid { field: "expires_at", reason: "must be in the future".into() });
+        }
         let email = email.trim();
         if !email.contains('@') || email.starts_with('@') || email.len() > 254 {
             return Err(IdentityError::Invalid {
@@ -169,10 +252,8 @@ impl IdentityService {
         let mut tx = self.db.begin(org_id).await?;
         let (user_id, user_created) = upsert_user(&mut tx, &ctx, email, role).await?;
 
-        let secret: [u8; 32] = rand::random();
-        let token = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let NewSecret { token, prefix, hash } = NewSecret::generate();
         let token_id = new_id();
-        let prefix: String = token.chars().take(TOKEN_PREFIX.len() + 6).collect();
         diesel::insert_into(api_tokens::table)
             .values((
                 api_tokens::id.eq(token_id),
@@ -180,7 +261,8 @@ impl IdentityService {
                 api_tokens::user_id.eq(user_id),
                 api_tokens::name.eq(token_name),
                 api_tokens::token_prefix.eq(&prefix),
-                api_tokens::token_hash.eq(hash_token(&token).to_vec()),
+                api_tokens::token_hash.eq(hash.to_vec()),
+                api_tokens::expires_at.eq(expires_at),
             ))
             .execute(tx.conn())
             .await
@@ -194,11 +276,19 @@ impl IdentityService {
                 resource_id: token_id.to_string(),
                 before: serde_json::Value::Null,
                 // The secret never enters the audit trail; its prefix identifies it.
-                after: json!({ "id": token_id, "user_id": user_id, "name": token_name, "token_prefix": prefix }),
+                after: json!({
+                    "id": token_id,
+                    "user_id": user_id,
+                    "name": token_name,
+                    "token_prefix": prefix,
+                    "expires_at": expires_at.map(timefmt::timestamp),
+                }),
             },
         )
         .await?;
         tx.commit().await?;
+        // The user's role may have changed.
+        self.changes.changed();
         Ok(IssuedToken { token, token_id, user_id, organization_id: org_id, role, user_created })
     }
 
@@ -216,6 +306,23 @@ impl IdentityService {
             user_id: ctx.actor.user_id().map(|u| u.to_string()),
             email: ctx.actor.email().map(str::to_owned),
         })
+    }
+}
+
+/// A new token's secret, the prefix listings show and the hash that is stored.
+pub(crate) struct NewSecret {
+    pub token: String,
+    pub prefix: String,
+    pub hash: [u8; 32],
+}
+
+impl NewSecret {
+    pub fn generate() -> Self {
+        let secret: [u8; 32] = rand::random();
+        let token = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let prefix: String = token.chars().take(TOKEN_PREFIX.len() + 6).collect();
+        let hash = hash_token(&token);
+        NewSecret { token, prefix, hash }
     }
 }
 

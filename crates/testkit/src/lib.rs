@@ -159,13 +159,25 @@ pub struct ServerOptions {
     pub slas: Option<Slas>,
     /// `CUSTOS_AUDIT_SEARCH_SCAN` (default as in production).
     pub audit_search_scan: Option<usize>,
-    /// `CUSTOS_AUDIT_RETENTION_DAYS` (default as in production), and when the server's first
-    /// retention pass runs (default: not during a test).
-    pub audit_retention: Option<(u32, std::time::Duration)>,
+    /// `CUSTOS_AUDIT_RETENTION_DAYS` (default as in production).
+    pub audit_retention_days: Option<u32>,
+    /// Jobs and schedules (default: as in production, but polling every 50 ms, leases of 3 s
+    /// and retries after 1 s, so that tests see takeovers and retries quickly).
+    pub jobs: Option<custos_gateway::config::JobsConfig>,
     /// The listeners' timeouts and connection caps (default as in production).
     pub connections: Option<custos_gateway::config::ConnectionLimits>,
     /// Domains served beside `custos_gateway::domains::ALL` (a test's throwaway domain).
     pub extra_domains: Vec<&'static custos_gateway::domains::Domain>,
+}
+
+/// The jobs configuration tests run with by default: quick polls, short leases, short retries.
+pub fn test_jobs_config() -> custos_gateway::config::JobsConfig {
+    let mut jobs = custos_gateway::config::JobsConfig::default();
+    jobs.runner.poll = std::time::Duration::from_millis(50);
+    jobs.runner.lease = std::time::Duration::from_secs(3);
+    jobs.runner.retry_base = std::time::Duration::from_secs(1);
+    jobs.scheduler_tick = std::time::Duration::from_millis(200);
+    jobs
 }
 
 /// A running gateway over its own database.
@@ -177,6 +189,7 @@ pub struct TestServer {
     pub grpc_addr: SocketAddr,
     data_dir: PathBuf,
     config: Config,
+    domains: Vec<&'static custos_gateway::domains::Domain>,
 }
 
 /// An organisation created for a test, with a token per role.
@@ -248,11 +261,7 @@ impl TestServer {
                     trusted: vec![],
                 },
                 checkpoint_interval_ms: 200,
-                retention_days: options.audit_retention.map_or(2555, |(days, _)| days),
-                retention_first_pass: match options.audit_retention {
-                    Some((_, after)) => after..after,
-                    None => std::time::Duration::from_secs(86_400)..std::time::Duration::from_secs(86_400),
-                },
+                retention_days: options.audit_retention_days.unwrap_or(2555),
                 search_scan: options
                     .audit_search_scan
                     .unwrap_or(custos_audit_chain::SequencerConfig::default().search_scan),
@@ -265,9 +274,11 @@ impl TestServer {
             },
             slas: options.slas.unwrap_or_default(),
             connections: options.connections.unwrap_or_default(),
+            jobs: options.jobs.unwrap_or_else(test_jobs_config),
         };
-        let domains = custos_gateway::domains::ALL.iter().chain(options.extra_domains.iter().copied()).collect();
-        let server = custos_gateway::server::start_with(&config, domains).await.expect("start gateway");
+        let domains: Vec<_> =
+            custos_gateway::domains::ALL.iter().chain(options.extra_domains.iter().copied()).collect();
+        let server = custos_gateway::server::start_with(&config, domains.clone()).await.expect("start gateway");
         TestServer {
             base: format!("http://{}", server.http_addr),
             grpc_addr: server.grpc_addr,
@@ -276,6 +287,7 @@ impl TestServer {
             db,
             data_dir,
             config,
+            domains,
         }
     }
 
@@ -285,10 +297,25 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let server = custos_gateway::server::start(&self.config).await.expect("restart gateway");
+        let server =
+            custos_gateway::server::start_with(&self.config, self.domains.clone()).await.expect("restart gateway");
         self.base = format!("http://{}", server.http_addr);
         self.grpc_addr = server.grpc_addr;
         self.server = Some(server);
+    }
+
+    /// Stops the server at once, as a crash would: nothing it held is released (its jobs'
+    /// leases lapse for another replica to take over). [`TestServer::restart`] starts it again.
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    /// Starts another server over the same database and data directory, serving the same
+    /// domains: a replica (its own ports; stop it with `shutdown` or `kill`).
+    pub async fn replica(&self) -> RunningServer {
+        custos_gateway::server::start_with(&self.config, self.domains.clone()).await.expect("start a replica")
     }
 
     /// Where this server's blob store keeps evidence files.

@@ -2,14 +2,15 @@
 //! verifications that `custos serve` runs, daily retention, and the `custos verify-audit-chain`
 //! and `custos audit …` commands.
 
-use std::time::Duration;
-
 use custos_core::RequestCtx;
 
 use clap::{Args, Subcommand};
 use custos_audit_chain::verify::Depth;
 use custos_proto::v1::audit_service_server::AuditServiceServer;
 use http::StatusCode;
+
+use custos_audit_chain::{AuditError, ChainError};
+use custos_jobs::{Job, JobError, Kind, ScheduleDef, Scope};
 
 use super::{Domain, GrpcService, Serving, Task};
 use crate::cli::{Broken, DbArgs, Ticker, audit_app_for, organisations, problem};
@@ -25,9 +26,10 @@ pub const DOMAIN: Domain =
 const AUDIT: &str = "/api/compliance/audit-log/";
 const CHECKPOINTS: &str = "/api/compliance/audit-log/checkpoints/";
 
-/// How often the server looks for interrupted background verifications to resume: twice per
-/// lease, so that one is resumed at most a minute and a half after its runner stopped.
-const RESUME_SWEEP: Duration = Duration::from_secs(custos_audit_chain::runs::LEASE.as_secs() / 2);
+/// The job kinds: daily retention per organisation, and the platform's resumer of interrupted
+/// background verifications.
+const RETENTION_KIND: &str = "audit.retention";
+const RESUMER_KIND: &str = "audit.verification_resumer";
 
 fn serve(app: &App, config: &Config) -> Serving {
     let s = &app.audit;
@@ -39,7 +41,7 @@ fn serve(app: &App, config: &Config) -> Serving {
         })
     };
     let chain = app.audit.chain().clone();
-    let (resumer, pruner, identity) = (chain.clone(), chain.clone(), app.identity.clone());
+    let (resumer, pruner) = (chain.clone(), chain.clone());
     let days = config.audit.retention_days;
     Serving {
         endpoints: vec![
@@ -110,30 +112,74 @@ fn serve(app: &App, config: &Config) -> Serving {
             required: vec!["InclusionProofRequest.seq", "WithholdFieldsRequest.fields", "WithholdFieldsRequest.reason"],
         },
         grpc: vec![GrpcService::new(AuditServiceServer::new(app.audit.clone())).public("GetPublicKey")],
-        tasks: vec![
-            Task::new("audit sequencer", move |stop| chain.run(stop)),
-            Task::new("audit verification resumer", move |stop| resumer.watch_interrupted(RESUME_SWEEP, stop)),
-            Task::daily("audit retention", config.audit.retention_first_pass.clone(), move || {
-                let (pruner, identity) = (pruner.clone(), identity.clone());
-                async move {
-                    let orgs = match identity.all_organizations().await {
-                        Ok(orgs) => orgs,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "audit retention: cannot list organisations");
-                            return;
-                        }
-                    };
-                    for (org, slug) in orgs {
-                        match pruner.prune(org, days).await {
-                            Ok(o) if o.removed > 0 => {
-                                tracing::info!(%slug, removed = o.removed, "audit retention pruned entries")
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(%slug, error = %e, "audit retention failed; will retry tomorrow"),
-                        }
+        tasks: vec![Task::new("audit sequencer", move |stop| chain.run(stop))],
+        jobs: vec![
+            Kind::new(
+                RETENTION_KIND,
+                Scope::Organization,
+                "Prunes the organisation's audit entries older than CUSTOS_AUDIT_RETENTION_DAYS",
+                move |job: Job| {
+                    let pruner = pruner.clone();
+                    async move {
+                        let org = job.organization().ok_or_else(|| JobError::fatal("an organisation's job"))?;
+                        let outcome = pruner.prune(org, days).await.map_err(|e| JobError::from_problem(AuditError::from(e).into()))?;
+                        job.count("removed", outcome.removed as i64);
+                        Ok(serde_json::json!({ "removed": outcome.removed, "pruned_before": outcome.pruned_before, "days": days }))
                     }
-                }
-            }),
+                },
+            ),
+            Kind::new(
+                RESUMER_KIND,
+                Scope::System,
+                "Resumes the background verifications whose runner stopped, to their result",
+                move |job: Job| {
+                    let resumer = resumer.clone();
+                    async move {
+                        let outcomes =
+                            resumer.resume_interrupted(&Default::default()).await.map_err(|e| JobError::from_problem(AuditError::from(e).into()))?;
+                        let mut report = serde_json::Map::new();
+                        for (id, outcome) in outcomes {
+                            let what = match outcome {
+                                Ok(report) => {
+                                    job.count("resumed", 1);
+                                    if report.ok { "passed".to_owned() } else { "failed".to_owned() }
+                                }
+                                Err(ChainError::VerificationBusy(_) | ChainError::VerificationTakenOver(_)) => {
+                                    job.count("taken_by_another", 1);
+                                    "taken over by another runner".to_owned()
+                                }
+                                Err(e) => {
+                                    job.count("unresumable", 1);
+                                    tracing::warn!(verification = %id, error = %e, "an interrupted verification cannot be resumed; start a new one");
+                                    format!("cannot be resumed: {e}")
+                                }
+                            };
+                            report.insert(id.to_string(), what.into());
+                        }
+                        Ok(serde_json::Value::Object(report))
+                    }
+                },
+            )
+            .attempts(1),
+        ],
+        schedules: vec![
+            ScheduleDef::new(
+                "audit-retention",
+                RETENTION_KIND,
+                Scope::Organization,
+                "30 3 * * *",
+                "Daily: prune audit entries past the retention period (the log stays verifiable)",
+            ),
+            // Runs lapse a minute after their runner stops; a resumption within minutes is
+            // soon enough for a result nobody is waiting on (an attached run's caller resumes it).
+            ScheduleDef::new(
+                "audit-verification-resumer",
+                RESUMER_KIND,
+                Scope::System,
+                "*/5 * * * *",
+                "At start and every five minutes: resume interrupted background verifications",
+            )
+            .at_start(),
         ],
     }
 }

@@ -7,7 +7,9 @@ use custos_proto::v1 as pb;
 use custos_proto::v1::evidence_service_server::EvidenceServiceServer;
 use http::StatusCode;
 
-use super::{Domain, GrpcService, Serving, Task};
+use custos_jobs::{Job, JobError, Kind, ScheduleDef, Scope};
+
+use super::{Domain, GrpcService, Serving};
 use crate::config::Config;
 use crate::op;
 use crate::rest::openapi::{ApiDescription, ValueSet};
@@ -18,10 +20,13 @@ use custos_evidence::model::{CustodyAction, EvidenceStatus, EvidenceType};
 
 pub const DOMAIN: Domain = Domain { name: "evidence", serve, cli: None };
 
+/// The daily sweep of the blob store.
+const SWEEP_JOB: &str = "evidence.object_sweep";
+
 const EV: &str = "/api/compliance/evidence/";
 const EV_ID: &str = "/api/compliance/evidence/{id}/";
 
-fn serve(app: &App, config: &Config) -> Serving {
+fn serve(app: &App, _config: &Config) -> Serving {
     let s = &app.evidence;
     let upload = {
         let s = s.clone();
@@ -114,22 +119,32 @@ fn serve(app: &App, config: &Config) -> Serving {
             required: vec!["EvidenceInput.title", "EvidenceInput.evidence_type", "AddCustodyRecordRequest.action"],
         },
         grpc: vec![GrpcService::new(EvidenceServiceServer::new(app.evidence.clone()))],
-        tasks: vec![Task::daily("evidence object sweep", config.audit.retention_first_pass.clone(), move || {
-            let sweeper = sweeper.clone();
-            async move {
-                match sweeper.blobs().sweep_staging(custos_evidence::blobs::STAGING_MAX_AGE).await {
-                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed staging objects of abandoned uploads"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "blob staging sweep failed; will retry tomorrow"),
+        jobs: vec![Kind::new(
+            SWEEP_JOB,
+            Scope::System,
+            "Removes staging objects of abandoned uploads and stored objects no evidence refers to",
+            move |job: Job| {
+                let sweeper = sweeper.clone();
+                async move {
+                    let age = custos_evidence::blobs::STAGING_MAX_AGE;
+                    // Each sweep removes only what nothing refers to: doing one twice is harmless.
+                    let staging = sweeper.blobs().sweep_staging(age).await.map_err(JobError::retry)?;
+                    job.count("staging_removed", staging as i64);
+                    job.set_progress(0.5);
+                    let unreferenced =
+                        sweeper.sweep_unreferenced(age).await.map_err(|e| JobError::from_problem(Problem::from(e)))?;
+                    job.count("unreferenced_removed", unreferenced as i64);
+                    Ok(serde_json::json!({ "staging_removed": staging, "unreferenced_removed": unreferenced }))
                 }
-                match sweeper.sweep_unreferenced(custos_evidence::blobs::STAGING_MAX_AGE).await {
-                    Ok(n) if n > 0 => tracing::info!(removed = n, "removed evidence objects no item refers to"),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %Problem::from(e), "evidence object sweep failed; will retry tomorrow")
-                    }
-                }
-            }
-        })],
+            },
+        )],
+        schedules: vec![ScheduleDef::new(
+            "evidence-object-sweep",
+            SWEEP_JOB,
+            Scope::System,
+            "15 4 * * *",
+            "Daily: remove stored objects no evidence refers to (a day old at least)",
+        )],
+        ..Serving::default()
     }
 }

@@ -109,7 +109,7 @@ fn serve(app: &App, _config: &Config) -> Serving {
             ],
         },
         grpc: vec![GrpcService::new(FrameworksServiceServer::new(app.frameworks.clone()))],
-        tasks: vec![],
+        ..Serving::default()
     }
 }
 

@@ -60,6 +60,6 @@ fn serve(app: &App, _config: &Config) -> Serving {
             ],
         },
         grpc: vec![GrpcService::new(LegalHoldsServiceServer::new(app.legal_holds.clone()))],
-        tasks: vec![],
+        ..Serving::default()
     }
 }

@@ -125,6 +125,6 @@ fn serve(app: &App, _config: &Config) -> Serving {
             ],
         },
         grpc: vec![GrpcService::new(IncidentsServiceServer::new(app.incidents.clone()))],
-        tasks: vec![],
+        ..Serving::default()
     }
 }

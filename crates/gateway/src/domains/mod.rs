@@ -12,6 +12,7 @@ pub mod frameworks;
 pub mod holds;
 pub mod identity;
 pub mod incidents;
+pub mod jobs;
 
 use std::convert::Infallible;
 
@@ -26,8 +27,15 @@ use crate::rest::openapi::ApiDescription;
 use crate::server::App;
 
 /// Every domain, in the order their endpoints are documented.
-pub const ALL: &[Domain] =
-    &[frameworks::DOMAIN, evidence::DOMAIN, holds::DOMAIN, incidents::DOMAIN, identity::DOMAIN, audit::DOMAIN];
+pub const ALL: &[Domain] = &[
+    frameworks::DOMAIN,
+    evidence::DOMAIN,
+    holds::DOMAIN,
+    incidents::DOMAIN,
+    identity::DOMAIN,
+    audit::DOMAIN,
+    jobs::DOMAIN,
+];
 
 /// A domain as the gateway sees it.
 pub struct Domain {
@@ -46,7 +54,12 @@ pub struct Serving {
     /// What the descriptors cannot say of its API: value sets, required request fields.
     pub description: ApiDescription,
     pub grpc: Vec<GrpcService>,
+    /// Loops that run as long as the server (the audit sequencer); periodic and long work is
+    /// a job instead.
     pub tasks: Vec<Task>,
+    /// The kinds of job it runs (`custos_jobs::Kind`), and the schedules that start them.
+    pub jobs: Vec<custos_jobs::Kind>,
+    pub schedules: Vec<custos_jobs::ScheduleDef>,
 }
 
 type AddService = Box<dyn FnOnce(Routes) -> Routes + Send>;
@@ -106,29 +119,6 @@ impl Task {
     }
 }
 
-impl Task {
-    /// Soon after start (at a random moment in `first_pass`: replicas started together spread
-    /// out, and servers restarted more often than daily still run it), then once a day.
-    pub fn daily<F, Fut>(name: &'static str, first_pass: std::ops::Range<std::time::Duration>, mut pass: F) -> Self
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        Task::new(name, move |mut stop: watch::Receiver<bool>| async move {
-            let spread = (first_pass.end.saturating_sub(first_pass.start).as_millis() as u64).max(1);
-            let mut wait = first_pass.start + std::time::Duration::from_millis(rand::random::<u64>() % spread);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                wait = std::time::Duration::from_secs(24 * 3600);
-                pass().await;
-            }
-        })
-    }
-}
-
 /// A domain's `custos` subcommands (a clap `Subcommand` enum of its own, added to the command).
 pub struct Cli {
     /// Adds the subcommands to the `custos` command.
@@ -158,12 +148,15 @@ macro_rules! domain_cli {
 }
 
 /// Everything the domains serve, composed.
-pub fn compose(app: &App, config: &Config) -> Serving {
+pub fn compose(app: &App, config: &Config) -> anyhow::Result<Serving> {
     compose_these(&ALL.iter().collect::<Vec<_>>(), app, config)
 }
 
-/// [`compose`] of these domains.
-pub fn compose_these(domains: &[&Domain], app: &App, config: &Config) -> Serving {
+/// [`compose`] of these domains: their endpoints, services and tasks, and the platform's job
+/// runner and scheduler over the kinds and schedules they declare (registered with
+/// `app.jobs`, whose API lists and starts them). A `CUSTOS_SCHEDULE_*` setting naming no
+/// schedule, or not a cron expression, is an error.
+pub fn compose_these(domains: &[&Domain], app: &App, config: &Config) -> anyhow::Result<Serving> {
     let mut all = Serving::default();
     for domain in domains {
         let serving = (domain.serve)(app, config);
@@ -172,6 +165,46 @@ pub fn compose_these(domains: &[&Domain], app: &App, config: &Config) -> Serving
         all.description.required.extend(serving.description.required);
         all.grpc.extend(serving.grpc);
         all.tasks.extend(serving.tasks);
+        all.jobs.extend(serving.jobs);
+        all.schedules.extend(serving.schedules);
     }
-    all
+    for (name, _) in &config.jobs.schedules {
+        if !all.schedules.iter().any(|d| d.name == name) {
+            let known: Vec<&str> = all.schedules.iter().map(|d| d.name).collect();
+            anyhow::bail!(
+                "CUSTOS_SCHEDULE_{} names no schedule; the schedules are: {}",
+                name.to_ascii_uppercase().replace('-', "_"),
+                known.join(", ")
+            );
+        }
+    }
+    let defs = std::mem::take(&mut all.schedules)
+        .into_iter()
+        .map(|def| {
+            let setting = config.jobs.schedules.iter().find(|(n, _)| n == def.name).map(|(_, v)| v.as_str());
+            def.configured(setting).map_err(|e| anyhow::anyhow!(e))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for def in &defs {
+        if !all.jobs.iter().any(|k| k.name == def.kind) {
+            anyhow::bail!("schedule {} starts {}, a kind of job no served domain runs", def.name, def.kind);
+        }
+    }
+    app.jobs.register(all.jobs.clone(), defs.clone());
+    if config.jobs.run {
+        let runner =
+            custos_jobs::Runner::new(app.db.clone(), all.jobs.clone(), config.jobs.runner.clone(), app.jobs.waker());
+        let attempts = all.jobs.iter().map(|k| (k.name.to_owned(), k.max_attempts)).collect();
+        let scheduler = custos_jobs::Scheduler::new(
+            app.db.clone(),
+            defs.clone(),
+            attempts,
+            app.jobs.waker(),
+            config.jobs.scheduler_tick,
+        );
+        all.tasks.push(Task::new("job runner", move |stop| runner.run(stop)));
+        all.tasks.push(Task::new("job scheduler", move |stop| scheduler.run(stop)));
+    }
+    all.schedules = defs;
+    Ok(all)
 }

@@ -1,0 +1,126 @@
+//! `custos-bench jobs [--jobs N] [--runs R] [--concurrency C]`: job-dispatch overhead.
+//!
+//! Empty jobs through the queue: N jobs are queued at once (one bulk `INSERT`, not through the
+//! API: what is measured is the queue, not the request path), and the running servers' runners
+//! claim, start, run (nothing) and finish them. The figure is N over the time from the first
+//! start to the last finish (the database's own timestamps), so a runner's poll interval before
+//! the first claim does not count. Measured with one server and with two replicas on the same
+//! database, for an organisation's jobs (each start and end recorded in its audit trail, as in
+//! production) and for the platform's (no audit entries). Target: ≥ 1,000 jobs/s with two
+//! replicas.
+
+use std::time::Duration;
+
+use custos_gateway::App;
+use custos_gateway::config::Config;
+use custos_gateway::domains::{Domain, Serving};
+use custos_jobs::{Job, JobError, Kind, Scope};
+use custos_testkit::{ServerOptions, TestServer, test_jobs_config};
+use diesel::QueryableByName;
+use diesel::sql_types::{Double, Text};
+use diesel_async::RunQueryDsl;
+use serde_json::Value;
+
+async fn empty(_job: Job) -> Result<Value, JobError> {
+    Ok(Value::Null)
+}
+
+fn serve(_app: &App, _config: &Config) -> Serving {
+    Serving {
+        jobs: vec![
+            Kind::new("bench.empty", Scope::Organization, "nothing, audited", empty),
+            Kind::new("bench.empty_system", Scope::System, "nothing", empty),
+        ],
+        ..Serving::default()
+    }
+}
+
+static EMPTY: Domain = Domain { name: "bench-jobs", serve, cli: None };
+
+#[derive(QueryableByName)]
+struct Span {
+    #[diesel(sql_type = Double)]
+    seconds: f64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    done: i64,
+}
+
+pub async fn run(args: &[String]) {
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let n: i64 = flag("--jobs").and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let runs: usize = flag("--runs").and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let concurrency: usize = flag("--concurrency").and_then(|v| v.parse().ok()).unwrap_or(32);
+    let mut jobs = test_jobs_config();
+    jobs.runner.concurrency = concurrency;
+    jobs.runner.lease = Duration::from_secs(30);
+    let s = TestServer::start_with(ServerOptions {
+        db_max_connections: Some(16),
+        extra_domains: vec![&EMPTY],
+        jobs: Some(jobs),
+        ..Default::default()
+    })
+    .await;
+    let org = s.org("bench").await;
+    println!(
+        "custos job-dispatch benchmark — {} cores, PostgreSQL at {}; {n} empty jobs per run, {runs} runs, {concurrency} at once per runner",
+        std::thread::available_parallelism().map_or(0, |c| c.get()),
+        custos_testkit::admin_url()
+    );
+    let mut replica = None;
+    for replicas in [1, 2] {
+        if replicas == 2 {
+            replica = Some(s.replica().await);
+        }
+        for (label, kind, organization) in [
+            ("organisation's (audited)", "bench.empty", format!("'{}'", org.id)),
+            ("platform's", "bench.empty_system", "NULL".to_owned()),
+        ] {
+            let mut rates = Vec::new();
+            for _ in 0..runs {
+                rates.push(dispatch(&s, kind, &organization, n).await);
+            }
+            rates.sort_by(f64::total_cmp);
+            println!(
+                "  {replicas} replica{}  {label:<26} median {:>7.0} jobs/s  (min {:.0}, max {:.0})",
+                if replicas == 1 { " " } else { "s" },
+                rates[rates.len() / 2],
+                rates[0],
+                rates[rates.len() - 1]
+            );
+        }
+    }
+    if let Some(r) = replica {
+        r.shutdown().await;
+    }
+}
+
+/// Queues `n` empty jobs of `kind` at once and waits for all to succeed; jobs per second.
+async fn dispatch(s: &TestServer, kind: &str, organization: &str, n: i64) -> f64 {
+    let mut conn = s.db.superuser().await;
+    let batch = custos_core::new_id().to_string();
+    diesel::sql_query(format!(
+        "INSERT INTO jobs (id, organization_id, kind, parameters, created_by)
+         SELECT gen_random_uuid(), {organization}, $1, jsonb_build_object('batch', $2::text), 'bench'
+           FROM generate_series(1, {n})"
+    ))
+    .bind::<Text, _>(kind)
+    .bind::<Text, _>(&batch)
+    .execute(&mut conn)
+    .await
+    .expect("queue jobs");
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let span: Span = diesel::sql_query(
+            "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 AS seconds,
+                    count(*) FILTER (WHERE status = 'succeeded') AS done
+               FROM jobs WHERE parameters->>'batch' = $1",
+        )
+        .bind::<Text, _>(&batch)
+        .get_result(&mut conn)
+        .await
+        .expect("measure");
+        if span.done == n {
+            return n as f64 / span.seconds.max(1e-6);
+        }
+    }
+}
