@@ -288,7 +288,9 @@ async fn page_size_is_capped_at_one_hundred() {
     s.app().frameworks.seed(&ctx, &catalogs).await.expect("seed");
     let (status, page) = s.get("/api/compliance/requirements/?page_size=1000", &org.viewer).await;
     assert_eq!(status, 200);
-    assert_eq!(page["count"], 138);
+    let total: usize = catalogs.iter().map(|c| c.requirements.len()).sum();
+    assert!(total > 100);
+    assert_eq!(page["count"], total);
     assert_eq!(page["results"].as_array().unwrap().len(), 100);
     assert_eq!(page["next"], format!("{}/api/compliance/requirements/?page_size=1000&page=2", s.base));
 }

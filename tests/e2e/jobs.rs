@@ -296,6 +296,46 @@ async fn an_admin_cancels_a_running_job_and_it_stops_at_a_step() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_runner_died_after_a_cancel_request_is_cancelled_not_resumed() {
+    let mut s = server().await;
+    let org = s.org("acme").await;
+    let id = run_schedule(&s, &org, "test-slow").await;
+    wait_for(&s, &org, &id, "under way", |j| j["counters"]["done"].as_i64().unwrap_or(0) >= 2).await;
+    s.kill();
+    let steps_at_kill = step_runs(&id).len();
+    // An API-only replica takes the request; nobody holds the job to stop it.
+    let api = s.replica_with(|c| c.jobs.run = false).await;
+    let response = s
+        .http
+        .post(format!("http://{}/api/compliance/jobs/{id}/cancel/", api.http_addr))
+        .header("Authorization", format!("Token {}", org.admin))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let asked: Value = response.json().await.unwrap();
+    assert_eq!(
+        (asked["status"].clone(), asked["cancel_requested_at"].is_string()),
+        (json!("running"), true),
+        "{asked}"
+    );
+    // The next runner finds the lapsed job asked to stop: it ends it, without running a step.
+    s.restart().await;
+    let cancelled = ended(&s, &org, &id).await;
+    assert_eq!(
+        (cancelled["status"].clone(), cancelled["takeovers"].clone()),
+        (json!("cancelled"), json!(0)),
+        "{cancelled}"
+    );
+    assert_eq!(step_runs(&id).len(), steps_at_kill, "no step ran after the kill");
+    let actions = trail(&s, &org, &id).await;
+    assert_eq!(actions[actions.len() - 2..], ["request_cancel".to_owned(), "cancel".to_owned()], "{actions:?}");
+    assert!(!actions.contains(&"resume".to_owned()), "{actions:?}");
+    api.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_queued_job_is_cancelled_at_once_on_a_replica_that_runs_no_jobs() {
     let mut jobs = test_jobs_config();
     jobs.run = false;

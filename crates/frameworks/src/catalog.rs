@@ -28,6 +28,12 @@ pub const FORMAT: &str = "custos-catalog/v1";
 pub const BUILTIN: &[(&str, &str)] = &[
     ("gdpr.yaml", include_str!("../catalog/gdpr.yaml")),
     ("iso27001-2022.yaml", include_str!("../catalog/iso27001-2022.yaml")),
+    ("nist-csf-2.0.yaml", include_str!("../catalog/nist-csf-2.0.yaml")),
+    ("hipaa.yaml", include_str!("../catalog/hipaa.yaml")),
+    ("sox.yaml", include_str!("../catalog/sox.yaml")),
+    ("soc2.yaml", include_str!("../catalog/soc2.yaml")),
+    ("pci-dss-4.0.yaml", include_str!("../catalog/pci-dss-4.0.yaml")),
+    ("iso20000-1-2018.yaml", include_str!("../catalog/iso20000-1-2018.yaml")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,16 +259,94 @@ mod tests {
         assert_eq!(gdpr.requirements[27].title, "Security of processing");
 
         let iso = all.iter().find(|c| c.key == "iso27001-2022").unwrap();
+        // Clauses 4–10 (the management system), then the 93 Annex A controls.
+        let clauses: Vec<_> = iso
+            .requirements
+            .iter()
+            .take_while(|r| !r.requirement_id.starts_with("A."))
+            .map(|r| r.requirement_id.as_str())
+            .collect();
+        assert_eq!(clauses[0], "4");
+        assert_eq!(clauses[clauses.len() - 1], "10.2");
+        for clause in ["4.3", "6.1.2", "6.1.3", "6.3", "7.5.3", "9.2.2", "9.3.3", "10.1"] {
+            assert!(clauses.contains(&clause), "{clause}");
+        }
         let mut expected = Vec::new();
         for (theme, n) in [(5, 37), (6, 8), (7, 14), (8, 34)] {
             expected.extend((1..=n).map(|i| format!("A.{theme}.{i}")));
         }
-        let ids: Vec<_> = iso.requirements.iter().map(|r| r.requirement_id.clone()).collect();
+        let ids: Vec<_> = iso.requirements.iter().skip(clauses.len()).map(|r| r.requirement_id.clone()).collect();
         assert_eq!(ids, expected);
         assert_eq!(ids.len(), 93);
         let by_id = |id: &str| iso.requirements.iter().find(|r| r.requirement_id == id).unwrap().title.clone();
         assert_eq!(by_id("A.5.7"), "Threat intelligence");
         assert_eq!(by_id("A.8.34"), "Protection of information systems during audit testing");
+        assert_eq!(by_id("6.1.3"), "Information security risk treatment");
+
+        // NIST CSF 2.0: 6 functions, 22 categories, 106 subcategories, each under its parent.
+        let csf = all.iter().find(|c| c.key == "nist-csf-2.0").unwrap();
+        let level = |r: &CatalogRequirement| match (r.requirement_id.contains('.'), r.requirement_id.contains('-')) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        let per_level = [0, 1, 2].map(|l| csf.requirements.iter().filter(|r| level(r) == l).count());
+        assert_eq!(per_level, [6, 22, 106]);
+        for r in &csf.requirements {
+            let expected_parent = match level(r) {
+                0 => None,
+                1 => r.requirement_id.split('.').next().map(str::to_owned),
+                _ => r.requirement_id.split('-').next().map(str::to_owned),
+            };
+            assert_eq!(r.parent, expected_parent, "{}", r.requirement_id);
+        }
+
+        // HIPAA: every implementation specification says whether it is required or addressable.
+        let hipaa = all.iter().find(|c| c.key == "hipaa").unwrap();
+        let marked = |suffix: &str| hipaa.requirements.iter().filter(|r| r.title.ends_with(suffix)).count();
+        assert!(
+            marked(" (Required)") >= 20 && marked(" (Addressable)") == 22,
+            "{} {}",
+            marked(" (Required)"),
+            marked(" (Addressable)")
+        );
+        assert!(hipaa.requirements.iter().any(|r| r.requirement_id == "164.308(a)(1)(ii)(A)"));
+        assert!(hipaa.requirements.iter().any(|r| r.requirement_id == "164.404"));
+
+        // SOC 2: CC1–CC9, A1, C1, PI1 and P1–P8, each criterion under its series.
+        let soc2 = all.iter().find(|c| c.key == "soc2-tsc-2017").unwrap();
+        let series: Vec<_> =
+            soc2.requirements.iter().filter(|r| r.parent.is_none()).map(|r| r.requirement_id.as_str()).collect();
+        let mut expected: Vec<String> = (1..=9).map(|n| format!("CC{n}")).collect();
+        expected.extend(["A1", "C1", "PI1"].map(String::from));
+        expected.extend((1..=8).map(|n| format!("P{n}")));
+        assert_eq!(series, expected);
+        for id in ["CC6.1", "CC6.8", "CC7.5", "CC8.1", "CC9.2", "A1.3", "C1.2", "PI1.5", "P6.7", "P8.1"] {
+            assert!(soc2.requirements.iter().any(|r| r.requirement_id == id), "{id}");
+        }
+
+        // PCI DSS 4.0: the 12 principal requirements, their numbered sub-requirements below them.
+        let pci = all.iter().find(|c| c.key == "pci-dss-4.0").unwrap();
+        let principal: Vec<_> =
+            pci.requirements.iter().filter(|r| r.parent.is_none()).map(|r| r.requirement_id.clone()).collect();
+        assert_eq!(principal, (1..=12).map(|n| n.to_string()).collect::<Vec<_>>());
+        for r in pci.requirements.iter().filter(|r| r.parent.is_some()) {
+            let parent = r.requirement_id.rsplit_once('.').map(|(p, _)| p.to_owned());
+            assert_eq!(r.parent, parent, "{}", r.requirement_id);
+        }
+        assert!(pci.requirements.iter().any(|r| r.requirement_id == "8.3.6"));
+
+        // ISO/IEC 20000-1:2018: clauses 4–10.
+        let itsm = all.iter().find(|c| c.key == "iso20000-1-2018").unwrap();
+        let clauses: Vec<_> =
+            itsm.requirements.iter().filter(|r| r.parent.is_none()).map(|r| r.requirement_id.clone()).collect();
+        assert_eq!(clauses, (4..=10).map(|n| n.to_string()).collect::<Vec<_>>());
+        assert!(itsm.requirements.iter().any(|r| r.requirement_id == "8.6.1"));
+
+        let sox = all.iter().find(|c| c.key == "sox").unwrap();
+        for id in ["302", "404(a)", "404(b)", "ITGC-APD", "ITGC-PC", "ITGC-PD", "ITGC-CO"] {
+            assert!(sox.requirements.iter().any(|r| r.requirement_id == id), "{id}");
+        }
     }
 
     #[test]

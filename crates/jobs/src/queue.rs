@@ -265,125 +265,119 @@ pub(crate) async fn finish_all(db: &Db, endings: &[&Ending]) -> Result<Vec<Optio
     Ok(ended)
 }
 
+/// What ending a run changes in its row: `None` leaves a column as it is, `Some(None)` clears it.
+#[derive(AsChangeset)]
+#[diesel(table_name = jobs)]
+struct EndChanges {
+    status: JobStatus,
+    progress: f64,
+    counters: Value,
+    updated_at: OffsetDateTime,
+    result: Option<Option<Value>>,
+    error: Option<Option<String>>,
+    finished_at: Option<Option<OffsetDateTime>>,
+    run_after: Option<OffsetDateTime>,
+    runner: Option<Option<Uuid>>,
+    lease_expires_at: Option<Option<OffsetDateTime>>,
+}
+
 async fn finish_in(tx: &mut Tx, tenant: &mut Option<Uuid>, ending: &Ending) -> Result<Option<JobRow>, DbError> {
     let Ending { job, runner, outcome, progress, counters } = ending;
-    let (runner, progress, counters) = (*runner, *progress, counters.clone());
     let now = timefmt::now();
+    let mut changes = EndChanges {
+        status: JobStatus::Running,
+        progress: *progress,
+        counters: counters.clone(),
+        updated_at: now,
+        result: None,
+        error: None,
+        finished_at: None,
+        run_after: None,
+        runner: None,
+        // No lease once a runner lets go, whatever the outcome.
+        lease_expires_at: Some(None),
+    };
+    let action = match outcome {
+        Outcome::Succeeded(result) => {
+            (changes.status, changes.progress) = (JobStatus::Succeeded, 1.0);
+            (changes.result, changes.error, changes.finished_at) =
+                (Some(Some(result.clone())), Some(None), Some(Some(now)));
+            "succeed"
+        }
+        Outcome::Failed(error) => {
+            changes.status = JobStatus::Failed;
+            (changes.error, changes.finished_at) = (Some(Some(error.clone())), Some(Some(now)));
+            "fail"
+        }
+        Outcome::Cancelled => {
+            changes.status = JobStatus::Cancelled;
+            changes.finished_at = Some(Some(now));
+            "cancel"
+        }
+        Outcome::Retry { error, after } => {
+            changes.status = JobStatus::Queued;
+            (changes.error, changes.run_after, changes.runner) =
+                (Some(Some(error.clone())), Some(now + *after), Some(None));
+            "retry"
+        }
+        Outcome::Released => {
+            changes.status = JobStatus::Interrupted;
+            (changes.run_after, changes.runner) = (Some(now), Some(None));
+            "interrupt"
+        }
+    };
+    // Only while this runner still holds it: one that lost the job writes nothing.
     let held = jobs::table
         .filter(jobs::id.eq(job.id))
-        .filter(jobs::runner.eq(runner))
+        .filter(jobs::runner.eq(*runner))
         .filter(jobs::status.eq(JobStatus::Running));
-    let progress = if matches!(outcome, Outcome::Succeeded(_)) { 1.0 } else { progress };
-    let base = (jobs::progress.eq(progress), jobs::counters.eq(counters), jobs::updated_at.eq(now));
-    let (action, q) = match outcome {
-        Outcome::Succeeded(result) => (
-            "succeed",
-            diesel::update(held)
-                .set((
-                    base,
-                    jobs::status.eq(JobStatus::Succeeded),
-                    jobs::result.eq(Some(result.clone())),
-                    jobs::error.eq(None::<String>),
-                    jobs::finished_at.eq(Some(now)),
-                    jobs::lease_expires_at.eq(None::<OffsetDateTime>),
-                ))
-                .returning(JobRow::as_returning())
-                .get_result(tx.conn())
-                .await
-                .optional()?,
-        ),
-        Outcome::Failed(error) => (
-            "fail",
-            diesel::update(held)
-                .set((
-                    base,
-                    jobs::status.eq(JobStatus::Failed),
-                    jobs::error.eq(Some(error)),
-                    jobs::finished_at.eq(Some(now)),
-                    jobs::lease_expires_at.eq(None::<OffsetDateTime>),
-                ))
-                .returning(JobRow::as_returning())
-                .get_result(tx.conn())
-                .await
-                .optional()?,
-        ),
-        Outcome::Cancelled => (
-            "cancel",
-            diesel::update(held)
-                .set((
-                    base,
-                    jobs::status.eq(JobStatus::Cancelled),
-                    jobs::finished_at.eq(Some(now)),
-                    jobs::lease_expires_at.eq(None::<OffsetDateTime>),
-                ))
-                .returning(JobRow::as_returning())
-                .get_result(tx.conn())
-                .await
-                .optional()?,
-        ),
-        Outcome::Retry { error, after } => (
-            "retry",
-            diesel::update(held)
-                .set((
-                    base,
-                    jobs::status.eq(JobStatus::Queued),
-                    jobs::error.eq(Some(error)),
-                    jobs::run_after.eq(now + *after),
-                    jobs::runner.eq(None::<Uuid>),
-                    jobs::lease_expires_at.eq(None::<OffsetDateTime>),
-                ))
-                .returning(JobRow::as_returning())
-                .get_result(tx.conn())
-                .await
-                .optional()?,
-        ),
-        Outcome::Released => (
-            "interrupt",
-            diesel::update(held)
-                .set((
-                    base,
-                    jobs::status.eq(JobStatus::Interrupted),
-                    jobs::run_after.eq(now),
-                    jobs::runner.eq(None::<Uuid>),
-                    jobs::lease_expires_at.eq(None::<OffsetDateTime>),
-                ))
-                .returning(JobRow::as_returning())
-                .get_result(tx.conn())
-                .await
-                .optional()?,
-        ),
-    };
-    let Some(row) = q else { return Ok(None) };
+    let ended: Option<JobRow> =
+        diesel::update(held).set(&changes).returning(JobRow::as_returning()).get_result(tx.conn()).await.optional()?;
+    let Some(row) = ended else { return Ok(None) };
     audit_in(tx, tenant, None, action, Some(job), &row).await?;
     Ok(Some(row))
 }
 
 /// Marks the running jobs whose lease lapsed (their runner died or lost the database) as
-/// interrupted, for any runner to resume; how many.
+/// interrupted, for any runner to resume — or as cancelled, when an admin asked to cancel one
+/// its dead runner could no longer stop; how many.
 pub(crate) async fn interrupt_lapsed(db: &Db) -> Result<usize, DbError> {
     let mut tx = db.begin_system().await?;
-    let lapsed: Vec<JobRow> = diesel::update(
-        jobs::table.filter(jobs::status.eq(JobStatus::Running)).filter(jobs::lease_expires_at.lt(diesel::dsl::now)),
-    )
-    .set((
-        jobs::status.eq(JobStatus::Interrupted),
-        jobs::runner.eq(None::<Uuid>),
-        jobs::run_after.eq(diesel::dsl::now),
-        jobs::updated_at.eq(diesel::dsl::now),
-    ))
-    .returning(JobRow::as_returning())
-    .get_results(tx.conn())
-    .await?;
-    let mut lapsed = lapsed;
-    lapsed.sort_by_key(|r| r.organization_id);
+    let lapsed =
+        || jobs::table.filter(jobs::status.eq(JobStatus::Running)).filter(jobs::lease_expires_at.lt(diesel::dsl::now));
+    let mut cancelled: Vec<JobRow> = diesel::update(lapsed().filter(jobs::cancel_requested_at.is_not_null()))
+        .set((
+            jobs::status.eq(JobStatus::Cancelled),
+            jobs::runner.eq(None::<Uuid>),
+            jobs::lease_expires_at.eq(None::<OffsetDateTime>),
+            jobs::finished_at.eq(Some(timefmt::now())),
+            jobs::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(JobRow::as_returning())
+        .get_results(tx.conn())
+        .await?;
+    let mut interrupted: Vec<JobRow> = diesel::update(lapsed())
+        .set((
+            jobs::status.eq(JobStatus::Interrupted),
+            jobs::runner.eq(None::<Uuid>),
+            jobs::run_after.eq(diesel::dsl::now),
+            jobs::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(JobRow::as_returning())
+        .get_results(tx.conn())
+        .await?;
+    cancelled.sort_by_key(|r| r.organization_id);
+    interrupted.sort_by_key(|r| r.organization_id);
     let mut tenant = None;
-    for row in &lapsed {
-        let mut before = row.clone();
-        before.status = JobStatus::Running;
-        audit_in(&mut tx, &mut tenant, None, "interrupt", Some(&before), row).await?;
+    for (action, rows) in [("cancel", &cancelled), ("interrupt", &interrupted)] {
+        for row in rows {
+            let mut before = row.clone();
+            before.status = JobStatus::Running;
+            audit_in(&mut tx, &mut tenant, None, action, Some(&before), row).await?;
+        }
     }
     tx.commit().await?;
-    Ok(lapsed.len())
+    Ok(cancelled.len() + interrupted.len())
 }
 
 /// Jobs waiting to run (queued or interrupted, due or not), for the queue-depth gauge.

@@ -315,7 +315,15 @@ impl TestServer {
     /// Starts another server over the same database and data directory, serving the same
     /// domains: a replica (its own ports; stop it with `shutdown` or `kill`).
     pub async fn replica(&self) -> RunningServer {
-        custos_gateway::server::start_with(&self.config, self.domains.clone()).await.expect("start a replica")
+        self.replica_with(|_| {}).await
+    }
+
+    /// [`TestServer::replica`] with its configuration changed (e.g. an API-only replica that
+    /// runs no jobs).
+    pub async fn replica_with(&self, change: impl FnOnce(&mut Config)) -> RunningServer {
+        let mut config = self.config.clone();
+        change(&mut config);
+        custos_gateway::server::start_with(&config, self.domains.clone()).await.expect("start a replica")
     }
 
     /// Where this server's blob store keeps evidence files.
