@@ -143,6 +143,7 @@ impl Runner {
         let mut running = JoinSet::new();
         let sweep_every = self.config.lease / 2;
         let mut swept: Option<Instant> = None;
+        let mut claimed_at = Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -159,11 +160,14 @@ impl Runner {
                 }
             }
             // Claim in batches: a claim is a transaction whatever its size, so a runner that
-            // claimed one job per finished one would spend itself on claims. It claims when idle
-            // or once half its slots are free.
+            // claimed one job per finished one would spend itself on claims. It claims when idle,
+            // once half its slots are free, or at least once per poll whatever room it has (long
+            // jobs holding most slots must not keep a due job waiting).
             let room = self.config.concurrency.saturating_sub(running.len());
             let mut claimed_all = false;
-            if room > 0 && (running.is_empty() || room * 2 >= self.config.concurrency) {
+            let due = running.is_empty() || room * 2 >= self.config.concurrency || claimed_at.elapsed() >= self.config.poll;
+            if room > 0 && due {
+                claimed_at = Instant::now();
                 match queue::claim(&self.db, self.id, self.config.lease, &kinds, room as i64, None).await {
                     Ok(rows) => {
                         claimed_all = !rows.is_empty() && rows.len() == room;
