@@ -19,6 +19,7 @@ mod incidents_rest;
 mod jobs;
 mod legal_holds;
 mod lists;
+mod mappings;
 mod openapi_fuzz;
 mod partial_updates;
 mod platform;

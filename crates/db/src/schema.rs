@@ -454,6 +454,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Cross-framework mappings between two requirements (migration 000024).
+    requirement_mappings (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        source_requirement_id -> Uuid,
+        target_requirement_id -> Uuid,
+        relationship -> Text,
+        rationale -> Text,
+        origin -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -463,6 +477,7 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
+    requirement_mappings,
     jobs,
     job_steps,
     job_schedules,

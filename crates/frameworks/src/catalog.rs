@@ -12,7 +12,7 @@ use custos_audit_chain::record_change;
 use custos_core::ctx::Access;
 use custos_core::filter::{Choice, parse_date};
 use custos_core::{Problem, RequestCtx, new_id};
-use custos_db::schema::{frameworks, requirements};
+use custos_db::schema::{frameworks, requirement_mappings, requirements};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Deserialize;
@@ -23,6 +23,85 @@ use crate::model::{FrameworkType, Priority, RequirementType};
 use crate::service::{FrameworksError, FrameworksService};
 
 pub const FORMAT: &str = "custos-catalog/v1";
+/// The format of a mapping file (`crates/frameworks/catalog/README.md`, "Mappings").
+pub const MAPPING_FORMAT: &str = "custos-mapping/v1";
+
+/// The mapping files shipped with Custos: (file name, contents).
+pub const BUILTIN_MAPPINGS: &[(&str, &str)] = &[
+    ("nist-csf-2.0--iso27001-2022.yaml", include_str!("../catalog/mappings/nist-csf-2.0--iso27001-2022.yaml")),
+    ("iso27001-2022--soc2.yaml", include_str!("../catalog/mappings/iso27001-2022--soc2.yaml")),
+    ("iso27001-2022--pci-dss-4.0.yaml", include_str!("../catalog/mappings/iso27001-2022--pci-dss-4.0.yaml")),
+    ("soc2--pci-dss-4.0.yaml", include_str!("../catalog/mappings/soc2--pci-dss-4.0.yaml")),
+    ("gdpr--iso27001-2022.yaml", include_str!("../catalog/mappings/gdpr--iso27001-2022.yaml")),
+];
+
+/// A mapping set: requirements of one catalogue framework related to another's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogMapping {
+    pub format: String,
+    pub key: String,
+    pub name: String,
+    /// The frameworks' catalogue keys.
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub origin: String,
+    pub mappings: Vec<CatalogMappingPair>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogMappingPair {
+    pub source: String,
+    pub target: String,
+    pub relationship: String,
+    #[serde(default)]
+    pub rationale: String,
+}
+
+/// NIST OLIR's set relations, as mappings store them.
+pub const RELATIONSHIPS: &[&str] = &["equal", "subset", "superset", "intersect"];
+
+/// What seeding one mapping set did: pairs created, already there, and those whose framework or
+/// requirement is not in the organisation (named, never guessed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingOutcome {
+    pub key: String,
+    pub created: usize,
+    pub existing: usize,
+    pub unresolved: Vec<String>,
+}
+
+/// Parses and checks one mapping file; errors name the file.
+pub fn parse_mapping(file_name: &str, text: &str) -> Result<CatalogMapping, Problem> {
+    let bad = |details: String| Problem::invalid(format!("Invalid mapping file {file_name}"), details);
+    let set: CatalogMapping = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if set.format != MAPPING_FORMAT {
+        return Err(bad(format!("format must be {MAPPING_FORMAT:?}, found {:?}", set.format)));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for pair in &set.mappings {
+        if !RELATIONSHIPS.contains(&pair.relationship.as_str()) {
+            return Err(bad(format!(
+                "{} → {}: relationship {:?} is not one of {}",
+                pair.source,
+                pair.target,
+                pair.relationship,
+                RELATIONSHIPS.join(", ")
+            )));
+        }
+        if !seen.insert((pair.source.as_str(), pair.target.as_str())) {
+            return Err(bad(format!("{} → {} appears twice", pair.source, pair.target)));
+        }
+    }
+    Ok(set)
+}
+
+/// The built-in mapping sets, parsed.
+pub fn builtin_mappings() -> Result<Vec<CatalogMapping>, Problem> {
+    BUILTIN_MAPPINGS.iter().map(|(name, text)| parse_mapping(name, text)).collect()
+}
 
 /// The catalogue files shipped with Custos: (file name, contents).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -120,8 +199,9 @@ pub fn builtin() -> Result<Vec<CatalogFramework>, Problem> {
     BUILTIN.iter().map(|(name, text)| parse(name, text)).collect()
 }
 
-/// Every `*.yaml`/`*.yml` file of `dir`, parsed, in file-name order.
-pub fn load_dir(dir: &Path) -> Result<Vec<CatalogFramework>, Problem> {
+/// The `*.yaml`/`*.yml` files of `dir` in file-name order, as (path, text), with whether each
+/// is a mapping file (its `format` says so).
+fn read_dir_files(dir: &Path) -> Result<Vec<(String, String, bool)>, Problem> {
     let read_err =
         |e: std::io::Error| Problem::invalid("Cannot read catalogue directory", format!("{}: {e}", dir.display()));
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -134,9 +214,20 @@ pub fn load_dir(dir: &Path) -> Result<Vec<CatalogFramework>, Problem> {
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).map_err(read_err)?;
-            parse(&p.display().to_string(), &text)
+            let mapping = text.lines().any(|l| l.trim() == format!("format: {MAPPING_FORMAT}"));
+            Ok((p.display().to_string(), text, mapping))
         })
         .collect()
+}
+
+/// Every framework file (`*.yaml`/`*.yml`, not a mapping file) of `dir`, parsed, in file-name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<CatalogFramework>, Problem> {
+    read_dir_files(dir)?.into_iter().filter(|(_, _, m)| !m).map(|(name, text, _)| parse(&name, &text)).collect()
+}
+
+/// Every mapping file of `dir`, parsed, in file-name order.
+pub fn load_mappings_dir(dir: &Path) -> Result<Vec<CatalogMapping>, Problem> {
+    read_dir_files(dir)?.into_iter().filter(|(_, _, m)| *m).map(|(name, text, _)| parse_mapping(&name, &text)).collect()
 }
 
 impl FrameworksService {
@@ -152,6 +243,85 @@ impl FrameworksService {
             outcomes.push(self.seed_one(ctx, catalog).await?);
         }
         Ok(outcomes)
+    }
+
+    /// Loads mapping sets into the caller's organisation between the catalogue frameworks it
+    /// has, creating only the pairs that are missing; each created pair is audited.
+    pub async fn seed_mappings(
+        &self,
+        ctx: &RequestCtx,
+        sets: &[CatalogMapping],
+    ) -> Result<Vec<MappingOutcome>, FrameworksError> {
+        ctx.require(Access::Write)?;
+        let mut outcomes = Vec::with_capacity(sets.len());
+        for set in sets {
+            outcomes.push(self.seed_mapping_set(ctx, set).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn seed_mapping_set(
+        &self,
+        ctx: &RequestCtx,
+        set: &CatalogMapping,
+    ) -> Result<MappingOutcome, FrameworksError> {
+        let org = ctx.organization_id;
+        let mut tx = self.db().begin(org).await?;
+        let mut outcome = MappingOutcome { key: set.key.clone(), created: 0, existing: 0, unresolved: Vec::new() };
+        // Each framework's requirements by their catalogue id.
+        let mut ids = std::collections::HashMap::new();
+        for key in [&set.source, &set.target] {
+            let rows: Vec<(String, Uuid)> = requirements::table
+                .inner_join(frameworks::table)
+                .filter(requirements::organization_id.eq(org))
+                .filter(frameworks::organization_id.eq(org))
+                .filter(frameworks::catalog_key.eq(key))
+                .select((requirements::requirement_id, requirements::id))
+                .load(tx.conn())
+                .await?;
+            if rows.is_empty() {
+                outcome.unresolved.push(format!("framework {key} is not loaded"));
+            }
+            ids.insert(key.clone(), rows.into_iter().collect::<std::collections::HashMap<_, _>>());
+        }
+        if !outcome.unresolved.is_empty() {
+            tx.commit().await?;
+            return Ok(outcome);
+        }
+        for pair in &set.mappings {
+            let source = ids[&set.source].get(&pair.source).copied();
+            let target = ids[&set.target].get(&pair.target).copied();
+            let (Some(source), Some(target)) = (source, target) else {
+                outcome.unresolved.push(format!("{} {} → {} {}", set.source, pair.source, set.target, pair.target));
+                continue;
+            };
+            let id = new_id();
+            let inserted = diesel::insert_into(requirement_mappings::table)
+                .values((
+                    requirement_mappings::id.eq(id),
+                    requirement_mappings::organization_id.eq(org),
+                    requirement_mappings::source_requirement_id.eq(source),
+                    requirement_mappings::target_requirement_id.eq(target),
+                    requirement_mappings::relationship.eq(&pair.relationship),
+                    requirement_mappings::rationale.eq(&pair.rationale),
+                    requirement_mappings::origin.eq(&set.key),
+                ))
+                .on_conflict_do_nothing()
+                .execute(tx.conn())
+                .await?;
+            if inserted == 0 {
+                outcome.existing += 1;
+                continue;
+            }
+            let after = json!({
+                "id": id, "source_requirement": source, "target_requirement": target,
+                "relationship": pair.relationship, "rationale": pair.rationale, "origin": set.key,
+            });
+            record_change(&mut tx, ctx, "create", "requirement_mapping", id, Value::Null, after).await?;
+            outcome.created += 1;
+        }
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     async fn seed_one(&self, ctx: &RequestCtx, catalog: &CatalogFramework) -> Result<SeedOutcome, FrameworksError> {
@@ -347,6 +517,44 @@ mod tests {
         for id in ["302", "404(a)", "404(b)", "ITGC-APD", "ITGC-PC", "ITGC-PD", "ITGC-CO"] {
             assert!(sox.requirements.iter().any(|r| r.requirement_id == id), "{id}");
         }
+    }
+
+    #[test]
+    fn builtin_mappings_parse_and_name_built_in_frameworks() {
+        let frameworks = builtin().unwrap();
+        let sets = builtin_mappings().expect("built-in mappings parse");
+        assert_eq!(sets.len(), BUILTIN_MAPPINGS.len());
+        for set in &sets {
+            for key in [&set.source, &set.target] {
+                let fw = frameworks.iter().find(|f| &f.key == key).unwrap_or_else(|| panic!("{}: {key}", set.key));
+                let side = if key == &set.source {
+                    |p: &CatalogMappingPair| p.source.clone()
+                } else {
+                    |p: &CatalogMappingPair| p.target.clone()
+                };
+                for pair in &set.mappings {
+                    let id = side(pair);
+                    assert!(fw.requirements.iter().any(|r| r.requirement_id == id), "{}: {key} {id}", set.key);
+                }
+            }
+        }
+        assert_eq!(sets.iter().find(|s| s.key == "nist-csf-2.0--iso27001-2022").unwrap().mappings.len(), 341);
+    }
+
+    #[test]
+    fn bad_mapping_files_are_refused_with_their_name_and_the_reason() {
+        let head = "format: custos-mapping/v1\nkey: k\nname: n\nsource: a\ntarget: b\nmappings:\n";
+        let err = parse_mapping("m.yaml", &format!("{head}  - {{ source: X, target: Y, relationship: same }}\n"))
+            .unwrap_err();
+        assert!(err.error.contains("m.yaml") && err.details.to_string().contains("relationship"), "{err:?}");
+        let twice = format!(
+            "{head}  - {{ source: X, target: Y, relationship: equal }}\n  - {{ source: X, target: Y, relationship: subset }}\n"
+        );
+        assert!(parse_mapping("m.yaml", &twice).unwrap_err().details.to_string().contains("twice"));
+        let wrong = "format: custos-catalog/v1\nkey: k\nname: n\nsource: a\ntarget: b\nmappings: []\n";
+        assert!(parse_mapping("m.yaml", wrong).unwrap_err().details.to_string().contains("custos-mapping/v1"));
+        let unknown = format!("{head}  - {{ source: X, target: Y, relationship: equal, weight: 1 }}\n");
+        assert!(parse_mapping("m.yaml", &unknown).unwrap_err().details.to_string().contains("weight"));
     }
 
     #[test]

@@ -59,4 +59,10 @@ impl FrameworksApi for FrameworksService {
     async fn schedule_assessment(&self, r: Request<pb::ScheduleAssessmentRequest>) -> Reply<pb::Requirement> {
         unary(r, async |ctx, m| self.schedule_assessment(&ctx, m).await).await
     }
+    async fn list_requirement_mappings(
+        &self,
+        r: Request<pb::ListRequirementMappingsRequest>,
+    ) -> Reply<pb::ListRequirementMappingsResponse> {
+        unary(r, async |ctx, m| self.list_requirement_mappings(&ctx, m).await).await
+    }
 }

@@ -9,7 +9,7 @@ use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, new_id, timefmt, update};
 use custos_db::schema::{
     compliance_checkpoints, evidence, evidence_requirements, framework_requirement_counts, frameworks,
-    requirement_evidence, requirements,
+    requirement_evidence, requirement_mappings, requirements,
 };
 use custos_db::{Db, DbError, Tx, list, refs};
 use custos_proto::v1 as pb;
@@ -897,6 +897,8 @@ struct Detached {
     orphans: Vec<(Uuid, Uuid)>,
     /// Evidence and its requirement links before the delete (in the API's order), and after.
     evidence: Vec<(Uuid, Vec<String>, Vec<String>)>,
+    /// Mappings to or from a deleted requirement, which go with it: (id, what they were).
+    mappings: Vec<(Uuid, Value)>,
 }
 
 impl Detached {
@@ -962,10 +964,41 @@ impl Detached {
                 after.push(r.to_string());
             }
         }
+        // Locked: a mapping can then neither be added to a doomed requirement unrecorded nor
+        // recorded as deleted by two deletions at once.
+        let mappings: Vec<(Uuid, Uuid, Uuid, String, String)> = requirement_mappings::table
+            .filter(requirement_mappings::organization_id.eq(org))
+            .filter(
+                requirement_mappings::source_requirement_id
+                    .eq_any(doomed)
+                    .or(requirement_mappings::target_requirement_id.eq_any(doomed)),
+            )
+            .order(requirement_mappings::id)
+            .select((
+                requirement_mappings::id,
+                requirement_mappings::source_requirement_id,
+                requirement_mappings::target_requirement_id,
+                requirement_mappings::relationship,
+                requirement_mappings::origin,
+            ))
+            .for_update()
+            .load(tx.conn())
+            .await?;
+        let mappings = mappings
+            .into_iter()
+            .map(|(id, source, target, relationship, origin)| {
+                let was = serde_json::json!({
+                    "source_requirement": source, "target_requirement": target,
+                    "relationship": relationship, "origin": origin,
+                });
+                (id, was)
+            })
+            .collect();
         Ok(Detached {
             checkpoints,
             orphans: orphans.into_iter().filter_map(|(id, parent)| Some((id, parent?))).collect(),
             evidence,
+            mappings,
         })
     }
 
@@ -985,6 +1018,9 @@ impl Detached {
             let (before, after) =
                 (json!({ "compliance_requirements": before }), json!({ "compliance_requirements": after }));
             record_change(tx, ctx, "update", "evidence", id, before, after).await?;
+        }
+        for (id, before) in self.mappings {
+            record_change(tx, ctx, "delete", "requirement_mapping", id, before, Value::Null).await?;
         }
         Ok(())
     }

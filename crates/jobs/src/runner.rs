@@ -165,7 +165,8 @@ impl Runner {
             // jobs holding most slots must not keep a due job waiting).
             let room = self.config.concurrency.saturating_sub(running.len());
             let mut claimed_all = false;
-            let due = running.is_empty() || room * 2 >= self.config.concurrency || claimed_at.elapsed() >= self.config.poll;
+            let due =
+                running.is_empty() || room * 2 >= self.config.concurrency || claimed_at.elapsed() >= self.config.poll;
             if room > 0 && due {
                 claimed_at = Instant::now();
                 match queue::claim(&self.db, self.id, self.config.lease, &kinds, room as i64, None).await {

@@ -59,6 +59,12 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 .body_field("requirement"),
             Endpoint::delete(REQ_ID, "Delete a requirement", op!(s, delete_requirement))
                 .fails(StatusCode::CONFLICT, referenced),
+            Endpoint::get(
+                "/api/compliance/requirements/{id}/mappings/",
+                "The requirement's mappings to other frameworks' requirements, both directions, with their status",
+                op!(s, list_requirement_mappings),
+            )
+            .list(),
             Endpoint::post(
                 "/api/compliance/requirements/{id}/update_status/",
                 "Record a requirement's compliance status",
@@ -125,7 +131,8 @@ pub struct SeedArgs {
     /// Only this organisation (default: every organisation).
     #[arg(long)]
     pub org: Option<String>,
-    /// Also load every *.yaml catalogue file of this directory (format: custos-catalog/v1).
+    /// Also load every *.yaml catalogue file of this directory (format: custos-catalog/v1, or
+    /// custos-mapping/v1 for mappings between frameworks).
     #[arg(long)]
     pub catalog_dir: Option<PathBuf>,
     /// Skip the built-in catalogue (load only --catalog-dir).
@@ -139,8 +146,10 @@ async fn run(command: FrameworksCommand) -> anyhow::Result<()> {
     let FrameworksCommand::Seed(args) = command;
     let app = app_for(&args.db).await?;
     let mut catalogs = if args.no_builtin { Vec::new() } else { catalog::builtin().map_err(problem_of)? };
+    let mut mappings = if args.no_builtin { Vec::new() } else { catalog::builtin_mappings().map_err(problem_of)? };
     if let Some(dir) = &args.catalog_dir {
         catalogs.extend(catalog::load_dir(dir).map_err(problem_of)?);
+        mappings.extend(catalog::load_mappings_dir(dir).map_err(problem_of)?);
     }
     for (org_id, slug) in organisations(&app, args.org.as_deref()).await? {
         let ctx = RequestCtx::operator(org_id, slug.clone());
@@ -152,6 +161,15 @@ async fn run(command: FrameworksCommand) -> anyhow::Result<()> {
                 o.requirements_created,
                 o.requirements_total
             );
+        }
+        for o in app.frameworks.seed_mappings(&ctx, &mappings).await.map_err(problem)? {
+            println!("{slug}: {} — {} mappings created, {} present", o.key, o.created, o.existing);
+            for missing in o.unresolved.iter().take(5) {
+                println!("{slug}: {} — not mapped: {missing}", o.key);
+            }
+            if o.unresolved.len() > 5 {
+                println!("{slug}: {} — and {} more not mapped", o.key, o.unresolved.len() - 5);
+            }
         }
     }
     Ok(())

@@ -1,0 +1,165 @@
+//! Cross-framework mappings: the built-in mapping sets seed between the built-in frameworks,
+//! read in both directions with the other side's framework and status, go with a deleted
+//! requirement (audited), and belong to their organisation.
+
+use custos_core::RequestCtx;
+use custos_frameworks::catalog;
+use custos_proto::v1 as pb;
+use custos_proto::v1::frameworks_service_client::FrameworksServiceClient;
+use custos_testkit::{TestOrg, TestServer};
+use diesel::QueryableByName;
+use serde_json::{Value, json};
+use tonic::Code;
+
+async fn seed(s: &TestServer, org: &TestOrg) -> Vec<catalog::MappingOutcome> {
+    let ctx = RequestCtx::operator(org.id, org.slug.clone());
+    s.app().frameworks.seed(&ctx, &catalog::builtin().unwrap()).await.expect("seed frameworks");
+    s.app().frameworks.seed_mappings(&ctx, &catalog::builtin_mappings().unwrap()).await.expect("seed mappings")
+}
+
+/// The id of requirement `requirement_id` of the framework with catalogue key `key`.
+async fn requirement(s: &TestServer, org: &TestOrg, key: &str, requirement_id: &str) -> String {
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let mut conn = s.db.superuser().await;
+    let row: Id = diesel::sql_query(
+        "SELECT r.id::text AS id FROM requirements r JOIN frameworks f ON f.id = r.framework_id
+          WHERE f.organization_id = $1 AND f.catalog_key = $2 AND r.requirement_id = $3",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org.id)
+    .bind::<diesel::sql_types::Text, _>(key)
+    .bind::<diesel::sql_types::Text, _>(requirement_id)
+    .get_result(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{key} {requirement_id}: {e}"));
+    row.id
+}
+
+async fn mappings(s: &TestServer, org: &TestOrg, id: &str) -> Value {
+    let (status, page) = s.get(&format!("/api/compliance/requirements/{id}/mappings/"), &org.viewer).await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
+fn pairs(page: &Value) -> Vec<(String, String, String, String)> {
+    page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["direction"].as_str().unwrap().to_owned(),
+                m["relationship"].as_str().unwrap().to_owned(),
+                m["requirement"]["framework_type"].as_str().unwrap().to_owned(),
+                m["requirement"]["requirement_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn built_in_mappings_resolve_and_read_in_both_directions_with_status() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let outcomes = seed(&s, &org).await;
+    for o in &outcomes {
+        assert!(o.unresolved.is_empty(), "{o:?}");
+        assert!(o.created > 0, "{o:?}");
+    }
+    let nist = outcomes.iter().find(|o| o.key == "nist-csf-2.0--iso27001-2022").unwrap();
+    assert_eq!(nist.created, 341);
+    // Seeding again creates nothing.
+    let again = seed(&s, &org).await;
+    assert!(again.iter().all(|o| o.created == 0 && o.existing > 0), "{again:?}");
+
+    // NIST's GV.OC-01 maps to seven ISO/IEC 27001 clauses (NIST's own reference).
+    let gv_oc_01 = requirement(&s, &org, "nist-csf-2.0", "GV.OC-01").await;
+    let page = mappings(&s, &org, &gv_oc_01).await;
+    assert_eq!(page["count"], 7, "{page}");
+    let expected: Vec<_> = ["4.1", "6.1.1", "6.1.2", "6.1.3", "8.1", "8.2", "8.3"]
+        .map(|id| ("outgoing".to_owned(), "intersect".to_owned(), "ISO27001".to_owned(), id.to_owned()))
+        .to_vec();
+    assert_eq!(pairs(&page), expected);
+    assert_eq!(page["results"][0]["origin"], "nist-csf-2.0--iso27001-2022");
+    assert_eq!(page["results"][0]["requirement"]["compliance_status"], "NOT_ASSESSED");
+
+    // From the other side: ISO 4.1 is mapped from NIST and shows its status as it changes.
+    let iso_4_1 = requirement(&s, &org, "iso27001-2022", "4.1").await;
+    let (status, body) = s
+        .post(
+            &format!("/api/compliance/requirements/{iso_4_1}/update_status/"),
+            &org.editor,
+            json!({"compliance_status": "COMPLIANT"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let page = mappings(&s, &org, &iso_4_1).await;
+    let from_nist: Vec<_> = pairs(&page).into_iter().filter(|p| p.2 == "NIST_CSF").collect();
+    assert!(from_nist.iter().all(|p| p.0 == "incoming" && p.1 == "intersect"), "{from_nist:?}");
+    assert!(from_nist.iter().any(|p| p.3 == "GV.OC-01"), "{from_nist:?}");
+    let page = mappings(&s, &org, &gv_oc_01).await;
+    assert_eq!(page["results"][0]["requirement"]["compliance_status"], "COMPLIANT", "{page}");
+
+    // A subset seen from its superset's side is a superset.
+    let art_32 = requirement(&s, &org, "gdpr", "Art. 32").await;
+    let a_5_34 = requirement(&s, &org, "iso27001-2022", "A.5.34").await;
+    let from_gdpr = pairs(&mappings(&s, &org, &art_32).await);
+    assert!(
+        from_gdpr.contains(&("outgoing".into(), "subset".into(), "ISO27001".into(), "A.5.34".into())),
+        "{from_gdpr:?}"
+    );
+    let from_iso = pairs(&mappings(&s, &org, &a_5_34).await);
+    assert!(
+        from_iso.contains(&("incoming".into(), "superset".into(), "GDPR".into(), "Art. 32".into())),
+        "{from_iso:?}"
+    );
+
+    // ISO ↔ SOC 2 ↔ PCI DSS cover access control among others.
+    let cc6_1 = requirement(&s, &org, "soc2-tsc-2017", "CC6.1").await;
+    let from_soc2 = pairs(&mappings(&s, &org, &cc6_1).await);
+    assert!(from_soc2.iter().any(|p| p.2 == "ISO27001") && from_soc2.iter().any(|p| p.2 == "PCI_DSS"), "{from_soc2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mappings_go_with_a_deleted_requirement_and_belong_to_their_organisation() {
+    let s = TestServer::start().await;
+    let acme = s.org("acme").await;
+    let globex = s.org("globex").await;
+    seed(&s, &acme).await;
+    let iso_4_1 = requirement(&s, &acme, "iso27001-2022", "4.1").await;
+    let mapped = mappings(&s, &acme, &iso_4_1).await["count"].as_i64().unwrap();
+    assert!(mapped > 0);
+
+    // Another organisation neither reads them (REST, gRPC) nor finds the requirement.
+    let (status, body) = s.get(&format!("/api/compliance/requirements/{iso_4_1}/mappings/"), &globex.admin).await;
+    assert_eq!(status, 404, "{body}");
+    let mut client = FrameworksServiceClient::new(s.grpc(Some(&globex.admin)).await);
+    let err =
+        client.list_requirement_mappings(pb::ListRequirementMappingsRequest { id: iso_4_1.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut own = FrameworksServiceClient::new(s.grpc(Some(&acme.viewer)).await);
+    let listed = own
+        .list_requirement_mappings(pb::ListRequirementMappingsRequest { id: iso_4_1.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.count, mapped);
+    let (status, _) = s.get("/api/compliance/requirements/not-an-id/mappings/", &acme.viewer).await;
+    assert_eq!(status, 404);
+    // Mappings are not seeded into an organisation whose frameworks are not loaded.
+    let ctx = RequestCtx::operator(globex.id, "globex");
+    let outcomes = s.app().frameworks.seed_mappings(&ctx, &catalog::builtin_mappings().unwrap()).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.created == 0 && o.unresolved[0].contains("is not loaded")), "{outcomes:?}");
+
+    // Deleting the requirement deletes its mappings, each recorded.
+    let (status, body) = s.delete(&format!("/api/compliance/requirements/{iso_4_1}/"), &acme.admin).await;
+    assert!(status.is_success(), "{status}: {body}");
+    let gv_oc_01 = requirement(&s, &acme, "nist-csf-2.0", "GV.OC-01").await;
+    let left = pairs(&mappings(&s, &acme, &gv_oc_01).await);
+    assert!(left.iter().all(|p| p.3 != "4.1"), "{left:?}");
+    assert_eq!(s.audit_count(acme.id, "delete", "requirement_mapping").await, mapped);
+}
