@@ -41,6 +41,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for field in JSON_TEXT_FIELDS {
         builder = builder.field_attribute(format!(".custos.v1.{field}"), "#[serde(with = \"crate::json_text\")]");
     }
+    // Fields a response carries only when asked for: absent, not null, otherwise.
+    for field in OMITTED_WHEN_ABSENT {
+        builder = builder
+            .field_attribute(format!(".custos.v1.{field}"), "#[serde(skip_serializing_if = \"Option::is_none\")]");
+    }
     builder.compile_fds_with_config(fds, config)?;
     Ok(())
 }

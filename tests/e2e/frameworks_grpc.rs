@@ -143,8 +143,11 @@ async fn every_rpc_works_end_to_end() {
     assert_eq!(renamed.title, "Lawfulness");
     assert_eq!(renamed.priority, "LOW");
 
-    let summary =
-        c.get_compliance_summary(pb::ComplianceSummaryRequest { id: fw.id.clone() }).await.unwrap().into_inner();
+    let summary = c
+        .get_compliance_summary(pb::ComplianceSummaryRequest { id: fw.id.clone(), include_mapped: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((summary.total_requirements, summary.compliant, summary.partially_compliant), (2, 1, 1));
     assert_eq!(summary.compliance_percentage, 50.0);
 
@@ -249,7 +252,11 @@ async fn grpc_errors_carry_the_same_rules() {
     );
     assert_eq!(intruder.list_requirements(pb::ListRequirementsRequest::default()).await.unwrap().into_inner().count, 0);
     assert_eq!(
-        intruder.get_compliance_summary(pb::ComplianceSummaryRequest { id: fw.id.clone() }).await.unwrap_err().code(),
+        intruder
+            .get_compliance_summary(pb::ComplianceSummaryRequest { id: fw.id.clone(), include_mapped: None })
+            .await
+            .unwrap_err()
+            .code(),
         Code::NotFound
     );
 }

@@ -163,3 +163,64 @@ async fn mappings_go_with_a_deleted_requirement_and_belong_to_their_organisation
     assert!(left.iter().all(|p| p.3 != "4.1"), "{left:?}");
     assert_eq!(s.audit_count(acme.id, "delete", "requirement_mapping").await, mapped);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_summary_counts_what_mappings_cover_apart_from_direct_results() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    seed(&s, &org).await;
+    let framework = |key: &'static str| {
+        let s = &s;
+        let org = &org;
+        async move {
+            let (_, page) = s.get("/api/compliance/frameworks/?page_size=100", &org.viewer).await;
+            let fw = page["results"].as_array().unwrap().iter().find(|f| f["catalog_key"] == key).cloned();
+            fw.unwrap_or_else(|| panic!("{key}: {page}"))["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let comply = |id: String| {
+        let s = &s;
+        let org = &org;
+        async move {
+            let path = format!("/api/compliance/requirements/{id}/update_status/");
+            let (status, body) = s.post(&path, &org.editor, json!({"compliance_status": "COMPLIANT"})).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let summary = |fw: String, mapped: bool| {
+        let s = &s;
+        let org = &org;
+        async move {
+            let query = if mapped { "?include_mapped=true" } else { "" };
+            let (status, body) =
+                s.get(&format!("/api/compliance/frameworks/{fw}/compliance_summary/{query}"), &org.viewer).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let gdpr = framework("gdpr").await;
+    let pci = framework("pci-dss-4.0").await;
+    let nist = framework("nist-csf-2.0").await;
+    // The worked example. GDPR Art. 32 ⊂ ISO A.5.34 (subset, GDPR → ISO); ISO A.8.15 ⊃ PCI 10.2.1
+    // and 10.3.2 (superset, ISO → PCI); NIST GV.OC-01 ∩ ISO 4.1 (intersect).
+    comply(requirement(&s, &org, "iso27001-2022", "A.5.34").await).await;
+    comply(requirement(&s, &org, "iso27001-2022", "A.8.15").await).await;
+    comply(requirement(&s, &org, "iso27001-2022", "4.1").await).await;
+    // One of PCI's is compliant itself too: counted once, as a direct result.
+    comply(requirement(&s, &org, "pci-dss-4.0", "10.3.2").await).await;
+
+    let plain = summary(gdpr.clone(), false).await;
+    assert!(plain.get("covered_through_mappings").is_none(), "only when asked: {plain}");
+    let with = summary(gdpr, true).await;
+    assert_eq!((with["compliant"].clone(), with["covered_through_mappings"].clone()), (json!(0), json!(1)), "{with}");
+    let total = with["total_requirements"].as_f64().unwrap();
+    let expected = (1.0 * 1000.0 / total).round() / 10.0;
+    assert_eq!(with["compliance_percentage_with_mapped"].as_f64().unwrap(), expected, "{with}");
+    assert_eq!(with["compliance_percentage"], 0.0);
+
+    let with = summary(pci, true).await;
+    assert_eq!((with["compliant"].clone(), with["covered_through_mappings"].clone()), (json!(1), json!(1)), "{with}");
+    // An intersection covers nothing.
+    let with = summary(nist, true).await;
+    assert_eq!(with["covered_through_mappings"], 0, "{with}");
+}

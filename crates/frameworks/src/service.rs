@@ -242,10 +242,16 @@ impl FrameworksService {
         .bind::<diesel::sql_types::Uuid, _>(id)
         .get_result(tx.conn())
         .await?;
+        let covered = match req.include_mapped {
+            Some(true) => Some(covered_through_mappings(&mut tx, ctx.organization_id, id).await?),
+            _ => None,
+        };
         tx.commit().await?;
-        let percentage =
-            if row.total == 0 { 0.0 } else { (row.compliant as f64 * 1000.0 / row.total as f64).round() / 10.0 };
+        let percent = |n: i64| if row.total == 0 { 0.0 } else { (n as f64 * 1000.0 / row.total as f64).round() / 10.0 };
+        let percentage = percent(row.compliant);
         Ok(pb::ComplianceSummary {
+            covered_through_mappings: covered,
+            compliance_percentage_with_mapped: covered.map(|c| percent(row.compliant + c)),
             total_requirements: row.total,
             compliant: row.compliant,
             partially_compliant: row.partially,
@@ -1024,4 +1030,34 @@ impl Detached {
         }
         Ok(())
     }
+}
+
+/// How many of the framework's requirements are not COMPLIANT themselves but covered by a
+/// COMPLIANT requirement (of any framework) that is equal to or a superset of them, through a
+/// mapping in either direction.
+async fn covered_through_mappings(tx: &mut Tx, org: Uuid, framework: Uuid) -> Result<i64> {
+    #[derive(QueryableByName)]
+    struct Covered {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let covered: Covered = diesel::sql_query(
+        "SELECT count(*) AS n FROM requirements r
+          WHERE r.organization_id = $1 AND r.framework_id = $2 AND r.compliance_status <> 'COMPLIANT'
+            AND EXISTS (
+              SELECT 1 FROM requirement_mappings m
+                JOIN requirements x ON x.organization_id = m.organization_id
+                 AND x.compliance_status = 'COMPLIANT'
+                 AND ((m.source_requirement_id = r.id AND x.id = m.target_requirement_id
+                       AND m.relationship IN ('equal', 'subset'))
+                   OR (m.target_requirement_id = r.id AND x.id = m.source_requirement_id
+                       AND m.relationship IN ('equal', 'superset')))
+               WHERE m.organization_id = $1
+                 AND (m.source_requirement_id = r.id OR m.target_requirement_id = r.id))",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .bind::<diesel::sql_types::Uuid, _>(framework)
+    .get_result(tx.conn())
+    .await?;
+    Ok(covered.n)
 }

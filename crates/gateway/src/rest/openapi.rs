@@ -5,7 +5,7 @@
 //!
 //! - value sets are `enum`s, from the domains' own `Choice` types ([`ValueSet`]);
 //! - every field of a message the server answers is `required` (all are always written, `null`
-//!   where absent); request fields are required as the domains declare ([`ApiDescription`]);
+//!   where absent), but those in `custos_proto::OMITTED_WHEN_ABSENT`; request fields are required as the domains declare ([`ApiDescription`]);
 //! - `…_at` fields are `date-time`, `…_date` fields `date`, ids `uuid`, the audit `seq` an integer;
 //! - JSON documents carried in text fields (`before`, `after`, `actor_detail`, custody `details`)
 //!   are objects, nullable;
@@ -131,7 +131,9 @@ fn message_schema(full: &str, info: &MessageInfo<'_>, hints: &Hints) -> Value {
             m.insert("description".into(), Value::String(c.clone()));
         }
         props.insert(f.name().to_owned(), s);
-        if output || hints.required.contains(&format!("{}.{}", short_name(full), f.name())) {
+        let key = format!("{}.{}", short_name(full), f.name());
+        let always_written = !custos_proto::OMITTED_WHEN_ABSENT.contains(&key.as_str());
+        if (output && always_written) || hints.required.contains(&key) {
             required.push(f.name().to_owned());
         }
     }
