@@ -6,6 +6,7 @@ mod audit_chain;
 mod audit_contents;
 mod audit_verification_runs;
 mod auth_rest;
+mod catalogue_versions;
 mod checkpoints_plans_rest;
 mod edge;
 mod evidence_grpc;

@@ -3,8 +3,10 @@
 //! A catalogue entry is a YAML data file (format `custos-catalog/v1`, documented in
 //! `crates/frameworks/catalog/README.md`). The built-in files are compiled into the binary;
 //! operators can add their own with `custos seed --catalog-dir DIR`. Seeding is idempotent: a
-//! framework is keyed by its catalogue `key`, a requirement by its `requirement_id`, and only what
-//! is missing is created — so re-running after a catalogue grows adds just the new requirements.
+//! framework is keyed by its catalogue `key` and `version` (a newer version is a framework of its
+//! own, beside the old one and its assessments), a requirement by its `requirement_id`, and only
+//! what is missing is created — so re-running after a catalogue grows adds just the new
+//! requirements.
 
 use std::path::Path;
 
@@ -271,11 +273,18 @@ impl FrameworksService {
         // Each framework's requirements by their catalogue id.
         let mut ids = std::collections::HashMap::new();
         for key in [&set.source, &set.target] {
-            let rows: Vec<(String, Uuid)> = requirements::table
-                .inner_join(frameworks::table)
-                .filter(requirements::organization_id.eq(org))
+            // Of several versions of a framework, the one loaded last.
+            let framework: Option<Uuid> = frameworks::table
                 .filter(frameworks::organization_id.eq(org))
                 .filter(frameworks::catalog_key.eq(key))
+                .order((frameworks::created_at.desc(), frameworks::id.desc()))
+                .select(frameworks::id)
+                .first(tx.conn())
+                .await
+                .optional()?;
+            let rows: Vec<(String, Uuid)> = requirements::table
+                .filter(requirements::organization_id.eq(org))
+                .filter(requirements::framework_id.eq_any(framework))
                 .select((requirements::requirement_id, requirements::id))
                 .load(tx.conn())
                 .await?;
@@ -341,7 +350,7 @@ impl FrameworksService {
                 frameworks::effective_date.eq(effective_date),
                 frameworks::catalog_key.eq(&catalog.key),
             ))
-            .on_conflict((frameworks::organization_id, frameworks::catalog_key))
+            .on_conflict((frameworks::organization_id, frameworks::catalog_key, frameworks::version))
             .do_nothing()
             .returning(frameworks::id)
             .get_result(tx.conn())
@@ -354,6 +363,7 @@ impl FrameworksService {
                 frameworks::table
                     .filter(frameworks::organization_id.eq(ctx.organization_id))
                     .filter(frameworks::catalog_key.eq(&catalog.key))
+                    .filter(frameworks::version.eq(&catalog.version))
                     .select(frameworks::id)
                     .first(tx.conn())
                     .await?

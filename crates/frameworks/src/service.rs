@@ -779,6 +779,7 @@ struct FrameworkFilters {
     after: Option<time::Date>,
     before: Option<time::Date>,
     search: Option<String>,
+    catalog_key: Option<String>,
 }
 
 impl FrameworkFilters {
@@ -789,11 +790,15 @@ impl FrameworkFilters {
             after: parse_opt_date("effective_date_after", req.effective_date_after.as_deref())?,
             before: parse_opt_date("effective_date_before", req.effective_date_before.as_deref())?,
             search: search_pattern(req.search.as_deref()),
+            catalog_key: filter::opt_text(req.catalog_key.as_deref()).map(str::to_owned),
         })
     }
 
     fn apply(&self, org: Uuid) -> frameworks::BoxedQuery<'static, Pg> {
         let mut q = frameworks::table.filter(frameworks::organization_id.eq(org)).into_boxed();
+        if let Some(key) = &self.catalog_key {
+            q = q.filter(frameworks::catalog_key.eq(key.clone()));
+        }
         if let Some(t) = self.framework_type {
             q = q.filter(frameworks::framework_type.eq(t));
         }

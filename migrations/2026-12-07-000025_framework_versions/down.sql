@@ -1,0 +1,2 @@
+ALTER TABLE frameworks DROP CONSTRAINT frameworks_organization_id_catalog_key_version_key;
+ALTER TABLE frameworks ADD CONSTRAINT frameworks_organization_id_catalog_key_key UNIQUE (organization_id, catalog_key);
