@@ -10,4 +10,8 @@ pub const JSON_TEXT_FIELDS: &[&str] =
 /// rather than `null` otherwise (so the seed's JSON shapes stay as they were), and not
 /// `required` in the OpenAPI document.
 pub const OMITTED_WHEN_ABSENT: &[&str] =
-    &["ComplianceSummary.covered_through_mappings", "ComplianceSummary.compliance_percentage_with_mapped"];
+    &[
+        "ComplianceSummary.covered_through_mappings",
+        "ComplianceSummary.compliance_percentage_with_mapped",
+        "Requirement.status_derived_from",
+    ];

@@ -224,3 +224,91 @@ async fn the_summary_counts_what_mappings_cover_apart_from_direct_results() {
     let with = summary(nist, true).await;
     assert_eq!(with["covered_through_mappings"], 0, "{with}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_mapping_proposes_then_sets_derived_statuses_each_audited() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let other = s.org("globex").await;
+    seed(&s, &org).await;
+    let (_, page) = s.get("/api/compliance/frameworks/?page_size=100", &org.viewer).await;
+    let fw = |key: &str| {
+        page["results"].as_array().unwrap().iter().find(|f| f["catalog_key"] == key).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (gdpr, iso) = (fw("gdpr"), fw("iso27001-2022"));
+    let a_5_34 = requirement(&s, &org, "iso27001-2022", "A.5.34").await;
+    let art_32 = requirement(&s, &org, "gdpr", "Art. 32").await;
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/requirements/{a_5_34}/update_status/"),
+            &org.editor,
+            json!({"compliance_status": "COMPLIANT"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let path = format!("/api/compliance/frameworks/{gdpr}/apply_mapping/");
+
+    // A dry run (any role) proposes; nothing changes.
+    let (status, dry) = s.post(&path, &org.viewer, json!({"source_framework": iso})).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!((dry["applied"].clone(), dry["changed"].clone()), (json!(false), json!(0)));
+    let proposals = dry["proposals"].as_array().unwrap();
+    let art = proposals.iter().find(|p| p["requirement"]["requirement_id"] == "Art. 32").expect("Art. 32 proposed");
+    assert_eq!(art["proposed_status"], "COMPLIANT");
+    assert_eq!(
+        (art["because"]["requirement_id"].clone(), art["relationship"].clone()),
+        (json!("A.5.34"), json!("superset"))
+    );
+    let (_, before) = s.get(&format!("/api/compliance/requirements/{art_32}/"), &org.viewer).await;
+    assert_eq!(before["compliance_status"], "NOT_ASSESSED");
+    assert!(before.get("status_derived_from").is_none(), "absent unless derived: {before}");
+
+    // Applying needs an editor; each change is audited with its mapping and marked derived.
+    let (status, _) = s.post(&path, &org.viewer, json!({"source_framework": iso, "apply": true})).await;
+    assert_eq!(status, 403);
+    let (status, done) = s.post(&path, &org.editor, json!({"source_framework": iso, "apply": true})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["changed"], json!(proposals.len()), "{done}");
+    let (_, after) = s.get(&format!("/api/compliance/requirements/{art_32}/"), &org.viewer).await;
+    assert_eq!(
+        (after["compliance_status"].clone(), after["status_derived_from"].clone()),
+        (json!("COMPLIANT"), json!(a_5_34))
+    );
+    assert_eq!(s.audit_count(org.id, "update_status", "requirement").await, 1 + proposals.len() as i64);
+    let (_, again) = s.post(&path, &org.viewer, json!({"source_framework": iso})).await;
+    assert!(again["proposals"].as_array().unwrap().is_empty(), "nothing left to carry over: {again}");
+    // Assessing it itself clears the derivation.
+    let (status, assessed) = s
+        .post(
+            &format!("/api/compliance/requirements/{art_32}/update_status/"),
+            &org.editor,
+            json!({"compliance_status": "NON_COMPLIANT"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{assessed}");
+    assert!(assessed.get("status_derived_from").is_none(), "{assessed}");
+
+    // Bad input and other tenants.
+    for (body, field) in [
+        (json!({}), "source_framework"),
+        (json!({"source_framework": "nope"}), "source_framework"),
+        (json!({"source_framework": gdpr}), "source_framework"),
+    ] {
+        let (status, err) = s.post(&path, &org.editor, body).await;
+        assert_eq!(status, 400, "{err}");
+        assert!(err["error"].as_str().unwrap().contains(field), "{err}");
+    }
+    let (status, _) = s.post(&path, &other.admin, json!({"source_framework": iso})).await;
+    assert_eq!(status, 404);
+    let (_, theirs) = s.get("/api/compliance/frameworks/?page_size=1", &other.admin).await;
+    assert_eq!(theirs["count"], 0);
+    let mut client = FrameworksServiceClient::new(s.grpc(Some(&other.admin)).await);
+    let err = client
+        .apply_mapping(pb::ApplyMappingRequest { id: gdpr.clone(), source_framework: iso.clone(), apply: true })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}

@@ -81,6 +81,7 @@ diesel::table! {
         implementation_notes -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        status_derived_from -> Nullable<Uuid>,
     }
 }
 

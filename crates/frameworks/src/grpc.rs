@@ -65,4 +65,7 @@ impl FrameworksApi for FrameworksService {
     ) -> Reply<pb::ListRequirementMappingsResponse> {
         unary(r, async |ctx, m| self.list_requirement_mappings(&ctx, m).await).await
     }
+    async fn apply_mapping(&self, r: Request<pb::ApplyMappingRequest>) -> Reply<pb::ApplyMappingResponse> {
+        unary(r, async |ctx, m| self.apply_mapping(&ctx, m).await).await
+    }
 }

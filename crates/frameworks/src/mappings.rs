@@ -1,13 +1,18 @@
 //! Cross-framework mappings ("test once, comply many"): how one requirement relates to
 //! requirements of other frameworks, read in both directions.
 
+use std::collections::HashMap;
+
+use custos_audit_chain::{record_change, snapshot};
 use custos_core::ctx::Access;
-use custos_core::filter::parse_id;
+use custos_core::filter::{parse_id, parse_uuid};
 use custos_core::page::Page;
 use custos_core::{Problem, RequestCtx, timefmt};
+use custos_db::Tx;
 use custos_db::schema::{frameworks, requirement_mappings, requirements};
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
+use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -32,6 +37,43 @@ fn reversed(relationship: &str) -> &str {
 }
 
 type Row = (Uuid, Uuid, Uuid, String, String, String, OffsetDateTime);
+
+/// A requirement as the other side of a mapping shows it: (id, requirement_id, title, status,
+/// framework id, framework name, framework type).
+type Described = (Uuid, String, String, String, Uuid, String, String);
+
+/// The requirements `ids` of the organisation, with their frameworks, by id.
+async fn describe(tx: &mut Tx, org: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, Described>, FrameworksError> {
+    let rows: Vec<Described> = requirements::table
+        .inner_join(frameworks::table)
+        .filter(requirements::organization_id.eq(org))
+        .filter(frameworks::organization_id.eq(org))
+        .filter(requirements::id.eq_any(ids))
+        .select((
+            requirements::id,
+            requirements::requirement_id,
+            requirements::title,
+            requirements::compliance_status,
+            frameworks::id,
+            frameworks::name,
+            frameworks::framework_type,
+        ))
+        .load(tx.conn())
+        .await?;
+    Ok(rows.into_iter().map(|d| (d.0, d)).collect())
+}
+
+fn mapped_pb(d: &Described) -> pb::MappedRequirement {
+    pb::MappedRequirement {
+        id: d.0.to_string(),
+        requirement_id: d.1.clone(),
+        title: d.2.clone(),
+        compliance_status: d.3.clone(),
+        framework_id: d.4.to_string(),
+        framework_name: d.5.clone(),
+        framework_type: d.6.clone(),
+    }
+}
 
 impl FrameworksService {
     /// The requirement's mappings, both directions, each with the other requirement's
@@ -72,24 +114,8 @@ impl FrameworksService {
             .load(tx.conn())
             .await?;
         let others: Vec<Uuid> = rows.iter().map(|r| if r.1 == id { r.2 } else { r.1 }).collect();
-        let described: Vec<(Uuid, String, String, String, Uuid, String, String)> = requirements::table
-            .inner_join(frameworks::table)
-            .filter(requirements::organization_id.eq(org))
-            .filter(frameworks::organization_id.eq(org))
-            .filter(requirements::id.eq_any(&others))
-            .select((
-                requirements::id,
-                requirements::requirement_id,
-                requirements::title,
-                requirements::compliance_status,
-                frameworks::id,
-                frameworks::name,
-                frameworks::framework_type,
-            ))
-            .load(tx.conn())
-            .await?;
+        let by_id = describe(&mut tx, org, &others).await?;
         tx.commit().await?;
-        let by_id: std::collections::HashMap<Uuid, _> = described.into_iter().map(|d| (d.0, d)).collect();
         let mut results: Vec<pb::RequirementMapping> = rows
             .into_iter()
             .filter_map(|(mapping, source, target, relationship, rationale, origin, created_at)| {
@@ -101,15 +127,7 @@ impl FrameworksService {
                     relationship: if outgoing { relationship.clone() } else { reversed(&relationship).to_owned() },
                     rationale,
                     origin,
-                    requirement: Some(pb::MappedRequirement {
-                        id: other.0.to_string(),
-                        requirement_id: other.1.clone(),
-                        title: other.2.clone(),
-                        compliance_status: other.3.clone(),
-                        framework_id: other.4.to_string(),
-                        framework_name: other.5.clone(),
-                        framework_type: other.6.clone(),
-                    }),
+                    requirement: Some(mapped_pb(other)),
                     created_at: timefmt::timestamp(created_at),
                 })
             })
@@ -130,5 +148,142 @@ impl FrameworksService {
             results,
         };
         Ok(pb::ListRequirementMappingsResponse::from_page(page))
+    }
+
+    /// What the source framework's compliant results carry over to this framework through
+    /// mappings: every requirement here not yet COMPLIANT that a COMPLIANT source requirement
+    /// covers (equal to it or a superset of it) is proposed COMPLIANT; with `apply`, set so (by
+    /// an editor or admin), each change audited with the mapping and the source requirement,
+    /// and marked derived (`status_derived_from`) until the requirement is assessed itself.
+    pub async fn apply_mapping(
+        &self,
+        ctx: &RequestCtx,
+        req: pb::ApplyMappingRequest,
+    ) -> Result<pb::ApplyMappingResponse, FrameworksError> {
+        #[derive(QueryableByName)]
+        struct Proposal {
+            #[diesel(sql_type = SqlUuid)]
+            requirement: Uuid,
+            #[diesel(sql_type = SqlUuid)]
+            source: Uuid,
+            #[diesel(sql_type = SqlUuid)]
+            mapping: Uuid,
+            #[diesel(sql_type = Text)]
+            relationship: String,
+        }
+        let id = parse_id("Framework", &req.id)?;
+        let source_framework = parse_uuid("source_framework", &req.source_framework)?;
+        if source_framework == id {
+            return Err(
+                Problem::invalid_field("source_framework", "A framework cannot carry results over to itself").into()
+            );
+        }
+        let org = ctx.organization_id;
+        let access = if req.apply { Access::Write } else { Access::Read };
+        let mut tx = self.db().begin_as(ctx, access).await?;
+        let found: Vec<Uuid> = frameworks::table
+            .filter(frameworks::organization_id.eq(org))
+            .filter(frameworks::id.eq_any([id, source_framework]))
+            .select(frameworks::id)
+            .load(tx.conn())
+            .await?;
+        if !found.contains(&id) {
+            return Err(Problem::not_found("Framework", id).into());
+        }
+        if !found.contains(&source_framework) {
+            return Err(Problem::invalid_field("source_framework", format!("No framework {source_framework}")).into());
+        }
+        if req.apply {
+            // Locked first (DISTINCT ON takes no row locks): the requirements that may change,
+            // and the compliant source requirements that justify it, so that the statuses
+            // proposed are the statuses set.
+            requirements::table
+                .filter(requirements::organization_id.eq(org))
+                .filter(requirements::framework_id.eq(id))
+                .filter(requirements::compliance_status.ne("COMPLIANT"))
+                .order(requirements::id)
+                .select(requirements::id)
+                .for_update()
+                .load::<Uuid>(tx.conn())
+                .await?;
+            requirements::table
+                .filter(requirements::organization_id.eq(org))
+                .filter(requirements::framework_id.eq(source_framework))
+                .filter(requirements::compliance_status.eq("COMPLIANT"))
+                .order(requirements::id)
+                .select(requirements::id)
+                .for_share()
+                .load::<Uuid>(tx.conn())
+                .await?;
+        }
+        // One covering source requirement per requirement (the first by its identifier).
+        let proposals: Vec<Proposal> = diesel::sql_query(
+            "SELECT DISTINCT ON (r.id) r.id AS requirement, x.id AS source, m.id AS mapping,
+                    CASE WHEN m.source_requirement_id = x.id THEN m.relationship
+                         WHEN m.relationship = 'subset' THEN 'superset' ELSE m.relationship END AS relationship
+               FROM requirements r
+               JOIN requirement_mappings m ON m.organization_id = r.organization_id
+                AND (m.source_requirement_id = r.id OR m.target_requirement_id = r.id)
+               JOIN requirements x ON x.organization_id = r.organization_id AND x.framework_id = $3
+                AND x.compliance_status = 'COMPLIANT'
+                AND ((m.source_requirement_id = r.id AND x.id = m.target_requirement_id
+                      AND m.relationship IN ('equal', 'subset'))
+                  OR (m.target_requirement_id = r.id AND x.id = m.source_requirement_id
+                      AND m.relationship IN ('equal', 'superset')))
+              WHERE r.organization_id = $1 AND r.framework_id = $2 AND r.compliance_status <> 'COMPLIANT'
+              ORDER BY r.id, x.requirement_id",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(source_framework)
+        .load(tx.conn())
+        .await?;
+        let ids: Vec<Uuid> = proposals.iter().flat_map(|p| [p.requirement, p.source]).collect();
+        let described = describe(&mut tx, org, &ids).await?;
+        let mut results: Vec<pb::MappingProposal> = proposals
+            .iter()
+            .filter_map(|p| {
+                Some(pb::MappingProposal {
+                    requirement: Some(mapped_pb(described.get(&p.requirement)?)),
+                    proposed_status: "COMPLIANT".into(),
+                    because: Some(mapped_pb(described.get(&p.source)?)),
+                    mapping_id: p.mapping.to_string(),
+                    relationship: p.relationship.clone(),
+                })
+            })
+            .collect();
+        results.sort_by(|a, b| {
+            let key = |m: &pb::MappingProposal| m.requirement.as_ref().map(|r| r.requirement_id.clone());
+            key(a).cmp(&key(b))
+        });
+        let mut changed = 0;
+        if req.apply {
+            for p in &proposals {
+                let before = self.requirement_pb(&mut tx, ctx, p.requirement).await?;
+                diesel::update(
+                    requirements::table
+                        .filter(requirements::organization_id.eq(org))
+                        .filter(requirements::id.eq(p.requirement)),
+                )
+                .set((
+                    requirements::compliance_status.eq("COMPLIANT"),
+                    requirements::status_derived_from.eq(Some(p.source)),
+                    requirements::last_assessment_date.eq(timefmt::today()),
+                    requirements::updated_at.eq(timefmt::now()),
+                ))
+                .execute(tx.conn())
+                .await?;
+                let after = self.requirement_pb(&mut tx, ctx, p.requirement).await?;
+                let mut after = snapshot(&after);
+                if let serde_json::Value::Object(m) = &mut after {
+                    m.insert("derived_through_mapping".into(), p.mapping.to_string().into());
+                }
+                record_change(&mut tx, ctx, "update_status", "requirement", p.requirement, snapshot(&before), after)
+                    .await?;
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(pb::ApplyMappingResponse { applied: req.apply, changed, proposals: results })
     }
 }

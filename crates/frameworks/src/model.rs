@@ -148,6 +148,9 @@ pub struct RequirementRow {
     pub implementation_notes: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The requirement whose compliant result `apply_mapping` carried over, if that is where the
+    /// status came from.
+    pub status_derived_from: Option<Uuid>,
 }
 
 impl RequirementRow {
@@ -174,6 +177,7 @@ impl RequirementRow {
             // Filled in from the `requirement_evidence` view by the service.
             evidence_count: 0,
             expired_evidence_count: 0,
+            status_derived_from: self.status_derived_from.map(|r| r.to_string()),
         }
     }
 

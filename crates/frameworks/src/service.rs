@@ -471,6 +471,8 @@ impl FrameworksService {
             requirements::compliance_status.eq(status),
             requirements::last_assessment_date.eq(timefmt::today()),
             requirements::updated_at.eq(timefmt::now()),
+            // Assessed itself now, not carried over.
+            requirements::status_derived_from.eq(None::<Uuid>),
         ))
         .execute(tx.conn())
         .await?;
@@ -613,6 +615,13 @@ async fn lock_requirement(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<Req
         .await
         .optional()?
         .ok_or_else(|| requirement_not_found(id))
+}
+
+impl FrameworksService {
+    /// One requirement as the API shows it, in `tx` (for other modules of this crate).
+    pub(crate) async fn requirement_pb(&self, tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<pb::Requirement> {
+        load_requirement_pb(tx, ctx, id).await
+    }
 }
 
 async fn load_requirement_pb(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<pb::Requirement> {

@@ -59,6 +59,11 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 .body_field("requirement"),
             Endpoint::delete(REQ_ID, "Delete a requirement", op!(s, delete_requirement))
                 .fails(StatusCode::CONFLICT, referenced),
+            Endpoint::post(
+                "/api/compliance/frameworks/{id}/apply_mapping/",
+                "Propose (dry run) or set the statuses another framework's compliant results carry over through mappings",
+                op!(s, apply_mapping),
+            ),
             Endpoint::get(
                 "/api/compliance/requirements/{id}/mappings/",
                 "The requirement's mappings to other frameworks' requirements, both directions, with their status",
@@ -112,6 +117,7 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 "RequirementInput.priority",
                 "UpdateStatusRequest.compliance_status",
                 "ScheduleAssessmentRequest.assessment_date",
+                "ApplyMappingRequest.source_framework",
             ],
         },
         grpc: vec![GrpcService::new(FrameworksServiceServer::new(app.frameworks.clone()))],

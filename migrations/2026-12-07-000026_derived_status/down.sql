@@ -1,0 +1,1 @@
+ALTER TABLE requirements DROP COLUMN status_derived_from;
