@@ -103,6 +103,19 @@ async fn built_in_mappings_resolve_and_read_in_both_directions_with_status() {
     assert!(from_nist.iter().any(|p| p.3 == "GV.OC-01"), "{from_nist:?}");
     let page = mappings(&s, &org, &gv_oc_01).await;
     assert_eq!(page["results"][0]["requirement"]["compliance_status"], "COMPLIANT", "{page}");
+    assert_eq!(page["results"][0]["requirement"]["evidence_count"], 0, "{page}");
+    // Evidence linked to ISO 4.1 is listed as supporting what maps to it.
+    let (status, evidence) = s
+        .post(
+            "/api/compliance/evidence/",
+            &org.editor,
+            json!({"title": "Context analysis 2026", "evidence_type": "DOCUMENT", "compliance_requirements": [iso_4_1]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{evidence}");
+    let page = mappings(&s, &org, &gv_oc_01).await;
+    assert_eq!(page["results"][0]["requirement"]["requirement_id"], "4.1");
+    assert_eq!(page["results"][0]["requirement"]["evidence_count"], 1, "{page}");
 
     // A subset seen from its superset's side is a superset.
     let art_32 = requirement(&s, &org, "gdpr", "Art. 32").await;

@@ -9,7 +9,7 @@ use custos_core::filter::{parse_id, parse_uuid};
 use custos_core::page::Page;
 use custos_core::{Problem, RequestCtx, timefmt};
 use custos_db::Tx;
-use custos_db::schema::{frameworks, requirement_mappings, requirements};
+use custos_db::schema::{frameworks, requirement_evidence, requirement_mappings, requirements};
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
@@ -39,12 +39,13 @@ fn reversed(relationship: &str) -> &str {
 type Row = (Uuid, Uuid, Uuid, String, String, String, OffsetDateTime);
 
 /// A requirement as the other side of a mapping shows it: (id, requirement_id, title, status,
-/// framework id, framework name, framework type).
-type Described = (Uuid, String, String, String, Uuid, String, String);
+/// framework id, framework name, framework type), and its counting evidence.
+type Described = ((Uuid, String, String, String, Uuid, String, String), i64);
 
-/// The requirements `ids` of the organisation, with their frameworks, by id.
+/// The requirements `ids` of the organisation, with their frameworks and how much evidence
+/// supports each (the `requirement_evidence` view), by id.
 async fn describe(tx: &mut Tx, org: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, Described>, FrameworksError> {
-    let rows: Vec<Described> = requirements::table
+    let rows: Vec<(Uuid, String, String, String, Uuid, String, String)> = requirements::table
         .inner_join(frameworks::table)
         .filter(requirements::organization_id.eq(org))
         .filter(frameworks::organization_id.eq(org))
@@ -60,11 +61,20 @@ async fn describe(tx: &mut Tx, org: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, 
         ))
         .load(tx.conn())
         .await?;
-    Ok(rows.into_iter().map(|d| (d.0, d)).collect())
+    let evidence: HashMap<Uuid, i64> = requirement_evidence::table
+        .filter(requirement_evidence::organization_id.eq(org))
+        .filter(requirement_evidence::requirement_id.eq_any(ids))
+        .select((requirement_evidence::requirement_id, requirement_evidence::current_count))
+        .load(tx.conn())
+        .await?
+        .into_iter()
+        .collect();
+    Ok(rows.into_iter().map(|d| (d.0, (d.clone(), evidence.get(&d.0).copied().unwrap_or(0)))).collect())
 }
 
-fn mapped_pb(d: &Described) -> pb::MappedRequirement {
+fn mapped_pb((d, evidence_count): &Described) -> pb::MappedRequirement {
     pb::MappedRequirement {
+        evidence_count: *evidence_count,
         id: d.0.to_string(),
         requirement_id: d.1.clone(),
         title: d.2.clone(),
