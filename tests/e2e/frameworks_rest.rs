@@ -44,6 +44,13 @@ async fn every_framework_type_has_its_display_name() {
         ("PCI_DSS", "Payment Card Industry Data Security Standard"),
         ("ISO20000", "ISO/IEC 20000 IT Service Management"),
         ("CCPA", "California Consumer Privacy Act"),
+        ("NIST_SP_800_53", "NIST SP 800-53 Security and Privacy Controls"),
+        ("NIST_SP_800_171", "NIST SP 800-171 Protecting Controlled Unclassified Information"),
+        ("ISO27701", "ISO/IEC 27701 Privacy Information Management"),
+        ("DORA", "Digital Operational Resilience Act"),
+        ("NIS2", "NIS 2 Directive"),
+        ("CIS_CONTROLS", "CIS Critical Security Controls"),
+        ("FEDRAMP", "FedRAMP"),
         ("CUSTOM", "Custom Framework"),
     ];
     for (t, display) in expected {
@@ -58,7 +65,7 @@ async fn every_framework_type_has_its_display_name() {
         err["details"]
             .as_str()
             .unwrap()
-            .contains("GDPR, HIPAA, SOX, ISO27001, NIST_CSF, SOC2, PCI_DSS, ISO20000, CCPA, CUSTOM")
+            .contains("GDPR, HIPAA, SOX, ISO27001, NIST_CSF, SOC2, PCI_DSS, ISO20000, CCPA, NIST_SP_800_53, NIST_SP_800_171, ISO27701, DORA, NIS2, CIS_CONTROLS, FEDRAMP, CUSTOM")
     );
 }
 

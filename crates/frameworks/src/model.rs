@@ -19,6 +19,13 @@ choice! {
         PciDss = "PCI_DSS",
         Iso20000 = "ISO20000",
         Ccpa = "CCPA",
+        NistSp80053 = "NIST_SP_800_53",
+        NistSp800171 = "NIST_SP_800_171",
+        Iso27701 = "ISO27701",
+        Dora = "DORA",
+        Nis2 = "NIS2",
+        CisControls = "CIS_CONTROLS",
+        Fedramp = "FEDRAMP",
         Custom = "CUSTOM",
     }
 }
@@ -36,6 +43,13 @@ impl FrameworkType {
             FrameworkType::PciDss => "Payment Card Industry Data Security Standard",
             FrameworkType::Iso20000 => "ISO/IEC 20000 IT Service Management",
             FrameworkType::Ccpa => "California Consumer Privacy Act",
+            FrameworkType::NistSp80053 => "NIST SP 800-53 Security and Privacy Controls",
+            FrameworkType::NistSp800171 => "NIST SP 800-171 Protecting Controlled Unclassified Information",
+            FrameworkType::Iso27701 => "ISO/IEC 27701 Privacy Information Management",
+            FrameworkType::Dora => "Digital Operational Resilience Act",
+            FrameworkType::Nis2 => "NIS 2 Directive",
+            FrameworkType::CisControls => "CIS Critical Security Controls",
+            FrameworkType::Fedramp => "FedRAMP",
             FrameworkType::Custom => "Custom Framework",
         }
     }
