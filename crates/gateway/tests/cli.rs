@@ -179,9 +179,18 @@ async fn operator_flow_migrate_org_token_seed() {
         "format: custos-catalog/v1\nkey: internal\nname: Internal controls\nframework_type: CUSTOM\nversion: '1'\nrequirements:\n  - requirement_id: IC-1\n    title: Quarterly access review\n    requirement_type: ADMINISTRATIVE\n    priority: HIGH\n",
     )
     .unwrap();
+    // With a mapping of its own to a framework already loaded, and one pair that cannot resolve.
+    std::fs::write(
+        dir.join("internal--gdpr.yaml"),
+        "format: custos-mapping/v1\nkey: internal--gdpr\nname: Internal to GDPR\nsource: internal\ntarget: gdpr\nmappings:\n  - { source: IC-1, target: Art. 32, relationship: subset }\n  - { source: IC-9, target: Art. 32, relationship: equal }\n",
+    )
+    .unwrap();
     let o = run(&["seed", "--org", "acme", "--no-builtin", "--catalog-dir", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, requirements + 1);
+    let out = stdout(&o);
+    assert!(out.contains("internal--gdpr — 1 mappings created, 0 present"), "{out}");
+    assert!(out.contains("not mapped: internal IC-9 → gdpr Art. 32"), "{out}");
     std::fs::write(dir.join("zz-broken.yaml"), "format: custos-catalog/v1\nkey: [\n").unwrap();
     assert_clean_failure(&run(&["seed", "--org", "acme", "--catalog-dir", dir.to_str().unwrap()]), "zz-broken.yaml");
     let _ = std::fs::remove_dir_all(&dir);
