@@ -7,7 +7,8 @@
 //! the first claim does not count. Measured with one server and with two replicas on the same
 //! database, for an organisation's jobs (each start and end recorded in its audit trail, as in
 //! production) and for the platform's (no audit entries). Target: ≥ 1,000 jobs/s with two
-//! replicas.
+//! replicas. `CUSTOS_BENCH_JOBS_AUTOVACUUM="autovacuum_vacuum_threshold = 2000, …"` sets the
+//! jobs table's storage parameters first (an experiment on the queue's dead tuples).
 
 use std::time::Duration;
 
@@ -61,6 +62,12 @@ pub async fn run(args: &[String]) {
     })
     .await;
     let org = s.org("bench").await;
+    if let Ok(setting) = std::env::var("CUSTOS_BENCH_JOBS_AUTOVACUUM") {
+        // An experiment: the queue table vacuumed more eagerly (dead entries of claimed rows).
+        let mut conn = s.db.superuser().await;
+        diesel::sql_query(format!("ALTER TABLE jobs SET ({setting})")).execute(&mut conn).await.expect("autovacuum");
+        println!("jobs table: {setting}");
+    }
     println!(
         "custos job-dispatch benchmark — {} cores, PostgreSQL at {}; {n} empty jobs per run, {runs} runs, {concurrency} at once per runner",
         std::thread::available_parallelism().map_or(0, |c| c.get()),
