@@ -127,6 +127,19 @@ impl<T> Page<T> {
         }
     }
 
+    /// Every row as one page: a list bounded by what it lists (a requirement's mappings, an
+    /// organisation's schedules), not paged.
+    pub fn whole(results: Vec<T>) -> Page<T> {
+        Page {
+            count: results.len() as i64,
+            count_is_estimate: false,
+            next_page: None,
+            previous_page: None,
+            next_cursor: None,
+            results,
+        }
+    }
+
     /// The same page with each row shown another way (a row as the API shows it, say).
     pub fn map<U>(mut self, f: impl FnMut(T) -> U) -> Page<U> {
         let results = std::mem::take(&mut self.results).into_iter().map(f).collect();

@@ -27,6 +27,36 @@ custos_core::page_responses! {
 /// requirement a few dozen at most).
 const MAPPINGS_MAX: i64 = 1_000;
 
+/// What "covered" means, written once (the summary's `include_mapped` and `apply_mapping`):
+/// requirement `r` joined to every COMPLIANT requirement `x` that is equal to it or a superset
+/// of it, through mapping `m` in either direction — an `equal` or `subset` mapping from `r` to
+/// `x`, or an `equal` or `superset` mapping from `x` to `r`. `intersect` covers nothing.
+const COVERED_BY: &str = "
+    JOIN requirement_mappings m ON m.organization_id = r.organization_id
+     AND (m.source_requirement_id = r.id OR m.target_requirement_id = r.id)
+    JOIN requirements x ON x.organization_id = r.organization_id AND x.compliance_status = 'COMPLIANT'
+     AND ((m.source_requirement_id = r.id AND x.id = m.target_requirement_id AND m.relationship IN ('equal', 'subset'))
+       OR (m.target_requirement_id = r.id AND x.id = m.source_requirement_id AND m.relationship IN ('equal', 'superset')))";
+
+/// How many of the framework's requirements are not COMPLIANT themselves but covered by a
+/// COMPLIANT requirement of any framework ([`COVERED_BY`]).
+pub(crate) async fn covered_through_mappings(tx: &mut Tx, org: Uuid, framework: Uuid) -> Result<i64, FrameworksError> {
+    #[derive(QueryableByName)]
+    struct Covered {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let covered: Covered = diesel::sql_query(format!(
+        "SELECT count(DISTINCT r.id) AS n FROM requirements r {COVERED_BY}
+          WHERE r.organization_id = $1 AND r.framework_id = $2 AND r.compliance_status <> 'COMPLIANT'"
+    ))
+    .bind::<SqlUuid, _>(org)
+    .bind::<SqlUuid, _>(framework)
+    .get_result(tx.conn())
+    .await?;
+    Ok(covered.n)
+}
+
 /// The relation seen from the other side: the target of a `subset` mapping is its source's superset.
 fn reversed(relationship: &str) -> &str {
     match relationship {
@@ -148,16 +178,8 @@ impl FrameworksService {
             };
             key(a).cmp(&key(b))
         });
-        // One page of every mapping: bounded by `MAPPINGS_MAX`, not by a page size.
-        let page = Page {
-            count: results.len() as i64,
-            count_is_estimate: false,
-            next_page: None,
-            previous_page: None,
-            next_cursor: None,
-            results,
-        };
-        Ok(pb::ListRequirementMappingsResponse::from_page(page))
+        // Every mapping: bounded by `MAPPINGS_MAX`, not by a page size.
+        Ok(pb::ListRequirementMappingsResponse::from_page(Page::whole(results)))
     }
 
     /// What the source framework's compliant results carry over to this framework through
@@ -180,6 +202,9 @@ impl FrameworksService {
             mapping: Uuid,
             #[diesel(sql_type = Text)]
             relationship: String,
+            /// Whether the source requirement is the mapping's source (else its target).
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            from_source: bool,
         }
         let id = parse_id("Framework", &req.id)?;
         let source_framework = parse_uuid("source_framework", &req.source_framework)?;
@@ -227,22 +252,14 @@ impl FrameworksService {
                 .await?;
         }
         // One covering source requirement per requirement (the first by its identifier).
-        let proposals: Vec<Proposal> = diesel::sql_query(
+        let proposals: Vec<Proposal> = diesel::sql_query(format!(
             "SELECT DISTINCT ON (r.id) r.id AS requirement, x.id AS source, m.id AS mapping,
-                    CASE WHEN m.source_requirement_id = x.id THEN m.relationship
-                         WHEN m.relationship = 'subset' THEN 'superset' ELSE m.relationship END AS relationship
-               FROM requirements r
-               JOIN requirement_mappings m ON m.organization_id = r.organization_id
-                AND (m.source_requirement_id = r.id OR m.target_requirement_id = r.id)
-               JOIN requirements x ON x.organization_id = r.organization_id AND x.framework_id = $3
-                AND x.compliance_status = 'COMPLIANT'
-                AND ((m.source_requirement_id = r.id AND x.id = m.target_requirement_id
-                      AND m.relationship IN ('equal', 'subset'))
-                  OR (m.target_requirement_id = r.id AND x.id = m.source_requirement_id
-                      AND m.relationship IN ('equal', 'superset')))
+                    m.relationship, m.source_requirement_id = x.id AS from_source
+               FROM requirements r {COVERED_BY}
               WHERE r.organization_id = $1 AND r.framework_id = $2 AND r.compliance_status <> 'COMPLIANT'
-              ORDER BY r.id, x.requirement_id",
-        )
+                AND x.framework_id = $3
+              ORDER BY r.id, x.requirement_id"
+        ))
         .bind::<SqlUuid, _>(org)
         .bind::<SqlUuid, _>(id)
         .bind::<SqlUuid, _>(source_framework)
@@ -258,7 +275,12 @@ impl FrameworksService {
                     proposed_status: "COMPLIANT".into(),
                     because: Some(mapped_pb(described.get(&p.source)?)),
                     mapping_id: p.mapping.to_string(),
-                    relationship: p.relationship.clone(),
+                    // Seen from the source requirement.
+                    relationship: if p.from_source {
+                        p.relationship.clone()
+                    } else {
+                        reversed(&p.relationship).to_owned()
+                    },
                 })
             })
             .collect();

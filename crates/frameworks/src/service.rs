@@ -243,7 +243,7 @@ impl FrameworksService {
         .get_result(tx.conn())
         .await?;
         let covered = match req.include_mapped {
-            Some(true) => Some(covered_through_mappings(&mut tx, ctx.organization_id, id).await?),
+            Some(true) => Some(crate::mappings::covered_through_mappings(&mut tx, ctx.organization_id, id).await?),
             _ => None,
         };
         tx.commit().await?;
@@ -1044,34 +1044,4 @@ impl Detached {
         }
         Ok(())
     }
-}
-
-/// How many of the framework's requirements are not COMPLIANT themselves but covered by a
-/// COMPLIANT requirement (of any framework) that is equal to or a superset of them, through a
-/// mapping in either direction.
-async fn covered_through_mappings(tx: &mut Tx, org: Uuid, framework: Uuid) -> Result<i64> {
-    #[derive(QueryableByName)]
-    struct Covered {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let covered: Covered = diesel::sql_query(
-        "SELECT count(*) AS n FROM requirements r
-          WHERE r.organization_id = $1 AND r.framework_id = $2 AND r.compliance_status <> 'COMPLIANT'
-            AND EXISTS (
-              SELECT 1 FROM requirement_mappings m
-                JOIN requirements x ON x.organization_id = m.organization_id
-                 AND x.compliance_status = 'COMPLIANT'
-                 AND ((m.source_requirement_id = r.id AND x.id = m.target_requirement_id
-                       AND m.relationship IN ('equal', 'subset'))
-                   OR (m.target_requirement_id = r.id AND x.id = m.source_requirement_id
-                       AND m.relationship IN ('equal', 'superset')))
-               WHERE m.organization_id = $1
-                 AND (m.source_requirement_id = r.id OR m.target_requirement_id = r.id))",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(org)
-    .bind::<diesel::sql_types::Uuid, _>(framework)
-    .get_result(tx.conn())
-    .await?;
-    Ok(covered.n)
 }

@@ -126,11 +126,6 @@ impl Job {
         self.inner.row.attempts
     }
 
-    /// Whether another runner held the job before this one (it resumes).
-    pub fn resumed(&self) -> bool {
-        self.inner.row.takeovers > 0 || self.inner.row.checkpoint.is_some()
-    }
-
     pub fn parameters(&self) -> &Value {
         &self.inner.row.parameters
     }
@@ -244,17 +239,5 @@ impl Job {
         self.check()?;
         tx.commit().await?;
         Ok(Some(out))
-    }
-
-    /// Whether the step `name` is done (for progress reports; [`Job::step`] needs no asking).
-    pub async fn step_done(&self, name: &str) -> Result<bool, JobError> {
-        let mut tx = self.inner.db.begin_system().await?;
-        let done = diesel::select(diesel::dsl::exists(
-            job_steps::table.filter(job_steps::job_id.eq(self.id())).filter(job_steps::step.eq(name)),
-        ))
-        .get_result(tx.conn())
-        .await?;
-        tx.commit().await?;
-        Ok(done)
     }
 }

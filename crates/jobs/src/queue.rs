@@ -224,21 +224,10 @@ pub(crate) enum Outcome {
     Released,
 }
 
-/// Ends `runner`'s run of `job` with `outcome` and records it; `None` when the runner no
-/// longer held the job (another took it over: its outcome is the other's to write).
-pub(crate) async fn finish(
-    db: &Db,
-    job: &JobRow,
-    runner: Uuid,
-    outcome: Outcome,
-    progress: f64,
-    counters: Value,
-) -> Result<Option<JobRow>, DbError> {
-    let mut tx = db.begin_system().await?;
-    let ended =
-        finish_in(&mut tx, &mut None, &Ending { job: job.clone(), runner, outcome, progress, counters }).await?;
-    tx.commit().await?;
-    Ok(ended)
+/// Ends a run as `ending` says and records it; `None` when the runner no longer held the job
+/// (another took it over: its outcome is the other's to write).
+pub(crate) async fn finish(db: &Db, ending: &Ending) -> Result<Option<JobRow>, DbError> {
+    Ok(finish_all(db, &[ending]).await?.pop().flatten())
 }
 
 /// A run's end, to be written.

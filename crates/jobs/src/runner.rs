@@ -96,8 +96,7 @@ async fn finisher(db: Db, mut endings: mpsc::UnboundedReceiver<EndingToWrite>) {
             }
             Err(_) => {
                 for (ending, reply) in batch {
-                    let Ending { job, runner, outcome, progress, counters } = ending;
-                    let _ = reply.send(queue::finish(&db, &job, runner, outcome, progress, counters).await);
+                    let _ = reply.send(queue::finish(&db, &ending).await);
                 }
             }
         }
@@ -112,19 +111,6 @@ impl Runner {
         // It ends once the runner and its clones are gone (their senders with them).
         tokio::spawn(finisher(db.clone(), pending));
         Runner { db, kinds: Arc::new(kinds), config, wake, id: custos_core::new_id(), endings }
-    }
-
-    /// Wakes the runner to look for due jobs now (a job was just queued on this server).
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
-    pub fn kind(&self, name: &str) -> Option<&Kind> {
-        self.kinds.get(name)
-    }
-
-    pub fn config(&self) -> &RunnerConfig {
-        &self.config
     }
 
     fn kind_names(&self) -> Vec<String> {
@@ -314,10 +300,7 @@ impl Runner {
         let (reply, written) = oneshot::channel();
         let ended = match self.endings.send((ending, reply)) {
             Ok(()) => written.await.unwrap_or_else(|_| Err(DbError::Unavailable("the job finisher stopped".into()))),
-            Err(mpsc::error::SendError((ending, _))) => {
-                let Ending { job, runner, outcome, progress, counters } = ending;
-                queue::finish(&self.db, &job, runner, outcome, progress, counters).await
-            }
+            Err(mpsc::error::SendError((ending, _))) => queue::finish(&self.db, &ending).await,
         };
         metrics::counter!("custos_jobs_total", "kind" => row.kind.clone(), "outcome" => label).increment(1);
         metrics::histogram!("custos_job_duration_seconds", "kind" => row.kind.clone())

@@ -145,10 +145,6 @@ impl Scheduler {
         Scheduler { db, defs: Arc::new(defs), attempts: Arc::new(attempts), wake, tick }
     }
 
-    pub fn defs(&self) -> &[ScheduleDef] {
-        &self.defs
-    }
-
     /// Until `shutdown`: keeps the schedules in line with their definitions, and fires the
     /// due ones every tick.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -156,8 +152,10 @@ impl Scheduler {
             return;
         }
         let mut synced: Option<Instant> = None;
-        if let Err(e) = self.due_at_start().await {
-            tracing::warn!(error = %e, "cannot fire the schedules that run at start");
+        // It syncs first: the loop need not again at once.
+        match self.due_at_start().await {
+            Ok(()) => synced = Some(Instant::now()),
+            Err(e) => tracing::warn!(error = %e, "cannot fire the schedules that run at start"),
         }
         loop {
             if synced.is_none_or(|at| at.elapsed() >= SYNC_EVERY) {
@@ -178,13 +176,13 @@ impl Scheduler {
         }
     }
 
-    /// Makes the schedules that also run at start due now.
+    /// Brings the schedules up to date, and makes those that also run at start due now.
     async fn due_at_start(&self) -> Result<(), DbError> {
+        self.sync().await?;
         let names: Vec<&str> = self.defs.iter().filter(|d| d.at_start).map(|d| d.name).collect();
         if names.is_empty() {
             return Ok(());
         }
-        self.sync().await?;
         let mut tx = self.db.begin_system().await?;
         diesel::update(
             job_schedules::table
@@ -201,11 +199,7 @@ impl Scheduler {
     /// Creates the missing schedule rows (the platform's, and each organisation's) and applies
     /// the configured timing to the rows no admin has changed.
     pub async fn sync(&self) -> Result<(), DbError> {
-        let mut tx = self.db.begin_system().await?;
-        for def in self.defs.iter() {
-            sync_def(&mut tx, def, None).await?;
-        }
-        tx.commit().await
+        sync_all(&self.db, &self.defs).await
     }
 
     /// Fires every due schedule once, each in a transaction of its own: the schedule row is
@@ -276,6 +270,15 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// [`sync_def`] of every definition, for every organisation, in one system-scope transaction.
+pub(crate) async fn sync_all(db: &Db, defs: &[ScheduleDef]) -> Result<(), DbError> {
+    let mut tx = db.begin_system().await?;
+    for def in defs {
+        sync_def(&mut tx, def, None).await?;
+    }
+    tx.commit().await
 }
 
 /// Brings one definition's rows (one organisation's, or all) in line: creates the missing

@@ -9,7 +9,7 @@ use custos_audit_chain::record_change;
 use custos_core::ctx::Access;
 use custos_core::filter::Choice;
 use custos_core::filter::{DayEdge, opt_choice, opt_text, parse_id, parse_opt_time_bound};
-use custos_core::page::{Count, cursor};
+use custos_core::page::{Count, Page, cursor};
 use custos_core::{ListRequest, Problem, RequestCtx, timefmt, update};
 use custos_db::schema::{job_schedules, jobs};
 use custos_db::{Db, Tx, list};
@@ -26,7 +26,7 @@ use crate::error::JobsError;
 use crate::job::{Kind, Scope};
 use crate::model::{JobRow, JobScope, JobStatus, ScheduleRow, system_job_pb};
 use crate::queue::{self, NewJob};
-use crate::schedule::{ScheduleDef, next_after, parse_cron, sync_def};
+use crate::schedule::{ScheduleDef, next_after, parse_cron, sync_all, sync_def};
 
 type Result<T, E = JobsError> = std::result::Result<T, E>;
 
@@ -244,9 +244,7 @@ impl JobsService {
                 Some(row.to_pb(&def.cron, def.description))
             })
             .collect();
-        let list = ListRequest::pages(None, Some(custos_core::page::MAX_PAGE_SIZE))?;
-        let n = results.len() as i64;
-        Ok(pb::ListSchedulesResponse::from_page(list.page_of(results, Count::exact(n), |_| None)?))
+        Ok(pb::ListSchedulesResponse::from_page(Page::whole(results)))
     }
 
     /// Changes when one of the organisation's schedules runs, or turns it off (admins).
@@ -396,13 +394,7 @@ impl JobsService {
     /// Creates the missing schedule rows (the platform's, every organisation's) and applies
     /// the configured timing to those nobody changed, as a scheduler does when it starts.
     pub async fn sync_schedules(&self) -> Result<()> {
-        let registry = self.registry();
-        let mut tx = self.db.begin_system().await?;
-        for def in &registry.defs {
-            sync_def(&mut tx, def, None).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        Ok(sync_all(&self.db, &self.registry().defs).await?)
     }
 
     /// Every schedule row (the operator's view), with the platform's and the organisations'.

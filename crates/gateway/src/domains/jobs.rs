@@ -282,15 +282,10 @@ async fn run_here(app: &App, runner: &Runner, job: JobRow) -> anyhow::Result<Job
 
 /// The operator's view of a job: everything, its organisation included.
 fn shown(row: &JobRow) -> Value {
+    // The JSON form embeds the job's documents (counters, parameters, result) as they are.
     let mut v = serde_json::to_value(row.to_pb()).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("organization_id".into(), row.organization_id.map(|o| o.to_string()).into());
-        for field in ["counters", "parameters", "result"] {
-            if let Some(Value::String(text)) = m.get(field) {
-                let parsed = serde_json::from_str(text).unwrap_or(Value::Null);
-                m.insert(field.into(), parsed);
-            }
-        }
     }
     v
 }
