@@ -261,12 +261,14 @@ async fn grpc_errors_are_google_rpc_status_and_an_oversized_message_is_resource_
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.check_error_details().unwrap().error_info().unwrap().reason, "NOT_FOUND");
 
-    // Over the 4 MiB a message may be.
-    let err = editor
-        .create_framework(pb::CreateFrameworkRequest {
-            framework: Some(pb::FrameworkInput {
-                name: "Big".into(),
-                framework_type: "GDPR".into(),
+    // Over the 4 MiB a message may be (the frameworks service takes documents of up to 64 MiB
+    // for imports; the incidents service has the default).
+    let mut incidents =
+        custos_proto::v1::incidents_service_client::IncidentsServiceClient::new(s.grpc(Some(&org.editor)).await);
+    let err = incidents
+        .create_incident(pb::CreateIncidentRequest {
+            incident: Some(pb::IncidentInput {
+                title: "Big".into(),
                 description: "x".repeat(5 * 1024 * 1024),
                 ..Default::default()
             }),
@@ -275,7 +277,7 @@ async fn grpc_errors_are_google_rpc_status_and_an_oversized_message_is_resource_
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert_eq!(err.check_error_details().unwrap().error_info().unwrap().reason, "PAYLOAD_TOO_LARGE");
-    let (_, page) = s.call(Method::GET, "/api/compliance/frameworks/", Some(&org.viewer), None).await;
+    let (_, page) = s.call(Method::GET, "/api/compliance/incidents/", Some(&org.viewer), None).await;
     assert_eq!(page["count"], 0, "{}", json!(page));
 }
 

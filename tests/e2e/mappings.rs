@@ -11,7 +11,7 @@ use diesel::QueryableByName;
 use serde_json::{Value, json};
 use tonic::Code;
 
-async fn seed(s: &TestServer, org: &TestOrg) -> Vec<catalog::MappingOutcome> {
+async fn seed(s: &TestServer, org: &TestOrg) -> Vec<custos_frameworks::import::MappingOutcome> {
     let ctx = RequestCtx::operator(org.id, org.slug.clone());
     s.app().frameworks.seed(&ctx, &catalog::builtin().unwrap()).await.expect("seed frameworks");
     s.app().frameworks.seed_mappings(&ctx, &catalog::builtin_mappings().unwrap()).await.expect("seed mappings")

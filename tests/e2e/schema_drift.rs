@@ -53,7 +53,12 @@ async fn hand_written_schema_matches_the_migrations() {
         evidence_requirements,
         custody_records,
         requirement_evidence,
+        requirement_evidence_items,
+        requirement_mappings,
         framework_requirement_counts,
+        jobs,
+        job_steps,
+        job_schedules,
     ];
     for (table, sql) in tables {
         let mut expected = diesel_columns(sql);

@@ -5,7 +5,8 @@
 //!   migrate, create a `demo` organisation, seed the catalogue, print an admin token and serve.
 //! * `cargo xtask test [ARGS]` — the whole test suite against real PostgreSQL: the server named by
 //!   `CUSTOS_TEST_DATABASE_URL`/`DATABASE_URL`, else the one on 127.0.0.1:5432, else a private
-//!   cluster. Each test makes its own database. Extra ARGS go to the test runner.
+//!   cluster. Each test makes its own database. Extra ARGS go to the test runner. Schemathesis
+//!   and compliance-trestle (the tests' OSCAL validator) are installed with pip when missing.
 //! * `cargo xtask test-s3` — the evidence tests that need an S3-compatible object store, against
 //!   moto's S3 server (installed with pip when missing) on a free local port.
 //! * `cargo xtask pg start|stop|url` — manage the private cluster by hand.
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,…] | bench jobs [--jobs N] | pg start|stop|url>"
+                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,…] | bench jobs [--jobs N] | bench catalogue [--requirements N] | pg start|stop|url>"
             );
             return ExitCode::from(2);
         }
@@ -135,6 +136,7 @@ fn test(extra: &[String]) -> Result {
     };
     println!("xtask: tests use PostgreSQL at {}", pg::redact(&url));
     let schemathesis = schemathesis()?;
+    let oscal_validator = oscal_validator()?;
     let nextest = output(cargo().args(["nextest", "--version"])).map(|(ok, _, _)| ok).unwrap_or(false);
     let mut cmd = cargo();
     if nextest {
@@ -142,7 +144,10 @@ fn test(extra: &[String]) -> Result {
     } else {
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    cmd.args(extra).env("CUSTOS_TEST_DATABASE_URL", &url).env("CUSTOS_SCHEMATHESIS", schemathesis);
+    cmd.args(extra)
+        .env("CUSTOS_TEST_DATABASE_URL", &url)
+        .env("CUSTOS_SCHEMATHESIS", schemathesis)
+        .env("CUSTOS_OSCAL_VALIDATOR", oscal_validator);
     status(&mut cmd)
 }
 
@@ -167,6 +172,34 @@ fn schemathesis() -> Result<String> {
         }
     }
     Err("Schemathesis was installed but cannot be run; set CUSTOS_SCHEMATHESIS to its path".to_owned())
+}
+
+/// The command (a prefix: the files to check follow it) with which tests check exported OSCAL
+/// documents against a third-party implementation, compliance-trestle's models
+/// (`tests/tools/oscal_validate.py`); compliance-trestle is installed with pip when missing.
+fn oscal_validator() -> Result<String> {
+    if let Some(given) = env("CUSTOS_OSCAL_VALIDATOR") {
+        return Ok(given);
+    }
+    let has_trestle = || output(Command::new("python3").args(["-c", "import trestle.oscal.catalog"]));
+    if !has_trestle().is_ok_and(|(ok, _, _)| ok) {
+        println!("xtask: installing compliance-trestle (pip install compliance-trestle)");
+        let pip = ["-m", "pip", "install", "--quiet", "compliance-trestle"];
+        let (ok, _, err) = output(Command::new("python3").args(pip))?;
+        if !ok {
+            // A distribution's own Python (PEP 668) refuses pip outside a virtual environment.
+            if !err.contains("externally-managed-environment") {
+                return Err(format!("pip install compliance-trestle failed:\n{err}"));
+            }
+            status(Command::new("python3").args(pip).arg("--break-system-packages"))?;
+        }
+        let (ok, _, err) = has_trestle()?;
+        if !ok {
+            return Err(format!("compliance-trestle was installed but python3 cannot import it: {err}"));
+        }
+    }
+    let script = pg::workspace_root().join("tests/tools/oscal_validate.py");
+    Ok(format!("python3 {}", script.display()))
 }
 
 /// Starts moto's S3-compatible server on a free port (installing it with pip if needed), creates
@@ -248,12 +281,12 @@ fn create_bucket(port: u16, bucket: &str) -> Result {
     }
 }
 
-/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]` / `bench lists [--sizes …]` / `bench jobs [--jobs N]`: release build of
+/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]` / `bench lists [--sizes …]` / `bench jobs [--jobs N]` / `bench catalogue [--requirements N]`: release build of
 /// `custos-bench`, against the same PostgreSQL the tests use.
 fn bench(args: &[String]) -> Result {
-    if !matches!(args.first().map(String::as_str), Some("audit" | "upload" | "lists" | "jobs")) {
+    if !matches!(args.first().map(String::as_str), Some("audit" | "upload" | "lists" | "jobs" | "catalogue")) {
         return Err(
-            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N] | bench jobs [--jobs N] [--runs R] [--concurrency C]"
+            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N] | bench jobs [--jobs N] [--runs R] [--concurrency C] | bench catalogue [--runs R] [--requirements N]"
                 .into(),
         );
     }

@@ -40,6 +40,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-db", Kernel),
     ("custos-proto", Kernel),
     ("custos-grpc", Kernel),
+    ("custos-oscal", Kernel),
     ("custos-gateway", Edge),
     ("custos-testkit", Tooling),
     ("custos-bench", Tooling),

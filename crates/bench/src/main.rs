@@ -11,6 +11,7 @@
 //! inclusion proof size and check time at N. `--keep-export` keeps the export for
 //! `custos-bench verify-file FILE`.
 
+mod catalogue;
 mod cpu;
 mod jobs;
 mod lists;
@@ -197,6 +198,9 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("upload") {
         return upload::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("catalogue") {
+        return catalogue::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("jobs") {
         return jobs::run(&args[2..]).await;
     }
@@ -211,7 +215,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | leaf"
         );
         std::process::exit(2);
     }

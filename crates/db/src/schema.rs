@@ -58,6 +58,8 @@ diesel::table! {
         catalog_key -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        external_id -> Nullable<Text>,
+        attributes -> Jsonb,
     }
 }
 
@@ -82,6 +84,8 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         status_derived_from -> Nullable<Uuid>,
+        external_id -> Nullable<Text>,
+        attributes -> Jsonb,
     }
 }
 
@@ -385,6 +389,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The evidence that counts for each requirement, one row per item (a view, migration 000027).
+    requirement_evidence_items (requirement_id, evidence_id) {
+        organization_id -> Uuid,
+        requirement_id -> Uuid,
+        evidence_id -> Uuid,
+        title -> Text,
+        file_hash -> Nullable<Text>,
+        collected_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     /// How many requirements each framework has, kept by triggers in the writing transaction
     /// (exact; the frameworks list reads it instead of counting requirements).
     framework_requirement_counts (organization_id, framework_id) {
@@ -504,5 +520,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     vulnerabilities,
     compliance_checkpoints,
     requirement_evidence,
+    requirement_evidence_items,
     framework_requirement_counts
 );

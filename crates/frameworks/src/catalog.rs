@@ -10,17 +10,12 @@
 
 use std::path::Path;
 
-use custos_audit_chain::record_change;
-use custos_core::ctx::Access;
 use custos_core::filter::{Choice, parse_date};
-use custos_core::{Problem, RequestCtx, new_id};
-use custos_db::schema::{frameworks, requirement_mappings, requirements};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use custos_core::{Problem, RequestCtx};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::import::{Document, Format, FrameworkOutcome, MappingOutcome, MappingSet};
 use crate::model::{FrameworkType, Priority, RequirementType};
 use crate::service::{FrameworksError, FrameworksService};
 
@@ -65,39 +60,39 @@ pub struct CatalogMappingPair {
 /// NIST OLIR's set relations, as mappings store them.
 pub const RELATIONSHIPS: &[&str] = &["equal", "subset", "superset", "intersect"];
 
-/// What seeding one mapping set did: pairs created, already there, and those whose framework or
-/// requirement is not in the organisation (named, never guessed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappingOutcome {
-    pub key: String,
-    pub created: usize,
-    pub existing: usize,
-    pub unresolved: Vec<String>,
+/// Parses and checks one mapping file; errors name the file and every problem of it.
+pub fn parse_mapping(file_name: &str, text: &str) -> Result<CatalogMapping, Problem> {
+    let bad = |details: Value| Problem::invalid(format!("Invalid mapping file {file_name}"), details);
+    let set: CatalogMapping = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string().into()))?;
+    match mapping_problems(&set) {
+        problems if problems.is_empty() => Ok(set),
+        problems if problems.len() == 1 => Err(bad(problems[0].clone().into())),
+        problems => Err(bad(problems.into())),
+    }
 }
 
-/// Parses and checks one mapping file; errors name the file.
-pub fn parse_mapping(file_name: &str, text: &str) -> Result<CatalogMapping, Problem> {
-    let bad = |details: String| Problem::invalid(format!("Invalid mapping file {file_name}"), details);
-    let set: CatalogMapping = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
+/// Every problem of a mapping set (empty when it is sound).
+pub fn mapping_problems(set: &CatalogMapping) -> Vec<String> {
+    let mut problems = Vec::new();
     if set.format != MAPPING_FORMAT {
-        return Err(bad(format!("format must be {MAPPING_FORMAT:?}, found {:?}", set.format)));
+        problems.push(format!("format must be {MAPPING_FORMAT:?}, found {:?}", set.format));
     }
     let mut seen = std::collections::HashSet::new();
     for pair in &set.mappings {
         if !RELATIONSHIPS.contains(&pair.relationship.as_str()) {
-            return Err(bad(format!(
+            problems.push(format!(
                 "{} → {}: relationship {:?} is not one of {}",
                 pair.source,
                 pair.target,
                 pair.relationship,
                 RELATIONSHIPS.join(", ")
-            )));
+            ));
         }
         if !seen.insert((pair.source.as_str(), pair.target.as_str())) {
-            return Err(bad(format!("{} → {} appears twice", pair.source, pair.target)));
+            problems.push(format!("{} → {} appears twice", pair.source, pair.target));
         }
     }
-    Ok(set)
+    problems
 }
 
 /// The built-in mapping sets, parsed.
@@ -117,7 +112,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("iso20000-1-2018.yaml", include_str!("../catalog/iso20000-1-2018.yaml")),
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogFramework {
     pub format: String,
@@ -125,75 +120,153 @@ pub struct CatalogFramework {
     pub name: String,
     pub framework_type: String,
     pub version: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applicable_regions: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub industry_sectors: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_date: Option<String>,
+    /// The framework's identifier in the document it came from (a framework library's URN), by
+    /// which mapping files name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Gives each requirement without an `external_id` of its own one: this prefix followed by
+    /// its `requirement_id` in lower case (how framework libraries build their URNs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement_external_id_prefix: Option<String>,
+    /// What the source document says beyond these fields (OSCAL metadata, a library's
+    /// provider and translations), kept for export.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
     pub requirements: Vec<CatalogRequirement>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl CatalogFramework {
+    /// A requirement's external id: its own, or the one the framework's prefix gives it.
+    pub fn external_id_of(&self, r: &CatalogRequirement) -> Option<String> {
+        r.external_id.clone().or_else(|| {
+            self.requirement_external_id_prefix.as_ref().map(|p| format!("{p}{}", r.requirement_id.to_lowercase()))
+        })
+    }
+
+    /// Every problem of the entry, each naming where it is (empty when the entry is sound).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.format != FORMAT {
+            problems.push(format!("format must be {FORMAT:?}, found {:?}", self.format));
+        }
+        for (field, value) in [("key", &self.key), ("name", &self.name), ("version", &self.version)] {
+            if value.trim().is_empty() {
+                problems.push(format!("the framework needs a {field}"));
+            }
+        }
+        // The limits the API holds a framework and its requirements to, so that what is
+        // imported can be edited afterwards.
+        for (field, value, max) in [
+            ("key", &self.key, 200),
+            ("name", &self.name, 200),
+            ("version", &self.version, 50),
+            ("description", &self.description, 20_000),
+        ] {
+            if let Some(p) = too_long_or_nul(value, max) {
+                problems.push(format!("the framework's {field} {p}"));
+            }
+        }
+        if let Err(p) = FrameworkType::parse_field("framework_type", &self.framework_type) {
+            problems.push(p.details.as_str().unwrap_or_default().to_owned());
+        }
+        if let Some(d) = &self.effective_date
+            && let Err(p) = parse_date("effective_date", d)
+        {
+            problems.push(p.details.as_str().unwrap_or_default().to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut external = std::collections::HashSet::new();
+        for r in &self.requirements {
+            let mut at = |what: String| problems.push(format!("requirement {}: {what}", r.requirement_id));
+            if let Err(p) = RequirementType::parse_field("requirement_type", &r.requirement_type) {
+                at(p.details.as_str().unwrap_or_default().to_owned());
+            }
+            if let Err(p) = Priority::parse_field("priority", &r.priority) {
+                at(p.details.as_str().unwrap_or_default().to_owned());
+            }
+            if r.requirement_id.trim().is_empty() || r.title.trim().is_empty() {
+                at("every requirement needs a requirement_id and a title".into());
+            }
+            for (field, value, max) in [
+                ("requirement_id", &r.requirement_id, 100),
+                ("title", &r.title, 500),
+                ("section", &r.section, 200),
+                ("description", &r.description, 20_000),
+            ] {
+                if let Some(p) = too_long_or_nul(value, max) {
+                    at(format!("{field} {p}"));
+                }
+            }
+            // The parent is looked for before the requirement itself counts as seen: a
+            // requirement naming itself as parent is refused, not silently stored without one.
+            if let Some(parent) = &r.parent
+                && !seen.contains(parent.as_str())
+            {
+                at(format!("parent {parent} must be listed before it"));
+            }
+            if !seen.insert(r.requirement_id.as_str()) {
+                at("requirement_id appears twice".into());
+            }
+            if let Some(id) = self.external_id_of(r)
+                && !external.insert(id.clone())
+            {
+                at(format!("external_id {id} appears twice"));
+            }
+        }
+        problems
+    }
+}
+
+/// Why a text cannot be stored as is: longer than `max` characters, or holding a NUL character
+/// (which PostgreSQL text cannot).
+fn too_long_or_nul(value: &str, max: usize) -> Option<String> {
+    if value.contains('\0') {
+        return Some("holds a NUL character".to_owned());
+    }
+    let n = value.chars().count();
+    (n > max).then(|| format!("is {n} characters long, more than {max}"))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogRequirement {
     pub requirement_id: String,
     pub title: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub section: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub requirement_type: String,
     pub priority: String,
     /// `requirement_id` of the parent requirement in the same file, for hierarchical catalogues.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The requirement's identifier in the document it came from: a library URN, an OSCAL id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// What the source says beyond these fields (OSCAL parts and params, library annotations).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
 }
 
-/// What seeding one catalogue entry did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeedOutcome {
-    pub key: String,
-    pub framework_id: Uuid,
-    pub framework_created: bool,
-    pub requirements_created: usize,
-    pub requirements_total: usize,
-}
-
-/// Parses and checks one catalogue file; errors name the file and, for YAML errors, the line.
+/// Parses and checks one catalogue file; errors name the file and every problem of it (for
+/// YAML errors, the line and column).
 pub fn parse(file_name: &str, text: &str) -> Result<CatalogFramework, Problem> {
-    let bad = |details: String| Problem::invalid(format!("Invalid catalogue file {file_name}"), details);
-    let catalog: CatalogFramework = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string()))?;
-    if catalog.format != FORMAT {
-        return Err(bad(format!("format must be {FORMAT:?}, found {:?}", catalog.format)));
+    let bad = |details: Value| Problem::invalid(format!("Invalid catalogue file {file_name}"), details);
+    let catalog: CatalogFramework = serde_yaml_ng::from_str(text).map_err(|e| bad(e.to_string().into()))?;
+    match catalog.problems() {
+        problems if problems.is_empty() => Ok(catalog),
+        problems if problems.len() == 1 => Err(bad(problems[0].clone().into())),
+        problems => Err(bad(problems.into())),
     }
-    FrameworkType::parse_field("framework_type", &catalog.framework_type).map_err(|p| bad(p.details.to_string()))?;
-    if let Some(d) = &catalog.effective_date {
-        parse_date("effective_date", d).map_err(|p| bad(p.details.to_string()))?;
-    }
-    let mut seen = std::collections::HashSet::new();
-    for r in &catalog.requirements {
-        let at =
-            |p: Problem| bad(format!("requirement {}: {}", r.requirement_id, p.details.as_str().unwrap_or_default()));
-        RequirementType::parse_field("requirement_type", &r.requirement_type).map_err(at)?;
-        Priority::parse_field("priority", &r.priority).map_err(at)?;
-        if r.requirement_id.trim().is_empty() || r.title.trim().is_empty() {
-            return Err(bad("every requirement needs a requirement_id and a title".into()));
-        }
-        // The parent is looked for before the requirement itself counts as seen: a requirement
-        // naming itself as parent is refused, not silently stored without one.
-        if let Some(parent) = &r.parent
-            && !seen.contains(parent.as_str())
-        {
-            return Err(bad(format!("requirement {}: parent {parent} must be listed before it", r.requirement_id)));
-        }
-        if !seen.insert(r.requirement_id.as_str()) {
-            return Err(bad(format!("requirement_id {} appears twice", r.requirement_id)));
-        }
-    }
-    Ok(catalog)
 }
 
 /// The built-in catalogue, parsed.
@@ -238,13 +311,10 @@ impl FrameworksService {
         &self,
         ctx: &RequestCtx,
         catalogs: &[CatalogFramework],
-    ) -> Result<Vec<SeedOutcome>, FrameworksError> {
-        ctx.require(Access::Write)?;
-        let mut outcomes = Vec::with_capacity(catalogs.len());
-        for catalog in catalogs {
-            outcomes.push(self.seed_one(ctx, catalog).await?);
-        }
-        Ok(outcomes)
+    ) -> Result<Vec<FrameworkOutcome>, FrameworksError> {
+        let document =
+            Document { format: Format::Custos, frameworks: catalogs.to_vec(), mapping_sets: vec![], warnings: vec![] };
+        Ok(self.import_document(ctx, &document, false).await?.frameworks)
     }
 
     /// Loads mapping sets into the caller's organisation between the catalogue frameworks it
@@ -254,174 +324,13 @@ impl FrameworksService {
         ctx: &RequestCtx,
         sets: &[CatalogMapping],
     ) -> Result<Vec<MappingOutcome>, FrameworksError> {
-        ctx.require(Access::Write)?;
-        let mut outcomes = Vec::with_capacity(sets.len());
-        for set in sets {
-            outcomes.push(self.seed_mapping_set(ctx, set).await?);
-        }
-        Ok(outcomes)
-    }
-
-    async fn seed_mapping_set(
-        &self,
-        ctx: &RequestCtx,
-        set: &CatalogMapping,
-    ) -> Result<MappingOutcome, FrameworksError> {
-        let org = ctx.organization_id;
-        let mut tx = self.db().begin(org).await?;
-        let mut outcome = MappingOutcome { key: set.key.clone(), created: 0, existing: 0, unresolved: Vec::new() };
-        // Each framework's requirements by their catalogue id.
-        let mut ids = std::collections::HashMap::new();
-        for key in [&set.source, &set.target] {
-            // Of several versions of a framework, the one loaded last.
-            let framework: Option<Uuid> = frameworks::table
-                .filter(frameworks::organization_id.eq(org))
-                .filter(frameworks::catalog_key.eq(key))
-                .order((frameworks::created_at.desc(), frameworks::id.desc()))
-                .select(frameworks::id)
-                .first(tx.conn())
-                .await
-                .optional()?;
-            let rows: Vec<(String, Uuid)> = requirements::table
-                .filter(requirements::organization_id.eq(org))
-                .filter(requirements::framework_id.eq_any(framework))
-                .select((requirements::requirement_id, requirements::id))
-                .load(tx.conn())
-                .await?;
-            if rows.is_empty() {
-                outcome.unresolved.push(format!("framework {key} is not loaded"));
-            }
-            ids.insert(key.clone(), rows.into_iter().collect::<std::collections::HashMap<_, _>>());
-        }
-        if !outcome.unresolved.is_empty() {
-            tx.commit().await?;
-            return Ok(outcome);
-        }
-        for pair in &set.mappings {
-            let source = ids[&set.source].get(&pair.source).copied();
-            let target = ids[&set.target].get(&pair.target).copied();
-            let (Some(source), Some(target)) = (source, target) else {
-                outcome.unresolved.push(format!("{} {} → {} {}", set.source, pair.source, set.target, pair.target));
-                continue;
-            };
-            let id = new_id();
-            let inserted = diesel::insert_into(requirement_mappings::table)
-                .values((
-                    requirement_mappings::id.eq(id),
-                    requirement_mappings::organization_id.eq(org),
-                    requirement_mappings::source_requirement_id.eq(source),
-                    requirement_mappings::target_requirement_id.eq(target),
-                    requirement_mappings::relationship.eq(&pair.relationship),
-                    requirement_mappings::rationale.eq(&pair.rationale),
-                    requirement_mappings::origin.eq(&set.key),
-                ))
-                .on_conflict_do_nothing()
-                .execute(tx.conn())
-                .await?;
-            if inserted == 0 {
-                outcome.existing += 1;
-                continue;
-            }
-            let after = json!({
-                "id": id, "source_requirement": source, "target_requirement": target,
-                "relationship": pair.relationship, "rationale": pair.rationale, "origin": set.key,
-            });
-            record_change(&mut tx, ctx, "create", "requirement_mapping", id, Value::Null, after).await?;
-            outcome.created += 1;
-        }
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    async fn seed_one(&self, ctx: &RequestCtx, catalog: &CatalogFramework) -> Result<SeedOutcome, FrameworksError> {
-        let mut tx = self.db().begin(ctx.organization_id).await?;
-        let effective_date = catalog.effective_date.as_deref().map(|d| parse_date("effective_date", d)).transpose()?;
-        let new_framework_id = new_id();
-        let inserted: Option<Uuid> = diesel::insert_into(frameworks::table)
-            .values((
-                frameworks::id.eq(new_framework_id),
-                frameworks::organization_id.eq(ctx.organization_id),
-                frameworks::name.eq(&catalog.name),
-                frameworks::framework_type.eq(&catalog.framework_type),
-                frameworks::version.eq(&catalog.version),
-                frameworks::description.eq(&catalog.description),
-                frameworks::applicable_regions.eq(&catalog.applicable_regions),
-                frameworks::industry_sectors.eq(&catalog.industry_sectors),
-                frameworks::effective_date.eq(effective_date),
-                frameworks::catalog_key.eq(&catalog.key),
-            ))
-            .on_conflict((frameworks::organization_id, frameworks::catalog_key, frameworks::version))
-            .do_nothing()
-            .returning(frameworks::id)
-            .get_result(tx.conn())
-            .await
-            .optional()?;
-        let framework_created = inserted.is_some();
-        let framework_id = match inserted {
-            Some(id) => id,
-            None => {
-                frameworks::table
-                    .filter(frameworks::organization_id.eq(ctx.organization_id))
-                    .filter(frameworks::catalog_key.eq(&catalog.key))
-                    .filter(frameworks::version.eq(&catalog.version))
-                    .select(frameworks::id)
-                    .first(tx.conn())
-                    .await?
-            }
+        let document = Document {
+            format: Format::Custos,
+            frameworks: vec![],
+            mapping_sets: sets.iter().map(MappingSet::from).collect(),
+            warnings: vec![],
         };
-        if framework_created {
-            let after = json!({
-                "id": framework_id, "name": catalog.name, "framework_type": catalog.framework_type,
-                "version": catalog.version, "catalog_key": catalog.key,
-            });
-            record_change(&mut tx, ctx, "create", "framework", framework_id, Value::Null, after).await?;
-        }
-
-        let existing: Vec<(String, Uuid)> = requirements::table
-            .filter(requirements::organization_id.eq(ctx.organization_id))
-            .filter(requirements::framework_id.eq(framework_id))
-            .select((requirements::requirement_id, requirements::id))
-            .load(tx.conn())
-            .await?;
-        let mut ids: std::collections::HashMap<String, Uuid> = existing.into_iter().collect();
-        let mut created = 0;
-        for r in &catalog.requirements {
-            if ids.contains_key(&r.requirement_id) {
-                continue;
-            }
-            let id = new_id();
-            let parent_id = r.parent.as_ref().and_then(|p| ids.get(p).copied());
-            diesel::insert_into(requirements::table)
-                .values((
-                    requirements::id.eq(id),
-                    requirements::organization_id.eq(ctx.organization_id),
-                    requirements::framework_id.eq(framework_id),
-                    requirements::parent_id.eq(parent_id),
-                    requirements::requirement_id.eq(&r.requirement_id),
-                    requirements::title.eq(&r.title),
-                    requirements::description.eq(&r.description),
-                    requirements::section.eq(&r.section),
-                    requirements::requirement_type.eq(&r.requirement_type),
-                    requirements::priority.eq(&r.priority),
-                ))
-                .execute(tx.conn())
-                .await?;
-            let after = json!({
-                "id": id, "framework": framework_id, "requirement_id": r.requirement_id, "title": r.title,
-                "requirement_type": r.requirement_type, "priority": r.priority, "compliance_status": "NOT_ASSESSED",
-            });
-            record_change(&mut tx, ctx, "create", "requirement", id, Value::Null, after).await?;
-            ids.insert(r.requirement_id.clone(), id);
-            created += 1;
-        }
-        tx.commit().await?;
-        Ok(SeedOutcome {
-            key: catalog.key.clone(),
-            framework_id,
-            framework_created,
-            requirements_created: created,
-            requirements_total: catalog.requirements.len(),
-        })
+        Ok(self.import_document(ctx, &document, false).await?.mapping_sets)
     }
 }
 

@@ -68,4 +68,10 @@ impl FrameworksApi for FrameworksService {
     async fn apply_mapping(&self, r: Request<pb::ApplyMappingRequest>) -> Reply<pb::ApplyMappingResponse> {
         unary(r, async |ctx, m| self.apply_mapping(&ctx, m).await).await
     }
+    async fn import_framework(&self, r: Request<pb::ImportFrameworkRequest>) -> Reply<pb::ImportFrameworkResponse> {
+        unary(r, async |ctx, m| self.import_framework(&ctx, m).await).await
+    }
+    async fn export_framework(&self, r: Request<pb::ExportFrameworkRequest>) -> Reply<pb::ExportFrameworkResponse> {
+        unary(r, async |ctx, m| self.export_framework(&ctx, m).await).await
+    }
 }

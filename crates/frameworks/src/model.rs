@@ -55,6 +55,46 @@ impl FrameworkType {
     }
 }
 
+impl FrameworkType {
+    /// The type an imported framework most likely is, from its identifiers and name (a library
+    /// URN, an OSCAL title): the first kind whose mark appears as a word, else `CUSTOM`.
+    pub fn closest(texts: &[&str]) -> FrameworkType {
+        // Words joined by '-', with a '-' at each end, so that marks match whole words.
+        let mut words = String::from("-");
+        for text in texts {
+            for c in text.chars() {
+                words.push(if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' });
+            }
+            words.push('-');
+        }
+        const MARKS: &[(&str, FrameworkType)] = &[
+            ("-nist-csf-", FrameworkType::NistCsf),
+            ("-csf-", FrameworkType::NistCsf),
+            ("-800-53", FrameworkType::NistSp80053),
+            ("-800-171", FrameworkType::NistSp800171),
+            ("-sp800-53", FrameworkType::NistSp80053),
+            ("-27701", FrameworkType::Iso27701),
+            ("-27001", FrameworkType::Iso27001),
+            ("-20000", FrameworkType::Iso20000),
+            ("-gdpr-", FrameworkType::Gdpr),
+            ("-hipaa-", FrameworkType::Hipaa),
+            ("-sox-", FrameworkType::Sox),
+            ("-sarbanes-", FrameworkType::Sox),
+            ("-soc2-", FrameworkType::Soc2),
+            ("-soc-2-", FrameworkType::Soc2),
+            ("-pci-", FrameworkType::PciDss),
+            ("-ccpa-", FrameworkType::Ccpa),
+            ("-dora-", FrameworkType::Dora),
+            ("-nis2-", FrameworkType::Nis2),
+            ("-nis-2-", FrameworkType::Nis2),
+            ("-cis-controls-", FrameworkType::CisControls),
+            ("-cis-csc-", FrameworkType::CisControls),
+            ("-fedramp-", FrameworkType::Fedramp),
+        ];
+        MARKS.iter().find(|(mark, _)| words.contains(mark)).map_or(FrameworkType::Custom, |(_, t)| *t)
+    }
+}
+
 choice! {
     pub enum RequirementType {
         Technical = "TECHNICAL",
@@ -102,6 +142,7 @@ pub struct FrameworkRow {
     pub catalog_key: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub external_id: Option<String>,
 }
 
 impl FrameworkRow {
@@ -122,6 +163,7 @@ impl FrameworkRow {
             catalog_key: self.catalog_key.clone(),
             created_at: timefmt::timestamp(self.created_at),
             updated_at: timefmt::timestamp(self.updated_at),
+            external_id: self.external_id.clone(),
         }
     }
 
@@ -165,6 +207,8 @@ pub struct RequirementRow {
     /// The requirement whose compliant result `apply_mapping` carried over, if that is where the
     /// status came from.
     pub status_derived_from: Option<Uuid>,
+    /// Its identifier in the document it was imported from.
+    pub external_id: Option<String>,
 }
 
 impl RequirementRow {
@@ -192,6 +236,7 @@ impl RequirementRow {
             evidence_count: 0,
             expired_evidence_count: 0,
             status_derived_from: self.status_derived_from.map(|r| r.to_string()),
+            external_id: self.external_id.clone(),
         }
     }
 

@@ -46,6 +46,8 @@ type Result<T, E = FrameworksError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct FrameworksService {
     db: Db,
+    /// Wakes this process's job runner when a request queues a job (a large import).
+    pub(crate) job_waker: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 fn framework_not_found(id: impl std::fmt::Display) -> FrameworksError {
@@ -64,7 +66,7 @@ fn invalid_status() -> FrameworksError {
 
 impl FrameworksService {
     pub fn new(db: Db) -> Self {
-        FrameworksService { db }
+        FrameworksService { db, job_waker: None }
     }
 
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
@@ -583,7 +585,7 @@ async fn lock_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<Frame
 }
 
 /// Reads a framework of the caller's organisation without locking it.
-async fn find_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
+pub(crate) async fn find_framework(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<FrameworkRow> {
     frameworks::table
         .filter(frameworks::organization_id.eq(ctx.organization_id))
         .filter(frameworks::id.eq(id))

@@ -50,13 +50,14 @@ impl App {
     pub fn new(db: Db, chain: AuditChain, slas: Slas, evidence: &EvidenceConfig) -> anyhow::Result<Self> {
         let holds: Holds = Arc::new(LegalHoldCheck);
         let blobs = BlobStore::from_url(&evidence.blob_store).map_err(|e| anyhow::anyhow!("CUSTOS_BLOB_STORE: {e}"))?;
+        let jobs = JobsService::new(db.clone());
         Ok(App {
             identity: IdentityService::new(db.clone()),
-            frameworks: FrameworksService::new(db.clone()),
+            frameworks: FrameworksService::new(db.clone()).with_job_waker(jobs.waker()),
             audit: AuditService::new(chain, holds.clone()),
             evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
             legal_holds: LegalHoldsService::new(db.clone()),
-            jobs: JobsService::new(db.clone()),
+            jobs,
             incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
             holds,
             db,

@@ -65,6 +65,8 @@ fn every_subcommand_has_help() {
         vec!["jobs", "--help"],
         vec!["jobs", "run", "--help"],
         vec!["jobs", "list", "--help"],
+        vec!["framework", "import", "--help"],
+        vec!["framework", "export", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -482,4 +484,65 @@ async fn jobs_commands_run_a_schedule_here_and_show_every_job() {
     assert_clean_failure(&run(&["jobs", "show", "nope"]), "not a job id");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs WHERE created_by LIKE 'operator:%'").await, 3);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn framework_import_and_export_commands() {
+    let db = TestDb::empty().await;
+    let url = db.url.clone();
+    let run = |args: &[&str]| custos(args, Some(&url));
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["org", "create", "acme", "--name", "Acme Corp"]).status.success());
+    let library = custos_testkit::fixture("ciso-assistant-library/nist-csf-2.0.yaml");
+    let library = library.to_str().unwrap();
+
+    let o = run(&["framework", "import", library, "--org", "acme", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("framework created, 134 of 134 requirements created (dry run: nothing kept)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 0);
+    let o = run(&["framework", "import", library, "--org", "acme"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("framework created, 134 of 134 requirements created"), "{}", stdout(&o));
+    let o = run(&["framework", "import", library]);
+    assert!(stdout(&o).contains("framework present, 0 of 134 requirements created"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM requirements").await, 134);
+
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+    }
+    let mut conn = db.superuser().await;
+    let id = diesel::sql_query("SELECT id FROM frameworks").get_result::<Id>(&mut conn).await.unwrap().id.to_string();
+    let out = std::env::temp_dir().join(format!("custos-export-{}.json", db.name));
+    let o = run(&["framework", "export", &id, "--format", "oscal-catalog", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let catalog: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    custos_testkit::validate_oscal(&catalog).expect("valid OSCAL");
+    let o = run(&["framework", "export", &id, "--org", "acme"]);
+    assert!(stdout(&o).starts_with("format: custos-catalog/v1"), "{}", stdout(&o));
+    assert_clean_failure(&run(&["framework", "export", &uuid::Uuid::nil().to_string()]), "not found");
+    assert_clean_failure(&run(&["framework", "export", &id, "--format", "xlsx"]), "oscal-catalog");
+
+    // A broken file: every problem, each with its line and column, and nothing imported.
+    let broken = std::env::temp_dir().join(format!("custos-broken-{}.yaml", db.name));
+    std::fs::write(
+        &broken,
+        "urn: urn:x:library:t\nobjects:\n  framework:\n    urn: urn:x:framework:t\n    requirement_nodes:\n    - ref_id: A\n    - urn: urn:x:t:b\n      parent_urn: urn:x:t:zz\n",
+    )
+    .unwrap();
+    let o = run(&["framework", "import", broken.to_str().unwrap(), "--org", "acme"]);
+    let _ = std::fs::remove_file(&broken);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("2 problems found, nothing was imported"), "{err}");
+    assert!(err.contains("line 6, column 7: urn is required"), "{err}");
+    assert!(err.contains("line 8, column 19: parent_urn urn:x:t:zz names no node"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 1);
 }

@@ -43,6 +43,30 @@ pub fn with_database(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..path_start])
 }
 
+/// A file of the shared fixtures: real documents nobody in this project wrote (NIST's OSCAL
+/// catalogs, another GRC tool's framework libraries), read as they are, never copied into the
+/// repository. They live in `shared/fixtures/` beside the checkout (`../shared/fixtures` from the
+/// workspace root, or the same beside any ancestor directory); `CUSTOS_FIXTURES_DIR` names
+/// another place. A missing fixture fails the test that needs it, saying where it looked.
+pub fn fixture(relative: &str) -> PathBuf {
+    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
+    if let Ok(dir) = std::env::var("CUSTOS_FIXTURES_DIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    candidates.extend(workspace.ancestors().map(|a| a.join("shared/fixtures")));
+    for dir in candidates {
+        let path = dir.join(relative);
+        if path.is_file() {
+            return path;
+        }
+        tried.push(path.display().to_string());
+    }
+    panic!("fixture {relative} not found; looked at {}; set CUSTOS_FIXTURES_DIR", tried.join(", "))
+}
+
 /// A database of its own for one test.
 pub struct TestDb {
     pub name: String,
@@ -512,5 +536,43 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Checks an OSCAL document (`{"catalog": …}`, `{"assessment-results": …}`, …) with a
+/// third-party implementation: compliance-trestle's models, through `tests/tools/oscal_validate.py`
+/// (unknown fields, malformed ids, uuids and timestamps, missing required fields are refused).
+/// The command is `CUSTOS_OSCAL_VALIDATOR` (`cargo xtask test` installs compliance-trestle and
+/// sets it), else `python3 <workspace>/tests/tools/oscal_validate.py`. `Err` holds the
+/// validator's report; a missing python3 or compliance-trestle is an `Err` too, never a pass.
+pub fn validate_oscal(document: &Value) -> Result<(), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    const HINT: &str = "the OSCAL validator needs python3 and compliance-trestle: run the tests with \
+                        `cargo xtask test` (it installs it), or `python3 -m pip install compliance-trestle`";
+    let command = std::env::var("CUSTOS_OSCAL_VALIDATOR").ok().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/tools/oscal_validate.py");
+        format!("python3 {}", script.canonicalize().unwrap_or(script).display())
+    });
+    let mut words = command.split_whitespace();
+    let program = words.next().ok_or("CUSTOS_OSCAL_VALIDATOR is blank")?;
+    let path = std::env::temp_dir().join(format!(
+        "custos-oscal-{}-{}.json",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let bytes = serde_json::to_vec_pretty(document).map_err(|e| format!("cannot serialise the document: {e}"))?;
+    std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let output = std::process::Command::new(program).args(words).arg(&path).output();
+    let _ = std::fs::remove_file(&path);
+    let output = output.map_err(|e| format!("cannot run the OSCAL validator `{command}`: {e}; {HINT}"))?;
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    match output.status.code() {
+        // It must say so: a command that checks nothing (or another tool) does not pass.
+        Some(0) if report.lines().any(|l| l.starts_with("ok ")) => Ok(()),
+        Some(0) => Err(format!("the OSCAL validator `{command}` said nothing about the document:\n{report}")),
+        Some(1) => Err(report),
+        _ => Err(format!("the OSCAL validator `{command}` could not run ({}):\n{report}\n{HINT}", output.status)),
     }
 }

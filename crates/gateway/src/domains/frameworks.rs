@@ -1,24 +1,48 @@
-//! Frameworks and requirements (seed 000): their endpoints, gRPC service and `custos seed`.
+//! Frameworks and requirements (seed 000): their endpoints, gRPC service, the import job, and
+//! `custos seed` / `custos framework import|export`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use custos_core::Problem;
 use custos_core::RequestCtx;
 use custos_frameworks::catalog;
+use custos_frameworks::import::{self, IMPORT_MAX_BYTES};
+use custos_proto::v1 as pb;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
+use futures::StreamExt;
 use http::StatusCode;
 
 use super::{Domain, GrpcService, Serving};
 use crate::cli::{DbArgs, app_for, organisations, problem, problem_of};
 use crate::config::Config;
 use crate::op;
-use crate::rest::Endpoint;
 use crate::rest::openapi::{ApiDescription, ValueSet};
+use crate::rest::{Download, Endpoint, FileDownload, IncomingFile, Upload};
 use crate::server::App;
 use custos_frameworks::model::{ComplianceStatus, FrameworkType, Priority, RequirementType};
 
 pub const DOMAIN: Domain =
     Domain { name: "frameworks", serve, cli: Some(crate::domain_cli!(FrameworksCommand, run, |_| false)) };
+
+/// The whole of an uploaded document, as text: at most [`IMPORT_MAX_BYTES`], UTF-8.
+async fn read_document(mut file: IncomingFile) -> Result<String, Problem> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = file.body.next().await {
+        let chunk = chunk.map_err(|e| Problem::invalid("The upload was interrupted", e))?;
+        if bytes.len() + chunk.len() > IMPORT_MAX_BYTES as usize {
+            return Err(Problem::new(
+                custos_core::ErrorKind::PayloadTooLarge,
+                "The document is too large",
+                format!("at most {IMPORT_MAX_BYTES} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Problem::new(custos_core::ErrorKind::Unprocessable, "The document is not UTF-8 text", e.to_string())
+    })
+}
 
 const FW: &str = "/api/compliance/frameworks/";
 const FW_ID: &str = "/api/compliance/frameworks/{id}/";
@@ -28,10 +52,57 @@ const REQ_ID: &str = "/api/compliance/requirements/{id}/";
 fn serve(app: &App, _config: &Config) -> Serving {
     let s = &app.frameworks;
     let referenced = "A requirement, checkpoint or evidence item still refers to it";
+    let upload = {
+        let s = s.clone();
+        Upload::new(IMPORT_MAX_BYTES, move |ctx, mut req: pb::ImportFrameworkRequest, file| {
+            let s = s.clone();
+            async move {
+                if req.file_name.as_deref().is_none_or(str::is_empty) {
+                    req.file_name = Some(file.file_name.clone());
+                }
+                req.content = read_document(file).await?;
+                s.import_framework(&ctx, req).await.map_err(Problem::from)
+            }
+        })
+    };
+    let download = {
+        let s = s.clone();
+        Download::new("export_framework", move |ctx, req: pb::ExportFrameworkRequest| {
+            let s = s.clone();
+            async move {
+                let exported = s.export_framework(&ctx, req).await.map_err(Problem::from)?;
+                let body = bytes::Bytes::from(exported.content);
+                Ok(FileDownload {
+                    content_type: exported.content_type,
+                    size: body.len() as u64,
+                    file_name: exported.file_name,
+                    sha256: None,
+                    blake3: None,
+                    body: futures::stream::once(async move { Ok(body) }).boxed(),
+                })
+            }
+        })
+        .media_types(&["application/yaml", "application/json"])
+    };
     Serving {
         endpoints: vec![
             Endpoint::get(FW, "List regulatory frameworks", op!(s, list_frameworks)).list(),
             Endpoint::post(FW, "Create a framework", op!(s, create_framework)).body_field("framework").created(),
+            Endpoint::post(
+                "/api/compliance/frameworks/import/",
+                "Import a framework document (OSCAL catalog, framework or mapping library, Custos catalogue): \
+                 JSON with the document in `content`, or multipart/form-data with a `file` part; whole or \
+                 not at all, idempotent, large ones as a job",
+                op!(s, import_framework),
+            )
+            .multipart_upload(upload)
+            .fails(StatusCode::UNPROCESSABLE_ENTITY, "The document has problems: every one is listed in details")
+            .fails(StatusCode::PAYLOAD_TOO_LARGE, "The document is larger than allowed"),
+            Endpoint::download(
+                "/api/compliance/frameworks/{id}/export/",
+                "A framework as a document: ?format=custos (default), oscal-catalog or oscal-assessment-results",
+                download,
+            ),
             Endpoint::get(FW_ID, "Get a framework", op!(s, get_framework)),
             Endpoint::put(FW_ID, "Replace a framework", op!(s, update_framework)).body_field("framework"),
             Endpoint::patch(FW_ID, "Partially update a framework", op!(s, update_framework)).body_field("framework"),
@@ -120,7 +191,12 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 "ApplyMappingRequest.source_framework",
             ],
         },
-        grpc: vec![GrpcService::new(FrameworksServiceServer::new(app.frameworks.clone()))],
+        grpc: vec![GrpcService::new(
+            FrameworksServiceServer::new(app.frameworks.clone())
+                .max_decoding_message_size(IMPORT_MAX_BYTES as usize + 64 * 1024)
+                .max_encoding_message_size(IMPORT_MAX_BYTES as usize + 64 * 1024),
+        )],
+        jobs: vec![import::import_job()],
         ..Serving::default()
     }
 }
@@ -130,6 +206,50 @@ pub enum FrameworksCommand {
     /// Load the built-in framework catalogue (and any --catalog-dir files) into organisations.
     /// Idempotent: only what is missing is created.
     Seed(SeedArgs),
+    /// Import or export framework documents (OSCAL, framework libraries, Custos catalogues).
+    #[command(subcommand)]
+    Framework(FrameworkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FrameworkCommand {
+    /// Import a framework document into organisations: whole or not at all; importing it again
+    /// creates nothing new. Every problem of a bad file is listed, with its line and column.
+    Import {
+        file: PathBuf,
+        /// Only this organisation (default: every organisation).
+        #[arg(long)]
+        org: Option<String>,
+        /// auto (default), custos, oscal or library.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Report what the import would do and keep nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// OSCAL: the catalogue key to file the framework under.
+        #[arg(long)]
+        catalog_key: Option<String>,
+        /// OSCAL: withdrawn controls are marked (mark, the default) or left out (skip).
+        #[arg(long, default_value = "mark")]
+        withdrawn: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Write a framework out as a document (to stdout, or --output).
+    Export {
+        /// The framework's id.
+        id: String,
+        /// custos, oscal-catalog or oscal-assessment-results.
+        #[arg(long, default_value = "custos")]
+        format: String,
+        /// The organisation that has it (default: whichever does).
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +269,108 @@ pub struct SeedArgs {
 }
 
 async fn run(command: FrameworksCommand) -> anyhow::Result<()> {
-    let FrameworksCommand::Seed(args) = command;
+    match command {
+        FrameworksCommand::Seed(args) => seed(args).await,
+        FrameworksCommand::Framework(FrameworkCommand::Import {
+            file,
+            org,
+            format,
+            dry_run,
+            catalog_key,
+            withdrawn,
+            db,
+        }) => {
+            let content =
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let app = app_for(&db).await?;
+            let request = pb::ImportFrameworkRequest {
+                content,
+                format: Some(format),
+                file_name: Some(file.display().to_string()),
+                dry_run: Some(dry_run),
+                catalog_key,
+                withdrawn: Some(withdrawn),
+                // The command is the worker: it imports within itself, whatever the size.
+                as_job: Some(false),
+            };
+            for (org_id, slug) in organisations(&app, org.as_deref()).await? {
+                let ctx = RequestCtx::operator(org_id, slug.clone());
+                let outcome = app.frameworks.import_framework(&ctx, request.clone()).await.map_err(import_problem)?;
+                print_outcome(&slug, &outcome);
+            }
+            Ok(())
+        }
+        FrameworksCommand::Framework(FrameworkCommand::Export { id, format, org, output, db }) => {
+            let app = app_for(&db).await?;
+            let request = pb::ExportFrameworkRequest { id: id.clone(), format };
+            let mut last = None;
+            for (org_id, slug) in organisations(&app, org.as_deref()).await? {
+                let ctx = RequestCtx::operator(org_id, slug);
+                match app.frameworks.export_framework(&ctx, request.clone()).await.map_err(Problem::from) {
+                    Ok(exported) => {
+                        match &output {
+                            Some(path) => std::fs::write(path, exported.content)
+                                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                            None => print!("{}", exported.content),
+                        }
+                        return Ok(());
+                    }
+                    Err(p) if p.kind == custos_core::ErrorKind::NotFound => last = Some(p),
+                    Err(p) => return Err(problem_of(p)),
+                }
+            }
+            Err(problem_of(last.unwrap_or_else(|| Problem::not_found("Framework", &id))))
+        }
+    }
+}
+
+/// A refused document's problems, one per line with where each is.
+fn import_problem(e: custos_frameworks::FrameworksError) -> anyhow::Error {
+    let p = Problem::from(e);
+    let Some(issues) = p.details.as_array() else { return problem_of(p) };
+    let mut text = p.error.clone();
+    for issue in issues {
+        let at = match (issue.get("line"), issue.get("column"), issue.get("path")) {
+            (Some(l), Some(c), _) => format!("line {l}, column {c}"),
+            (_, _, Some(path)) => path.as_str().unwrap_or_default().to_owned(),
+            _ => String::new(),
+        };
+        let message = issue.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+        text.push_str(&format!("\n  {at}: {message}"));
+    }
+    anyhow::anyhow!(text)
+}
+
+fn print_outcome(slug: &str, o: &pb::ImportFrameworkResponse) {
+    let would = if o.dry_run { " (dry run: nothing kept)" } else { "" };
+    for f in &o.frameworks {
+        println!(
+            "{slug}: {} {} — framework {}, {} of {} requirements created{would}",
+            f.key,
+            f.version,
+            if f.framework_created { "created" } else { "present" },
+            f.requirements_created,
+            f.requirements_total
+        );
+    }
+    for m in &o.mapping_sets {
+        println!(
+            "{slug}: {} — {} mappings created, {} present, {} not resolved{would}",
+            m.key,
+            m.created,
+            m.existing,
+            m.unresolved.len()
+        );
+        for missing in m.unresolved.iter().take(5) {
+            println!("{slug}: {} — not mapped: {missing}", m.key);
+        }
+    }
+    for w in &o.warnings {
+        println!("{slug}: note: {w}");
+    }
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let app = app_for(&args.db).await?;
     let mut catalogs = if args.no_builtin { Vec::new() } else { catalog::builtin().map_err(problem_of)? };
     let mut mappings = if args.no_builtin { Vec::new() } else { catalog::builtin_mappings().map_err(problem_of)? };

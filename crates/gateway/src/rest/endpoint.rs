@@ -151,6 +151,8 @@ pub struct Download {
     pub(crate) call: DownloadCall,
     pub request: String,
     pub method: &'static str,
+    /// The media types the file comes in, as the API description lists them.
+    pub media_types: &'static [&'static str],
 }
 
 impl Download {
@@ -169,7 +171,13 @@ impl Download {
                 f(ctx, req).await
             })
         });
-        Download { call, request: Req::full_name(), method }
+        Download { call, request: Req::full_name(), method, media_types: &["application/octet-stream"] }
+    }
+
+    /// The file is one of these media types (by default any: `application/octet-stream`).
+    pub fn media_types(mut self, media_types: &'static [&'static str]) -> Download {
+        self.media_types = media_types;
+        self
     }
 }
 

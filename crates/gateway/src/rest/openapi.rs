@@ -257,10 +257,25 @@ pub fn document(endpoints: &[Endpoint], description: &ApiDescription) -> Value {
         }
         let success = match &ep.handler {
             _ if ep.success == http::StatusCode::NO_CONTENT => json!({ "description": "Done; no content" }),
-            Handler::Download(_) => json!({
-                "description": "The file. `Repr-Digest` carries its SHA-256, `X-Content-BLAKE3` its BLAKE3, `ETag` the SHA-256 hex.",
-                "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } }
-            }),
+            Handler::Download(download) => {
+                let content: serde_json::Map<String, Value> = download
+                    .media_types
+                    .iter()
+                    .map(|t| {
+                        // A structured document (JSON, YAML) is an object; anything else, bytes.
+                        let schema = if *t == "application/octet-stream" {
+                            json!({ "type": "string", "format": "binary" })
+                        } else {
+                            json!({ "type": "object" })
+                        };
+                        ((*t).to_owned(), json!({ "schema": schema }))
+                    })
+                    .collect();
+                json!({
+                    "description": "The file. `Repr-Digest` carries its SHA-256, `X-Content-BLAKE3` its BLAKE3, `ETag` the SHA-256 hex.",
+                    "content": content
+                })
+            }
             Handler::Json(operation) if ep.list || ep.cursor => {
                 let response = messages.get(&operation.response);
                 let item = response
