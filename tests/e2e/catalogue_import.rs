@@ -392,6 +392,18 @@ async fn large_imports_run_as_a_job_with_their_outcome() {
     assert_eq!(list["results"][0]["requirements_count"], 6_000, "{list}");
     // Every requirement's creation is in the audit trail (and the framework's, and the job's).
     assert!(audit_entries(&s, &org).await >= before + 6_001);
+    // The job names the document (its digest), without carrying it; the upload is gone.
+    let parameters = finished["parameters"].to_string();
+    assert!(parameters.contains("sha256") && parameters.len() < 1_000, "{parameters}");
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = s.db.superuser().await;
+    let left = diesel::sql_query("SELECT count(*) AS n FROM framework_import_uploads").get_result::<N>(&mut conn).await;
+    assert_eq!(left.unwrap().n, 0);
 }
 
 async fn audit_entries(s: &TestServer, org: &TestOrg) -> i64 {

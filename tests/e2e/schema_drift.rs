@@ -55,6 +55,7 @@ async fn hand_written_schema_matches_the_migrations() {
         requirement_evidence,
         requirement_evidence_items,
         requirement_mappings,
+        framework_import_uploads,
         framework_requirement_counts,
         jobs,
         job_steps,

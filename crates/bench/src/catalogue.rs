@@ -97,7 +97,10 @@ pub async fn run(args: &[String]) {
     }
 
     let mut orgs = 0;
+    // Each run starts once the audit sequencer has integrated the previous run's entries: on two
+    // cores its hashing would otherwise be timed as part of the next import.
     let mut fresh = async || {
+        sequencer_idle(&s).await;
         orgs += 1;
         s.org(&format!("bench-{orgs}")).await
     };
@@ -137,6 +140,35 @@ pub async fn run(args: &[String]) {
     summary("API: CSF 2.0 framework library", f_items, &mut f_times);
     summary("API: CSF ↔ ISO 27001 mapping library (pairs)", m_items, &mut m_times);
 
+    // The database's own part: the requirements' rows alone, by one INSERT … SELECT (no
+    // audit entries, no parsing, no transport), rolled back.
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let org = fresh().await;
+        times.push(sql_floor(&s, &org, n).await);
+    }
+    summary("SQL only: the rows and their indexes", n, &mut times);
+
+    // The audit entries alone: as many as the import records, of the same shape.
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let org = fresh().await;
+        times.push(audit_floor(&s, &org, n).await);
+    }
+    summary("audit entries only: encode and insert", n, &mut times);
+
+    // In process: the writer (rows, audit entries, commit) without HTTP or parsing.
+    let document = import::read("bench", &big, &ReadOptions::default()).expect("reads");
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let org = fresh().await;
+        let ctx = custos_core::RequestCtx::operator(org.id, org.slug.clone());
+        let t = Instant::now();
+        s.app().frameworks.import_document(&ctx, &document, false).await.expect("imports");
+        times.push(t.elapsed());
+    }
+    summary("in process: write (rows + audit entries + commit)", n, &mut times);
+
     let mut times = Vec::new();
     for _ in 0..runs {
         let org = fresh().await;
@@ -164,4 +196,82 @@ pub async fn run(args: &[String]) {
         times.push(t.elapsed());
     }
     summary("API: generated library, as a job (to success)", n, &mut times);
+}
+
+/// `n` requirement rows inserted by the database alone (as the import's rows: same columns,
+/// similar text, the import's `gin_pending_list_limit`), timed, rolled back.
+async fn sql_floor(s: &TestServer, org: &TestOrg, n: usize) -> Duration {
+    use diesel_async::RunQueryDsl;
+    let mut tx = s.db_pool().begin(org.id).await.expect("begin");
+    let framework = uuid::Uuid::now_v7();
+    diesel::sql_query(format!(
+        "INSERT INTO frameworks (id, organization_id, name, framework_type) VALUES ('{framework}', '{}', 'Floor', 'CUSTOM')",
+        org.id
+    ))
+    .execute(tx.conn())
+    .await
+    .expect("framework");
+    diesel::sql_query("SET LOCAL gin_pending_list_limit = '64MB'").execute(tx.conn()).await.expect("set");
+    let t = Instant::now();
+    diesel::sql_query(format!(
+        "INSERT INTO requirements (id, organization_id, framework_id, requirement_id, title, description, section, \
+         requirement_type, priority, external_id, attributes) \
+         SELECT gen_random_uuid(), '{org}', '{framework}', 'G' || (i / 100) || '.R' || (i % 100), \
+                'Requirement ' || (i % 100) || ' of group ' || (i / 100) || ', generated for the benchmark', \
+                'Requirement ' || (i % 100) || ' of group ' || (i / 100) || ', generated for the benchmark', \
+                'Group ' || (i / 100), 'ADMINISTRATIVE', 'MEDIUM', 'urn:custos:bench:node:big:g' || i, \
+                '{{\"library\": {{\"assessable\": true, \"depth\": 2}}}}' \
+           FROM generate_series(1, {n}) i",
+        org = org.id
+    ))
+    .execute(tx.conn())
+    .await
+    .expect("rows");
+    t.elapsed()
+}
+
+/// Waits until no audit entry awaits the sequencer (or 60 s).
+async fn sequencer_idle(s: &TestServer) {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = s.db.superuser().await;
+    for _ in 0..600 {
+        let left = diesel::sql_query("SELECT count(*) AS n FROM audit_entries").get_result::<N>(&mut conn).await;
+        if left.map_or(true, |l| l.n == 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n` audit entries like an import's (a requirement's creation), encoded and inserted in one
+/// transaction, timed, rolled back.
+async fn audit_floor(s: &TestServer, org: &TestOrg, n: usize) -> Duration {
+    let ctx = custos_core::RequestCtx::operator(org.id, org.slug.clone());
+    let mut tx = s.db_pool().begin(org.id).await.expect("begin");
+    let framework = uuid::Uuid::now_v7();
+    let t = Instant::now();
+    let changes = (0..n)
+        .map(|i| {
+            let id = uuid::Uuid::now_v7();
+            custos_audit_chain::Change {
+                action: "create",
+                resource_type: "requirement",
+                resource_id: id.to_string(),
+                before: Value::Null,
+                after: serde_json::json!({
+                    "id": id, "framework": framework, "parent": framework, "requirement_id": format!("G{}.R{}", i / 100, i % 100),
+                    "title": format!("Requirement {} of group {}, generated for the benchmark", i % 100, i / 100),
+                    "requirement_type": "ADMINISTRATIVE", "priority": "MEDIUM", "compliance_status": "NOT_ASSESSED",
+                    "external_id": format!("urn:custos:bench:node:big:g{}.r{}", i / 100, i % 100),
+                }),
+            }
+        })
+        .collect();
+    custos_audit_chain::record_many(&mut tx, &ctx, changes).await.expect("record");
+    t.elapsed()
 }

@@ -472,6 +472,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// A document a large framework import runs on, until its job has imported it (migration 000028).
+    framework_import_uploads (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        file_name -> Text,
+        content -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     /// Cross-framework mappings between two requirements (migration 000024).
     requirement_mappings (id) {
         id -> Uuid,
@@ -494,6 +505,7 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
+    framework_import_uploads,
     requirement_mappings,
     jobs,
     job_steps,

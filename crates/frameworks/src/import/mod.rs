@@ -14,14 +14,20 @@ use std::fmt;
 use std::sync::Arc;
 
 use custos_core::ctx::Access;
+use custos_core::new_id;
 use custos_core::{ErrorKind, Problem, RequestCtx};
-use custos_db::Tx;
+use custos_db::schema::framework_import_uploads;
+use custos_db::{DbError, Tx};
 use custos_jobs::queue::{self, NewJob};
 use custos_jobs::{Job, JobError, Kind, Scope};
 use custos_proto::v1 as pb;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::catalog::{self, CatalogFramework, CatalogMapping};
 use crate::service::{FrameworksError, FrameworksService};
@@ -104,7 +110,7 @@ impl Withdrawn {
 }
 
 /// How to read a document.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReadOptions {
     /// `None`: detect it.
     pub format: Option<Format>,
@@ -371,10 +377,17 @@ impl ImportOutcome {
     }
 }
 
-/// The import job's parameters.
+/// The import job's parameters: the upload to import and how to read it (the document itself
+/// waits in `framework_import_uploads`, not here: job parameters are in every audit entry of
+/// the job).
 #[derive(Serialize, Deserialize)]
 struct ImportJob {
-    document: Document,
+    upload: Uuid,
+    file_name: String,
+    /// Hex SHA-256 of the document, so the job's audit entries say which one it imported.
+    sha256: String,
+    bytes: usize,
+    options: ReadOptions,
 }
 
 impl FrameworksService {
@@ -398,18 +411,37 @@ impl FrameworksService {
         let file_name = req.file_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "The document".to_owned());
         // Parsing a large document takes a while: off the request threads.
         let content = req.content;
-        let document = tokio::task::spawn_blocking(move || read(&file_name, &content, &options))
-            .await
-            .map_err(Problem::internal)??;
+        let (document, content) = {
+            let options = options.clone();
+            let file_name = file_name.clone();
+            tokio::task::spawn_blocking(move || read(&file_name, &content, &options).map(|d| (d, content)))
+                .await
+                .map_err(Problem::internal)??
+        };
         let dry_run = req.dry_run.unwrap_or(false);
         let as_job = !dry_run && req.as_job.unwrap_or(document.requirement_count() > JOB_THRESHOLD);
         if !as_job {
             return Ok(self.import_document(ctx, &document, dry_run).await?.to_pb());
         }
         let mut tx = self.db().begin_as(ctx, Access::Write).await?;
-        let warnings = document.warnings.clone();
-        let format = document.format;
-        let parameters = serde_json::to_value(ImportJob { document }).map_err(Problem::internal)?;
+        let upload = new_id();
+        diesel::insert_into(framework_import_uploads::table)
+            .values((
+                framework_import_uploads::id.eq(upload),
+                framework_import_uploads::organization_id.eq(ctx.organization_id),
+                framework_import_uploads::file_name.eq(&file_name),
+                framework_import_uploads::content.eq(&content),
+            ))
+            .execute(tx.conn())
+            .await?;
+        let parameters = serde_json::to_value(ImportJob {
+            upload,
+            file_name,
+            sha256: const_hex::encode(Sha256::digest(content.as_bytes())),
+            bytes: content.len(),
+            options,
+        })
+        .map_err(Problem::internal)?;
         let job = queue::enqueue(
             &mut tx,
             Some(ctx),
@@ -429,9 +461,9 @@ impl FrameworksService {
             waker.notify_one();
         }
         Ok(pb::ImportFrameworkResponse {
-            format: format.as_str().to_owned(),
+            format: document.format.as_str().to_owned(),
             dry_run: false,
-            warnings,
+            warnings: document.warnings,
             job: Some(job.to_pb()),
             ..Default::default()
         })
@@ -440,17 +472,35 @@ impl FrameworksService {
 
 const IMPORT_ATTEMPTS: i32 = 3;
 
-/// The kind of job large imports run as: the whole document in one step (one transaction, so
-/// nothing is half-imported); a rerun after a crash finds the step done, or does it whole.
+/// The kind of job large imports run as: in one step (one transaction, so nothing is
+/// half-imported) it reads the upload, imports it and deletes it; a rerun after a crash finds
+/// the step done, or does it whole.
 pub fn import_job() -> Kind {
     Kind::new(IMPORT_JOB, Scope::Organization, "Imports a large framework document", move |job: Job| async move {
         let org = job.organization().ok_or_else(|| JobError::fatal("an import belongs to an organisation"))?;
-        let ImportJob { document } = job.params()?;
+        let params: ImportJob = job.params()?;
         let ctx = job.ctx(org);
         job.set_progress(0.05);
         let done = job
             .step("import", Some(org), async |tx| {
-                import_in(tx, &ctx, &document, false).await.map_err(|e| JobError::from_problem(Problem::from(e)))
+                let upload = framework_import_uploads::table
+                    .filter(framework_import_uploads::organization_id.eq(org))
+                    .filter(framework_import_uploads::id.eq(params.upload))
+                    .select(framework_import_uploads::content)
+                    .first::<String>(tx.conn())
+                    .await
+                    .optional()
+                    .map_err(|e| JobError::retry(DbError::from(e)))?
+                    .ok_or_else(|| JobError::fatal("the uploaded document is gone"))?;
+                let document = read(&params.file_name, &upload, &params.options).map_err(JobError::from_problem)?;
+                let outcome = import_in(tx, &ctx, &document, false)
+                    .await
+                    .map_err(|e| JobError::from_problem(Problem::from(e)))?;
+                diesel::delete(framework_import_uploads::table.filter(framework_import_uploads::id.eq(params.upload)))
+                    .execute(tx.conn())
+                    .await
+                    .map_err(|e| JobError::retry(DbError::from(e)))?;
+                Ok(outcome)
             })
             .await?;
         job.set_progress(1.0);

@@ -12,6 +12,7 @@ use custos_core::{RequestCtx, new_id};
 use custos_db::Tx;
 use custos_db::schema::{frameworks, requirement_mappings, requirements};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,6 +24,8 @@ use crate::service::FrameworksError;
 
 /// Rows per INSERT: well under PostgreSQL's 65,535 bind parameters.
 const CHUNK: usize = 2_000;
+/// Requirements beyond which an import defers the search indexes' merging to vacuum.
+const BIG_IMPORT: usize = 1_000;
 
 /// What writing one framework did (or, in a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,12 +49,9 @@ pub struct MappingOutcome {
     pub unresolved: Vec<String>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = requirements)]
+/// A requirement to insert.
 struct NewRequirement<'a> {
     id: Uuid,
-    organization_id: Uuid,
-    framework_id: Uuid,
     parent_id: Option<Uuid>,
     requirement_id: &'a str,
     title: &'a str,
@@ -157,8 +157,6 @@ pub(crate) async fn write_framework(
         });
         rows.push(NewRequirement {
             id,
-            organization_id: org,
-            framework_id,
             parent_id,
             requirement_id: &r.requirement_id,
             title: &r.title,
@@ -172,10 +170,40 @@ pub(crate) async fn write_framework(
         ids.insert(&r.requirement_id, id);
     }
     let created = rows.len();
+    if created > BIG_IMPORT {
+        // The trigram indexes (search) take new entries into their pending list instead of
+        // merging each at once: the insert costs a third less; the list is merged by (auto)vacuum.
+        diesel::sql_query("SET LOCAL gin_pending_list_limit = '64MB'").execute(tx.conn()).await?;
+    }
     // Parents precede their children in the document, so in the chunks: each chunk's foreign
-    // keys name rows of earlier chunks or of its own statement (checked at its end).
+    // keys name rows of earlier chunks or of its own statement (checked at its end). One array
+    // per column (`unnest`): a few binds per statement instead of twelve per row.
     for chunk in rows.chunks(CHUNK) {
-        diesel::insert_into(requirements::table).values(chunk).execute(tx.conn()).await?;
+        diesel::sql_query(
+            "INSERT INTO requirements (id, organization_id, framework_id, parent_id, requirement_id, title, \
+             description, section, requirement_type, priority, external_id, attributes) \
+             SELECT r.id, $1, $2, r.parent_id, r.requirement_id, r.title, r.description, r.section, \
+                    r.requirement_type, r.priority, r.external_id, r.attributes \
+               FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                           $10::text[], $11::text[], $12::jsonb[]) WITH ORDINALITY \
+                    AS r(id, parent_id, requirement_id, title, description, section, requirement_type, priority, \
+                         external_id, attributes, n) \
+              ORDER BY r.n",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<SqlUuid, _>(framework_id)
+        .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(chunk.iter().map(|r| r.parent_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|r| r.requirement_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|r| r.title).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|r| r.description).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|r| r.section).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|r| r.requirement_type).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|r| r.priority).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|r| r.external_id.as_deref()).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(chunk.iter().map(|r| &r.attributes).collect::<Vec<_>>())
+        .execute(tx.conn())
+        .await?;
     }
     record_many(tx, ctx, changes).await?;
     Ok(FrameworkOutcome {
