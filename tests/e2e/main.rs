@@ -30,6 +30,7 @@ mod platform;
 mod requirements_rest;
 mod schema_drift;
 mod tenancy;
+mod vault;
 mod vulnerabilities_rest;
 
 use custos_testkit::{TestOrg, TestServer};

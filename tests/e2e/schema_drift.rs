@@ -56,6 +56,8 @@ async fn hand_written_schema_matches_the_migrations() {
         requirement_evidence_items,
         requirement_mappings,
         framework_import_uploads,
+        vault_data_keys,
+        vault_master_keys,
         framework_requirement_counts,
         jobs,
         job_steps,

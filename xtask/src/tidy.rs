@@ -8,7 +8,7 @@
 //! * **tooling** — tests, benchmarks and developer commands.
 //!
 //! and the rules are: no domain crate depends on another (but on the shared platform crates
-//! `custos-audit-chain` and `custos-jobs`, see [`SHARED`]); `custos-core` knows no transport and no database; kernel crates depend on no
+//! `custos-audit-chain`, `custos-jobs` and `custos-vault`, see [`SHARED`]); `custos-core` knows no transport and no database; kernel crates depend on no
 //! domain crate and not on the gateway; only the gateway's tooling depends on the gateway.
 //!
 //! No dependencies (xtask builds in seconds): `cargo metadata` runs as a subprocess and its JSON
@@ -36,6 +36,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-evidence", Domain),
     ("custos-holds", Domain),
     ("custos-jobs", Domain),
+    ("custos-vault", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),
@@ -54,10 +55,12 @@ const LAYERS: &[(&str, Layer)] = &[
 /// trail is the shared audit kernel every service writes through; long and periodic work is a
 /// job (`custos-jobs`: a domain's long operation queues one, and its kind reports progress and
 /// does steps through it), and the jobs record their own changes in the audit trail, so
-/// `custos-jobs` sits above `custos-audit-chain` (which therefore cannot use it). Both are domain
-/// crates too (with their own APIs), and neither depends on any other domain crate, which rule 1
-/// checks like any other.
-const SHARED: &[&str] = &["custos-audit-chain", "custos-jobs"];
+/// `custos-jobs` sits above `custos-audit-chain` (which therefore cannot use it); data that must
+/// be encrypted is encrypted through the vault (`custos-vault`: data keys under the master key,
+/// field encryption, blind indexes, masking — what secrets, exports and DSR records use), whose
+/// key rotation is a job, so it sits above both. All are domain crates too (with their own
+/// APIs), and none depends on any other domain crate, which rule 1 checks like any other.
+const SHARED: &[&str] = &["custos-audit-chain", "custos-jobs", "custos-vault"];
 
 const CORE: &str = "custos-core";
 const GATEWAY: &str = "custos-gateway";

@@ -472,6 +472,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Data keys, wrapped by a key-encryption key derived from the master key (migration 000029).
+    vault_data_keys (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        purpose -> Text,
+        kek_id -> Text,
+        wrapped -> Bytea,
+        created_at -> Timestamptz,
+        rewrapped_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    /// The master keys the platform has used, by fingerprint; retired once nothing uses them.
+    vault_master_keys (kek_id) {
+        kek_id -> Text,
+        first_used_at -> Timestamptz,
+        retired_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     /// A document a large framework import runs on, until its job has imported it (migration 000028).
     framework_import_uploads (id) {
         id -> Uuid,
@@ -505,6 +527,8 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
+    vault_data_keys,
+    vault_master_keys,
     framework_import_uploads,
     requirement_mappings,
     jobs,

@@ -151,7 +151,8 @@ pub(crate) async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let unused_signer = NoteSigner::new(DEFAULT_ORIGIN, SigningKey::from_bytes(&rand::random()));
     let chain = AuditChain::new(db.clone(), unused_signer, vec![], SequencerConfig::default());
     chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
+    let keys = crate::domains::vault::key_provider(&crate::config::VaultConfig::from_env(), &data_dir(), false)?;
+    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?, keys)
 }
 
 /// The services with the server's audit signing key, for the audit commands (which sign the
@@ -161,7 +162,8 @@ pub(crate) async fn audit_app_for(args: &DbArgs) -> anyhow::Result<App> {
     let db = connect(args).await?;
     let config = AuditConfig::from_env(&data_dir())?;
     let chain = server::audit_chain(db.clone(), &config, custos_audit_chain::keys::WhenMissing::Refuse)?;
-    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?)
+    let keys = crate::domains::vault::key_provider(&crate::config::VaultConfig::from_env(), &data_dir(), false)?;
+    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?, keys)
 }
 
 pub(crate) fn data_dir() -> std::path::PathBuf {

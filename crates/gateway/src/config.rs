@@ -39,6 +39,48 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Background jobs and their schedules (`CUSTOS_JOB_*`, `CUSTOS_SCHEDULE_*`).
     pub jobs: JobsConfig,
+    /// The vault's master keys (`CUSTOS_MASTER_KEY*`, `CUSTOS_ENV`).
+    pub vault: VaultConfig,
+}
+
+/// The settings the vault's master keys are read from, as given (never shown: `Debug` names
+/// only which are set).
+#[derive(Clone, Default)]
+pub struct VaultConfig {
+    pub vars: Vec<(String, String)>,
+}
+
+impl VaultConfig {
+    pub const VARS: &[&str] = &[
+        "CUSTOS_MASTER_KEY",
+        "CUSTOS_MASTER_KEY_FILE",
+        "CUSTOS_MASTER_KEY_PREVIOUS",
+        "CUSTOS_MASTER_KEY_PREVIOUS_FILE",
+        "CUSTOS_ENV",
+    ];
+
+    pub fn from_env() -> VaultConfig {
+        VaultConfig { vars: Self::VARS.iter().filter_map(|n| var(n).map(|v| ((*n).to_owned(), v))).collect() }
+    }
+
+    /// The setting `name`, if set and not blank.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Sets (or, with `None`, removes) the setting `name`.
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        self.vars.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            self.vars.push((name.to_owned(), v.to_owned()));
+        }
+    }
+}
+
+impl std::fmt::Debug for VaultConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultConfig").field("set", &self.vars.iter().map(|(n, _)| n).collect::<Vec<_>>()).finish()
+    }
 }
 
 /// How this server runs jobs and fires schedules.
@@ -263,6 +305,7 @@ impl Config {
             slas: slas_from_env()?,
             connections: connections_from_env()?,
             jobs: JobsConfig::from_env()?,
+            vault: VaultConfig::from_env(),
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,

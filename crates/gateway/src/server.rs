@@ -17,6 +17,8 @@ use custos_holds::{LegalHoldCheck, LegalHoldsService};
 use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
 use custos_jobs::JobsService;
+use custos_vault::KeyProvider;
+use custos_vault::store::Vault;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
@@ -44,10 +46,19 @@ pub struct App {
     pub legal_holds: LegalHoldsService,
     /// Jobs and schedules: the API, and the kinds every served domain registered.
     pub jobs: JobsService,
+    /// Envelope encryption: data keys under the master keys (secrets, exports, DSR encrypt
+    /// through it).
+    pub vault: Vault,
 }
 
 impl App {
-    pub fn new(db: Db, chain: AuditChain, slas: Slas, evidence: &EvidenceConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        chain: AuditChain,
+        slas: Slas,
+        evidence: &EvidenceConfig,
+        keys: Arc<dyn KeyProvider>,
+    ) -> anyhow::Result<Self> {
         let holds: Holds = Arc::new(LegalHoldCheck);
         let blobs = BlobStore::from_url(&evidence.blob_store).map_err(|e| anyhow::anyhow!("CUSTOS_BLOB_STORE: {e}"))?;
         let jobs = JobsService::new(db.clone());
@@ -58,6 +69,7 @@ impl App {
             evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
             legal_holds: LegalHoldsService::new(db.clone()),
             jobs,
+            vault: Vault::new(db.clone(), keys),
             incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
             holds,
             db,
@@ -194,7 +206,8 @@ pub async fn start_with(config: &Config, served: Vec<&'static domains::Domain>) 
         .map_err(|e| anyhow::anyhow!("cannot create CUSTOS_DATA_DIR {}: {e}", config.data_dir.display()))?;
     let chain = audit_chain(db.clone(), &config.audit, keys::WhenMissing::Generate)?;
     chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence)?;
+    let keys = crate::domains::vault::key_provider(&config.vault, &config.data_dir, true)?;
+    let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence, keys)?;
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone())
         .map_err(|e| anyhow::anyhow!(e))?
         .with_token_cache(Duration::from_secs(config.auth_cache_seconds))

@@ -546,3 +546,103 @@ async fn framework_import_and_export_commands() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM frameworks").await, 1);
 }
+
+/// Master-key rotation as an operator does it: configure the new key with the old one beside
+/// it, run `custos vault rotate-master-key`; every data key is re-wrapped (a batch committed
+/// before an interruption is not done again), ciphertexts untouched and still readable with the
+/// new key alone, the old key recorded as retired.
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_rotate_master_key_rewraps_every_data_key_and_retires_the_old_one() {
+    use base64::engine::general_purpose::STANDARD;
+    use custos_vault::store::Vault;
+    use custos_vault::{LocalKeyProvider, MasterKeys};
+
+    let db = TestDb::empty().await;
+    let url = db.url.clone();
+    assert!(custos(&["migrate"], Some(&url)).status.success());
+    for slug in ["acme", "globex"] {
+        assert!(custos(&["org", "create", slug, "--name", slug], Some(&url)).status.success());
+    }
+    let old = STANDARD.encode(rand::random::<[u8; 32]>());
+    let new = STANDARD.encode(rand::random::<[u8; 40]>());
+    let data_dir = std::env::temp_dir().join(format!("custos-vault-{}", db.name));
+    let provider = |current: &str, previous: Option<&str>| {
+        let (current, previous) = (current.to_owned(), previous.map(str::to_owned));
+        let lookup = move |name: &str| match name {
+            "CUSTOS_MASTER_KEY" => Some(current.clone()),
+            "CUSTOS_MASTER_KEY_PREVIOUS" => previous.clone(),
+            _ => None,
+        };
+        let (keys, _) = MasterKeys::from_env(lookup, &data_dir).expect("master keys");
+        std::sync::Arc::new(LocalKeyProvider::new(&keys))
+    };
+    let pool = custos_db::Db::connect(&custos_db::DbConfig::new(url.clone())).unwrap();
+
+    // 700 + 400 data keys under the old master key, each sealing a field.
+    let before = Vault::new(pool.clone(), provider(&old, None));
+    let old_id = before.provider().current().to_string();
+    let mut sealed = Vec::new();
+    for (slug, n) in [("acme", 700), ("globex", 400)] {
+        let (org, _) = pool.organization_by_slug(slug).await.unwrap().unwrap();
+        let ctx = custos_core::RequestCtx::operator(org, slug.to_owned());
+        let mut tx = pool.begin(org).await.unwrap();
+        for i in 0..n {
+            let (id, key) = before.create_data_key(&mut tx, &ctx, "secret").await.unwrap();
+            let record = format!("secret:{i}");
+            let field = custos_vault::FieldContext { organization: org, data_key: id, record: &record, field: "value" };
+            sealed.push((org, id, record.clone(), custos_vault::encrypt_field(&key, &field, record.as_bytes())));
+        }
+        tx.commit().await.unwrap();
+    }
+
+    // An interrupted rotation: one batch of acme's keys committed under the new key.
+    let after = Vault::new(pool.clone(), provider(&new, Some(&old)));
+    let new_id = after.provider().current().to_string();
+    let (acme, _) = pool.organization_by_slug("acme").await.unwrap().unwrap();
+    let ctx = custos_core::RequestCtx::operator(acme, "acme".to_owned());
+    assert_eq!(custos_vault::rotation::rewrap_batch(&after, &ctx, 250).await.unwrap(), 250);
+    let first_batch = count(&db, "SELECT count(*) AS n FROM vault_data_keys WHERE rewrapped_at IS NOT NULL").await;
+    assert_eq!(first_batch, 250);
+
+    let env = [("CUSTOS_MASTER_KEY", new.as_str()), ("CUSTOS_MASTER_KEY_PREVIOUS", old.as_str())];
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_custos"));
+        cmd.args(args).env("DATABASE_URL", &url).env("RUST_LOG", "warn").env("CUSTOS_DATA_DIR", &data_dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run custos")
+    };
+    let o = run(&["vault", "status"]);
+    assert!(stdout(&o).contains(&format!("data keys under {old_id}: 850")), "{}{}", stdout(&o), stderr(&o));
+    let micros = "(extract(epoch FROM rewrapped_at) * 1000000)::bigint";
+    let first_done = count(&db, &format!("SELECT max({micros}) AS n FROM vault_data_keys")).await;
+    let o = run(&["vault", "rotate-master-key"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("\"rewrapped\": 850"), "{}", stdout(&o));
+    assert_eq!(
+        count(&db, &format!("SELECT count(*) AS n FROM vault_data_keys WHERE kek_id = '{new_id}'")).await,
+        1_100
+    );
+    // The first batch was not done again: its keys keep their re-wrap time.
+    let kept = format!("SELECT count(*) AS n FROM vault_data_keys WHERE {micros} <= {first_done}");
+    assert_eq!(count(&db, &kept).await, 250);
+    let o = run(&["vault", "status"]);
+    assert!(stdout(&o).contains(&format!("retired master key: {old_id}")), "{}", stdout(&o));
+
+    // The new key alone opens every ciphertext, which were never rewritten.
+    let only_new = Vault::new(pool.clone(), provider(&new, None));
+    for (org, id, record, ciphertext) in sealed.iter().step_by(97) {
+        let mut tx = pool.begin(*org).await.unwrap();
+        let opened = only_new.decrypt(&mut tx, *org, *id, record, "value", ciphertext).await.unwrap();
+        assert_eq!(&opened[..], record.as_bytes());
+    }
+    // Every re-wrap is in the organisations' audit trails (as batches).
+    assert!(
+        count(&db, &format!("SELECT count(*) AS n FROM {}", custos_testkit::audit_sql::ALL_AUDIT_FIELDS)).await > 1_100
+    );
+    // Nothing left to do: a second run re-wraps nothing.
+    let o = run(&["vault", "rotate-master-key"]);
+    assert!(stdout(&o).contains("\"rewrapped\": 0"), "{}", stdout(&o));
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

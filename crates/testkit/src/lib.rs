@@ -166,6 +166,8 @@ pub fn init_logging() {
 /// How to start a test server.
 #[derive(Clone, Default)]
 pub struct ServerOptions {
+    /// The vault's master-key settings (default: none, so the server generates one).
+    pub vault: Option<custos_gateway::config::VaultConfig>,
     pub rate_limit_auth_per_hour: Option<u32>,
     pub rate_limit_anon_per_hour: Option<u32>,
     /// `CUSTOS_TRUSTED_PROXIES` (default: none).
@@ -299,6 +301,8 @@ impl TestServer {
             slas: options.slas.unwrap_or_default(),
             connections: options.connections.unwrap_or_default(),
             jobs: options.jobs.unwrap_or_else(test_jobs_config),
+            // A master key generated under the test's data directory unless the test gives one.
+            vault: options.vault.unwrap_or_default(),
         };
         let domains: Vec<_> =
             custos_gateway::domains::ALL.iter().chain(options.extra_domains.iter().copied()).collect();

@@ -167,30 +167,35 @@ async fn run(JobsCommands::Jobs(command): JobsCommands) -> anyhow::Result<()> {
                 );
             }
         }
-        JobsCommand::Run { name, org, detach, db } => {
-            let (app, config) = composed(&db).await?;
-            let registry = app.jobs.registry();
-            let def = registry.defs.iter().find(|d| d.name == name).ok_or_else(|| {
-                let names: Vec<&str> = registry.defs.iter().map(|d| d.name).collect();
-                anyhow::anyhow!("no schedule {name:?}; the schedules are: {}", names.join(", "))
-            })?;
-            let org = match (def.scope, org) {
-                (Scope::Organization, Some(slug)) => Some(app.identity.organization(&slug).await.map_err(problem)?),
-                (_, org) => org.map(|slug| (uuid::Uuid::nil(), slug)),
-            };
-            let job = app.jobs.enqueue_schedule_as_operator(&name, org).await.map_err(problem)?;
-            println!("job {} ({}) queued", job.id, job.kind);
-            if detach {
-                return Ok(());
-            }
-            let kinds: Vec<_> = registry.kinds.values().cloned().collect();
-            let runner = Runner::new(app.db.clone(), kinds, config.jobs.runner.clone(), app.jobs.waker());
-            let ended = run_here(&app, &runner, job).await?;
-            println!("{}", serde_json::to_string_pretty(&shown(&ended))?);
-            if ended.status != JobStatus::Succeeded {
-                anyhow::bail!("job {} ended {}", ended.id, ended.status.as_str());
-            }
-        }
+        JobsCommand::Run { name, org, detach, db } => run_schedule(&name, org, detach, &db).await?,
+    }
+    Ok(())
+}
+
+/// `custos jobs run NAME`: queues the schedule's job now and (unless `detach`) runs it in this
+/// process with its progress, or follows it where a server took it; an error unless it succeeded.
+pub(crate) async fn run_schedule(name: &str, org: Option<String>, detach: bool, db: &DbArgs) -> anyhow::Result<()> {
+    let (app, config) = composed(db).await?;
+    let registry = app.jobs.registry();
+    let def = registry.defs.iter().find(|d| d.name == name).ok_or_else(|| {
+        let names: Vec<&str> = registry.defs.iter().map(|d| d.name).collect();
+        anyhow::anyhow!("no schedule {name:?}; the schedules are: {}", names.join(", "))
+    })?;
+    let org = match (def.scope, org) {
+        (Scope::Organization, Some(slug)) => Some(app.identity.organization(&slug).await.map_err(problem)?),
+        (_, org) => org.map(|slug| (uuid::Uuid::nil(), slug)),
+    };
+    let job = app.jobs.enqueue_schedule_as_operator(name, org).await.map_err(problem)?;
+    println!("job {} ({}) queued", job.id, job.kind);
+    if detach {
+        return Ok(());
+    }
+    let kinds: Vec<_> = registry.kinds.values().cloned().collect();
+    let runner = Runner::new(app.db.clone(), kinds, config.jobs.runner.clone(), app.jobs.waker());
+    let ended = run_here(&app, &runner, job).await?;
+    println!("{}", serde_json::to_string_pretty(&shown(&ended))?);
+    if ended.status != JobStatus::Succeeded {
+        anyhow::bail!("job {} ended {}", ended.id, ended.status.as_str());
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod holds;
 pub mod identity;
 pub mod incidents;
 pub mod jobs;
+pub mod vault;
 
 use std::convert::Infallible;
 
@@ -35,6 +36,7 @@ pub const ALL: &[Domain] = &[
     identity::DOMAIN,
     audit::DOMAIN,
     jobs::DOMAIN,
+    vault::DOMAIN,
 ];
 
 /// A domain as the gateway sees it.
