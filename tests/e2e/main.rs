@@ -29,6 +29,7 @@ mod partial_updates;
 mod platform;
 mod requirements_rest;
 mod schema_drift;
+mod secrets;
 mod tenancy;
 mod vault;
 mod vulnerabilities_rest;

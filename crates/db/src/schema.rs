@@ -472,6 +472,56 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The secrets vault (migration 000030): metadata; values only in `secret_versions`, encrypted.
+    secrets (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        description -> Text,
+        secret_type -> Text,
+        owner_id -> Nullable<Uuid>,
+        rotation_enabled -> Bool,
+        rotation_days -> Nullable<Integer>,
+        two_person_rule -> Bool,
+        version -> Integer,
+        data_key_id -> Uuid,
+        last_rotated_at -> Nullable<Timestamptz>,
+        next_rotation_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// A secret's values, encrypted, by version.
+    secret_versions (secret_id, version) {
+        organization_id -> Uuid,
+        secret_id -> Uuid,
+        version -> Integer,
+        ciphertext -> Bytea,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Requests to reveal a secret under the two-person rule.
+    secret_reveal_requests (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        secret_id -> Uuid,
+        requested_by -> Uuid,
+        reason -> Text,
+        status -> Text,
+        approved_by -> Nullable<Uuid>,
+        approved_at -> Nullable<Timestamptz>,
+        expires_at -> Nullable<Timestamptz>,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     /// Data keys, wrapped by a key-encryption key derived from the master key (migration 000029).
     vault_data_keys (id) {
         id -> Uuid,
@@ -527,6 +577,9 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
+    secrets,
+    secret_versions,
+    secret_reveal_requests,
     vault_data_keys,
     vault_master_keys,
     framework_import_uploads,

@@ -18,6 +18,7 @@ use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
 use custos_jobs::JobsService;
 use custos_vault::KeyProvider;
+use custos_vault::secrets::SecretsService;
 use custos_vault::store::Vault;
 use http::{StatusCode, header};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -49,6 +50,8 @@ pub struct App {
     /// Envelope encryption: data keys under the master keys (secrets, exports, DSR encrypt
     /// through it).
     pub vault: Vault,
+    /// The secrets vault.
+    pub secrets: SecretsService,
 }
 
 impl App {
@@ -69,7 +72,8 @@ impl App {
             evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
             legal_holds: LegalHoldsService::new(db.clone()),
             jobs,
-            vault: Vault::new(db.clone(), keys),
+            vault: Vault::new(db.clone(), keys.clone()),
+            secrets: SecretsService::new(Vault::new(db.clone(), keys)),
             incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
             holds,
             db,

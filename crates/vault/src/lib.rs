@@ -32,10 +32,12 @@ pub mod blind;
 mod envelope;
 mod error;
 mod field;
+pub mod grpc;
 pub mod keys;
 pub mod mask;
 mod provider;
 pub mod rotation;
+pub mod secrets;
 pub mod store;
 mod subkey;
 

@@ -1,5 +1,6 @@
-//! The vault (seed 004): the master keys behind envelope encryption, their rotation job and the
-//! operator's `custos vault status|rotate-master-key`.
+//! The vault (seed 004): the secrets vault's endpoints and gRPC service, the master keys behind
+//! envelope encryption, their rotation job and the operator's `custos vault
+//! status|rotate-master-key`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,9 +12,16 @@ use custos_vault::{
     DataKey, KekId, KeyProvider, KeySource, LocalKeyProvider, MasterKeys, VaultError, WrapContext, WrappedKey,
 };
 
-use super::{Domain, Serving};
+use custos_proto::v1::secrets_service_server::SecretsServiceServer;
+use custos_vault::secrets::SecretType;
+use http::StatusCode;
+
+use super::{Domain, GrpcService, Serving};
 use crate::cli::{DbArgs, app_for};
 use crate::config::{Config, VaultConfig};
+use crate::op;
+use crate::rest::Endpoint;
+use crate::rest::openapi::{ApiDescription, ValueSet};
 use crate::server::App;
 
 pub const DOMAIN: Domain =
@@ -23,8 +31,74 @@ pub const DOMAIN: Domain =
 /// the rotation) and nightly (anything a crash left).
 pub const REWRAP_SCHEDULE: &str = "vault-rewrap";
 
+const SECRETS: &str = "/api/compliance/secrets/";
+const SECRET: &str = "/api/compliance/secrets/{id}/";
+
 fn serve(app: &App, _config: &Config) -> Serving {
+    let s = &app.secrets;
+    let owner_or_admin = "Only admins and the secret's owner (a reveal's refusal is audited)";
     Serving {
+        endpoints: vec![
+            Endpoint::get(SECRETS, "List secrets (values redacted)", op!(s, list_secrets)).list(),
+            Endpoint::post(SECRETS, "Store a secret, encrypted (editors, admins)", op!(s, create_secret))
+                .body_field("secret")
+                .created()
+                .fails(StatusCode::CONFLICT, "A secret with this name exists"),
+            Endpoint::get(SECRET, "Get a secret's metadata (the value redacted)", op!(s, get_secret)),
+            Endpoint::put(SECRET, "Replace a secret's metadata", op!(s, update_secret))
+                .body_field("secret")
+                .fails(StatusCode::CONFLICT, "A secret with this name exists"),
+            Endpoint::patch(SECRET, "Partially update a secret's metadata", op!(s, update_secret))
+                .body_field("secret")
+                .fails(StatusCode::CONFLICT, "A secret with this name exists"),
+            Endpoint::delete(SECRET, "Delete a secret and its versions (admins)", op!(s, delete_secret)),
+            Endpoint::get(
+                "/api/compliance/secrets/{id}/reveal/",
+                "Reveal the value (admins and the owner, with a reason; audited before it is released)",
+                op!(s, reveal_secret),
+            )
+            .fails(StatusCode::FORBIDDEN, owner_or_admin),
+            Endpoint::post(
+                "/api/compliance/secrets/{id}/rotate/",
+                "Store a new value as the next version (admins and the owner)",
+                op!(s, rotate_secret),
+            )
+            .fails(StatusCode::FORBIDDEN, owner_or_admin),
+            Endpoint::get(
+                "/api/compliance/secrets/{id}/reveal_requests/",
+                "The secret's reveal requests (admins and the owner)",
+                op!(s, list_reveal_requests),
+            )
+            .fails(StatusCode::FORBIDDEN, owner_or_admin),
+            Endpoint::post(
+                "/api/compliance/secrets/{id}/reveal_requests/",
+                "Ask to reveal a secret under the two-person rule",
+                op!(s, create_reveal_request),
+            )
+            .created()
+            .fails(StatusCode::FORBIDDEN, owner_or_admin),
+            Endpoint::post(
+                "/api/compliance/secrets/{id}/reveal_requests/{request_id}/approve/",
+                "Approve a reveal request (another admin; valid 15 minutes, once)",
+                op!(s, approve_reveal_request),
+            )
+            .fails(StatusCode::CONFLICT, "The request is not pending"),
+        ],
+        description: ApiDescription {
+            value_sets: vec![ValueSet::of::<SecretType>(&[
+                "Secret.secret_type",
+                "SecretInput.secret_type",
+                "ListSecretsRequest.secret_type",
+            ])],
+            required: vec![
+                "SecretInput.name",
+                "SecretInput.secret_type",
+                "RevealSecretRequest.reason",
+                "RotateSecretRequest.new_value",
+                "CreateRevealRequestRequest.reason",
+            ],
+        },
+        grpc: vec![GrpcService::new(SecretsServiceServer::new(app.secrets.clone()))],
         jobs: vec![rotation::rewrap_job(app.vault.clone())],
         schedules: vec![
             ScheduleDef::new(
