@@ -223,3 +223,95 @@ async fn scan_database(s: &TestServer, needles: &[String]) {
         }
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Verifier {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    rolpassword: String,
+}
+
+/// The daily rotation, run now: a `postgres_role` secret is rotated for a real role of this
+/// PostgreSQL (its stored verifier becomes the new password's), other due secrets are reported
+/// once, and a rotation that cannot log in is recorded as failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn due_secrets_are_rotated_for_a_real_postgres_role_and_reported_otherwise() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let role = format!("custos_rot_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query(format!("CREATE ROLE {role} LOGIN PASSWORD 'initial-password-1'"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url =
+        reqwest::Url::parse(&custos_testkit::with_database(&custos_testkit::admin_url(), &s.db.name)).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("initial-password-1")).unwrap();
+
+    let create = async |name: &str, kind: &str, value: &str| {
+        let body = json!({"name": name, "secret_type": kind, "secret_value": value, "rotation_enabled": true, "rotation_days": 30});
+        let (status, created) = s.post(SECRETS, &org.admin, body).await;
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    };
+    let database = create("Reporting DB role", "postgres_role", url.as_str()).await;
+    let api = create("Partner API key", "api_key", "pk_test_123").await;
+    let broken = create("Gone role", "postgres_role", "postgres://custos_no_such_role:x@127.0.0.1:5432/postgres").await;
+    diesel::sql_query("UPDATE secrets SET next_rotation_at = now() - interval '1 day'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (_, due) = s.get(&format!("{SECRETS}?rotation_due=true"), &org.viewer).await;
+    assert_eq!(due["count"], 3, "{due}");
+
+    let run = async || {
+        let (status, job) = s.post("/api/compliance/schedules/secret-rotation/run/", &org.admin, json!({})).await;
+        assert_eq!(status.as_u16() / 100, 2, "{job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        for _ in 0..300 {
+            let (_, j) = s.get(&format!("/api/compliance/jobs/{id}/"), &org.admin).await;
+            if j["status"] == "succeeded" || j["status"] == "failed" {
+                return j;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the rotation job did not end");
+    };
+    let job = run().await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    // The role's secret: version 2, a new password, which is the role's password now.
+    let (_, rotated) = s.get(&format!("{SECRETS}{database}/"), &org.viewer).await;
+    assert_eq!((rotated["version"].clone(), rotated["rotation_due"].clone()), (json!(2), json!(false)), "{rotated}");
+    assert!(rotated["rotation_error"].is_null(), "{rotated}");
+    let (_, shown) = reveal(&s, &org.admin, &database, "reason=check").await;
+    let new_url = reqwest::Url::parse(shown["secret_value"].as_str().unwrap()).unwrap();
+    let new_password = new_url.password().unwrap().to_owned();
+    assert_ne!(new_password, "initial-password-1");
+    assert_eq!(new_url.username(), role);
+    let stored: Verifier = diesel::sql_query(format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert!(custos_vault::secret_rotation::scram_matches(&stored.rolpassword, &new_password), "{}", stored.rolpassword);
+    assert!(!custos_vault::secret_rotation::scram_matches(&stored.rolpassword, "initial-password-1"));
+
+    // The API key: reported, once; its value untouched.
+    let (_, key) = s.get(&format!("{SECRETS}{api}/"), &org.viewer).await;
+    assert_eq!((key["version"].clone(), key["rotation_due"].clone()), (json!(1), json!(true)));
+    // The unreachable role: failed, said why, still due.
+    let (_, failed) = s.get(&format!("{SECRETS}{broken}/"), &org.viewer).await;
+    assert!(failed["rotation_error"].as_str().unwrap_or_default().contains("cannot log in"), "{failed}");
+    assert_eq!(failed["version"], 1);
+
+    let again = run().await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(audited(&s, &org, "rotation_due", 1).await.len(), 1, "reported once per due period");
+    assert!(audited(&s, &org, "rotation_failed", 2).await.len() >= 2);
+    let rotations = audited(&s, &org, "rotate", 1).await;
+    assert!(rotations.iter().any(|e| e["after"].to_string().contains("automated")), "{rotations:?}");
+    assert!(!rotations.iter().any(|e| e.to_string().contains(&new_password)));
+    drop(conn);
+    let mut conn = s.db.superuser().await;
+    let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS {role}")).execute(&mut conn).await;
+}

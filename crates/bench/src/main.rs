@@ -1,6 +1,7 @@
 //! `custos-bench audit [--entries N]`: the audit chain's figures on this machine.
 //! `custos-bench upload [--mib N]`: evidence file throughput and memory (see [`upload`]).
 //! `custos-bench lists [--sizes N,N,…] [--runs N]`: the lists at scale (see [`lists`]).
+//! `custos-bench vault [--rows N] [--runs R]`: field encryption and blind-index lookups (see [`vault`]).
 //!
 //! Runs against a fresh database on the test PostgreSQL server (see `custos-testkit`), with the
 //! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
@@ -16,6 +17,7 @@ mod cpu;
 mod jobs;
 mod lists;
 mod upload;
+mod vault;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -204,6 +206,9 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("jobs") {
         return jobs::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("vault") {
+        return vault::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("lists") {
         return lists::run(&args[2..]).await;
     }
@@ -215,7 +220,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | vault [--rows N] [--runs R] | leaf"
         );
         std::process::exit(2);
     }

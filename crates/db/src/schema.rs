@@ -489,6 +489,8 @@ diesel::table! {
         next_rotation_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        due_reported_at -> Nullable<Timestamptz>,
+        rotation_error -> Nullable<Text>,
     }
 }
 

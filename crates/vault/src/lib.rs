@@ -37,6 +37,7 @@ pub mod keys;
 pub mod mask;
 mod provider;
 pub mod rotation;
+pub mod secret_rotation;
 pub mod secrets;
 pub mod store;
 mod subkey;

@@ -77,6 +77,8 @@ pub struct SecretRow {
     pub next_rotation_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub due_reported_at: Option<OffsetDateTime>,
+    pub rotation_error: Option<String>,
 }
 
 impl SecretRow {
@@ -98,6 +100,7 @@ impl SecretRow {
             rotation_due: self.rotation_enabled && self.next_rotation_at.is_some_and(|t| t <= now),
             created_at: timefmt::timestamp(self.created_at),
             updated_at: timefmt::timestamp(self.updated_at),
+            rotation_error: self.rotation_error.clone(),
         }
     }
 
@@ -163,11 +166,11 @@ impl RequestRow {
 
 /// Where a version's ciphertext belongs: the secret and the version, so a ciphertext moved to
 /// another secret or version does not open.
-fn record_of(id: Uuid) -> String {
+pub(crate) fn record_of(id: Uuid) -> String {
     format!("secret:{id}")
 }
 
-fn field_of(version: i32) -> String {
+pub(crate) fn field_of(version: i32) -> String {
     format!("value:v{version}")
 }
 
@@ -365,6 +368,8 @@ impl SecretsService {
         let version = req.version.unwrap_or(row.version);
         let refusal = if !may_use(ctx, &row) {
             Some("only admins and the secret's owner may reveal it".to_owned())
+        } else if version > row.version || version < 1 {
+            Some(format!("version {version} is not in use (the current one is {})", row.version))
         } else if version != row.version && ctx.role != Role::Admin {
             Some("earlier versions are revealed to admins only".to_owned())
         } else {
@@ -430,6 +435,11 @@ impl SecretsService {
         })
     }
 
+    /// The platform's vault (data keys) this service encrypts through.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
     /// `POST /api/compliance/secrets/{id}/rotate/` with `new_value` (admins and the owner): a new
     /// version; the oldest beyond [`VERSIONS_KEPT`] is destroyed.
     pub async fn rotate_secret(&self, ctx: &RequestCtx, req: pb::RotateSecretRequest) -> Result<pb::Secret> {
@@ -448,6 +458,15 @@ impl SecretsService {
     /// Stores `value` as `row`'s next version in `tx` (also the automated rotation's step).
     pub async fn rotate_in(&self, tx: &mut Tx, ctx: &RequestCtx, row: &SecretRow, value: &str) -> Result<pb::Secret> {
         let version = row.version + 1;
+        // A value set by hand replaces one an automated rotation had prepared and not finished.
+        diesel::delete(
+            secret_versions::table
+                .filter(secret_versions::organization_id.eq(ctx.organization_id))
+                .filter(secret_versions::secret_id.eq(row.id))
+                .filter(secret_versions::version.gt(row.version)),
+        )
+        .execute(tx.conn())
+        .await?;
         let ciphertext = self
             .vault
             .encrypt(tx, ctx.organization_id, row.data_key_id, &record_of(row.id), &field_of(version), value.as_bytes())
@@ -577,7 +596,7 @@ impl SecretsService {
     }
 }
 
-async fn find(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> Result<SecretRow> {
+pub(crate) async fn find(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> Result<SecretRow> {
     let q = secrets::table
         .filter(secrets::organization_id.eq(ctx.organization_id))
         .filter(secrets::id.eq(id))
@@ -599,7 +618,13 @@ async fn find_request(tx: &mut Tx, ctx: &RequestCtx, secret: Uuid, id: Uuid) -> 
 }
 
 /// Stores a version's ciphertext and destroys those beyond the last [`VERSIONS_KEPT`].
-async fn store_version(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, version: i32, ciphertext: Vec<u8>) -> Result<()> {
+pub(crate) async fn store_version(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    id: Uuid,
+    version: i32,
+    ciphertext: Vec<u8>,
+) -> Result<()> {
     diesel::insert_into(secret_versions::table)
         .values((
             secret_versions::organization_id.eq(ctx.organization_id),

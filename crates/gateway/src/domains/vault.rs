@@ -13,6 +13,7 @@ use custos_vault::{
 };
 
 use custos_proto::v1::secrets_service_server::SecretsServiceServer;
+use custos_vault::secret_rotation;
 use custos_vault::secrets::SecretType;
 use http::StatusCode;
 
@@ -26,6 +27,9 @@ use crate::server::App;
 
 pub const DOMAIN: Domain =
     Domain { name: "vault", serve, cli: Some(crate::domain_cli!(VaultCommands, run, |_| false)) };
+
+/// The daily rotation of due secrets (seed 004: 03:00).
+pub const SECRET_ROTATION_SCHEDULE: &str = "secret-rotation";
 
 /// The schedule that re-wraps data keys: at every start (so configuring a new master key starts
 /// the rotation) and nightly (anything a crash left).
@@ -99,8 +103,15 @@ fn serve(app: &App, _config: &Config) -> Serving {
             ],
         },
         grpc: vec![GrpcService::new(SecretsServiceServer::new(app.secrets.clone()))],
-        jobs: vec![rotation::rewrap_job(app.vault.clone())],
+        jobs: vec![rotation::rewrap_job(app.vault.clone()), secret_rotation::rotation_job(app.secrets.clone())],
         schedules: vec![
+            ScheduleDef::new(
+                SECRET_ROTATION_SCHEDULE,
+                secret_rotation::ROTATION_JOB,
+                Scope::Organization,
+                "0 3 * * *",
+                "Rotates the organisation's due PostgreSQL role secrets and reports its other due secrets",
+            ),
             ScheduleDef::new(
                 REWRAP_SCHEDULE,
                 REWRAP_JOB,

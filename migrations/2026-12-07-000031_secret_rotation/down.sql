@@ -1,0 +1,1 @@
+ALTER TABLE secrets DROP COLUMN rotation_error, DROP COLUMN due_reported_at;
