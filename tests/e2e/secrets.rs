@@ -41,6 +41,8 @@ async fn audited(s: &TestServer, org: &TestOrg, action: &str, at_least: usize) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_are_stored_encrypted_revealed_to_admins_and_owners_with_a_reason_and_audited() {
+    // Everything the server logs, down to debug, is searched for the values at the end.
+    custos_testkit::init_logging_at("debug");
     let s = TestServer::start().await;
     let org = s.org("acme").await;
     let other = s.org("globex").await;
@@ -133,6 +135,11 @@ async fn secrets_are_stored_encrypted_revealed_to_admins_and_owners_with_a_reaso
     needles.push("sk_live_51Hx-very-secret".into());
     needles.push(master.trim().to_owned());
     scan_database(&s, &needles).await;
+    let logs = custos_testkit::captured_logs();
+    assert!(logs.len() > 1_000, "the server's debug logs were captured ({} bytes)", logs.len());
+    for needle in &needles {
+        assert!(!logs.contains(needle.as_str()), "the server's log output holds a secret in the clear");
+    }
 
     assert_eq!(s.delete(&format!("{SECRETS}{id}/"), &org.editor).await.0, 403);
     assert_eq!(s.delete(&format!("{SECRETS}{id}/"), &org.admin).await.0.as_u16() / 100, 2);

@@ -154,13 +154,54 @@ impl Drop for TestDb {
     }
 }
 
-/// Logs of the code under test go to the test's captured output (`RUST_LOG`, default `warn`).
+/// Logs of the code under test go to the test's captured output (`RUST_LOG`, default `warn`),
+/// and are kept for [`captured_logs`].
 pub fn init_logging() {
+    init_logging_at("warn");
+}
+
+/// [`init_logging`] at `default` when `RUST_LOG` is not set — for a test that reads the logs
+/// ([`captured_logs`]), before anything else logs (nextest runs each test in a process of its
+/// own; under `cargo test` the first initialisation in the process wins).
+pub fn init_logging_at(default: &str) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(TeeWriter).try_init();
     });
+}
+
+/// Everything logged in this process so far (by the servers and services under test).
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().map(|l| l.clone()).unwrap_or_default()).into_owned()
+}
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes each log line to the test's output (as `with_test_writer` does) and to [`LOGS`].
+struct TeeWriter;
+
+struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = LOGS.lock() {
+            logs.extend_from_slice(buf);
+        }
+        // `print!` goes to the test harness's captured output, like `with_test_writer`.
+        print!("{}", String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TeeWriter {
+    type Writer = Tee;
+    fn make_writer(&'a self) -> Tee {
+        Tee
+    }
 }
 
 /// How to start a test server.
