@@ -116,6 +116,14 @@ async fn secrets_are_stored_encrypted_revealed_to_admins_and_owners_with_a_reaso
     let (status, patched) = s.patch(&format!("{SECRETS}{id}/"), &org.editor, json!({"description": "Payments"})).await;
     assert_eq!((status.as_u16(), patched["description"].clone()), (200, json!("Payments")));
     assert_eq!(s.patch(&format!("{SECRETS}{id}/"), &org.editor, json!({"secret_value": "nope"})).await.0, 400);
+    // An editor cannot make someone else (or themselves) the owner, nor lift the two-person rule.
+    let viewer_id = user_id(&s, &org, "viewer@acme.test").await;
+    assert_eq!(s.patch(&format!("{SECRETS}{id}/"), &org.editor, json!({"owner": viewer_id})).await.0, 403);
+    assert_eq!(s.patch(&format!("{SECRETS}{id}/"), &org.editor, json!({"two_person_rule": true})).await.0, 403);
+    let (status, moved) = s.patch(&format!("{SECRETS}{id}/"), &org.admin, json!({"owner": viewer_id})).await;
+    assert_eq!((status.as_u16(), moved["owner"].clone()), (200, json!(viewer_id)));
+    assert_eq!(reveal(&s, &org.editor, &id, "reason=no+longer+mine").await.0, 403);
+    assert_eq!(s.patch(&format!("{SECRETS}{id}/"), &org.admin, json!({"owner": owner})).await.0, 200);
     assert_eq!(s.patch(&format!("{SECRETS}{id}/"), &other.admin, json!({"description": "x"})).await.0, 404);
 
     // gRPC: the same rules.

@@ -318,6 +318,13 @@ impl SecretsService {
             return Ok(current.to_pb());
         };
         let fields = validate(input)?;
+        // Who may reveal it is an admin's decision: otherwise an editor could make themselves
+        // the owner (or lift the two-person rule) and reveal the value.
+        if ctx.role != Role::Admin
+            && (fields.owner_id != current.owner_id || fields.two_person_rule != current.two_person_rule)
+        {
+            return Err(denied("only admins change a secret's owner or its two-person rule").into());
+        }
         check_owner(&mut tx, ctx, fields.owner_id).await?;
         // The next rotation follows the period from the last one (or the creation).
         let from = current.last_rotated_at.unwrap_or(current.created_at);
