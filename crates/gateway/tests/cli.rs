@@ -604,6 +604,19 @@ async fn vault_rotate_master_key_rewraps_every_data_key_and_retires_the_old_one(
     let first_batch = count(&db, "SELECT count(*) AS n FROM vault_data_keys WHERE rewrapped_at IS NOT NULL").await;
     assert_eq!(first_batch, 250);
 
+    // Without a master key, the operator's command says so (and mints none).
+    let empty = std::env::temp_dir().join(format!("custos-vault-empty-{}", db.name));
+    let o = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["vault", "status"])
+        .env("DATABASE_URL", &url)
+        .env("CUSTOS_DATA_DIR", &empty)
+        .env_remove("CUSTOS_MASTER_KEY")
+        .env_remove("CUSTOS_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("no master key configured here"), "{}{}", stdout(&o), stderr(&o));
+    assert!(!empty.join(custos_vault::keys::MASTER_KEY_FILE_NAME).exists());
+
     let env = [("CUSTOS_MASTER_KEY", new.as_str()), ("CUSTOS_MASTER_KEY_PREVIOUS", old.as_str())];
     let run = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_custos"));

@@ -207,7 +207,11 @@ async fn run(VaultCommands::Vault(command): VaultCommands) -> anyhow::Result<()>
             let app = app_for(&db).await?;
             let provider = app.vault.provider();
             let current = provider.current().to_string();
-            println!("current master key: {current}");
+            if provider.versions().is_empty() {
+                println!("no master key configured here: set CUSTOS_MASTER_KEY (or CUSTOS_DATA_DIR to the server's)");
+            } else {
+                println!("current master key: {current}");
+            }
             for v in provider.versions().into_iter().map(|v| v.to_string()).filter(|v| *v != current) {
                 println!("previous master key configured: {v}");
             }
