@@ -31,6 +31,7 @@ mod requirements_rest;
 mod schema_drift;
 mod secrets;
 mod tenancy;
+mod test_receivers;
 mod vault;
 mod vulnerabilities_rest;
 

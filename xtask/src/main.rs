@@ -6,7 +6,8 @@
 //! * `cargo xtask test [ARGS]` — the whole test suite against real PostgreSQL: the server named by
 //!   `CUSTOS_TEST_DATABASE_URL`/`DATABASE_URL`, else the one on 127.0.0.1:5432, else a private
 //!   cluster. Each test makes its own database. Extra ARGS go to the test runner. Schemathesis
-//!   and compliance-trestle (the tests' OSCAL validator) are installed with pip when missing.
+//!   and compliance-trestle (the tests' OSCAL validator) are installed with pip when missing, and
+//!   so is aiosmtpd (the tests' SMTP server, `tests/tools/smtp_sink.py`).
 //! * `cargo xtask test-s3` — the evidence tests that need an S3-compatible object store, against
 //!   moto's S3 server (installed with pip when missing) on a free local port.
 //! * `cargo xtask pg start|stop|url` — manage the private cluster by hand.
@@ -137,6 +138,7 @@ fn test(extra: &[String]) -> Result {
     println!("xtask: tests use PostgreSQL at {}", pg::redact(&url));
     let schemathesis = schemathesis()?;
     let oscal_validator = oscal_validator()?;
+    let smtp_server = smtp_server()?;
     let nextest = output(cargo().args(["nextest", "--version"])).map(|(ok, _, _)| ok).unwrap_or(false);
     let mut cmd = cargo();
     if nextest {
@@ -147,7 +149,8 @@ fn test(extra: &[String]) -> Result {
     cmd.args(extra)
         .env("CUSTOS_TEST_DATABASE_URL", &url)
         .env("CUSTOS_SCHEMATHESIS", schemathesis)
-        .env("CUSTOS_OSCAL_VALIDATOR", oscal_validator);
+        .env("CUSTOS_OSCAL_VALIDATOR", oscal_validator)
+        .env("CUSTOS_TEST_SMTP_SERVER", smtp_server);
     status(&mut cmd)
 }
 
@@ -199,6 +202,34 @@ fn oscal_validator() -> Result<String> {
         }
     }
     let script = pg::workspace_root().join("tests/tools/oscal_validate.py");
+    Ok(format!("python3 {}", script.display()))
+}
+
+/// The command (a prefix: `--port 0 --out DIR …` follow it) with which tests start a real SMTP
+/// server that stores what it receives (`tests/tools/smtp_sink.py`, see `custos_testkit::SmtpSink`);
+/// aiosmtpd is installed with pip when missing.
+fn smtp_server() -> Result<String> {
+    if let Some(given) = env("CUSTOS_TEST_SMTP_SERVER") {
+        return Ok(given);
+    }
+    let has_aiosmtpd = || output(Command::new("python3").args(["-c", "import aiosmtpd"]));
+    if !has_aiosmtpd().is_ok_and(|(ok, _, _)| ok) {
+        println!("xtask: installing aiosmtpd (pip install aiosmtpd)");
+        let pip = ["-m", "pip", "install", "--quiet", "aiosmtpd"];
+        let (ok, _, err) = output(Command::new("python3").args(pip))?;
+        if !ok {
+            // A distribution's own Python (PEP 668) refuses pip outside a virtual environment.
+            if !err.contains("externally-managed-environment") {
+                return Err(format!("pip install aiosmtpd failed:\n{err}"));
+            }
+            status(Command::new("python3").args(pip).arg("--break-system-packages"))?;
+        }
+        let (ok, _, err) = has_aiosmtpd()?;
+        if !ok {
+            return Err(format!("aiosmtpd was installed but python3 cannot import it: {err}"));
+        }
+    }
+    let script = pg::workspace_root().join("tests/tools/smtp_sink.py");
     Ok(format!("python3 {}", script.display()))
 }
 

@@ -6,6 +6,8 @@
 //!   — `cargo xtask test` points it at a private cluster when none runs.
 //! * [`TestServer`] — the real gateway on free ports over that database, with REST and gRPC
 //!   clients and helpers to create organisations and tokens.
+//! * [`SmtpSink`] and [`WebhookReceiver`] — real receivers (an SMTP server, an HTTP endpoint) that
+//!   record what notifications deliver.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -619,5 +621,375 @@ pub fn validate_oscal(document: &Value) -> Result<(), String> {
         Some(0) => Err(format!("the OSCAL validator `{command}` said nothing about the document:\n{report}")),
         Some(1) => Err(report),
         _ => Err(format!("the OSCAL validator `{command}` could not run ({}):\n{report}\n{HINT}", output.status)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real receivers for notifications: an SMTP server and an HTTP webhook endpoint.
+// ---------------------------------------------------------------------------------------------
+
+/// A real SMTP server for one test: `tests/tools/smtp_sink.py` (aiosmtpd) on a free port of
+/// 127.0.0.1, writing every message it receives to a temporary directory, where
+/// [`SmtpSink::messages`] reads them back. The command is `CUSTOS_TEST_SMTP_SERVER`
+/// (`cargo xtask test` installs aiosmtpd and sets it), else
+/// `python3 <workspace>/tests/tools/smtp_sink.py`. A missing python3 or aiosmtpd fails the test.
+/// Dropping it kills the server and removes the directory.
+pub struct SmtpSink {
+    child: tokio::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// One message received by an [`SmtpSink`].
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    /// The envelope sender (`MAIL FROM`), not the `From:` header.
+    pub from: String,
+    /// The envelope recipients (`RCPT TO`), in order.
+    pub to: Vec<String>,
+    /// The `Subject:` header as sent (RFC 2047 encoded words are not decoded).
+    pub subject: String,
+    /// Every header in order, unfolded, including the sink's `X-Envelope-From`/`X-Envelope-To`.
+    pub headers: Vec<(String, String)>,
+    /// The body, line endings as `\n`; decoded when the message declares
+    /// `Content-Transfer-Encoding: quoted-printable` or `base64` and is not multipart (a
+    /// multipart body is left as it came).
+    pub body: String,
+    /// The file as the sink wrote it: the envelope headers, then the message as received.
+    pub raw: String,
+}
+
+impl ReceivedMail {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// A deliberately small parser: headers up to the first blank line (a line starting with a
+    /// space or tab continues the previous one), then the body, decoded as described on
+    /// [`ReceivedMail::body`].
+    pub fn parse(raw: &str) -> ReceivedMail {
+        let text = raw.replace("\r\n", "\n");
+        let (head, body) = match text.split_once("\n\n") {
+            Some((h, b)) => (h, b),
+            None => (text.as_str(), ""),
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some((_, value)) = headers.last_mut() {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                }
+            } else if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        let find = |name: &str| {
+            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
+        };
+        let multipart = find("Content-Type").to_ascii_lowercase().starts_with("multipart/");
+        let encoding = find("Content-Transfer-Encoding").to_ascii_lowercase();
+        let body = match encoding.as_str() {
+            "quoted-printable" if !multipart => String::from_utf8_lossy(&decode_quoted_printable(body)).into_owned(),
+            "base64" if !multipart => {
+                use base64::Engine as _;
+                let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                match base64::engine::general_purpose::STANDARD.decode(compact) {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).replace("\r\n", "\n"),
+                    Err(_) => body.to_owned(),
+                }
+            }
+            _ => body.to_owned(),
+        };
+        ReceivedMail {
+            from: find("X-Envelope-From"),
+            to: find("X-Envelope-To").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+            subject: find("Subject"),
+            headers,
+            body,
+            raw: raw.to_owned(),
+        }
+    }
+}
+
+/// Quoted-printable (RFC 2045 §6.7) over `\n` line endings: `=XX` is a byte, `=` before a line
+/// end is a soft line break; anything else is kept as it is.
+fn decode_quoted_printable(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            if bytes.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+impl SmtpSink {
+    /// A sink that accepts any sender, recipient and message, without authentication.
+    pub async fn start() -> SmtpSink {
+        SmtpSink::start_with(&[]).await
+    }
+
+    /// A sink with extra options of `smtp_sink.py`: `["--auth", "USER:PASSWORD"]` requires AUTH
+    /// PLAIN/LOGIN with exactly those credentials (others get 535); `["--tls-cert", CERT,
+    /// "--tls-key", KEY]` offers STARTTLS (add `"--require-starttls"` to insist on it).
+    pub async fn start_with(args: &[&str]) -> SmtpSink {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::AsyncBufReadExt;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+
+        const HINT: &str = "the SMTP sink needs python3 and aiosmtpd: run the tests with `cargo xtask test` \
+                            (it installs it), or `python3 -m pip install aiosmtpd`";
+        let command =
+            std::env::var("CUSTOS_TEST_SMTP_SERVER").ok().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| {
+                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/tools/smtp_sink.py");
+                format!("python3 {}", script.canonicalize().unwrap_or(script).display())
+            });
+        let dir = std::env::temp_dir().join(format!(
+            "custos-smtp-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mail = dir.join("mail");
+        std::fs::create_dir_all(&mail).unwrap_or_else(|e| panic!("cannot create {}: {e}", mail.display()));
+        let stderr_path = dir.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("create the SMTP sink's stderr log");
+        let mut words = command.split_whitespace();
+        let program = words.next().expect("CUSTOS_TEST_SMTP_SERVER is blank");
+        let mut child = tokio::process::Command::new(program)
+            .args(words)
+            .arg("--port")
+            .arg("0")
+            .arg("--out")
+            .arg(&mail)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("cannot run the SMTP sink `{command}`: {e}; {HINT}")
+            });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(port) = line.strip_prefix("listening 127.0.0.1:").and_then(|p| p.trim().parse().ok()) {
+                    return Some(port);
+                }
+            }
+            None
+        })
+        .await;
+        let port: u16 = match waited {
+            Ok(Some(port)) => port,
+            failed => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                let _ = std::fs::remove_dir_all(&dir);
+                let what = if failed.is_err() { "did not start listening within 15 s" } else { "exited" };
+                panic!("the SMTP sink `{command}` {what}:\n{log}\n{HINT}");
+            }
+        };
+        SmtpSink { child, port, dir }
+    }
+
+    /// `smtp://127.0.0.1:PORT` (plain SMTP; STARTTLS when started with a certificate).
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every message received so far, in the order received.
+    pub async fn messages(&self) -> Vec<ReceivedMail> {
+        let mail = self.dir.join("mail");
+        let mut numbered: Vec<(u64, PathBuf)> = std::fs::read_dir(&mail)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", mail.display()))
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                // `<n>.eml` only: the sink writes under a temporary name, then renames.
+                let n = path.file_name()?.to_str()?.strip_suffix(".eml")?.parse().ok()?;
+                Some((n, path))
+            })
+            .collect();
+        numbered.sort();
+        numbered
+            .into_iter()
+            .map(|(_, path)| {
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                ReceivedMail::parse(&String::from_utf8_lossy(&bytes))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` messages have arrived and returns them all; panics, saying what
+    /// did arrive, after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<ReceivedMail> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let messages = self.messages().await;
+            if messages.len() >= n {
+                return messages;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
+                panic!(
+                    "expected {n} message(s) within {timeout:?}, the SMTP sink received {}: {subjects:?}",
+                    messages.len()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One HTTP request received by a [`WebhookReceiver`].
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The path and query, e.g. `/hooks/a?x=1`.
+    pub path: String,
+    /// Every header in order, names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("webhook body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+struct WebhookState {
+    requests: std::sync::Mutex<Vec<RecordedRequest>>,
+    status: std::sync::atomic::AtomicU16,
+}
+
+/// An HTTP server in the test's process on a free port of 127.0.0.1 that records every request
+/// (any method, any path) and answers each with an empty body and the status set with
+/// [`WebhookReceiver::set_status`] (200 at first). Dropping it stops the server.
+pub struct WebhookReceiver {
+    addr: SocketAddr,
+    state: std::sync::Arc<WebhookState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> WebhookReceiver {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use std::sync::Arc;
+
+        async fn record(
+            State(state): State<Arc<WebhookState>>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> StatusCode {
+            let request = RecordedRequest {
+                method: method.to_string(),
+                path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned()),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body: body.to_vec(),
+            };
+            state.requests.lock().expect("webhook requests lock").push(request);
+            // (Spelled out: diesel_async's `RunQueryDsl::load` is in scope too.)
+            let status = std::sync::atomic::AtomicU16::load(&state.status, std::sync::atomic::Ordering::SeqCst);
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+
+        let state = Arc::new(WebhookState {
+            requests: std::sync::Mutex::new(Vec::new()),
+            status: std::sync::atomic::AtomicU16::new(200),
+        });
+        let app = axum::Router::new().fallback(record).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the webhook receiver");
+        let addr = listener.local_addr().expect("webhook receiver address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        WebhookReceiver { addr, state, task }
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash; every path is accepted).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The status of every later answer, e.g. 500 to make deliveries fail.
+    pub fn set_status(&self, status: u16) {
+        assert!((100..=999).contains(&status), "not an HTTP status: {status}");
+        self.state.status.store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().expect("webhook requests lock").clone()
+    }
+
+    /// Waits until at least `n` requests have arrived and returns them all; panics, saying what
+    /// did arrive, after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<RecordedRequest> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let seen: Vec<String> = requests.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+                panic!(
+                    "expected {n} request(s) within {timeout:?}, the webhook receiver got {}: {seen:?}",
+                    requests.len()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
