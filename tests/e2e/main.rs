@@ -22,6 +22,7 @@ mod jobs;
 mod legal_holds;
 mod lists;
 mod mappings;
+mod notifications;
 mod openapi_fuzz;
 mod oscal_model;
 mod oscal_validator;

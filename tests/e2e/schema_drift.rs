@@ -60,6 +60,8 @@ async fn hand_written_schema_matches_the_migrations() {
         secrets,
         secret_versions,
         secret_reveal_requests,
+        notification_channels,
+        notification_deliveries,
         vault_master_keys,
         framework_requirement_counts,
         jobs,

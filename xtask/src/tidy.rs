@@ -37,6 +37,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-holds", Domain),
     ("custos-jobs", Domain),
     ("custos-vault", Domain),
+    ("custos-notify", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),

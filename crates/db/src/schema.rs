@@ -472,6 +472,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Where an organisation's events are sent (migration 000032).
+    notification_channels (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        kind -> Text,
+        recipients -> Array<Text>,
+        url -> Nullable<Text>,
+        event_types -> Array<Text>,
+        is_active -> Bool,
+        data_key_id -> Nullable<Uuid>,
+        signing_secret -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Every delivery through a channel.
+    notification_deliveries (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        channel_id -> Uuid,
+        event_type -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     /// The secrets vault (migration 000030): metadata; values only in `secret_versions`, encrypted.
     secrets (id) {
         id -> Uuid,
@@ -579,6 +613,8 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     organizations,
+    notification_channels,
+    notification_deliveries,
     secrets,
     secret_versions,
     secret_reveal_requests,

@@ -17,6 +17,7 @@ use custos_holds::{LegalHoldCheck, LegalHoldsService};
 use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
 use custos_jobs::JobsService;
+use custos_notify::NotifyService;
 use custos_vault::KeyProvider;
 use custos_vault::secrets::SecretsService;
 use custos_vault::store::Vault;
@@ -52,6 +53,8 @@ pub struct App {
     pub vault: Vault,
     /// The secrets vault.
     pub secrets: SecretsService,
+    /// Notification channels.
+    pub notify: NotifyService,
 }
 
 impl App {
@@ -73,7 +76,8 @@ impl App {
             legal_holds: LegalHoldsService::new(db.clone()),
             jobs,
             vault: Vault::new(db.clone(), keys.clone()),
-            secrets: SecretsService::new(Vault::new(db.clone(), keys)),
+            secrets: SecretsService::new(Vault::new(db.clone(), keys.clone())),
+            notify: NotifyService::new(Vault::new(db.clone(), keys)),
             incidents: IncidentsService::new(db.clone(), holds.clone(), slas),
             holds,
             db,

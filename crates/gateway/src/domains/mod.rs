@@ -13,6 +13,7 @@ pub mod holds;
 pub mod identity;
 pub mod incidents;
 pub mod jobs;
+pub mod notify;
 pub mod vault;
 
 use std::convert::Infallible;
@@ -37,6 +38,7 @@ pub const ALL: &[Domain] = &[
     audit::DOMAIN,
     jobs::DOMAIN,
     vault::DOMAIN,
+    notify::DOMAIN,
 ];
 
 /// A domain as the gateway sees it.
