@@ -115,3 +115,84 @@ async fn webhook_channels_sign_their_test_sends_and_record_every_delivery() {
     assert_eq!(s.delete(&format!("{CHANNELS}{id}/"), &org.admin).await.0.as_u16() / 100, 2);
     assert_eq!(s.get(&format!("{CHANNELS}{id}/deliveries/"), &org.admin).await.0, 404);
 }
+
+/// Runs an organisation's schedule now (as an admin) and waits for its job to end.
+async fn run_schedule(s: &TestServer, token: &str, name: &str) -> Value {
+    let (status, job) = s.post(&format!("/api/compliance/schedules/{name}/run/"), token, json!({})).await;
+    assert_eq!(status.as_u16() / 100, 2, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    for _ in 0..300 {
+        let (_, j) = s.get(&format!("/api/compliance/jobs/{id}/"), token).await;
+        if j["status"] == "succeeded" || j["status"] == "failed" {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} did not end");
+}
+
+/// An event written with the change it is about (a secret's rotation falling due) reaches the
+/// subscribed webhook, signed, once; a failing receiver is retried with backoff, each attempt
+/// recorded; channels not subscribed hear nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_reach_subscribed_channels_through_the_outbox_with_retries() {
+    use diesel_async::RunQueryDsl;
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let receiver = WebhookReceiver::start().await;
+    let other = WebhookReceiver::start().await;
+    let (_, subscribed) = s
+        .post(CHANNELS, &org.admin, json!({"name": "rotations", "kind": "webhook", "url": receiver.url(), "event_types": ["secret.rotation_due"]}))
+        .await;
+    let secret = subscribed["signing_secret"].as_str().unwrap().to_owned();
+    let channel = subscribed["id"].as_str().unwrap().to_owned();
+    s.post(
+        CHANNELS,
+        &org.admin,
+        json!({"name": "incidents", "kind": "webhook", "url": other.url(), "event_types": ["incident.sla_breached"]}),
+    )
+    .await;
+    let (_, created) = s
+        .post(
+            "/api/compliance/secrets/",
+            &org.admin,
+            json!({"name": "Partner key", "secret_type": "api_key", "secret_value": "pk_1", "rotation_enabled": true}),
+        )
+        .await;
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query("UPDATE secrets SET next_rotation_at = now() - interval '1 day'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    // The first receiver fails: the delivery stays pending with its attempt recorded.
+    receiver.set_status(503);
+    assert_eq!(run_schedule(&s, &org.admin, "secret-rotation").await["status"], "succeeded");
+    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let (_, list) = s.get(&format!("{CHANNELS}{channel}/deliveries/"), &org.admin).await;
+    let first = &list["results"][0];
+    assert_eq!((first["status"].clone(), first["attempts"].clone()), (json!("pending"), json!(1)), "{list}");
+    assert!(first["last_error"].as_str().unwrap().contains("503"), "{list}");
+    // Retried once due (the backoff, brought forward here): delivered, the same idempotency key.
+    receiver.set_status(200);
+    diesel::sql_query("UPDATE notification_deliveries SET next_attempt_at = now()").execute(&mut conn).await.unwrap();
+    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header(signature::IDEMPOTENCY_HEADER), got[1].header(signature::IDEMPOTENCY_HEADER));
+    let last = &got[1];
+    assert!(signature::verify(secret.as_bytes(), last.header(signature::HEADER).unwrap(), &last.body));
+    let event: Value = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(event["event_type"], "secret.rotation_due");
+    assert_eq!(event["payload"]["secret"], created["id"], "{event}");
+    let (_, list) = s.get(&format!("{CHANNELS}{channel}/deliveries/"), &org.admin).await;
+    assert_eq!(
+        (list["results"][0]["status"].clone(), list["results"][0]["attempts"].clone()),
+        (json!("delivered"), json!(2))
+    );
+    // Once: a later run sends nothing more; the other channel heard nothing.
+    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests().len(), 2);
+    assert!(other.requests().is_empty());
+}

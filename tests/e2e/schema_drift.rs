@@ -62,6 +62,7 @@ async fn hand_written_schema_matches_the_migrations() {
         secret_reveal_requests,
         notification_channels,
         notification_deliveries,
+        notification_outbox,
         vault_master_keys,
         framework_requirement_counts,
         jobs,

@@ -13,6 +13,7 @@
 
 pub mod choice;
 pub mod list;
+pub mod outbox;
 pub mod prepared;
 pub mod refs;
 pub mod schema;

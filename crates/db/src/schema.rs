@@ -502,6 +502,20 @@ diesel::table! {
         last_error -> Nullable<Text>,
         delivered_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        event_id -> Nullable<Uuid>,
+        next_attempt_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    /// Events waiting to be delivered (migration 000033), written with the change they are about.
+    notification_outbox (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        event_type -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        dispatched_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -615,6 +629,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     notification_channels,
     notification_deliveries,
+    notification_outbox,
     secrets,
     secret_versions,
     secret_reveal_requests,

@@ -9,7 +9,9 @@ use custos_core::ctx::Access;
 use custos_core::filter::{self, opt_text, parse_id};
 use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, new_id, timefmt, update};
-use custos_db::schema::{notification_channels as channels, notification_deliveries as deliveries};
+use custos_db::schema::{
+    notification_channels as channels, notification_deliveries as deliveries, notification_outbox as outbox,
+};
 use custos_db::{Tx, list};
 use custos_proto::v1 as pb;
 use custos_vault::store::Vault;
@@ -42,6 +44,10 @@ pub const EVENT_TYPES: &[&str] = &[
 const KINDS: &[&str] = &["email", "webhook"];
 const CHANNELS: &str = "notification_channels";
 const RECIPIENTS_MAX: usize = 100;
+/// Attempts before a delivery is given up.
+pub const MAX_ATTEMPTS: i32 = 8;
+/// The first retry's delay; each later one doubles it (30 s, 1 min, 2 min, … about an hour).
+const RETRY_BASE: time::Duration = time::Duration::seconds(30);
 /// How long a webhook may take to answer.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -200,6 +206,8 @@ fn record_of(id: Uuid) -> String {
 }
 
 const SECRET_FIELD: &str = "signing_secret";
+/// Why an e-mail channel's delivery fails today.
+const EMAIL_NOT_YET: &str = "e-mail delivery is not available yet (CUSTOS_SMTP_URL support comes next)";
 
 /// Notification channels and their test sends.
 #[derive(Clone)]
@@ -401,19 +409,7 @@ impl NotifyService {
         let id = parse_id("Notification channel", &req.id)?;
         let mut tx = self.begin(ctx, Access::Admin).await?;
         let row = find(&mut tx, ctx, id).await?;
-        let secret = match (&row.data_key_id, &row.signing_secret) {
-            (Some(key_id), Some(sealed)) => {
-                let key = self.vault.data_key(&mut tx, ctx.organization_id, *key_id).await.map_err(Problem::from)?;
-                let context = FieldContext {
-                    organization: ctx.organization_id,
-                    data_key: *key_id,
-                    record: &record_of(id),
-                    field: SECRET_FIELD,
-                };
-                Some(decrypt_field(&key, &context, sealed).map_err(Problem::from)?)
-            }
-            _ => None,
-        };
+        let secret = self.signing_secret(&mut tx, ctx, &row).await?;
         tx.commit().await?;
         let delivery = new_id();
         let payload = json!({ "message": "A test notification from Custos", "channel": row.name });
@@ -478,6 +474,145 @@ impl NotifyService {
         Ok(pb::ListNotificationDeliveriesResponse { results: rows.iter().map(DeliveryRow::to_pb).collect() })
     }
 
+    /// The `notify.deliver` job's work for one organisation: each new outbox event becomes a
+    /// delivery per active channel subscribed to its type (once: a unique key per event and
+    /// channel), then every due delivery is sent; a failure is retried with backoff up to
+    /// [`MAX_ATTEMPTS`], each attempt recorded. Returns (delivered, failed attempts).
+    pub async fn deliver_pending(&self, ctx: &RequestCtx) -> Result<(usize, usize)> {
+        let org = ctx.organization_id;
+        // 1. Dispatch: events to deliveries.
+        let mut tx = self.vault.db().begin(org).await?;
+        let events: Vec<(Uuid, String, Value)> = outbox::table
+            .filter(outbox::organization_id.eq(org))
+            .filter(outbox::dispatched_at.is_null())
+            .order(outbox::created_at)
+            .limit(500)
+            .for_update()
+            .skip_locked()
+            .select((outbox::id, outbox::event_type, outbox::payload))
+            .load(tx.conn())
+            .await?;
+        let now = timefmt::now();
+        for (event, event_type, payload) in &events {
+            let subscribed: Vec<Uuid> = channels::table
+                .filter(channels::organization_id.eq(org))
+                .filter(channels::is_active.eq(true))
+                .filter(channels::event_types.contains(vec![event_type.clone()]))
+                .select(channels::id)
+                .load(tx.conn())
+                .await?;
+            for channel in subscribed {
+                diesel::insert_into(deliveries::table)
+                    .values((
+                        deliveries::id.eq(new_id()),
+                        deliveries::organization_id.eq(org),
+                        deliveries::channel_id.eq(channel),
+                        deliveries::event_id.eq(event),
+                        deliveries::event_type.eq(event_type),
+                        deliveries::payload.eq(payload),
+                        deliveries::status.eq("pending"),
+                        deliveries::next_attempt_at.eq(now),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(tx.conn())
+                    .await?;
+            }
+            diesel::update(outbox::table.filter(outbox::id.eq(event)))
+                .set(outbox::dispatched_at.eq(now))
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        // 2. Send what is due, each outside any transaction, its outcome recorded after.
+        let mut tx = self.vault.db().begin(org).await?;
+        let due: Vec<(Uuid, Uuid, String, Value, i32)> = deliveries::table
+            .filter(deliveries::organization_id.eq(org))
+            .filter(deliveries::status.eq("pending"))
+            .filter(deliveries::next_attempt_at.le(now))
+            .order(deliveries::next_attempt_at)
+            .limit(200)
+            .select((
+                deliveries::id,
+                deliveries::channel_id,
+                deliveries::event_type,
+                deliveries::payload,
+                deliveries::attempts,
+            ))
+            .load(tx.conn())
+            .await?;
+        tx.commit().await?;
+        let (mut delivered, mut failed) = (0, 0);
+        for (delivery, channel, event_type, payload, attempts) in due {
+            let mut tx = self.vault.db().begin(org).await?;
+            let row = find(&mut tx, ctx, channel).await?;
+            let secret = self.signing_secret(&mut tx, ctx, &row).await?;
+            tx.commit().await?;
+            let outcome = match (row.kind.as_str(), &row.url, &secret) {
+                ("webhook", Some(url), Some(secret)) => {
+                    self.post_webhook(ctx, url, secret, delivery, &event_type, &payload).await
+                }
+                _ => Err(EMAIL_NOT_YET.to_owned()),
+            };
+            let attempts = attempts + 1;
+            let now = timefmt::now();
+            let mut tx = self.vault.db().begin(org).await?;
+            let q = deliveries::table.filter(deliveries::organization_id.eq(org)).filter(deliveries::id.eq(delivery));
+            match outcome {
+                Ok(()) => {
+                    delivered += 1;
+                    diesel::update(q)
+                        .set((
+                            deliveries::status.eq("delivered"),
+                            deliveries::attempts.eq(attempts),
+                            deliveries::delivered_at.eq(now),
+                            deliveries::last_error.eq(None::<String>),
+                            deliveries::next_attempt_at.eq(None::<OffsetDateTime>),
+                        ))
+                        .execute(tx.conn())
+                        .await?;
+                }
+                Err(error) => {
+                    failed += 1;
+                    // E-mail cannot be sent yet: retrying would not help.
+                    let give_up = attempts >= MAX_ATTEMPTS || row.kind != "webhook";
+                    let next = (!give_up).then(|| now + RETRY_BASE * 2i32.pow((attempts - 1) as u32));
+                    diesel::update(q)
+                        .set((
+                            deliveries::status.eq(if give_up { "failed" } else { "pending" }),
+                            deliveries::attempts.eq(attempts),
+                            deliveries::last_error.eq(&error),
+                            deliveries::next_attempt_at.eq(next),
+                        ))
+                        .execute(tx.conn())
+                        .await?;
+                }
+            }
+            let after =
+                json!({ "delivery": delivery, "channel": channel, "event_type": event_type, "attempts": attempts });
+            record_change(&mut tx, ctx, "deliver", "notification_delivery", delivery, Value::Null, after).await?;
+            tx.commit().await?;
+        }
+        Ok((delivered, failed))
+    }
+
+    /// A webhook channel's signing secret, decrypted.
+    async fn signing_secret(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestCtx,
+        row: &ChannelRow,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        let (Some(key_id), Some(sealed)) = (&row.data_key_id, &row.signing_secret) else { return Ok(None) };
+        let key = self.vault.data_key(tx, ctx.organization_id, *key_id).await.map_err(Problem::from)?;
+        let context = FieldContext {
+            organization: ctx.organization_id,
+            data_key: *key_id,
+            record: &record_of(row.id),
+            field: SECRET_FIELD,
+        };
+        Ok(Some(decrypt_field(&key, &context, sealed).map_err(Problem::from)?))
+    }
+
     /// POSTs an event to a webhook, signed (see [`signature`]).
     async fn post_webhook(
         &self,
@@ -537,4 +672,29 @@ fn unique_name(result: diesel::QueryResult<usize>, name: &str) -> Result<()> {
             }
         }
     }
+}
+
+/// The kind of the delivery job.
+pub const DELIVERY_JOB: &str = "notify.deliver";
+
+/// The delivery job's kind (one job per organisation).
+pub fn delivery_job(service: NotifyService) -> custos_jobs::Kind {
+    custos_jobs::Kind::new(
+        DELIVERY_JOB,
+        custos_jobs::Scope::Organization,
+        "Delivers the organisation's new events to their channels and retries failed deliveries",
+        move |job: custos_jobs::Job| {
+            let service = service.clone();
+            async move {
+                let org = job.organization().ok_or_else(|| custos_jobs::JobError::fatal("an organisation's job"))?;
+                let (delivered, failed) = service
+                    .deliver_pending(&job.ctx(org))
+                    .await
+                    .map_err(|e| custos_jobs::JobError::from_problem(e.into()))?;
+                job.count("delivered", delivered as i64);
+                job.count("failed_attempts", failed as i64);
+                Ok(json!({ "delivered": delivered, "failed_attempts": failed }))
+            }
+        },
+    )
 }

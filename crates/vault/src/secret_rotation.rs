@@ -112,7 +112,11 @@ async fn rotate_due(service: &SecretsService, job: &Job, ctx: &RequestCtx, id: U
             .await
             .map_err(DbError::from)?;
         let after = json!({ "name": row.name, "owner": row.owner_id, "next_rotation_at": row.next_rotation_at.map(custos_core::timefmt::timestamp) });
-        record_change(&mut tx, ctx, "rotation_due", "secret", id, Value::Null, after).await?;
+        record_change(&mut tx, ctx, "rotation_due", "secret", id, Value::Null, after.clone()).await?;
+        // The owner (and whoever subscribed) hears of it through the notification channels.
+        let event = json!({ "secret": id, "name": row.name, "owner": row.owner_id, "secret_type": row.secret_type.to_string(),
+                            "next_rotation_at": after["next_rotation_at"] });
+        custos_db::outbox::emit(&mut tx, org, "secret.rotation_due", event).await?;
         tx.commit().await?;
         return Ok(Outcome::Reported);
     }

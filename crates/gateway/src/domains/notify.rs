@@ -1,5 +1,6 @@
 //! Notifications: the channels' endpoints and gRPC service.
 
+use custos_jobs::{ScheduleDef, Scope};
 use custos_proto::v1::notifications_service_server::NotificationsServiceServer;
 use http::StatusCode;
 
@@ -11,6 +12,9 @@ use crate::rest::openapi::ApiDescription;
 use crate::server::App;
 
 pub const DOMAIN: Domain = Domain { name: "notify", serve, cli: None };
+
+/// Every minute, each organisation's outbox is delivered (and failures retried when due).
+pub const DELIVERY_SCHEDULE: &str = "notification-delivery";
 
 const CHANNELS: &str = "/api/compliance/notification-channels/";
 const CHANNEL: &str = "/api/compliance/notification-channels/{id}/";
@@ -62,6 +66,14 @@ fn serve(app: &App, _config: &Config) -> Serving {
             required: vec!["NotificationChannelInput.name", "NotificationChannelInput.kind"],
         },
         grpc: vec![GrpcService::new(NotificationsServiceServer::new(app.notify.clone()))],
+        jobs: vec![custos_notify::service::delivery_job(app.notify.clone())],
+        schedules: vec![ScheduleDef::new(
+            DELIVERY_SCHEDULE,
+            custos_notify::service::DELIVERY_JOB,
+            Scope::Organization,
+            "* * * * *",
+            "Delivers the organisation's new events to their channels and retries failed deliveries",
+        )],
         ..Serving::default()
     }
 }
