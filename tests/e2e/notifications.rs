@@ -196,3 +196,44 @@ async fn events_reach_subscribed_channels_through_the_outbox_with_retries() {
     assert_eq!(receiver.requests().len(), 2);
     assert!(other.requests().is_empty());
 }
+
+/// E-mail channels send through the configured SMTP server (a real one, started by the test):
+/// a test send, and an event from the outbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn email_channels_send_through_a_real_smtp_server() {
+    use diesel_async::RunQueryDsl;
+    let sink = custos_testkit::SmtpSink::start().await;
+    let smtp =
+        custos_notify::service::SmtpConfig { url: Some(sink.url()), from: Some("Custos <custos@acme.test>".into()) };
+    let s = TestServer::start_with(custos_testkit::ServerOptions { smtp: Some(smtp), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    let (status, channel) = s
+        .post(CHANNELS, &org.admin, json!({"name": "CISO", "kind": "email", "recipients": ["ciso@acme.test", "dpo@acme.test"], "event_types": ["secret.rotation_due"]}))
+        .await;
+    assert_eq!(status, 201, "{channel}");
+    let id = channel["id"].as_str().unwrap();
+    let (_, delivery) = s.post(&format!("{CHANNELS}{id}/test/"), &org.admin, json!({})).await;
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
+    let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails[0].subject, "[Custos] test");
+    assert_eq!(mails[0].to, ["ciso@acme.test", "dpo@acme.test"]);
+    assert!(mails[0].body.contains("A test notification from Custos"), "{}", mails[0].body);
+
+    let (_, secret) = s
+        .post(
+            "/api/compliance/secrets/",
+            &org.admin,
+            json!({"name": "Key", "secret_type": "api_key", "secret_value": "v", "rotation_enabled": true}),
+        )
+        .await;
+    let mut conn = s.db.superuser().await;
+    diesel::sql_query("UPDATE secrets SET next_rotation_at = now() - interval '1 day'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(run_schedule(&s, &org.admin, "secret-rotation").await["status"], "succeeded");
+    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    let mails = sink.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(mails[1].subject, "[Custos] secret.rotation_due");
+    assert!(mails[1].body.contains(secret["id"].as_str().unwrap()), "{}", mails[1].body);
+}

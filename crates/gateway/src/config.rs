@@ -41,6 +41,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// The vault's master keys (`CUSTOS_MASTER_KEY*`, `CUSTOS_ENV`).
     pub vault: VaultConfig,
+    /// E-mail notifications' SMTP server (`CUSTOS_SMTP_URL`, `CUSTOS_SMTP_FROM`).
+    pub smtp: custos_notify::service::SmtpConfig,
 }
 
 /// The settings the vault's master keys are read from, as given (never shown: `Debug` names
@@ -306,6 +308,7 @@ impl Config {
             connections: connections_from_env()?,
             jobs: JobsConfig::from_env()?,
             vault: VaultConfig::from_env(),
+            smtp: custos_notify::service::SmtpConfig { url: var("CUSTOS_SMTP_URL"), from: var("CUSTOS_SMTP_FROM") },
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,

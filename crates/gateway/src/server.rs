@@ -215,7 +215,8 @@ pub async fn start_with(config: &Config, served: Vec<&'static domains::Domain>) 
     let chain = audit_chain(db.clone(), &config.audit, keys::WhenMissing::Generate)?;
     chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let keys = crate::domains::vault::key_provider(&config.vault, &config.data_dir, true)?;
-    let app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence, keys)?;
+    let mut app = App::new(db.clone(), chain.clone(), config.slas, &config.evidence, keys)?;
+    app.notify = app.notify.clone().with_smtp(config.smtp.clone());
     let authenticator = Authenticator::new(db.clone(), config.jwt.clone())
         .map_err(|e| anyhow::anyhow!(e))?
         .with_token_cache(Duration::from_secs(config.auth_cache_seconds))

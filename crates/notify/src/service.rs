@@ -206,20 +206,65 @@ fn record_of(id: Uuid) -> String {
 }
 
 const SECRET_FIELD: &str = "signing_secret";
-/// Why an e-mail channel's delivery fails today.
-const EMAIL_NOT_YET: &str = "e-mail delivery is not available yet (CUSTOS_SMTP_URL support comes next)";
+/// Why an e-mail channel's delivery fails without an SMTP server.
+const EMAIL_NOT_YET: &str = "no SMTP server is configured: set CUSTOS_SMTP_URL and CUSTOS_SMTP_FROM";
+
+/// Where e-mail goes out: `CUSTOS_SMTP_URL` (`smtp://host:port`, `smtps://…`, or
+/// `smtp://…?tls=starttls`; user and password in the URL) and `CUSTOS_SMTP_FROM`.
+#[derive(Clone, Default)]
+pub struct SmtpConfig {
+    pub url: Option<String>,
+    pub from: Option<String>,
+}
 
 /// Notification channels and their test sends.
 #[derive(Clone)]
 pub struct NotifyService {
     vault: Vault,
     http: reqwest::Client,
+    smtp: SmtpConfig,
 }
 
 impl NotifyService {
     pub fn new(vault: Vault) -> NotifyService {
         let http = reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build().unwrap_or_default();
-        NotifyService { vault, http }
+        NotifyService { vault, http, smtp: SmtpConfig::default() }
+    }
+
+    /// Sends e-mail through this SMTP server.
+    pub fn with_smtp(mut self, smtp: SmtpConfig) -> NotifyService {
+        self.smtp = smtp;
+        self
+    }
+
+    /// Sends an event to e-mail recipients.
+    async fn send_email(
+        &self,
+        recipients: &[String],
+        event_type: &str,
+        payload: &Value,
+    ) -> std::result::Result<(), String> {
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+        let (Some(url), Some(from)) = (&self.smtp.url, &self.smtp.from) else {
+            return Err(EMAIL_NOT_YET.to_owned());
+        };
+        // Custos's documented `tls=starttls` is lettre's `tls=required`.
+        let url = url.replace("tls=starttls", "tls=required");
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+            .map_err(|e| format!("CUSTOS_SMTP_URL: {e}"))?
+            .timeout(Some(WEBHOOK_TIMEOUT))
+            .build();
+        let mut message = Message::builder()
+            .from(from.parse().map_err(|e| format!("CUSTOS_SMTP_FROM: {e}"))?)
+            .subject(format!("[Custos] {event_type}"));
+        for r in recipients {
+            message = message.to(r.parse().map_err(|e| format!("recipient {r}: {e}"))?);
+        }
+        let body =
+            format!("Custos event: {event_type}\n\n{}\n", serde_json::to_string_pretty(payload).unwrap_or_default());
+        let message = message.body(body).map_err(|e| e.to_string())?;
+        transport.send(message).await.map_err(|e| format!("the SMTP server refused: {e}"))?;
+        Ok(())
     }
 
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
@@ -417,10 +462,7 @@ impl NotifyService {
             ("webhook", Some(url), Some(secret)) => {
                 self.post_webhook(ctx, url, secret, delivery, "test", &payload).await
             }
-            _ => {
-                Err("e-mail delivery is not available yet (it comes with the notification outbox and CUSTOS_SMTP_URL)"
-                    .to_owned())
-            }
+            _ => self.send_email(&row.recipients, "test", &payload).await,
         };
         let now = timefmt::now();
         let (status, error, delivered_at) = match &outcome {
@@ -551,7 +593,7 @@ impl NotifyService {
                 ("webhook", Some(url), Some(secret)) => {
                     self.post_webhook(ctx, url, secret, delivery, &event_type, &payload).await
                 }
-                _ => Err(EMAIL_NOT_YET.to_owned()),
+                _ => self.send_email(&row.recipients, &event_type, &payload).await,
             };
             let attempts = attempts + 1;
             let now = timefmt::now();
@@ -573,8 +615,8 @@ impl NotifyService {
                 }
                 Err(error) => {
                     failed += 1;
-                    // E-mail cannot be sent yet: retrying would not help.
-                    let give_up = attempts >= MAX_ATTEMPTS || row.kind != "webhook";
+                    // Without an SMTP server configured, retrying would not help.
+                    let give_up = attempts >= MAX_ATTEMPTS || (row.kind == "email" && self.smtp.url.is_none());
                     let next = (!give_up).then(|| now + RETRY_BASE * 2i32.pow((attempts - 1) as u32));
                     diesel::update(q)
                         .set((

@@ -211,6 +211,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TeeWriter {
 pub struct ServerOptions {
     /// The vault's master-key settings (default: none, so the server generates one).
     pub vault: Option<custos_gateway::config::VaultConfig>,
+    /// The SMTP server e-mail notifications go through (default: none).
+    pub smtp: Option<custos_notify::service::SmtpConfig>,
     pub rate_limit_auth_per_hour: Option<u32>,
     pub rate_limit_anon_per_hour: Option<u32>,
     /// `CUSTOS_TRUSTED_PROXIES` (default: none).
@@ -346,6 +348,7 @@ impl TestServer {
             jobs: options.jobs.unwrap_or_else(test_jobs_config),
             // A master key generated under the test's data directory unless the test gives one.
             vault: options.vault.unwrap_or_default(),
+            smtp: options.smtp.unwrap_or_default(),
         };
         let domains: Vec<_> =
             custos_gateway::domains::ALL.iter().chain(options.extra_domains.iter().copied()).collect();
