@@ -93,6 +93,12 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// A unique violation as a 409 with these words (a name or key already taken); any other
+    /// error as it maps.
+    pub fn unique_as_conflict(self, error: &str, details: String) -> Problem {
+        if self.is_unique_violation() { Problem::conflict(error, details) } else { self.into() }
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         matches!(
             self,

@@ -289,10 +289,15 @@ fn read_dir_files(dir: &Path) -> Result<Vec<(String, String, bool)>, Problem> {
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).map_err(read_err)?;
-            let mapping = text.lines().any(|l| l.trim() == format!("format: {MAPPING_FORMAT}"));
+            let mapping = is_mapping_file(&text);
             Ok((p.display().to_string(), text, mapping))
         })
         .collect()
+}
+
+/// Whether a Custos YAML file is a mapping file (its `format` says so) rather than a catalogue.
+pub fn is_mapping_file(text: &str) -> bool {
+    text.lines().any(|l| l.trim() == format!("format: {MAPPING_FORMAT}"))
 }
 
 /// Every framework file (`*.yaml`/`*.yml`, not a mapping file) of `dir`, parsed, in file-name order.

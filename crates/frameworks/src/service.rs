@@ -522,16 +522,12 @@ impl FrameworksService {
 }
 
 fn duplicate_requirement(e: diesel::result::Error, requirement_id: &str) -> FrameworksError {
-    let e = DbError::from(e);
-    if e.is_unique_violation() {
-        Problem::conflict(
+    DbError::from(e)
+        .unique_as_conflict(
             "Duplicate requirement",
             format!("The framework already has a requirement with requirement_id {requirement_id:?}"),
         )
         .into()
-    } else {
-        e.into()
-    }
 }
 
 /// The requirement counts of frameworks, as the triggers keep them (exact, and read in one

@@ -703,17 +703,11 @@ async fn find(tx: &mut Tx, ctx: &RequestCtx, id: Uuid) -> Result<ChannelRow> {
 }
 
 fn unique_name(result: diesel::QueryResult<usize>, name: &str) -> Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let e = custos_db::DbError::from(e);
-            if e.is_unique_violation() {
-                Err(Problem::conflict("A channel with this name exists", format!("name {name:?} is taken")).into())
-            } else {
-                Err(e.into())
-            }
-        }
-    }
+    result.map(drop).map_err(|e| {
+        custos_db::DbError::from(e)
+            .unique_as_conflict("A channel with this name exists", format!("name {name:?} is taken"))
+            .into()
+    })
 }
 
 /// The kind of the delivery job.

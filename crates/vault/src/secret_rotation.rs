@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use custos_audit_chain::record_change;
 use custos_core::RequestCtx;
 use custos_db::DbError;
-use custos_db::schema::{secret_versions, secrets};
+use custos_db::schema::secrets;
 use custos_jobs::{Job, JobError, Kind, Scope};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -123,18 +123,11 @@ async fn rotate_due(service: &SecretsService, job: &Job, ctx: &RequestCtx, id: U
 
     // 1. The next value: the one a previous attempt prepared, or a new one, stored first.
     let next = row.version + 1;
-    let current_url = decrypt_version(service, &mut tx, ctx, &row, row.version).await?;
-    let prepared: Option<Vec<u8>> = secret_versions::table
-        .filter(secret_versions::organization_id.eq(org))
-        .filter(secret_versions::secret_id.eq(id))
-        .filter(secret_versions::version.eq(next))
-        .select(secret_versions::ciphertext)
-        .first(tx.conn())
-        .await
-        .optional()
-        .map_err(DbError::from)?;
-    let next_url = match prepared {
-        Some(_) => decrypt_version(service, &mut tx, ctx, &row, next).await?,
+    let current_url = text_version(service, &mut tx, ctx, &row, row.version)
+        .await?
+        .ok_or_else(|| JobError::fatal(format!("secret {id}: its current version is missing")))?;
+    let next_url = match text_version(service, &mut tx, ctx, &row, next).await? {
+        Some(prepared) => prepared,
         None => {
             let url = match with_new_password(&current_url) {
                 Ok(url) => url,
@@ -182,27 +175,22 @@ async fn rotate_due(service: &SecretsService, job: &Job, ctx: &RequestCtx, id: U
     Ok(Outcome::Rotated)
 }
 
-async fn decrypt_version(
+/// `row`'s value at `version` as text (`None`: no such version).
+async fn text_version(
     service: &SecretsService,
     tx: &mut custos_db::Tx,
     ctx: &RequestCtx,
     row: &crate::secrets::SecretRow,
     version: i32,
-) -> Result<Zeroizing<String>, JobError> {
-    let ciphertext: Vec<u8> = secret_versions::table
-        .filter(secret_versions::organization_id.eq(ctx.organization_id))
-        .filter(secret_versions::secret_id.eq(row.id))
-        .filter(secret_versions::version.eq(version))
-        .select(secret_versions::ciphertext)
-        .first(tx.conn())
-        .await
-        .map_err(DbError::from)?;
-    let plain = service
-        .vault()
-        .decrypt(tx, ctx.organization_id, row.data_key_id, &record_of(row.id), &field_of(version), &ciphertext)
-        .await
-        .map_err(|e| JobError::from_problem(e.into()))?;
-    String::from_utf8(plain.to_vec()).map(Zeroizing::new).map_err(|_| JobError::fatal("a secret's value is not UTF-8"))
+) -> Result<Option<Zeroizing<String>>, JobError> {
+    let Some(plain) =
+        service.open_version(tx, ctx, row, version).await.map_err(|e| JobError::from_problem(e.into()))?
+    else {
+        return Ok(None);
+    };
+    String::from_utf8(plain.to_vec())
+        .map(|s| Some(Zeroizing::new(s)))
+        .map_err(|_| JobError::fatal("a secret's value is not UTF-8"))
 }
 
 /// Records why the rotation of `id` failed (on the secret and in the audit trail); the secret
@@ -236,16 +224,8 @@ fn with_new_password(url: &str) -> Result<Zeroizing<String>, String> {
 
 fn password_of(url: &str) -> Result<Zeroizing<String>, String> {
     let parsed = url::Url::parse(url).map_err(|_| "not a URL".to_owned())?;
-    let encoded = parsed.password().unwrap_or_default();
-    let decoded = percent_decode(encoded);
-    Ok(Zeroizing::new(decoded))
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("p={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    let decoded = percent_encoding::percent_decode_str(parsed.password().unwrap_or_default()).decode_utf8_lossy();
+    Ok(Zeroizing::new(decoded.into_owned()))
 }
 
 /// Sets the role's password to the one in `next_url`, logged in with `current_url` (or finds it

@@ -21,6 +21,7 @@ use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use crate::store::{Vault, VaultServiceError};
 
@@ -408,21 +409,9 @@ impl SecretsService {
             tx.commit().await?;
             return Err(denied(why).into());
         }
-        let ciphertext: Vec<u8> = secret_versions::table
-            .filter(secret_versions::organization_id.eq(ctx.organization_id))
-            .filter(secret_versions::secret_id.eq(id))
-            .filter(secret_versions::version.eq(version))
-            .select(secret_versions::ciphertext)
-            .first(tx.conn())
-            .await
-            .optional()?
-            .ok_or_else(|| {
-                Problem::not_found("Secret version", format!("{version} (the last {VERSIONS_KEPT} versions are kept)"))
-            })?;
-        let value = self
-            .vault
-            .decrypt(&mut tx, ctx.organization_id, row.data_key_id, &record_of(id), &field_of(version), &ciphertext)
-            .await?;
+        let value = self.open_version(&mut tx, ctx, &row, version).await?.ok_or_else(|| {
+            Problem::not_found("Secret version", format!("{version} (the last {VERSIONS_KEPT} versions are kept)"))
+        })?;
         if let Some(request) = approval {
             diesel::update(requests::table.filter(requests::id.eq(request)))
                 .set((requests::status.eq("used"), requests::used_at.eq(timefmt::now())))
@@ -440,6 +429,30 @@ impl SecretsService {
             secret_value,
             revealed_at: timefmt::timestamp(timefmt::now()),
         })
+    }
+
+    /// `row`'s value at `version`, decrypted (`None`: no such version is kept).
+    pub(crate) async fn open_version(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestCtx,
+        row: &SecretRow,
+        version: i32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let ciphertext: Option<Vec<u8>> = secret_versions::table
+            .filter(secret_versions::organization_id.eq(ctx.organization_id))
+            .filter(secret_versions::secret_id.eq(row.id))
+            .filter(secret_versions::version.eq(version))
+            .select(secret_versions::ciphertext)
+            .first(tx.conn())
+            .await
+            .optional()?;
+        let Some(ciphertext) = ciphertext else { return Ok(None) };
+        let value = self
+            .vault
+            .decrypt(tx, ctx.organization_id, row.data_key_id, &record_of(row.id), &field_of(version), &ciphertext)
+            .await?;
+        Ok(Some(value))
     }
 
     /// The platform's vault (data keys) this service encrypts through.
@@ -663,17 +676,11 @@ async fn check_owner(tx: &mut Tx, ctx: &RequestCtx, owner: Option<Uuid>) -> Resu
 }
 
 fn unique_name(result: diesel::QueryResult<usize>, name: &str) -> Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let e = custos_db::DbError::from(e);
-            if e.is_unique_violation() {
-                Err(Problem::conflict("A secret with this name exists", format!("name {name:?} is taken")).into())
-            } else {
-                Err(e.into())
-            }
-        }
-    }
+    result.map(drop).map_err(|e| {
+        custos_db::DbError::from(e)
+            .unique_as_conflict("A secret with this name exists", format!("name {name:?} is taken"))
+            .into()
+    })
 }
 
 fn validate(input: pb::SecretInput) -> Result<SecretFields> {

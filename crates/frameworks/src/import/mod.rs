@@ -264,7 +264,7 @@ fn read_custos(text: &str) -> Result<Document, Vec<Issue>> {
             None => vec![issue],
         }
     };
-    let mapping = text.lines().any(|l| l.trim() == format!("format: {}", catalog::MAPPING_FORMAT));
+    let mapping = catalog::is_mapping_file(text);
     let mut document = Document { format: Format::Custos, frameworks: vec![], mapping_sets: vec![], warnings: vec![] };
     if mapping {
         let set: CatalogMapping = serde_yaml_ng::from_str(text).map_err(yaml_issue)?;
