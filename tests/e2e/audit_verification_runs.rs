@@ -193,6 +193,22 @@ async fn a_resumed_verification_catches_later_tampering_and_refuses_a_forged_sta
     assert_eq!((run["status"].clone(), run["first_bad_seq"].clone()), (json!("failed"), json!(30)), "{run}");
     assert!(run["problem"].as_str().unwrap().contains("hash mismatch"), "{run}");
     assert_eq!(verify(&s, &org).await["first_bad_seq"], 10);
+    // Each failed verification is an event for the notification channels, with where it failed.
+    #[derive(diesel::QueryableByName)]
+    struct Event {
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        payload: Value,
+    }
+    let events: Vec<Event> = diesel::sql_query(format!(
+        "SELECT payload FROM notification_outbox WHERE organization_id = '{org_id}'
+            AND event_type = 'audit.verification_failed' ORDER BY created_at"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let bad: Vec<Value> = events.iter().map(|e| e.payload["first_bad_seq"].clone()).collect();
+    assert_eq!(bad, [json!(30), json!(10)]);
+    assert_eq!(events[0].payload["verification"], json!(id));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,7 @@
 //! End-to-end scenarios: each test starts the real gateway over its own PostgreSQL database and
 //! talks to it over REST or gRPC, as a client would.
 
+mod access_reviews;
 mod adding_a_domain;
 mod audit_chain;
 mod audit_contents;
@@ -9,6 +10,7 @@ mod auth_rest;
 mod catalogue_import;
 mod catalogue_versions;
 mod checkpoints_plans_rest;
+mod deadline_events;
 mod edge;
 mod evidence_grpc;
 mod evidence_rest;

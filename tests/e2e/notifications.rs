@@ -116,21 +116,6 @@ async fn webhook_channels_sign_their_test_sends_and_record_every_delivery() {
     assert_eq!(s.get(&format!("{CHANNELS}{id}/deliveries/"), &org.admin).await.0, 404);
 }
 
-/// Runs an organisation's schedule now (as an admin) and waits for its job to end.
-async fn run_schedule(s: &TestServer, token: &str, name: &str) -> Value {
-    let (status, job) = s.post(&format!("/api/compliance/schedules/{name}/run/"), token, json!({})).await;
-    assert_eq!(status.as_u16() / 100, 2, "{job}");
-    let id = job["id"].as_str().unwrap().to_owned();
-    for _ in 0..300 {
-        let (_, j) = s.get(&format!("/api/compliance/jobs/{id}/"), token).await;
-        if j["status"] == "succeeded" || j["status"] == "failed" {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} did not end");
-}
-
 /// An event written with the change it is about (a secret's rotation falling due) reaches the
 /// subscribed webhook, signed, once; a failing receiver is retried with backoff, each attempt
 /// recorded; channels not subscribed hear nothing.
@@ -167,8 +152,8 @@ async fn events_reach_subscribed_channels_through_the_outbox_with_retries() {
 
     // The first receiver fails: the delivery stays pending with its attempt recorded.
     receiver.set_status(503);
-    assert_eq!(run_schedule(&s, &org.admin, "secret-rotation").await["status"], "succeeded");
-    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    assert_eq!(s.run_schedule(&org.admin, "secret-rotation").await["status"], "succeeded");
+    assert_eq!(s.run_schedule(&org.admin, "notification-delivery").await["status"], "succeeded");
     receiver.wait_for(1, Duration::from_secs(10)).await;
     let (_, list) = s.get(&format!("{CHANNELS}{channel}/deliveries/"), &org.admin).await;
     let first = &list["results"][0];
@@ -177,7 +162,7 @@ async fn events_reach_subscribed_channels_through_the_outbox_with_retries() {
     // Retried once due (the backoff, brought forward here): delivered, the same idempotency key.
     receiver.set_status(200);
     diesel::sql_query("UPDATE notification_deliveries SET next_attempt_at = now()").execute(&mut conn).await.unwrap();
-    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    assert_eq!(s.run_schedule(&org.admin, "notification-delivery").await["status"], "succeeded");
     let got = receiver.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[0].header(signature::IDEMPOTENCY_HEADER), got[1].header(signature::IDEMPOTENCY_HEADER));
     let last = &got[1];
@@ -191,7 +176,7 @@ async fn events_reach_subscribed_channels_through_the_outbox_with_retries() {
         (json!("delivered"), json!(2))
     );
     // Once: a later run sends nothing more; the other channel heard nothing.
-    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    assert_eq!(s.run_schedule(&org.admin, "notification-delivery").await["status"], "succeeded");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.requests().len(), 2);
     assert!(other.requests().is_empty());
@@ -203,8 +188,11 @@ async fn events_reach_subscribed_channels_through_the_outbox_with_retries() {
 async fn email_channels_send_through_a_real_smtp_server() {
     use diesel_async::RunQueryDsl;
     let sink = custos_testkit::SmtpSink::start().await;
-    let smtp =
-        custos_notify::service::SmtpConfig { url: Some(sink.url()), from: Some("Custos <custos@acme.test>".into()) };
+    let smtp = custos_notify::service::SmtpConfig {
+        url: Some(sink.url()),
+        from: Some("Custos <custos@acme.test>".into()),
+        credentials: None,
+    };
     let s = TestServer::start_with(custos_testkit::ServerOptions { smtp: Some(smtp), ..Default::default() }).await;
     let org = s.org("acme").await;
     let (status, channel) = s
@@ -231,9 +219,39 @@ async fn email_channels_send_through_a_real_smtp_server() {
         .execute(&mut conn)
         .await
         .unwrap();
-    assert_eq!(run_schedule(&s, &org.admin, "secret-rotation").await["status"], "succeeded");
-    assert_eq!(run_schedule(&s, &org.admin, "notification-delivery").await["status"], "succeeded");
+    assert_eq!(s.run_schedule(&org.admin, "secret-rotation").await["status"], "succeeded");
+    assert_eq!(s.run_schedule(&org.admin, "notification-delivery").await["status"], "succeeded");
     let mails = sink.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(mails[1].subject, "[Custos] secret.rotation_due");
     assert!(mails[1].body.contains(secret["id"].as_str().unwrap()), "{}", mails[1].body);
+}
+
+/// An SMTP server that requires a login: the configured credentials are used; wrong ones make a
+/// failed delivery that says the server refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn email_logs_in_to_an_smtp_server_that_requires_it() {
+    let sink = custos_testkit::SmtpSink::start_with(&["--auth", "custos:s3cret"]).await;
+    for (password, delivered) in [("wrong", false), ("s3cret", true)] {
+        let smtp = custos_notify::service::SmtpConfig {
+            url: Some(sink.url()),
+            from: Some("custos@acme.test".into()),
+            credentials: Some(("custos".into(), password.into())),
+        };
+        let s = TestServer::start_with(custos_testkit::ServerOptions { smtp: Some(smtp), ..Default::default() }).await;
+        let org = s.org("acme").await;
+        let (_, channel) = s
+            .post(CHANNELS, &org.admin, json!({"name": "CISO", "kind": "email", "recipients": ["ciso@acme.test"]}))
+            .await;
+        let id = channel["id"].as_str().unwrap();
+        let (_, delivery) = s.post(&format!("{CHANNELS}{id}/test/"), &org.admin, json!({})).await;
+        if delivered {
+            assert_eq!(delivery["status"], "delivered", "{delivery}");
+            let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+            assert_eq!(mails[0].to, ["ciso@acme.test"]);
+        } else {
+            assert_eq!(delivery["status"], "failed", "{delivery}");
+            assert!(delivery["last_error"].as_str().unwrap().contains("refused"), "{delivery}");
+            assert!(sink.messages().await.is_empty());
+        }
+    }
 }

@@ -63,6 +63,8 @@ async fn hand_written_schema_matches_the_migrations() {
         notification_channels,
         notification_deliveries,
         notification_outbox,
+        access_reviews,
+        stale_access_findings,
         vault_master_keys,
         framework_requirement_counts,
         jobs,

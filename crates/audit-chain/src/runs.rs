@@ -454,6 +454,17 @@ impl Run {
             row.snapshot(),
         )
         .await?;
+        if !report.ok {
+            // Whoever subscribed hears of it with the run's outcome, once.
+            let event = serde_json::json!({
+                "verification": row.id,
+                "depth": row.depth,
+                "first_bad_seq": row.first_bad_seq,
+                "problem": row.problem,
+                "entries_checked": row.entries_checked,
+            });
+            custos_db::outbox::emit(&mut tx, row.organization_id, VERIFICATION_FAILED, event).await?;
+        }
         tx.commit().await?;
         metrics::counter!(
             "custos_audit_verifications_total",
@@ -464,6 +475,9 @@ impl Run {
         Ok((row.id, report))
     }
 }
+
+/// The event a failed verification emits (notification channels subscribe to it).
+pub const VERIFICATION_FAILED: &str = "audit.verification_failed";
 
 /// Writes `row` as it now is, provided its runner still holds the run (a runner that lost it to a
 /// resumption must not overwrite the one that took it over).

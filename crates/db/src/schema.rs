@@ -516,6 +516,7 @@ diesel::table! {
         payload -> Jsonb,
         created_at -> Timestamptz,
         dispatched_at -> Nullable<Timestamptz>,
+        once_key -> Nullable<Text>,
     }
 }
 
@@ -618,6 +619,47 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    access_reviews (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        status -> Text,
+        stale_after_days -> Int4,
+        started_by -> Text,
+        started_at -> Timestamptz,
+        job_id -> Nullable<Uuid>,
+        collected_at -> Nullable<Timestamptz>,
+        signed_off_by -> Nullable<Text>,
+        signed_off_at -> Nullable<Timestamptz>,
+        sign_off_comment -> Nullable<Text>,
+        report -> Nullable<Text>,
+        report_sha256 -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    stale_access_findings (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        review_id -> Uuid,
+        kind -> Text,
+        user_id -> Uuid,
+        token_id -> Nullable<Uuid>,
+        user_email -> Text,
+        user_role -> Text,
+        token_prefix -> Nullable<Text>,
+        token_name -> Nullable<Text>,
+        last_activity_at -> Nullable<Timestamptz>,
+        reason -> Text,
+        status -> Text,
+        action -> Nullable<Text>,
+        justification -> Nullable<Text>,
+        resolved_by -> Nullable<Text>,
+        resolved_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -625,7 +667,10 @@ diesel::joinable!(custody_records -> evidence (evidence_id));
 diesel::joinable!(evidence_requirements -> evidence (evidence_id));
 diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
+diesel::joinable!(stale_access_findings -> access_reviews (review_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    access_reviews,
+    stale_access_findings,
     organizations,
     notification_channels,
     notification_deliveries,

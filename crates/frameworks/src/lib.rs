@@ -8,6 +8,7 @@
 //! * [`mappings`] — cross-framework mappings between requirements, read in both directions.
 //! * [`grpc`] — the thin tonic adapter.
 
+pub mod assessment_watch;
 pub mod catalog;
 pub mod grpc;
 pub mod import;

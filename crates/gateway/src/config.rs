@@ -43,6 +43,9 @@ pub struct Config {
     pub vault: VaultConfig,
     /// E-mail notifications' SMTP server (`CUSTOS_SMTP_URL`, `CUSTOS_SMTP_FROM`).
     pub smtp: custos_notify::service::SmtpConfig,
+    /// Access reviews (`CUSTOS_ACCESS_REVIEW_STALE_DAYS`: days without use that make a user or
+    /// token stale, 90 by default).
+    pub access_reviews: custos_identity::reviews::ReviewSettings,
 }
 
 /// The settings the vault's master keys are read from, as given (never shown: `Debug` names
@@ -308,7 +311,8 @@ impl Config {
             connections: connections_from_env()?,
             jobs: JobsConfig::from_env()?,
             vault: VaultConfig::from_env(),
-            smtp: custos_notify::service::SmtpConfig { url: var("CUSTOS_SMTP_URL"), from: var("CUSTOS_SMTP_FROM") },
+            smtp: smtp_from_env()?,
+            access_reviews: access_reviews_from_env()?,
             database_url,
             http_addr: parsed("CUSTOS_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             grpc_addr: parsed("CUSTOS_GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
@@ -323,6 +327,47 @@ impl Config {
             log_json: var("CUSTOS_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),
         })
     }
+}
+
+/// `CUSTOS_SMTP_URL`, `CUSTOS_SMTP_FROM`, and the login kept out of the URL:
+/// `CUSTOS_SMTP_USERNAME` with `CUSTOS_SMTP_PASSWORD` or `CUSTOS_SMTP_PASSWORD_FILE` (its first
+/// line, so a file written by `echo` works).
+fn smtp_from_env() -> Result<custos_notify::service::SmtpConfig, ConfigError> {
+    let password = match (var("CUSTOS_SMTP_PASSWORD"), var("CUSTOS_SMTP_PASSWORD_FILE")) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError("set CUSTOS_SMTP_PASSWORD or CUSTOS_SMTP_PASSWORD_FILE, not both".into()));
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError(format!("CUSTOS_SMTP_PASSWORD_FILE {path}: {e}")))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let credentials = match (var("CUSTOS_SMTP_USERNAME"), password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError(
+                "CUSTOS_SMTP_USERNAME needs CUSTOS_SMTP_PASSWORD or CUSTOS_SMTP_PASSWORD_FILE".into(),
+            ));
+        }
+        (None, Some(_)) => return Err(ConfigError("an SMTP password needs CUSTOS_SMTP_USERNAME".into())),
+    };
+    Ok(custos_notify::service::SmtpConfig { url: var("CUSTOS_SMTP_URL"), from: var("CUSTOS_SMTP_FROM"), credentials })
+}
+
+fn access_reviews_from_env() -> Result<custos_identity::reviews::ReviewSettings, ConfigError> {
+    const NAME: &str = "CUSTOS_ACCESS_REVIEW_STALE_DAYS";
+    let days: i32 = parsed(NAME, custos_identity::reviews::DEFAULT_STALE_AFTER_DAYS)?;
+    if !(1..=3650).contains(&days) {
+        return Err(ConfigError(format!("{NAME}={days} is invalid: a number of days between 1 and 3650")));
+    }
+    Ok(custos_identity::reviews::ReviewSettings { stale_after_days: days })
 }
 
 fn positive(name: &str, default: u32) -> Result<u32, ConfigError> {

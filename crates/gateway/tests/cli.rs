@@ -67,6 +67,7 @@ fn every_subcommand_has_help() {
         vec!["jobs", "list", "--help"],
         vec!["framework", "import", "--help"],
         vec!["framework", "export", "--help"],
+        vec!["access-review", "run", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -96,6 +97,20 @@ fn configuration_errors_are_one_line_without_panics() {
         .output()
         .unwrap();
     assert_clean_failure(&o, "CUSTOS_HTTP_ADDR");
+    for (var, value, mentions) in [
+        ("CUSTOS_SMTP_USERNAME", "custos", "CUSTOS_SMTP_USERNAME needs"),
+        ("CUSTOS_SMTP_PASSWORD", "s3cret", "needs CUSTOS_SMTP_USERNAME"),
+        ("CUSTOS_SMTP_PASSWORD_FILE", "/nonexistent/smtp-password", "CUSTOS_SMTP_PASSWORD_FILE"),
+        ("CUSTOS_ACCESS_REVIEW_STALE_DAYS", "0", "CUSTOS_ACCESS_REVIEW_STALE_DAYS"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_custos"))
+            .arg("serve")
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_clean_failure(&o, mentions);
+    }
     let o = custos(
         &["token", "create", "--org", "acme", "--email", "a@b.c", "--role", "root"],
         Some("postgres://postgres@127.0.0.1:1/x"),
@@ -483,6 +498,36 @@ async fn jobs_commands_run_a_schedule_here_and_show_every_job() {
     assert!(stdout(&o).contains("\"organization_id\""), "{}", stdout(&o));
     assert_clean_failure(&run(&["jobs", "show", "nope"]), "not a job id");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs WHERE created_by LIKE 'operator:%'").await, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `custos access-review run` runs a review here, for one organisation or every one in turn,
+/// started by the operator; the findings wait for decisions over the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_review_run_reviews_one_organisation_or_every_one() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-review-cli-{}", db.name));
+    let run = |args: &[&str]| custos_in(args, &db.url, &dir);
+    assert!(run(&["migrate"]).status.success());
+    for slug in ["acme", "globex"] {
+        assert!(run(&["org", "create", slug, "--name", slug]).status.success());
+        let o = run(&["token", "create", "--org", slug, "--email", &format!("admin@{slug}.test"), "--role", "admin"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = run(&["access-review", "run", "--org", "acme"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("access review of acme") && out.contains("\"status\": \"succeeded\""), "{out}");
+    // The admin's unconfirmed access and their token without expiry.
+    assert!(out.contains("\"findings\": 2"), "{out}");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM access_reviews WHERE status = 'in_review'").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM access_reviews WHERE started_by LIKE 'operator:%'").await, 1);
+    let o = run(&["access-review", "run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("access review of globex"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM access_reviews").await, 3);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM stale_access_findings").await, 6);
+    assert_clean_failure(&run(&["access-review", "run", "--org", "nope"]), "nope");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

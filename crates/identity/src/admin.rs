@@ -85,17 +85,7 @@ impl IdentityService {
     pub async fn update_user(&self, ctx: &RequestCtx, req: pb::UpdateUserRequest) -> Result<pb::User> {
         let id = parse_user_id(&req.id)?;
         let mut tx = self.db.begin_as(ctx, Access::Admin).await?;
-        // Changes of users are serialised per organisation: two admins demoting each other at
-        // once would otherwise each see the other still admin, and leave none.
-        tx.lock_named(&format!("custos users {}", ctx.organization_id)).await?;
-        // The caller was an admin when their request was authenticated; under the lock, an admin
-        // demoted or deactivated meanwhile (by a change that committed first) changes no one.
-        if let Some(me) = ctx.actor.user_id() {
-            let caller = find_user(&mut tx, ctx, me, false).await?;
-            if !(caller.is_active && caller.role == RoleName::Admin) {
-                return Err(IdentityError::NotAllowed("You are no longer an active admin"));
-            }
-        }
+        lock_users(&mut tx, ctx).await?;
         let current = find_user(&mut tx, ctx, id, true).await?;
         let mask = req.update_mask.as_ref().map(|m| m.paths.as_slice());
         let Some(input) = update::apply::<_, pb::User>(current.to_input(), req.user.unwrap_or_default(), mask)? else {
@@ -111,28 +101,7 @@ impl IdentityService {
             tx.commit().await?;
             return Ok(current.to_pb());
         }
-        let stays_admin = role == RoleName::Admin && is_active;
-        if current.role == RoleName::Admin && current.is_active && !stays_admin {
-            let other_admins: i64 = users::table
-                .filter(users::organization_id.eq(ctx.organization_id))
-                .filter(users::role.eq(RoleName::Admin))
-                .filter(users::is_active.eq(true))
-                .filter(users::id.ne(id))
-                .count()
-                .get_result(tx.conn())
-                .await?;
-            if other_admins == 0 {
-                return Err(IdentityError::LastAdmin(id));
-            }
-        }
-        let after: UserRow = diesel::update(
-            users::table.filter(users::organization_id.eq(ctx.organization_id)).filter(users::id.eq(id)),
-        )
-        .set((users::role.eq(role), users::is_active.eq(is_active), users::updated_at.eq(timefmt::now())))
-        .returning(UserRow::as_returning())
-        .get_result(tx.conn())
-        .await?;
-        record_change(&mut tx, ctx, "update", "user", id, current.audited(), after.audited()).await?;
+        let after = set_user_access(&mut tx, ctx, &current, role, is_active).await?;
         tx.commit().await?;
         // The user's tokens act with the new role, or not at all, from the next request on.
         self.changes.changed();
@@ -283,18 +252,83 @@ impl IdentityService {
             tx.commit().await?;
             return Ok(current.to_pb(&owner.email, owner.role, now));
         }
-        let after: TokenRow = diesel::update(
-            api_tokens::table.filter(api_tokens::organization_id.eq(ctx.organization_id)).filter(api_tokens::id.eq(id)),
-        )
-        .set(api_tokens::revoked_at.eq(now))
-        .returning(TokenRow::as_returning())
-        .get_result(tx.conn())
-        .await?;
-        record_change(&mut tx, ctx, "revoke", "api_token", id, current.audited(), after.audited()).await?;
+        let after = revoke_token(&mut tx, ctx, &current, now).await?;
         tx.commit().await?;
         self.changes.changed();
         Ok(after.to_pb(&owner.email, owner.role, now))
     }
+}
+
+/// Serialises changes of an organisation's users (two admins demoting each other at once would
+/// otherwise each see the other still admin, and leave none) and, under that lock, refuses a
+/// caller who was an admin when their request was authenticated but has been demoted or
+/// deactivated meanwhile by a change that committed first.
+pub(crate) async fn lock_users(tx: &mut Tx, ctx: &RequestCtx) -> Result<()> {
+    tx.lock_named(&format!("custos users {}", ctx.organization_id)).await?;
+    if let Some(me) = ctx.actor.user_id() {
+        let caller = find_user(tx, ctx, me, false).await?;
+        if !(caller.is_active && caller.role == RoleName::Admin) {
+            return Err(IdentityError::NotAllowed("You are no longer an active admin"));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `current` (locked, under [`lock_users`]) this role and activity, keeping an active admin
+/// in the organisation, and records the change. The caller commits and then tells the
+/// authenticators (`CredentialChanges::changed`), so the user's tokens act with the new role, or
+/// not at all, from the next request on.
+pub(crate) async fn set_user_access(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    current: &UserRow,
+    role: RoleName,
+    is_active: bool,
+) -> Result<UserRow> {
+    let id = current.id;
+    let stays_admin = role == RoleName::Admin && is_active;
+    if current.role == RoleName::Admin && current.is_active && !stays_admin {
+        let other_admins: i64 = users::table
+            .filter(users::organization_id.eq(ctx.organization_id))
+            .filter(users::role.eq(RoleName::Admin))
+            .filter(users::is_active.eq(true))
+            .filter(users::id.ne(id))
+            .count()
+            .get_result(tx.conn())
+            .await?;
+        if other_admins == 0 {
+            return Err(IdentityError::LastAdmin(id));
+        }
+    }
+    let after: UserRow =
+        diesel::update(users::table.filter(users::organization_id.eq(ctx.organization_id)).filter(users::id.eq(id)))
+            .set((users::role.eq(role), users::is_active.eq(is_active), users::updated_at.eq(timefmt::now())))
+            .returning(UserRow::as_returning())
+            .get_result(tx.conn())
+            .await?;
+    record_change(tx, ctx, "update", "user", id, current.audited(), after.audited()).await?;
+    Ok(after)
+}
+
+/// Revokes `current` (a token row locked by the caller, not yet revoked) as of `now` and records
+/// it. The caller commits and then tells the authenticators.
+pub(crate) async fn revoke_token(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    current: &TokenRow,
+    now: OffsetDateTime,
+) -> Result<TokenRow> {
+    let after: TokenRow = diesel::update(
+        api_tokens::table
+            .filter(api_tokens::organization_id.eq(ctx.organization_id))
+            .filter(api_tokens::id.eq(current.id)),
+    )
+    .set(api_tokens::revoked_at.eq(now))
+    .returning(TokenRow::as_returning())
+    .get_result(tx.conn())
+    .await?;
+    record_change(tx, ctx, "revoke", "api_token", current.id, current.audited(), after.audited()).await?;
+    Ok(after)
 }
 
 /// A user id from a path: a malformed one names no one (404).
@@ -307,7 +341,7 @@ fn path_id(raw: &str) -> Option<Uuid> {
 }
 
 /// A user of the caller's organisation, locked against concurrent change if `lock`.
-async fn find_user(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> Result<UserRow> {
+pub(crate) async fn find_user(tx: &mut Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> Result<UserRow> {
     let q = users::table
         .filter(users::organization_id.eq(ctx.organization_id))
         .filter(users::id.eq(id))

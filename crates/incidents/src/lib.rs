@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod model;
 pub mod service;
 pub mod sla;
+pub mod sla_watch;
 
 pub use service::{IncidentsError, IncidentsService};
 pub use sla::Slas;

@@ -116,6 +116,11 @@ impl Job {
         &self.inner.row.kind
     }
 
+    /// Who started the job: `user:<id>`, `operator:<name>` or `schedule:<name>`.
+    pub fn created_by(&self) -> &str {
+        &self.inner.row.created_by
+    }
+
     /// The organisation the job belongs to (`None`: a platform job).
     pub fn organization(&self) -> Option<Uuid> {
         self.inner.row.organization_id

@@ -210,11 +210,15 @@ const SECRET_FIELD: &str = "signing_secret";
 const EMAIL_NOT_YET: &str = "no SMTP server is configured: set CUSTOS_SMTP_URL and CUSTOS_SMTP_FROM";
 
 /// Where e-mail goes out: `CUSTOS_SMTP_URL` (`smtp://host:port`, `smtps://…`, or
-/// `smtp://…?tls=starttls`; user and password in the URL) and `CUSTOS_SMTP_FROM`.
+/// `smtp://…?tls=starttls`) and `CUSTOS_SMTP_FROM`; the login either in the URL or, kept out of
+/// it (and out of process listings), `CUSTOS_SMTP_USERNAME` with `CUSTOS_SMTP_PASSWORD` or
+/// `CUSTOS_SMTP_PASSWORD_FILE`. Never `Debug`: it may hold a password.
 #[derive(Clone, Default)]
 pub struct SmtpConfig {
     pub url: Option<String>,
     pub from: Option<String>,
+    /// The login, when not in the URL: user name and password.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Notification channels and their test sends.
@@ -250,10 +254,14 @@ impl NotifyService {
         };
         // Custos's documented `tls=starttls` is lettre's `tls=required`.
         let url = url.replace("tls=starttls", "tls=required");
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
             .map_err(|e| format!("CUSTOS_SMTP_URL: {e}"))?
-            .timeout(Some(WEBHOOK_TIMEOUT))
-            .build();
+            .timeout(Some(WEBHOOK_TIMEOUT));
+        if let Some((user, password)) = &self.smtp.credentials {
+            builder = builder
+                .credentials(lettre::transport::smtp::authentication::Credentials::new(user.clone(), password.clone()));
+        }
+        let transport = builder.build();
         let mut message = Message::builder()
             .from(from.parse().map_err(|e| format!("CUSTOS_SMTP_FROM: {e}"))?)
             .subject(format!("[Custos] {event_type}"));

@@ -21,7 +21,7 @@ use custos_gateway::{Config, RunningServer};
 use custos_identity::JwtConfig;
 use diesel_async::RunQueryDsl;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -349,6 +349,7 @@ impl TestServer {
             // A master key generated under the test's data directory unless the test gives one.
             vault: options.vault.unwrap_or_default(),
             smtp: options.smtp.unwrap_or_default(),
+            access_reviews: Default::default(),
         };
         let domains: Vec<_> =
             custos_gateway::domains::ALL.iter().chain(options.extra_domains.iter().copied()).collect();
@@ -556,6 +557,26 @@ impl TestServer {
             .expect("connect gRPC");
         let header = authorization.map(|a| a.parse().expect("ascii header"));
         InterceptedService::new(channel, AuthHeader(header))
+    }
+
+    /// Runs an organisation's schedule now (as `token`, an admin) and answers its job once it
+    /// has ended (succeeded or failed).
+    pub async fn run_schedule(&self, token: &str, name: &str) -> Value {
+        let (status, job) = self.post(&format!("/api/compliance/schedules/{name}/run/"), token, json!({})).await;
+        assert_eq!(status.as_u16() / 100, 2, "{job}");
+        self.wait_for_job(token, job["id"].as_str().expect("the job's id")).await
+    }
+
+    /// Waits (up to 30 s) for a job to end (succeeded, failed or cancelled) and answers it.
+    pub async fn wait_for_job(&self, token: &str, id: &str) -> Value {
+        for _ in 0..300 {
+            let (_, job) = self.get(&format!("/api/compliance/jobs/{id}/"), token).await;
+            if ["succeeded", "failed", "cancelled"].iter().any(|s| job["status"] == *s) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not end within 30 s");
     }
 
     /// Number of audit entries of the organisation with this action and resource type, whether

@@ -1,13 +1,14 @@
-//! Frameworks and requirements (seed 000): their endpoints, gRPC service, the import job, and
-//! `custos seed` / `custos framework import|export`.
+//! Frameworks and requirements (seed 000): their endpoints, gRPC service, the import job, the
+//! daily assessment watch, and `custos seed` / `custos framework import|export`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use custos_core::Problem;
 use custos_core::RequestCtx;
-use custos_frameworks::catalog;
 use custos_frameworks::import::{self, IMPORT_MAX_BYTES};
+use custos_frameworks::{assessment_watch, catalog};
+use custos_jobs::{ScheduleDef, Scope};
 use custos_proto::v1 as pb;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
 use futures::StreamExt;
@@ -43,6 +44,9 @@ async fn read_document(mut file: IncomingFile) -> Result<String, Problem> {
         Problem::new(custos_core::ErrorKind::Unprocessable, "The document is not UTF-8 text", e.to_string())
     })
 }
+
+/// The daily watch announcing requirements whose next assessment date has passed.
+pub const ASSESSMENT_WATCH_SCHEDULE: &str = "assessment-watch";
 
 const FW: &str = "/api/compliance/frameworks/";
 const FW_ID: &str = "/api/compliance/frameworks/{id}/";
@@ -196,7 +200,14 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 .max_decoding_message_size(IMPORT_MAX_BYTES as usize + 64 * 1024)
                 .max_encoding_message_size(IMPORT_MAX_BYTES as usize + 64 * 1024),
         )],
-        jobs: vec![import::import_job()],
+        jobs: vec![import::import_job(), assessment_watch::assessment_watch_job(s.clone())],
+        schedules: vec![ScheduleDef::new(
+            ASSESSMENT_WATCH_SCHEDULE,
+            assessment_watch::ASSESSMENT_WATCH_JOB,
+            Scope::Organization,
+            "0 6 * * *",
+            "Announces requirements whose next assessment date has passed (once per due date)",
+        )],
         ..Serving::default()
     }
 }

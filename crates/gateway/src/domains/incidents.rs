@@ -1,6 +1,8 @@
 //! Incident response (seed 003): incidents, vulnerabilities, compliance checkpoints and response
-//! plans.
+//! plans; the SLA watch announcing missed deadlines (the `sla-watch` schedule).
 
+use custos_incidents::sla_watch;
+use custos_jobs::{ScheduleDef, Scope};
 use custos_proto::v1::incidents_service_server::IncidentsServiceServer;
 use http::StatusCode;
 
@@ -24,6 +26,9 @@ const CP: &str = "/api/compliance/compliance-checkpoints/";
 const CP_ID: &str = "/api/compliance/compliance-checkpoints/{id}/";
 const PLAN: &str = "/api/compliance/incident-response-plans/";
 const PLAN_ID: &str = "/api/compliance/incident-response-plans/{id}/";
+
+/// The SLA watch: every five minutes, missed incident and vulnerability deadlines are announced.
+pub const SLA_WATCH_SCHEDULE: &str = "sla-watch";
 
 fn serve(app: &App, _config: &Config) -> Serving {
     let s = &app.incidents;
@@ -125,6 +130,14 @@ fn serve(app: &App, _config: &Config) -> Serving {
             ],
         },
         grpc: vec![GrpcService::new(IncidentsServiceServer::new(app.incidents.clone()))],
+        jobs: vec![sla_watch::sla_watch_job(app.incidents.clone())],
+        schedules: vec![ScheduleDef::new(
+            SLA_WATCH_SCHEDULE,
+            sla_watch::SLA_WATCH_JOB,
+            Scope::Organization,
+            "*/5 * * * *",
+            "Announces incidents and vulnerabilities whose SLA deadline has passed unmet (once per deadline)",
+        )],
         ..Serving::default()
     }
 }

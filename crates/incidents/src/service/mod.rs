@@ -41,6 +41,10 @@ impl IncidentsService {
         &self.slas
     }
 
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     async fn begin(&self, ctx: &RequestCtx, access: Access) -> Result<Tx> {
         Ok(self.db.begin_as(ctx, access).await?)
     }
