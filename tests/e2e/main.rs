@@ -31,6 +31,7 @@ mod oscal_validator;
 mod partial_updates;
 mod platform;
 mod requirements_rest;
+mod retention;
 mod schema_drift;
 mod secrets;
 mod tenancy;

@@ -65,6 +65,7 @@ async fn hand_written_schema_matches_the_migrations() {
         notification_outbox,
         access_reviews,
         stale_access_findings,
+        retention_policies,
         vault_master_keys,
         framework_requirement_counts,
         jobs,

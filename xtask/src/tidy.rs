@@ -38,6 +38,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-jobs", Domain),
     ("custos-vault", Domain),
     ("custos-notify", Domain),
+    ("custos-retention", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),

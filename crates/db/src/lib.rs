@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod prepared;
 pub mod refs;
 pub mod schema;
+pub mod values;
 
 use std::time::Duration;
 

@@ -660,6 +660,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retention_policies (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        description -> Text,
+        policy_type -> Text,
+        entity_type -> Text,
+        retention_period -> Int4,
+        retention_unit -> Text,
+        deletion_method -> Text,
+        auto_archive -> Bool,
+        auto_delete -> Bool,
+        data_classification_levels -> Array<Text>,
+        incident_categories -> Array<Text>,
+        applicable_frameworks -> Array<Uuid>,
+        legal_hold_override -> Bool,
+        is_active -> Bool,
+        locked -> Bool,
+        locked_at -> Nullable<Timestamptz>,
+        locked_by -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -669,6 +695,7 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::joinable!(stale_access_findings -> access_reviews (review_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    retention_policies,
     access_reviews,
     stale_access_findings,
     organizations,

@@ -31,28 +31,9 @@ impl Severity {
     }
 }
 
-choice! {
-    /// Incident categories; also the `incident_type` of response plans.
-    pub enum Category {
-        DataBreach = "DATA_BREACH",
-        SecurityBreach = "SECURITY_BREACH",
-        ServiceOutage = "SERVICE_OUTAGE",
-        PolicyViolation = "POLICY_VIOLATION",
-        Malware = "MALWARE",
-        Phishing = "PHISHING",
-        UnauthorizedAccess = "UNAUTHORIZED_ACCESS",
-        Other = "OTHER",
-    }
-}
-
-choice! {
-    pub enum DataClassification {
-        Public = "PUBLIC",
-        Internal = "INTERNAL",
-        Confidential = "CONFIDENTIAL",
-        Restricted = "RESTRICTED",
-    }
-}
+// An incident's category and data classification are read by other domains too (retention
+// scopes policies by them): they live in the kernel, `custos_db::values`.
+pub use custos_db::values::{Category, DataClassification};
 
 choice! {
     pub enum IncidentStatus {

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod incidents;
 pub mod jobs;
 pub mod notify;
+pub mod retention;
 pub mod vault;
 
 use std::convert::Infallible;
@@ -39,6 +40,7 @@ pub const ALL: &[Domain] = &[
     jobs::DOMAIN,
     vault::DOMAIN,
     notify::DOMAIN,
+    retention::DOMAIN,
 ];
 
 /// A domain as the gateway sees it.

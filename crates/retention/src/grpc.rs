@@ -1,0 +1,44 @@
+//! Thin tonic adapter over [`RetentionService`].
+
+use custos_grpc::unary;
+use custos_proto::v1 as pb;
+use custos_proto::v1::retention_service_server::RetentionService as RetentionApi;
+use tonic::{Request, Response, Status};
+
+use crate::RetentionService;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RetentionApi for RetentionService {
+    async fn list_retention_policies(
+        &self,
+        r: Request<pb::ListRetentionPoliciesRequest>,
+    ) -> Reply<pb::ListRetentionPoliciesResponse> {
+        unary(r, async |ctx, m| self.list_retention_policies(&ctx, m).await).await
+    }
+    async fn get_retention_policy(&self, r: Request<pb::GetRetentionPolicyRequest>) -> Reply<pb::RetentionPolicy> {
+        unary(r, async |ctx, m| self.get_retention_policy(&ctx, m).await).await
+    }
+    async fn create_retention_policy(
+        &self,
+        r: Request<pb::CreateRetentionPolicyRequest>,
+    ) -> Reply<pb::RetentionPolicy> {
+        unary(r, async |ctx, m| self.create_retention_policy(&ctx, m).await).await
+    }
+    async fn update_retention_policy(
+        &self,
+        r: Request<pb::UpdateRetentionPolicyRequest>,
+    ) -> Reply<pb::RetentionPolicy> {
+        unary(r, async |ctx, m| self.update_retention_policy(&ctx, m).await).await
+    }
+    async fn delete_retention_policy(
+        &self,
+        r: Request<pb::DeleteRetentionPolicyRequest>,
+    ) -> Reply<pb::DeleteRetentionPolicyResponse> {
+        unary(r, async |ctx, m| self.delete_retention_policy(&ctx, m).await).await
+    }
+    async fn explain_retention(&self, r: Request<pb::ExplainRetentionRequest>) -> Reply<pb::RetentionExplanation> {
+        unary(r, async |ctx, m| self.explain_retention(&ctx, m).await).await
+    }
+}

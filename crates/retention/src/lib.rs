@@ -1,0 +1,39 @@
+//! Retention (seeds 000 and 004): retention policies ([`policies`]), the precedence that decides
+//! for each record how long it is kept and when and how it goes, implemented once
+//! ([`precedence`]: a legal hold beats any deletion; retention wins over deletion and the longest
+//! retention wins; an explicit scope beats an implicit one; the shortest deletion period wins),
+//! and its explanation for one record ([`explain`]). Runs, archives, policy-as-code and data
+//! residency come next (issue 31).
+
+pub mod explain;
+pub mod grpc;
+pub mod model;
+pub mod policies;
+pub mod precedence;
+
+use custos_db::{Db, Holds};
+use custos_proto::v1 as pb;
+
+custos_db::service_error! {
+    pub enum RetentionError {}
+}
+
+pub(crate) type Result<T, E = RetentionError> = std::result::Result<T, E>;
+
+custos_core::page_responses! {
+    pb::ListRetentionPoliciesResponse { pb::RetentionPolicy } + next_cursor;
+}
+
+/// Retention, written once: REST, gRPC and the CLI call it.
+#[derive(Clone)]
+pub struct RetentionService {
+    pub(crate) db: Db,
+    /// The legal-hold check (what holds a record).
+    pub(crate) holds: Holds,
+}
+
+impl RetentionService {
+    pub fn new(db: Db, holds: Holds) -> Self {
+        RetentionService { db, holds }
+    }
+}
