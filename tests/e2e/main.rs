@@ -32,6 +32,7 @@ mod partial_updates;
 mod platform;
 mod requirements_rest;
 mod retention;
+mod retention_runs;
 mod schema_drift;
 mod secrets;
 mod tenancy;

@@ -66,6 +66,8 @@ async fn hand_written_schema_matches_the_migrations() {
         access_reviews,
         stale_access_findings,
         retention_policies,
+        retention_runs,
+        retention_run_items,
         vault_master_keys,
         framework_requirement_counts,
         jobs,

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,…] | bench jobs [--jobs N] | bench catalogue [--requirements N] | bench vault [--rows N] | pg start|stop|url>"
+                "usage: cargo xtask <run | test [ARGS] | test-s3 | bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,…] | bench jobs [--jobs N] | bench catalogue [--requirements N] | bench vault [--rows N] | bench retention [--incidents N] | pg start|stop|url>"
             );
             return ExitCode::from(2);
         }
@@ -315,10 +315,12 @@ fn create_bucket(port: u16, bucket: &str) -> Result {
 /// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]` / `bench lists [--sizes …]` / `bench jobs [--jobs N]` / `bench catalogue [--requirements N]` / `bench vault [--rows N]`: release build of
 /// `custos-bench`, against the same PostgreSQL the tests use.
 fn bench(args: &[String]) -> Result {
-    if !matches!(args.first().map(String::as_str), Some("audit" | "upload" | "lists" | "jobs" | "catalogue" | "vault"))
-    {
+    if !matches!(
+        args.first().map(String::as_str),
+        Some("audit" | "upload" | "lists" | "jobs" | "catalogue" | "vault" | "retention")
+    ) {
         return Err(
-            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N] | bench jobs [--jobs N] [--runs R] [--concurrency C] | bench catalogue [--runs R] [--requirements N] | bench vault [--rows N] [--runs R]"
+            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N] | bench jobs [--jobs N] [--runs R] [--concurrency C] | bench catalogue [--runs R] [--requirements N] | bench vault [--rows N] [--runs R] | bench retention [--incidents N] [--held-percent P]"
                 .into(),
         );
     }

@@ -16,6 +16,7 @@ mod catalogue;
 mod cpu;
 mod jobs;
 mod lists;
+mod retention;
 mod upload;
 mod vault;
 
@@ -206,6 +207,9 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("jobs") {
         return jobs::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("retention") {
+        return retention::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("vault") {
         return vault::run(&args[2..]).await;
     }
@@ -220,7 +224,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | vault [--rows N] [--runs R] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | vault [--rows N] [--runs R] | retention [--incidents N] [--held-percent P] | leaf"
         );
         std::process::exit(2);
     }

@@ -74,6 +74,15 @@ pub trait HoldCheck<C: ?Sized>: Send + Sync {
         organization_id: Uuid,
         evidence_ids: &'a [Uuid],
     ) -> HoldsByIdFuture<'a>;
+
+    /// The holds covering each of `incident_ids`, oldest first, without locking anything: for a
+    /// batch that has locked the incidents itself (a retention run), or for showing them.
+    fn holds_on_incidents<'a>(
+        &'a self,
+        conn: &'a mut C,
+        organization_id: Uuid,
+        incident_ids: &'a [Uuid],
+    ) -> HoldsByIdFuture<'a>;
 }
 
 /// Refuses with 409 naming every hold when `target` is held; `action` says what was refused

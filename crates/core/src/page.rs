@@ -281,6 +281,17 @@ impl CursorKey for (String, Uuid) {
     }
 }
 
+/// `id`: lists ordered by an id alone (a run's items, by record).
+impl CursorKey for Uuid {
+    fn write(&self) -> String {
+        self.to_string()
+    }
+
+    fn read(raw: &str) -> Option<Self> {
+        Uuid::parse_str(raw).ok()
+    }
+}
+
 /// The cursor of position `key` in the list `kind`: opaque to clients (URL-safe base64 of
 /// `kind:key`), tied to its list.
 pub fn cursor(kind: &str, key: &impl CursorKey) -> String {

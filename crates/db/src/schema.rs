@@ -228,6 +228,8 @@ diesel::table! {
         response_due_at -> Nullable<Timestamptz>,
         resolution_due_at -> Nullable<Timestamptz>,
         severity_changed_at -> Nullable<Timestamptz>,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by_run -> Nullable<Uuid>,
     }
 }
 
@@ -271,6 +273,8 @@ diesel::table! {
         assigned_to -> Nullable<Uuid>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by_run -> Nullable<Uuid>,
     }
 }
 
@@ -348,6 +352,8 @@ diesel::table! {
         disposed_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+        deleted_by_run -> Nullable<Uuid>,
     }
 }
 
@@ -686,6 +692,44 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retention_runs (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        policy_id -> Uuid,
+        policy_name -> Text,
+        entity_type -> Text,
+        deletion_method -> Text,
+        status -> Text,
+        started_by -> Text,
+        by_admin -> Bool,
+        job_id -> Nullable<Uuid>,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        examined -> Int8,
+        archived -> Int8,
+        soft_deleted -> Int8,
+        hard_deleted -> Int8,
+        skipped -> Int8,
+        restored -> Int8,
+        errors_encountered -> Int8,
+        error -> Nullable<Text>,
+        last_record -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    retention_run_items (run_id, record_id) {
+        organization_id -> Uuid,
+        run_id -> Uuid,
+        record_id -> Uuid,
+        action -> Text,
+        reason -> Text,
+        at -> Timestamptz,
+        restored_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -695,6 +739,8 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::joinable!(stale_access_findings -> access_reviews (review_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    retention_runs,
+    retention_run_items,
     retention_policies,
     access_reviews,
     stale_access_findings,

@@ -68,6 +68,7 @@ fn every_subcommand_has_help() {
         vec!["framework", "import", "--help"],
         vec!["framework", "export", "--help"],
         vec!["access-review", "run", "--help"],
+        vec!["retention", "execute", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -528,6 +529,57 @@ async fn access_review_run_reviews_one_organisation_or_every_one() {
     assert_eq!(count(&db, "SELECT count(*) AS n FROM access_reviews").await, 3);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM stale_access_findings").await, 6);
     assert_clean_failure(&run(&["access-review", "run", "--org", "nope"]), "nope");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `custos retention execute --policy-id ID [--preview]` and `--all-scheduled`, as seed 004's
+/// `execute_retention`.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_execute_previews_runs_a_policy_and_every_scheduled_one() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-retention-cli-{}", db.name));
+    let run = |args: &[&str]| custos_in(args, &db.url, &dir);
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
+    let policy = uuid::Uuid::now_v7();
+    let mut conn = db.superuser().await;
+    for sql in [
+        format!(
+            "INSERT INTO retention_policies (id, organization_id, name, policy_type, entity_type, retention_period,
+                                             retention_unit, deletion_method, auto_delete)
+             SELECT '{policy}', id, 'Old incidents', 'INCIDENT_DATA', 'incident', 1, 'YEARS', 'soft', true
+               FROM organizations WHERE slug = 'acme'"
+        ),
+        "INSERT INTO incidents (id, organization_id, title, description, severity, category, data_classification, status,
+                                reported_by, detected_at, responded_at, resolved_at)
+         SELECT gen_random_uuid(), o.id, 'old ' || g, '', 'LOW', 'OTHER', 'INTERNAL', 'CLOSED', 'import', '2019-01-01',
+                '2019-01-01', '2020-01-01'
+           FROM organizations o, generate_series(1, 3) g WHERE o.slug = 'acme'"
+            .to_owned(),
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+    let id = policy.to_string();
+    let o = run(&["retention", "execute", "--policy-id", &id, "--preview"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"soft_deleted\": 3") && stdout(&o).contains("\"preview\": true"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM incidents WHERE deleted_at IS NULL").await, 3);
+    let o = run(&["retention", "execute", "--policy-id", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"status\": \"succeeded\""), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM incidents WHERE deleted_at IS NULL").await, 0);
+    let o = run(&["retention", "execute", "--all-scheduled"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("retention of acme"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM retention_runs WHERE job_id IS NOT NULL").await, 2);
+    assert_clean_failure(&run(&["retention", "execute", "--policy-id", "nope"]), "not a policy id");
+    assert_clean_failure(
+        &run(&["retention", "execute", "--policy-id", &uuid::Uuid::nil().to_string()]),
+        "no retention policy",
+    );
+    // Neither a policy nor --all-scheduled: clap's usage error.
+    let o = run(&["retention", "execute"]);
+    assert!(!o.status.success() && stderr(&o).contains("--policy-id"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

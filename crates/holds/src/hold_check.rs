@@ -25,9 +25,9 @@ pub fn normalize_identifier(raw: &str) -> String {
 }
 
 #[derive(QueryableByName)]
-struct EvidenceHoldRow {
+struct ItemHoldRow {
     #[diesel(sql_type = SqlUuid)]
-    evidence_id: Uuid,
+    item_id: Uuid,
     #[diesel(sql_type = SqlUuid)]
     hold_id: Uuid,
     #[diesel(sql_type = Text)]
@@ -42,8 +42,8 @@ pub async fn holds_on_evidence(
     organization_id: Uuid,
     evidence_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Vec<HoldRef>>, DbError> {
-    let rows: Vec<EvidenceHoldRow> = diesel::sql_query(
-        "SELECT e.id AS evidence_id, h.id AS hold_id, h.case_name, h.case_number
+    let rows: Vec<ItemHoldRow> = diesel::sql_query(
+        "SELECT e.id AS item_id, h.id AS hold_id, h.case_name, h.case_number
            FROM evidence e
            JOIN legal_hold_items i ON i.organization_id = e.organization_id
                 AND ((i.resource_type = 'evidence' AND i.resource_id = e.id)
@@ -56,14 +56,40 @@ pub async fn holds_on_evidence(
     .bind::<Array<SqlUuid>, _>(evidence_ids)
     .load(conn)
     .await?;
+    Ok(by_item(rows))
+}
+
+/// Unreleased holds covering each of `incident_ids`.
+pub async fn holds_on_incidents(
+    conn: &mut PgConn,
+    organization_id: Uuid,
+    incident_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<HoldRef>>, DbError> {
+    let rows: Vec<ItemHoldRow> = diesel::sql_query(
+        "SELECT i.resource_id AS item_id, h.id AS hold_id, h.case_name, h.case_number
+           FROM legal_hold_items i
+           JOIN legal_holds h ON h.organization_id = i.organization_id AND h.id = i.hold_id
+          WHERE i.organization_id = $1 AND i.resource_type = 'incident' AND i.resource_id = ANY($2)
+            AND h.status = 'ACTIVE'
+          ORDER BY h.created_at, h.id",
+    )
+    .bind::<SqlUuid, _>(organization_id)
+    .bind::<Array<SqlUuid>, _>(incident_ids)
+    .load(conn)
+    .await?;
+    Ok(by_item(rows))
+}
+
+/// Each item's holds, each hold once, in the rows' order.
+fn by_item(rows: Vec<ItemHoldRow>) -> HashMap<Uuid, Vec<HoldRef>> {
     let mut out: HashMap<Uuid, Vec<HoldRef>> = HashMap::new();
     for r in rows {
-        let holds = out.entry(r.evidence_id).or_default();
+        let holds = out.entry(r.item_id).or_default();
         if !holds.iter().any(|h| h.id == r.hold_id) {
             holds.push(HoldRef { id: r.hold_id, case_name: r.case_name, case_number: r.case_number });
         }
     }
-    Ok(out)
+    out
 }
 
 /// Locks what placing a hold on `target` locks `FOR SHARE` (the incident, the evidence item and
@@ -142,5 +168,14 @@ impl HoldCheck<PgConn> for LegalHoldCheck {
         evidence_ids: &'a [Uuid],
     ) -> HoldsByIdFuture<'a> {
         Box::pin(async move { holds_on_evidence(conn, organization_id, evidence_ids).await.map_err(Problem::from) })
+    }
+
+    fn holds_on_incidents<'a>(
+        &'a self,
+        conn: &'a mut PgConn,
+        organization_id: Uuid,
+        incident_ids: &'a [Uuid],
+    ) -> HoldsByIdFuture<'a> {
+        Box::pin(async move { holds_on_incidents(conn, organization_id, incident_ids).await.map_err(Problem::from) })
     }
 }

@@ -24,15 +24,15 @@ use crate::{Result, RetentionService};
 
 /// What scopes a record: its incident's category and classification, and the frameworks its
 /// requirements belong to (evidence).
-#[derive(Debug, Default)]
-struct Scope {
-    category: Option<String>,
-    classification: Option<String>,
-    frameworks: Vec<Uuid>,
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scope {
+    pub category: Option<String>,
+    pub classification: Option<String>,
+    pub frameworks: Vec<Uuid>,
 }
 
 impl Scope {
-    fn covered_by(&self, p: &PolicyRow) -> bool {
+    pub(crate) fn covered_by(&self, p: &PolicyRow) -> bool {
         let within =
             |values: &[String], v: &Option<String>| values.is_empty() || v.as_ref().is_some_and(|v| values.contains(v));
         within(&p.incident_categories, &self.category)

@@ -41,4 +41,28 @@ impl RetentionApi for RetentionService {
     async fn explain_retention(&self, r: Request<pb::ExplainRetentionRequest>) -> Reply<pb::RetentionExplanation> {
         unary(r, async |ctx, m| self.explain_retention(&ctx, m).await).await
     }
+    async fn execute_retention_policy(&self, r: Request<pb::ExecuteRetentionPolicyRequest>) -> Reply<pb::RetentionRun> {
+        unary(r, async |ctx, m| self.execute_retention_policy(&ctx, m).await).await
+    }
+    async fn list_retention_runs(
+        &self,
+        r: Request<pb::ListRetentionRunsRequest>,
+    ) -> Reply<pb::ListRetentionRunsResponse> {
+        unary(r, async |ctx, m| self.list_retention_runs(&ctx, m).await).await
+    }
+    async fn get_retention_run(&self, r: Request<pb::GetRetentionRunRequest>) -> Reply<pb::RetentionRun> {
+        unary(r, async |ctx, m| self.get_retention_run(&ctx, m).await).await
+    }
+    async fn list_retention_run_items(
+        &self,
+        r: Request<pb::ListRetentionRunItemsRequest>,
+    ) -> Reply<pb::ListRetentionRunItemsResponse> {
+        unary(r, async |ctx, m| self.list_retention_run_items(&ctx, m).await).await
+    }
+    async fn restore_retention_run(
+        &self,
+        r: Request<pb::RestoreRetentionRunRequest>,
+    ) -> Reply<pb::RestoreRetentionRunResponse> {
+        unary(r, async |ctx, m| self.restore_retention_run(&ctx, m).await).await
+    }
 }

@@ -2,17 +2,21 @@
 //! for each record how long it is kept and when and how it goes, implemented once
 //! ([`precedence`]: a legal hold beats any deletion; retention wins over deletion and the longest
 //! retention wins; an explicit scope beats an implicit one; the shortest deletion period wins),
-//! and its explanation for one record ([`explain`]). Runs, archives, policy-as-code and data
-//! residency come next (issue 31).
+//! its explanation for one record ([`explain`]), and runs: previews, executions in batches,
+//! soft deletion and restore ([`runs`]). Archives, policy-as-code and data residency come next.
 
 pub mod explain;
 pub mod grpc;
 pub mod model;
 pub mod policies;
 pub mod precedence;
+pub mod runs;
+
+use std::sync::Arc;
 
 use custos_db::{Db, Holds};
 use custos_proto::v1 as pb;
+use tokio::sync::Notify;
 
 custos_db::service_error! {
     pub enum RetentionError {}
@@ -22,6 +26,8 @@ pub(crate) type Result<T, E = RetentionError> = std::result::Result<T, E>;
 
 custos_core::page_responses! {
     pb::ListRetentionPoliciesResponse { pb::RetentionPolicy } + next_cursor;
+    pb::ListRetentionRunsResponse { pb::RetentionRun } + next_cursor;
+    pb::ListRetentionRunItemsResponse { pb::RetentionRunItem } + next_cursor;
 }
 
 /// Retention, written once: REST, gRPC and the CLI call it.
@@ -30,10 +36,17 @@ pub struct RetentionService {
     pub(crate) db: Db,
     /// The legal-hold check (what holds a record).
     pub(crate) holds: Holds,
+    /// Wakes the job runner when a run is started.
+    pub(crate) waker: Option<Arc<Notify>>,
 }
 
 impl RetentionService {
     pub fn new(db: Db, holds: Holds) -> Self {
-        RetentionService { db, holds }
+        RetentionService { db, holds, waker: None }
+    }
+
+    pub fn with_job_waker(mut self, waker: Arc<Notify>) -> Self {
+        self.waker = Some(waker);
+        self
     }
 }

@@ -190,9 +190,23 @@ pub(crate) async fn run_schedule(name: &str, org: Option<String>, detach: bool, 
     if detach {
         return Ok(());
     }
+    run_to_end(&app, &config, job).await
+}
+
+/// Runs a job a domain's command has queued (its id) here, to its end, as `jobs run` does.
+pub(crate) async fn run_queued(id: &str, db: &DbArgs) -> anyhow::Result<()> {
+    let (app, config) = composed(db).await?;
+    let id = uuid::Uuid::parse_str(id.trim()).map_err(|_| anyhow::anyhow!("{id:?} is not a job id"))?;
+    let job = app.jobs.operator_job(id).await.map_err(problem)?;
+    run_to_end(&app, &config, job).await
+}
+
+/// Runs `job` here with its progress, shows it, and is an error unless it succeeded.
+async fn run_to_end(app: &App, config: &Config, job: JobRow) -> anyhow::Result<()> {
+    let registry = app.jobs.registry();
     let kinds: Vec<_> = registry.kinds.values().cloned().collect();
     let runner = Runner::new(app.db.clone(), kinds, config.jobs.runner.clone(), app.jobs.waker());
-    let ended = run_here(&app, &runner, job).await?;
+    let ended = run_here(app, &runner, job).await?;
     println!("{}", serde_json::to_string_pretty(&shown(&ended))?);
     if ended.status != JobStatus::Succeeded {
         anyhow::bail!("job {} ended {}", ended.id, ended.status.as_str());
