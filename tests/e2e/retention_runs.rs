@@ -189,16 +189,7 @@ async fn a_run_interrupted_between_batches_resumes_without_doing_anything_twice(
     let s = TestServer::start_with(custos_testkit::ServerOptions { jobs: Some(jobs), ..Default::default() }).await;
     let org = s.org("acme").await;
     let n = 2_500;
-    s.superuser_sql(&format!(
-        "INSERT INTO incidents (id, organization_id, title, description, severity, category, data_classification,
-                                status, reported_by, detected_at, responded_at, resolved_at)
-         SELECT gen_random_uuid(), '{}', 'bulk ' || g, '', 'LOW', 'OTHER', 'INTERNAL', 'CLOSED', 'import',
-                '2019-01-01', '2019-01-01', '2020-01-01'
-           FROM generate_series(1, {n}) g",
-        org.id
-    ))
-    .await
-    .unwrap();
+    s.insert_closed_incidents(org.id, n, "2020-01-01T00:00:00Z").await;
     let delete = policy(
         &s,
         &org,

@@ -579,6 +579,22 @@ impl TestServer {
         panic!("job {id} did not end within 30 s");
     }
 
+    /// Writes `n` closed incidents of `org` (category OTHER, classification INTERNAL, resolved at
+    /// `resolved_at`) straight into the database, for retention tests and benchmarks at scale.
+    pub async fn insert_closed_incidents(&self, org: Uuid, n: i64, resolved_at: &str) {
+        self.superuser_sql(&format!(
+            "INSERT INTO incidents (id, organization_id, title, description, severity, category, data_classification,
+                                    status, reported_by, detected_at, responded_at, resolved_at)
+             SELECT gen_random_uuid(), '{org}', 'incident ' || g, '', 'LOW', 'OTHER', 'INTERNAL', 'CLOSED', 'import',
+                    '{resolved_at}'::timestamptz - interval '1 day', '{resolved_at}'::timestamptz - interval '1 day',
+                    '{resolved_at}'
+               FROM generate_series(1, {n}) g"
+        ))
+        .await
+        .expect("insert closed incidents");
+        self.superuser_sql("ANALYZE incidents").await.expect("analyze incidents");
+    }
+
     /// Number of audit entries of the organisation with this action and resource type, whether
     /// still queued or already sequenced into the log.
     pub async fn audit_count(&self, org: Uuid, action: &str, resource_type: &str) -> i64 {
