@@ -92,6 +92,10 @@ async fn retention_policies_take_both_seeds_shapes_and_keep_roles_tenancy_and_lo
             "applicable_frameworks",
         ),
         (json!({"name": "", "policy_type": "EVIDENCE", "retention_days": 30}), "name"),
+        (
+            json!({"name": "x", "policy_type": "JOB_RECORDS", "retention_days": 30, "deletion_method": "soft"}),
+            "deletion_method",
+        ),
     ] {
         let (status, err) = s.post(POLICIES, &org.admin, bad.clone()).await;
         assert_eq!(status, 400, "{bad}: {err}");

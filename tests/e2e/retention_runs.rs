@@ -287,6 +287,36 @@ async fn hard_deletion_failed_runs_and_the_daily_schedule() {
     assert_eq!(left.n, 0, "gone from the table itself");
     assert_eq!(s.audit_count(org.id, "retention_hard_delete", "incident").await, 1);
 
+    // Job records: finished jobs past their period are deleted for good; running ones never.
+    let (status, jobs_policy) = s
+        .post(
+            POLICIES,
+            &org.admin,
+            json!({"name": "Job records", "policy_type": "JOB_RECORDS", "retention_days": 7,
+                                            "auto_delete": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{jobs_policy}");
+    assert_eq!(jobs_policy["deletion_method"], "hard", "job records have no soft deletion");
+    let aged = s
+        .superuser_sql(&format!(
+            "UPDATE jobs SET finished_at = now() - interval '30 days' WHERE organization_id = '{}' AND status = 'succeeded'",
+            org.id
+        ))
+        .await
+        .unwrap();
+    assert!(aged >= 1, "the Purge run's job, at least");
+    let run = execute(&s, &org, &id(&jobs_policy), false).await;
+    assert_eq!(run["hard_deleted"].as_i64(), Some(aged as i64), "{run}");
+    let left: N = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM jobs WHERE organization_id = '{}' AND finished_at < now() - interval '7 days'",
+        org.id
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(left.n, 0);
+
     // Archive runs are not built yet: a clear 409, never a silent no-op.
     let archive = policy(
         &s,
@@ -326,7 +356,8 @@ async fn hard_deletion_failed_runs_and_the_daily_schedule() {
         log["results"].as_array().unwrap().iter().filter(|r| r["job_id"] == job["id"]).collect();
     let names: std::collections::BTreeSet<&str> =
         by_schedule.iter().map(|r| r["policy_name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["Purge", "Soft"].into_iter().collect(), "{log}");
+    let (_, all) = s.get(RUNS, &org.auditor).await;
+    assert_eq!(names, ["Job records", "Purge", "Soft"].into_iter().collect(), "{all}");
     let vulns = by_schedule.iter().find(|r| r["policy_name"] == "Soft").unwrap();
     assert_eq!(vulns["soft_deleted"], 1, "{vulns}");
     assert_eq!(s.get("/api/compliance/vulnerabilities/", &org.admin).await.1["count"], 0);

@@ -180,8 +180,17 @@ fn validate(input: pb::RetentionPolicyInput, named: &dyn Fn(&str) -> bool) -> Re
     let deletion_method = match opt_choice::<DeletionMethod>("deletion_method", input.deletion_method.as_deref())? {
         Some(m) => m,
         None if auto_archive => DeletionMethod::Archive,
+        // Job records have no soft deletion: they go for good.
+        None if entity_type == EntityType::Job => DeletionMethod::Hard,
         None => DeletionMethod::Soft,
     };
+    if entity_type == EntityType::Job && deletion_method == DeletionMethod::Soft {
+        return Err(Problem::invalid_field(
+            "deletion_method",
+            "job records are deleted hard (or archived), never soft",
+        )
+        .into());
+    }
     if auto_archive && deletion_method != DeletionMethod::Archive {
         return Err(Problem::invalid_field(
             "auto_archive",

@@ -23,7 +23,7 @@ use custos_core::filter::{opt_choice, opt_uuid, parse_id};
 use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, Role, new_id, timefmt};
 use custos_db::schema::{
-    evidence, evidence_requirements, incidents, requirements, retention_policies as policies,
+    evidence, evidence_requirements, incidents, jobs, requirements, retention_policies as policies,
     retention_run_items as items, retention_runs as runs, vulnerabilities,
 };
 use custos_db::{DbError, Tx, choice, list};
@@ -342,7 +342,37 @@ pub(crate) async fn plan_batch(
                 })
                 .collect()
         }
-        EntityType::AuditLog | EntityType::Job => {
+        EntityType::Job => {
+            // Finished jobs only: a queued or running one is work still to do.
+            let mut q = jobs::table
+                .filter(jobs::organization_id.eq(org))
+                .filter(jobs::status.eq_any(FINAL_JOBS))
+                .filter(jobs::finished_at.is_not_null())
+                .into_boxed::<Pg>();
+            if let Some(a) = after {
+                q = q.filter(jobs::id.gt(a));
+            }
+            let ids: Vec<Uuid> = q.order(jobs::id.asc()).limit(BATCH).select(jobs::id).load(tx.conn()).await?;
+            read.extend(ids.iter().copied());
+            let q = jobs::table
+                .filter(jobs::organization_id.eq(org))
+                .filter(jobs::id.eq_any(&ids))
+                .order(jobs::id.asc())
+                .select((jobs::id, jobs::finished_at));
+            type Row = (Uuid, Option<OffsetDateTime>);
+            let found: Vec<Row> = if lock { q.for_update().load(tx.conn()).await? } else { q.load(tx.conn()).await? };
+            found
+                .into_iter()
+                .map(|(id, finished_at)| {
+                    (
+                        id,
+                        Record { starts_at: finished_at, starts_from: "finished_at".into(), ..Record::default() },
+                        Scope::default(),
+                    )
+                })
+                .collect()
+        }
+        EntityType::AuditLog => {
             return Err(not_runnable(policy).into());
         }
     };
@@ -432,12 +462,17 @@ pub(crate) async fn plan_batch(
 }
 
 fn not_runnable(policy: &PolicyRow) -> Problem {
-    let why = match policy.entity_type {
-        EntityType::AuditLog => "audit entries are pruned by the audit chain's own retention (custos audit prune)",
-        _ => "runs over job records are not available yet",
-    };
-    Problem::state_conflict("Retention run not available", format!("Policy {:?}: {why}", policy.name))
+    Problem::state_conflict(
+        "Retention run not available",
+        format!(
+            "Policy {:?}: audit entries are pruned by the audit chain's own retention (CUSTOS_AUDIT_RETENTION_DAYS, custos audit prune), not by runs",
+            policy.name
+        ),
+    )
 }
+
+/// Jobs that have ended.
+const FINAL_JOBS: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 /// The parameters of an execution job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -466,7 +501,7 @@ impl RetentionService {
             )
             .into());
         }
-        if matches!(policy.entity_type, EntityType::AuditLog | EntityType::Job) {
+        if policy.entity_type == EntityType::AuditLog {
             return Err(not_runnable(&policy).into());
         }
         if policy.deletion_method == DeletionMethod::Archive && !req.preview {
@@ -983,7 +1018,13 @@ async fn apply(
         EntityType::Incident => act_on!(incidents),
         EntityType::Evidence => act_on!(evidence),
         EntityType::Vulnerability => act_on!(vulnerabilities),
-        EntityType::AuditLog | EntityType::Job => {
+        // Job records are only ever deleted for good (policies say `hard`).
+        EntityType::Job => {
+            diesel::delete(jobs::table.filter(jobs::organization_id.eq(org)).filter(jobs::id.eq_any(ids)))
+                .execute(tx.conn())
+                .await?;
+        }
+        EntityType::AuditLog => {
             return Err(Problem::state_conflict("Retention run not available", format!("not for {entity}")).into());
         }
     }
@@ -1065,11 +1106,7 @@ pub fn scheduled_job(service: RetentionService) -> Kind {
                     .filter(policies::organization_id.eq(org))
                     .filter(policies::is_active.eq(true))
                     .filter(policies::auto_delete.eq(true))
-                    .filter(policies::entity_type.eq_any([
-                        EntityType::Incident,
-                        EntityType::Evidence,
-                        EntityType::Vulnerability,
-                    ]))
+                    .filter(policies::entity_type.ne(EntityType::AuditLog))
                     .filter(policies::deletion_method.ne(DeletionMethod::Archive))
                     .order(policies::id.asc())
                     .select(PolicyRow::as_select())
