@@ -1145,8 +1145,18 @@ pub fn scheduled_job(service: RetentionService) -> Kind {
                         run
                     }
                 };
-                service.execute_run(&job, &ctx, run).await?;
-                report.insert(policy.name.clone(), json!(run));
+                // One policy's run failing for good (its policy changed meanwhile) fails that run,
+                // recorded, not the others: the next policy still runs today.
+                match service.execute_run(&job, &ctx, run).await {
+                    Ok(()) => {
+                        report.insert(policy.name.clone(), json!({ "run": run }));
+                    }
+                    Err(JobError::Fatal(why)) => {
+                        job.count("failed_runs", 1);
+                        report.insert(policy.name.clone(), json!({ "run": run, "failed": why }));
+                    }
+                    Err(other) => return Err(other),
+                }
                 job.set_progress((i + 1) as f64 / scheduled.len() as f64);
             }
             Ok(Value::Object(report))
