@@ -802,7 +802,11 @@ async fn entries_no_checkpoint_covers_are_noted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn truncation_and_forged_checkpoints_are_detected() {
-    let s = TestServer::start().await;
+    // No background jobs: a scheduled job's audit entry sequenced while the head is tampered
+    // with below would make the test's own restorations wrong, not the chain.
+    let mut jobs = custos_testkit::test_jobs_config();
+    jobs.run = false;
+    let s = TestServer::start_with(custos_testkit::ServerOptions { jobs: Some(jobs), ..Default::default() }).await;
     let org = s.org("acme").await;
     create_frameworks(&s, &org, 6).await;
     let cp = checkpoint(&s, &org).await;

@@ -44,6 +44,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-proto", Kernel),
     ("custos-grpc", Kernel),
     ("custos-oscal", Kernel),
+    ("custos-yaml", Kernel),
     ("custos-gateway", Edge),
     ("custos-testkit", Tooling),
     ("custos-bench", Tooling),

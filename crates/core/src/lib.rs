@@ -11,6 +11,7 @@ pub mod error;
 pub mod filter;
 pub mod hex;
 pub mod hold;
+pub mod issue;
 pub mod page;
 pub mod timefmt;
 pub mod update;
@@ -18,6 +19,7 @@ pub mod update;
 pub use ctx::{Actor, RequestCtx, Role};
 pub use error::{ErrorKind, Problem};
 pub use hold::{Held, HoldCheck, HoldRef};
+pub use issue::Issue;
 pub use page::{Count, ListRequest, Page, PageInfo, PageRequest};
 
 /// A new time-ordered primary key (UUIDv7): index-friendly and sortable by creation time.

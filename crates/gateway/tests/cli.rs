@@ -69,6 +69,7 @@ fn every_subcommand_has_help() {
         vec!["framework", "export", "--help"],
         vec!["access-review", "run", "--help"],
         vec!["retention", "execute", "--help"],
+        vec!["policy", "validate", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -580,6 +581,38 @@ async fn retention_execute_previews_runs_a_policy_and_every_scheduled_one() {
     // Neither a policy nor --all-scheduled: clap's usage error.
     let o = run(&["retention", "execute"]);
     assert!(!o.status.success() && stderr(&o).contains("--policy-id"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `custos policy validate --file F` (seed 004's `validate_policy`): the seed's own example is
+/// valid (with warnings for the entities not known yet); a broken one lists every problem with
+/// its line and column, and exits 1.
+#[test]
+fn policy_validate_reports_every_problem_with_its_place() {
+    let dir = std::env::temp_dir().join(format!("custos-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("gdpr.yaml");
+    std::fs::write(
+        &good,
+        "name: GDPR Compliance Policy\nversion: 1.0.0\ntype: gdpr\nenforcement:\n  level: hard\n  scope: company\n\
+         retention:\n  policies:\n    - entity_type: Lead\n      retention_days: 365\n      deletion_method: soft\n",
+    )
+    .unwrap();
+    let o = custos(&["policy", "validate", "--file", good.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("valid: \"GDPR Compliance Policy\" version 1.0.0"), "{out}");
+    assert!(out.contains("gdpr.yaml:9:20: warning: $.retention.policies[0].entity_type"), "{out}");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "name: x\nversion: 1\ntype: nope\ncolour: red\n").unwrap();
+    let o = custos(&["policy", "validate", "--file", bad.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    for expected in
+        ["bad.yaml:3:7: error: $.type", "bad.yaml:4:1: error: $.colour: unknown field", "enforcement is required"]
+    {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

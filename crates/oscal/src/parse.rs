@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -23,29 +22,7 @@ use crate::token::is_token;
 
 /// One thing wrong with a document: where (a JSON path such as
 /// `$.catalog.groups[3].controls[2].id`, and the line and column when known) and what.
-#[derive(Debug, Clone, Serialize, PartialEq, thiserror::Error)]
-#[error("{path}{}: {message}", at(*.line, *.column))]
-pub struct Issue {
-    pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-fn at(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
-        (Some(l), None) => format!(" (line {l})"),
-        _ => String::new(),
-    }
-}
-
-impl Issue {
-    /// An issue at `path`, without a position.
-    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), line: None, column: None, message: message.into() }
-    }
-}
+pub use custos_core::Issue;
 
 /// The top-level keys of OSCAL's models, and what each is called in a message.
 const MODELS: &[(&str, &str)] = &[
@@ -93,7 +70,7 @@ fn read<T: DeserializeOwned>(text: &str, model: &str) -> Result<T, Vec<Issue>> {
     // A byte-order mark is no JSON, but editors write one.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| vec![json_issue("$".into(), &e)])?;
-    which_model(&value, model).map_err(|message| vec![Issue::at("$", message)])?;
+    which_model(&value, model).map_err(|message| vec![Issue::new(message).at("$")])?;
     drop(value);
     let mut de = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| vec![json_issue(json_path(e.path()), e.inner())])
@@ -106,7 +83,8 @@ fn json_issue(path: String, e: &serde_json::Error) -> Issue {
     let suffix = format!(" at line {line} column {column}");
     let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
     let known = line > 0;
-    Issue { path, line: known.then_some(line), column: known.then_some(column), message }
+    let issue = Issue::new(message).at(path);
+    if known { issue.position(line, column) } else { issue }
 }
 
 /// `$.catalog.groups[3].controls[2].id`: keys as `.key`, or `['key']` when they hold more than
@@ -164,7 +142,7 @@ struct Issues(Vec<Issue>);
 
 impl Issues {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Issue::at(path, message));
+        self.0.push(Issue::new(message).at(path));
     }
 
     fn required(&mut self, value: &str, path: &str, what: &str) {
@@ -395,7 +373,7 @@ mod tests {
     fn syntax_errors_have_a_position() {
         let err = parse_catalog("{\n  \"catalog\": {\n    \"uuid\": ,\n  }\n}").unwrap_err();
         assert_eq!(err.len(), 1);
-        assert_eq!(err[0].path, "$");
+        assert_eq!(err[0].path.as_deref(), Some("$"));
         assert_eq!((err[0].line, err[0].column), (Some(3), Some(13)));
         assert_eq!(err[0].message, "expected value");
         assert!(err[0].to_string().starts_with("$ (line 3, column 13): expected value"), "{}", err[0]);
@@ -433,19 +411,19 @@ mod tests {
         ]));
         let err = parse_catalog(&text).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
-        assert_eq!(err[0].path, "$.catalog.groups[0].controls[1].title");
+        assert_eq!(err[0].path.as_deref(), Some("$.catalog.groups[0].controls[1].title"));
         assert_eq!(err[0].message, "invalid type: integer `7`, expected a string");
         assert_eq!(err[0].line, Some(1));
         assert!(err[0].column.is_some_and(|c| c > 100), "{err:?}");
 
         let text = catalog(json!([{"id": "a", "title": "A", "props": [{"name": "label"}]}]));
         let err = parse_catalog(&text).unwrap_err();
-        assert_eq!(err[0].path, "$.catalog.groups[0].props[0]");
+        assert_eq!(err[0].path.as_deref(), Some("$.catalog.groups[0].props[0]"));
         assert_eq!(err[0].message, "missing field `value`");
 
         let text = r#"{"catalog": {"uuid": "u", "metadata": {"title": "T", "version": "1", "oscal-version": "1.1.2", "odd key": 1, "props": [{"name": "n", "value": 1}]}}}"#;
         let err = parse_catalog(text).unwrap_err();
-        assert_eq!(err[0].path, "$.catalog.metadata.props[0].value");
+        assert_eq!(err[0].path.as_deref(), Some("$.catalog.metadata.props[0].value"));
     }
 
     #[test]
@@ -467,7 +445,8 @@ mod tests {
         })
         .to_string();
         let err = parse_catalog(&text).unwrap_err();
-        let got: Vec<(&str, &str)> = err.iter().map(|i| (i.path.as_str(), i.message.as_str())).collect();
+        let got: Vec<(&str, &str)> =
+            err.iter().map(|i| (i.path.as_deref().unwrap_or(""), i.message.as_str())).collect();
         let want = [
             ("$.catalog.uuid", "the catalog's uuid is missing"),
             ("$.catalog.metadata.title", "the document's title is missing"),
@@ -523,7 +502,8 @@ mod tests {
         })
         .to_string();
         let err = parse_assessment_results(&text).unwrap_err();
-        let got: Vec<(&str, &str)> = err.iter().map(|i| (i.path.as_str(), i.message.as_str())).collect();
+        let got: Vec<(&str, &str)> =
+            err.iter().map(|i| (i.path.as_deref().unwrap_or(""), i.message.as_str())).collect();
         let r = "$.assessment-results.results[0]";
         let want = vec![
             ("$.assessment-results.import-ap.href".to_owned(), "the assessment plan's reference is missing".to_owned()),
@@ -555,14 +535,14 @@ mod tests {
         assert_eq!(got, want);
 
         let err = parse_assessment_results(r#"{"assessment-results": {"uuid": "u"}}"#).unwrap_err();
-        assert!(err.iter().any(|i| i.path == "$.assessment-results.results"), "{err:?}");
+        assert!(err.iter().any(|i| i.path.as_deref() == Some("$.assessment-results.results")), "{err:?}");
     }
 
     #[test]
     fn paths_reach_nested_fields_and_a_bom_is_skipped() {
         let text = r#"{"catalog": {"uuid": "u", "metadata": {"title": "T", "version": "1", "oscal-version": "1"}, "groups": [{"title": "G", "parts": [{"name": "n", "prose": ["x"]}]}]}}"#;
         let err = parse_catalog(text).unwrap_err();
-        assert_eq!(err[0].path, "$.catalog.groups[0].parts[0].prose");
+        assert_eq!(err[0].path.as_deref(), Some("$.catalog.groups[0].parts[0].prose"));
         let bom = format!("\u{feff}{}", catalog(json!([])));
         assert!(parse_catalog(&bom).is_ok());
     }

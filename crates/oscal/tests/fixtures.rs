@@ -108,7 +108,7 @@ fn control_helpers_read_properties() {
 fn profile_fixture_is_refused_as_a_profile() {
     let issues = parse_catalog(&fixture(PROFILE)).unwrap_err();
     assert_eq!(issues.len(), 1);
-    assert_eq!(issues[0].path, "$");
+    assert_eq!(issues[0].path.as_deref(), Some("$"));
     assert!(
         issues[0].message.starts_with("this is an OSCAL profile, not a catalog; resolve it first"),
         "{}",

@@ -3,8 +3,10 @@
 //! ([`precedence`]: a legal hold beats any deletion; retention wins over deletion and the longest
 //! retention wins; an explicit scope beats an implicit one; the shortest deletion period wins),
 //! its explanation for one record ([`explain`]), and runs: previews, executions in batches,
-//! soft deletion and restore ([`runs`]). Archives, policy-as-code and data residency come next.
+//! soft deletion and restore ([`runs`]); policy documents (policy-as-code) read and validated with
+//! every problem located ([`document`]). Archives, applying policies and data residency come next.
 
+pub mod document;
 pub mod explain;
 pub mod grpc;
 pub mod model;

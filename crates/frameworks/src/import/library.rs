@@ -9,9 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use marked_yaml::Node;
-use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
-use serde_json::{Map, Number, Value};
+use custos_yaml::{MarkedMappingNode, YamlNode as Node, located, to_json};
+use serde_json::{Map, Value};
 
 use super::{Document, Format, FrameworkRef, Issue, MappingPair, MappingSet};
 use crate::catalog::{self, CatalogFramework, CatalogRequirement};
@@ -25,82 +24,15 @@ const NODE_FIELDS: &[&str] = &["urn", "ref_id", "name", "description", "parent_u
 
 /// Reads a framework library or mapping library.
 pub fn read(text: &str) -> Result<Document, Vec<Issue>> {
-    let root = marked_yaml::parse_yaml(0, text).map_err(|e| vec![load_issue(&e)])?;
+    let root = custos_yaml::parse(text).map_err(|e| vec![e])?;
     let mut r = Reader { issues: Vec::new(), warnings: Vec::new() };
     let document = r.document(&root);
     if r.issues.is_empty() { Ok(document) } else { Err(r.issues) }
 }
 
-fn load_issue(e: &marked_yaml::LoadError) -> Issue {
-    use marked_yaml::LoadError::*;
-    let marker = match e {
-        TopLevelMustBeMapping(m)
-        | TopLevelMustBeSequence(m)
-        | UnexpectedAnchor(m)
-        | MappingKeyMustBeScalar(m)
-        | UnexpectedTag(m)
-        | ScanError(m, _) => Some(*m),
-        _ => None,
-    };
-    // The loader's message starts with the position, which the issue carries on its own.
-    let message = e.to_string();
-    let message = match marker {
-        Some(m) => message.strip_prefix(&format!("{m}: ")).unwrap_or(&message).to_owned(),
-        None => message,
-    };
-    let issue = Issue::new(message);
-    match marker {
-        Some(m) => issue.position(m.line(), m.column()),
-        None => issue,
-    }
-}
-
 struct Reader {
     issues: Vec<Issue>,
     warnings: Vec<String>,
-}
-
-/// Where a node starts, for an issue about it: a mapping at its first key.
-fn located(issue: Issue, path: &str, node: &Node) -> Issue {
-    let issue = issue.at(path);
-    let start = match node.as_mapping().and_then(|m| m.keys().next()) {
-        Some(key) => key.span().start(),
-        None => node.span().start(),
-    };
-    match start {
-        Some(m) => issue.position(m.line(), m.column()),
-        None => issue,
-    }
-}
-
-/// A scalar as JSON, typed as YAML's core schema types a plain scalar (quoted ones are strings).
-fn scalar_value(s: &MarkedScalarNode) -> Value {
-    if s.may_coerce() {
-        match s.as_str() {
-            "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-            _ => {}
-        }
-        if let Some(b) = s.as_bool() {
-            return Value::Bool(b);
-        }
-        if let Some(i) = s.as_i64() {
-            return Value::from(i);
-        }
-        if let Some(n) = s.as_f64().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
-    }
-    Value::String(s.as_str().to_owned())
-}
-
-fn to_json(node: &Node) -> Value {
-    match node {
-        Node::Scalar(s) => scalar_value(s),
-        Node::Sequence(seq) => Value::Array(seq.iter().map(to_json).collect()),
-        Node::Mapping(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.as_str().to_owned(), to_json(v))).collect::<Map<_, _>>())
-        }
-    }
 }
 
 impl Reader {

@@ -194,35 +194,8 @@ impl Document {
     }
 }
 
-/// One problem of a document, located as precisely as its format allows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Issue {
-    /// A JSON path (`$.catalog.groups[3].controls[2].id`) or the YAML node's path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl Issue {
-    pub fn new(message: impl Into<String>) -> Issue {
-        Issue { path: None, line: None, column: None, message: message.into() }
-    }
-
-    pub fn at(mut self, path: impl Into<String>) -> Issue {
-        self.path = Some(path.into());
-        self
-    }
-
-    pub fn position(mut self, line: usize, column: usize) -> Issue {
-        self.line = Some(line);
-        self.column = Some(column);
-        self
-    }
-}
+/// One problem of a document, located: the shared kind (`custos_core::Issue`).
+pub use custos_core::Issue;
 
 /// The problem a document with `issues` is refused with: every issue, at once (422).
 pub fn refused(file_name: &str, issues: Vec<Issue>) -> Problem {

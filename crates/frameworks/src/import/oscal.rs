@@ -39,14 +39,9 @@ pub fn custos_prop<'a>(props: &'a [Property], name: &str) -> Option<&'a str> {
     props.iter().find(|p| p.name == name && p.ns.as_deref() == Some(NS)).map(|p| p.value.as_str())
 }
 
-fn issue_of(i: custos_oscal::Issue) -> Issue {
-    Issue { path: Some(i.path), line: i.line, column: i.column, message: i.message }
-}
-
 /// Reads an OSCAL catalog.
 pub fn read(text: &str, options: &ReadOptions) -> Result<Document, Vec<Issue>> {
-    let document =
-        custos_oscal::parse_catalog(text).map_err(|issues| issues.into_iter().map(issue_of).collect::<Vec<_>>())?;
+    let document = custos_oscal::parse_catalog(text)?;
     let catalog = document.catalog;
     let metadata = &catalog.metadata;
     let key = options
