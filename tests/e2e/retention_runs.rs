@@ -362,3 +362,42 @@ async fn hard_deletion_failed_runs_and_the_daily_schedule() {
     assert_eq!(vulns["soft_deleted"], 1, "{vulns}");
     assert_eq!(s.get("/api/compliance/vulnerabilities/", &org.admin).await.1["count"], 0);
 }
+
+/// A legal hold beats any deletion — unless the policy overrides holds and an admin started the
+/// run, which the audit trail records; the daily schedule, not an admin, never overrides.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_admins_run_of_an_overriding_policy_deletes_a_held_record() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let old = "2021-01-15T00:00:00Z";
+    let held = incident(&s, &org, "held", "OTHER", Some(old)).await;
+    let (_, hold) =
+        s.post("/api/compliance/legal-holds/", &org.editor, json!({"case_name": "Regulator request"})).await;
+    s.post(
+        &format!("/api/compliance/legal-holds/{}/add_incident/", id(&hold)),
+        &org.editor,
+        json!({"incident_id": held}),
+    )
+    .await;
+    let overriding = policy(
+        &s,
+        &org,
+        json!({"name": "Court-ordered purge", "policy_type": "INCIDENT_DATA", "retention_days": 30,
+                                              "auto_delete": true, "legal_hold_override": true}),
+    )
+    .await;
+    // The schedule's run is not an admin's: the hold wins.
+    let job = s.run_schedule(&org.admin, "retention").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, log) = s.get(&format!("{RUNS}?policy={overriding}"), &org.auditor).await;
+    let scheduled = &log["results"][0];
+    assert_eq!((scheduled["by_admin"].clone(), scheduled["skipped"].clone()), (json!(false), json!(1)), "{log}");
+    assert_eq!(s.get(&format!("{INCIDENTS}{held}/"), &org.viewer).await.0, 200);
+    // An admin's run of the same policy deletes it, and says so in the audit trail.
+    let run = execute(&s, &org, &overriding, false).await;
+    assert_eq!((run["by_admin"].clone(), run["soft_deleted"].clone()), (json!(true), json!(1)), "{run}");
+    assert_eq!(s.get(&format!("{INCIDENTS}{held}/"), &org.viewer).await.0, 404);
+    let entries = crate::audit_entries(&s, &org, &held).await;
+    let deletion = entries.iter().find(|e| e["action"] == "retention_soft_delete").expect("audited");
+    assert_eq!(deletion["after"]["held_override"], true, "{deletion}");
+}
