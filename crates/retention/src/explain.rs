@@ -2,46 +2,22 @@
 //! policies cover it, which retention is the longest, which deletion applies, when it becomes
 //! eligible, and what holds it — the precedence of [`crate::precedence`] applied and said.
 //!
-//! The record is read through `db::schema` (as the hold check reads incidents and evidence),
-//! never through another domain's crate.
+//! The record is read as runs read theirs ([`crate::records`]), so an explanation and a run
+//! always judge the same facts.
 
 use custos_core::ctx::Access;
 use custos_core::filter::{choice, parse_id};
-use custos_core::{Held, Problem, RequestCtx, timefmt};
-use custos_db::Tx;
-use custos_db::schema::{
-    evidence, evidence_requirements, incidents, jobs, requirements, retention_policies as policies, vulnerabilities,
-};
+use custos_core::{Problem, RequestCtx, timefmt};
+use custos_db::schema::retention_policies as policies;
 use custos_proto::v1 as pb;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::model::{EntityType, PolicyRow};
-use crate::precedence::{self, Covering, Record};
+use crate::precedence::{self, Covering};
+use crate::records;
 use crate::{Result, RetentionService};
-
-/// What scopes a record: its incident's category and classification, and the frameworks its
-/// requirements belong to (evidence).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Scope {
-    pub category: Option<String>,
-    pub classification: Option<String>,
-    pub frameworks: Vec<Uuid>,
-}
-
-impl Scope {
-    pub(crate) fn covered_by(&self, p: &PolicyRow) -> bool {
-        let within =
-            |values: &[String], v: &Option<String>| values.is_empty() || v.as_ref().is_some_and(|v| values.contains(v));
-        within(&p.incident_categories, &self.category)
-            && within(&p.data_classification_levels, &self.classification)
-            && (p.entity_type != EntityType::Evidence
-                || p.applicable_frameworks.is_empty()
-                || p.applicable_frameworks.iter().any(|f| self.frameworks.contains(f)))
-    }
-}
 
 impl RetentionService {
     /// Explains one record's retention (every role that can read the record: viewers and up).
@@ -61,7 +37,11 @@ impl RetentionService {
         let id = parse_id(entity.as_ref_name(), &req.id)?;
         let org = ctx.organization_id;
         let mut tx = self.db.begin_as(ctx, Access::Read).await?;
-        let (record, scope) = self.record(&mut tx, org, entity, id).await?;
+        let (_, record, scope) = records::read(self, &mut tx, org, entity, &[id], false)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Problem::not_found(entity.as_ref_name(), id))?;
         let active: Vec<PolicyRow> = policies::table
             .filter(policies::organization_id.eq(org))
             .filter(policies::entity_type.eq(entity))
@@ -115,114 +95,6 @@ impl RetentionService {
             verdict: decision.verdict.as_str().to_owned(),
             reasons: decision.reasons,
         })
-    }
-
-    /// The record as the rules see it, and what scopes it; 404 when the organisation has none.
-    async fn record(&self, tx: &mut Tx, org: Uuid, entity: EntityType, id: Uuid) -> Result<(Record, Scope)> {
-        let missing = || Problem::not_found(entity.as_ref_name(), id);
-        match entity {
-            EntityType::Incident => {
-                let (status, resolved_at, category, classification): (String, Option<OffsetDateTime>, String, String) =
-                    incidents::table
-                        .filter(incidents::organization_id.eq(org))
-                        .filter(incidents::id.eq(id))
-                        .select((
-                            incidents::status,
-                            incidents::resolved_at,
-                            incidents::category,
-                            incidents::data_classification,
-                        ))
-                        .first(tx.conn())
-                        .await
-                        .optional()?
-                        .ok_or_else(missing)?;
-                let closed = matches!(status.as_str(), "RESOLVED" | "CLOSED");
-                let holds = self.holds.holds_on(tx.conn(), org, &Held::Incident(id)).await?;
-                Ok((
-                    Record {
-                        starts_at: if closed { resolved_at } else { None },
-                        starts_from: "resolved_at".into(),
-                        own_retention_days: None,
-                        holds,
-                    },
-                    Scope { category: Some(category), classification: Some(classification), frameworks: Vec::new() },
-                ))
-            }
-            EntityType::Evidence => {
-                let (collected_at, own, incident): (OffsetDateTime, Option<i32>, Option<Uuid>) = evidence::table
-                    .filter(evidence::organization_id.eq(org))
-                    .filter(evidence::id.eq(id))
-                    .select((evidence::collected_at, evidence::retention_period, evidence::incident_id))
-                    .first(tx.conn())
-                    .await
-                    .optional()?
-                    .ok_or_else(missing)?;
-                let mut scope = Scope::default();
-                if let Some(incident) = incident {
-                    let found: Option<(String, String)> = incidents::table
-                        .filter(incidents::organization_id.eq(org))
-                        .filter(incidents::id.eq(incident))
-                        .select((incidents::category, incidents::data_classification))
-                        .first(tx.conn())
-                        .await
-                        .optional()?;
-                    (scope.category, scope.classification) = found.unzip();
-                }
-                scope.frameworks = evidence_requirements::table
-                    .inner_join(requirements::table)
-                    .filter(evidence_requirements::organization_id.eq(org))
-                    .filter(evidence_requirements::evidence_id.eq(id))
-                    .select(requirements::framework_id)
-                    .distinct()
-                    .load(tx.conn())
-                    .await?;
-                let mut holds = self.holds.holds_on_evidence(tx.conn(), org, &[id]).await?;
-                Ok((
-                    Record {
-                        starts_at: Some(collected_at),
-                        starts_from: "collected_at".into(),
-                        own_retention_days: own,
-                        holds: holds.remove(&id).unwrap_or_default(),
-                    },
-                    scope,
-                ))
-            }
-            EntityType::Vulnerability => {
-                let (status, remediated_at, updated_at): (String, Option<OffsetDateTime>, OffsetDateTime) =
-                    vulnerabilities::table
-                        .filter(vulnerabilities::organization_id.eq(org))
-                        .filter(vulnerabilities::id.eq(id))
-                        .select((vulnerabilities::status, vulnerabilities::remediated_at, vulnerabilities::updated_at))
-                        .first(tx.conn())
-                        .await
-                        .optional()?
-                        .ok_or_else(missing)?;
-                let open = matches!(status.as_str(), "OPEN" | "IN_PROGRESS");
-                Ok((
-                    Record {
-                        starts_at: if open { None } else { Some(remediated_at.unwrap_or(updated_at)) },
-                        starts_from: "remediated_at (or its closing)".into(),
-                        ..Record::default()
-                    },
-                    Scope::default(),
-                ))
-            }
-            EntityType::Job => {
-                let finished_at: Option<OffsetDateTime> = jobs::table
-                    .filter(jobs::organization_id.eq(org))
-                    .filter(jobs::id.eq(id))
-                    .select(jobs::finished_at)
-                    .first(tx.conn())
-                    .await
-                    .optional()?
-                    .ok_or_else(missing)?;
-                Ok((
-                    Record { starts_at: finished_at, starts_from: "finished_at".into(), ..Record::default() },
-                    Scope::default(),
-                ))
-            }
-            EntityType::AuditLog => Err(missing().into()),
-        }
     }
 }
 

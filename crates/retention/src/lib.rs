@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod model;
 pub mod policies;
 pub mod precedence;
+mod records;
 pub mod runs;
 
 use std::sync::Arc;

@@ -15,16 +15,14 @@
 //! skipped, saying so. Audit entries name the record, the run and the policy — never the
 //! record's content, which may be the personal data being deleted.
 
-use std::collections::HashMap;
-
 use custos_audit_chain::{Change, record_change, record_many};
 use custos_core::ctx::{Access, Actor};
 use custos_core::filter::{opt_choice, opt_uuid, parse_id};
 use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, Role, new_id, timefmt};
 use custos_db::schema::{
-    evidence, evidence_requirements, incidents, jobs, requirements, retention_policies as policies,
-    retention_run_items as items, retention_runs as runs, vulnerabilities,
+    evidence, incidents, jobs, retention_policies as policies, retention_run_items as items, retention_runs as runs,
+    vulnerabilities,
 };
 use custos_db::{DbError, Tx, choice, list};
 use custos_jobs::queue::{self, NewJob};
@@ -38,9 +36,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::explain::{Scope, covering_of};
+use crate::explain::covering_of;
 use crate::model::{DeletionMethod, EntityType, PolicyRow};
-use crate::precedence::{self, Record, Verdict};
+use crate::precedence::{self, Verdict};
+use crate::records;
 use crate::{FromPage, Result, RetentionService};
 
 /// The kind of job that executes one run.
@@ -190,10 +189,8 @@ pub(crate) async fn plan_batch(
     lock: bool,
 ) -> Result<Batch> {
     let hard = policy.deletion_method == DeletionMethod::Hard;
-    // The ids the batch read (in id order), whatever became of them since.
-    let mut read: Vec<Uuid> = Vec::new();
-    // (id, record, scope) of each row read, in id order.
-    let rows: Vec<(Uuid, Record, Scope)> = match policy.entity_type {
+    // The next ids of the policy's records, in id order.
+    let ids: Vec<Uuid> = match policy.entity_type {
         EntityType::Incident => {
             let mut q = incidents::table
                 .filter(incidents::organization_id.eq(org))
@@ -211,41 +208,7 @@ pub(crate) async fn plan_batch(
             if !policy.data_classification_levels.is_empty() {
                 q = q.filter(incidents::data_classification.eq_any(policy.data_classification_levels.clone()));
             }
-            let ids: Vec<Uuid> =
-                q.order(incidents::id.asc()).limit(BATCH).select(incidents::id).load(tx.conn()).await?;
-            read.extend(ids.iter().copied());
-            let q = incidents::table
-                .filter(incidents::organization_id.eq(org))
-                .filter(incidents::id.eq_any(&ids))
-                .order(incidents::id.asc())
-                .select((
-                    incidents::id,
-                    incidents::status,
-                    incidents::resolved_at,
-                    incidents::category,
-                    incidents::data_classification,
-                ));
-            type Row = (Uuid, String, Option<OffsetDateTime>, String, String);
-            // Read again under the lock: what is acted on is what is committed now.
-            let found: Vec<Row> = if lock { q.for_update().load(tx.conn()).await? } else { q.load(tx.conn()).await? };
-            let mut holds = service.holds.holds_on_incidents(tx.conn(), org, &ids).await?;
-            found
-                .into_iter()
-                .map(|(id, status, resolved_at, category, classification)| {
-                    let closed = matches!(status.as_str(), "RESOLVED" | "CLOSED");
-                    let record = Record {
-                        starts_at: if closed { resolved_at } else { None },
-                        starts_from: "resolved_at".into(),
-                        own_retention_days: None,
-                        holds: holds.remove(&id).unwrap_or_default(),
-                    };
-                    (
-                        id,
-                        record,
-                        Scope { category: Some(category), classification: Some(classification), frameworks: vec![] },
-                    )
-                })
-                .collect()
+            q.order(incidents::id.asc()).limit(BATCH).select(incidents::id).load(tx.conn()).await?
         }
         EntityType::Evidence => {
             let mut q = evidence::table.filter(evidence::organization_id.eq(org)).into_boxed::<Pg>();
@@ -255,53 +218,7 @@ pub(crate) async fn plan_batch(
             if !hard {
                 q = q.filter(evidence::deleted_at.is_null());
             }
-            let ids: Vec<Uuid> = q.order(evidence::id.asc()).limit(BATCH).select(evidence::id).load(tx.conn()).await?;
-            read.extend(ids.iter().copied());
-            let q = evidence::table
-                .filter(evidence::organization_id.eq(org))
-                .filter(evidence::id.eq_any(&ids))
-                .order(evidence::id.asc())
-                .select((evidence::id, evidence::collected_at, evidence::retention_period, evidence::incident_id));
-            type Row = (Uuid, OffsetDateTime, Option<i32>, Option<Uuid>);
-            let found: Vec<Row> = if lock { q.for_update().load(tx.conn()).await? } else { q.load(tx.conn()).await? };
-            let incident_ids: Vec<Uuid> = found.iter().filter_map(|r| r.3).collect();
-            let of_incident: HashMap<Uuid, (String, String)> = incidents::table
-                .filter(incidents::organization_id.eq(org))
-                .filter(incidents::id.eq_any(&incident_ids))
-                .select((incidents::id, (incidents::category, incidents::data_classification)))
-                .load::<(Uuid, (String, String))>(tx.conn())
-                .await?
-                .into_iter()
-                .collect();
-            let mut frameworks: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-            let links: Vec<(Uuid, Uuid)> = evidence_requirements::table
-                .inner_join(requirements::table)
-                .filter(evidence_requirements::organization_id.eq(org))
-                .filter(evidence_requirements::evidence_id.eq_any(&ids))
-                .select((evidence_requirements::evidence_id, requirements::framework_id))
-                .load(tx.conn())
-                .await?;
-            for (e, f) in links {
-                frameworks.entry(e).or_default().push(f);
-            }
-            let mut holds = service.holds.holds_on_evidence(tx.conn(), org, &ids).await?;
-            found
-                .into_iter()
-                .map(|(id, collected_at, own, incident)| {
-                    let (category, classification) = incident.and_then(|i| of_incident.get(&i).cloned()).unzip();
-                    let record = Record {
-                        starts_at: Some(collected_at),
-                        starts_from: "collected_at".into(),
-                        own_retention_days: own,
-                        holds: holds.remove(&id).unwrap_or_default(),
-                    };
-                    (
-                        id,
-                        record,
-                        Scope { category, classification, frameworks: frameworks.remove(&id).unwrap_or_default() },
-                    )
-                })
-                .collect()
+            q.order(evidence::id.asc()).limit(BATCH).select(evidence::id).load(tx.conn()).await?
         }
         EntityType::Vulnerability => {
             let mut q = vulnerabilities::table
@@ -314,33 +231,7 @@ pub(crate) async fn plan_batch(
             if !hard {
                 q = q.filter(vulnerabilities::deleted_at.is_null());
             }
-            let ids: Vec<Uuid> =
-                q.order(vulnerabilities::id.asc()).limit(BATCH).select(vulnerabilities::id).load(tx.conn()).await?;
-            read.extend(ids.iter().copied());
-            let q = vulnerabilities::table
-                .filter(vulnerabilities::organization_id.eq(org))
-                .filter(vulnerabilities::id.eq_any(&ids))
-                .order(vulnerabilities::id.asc())
-                .select((
-                    vulnerabilities::id,
-                    vulnerabilities::status,
-                    vulnerabilities::remediated_at,
-                    vulnerabilities::updated_at,
-                ));
-            type Row = (Uuid, String, Option<OffsetDateTime>, OffsetDateTime);
-            let found: Vec<Row> = if lock { q.for_update().load(tx.conn()).await? } else { q.load(tx.conn()).await? };
-            found
-                .into_iter()
-                .map(|(id, status, remediated_at, updated_at)| {
-                    let open = matches!(status.as_str(), "OPEN" | "IN_PROGRESS");
-                    let record = Record {
-                        starts_at: if open { None } else { Some(remediated_at.unwrap_or(updated_at)) },
-                        starts_from: "remediated_at (or its closing)".into(),
-                        ..Record::default()
-                    };
-                    (id, record, Scope::default())
-                })
-                .collect()
+            q.order(vulnerabilities::id.asc()).limit(BATCH).select(vulnerabilities::id).load(tx.conn()).await?
         }
         EntityType::Job => {
             // Finished jobs only: a queued or running one is work still to do.
@@ -352,32 +243,16 @@ pub(crate) async fn plan_batch(
             if let Some(a) = after {
                 q = q.filter(jobs::id.gt(a));
             }
-            let ids: Vec<Uuid> = q.order(jobs::id.asc()).limit(BATCH).select(jobs::id).load(tx.conn()).await?;
-            read.extend(ids.iter().copied());
-            let q = jobs::table
-                .filter(jobs::organization_id.eq(org))
-                .filter(jobs::id.eq_any(&ids))
-                .order(jobs::id.asc())
-                .select((jobs::id, jobs::finished_at));
-            type Row = (Uuid, Option<OffsetDateTime>);
-            let found: Vec<Row> = if lock { q.for_update().load(tx.conn()).await? } else { q.load(tx.conn()).await? };
-            found
-                .into_iter()
-                .map(|(id, finished_at)| {
-                    (
-                        id,
-                        Record { starts_at: finished_at, starts_from: "finished_at".into(), ..Record::default() },
-                        Scope::default(),
-                    )
-                })
-                .collect()
+            q.order(jobs::id.asc()).limit(BATCH).select(jobs::id).load(tx.conn()).await?
         }
         EntityType::AuditLog => {
             return Err(not_runnable(policy).into());
         }
     };
-    let more = read.len() as i64 == BATCH;
-    let last = read.last().copied();
+    let more = ids.len() as i64 == BATCH;
+    let last = ids.last().copied();
+    // Read again by id (under the lock, for a run): whatever became of them since.
+    let rows = records::read(service, tx, org, policy.entity_type, &ids, lock).await?;
     let active: Vec<PolicyRow> = policies::table
         .filter(policies::organization_id.eq(org))
         .filter(policies::entity_type.eq(policy.entity_type))
@@ -513,7 +388,7 @@ impl RetentionService {
         }
         if req.preview {
             see_deleted(&mut tx).await?;
-            let mut row = self.insert_run(&mut tx, ctx, &policy, by_admin, None, true).await?;
+            let mut row = self.insert_run(&mut tx, ctx, new_id(), &policy, by_admin, None, true).await?;
             let mut sample = Vec::new();
             let mut after = None;
             loop {
@@ -577,7 +452,7 @@ impl RetentionService {
         )
         .await?
         .ok_or_else(|| Problem::internal("the retention run's job was not queued"))?;
-        let row = self.insert_run_with_id(&mut tx, ctx, run_id, &policy, by_admin, Some(job.id), false).await?;
+        let row = self.insert_run(&mut tx, ctx, run_id, &policy, by_admin, Some(job.id), false).await?;
         tx.commit().await?;
         if let Some(waker) = &self.waker {
             waker.notify_one();
@@ -585,20 +460,8 @@ impl RetentionService {
         Ok(row.to_pb(false))
     }
 
-    async fn insert_run(
-        &self,
-        tx: &mut Tx,
-        ctx: &RequestCtx,
-        policy: &PolicyRow,
-        by_admin: bool,
-        job: Option<Uuid>,
-        preview: bool,
-    ) -> Result<RunRow> {
-        self.insert_run_with_id(tx, ctx, new_id(), policy, by_admin, job, preview).await
-    }
-
     #[allow(clippy::too_many_arguments)]
-    async fn insert_run_with_id(
+    async fn insert_run(
         &self,
         tx: &mut Tx,
         ctx: &RequestCtx,
@@ -1123,7 +986,7 @@ pub fn scheduled_job(service: RetentionService) -> Kind {
                     .step(&step, Some(org), async |tx| {
                         see_deleted(tx).await.map_err(JobError::from)?;
                         service
-                            .insert_run(tx, &ctx, policy, false, Some(job.id()), false)
+                            .insert_run(tx, &ctx, new_id(), policy, false, Some(job.id()), false)
                             .await
                             .map(|r| r.id)
                             .map_err(|e| JobError::from_problem(e.into()))

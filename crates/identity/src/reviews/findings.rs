@@ -295,22 +295,17 @@ impl AccessReviewService {
                 .await?;
         record_change(&mut tx, ctx, "resolve", "stale_access_finding", id, current.audited(), after.audited()).await?;
         close_covered(&mut tx, ctx, &after, covers, now).await?;
-        let open: i64 = findings_t::table
+        // The review's findings by status, once: whether any is still open, and the counts the
+        // sign-off-due event carries when none is.
+        let by_status: Vec<(FindingStatus, i64)> = findings_t::table
             .filter(findings_t::organization_id.eq(org))
             .filter(findings_t::review_id.eq(current.review_id))
-            .filter(findings_t::status.eq(FindingStatus::Open))
-            .count()
-            .get_result(tx.conn())
+            .group_by(findings_t::status)
+            .select((findings_t::status, diesel::dsl::count_star()))
+            .load(tx.conn())
             .await?;
-        if open == 0 {
-            let decided: Vec<(FindingStatus, i64)> = findings_t::table
-                .filter(findings_t::organization_id.eq(org))
-                .filter(findings_t::review_id.eq(current.review_id))
-                .group_by(findings_t::status)
-                .select((findings_t::status, diesel::dsl::count_star()))
-                .load(tx.conn())
-                .await?;
-            let n = |s| decided.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+        let n = |s| by_status.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+        if n(FindingStatus::Open) == 0 {
             let payload = json!({
                 "review": current.review_id,
                 "findings": n(FindingStatus::Revoked) + n(FindingStatus::Retained),
