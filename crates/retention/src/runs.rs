@@ -390,25 +390,24 @@ impl RetentionService {
             see_deleted(&mut tx).await?;
             let mut row = self.insert_run(&mut tx, ctx, new_id(), &policy, by_admin, None, true).await?;
             let mut sample = Vec::new();
+            // How many records acted on and skipped the sample holds: up to SAMPLE of each.
+            let (mut acted_sampled, mut skipped_sampled) = (0, 0);
             let mut after = None;
             loop {
                 let batch = plan_batch(self, &mut tx, org, &policy, after, by_admin, false).await?;
                 for (record, plan) in &batch.plans {
                     row.examined += 1;
-                    let (action, reason) = match plan {
-                        Planned::Act => (acted(policy.deletion_method), String::new()),
-                        Planned::Skip(why) => (ItemAction::Skipped, why.clone()),
+                    let (action, reason, sampled) = match plan {
+                        Planned::Act => (acted(policy.deletion_method), "", &mut acted_sampled),
+                        Planned::Skip(why) => (ItemAction::Skipped, why.as_str(), &mut skipped_sampled),
                     };
                     bump(&mut row, action, 1);
-                    let same_kind = sample
-                        .iter()
-                        .filter(|i: &&pb::RetentionRunItem| (i.action == "skipped") == (action == ItemAction::Skipped))
-                        .count();
-                    if same_kind < SAMPLE {
+                    if *sampled < SAMPLE {
+                        *sampled += 1;
                         sample.push(pb::RetentionRunItem {
                             record_id: record.to_string(),
                             action: action.to_string(),
-                            reason,
+                            reason: reason.to_owned(),
                             at: timefmt::timestamp(timefmt::now()),
                             restored_at: None,
                         });
