@@ -14,7 +14,7 @@ async fn evidence_round_trips_through_an_s3_compatible_store() {
     let url = std::env::var("CUSTOS_TEST_S3_URL").expect("CUSTOS_TEST_S3_URL=s3://bucket/prefix");
     let prefix = format!("{}/run-{}", url.trim_end_matches('/'), uuid::Uuid::now_v7().simple());
     let s = TestServer::start_with(ServerOptions { blob_store: Some(prefix.clone()), ..Default::default() }).await;
-    let store = custos_evidence::BlobStore::from_url(&prefix).expect("S3 store");
+    let store = custos_blobs::BlobStore::from_url(&prefix).expect("S3 store");
     let org = s.org("acme").await;
     // Larger than one 5 MiB multipart part, so the multipart path is exercised.
     let content: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();

@@ -201,7 +201,7 @@ async fn a_run_interrupted_between_batches_resumes_without_doing_anything_twice(
     assert_eq!(status, 200, "{run}");
     let run_id = uuid::Uuid::parse_str(run["id"].as_str().unwrap()).unwrap();
     // The first batch, committed; then the runner "dies".
-    let service = RetentionService::new(s.app().db.clone(), s.app().holds.clone());
+    let service = RetentionService::new(s.app().db.clone(), s.app().holds.clone(), s.app().residency.clone());
     let ctx = RequestCtx::system(org.id, "test");
     assert!(service.run_batch(&ctx, run_id).await.unwrap(), "more batches remain");
     let (_, partial) = s.get(&format!("{RUNS}{run_id}/"), &org.admin).await;
@@ -317,15 +317,6 @@ async fn hard_deletion_failed_runs_and_the_daily_schedule() {
     .unwrap();
     assert_eq!(left.n, 0);
 
-    // Archive runs are not built yet: a clear 409, never a silent no-op.
-    let archive = policy(
-        &s,
-        &org,
-        json!({"name": "Archive", "policy_type": "INCIDENT_DATA", "retention_days": 30,
-                                           "auto_archive": true}),
-    )
-    .await;
-    assert_eq!(s.post(&format!("{POLICIES}{archive}/execute/"), &org.admin, json!({})).await.0, 409);
     let inactive = policy(
         &s,
         &org,

@@ -39,12 +39,14 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-vault", Domain),
     ("custos-notify", Domain),
     ("custos-retention", Domain),
+    ("custos-residency", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),
     ("custos-grpc", Kernel),
     ("custos-oscal", Kernel),
     ("custos-yaml", Kernel),
+    ("custos-blobs", Kernel),
     ("custos-gateway", Edge),
     ("custos-testkit", Tooling),
     ("custos-bench", Tooling),
@@ -61,9 +63,12 @@ const LAYERS: &[(&str, Layer)] = &[
 /// `custos-jobs` sits above `custos-audit-chain` (which therefore cannot use it); data that must
 /// be encrypted is encrypted through the vault (`custos-vault`: data keys under the master key,
 /// field encryption, blind indexes, masking — what secrets, exports and DSR records use), whose
-/// key rotation is a job, so it sits above both. All are domain crates too (with their own
-/// APIs), and none depends on any other domain crate, which rule 1 checks like any other.
-const SHARED: &[&str] = &["custos-audit-chain", "custos-jobs", "custos-vault"];
+/// key rotation is a job, so it sits above both; where files may be stored is decided by data
+/// residency (`custos-residency`: every write of a file — evidence, archives, exports — is placed
+/// by it, and what breaks a rule is recorded by it), which records in the audit trail. All are
+/// domain crates too (with their own APIs), and none depends on any other domain crate, which
+/// rule 1 checks like any other.
+const SHARED: &[&str] = &["custos-audit-chain", "custos-jobs", "custos-vault", "custos-residency"];
 
 const CORE: &str = "custos-core";
 const GATEWAY: &str = "custos-gateway";

@@ -66,7 +66,7 @@ pub async fn run(args: &[String]) {
     s.superuser_sql("ANALYZE legal_hold_items").await.expect("analyze");
     println!("fill: {n} closed incidents, {held_percent} % held, in {:.1} s", t.elapsed().as_secs_f64());
 
-    let service = RetentionService::new(s.app().db.clone(), s.app().holds.clone());
+    let service = RetentionService::new(s.app().db.clone(), s.app().holds.clone(), s.app().residency.clone());
     let admin = RequestCtx::operator(org.id, "bench");
     let policy = service
         .create_retention_policy(

@@ -292,6 +292,17 @@ impl CursorKey for Uuid {
     }
 }
 
+/// `number`: lists ordered by a sequence number (a policy document's versions).
+impl CursorKey for i32 {
+    fn write(&self) -> String {
+        self.to_string()
+    }
+
+    fn read(raw: &str) -> Option<Self> {
+        raw.parse().ok()
+    }
+}
+
 /// The cursor of position `key` in the list `kind`: opaque to clients (URL-safe base64 of
 /// `kind:key`), tied to its list.
 pub fn cursor(kind: &str, key: &impl CursorKey) -> String {

@@ -354,6 +354,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
         deleted_by_run -> Nullable<Uuid>,
+        storage_region -> Nullable<Text>,
     }
 }
 
@@ -689,6 +690,7 @@ diesel::table! {
         locked_by -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        managed_by_policy -> Nullable<Uuid>,
     }
 }
 
@@ -730,6 +732,81 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    compliance_policies (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        version_label -> Text,
+        policy_type -> Text,
+        description -> Text,
+        enforcement_level -> Text,
+        enforcement_scope -> Text,
+        locked -> Bool,
+        content -> Text,
+        content_sha256 -> Text,
+        document -> Jsonb,
+        applied_version -> Nullable<Int4>,
+        applied_at -> Nullable<Timestamptz>,
+        applied_by -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    compliance_policy_versions (policy_id, version) {
+        organization_id -> Uuid,
+        policy_id -> Uuid,
+        version -> Int4,
+        action -> Text,
+        restored_version -> Nullable<Int4>,
+        content -> Text,
+        content_sha256 -> Text,
+        document -> Jsonb,
+        effective -> Jsonb,
+        applied_by -> Text,
+        applied_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    data_residency (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        primary_region -> Text,
+        allowed_regions -> Array<Text>,
+        storage_prefix -> Nullable<Text>,
+        enforce_region -> Bool,
+        block_cross_region -> Bool,
+        compliance_frameworks -> Array<Text>,
+        policy_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    policy_violations (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        policy_id -> Nullable<Uuid>,
+        rule -> Text,
+        enforcement -> Text,
+        outcome -> Text,
+        operation -> Text,
+        entity_type -> Nullable<Text>,
+        entity_id -> Nullable<Uuid>,
+        region -> Nullable<Text>,
+        message -> Text,
+        details -> Jsonb,
+        actor -> Text,
+        request_id -> Nullable<Text>,
+        occurred_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(requirements -> frameworks (framework_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(legal_hold_items -> legal_holds (hold_id));
@@ -739,6 +816,10 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::joinable!(stale_access_findings -> access_reviews (review_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    compliance_policies,
+    compliance_policy_versions,
+    data_residency,
+    policy_violations,
     retention_runs,
     retention_run_items,
     retention_policies,

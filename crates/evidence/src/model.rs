@@ -113,6 +113,7 @@ pub struct EvidenceRow {
     pub disposed_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub storage_region: Option<String>,
 }
 
 impl EvidenceRow {

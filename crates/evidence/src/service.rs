@@ -26,9 +26,10 @@ use serde_json::{Value, json};
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::blobs::{BlobError, BlobStore, Digests, StoredBlob};
 use crate::custody::{self, actor_name};
 use crate::model::*;
+use custos_blobs::{BlobError, BlobStore, Digests, StoredBlob};
+use custos_residency::{ResidencyService, Write};
 
 const TITLE_MAX: usize = 200;
 const TEXT_MAX: usize = 20_000;
@@ -41,6 +42,7 @@ const RETENTION_MAX_DAYS: i32 = 36_500;
 custos_db::service_error! {
     pub enum EvidenceError {
         Blob(BlobError),
+        Residency(custos_residency::ResidencyError),
     }
 }
 
@@ -56,7 +58,8 @@ pub struct Download {
 #[derive(Clone)]
 pub struct EvidenceService {
     db: Db,
-    blobs: BlobStore,
+    /// Where files may be written (data residency), and the stores they are read from.
+    residency: ResidencyService,
     holds: Holds,
     max_upload_bytes: u64,
 }
@@ -73,23 +76,43 @@ fn not_found(id: impl Display) -> EvidenceError {
 }
 
 impl EvidenceService {
-    pub fn new(db: Db, blobs: BlobStore, holds: Holds, max_upload_bytes: u64) -> Self {
-        let store_max = blobs.max_object_bytes();
+    pub fn new(db: Db, residency: ResidencyService, holds: Holds, max_upload_bytes: u64) -> Self {
+        let store_max = residency.stores().max_object_bytes();
         if max_upload_bytes > store_max {
             // A larger upload would stream in whole and then fail at its last step.
             tracing::warn!(
                 configured = max_upload_bytes,
                 allowed = store_max,
-                store = blobs.location(),
+                store = residency.stores().default_store().location(),
                 "CUSTOS_MAX_UPLOAD_BYTES is above what this blob store takes in one object; uploads are limited to the store's maximum"
             );
         }
         let max_upload_bytes = max_upload_bytes.min(store_max);
-        EvidenceService { db, blobs, holds, max_upload_bytes }
+        EvidenceService { db, residency, holds, max_upload_bytes }
     }
 
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    /// The store of `region` (`None`: the default store). A region an item was stored in whose
+    /// store is no longer configured is a configuration error, said as such.
+    fn store(&self, region: Option<&str>) -> Result<&BlobStore> {
+        self.residency.stores().get(region).ok_or_else(|| {
+            Problem::state_conflict(
+                "Blob store not configured",
+                format!(
+                    "The file is stored in region {}, which this server has no blob store for (CUSTOS_BLOB_STORES)",
+                    region.unwrap_or_default()
+                ),
+            )
+            .into()
+        })
+    }
+
+    /// Removes what abandoned uploads left in every store's staging area; how many went.
+    pub async fn sweep_staging(&self, max_age: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        for (_, store) in self.residency.stores().all() {
+            removed += store.sweep_staging(max_age).await?;
+        }
+        Ok(removed)
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
@@ -165,29 +188,46 @@ impl EvidenceService {
     {
         ctx.require(Access::Write)?;
         // Everything that can be checked without the database is checked before any byte is stored.
-        let input = parse_input(header.evidence.unwrap_or_default())?;
+        let mut evidence = header.evidence.unwrap_or_default();
+        let requested_region = evidence.storage_region.take();
+        let input = parse_input(evidence)?;
         let file = FileMeta::parse(&header.file_name, &header.content_type)?;
-        let blob = self.blobs.ingest(ctx.organization_id, body, self.max_upload_bytes).await?;
+        // Where the file may go (data residency): refused here, before a byte is stored.
+        let placed = self
+            .residency
+            .place(
+                ctx,
+                Write {
+                    operation: "evidence.upload",
+                    entity_type: Some("evidence"),
+                    requested_region: requested_region.as_deref(),
+                    ..Write::default()
+                },
+            )
+            .await?;
+        let store = &placed.store;
+        let region = placed.region.clone();
+        let blob = store.ingest(ctx.organization_id, placed.prefix.as_deref(), body, self.max_upload_bytes).await?;
         let key = blob.key.clone();
         let recorded: Result<pb::Evidence> = async {
             let mut tx = self.begin(ctx, Access::Write).await?;
-            lock_blob(&mut tx, &blob.key).await?;
+            lock_blob(&mut tx, region.as_deref(), &blob.key).await?;
             // A concurrent disposal may have removed an identical object we deduplicated onto.
-            if !self.blobs.exists(&blob.key).await? {
+            if !store.exists(&blob.key).await? {
                 return Err(Problem::state_conflict(
                     "Upload raced with a disposal",
                     "An identical file was disposed of while this upload finished; upload it again",
                 )
                 .into());
             }
-            let created = insert(&mut tx, ctx, &self.holds, input, Some((blob, file))).await?;
+            let created = insert(&mut tx, ctx, &self.holds, input, Some((blob, file, region.clone()))).await?;
             tx.commit().await?;
             Ok(created)
         }
         .await;
         if recorded.is_err() {
             // Rejected (unknown incident, say): do not keep a file nothing refers to.
-            self.collect_blob(ctx, &key).await;
+            self.collect_blob(ctx, region.as_deref(), &key).await;
         }
         recorded
     }
@@ -252,7 +292,7 @@ impl EvidenceService {
         record_change(&mut tx, ctx, "delete", "evidence", id, audit_view(&before), Value::Null).await?;
         tx.commit().await?;
         if let Some(key) = current.file_path {
-            self.collect_blob(ctx, &key).await;
+            self.collect_blob(ctx, current.storage_region.as_deref(), &key).await;
         }
         Ok(pb::DeleteEvidenceResponse {})
     }
@@ -311,7 +351,7 @@ impl EvidenceService {
         if action == CustodyAction::Disposed
             && let Some(key) = current.file_path
         {
-            self.collect_blob(ctx, &key).await;
+            self.collect_blob(ctx, current.storage_region.as_deref(), &key).await;
         }
         Ok(after)
     }
@@ -341,7 +381,7 @@ impl EvidenceService {
         }
         let key = row.file_path.clone().unwrap_or_default();
         // Hash outside any transaction: a multi-gigabyte file must not hold a row lock.
-        let actual = self.blobs.digest(&key).await?;
+        let actual = self.store(row.storage_region.as_deref())?.digest(&key).await?;
 
         let mut tx = self.db.begin(ctx.organization_id).await?;
         let current = find(&mut tx, ctx, id, true).await?;
@@ -421,7 +461,7 @@ impl EvidenceService {
             )
             .into());
         };
-        let Some((size, body)) = self.blobs.open(&key).await? else {
+        let Some((size, body)) = self.store(current.storage_region.as_deref())?.open(&key).await? else {
             return Err(Problem::state_conflict(
                 "Stored file is missing",
                 format!("The object of evidence {id} is gone from the blob store; run verify_evidence to record it"),
@@ -454,8 +494,8 @@ impl EvidenceService {
     /// Deletes an object no live evidence item refers to any more. Failure only leaves an
     /// orphan object behind (logged, and removed by the next [`EvidenceService::sweep_unreferenced`]),
     /// never a dangling reference.
-    async fn collect_blob(&self, ctx: &RequestCtx, key: &str) {
-        if let Err(e) = self.remove_if_unreferenced(ctx.organization_id, key).await {
+    async fn collect_blob(&self, ctx: &RequestCtx, region: Option<&str>, key: &str) {
+        if let Err(e) = self.remove_if_unreferenced(ctx.organization_id, region, key).await {
             tracing::warn!(key, error = %Problem::from(e), "could not remove an unreferenced evidence object");
         }
     }
@@ -463,18 +503,20 @@ impl EvidenceService {
     /// Removes `key` unless a live item of `organization_id` refers to it; whether it did. Under
     /// the object's lock, so an upload deduplicating onto it either commits first (and keeps it)
     /// or finds it gone and says so.
-    async fn remove_if_unreferenced(&self, organization_id: Uuid, key: &str) -> Result<bool> {
+    async fn remove_if_unreferenced(&self, organization_id: Uuid, region: Option<&str>, key: &str) -> Result<bool> {
+        let store = self.store(region)?;
         let mut tx = self.db.begin(organization_id).await?;
-        lock_blob(&mut tx, key).await?;
+        lock_blob(&mut tx, region, key).await?;
         let live: i64 = evidence::table
             .filter(evidence::organization_id.eq(organization_id))
             .filter(evidence::file_path.eq(key))
+            .filter(evidence::storage_region.is_not_distinct_from(region))
             .filter(evidence::disposed_at.is_null())
             .count()
             .get_result(tx.conn())
             .await?;
         if live == 0 {
-            self.blobs.delete(key).await?;
+            store.delete(key).await?;
         }
         tx.commit().await?;
         Ok(live == 0)
@@ -485,8 +527,21 @@ impl EvidenceService {
     /// removal after a deletion or disposal that failed. (`grace` keeps uploads in flight, whose
     /// items are not yet committed, out of reach.) Returns how many went.
     pub async fn sweep_unreferenced(&self, grace: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        for (region, store) in self.residency.stores().all() {
+            removed += self.sweep_unreferenced_in(region, store, grace).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn sweep_unreferenced_in(
+        &self,
+        region: Option<&str>,
+        store: &BlobStore,
+        grace: std::time::Duration,
+    ) -> Result<usize> {
         let mut by_org: HashMap<Uuid, Vec<String>> = HashMap::new();
-        for (org, key) in self.blobs.content_older_than(grace).await? {
+        for (org, key) in store.content_older_than(grace).await? {
             by_org.entry(org).or_default().push(key);
         }
         let mut removed = 0;
@@ -498,6 +553,7 @@ impl EvidenceService {
                 let live: Vec<Option<String>> = evidence::table
                     .filter(evidence::organization_id.eq(org))
                     .filter(evidence::file_path.eq_any(&keys))
+                    .filter(evidence::storage_region.is_not_distinct_from(region))
                     .filter(evidence::disposed_at.is_null())
                     .select(evidence::file_path)
                     .distinct()
@@ -507,8 +563,8 @@ impl EvidenceService {
                 live.into_iter().flatten().collect()
             };
             for key in keys.iter().filter(|key| !live.contains(*key)) {
-                if self.remove_if_unreferenced(org, key).await? {
-                    tracing::info!(%org, key, "removed an evidence object no item refers to");
+                if self.remove_if_unreferenced(org, region, key).await? {
+                    tracing::info!(%org, ?region, key, "removed an evidence object no item refers to");
                     removed += 1;
                 }
             }
@@ -517,9 +573,9 @@ impl EvidenceService {
     }
 }
 
-/// Serialises the upload and the removal of one content-addressed object.
-async fn lock_blob(tx: &mut Tx, key: &str) -> Result<()> {
-    Ok(tx.lock_named(key).await?)
+/// Serialises the upload and the removal of one content-addressed object (of one region's store).
+async fn lock_blob(tx: &mut Tx, region: Option<&str>, key: &str) -> Result<()> {
+    Ok(tx.lock_named(&format!("{}/{key}", region.unwrap_or_default())).await?)
 }
 
 fn disposed(id: Uuid) -> EvidenceError {
@@ -586,6 +642,13 @@ struct ParsedInput {
 }
 
 fn parse_input(input: pb::EvidenceInput) -> Result<ParsedInput> {
+    if input.storage_region.is_some() {
+        return Err(Problem::invalid_field(
+            "storage_region",
+            "only an upload places a file: give it with the upload, not when creating or changing an item",
+        )
+        .into());
+    }
     let now = timefmt::now();
     let collected_at = parse_opt_timestamp("collected_at", input.collected_at.as_deref())?.unwrap_or(now);
     if collected_at > now + Duration::minutes(5) {
@@ -646,13 +709,13 @@ async fn insert(
     ctx: &RequestCtx,
     holds: &Holds,
     input: ParsedInput,
-    file: Option<(StoredBlob, FileMeta)>,
+    file: Option<(StoredBlob, FileMeta, Option<String>)>,
 ) -> Result<pb::Evidence> {
     check_references(tx, ctx, &input).await?;
     let id = new_id();
     let collector = actor_name(ctx);
     let (path, name, content_type, size, sha256, blake3) = match &file {
-        Some((blob, meta)) => (
+        Some((blob, meta, _)) => (
             Some(blob.key.clone()),
             Some(meta.name.clone()),
             Some(meta.content_type.clone()),
@@ -674,12 +737,14 @@ async fn insert(
         evidence::file_size.eq(size),
         evidence::file_hash.eq(sha256),
         evidence::file_blake3.eq(blake3),
+        evidence::storage_region.eq(file.as_ref().and_then(|(_, _, region)| region.clone())),
     )))
     .execute(tx.conn())
     .await?;
     replace_links(tx, ctx, id, &input.requirements).await?;
     let details = match &file {
-        Some((blob, meta)) => json!({
+        Some((blob, meta, region)) => json!({
+            "storage_region": region,
             "file_name": meta.name,
             "sha256": blob.digests.sha256,
             "blake3": blob.digests.blake3,
@@ -793,6 +858,7 @@ async fn to_pb(tx: &mut Tx, ctx: &RequestCtx, holds: &Holds, rows: Vec<EvidenceR
                 disposed_at: r.disposed_at.map(ts),
                 created_at: ts(r.created_at),
                 updated_at: ts(r.updated_at),
+                storage_region: r.storage_region,
             }
         })
         .collect())
@@ -825,6 +891,7 @@ fn to_input(e: &pb::Evidence) -> pb::EvidenceInput {
         valid_until: e.valid_until.clone(),
         retention_period: e.retention_period,
         compliance_requirements: e.compliance_requirements.clone(),
+        storage_region: None,
     }
 }
 

@@ -152,7 +152,10 @@ pub(crate) async fn app_for(args: &DbArgs) -> anyhow::Result<App> {
     let chain = AuditChain::new(db.clone(), unused_signer, vec![], SequencerConfig::default());
     chain.check_transaction_counter().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let keys = crate::domains::vault::key_provider(&crate::config::VaultConfig::from_env(), &data_dir(), false)?;
-    App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?, keys)
+    let mut app = App::new(db, chain, slas_from_env()?, &EvidenceConfig::from_env(&data_dir())?, keys)?;
+    // Its signer is a throwaway: nothing may be signed with it.
+    app.archive_signer = None;
+    Ok(app)
 }
 
 /// The services with the server's audit signing key, for the audit commands (which sign the

@@ -162,6 +162,9 @@ pub fn connections_from_env() -> Result<ConnectionLimits, ConfigError> {
 pub struct EvidenceConfig {
     /// `CUSTOS_BLOB_STORE`: `file:///absolute/dir` (default `blobs/` under `CUSTOS_DATA_DIR`).
     pub blob_store: String,
+    /// `CUSTOS_BLOB_STORES`: a store per region for data residency, `region=url` pairs separated
+    /// by commas (`eu-west-1=file:///srv/eu,us-east-1=s3://bucket/us`); none by default.
+    pub blob_stores: Option<String>,
     /// `CUSTOS_MAX_UPLOAD_BYTES` (default 10 GiB).
     pub max_upload_bytes: u64,
 }
@@ -182,7 +185,11 @@ impl EvidenceConfig {
         if max_upload_bytes == 0 {
             return Err(ConfigError("CUSTOS_MAX_UPLOAD_BYTES must be at least 1".into()));
         }
-        Ok(EvidenceConfig { blob_store, max_upload_bytes })
+        let blob_stores = var("CUSTOS_BLOB_STORES");
+        if let Some(spec) = &blob_stores {
+            custos_blobs::parse_regions(spec).map_err(ConfigError)?;
+        }
+        Ok(EvidenceConfig { blob_store, blob_stores, max_upload_bytes })
     }
 }
 

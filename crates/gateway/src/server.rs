@@ -10,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use custos_audit_chain::keys::{self, KeySource};
 use custos_audit_chain::{AuditChain, AuditService, SequencerConfig};
+use custos_blobs::BlobStores;
 use custos_db::{Db, DbConfig, Holds};
-use custos_evidence::{BlobStore, EvidenceService};
+use custos_evidence::EvidenceService;
 use custos_frameworks::FrameworksService;
 use custos_holds::{LegalHoldCheck, LegalHoldsService};
 use custos_identity::{Authenticator, IdentityService};
 use custos_incidents::{IncidentsService, Slas};
 use custos_jobs::JobsService;
 use custos_notify::NotifyService;
+use custos_residency::ResidencyService;
 use custos_vault::KeyProvider;
 use custos_vault::secrets::SecretsService;
 use custos_vault::store::Vault;
@@ -55,6 +57,11 @@ pub struct App {
     pub secrets: SecretsService,
     /// Notification channels.
     pub notify: NotifyService,
+    /// Data residency: where files may be stored (the blob stores by region), and violations.
+    pub residency: ResidencyService,
+    /// The key retention archives are signed with: the audit log's signing key; `None` in an
+    /// operator command started without one (its archive runs fail, saying so).
+    pub archive_signer: Option<custos_audit_chain::note::NoteSigner>,
 }
 
 impl App {
@@ -66,13 +73,18 @@ impl App {
         keys: Arc<dyn KeyProvider>,
     ) -> anyhow::Result<Self> {
         let holds: Holds = Arc::new(LegalHoldCheck);
-        let blobs = BlobStore::from_url(&evidence.blob_store).map_err(|e| anyhow::anyhow!("CUSTOS_BLOB_STORE: {e}"))?;
+        let stores = BlobStores::from_config(&evidence.blob_store, evidence.blob_stores.as_deref())
+            .map_err(|e| anyhow::anyhow!("CUSTOS_BLOB_STORE(S): {e}"))?;
+        let residency = ResidencyService::new(db.clone(), stores);
         let jobs = JobsService::new(db.clone());
+        let archive_signer = Some(chain.signer().clone());
         Ok(App {
+            archive_signer,
             identity: IdentityService::new(db.clone()),
             frameworks: FrameworksService::new(db.clone()).with_job_waker(jobs.waker()),
             audit: AuditService::new(chain, holds.clone()),
-            evidence: EvidenceService::new(db.clone(), blobs, holds.clone(), evidence.max_upload_bytes),
+            evidence: EvidenceService::new(db.clone(), residency.clone(), holds.clone(), evidence.max_upload_bytes),
+            residency,
             legal_holds: LegalHoldsService::new(db.clone()),
             jobs,
             vault: Vault::new(db.clone(), keys.clone()),

@@ -70,6 +70,9 @@ fn every_subcommand_has_help() {
         vec!["access-review", "run", "--help"],
         vec!["retention", "execute", "--help"],
         vec!["policy", "validate", "--help"],
+        vec!["policy", "apply", "--help"],
+        vec!["archive", "verify", "--help"],
+        vec!["archive", "restore", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -254,6 +257,14 @@ async fn serve_migrates_on_start_answers_health_and_stops_on_sigterm() {
     assert_eq!(line["level"], "INFO");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// Three incidents of `acme` closed in 2020 (retention long past).
+const OLD_INCIDENTS: &str =
+    "INSERT INTO incidents (id, organization_id, title, description, severity, category, data_classification, status,
+                            reported_by, detected_at, responded_at, resolved_at)
+     SELECT gen_random_uuid(), o.id, 'old ' || g, '', 'LOW', 'OTHER', 'INTERNAL', 'CLOSED', 'import', '2019-01-01',
+            '2019-01-01', '2020-01-01'
+       FROM organizations o, generate_series(1, 3) g WHERE o.slug = 'acme'";
 
 fn custos_in(args: &[&str], database_url: &str, data_dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custos"))
@@ -551,12 +562,7 @@ async fn retention_execute_previews_runs_a_policy_and_every_scheduled_one() {
              SELECT '{policy}', id, 'Old incidents', 'INCIDENT_DATA', 'incident', 1, 'YEARS', 'soft', true
                FROM organizations WHERE slug = 'acme'"
         ),
-        "INSERT INTO incidents (id, organization_id, title, description, severity, category, data_classification, status,
-                                reported_by, detected_at, responded_at, resolved_at)
-         SELECT gen_random_uuid(), o.id, 'old ' || g, '', 'LOW', 'OTHER', 'INTERNAL', 'CLOSED', 'import', '2019-01-01',
-                '2019-01-01', '2020-01-01'
-           FROM organizations o, generate_series(1, 3) g WHERE o.slug = 'acme'"
-            .to_owned(),
+        OLD_INCIDENTS.to_owned(),
     ] {
         diesel::sql_query(sql).execute(&mut conn).await.unwrap();
     }
@@ -613,6 +619,137 @@ fn policy_validate_reports_every_problem_with_its_place() {
     {
         assert!(out.contains(expected), "{expected}: {out}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An archive run from the command line, its archive verified offline (`custos archive verify`:
+/// exit 0 intact, 1 not — tampered, or signed by another key) and restored (`custos archive
+/// restore`), once.
+#[tokio::test(flavor = "multi_thread")]
+async fn archive_runs_verify_offline_and_restore() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-archive-cli-{}", db.name));
+    let run = |args: &[&str]| custos_in(args, &db.url, &dir);
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
+    // The server's key, where a server keeps the one it generated.
+    let seed = [5u8; 32];
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("audit-signing.key"), base64::engine::general_purpose::STANDARD.encode(seed)).unwrap();
+    let server_key =
+        custos_audit_chain::note::NoteSigner::new("custos.local/audit", ed25519_dalek::SigningKey::from_bytes(&seed))
+            .verifier()
+            .to_note_key();
+    let other_key = custos_audit_chain::note::NoteSigner::new(
+        "custos.local/audit",
+        ed25519_dalek::SigningKey::from_bytes(&[6; 32]),
+    )
+    .verifier()
+    .to_note_key();
+    let policy = uuid::Uuid::now_v7();
+    let mut conn = db.superuser().await;
+    for sql in [
+        format!(
+            "INSERT INTO retention_policies (id, organization_id, name, policy_type, entity_type, retention_period,
+                                             retention_unit, deletion_method, auto_archive)
+             SELECT '{policy}', id, 'Archive old incidents', 'INCIDENT_DATA', 'incident', 1, 'YEARS', 'archive', true
+               FROM organizations WHERE slug = 'acme'"
+        ),
+        OLD_INCIDENTS.to_owned(),
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+    let o = run(&["retention", "execute", "--policy-id", &policy.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"status\": \"succeeded\""), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM incidents").await, 0, "archived out of the hot table");
+    let archives: Vec<std::path::PathBuf> = walk(&dir.join("blobs/archives"));
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let file = archives[0].to_str().unwrap().to_owned();
+
+    let o = custos(&["archive", "verify", &file, "--public-key", &server_key], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("intact: 3 record(s) and 0 file(s) of incident"), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&format!("signed by {server_key}")), "{}", stdout(&o));
+    let o = custos(&["archive", "verify", &file, "--public-key", &other_key], None);
+    assert_eq!(o.status.code(), Some(1), "another key: {}", stderr(&o));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"old 2").expect("a record");
+    bytes[at + 4] = b'9';
+    let tampered = dir.join("tampered.tar");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let o = custos(&["archive", "verify", tampered.to_str().unwrap(), "--public-key", &server_key], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("FAILED") && stderr(&o).contains("does not match its digest"), "{}", stderr(&o));
+    assert_eq!(custos(&["archive", "verify", "/no/such.tar"], None).status.code(), Some(2));
+    // Restore refuses the tampered copy, then brings the records back, once.
+    assert_eq!(run(&["archive", "restore", tampered.to_str().unwrap()]).status.code(), Some(1));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM incidents").await, 0);
+    let o = run(&["archive", "restore", &file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("restored 3 record(s) of acme; 0 present already"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM incidents").await, 3);
+    let o = run(&["archive", "restore", &file]);
+    assert!(stdout(&o).contains("restored 0 record(s) of acme; 3 present already"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM retention_runs WHERE restored = 3").await, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+/// `custos policy validate --policy-id ID` and `custos policy apply ID [--dry-run]` (seed 004's
+/// `validate_policy` and `apply_policy`) on a stored document.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_apply_dry_runs_then_applies_a_stored_document() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-policy-cli-{}", db.name));
+    let run = |args: &[&str]| custos_in(args, &db.url, &dir);
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
+    let policy = uuid::Uuid::now_v7();
+    let content = "name: Old incidents\nversion: v1\ntype: custom\nenforcement: {level: hard, scope: company}\n\
+                   retention:\n  policies:\n    - {entity_type: incident, retention_days: 365, deletion_method: soft}\n";
+    let mut conn = db.superuser().await;
+    for sql in [
+        format!(
+            "INSERT INTO compliance_policies (id, organization_id, name, version_label, policy_type, enforcement_level,
+                                              enforcement_scope, content, content_sha256, document, created_by)
+             SELECT '{policy}', id, 'Old incidents', '1', 'custom', 'hard', 'company', '{content}', '', '{{}}', 'test'
+               FROM organizations WHERE slug = 'acme'"
+        ),
+        OLD_INCIDENTS.to_owned(),
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+    let id = policy.to_string();
+    let o = run(&["policy", "validate", "--policy-id", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("valid"), "{}", stdout(&o));
+    let o = run(&["policy", "apply", &id, "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"records_deleted_now\": 3"), "{}", stdout(&o));
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM retention_policies").await, 0, "a dry run keeps nothing");
+    let o = run(&["policy", "apply", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("applied as version 1 (acme)"), "{}", stderr(&o));
+    assert_eq!(
+        count(&db, &format!("SELECT count(*) AS n FROM retention_policies WHERE managed_by_policy = '{id}'")).await,
+        1
+    );
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM compliance_policy_versions").await, 1);
+    assert_clean_failure(&run(&["policy", "apply", "nope"]), "not a policy id");
+    assert_clean_failure(&run(&["policy", "apply", &uuid::Uuid::nil().to_string()]), "no policy document");
+    assert_clean_failure(
+        &run(&["policy", "validate", "--policy-id", &uuid::Uuid::nil().to_string()]),
+        "no policy document",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

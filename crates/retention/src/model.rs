@@ -93,6 +93,7 @@ pub struct PolicyRow {
     pub locked_by: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    pub managed_by_policy: Option<Uuid>,
 }
 
 impl PolicyRow {

@@ -55,6 +55,7 @@ impl PolicyRow {
             explicit_scope: self.explicit_scope(),
             created_at: timefmt::timestamp(self.created_at),
             updated_at: timefmt::timestamp(self.updated_at),
+            managed_by_policy: self.managed_by_policy.map(|p| p.to_string()),
         }
     }
 
@@ -90,7 +91,7 @@ impl PolicyRow {
     }
 }
 
-fn shortest_days(period: i32, unit: RetentionUnit) -> i64 {
+pub(crate) fn shortest_days(period: i32, unit: RetentionUnit) -> i64 {
     let n = i64::from(period);
     match unit {
         RetentionUnit::Days => n,
@@ -102,22 +103,22 @@ fn shortest_days(period: i32, unit: RetentionUnit) -> i64 {
 
 /// A policy's fields, validated.
 #[derive(Debug, Clone, PartialEq)]
-struct Fields {
-    name: String,
-    description: String,
-    policy_type: PolicyType,
-    entity_type: EntityType,
-    retention_period: i32,
-    retention_unit: RetentionUnit,
-    deletion_method: DeletionMethod,
-    auto_archive: bool,
-    auto_delete: bool,
-    data_classification_levels: Vec<String>,
-    incident_categories: Vec<String>,
-    applicable_frameworks: Vec<Uuid>,
-    legal_hold_override: bool,
-    is_active: bool,
-    locked: bool,
+pub(crate) struct Fields {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) policy_type: PolicyType,
+    pub(crate) entity_type: EntityType,
+    pub(crate) retention_period: i32,
+    pub(crate) retention_unit: RetentionUnit,
+    pub(crate) deletion_method: DeletionMethod,
+    pub(crate) auto_archive: bool,
+    pub(crate) auto_delete: bool,
+    pub(crate) data_classification_levels: Vec<String>,
+    pub(crate) incident_categories: Vec<String>,
+    pub(crate) applicable_frameworks: Vec<Uuid>,
+    pub(crate) legal_hold_override: bool,
+    pub(crate) is_active: bool,
+    pub(crate) locked: bool,
 }
 
 /// The largest period per unit: a century.
@@ -132,7 +133,7 @@ fn max_period(unit: RetentionUnit) -> i32 {
 
 /// Validates `input`; `named` says which fields the request itself set (a PATCH's mask; every
 /// field of a PUT or a create), to tell `retention_days` from the stored period.
-fn validate(input: pb::RetentionPolicyInput, named: &dyn Fn(&str) -> bool) -> Result<Fields> {
+pub(crate) fn validate(input: pb::RetentionPolicyInput, named: &dyn Fn(&str) -> bool) -> Result<Fields> {
     let policy_type: PolicyType = choice("policy_type", &input.policy_type)?;
     let entity_type = match opt_choice::<EntityType>("entity_type", input.entity_type.as_deref())? {
         Some(e) => e,
@@ -180,10 +181,17 @@ fn validate(input: pb::RetentionPolicyInput, named: &dyn Fn(&str) -> bool) -> Re
     let deletion_method = match opt_choice::<DeletionMethod>("deletion_method", input.deletion_method.as_deref())? {
         Some(m) => m,
         None if auto_archive => DeletionMethod::Archive,
-        // Job records have no soft deletion: they go for good.
-        None if entity_type == EntityType::Job => DeletionMethod::Hard,
+        // Job records have no soft deletion: they go for good; audit entries are only pruned.
+        None if matches!(entity_type, EntityType::Job | EntityType::AuditLog) => DeletionMethod::Hard,
         None => DeletionMethod::Soft,
     };
+    if entity_type == EntityType::AuditLog && deletion_method != DeletionMethod::Hard {
+        return Err(Problem::invalid_field(
+            "deletion_method",
+            "audit entries are only ever pruned (hard), through the audit chain, so the log stays verifiable",
+        )
+        .into());
+    }
     if entity_type == EntityType::Job && deletion_method == DeletionMethod::Soft {
         return Err(Problem::invalid_field(
             "deletion_method",
@@ -248,7 +256,7 @@ fn validate(input: pb::RetentionPolicyInput, named: &dyn Fn(&str) -> bool) -> Re
 }
 
 /// What a change would loosen in a locked policy, in words (empty: nothing).
-fn loosening(current: &PolicyRow, next: &Fields) -> Vec<String> {
+pub(crate) fn loosening(current: &PolicyRow, next: &Fields) -> Vec<String> {
     let mut out = Vec::new();
     if !next.locked {
         out.push("unlock it".to_owned());
@@ -402,6 +410,7 @@ impl RetentionService {
         let fields = validate(req.policy.unwrap_or_default(), &|_| true)?;
         let mut tx = self.db.begin_as(ctx, Access::Admin).await?;
         refs::all(&mut tx, ctx, refs::Kind::Framework, "applicable_frameworks", &fields.applicable_frameworks).await?;
+        self.guard_retention_change(&mut tx, ctx, "retention_policy.create", None, Some(&fields)).await?;
         let now = timefmt::now();
         let row: PolicyRow = diesel::insert_into(policies::table)
             .values((
@@ -444,28 +453,12 @@ impl RetentionService {
         if current.locked && !named("locked") {
             fields.locked = true;
         }
-        if current.locked {
-            let loosened = loosening(&current, &fields);
-            if !loosened.is_empty() {
-                return Err(Problem::state_conflict(
-                    "Retention policy is locked",
-                    format!(
-                        "Policy {:?} is under a preservation lock (since {}): it can be extended but never loosened; this change would {}",
-                        current.name,
-                        current.locked_at.map(timefmt::timestamp).unwrap_or_default(),
-                        loosened.join(", ")
-                    ),
-                )
-                .into());
-            }
-        }
+        ensure_not_loosened(&current, &fields)?;
         refs::all(&mut tx, ctx, refs::Kind::Framework, "applicable_frameworks", &fields.applicable_frameworks).await?;
+        let target = Some((id, current.name.as_str(), current.managed_by_policy));
+        self.guard_retention_change(&mut tx, ctx, "retention_policy.update", target, Some(&fields)).await?;
         let now = timefmt::now();
-        let (locked_at, locked_by) = match (current.locked, fields.locked) {
-            (true, _) => (current.locked_at, current.locked_by.clone()),
-            (false, true) => (Some(now), Some(ctx.actor.label())),
-            (false, false) => (None, None),
-        };
+        let (locked_at, locked_by) = lock_stamp(&current, fields.locked, ctx, now);
         let after: PolicyRow = diesel::update(
             policies::table.filter(policies::organization_id.eq(ctx.organization_id)).filter(policies::id.eq(id)),
         )
@@ -501,6 +494,8 @@ impl RetentionService {
             )
             .into());
         }
+        let target = Some((id, current.name.as_str(), current.managed_by_policy));
+        self.guard_retention_change(&mut tx, ctx, "retention_policy.delete", target, None).await?;
         diesel::delete(
             policies::table.filter(policies::organization_id.eq(ctx.organization_id)).filter(policies::id.eq(id)),
         )
@@ -562,4 +557,160 @@ pub(crate) async fn find(tx: &mut Tx, org: Uuid, id: Uuid, lock: bool) -> Result
         .select(PolicyRow::as_select());
     let row = if lock { q.for_update().first(tx.conn()).await } else { q.first(tx.conn()).await };
     Ok(row.optional()?.ok_or_else(|| Problem::not_found("Retention policy", id))?)
+}
+
+/// Refuses (409, saying how) a change that would loosen a locked policy.
+fn ensure_not_loosened(current: &PolicyRow, next: &Fields) -> Result<()> {
+    if !current.locked {
+        return Ok(());
+    }
+    let loosened = loosening(current, next);
+    if loosened.is_empty() {
+        return Ok(());
+    }
+    Err(Problem::state_conflict(
+        "Retention policy is locked",
+        format!(
+            "Policy {:?} is under a preservation lock (since {}): it can be extended but never loosened; this change would {}",
+            current.name,
+            current.locked_at.map(timefmt::timestamp).unwrap_or_default(),
+            loosened.join(", ")
+        ),
+    )
+    .into())
+}
+
+/// When and by whom the policy was locked after a change: kept once locked, stamped when the
+/// change locks it.
+fn lock_stamp(
+    current: &PolicyRow,
+    locks: bool,
+    ctx: &RequestCtx,
+    now: OffsetDateTime,
+) -> (Option<OffsetDateTime>, Option<String>) {
+    match (current.locked, locks) {
+        (true, _) => (current.locked_at, current.locked_by.clone()),
+        (false, true) => (Some(now), Some(ctx.actor.label())),
+        (false, false) => (None, None),
+    }
+}
+
+/// What a change did to one retention policy, field by field (the audited JSON forms compared).
+fn changes(before: &Value, after: &Value) -> Vec<pb::FieldChange> {
+    const IGNORED: [&str; 4] = ["id", "created_at", "updated_at", "managed_by_policy"];
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
+    after
+        .iter()
+        .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| pb::FieldChange {
+            field: k.clone(),
+            before: before.get(k).cloned().unwrap_or(Value::Null).to_string(),
+            after: v.to_string(),
+        })
+        .collect()
+}
+
+/// Makes the retention policies a policy document manages exactly `desired` (at most one per
+/// entity type), in the caller's transaction, each change audited: updated in place, created,
+/// or deleted when the document no longer names its entity. A locked one is never loosened nor
+/// deleted (409). What happened to each, for the document's impact.
+pub(crate) async fn converge_managed(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    document: Uuid,
+    desired: Vec<pb::RetentionPolicyInput>,
+) -> Result<Vec<(pb::RetentionPolicyImpact, Option<PolicyRow>)>> {
+    let org = ctx.organization_id;
+    let mut existing: Vec<PolicyRow> = policies::table
+        .filter(policies::organization_id.eq(org))
+        .filter(policies::managed_by_policy.eq(document))
+        .order(policies::created_at.asc())
+        .select(PolicyRow::as_select())
+        .for_update()
+        .load(tx.conn())
+        .await?;
+    let mut out = Vec::new();
+    let now = timefmt::now();
+    for input in desired {
+        let fields = validate(input, &|_| true)?;
+        let impact = |action: &str, id: Option<Uuid>, changes: Vec<pb::FieldChange>| pb::RetentionPolicyImpact {
+            action: action.to_owned(),
+            name: fields.name.clone(),
+            entity_type: fields.entity_type.to_string(),
+            retention_policy: id.map(|i| i.to_string()),
+            changes,
+            ..Default::default()
+        };
+        match existing.iter().position(|p| p.entity_type == fields.entity_type) {
+            Some(at) => {
+                let current = existing.remove(at);
+                if validate(current.to_input(), &|_| true)? == fields {
+                    out.push((impact("unchanged", Some(current.id), Vec::new()), Some(current)));
+                    continue;
+                }
+                ensure_not_loosened(&current, &fields)?;
+                let (locked_at, locked_by) = lock_stamp(&current, fields.locked, ctx, now);
+                let after: PolicyRow = diesel::update(
+                    policies::table.filter(policies::organization_id.eq(org)).filter(policies::id.eq(current.id)),
+                )
+                .set((
+                    columns(&Fields { locked: fields.locked || current.locked, ..fields.clone() }),
+                    policies::locked_at.eq(locked_at),
+                    policies::locked_by.eq(locked_by),
+                    policies::updated_at.eq(now),
+                ))
+                .returning(PolicyRow::as_returning())
+                .get_result(tx.conn())
+                .await
+                .map_err(|e| taken(e.into(), &fields.name))?;
+                record_change(tx, ctx, "update", "retention_policy", after.id, current.audited(), after.audited())
+                    .await?;
+                let changed = changes(&current.audited(), &after.audited());
+                out.push((impact("update", Some(after.id), changed), Some(after)));
+            }
+            None => {
+                let row: PolicyRow = diesel::insert_into(policies::table)
+                    .values((
+                        policies::id.eq(new_id()),
+                        policies::organization_id.eq(org),
+                        columns(&fields),
+                        policies::locked_at.eq(fields.locked.then_some(now)),
+                        policies::locked_by.eq(fields.locked.then(|| ctx.actor.label())),
+                        policies::managed_by_policy.eq(document),
+                    ))
+                    .returning(PolicyRow::as_returning())
+                    .get_result(tx.conn())
+                    .await
+                    .map_err(|e| taken(e.into(), &fields.name))?;
+                record_change(tx, ctx, "create", "retention_policy", row.id, Value::Null, row.audited()).await?;
+                let changed = changes(&Value::Object(Default::default()), &row.audited());
+                out.push((impact("create", Some(row.id), changed), Some(row)));
+            }
+        }
+    }
+    for gone in existing {
+        if gone.locked {
+            return Err(Problem::state_conflict(
+                "Retention policy is locked",
+                format!("Policy {:?} is under a preservation lock and is never deleted", gone.name),
+            )
+            .into());
+        }
+        diesel::delete(policies::table.filter(policies::organization_id.eq(org)).filter(policies::id.eq(gone.id)))
+            .execute(tx.conn())
+            .await?;
+        record_change(tx, ctx, "delete", "retention_policy", gone.id, gone.audited(), Value::Null).await?;
+        out.push((
+            pb::RetentionPolicyImpact {
+                action: "delete".to_owned(),
+                name: gone.name.clone(),
+                entity_type: gone.entity_type.to_string(),
+                retention_policy: Some(gone.id.to_string()),
+                ..Default::default()
+            },
+            None,
+        ));
+    }
+    Ok(out)
 }

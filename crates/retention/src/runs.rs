@@ -120,6 +120,7 @@ impl RunRow {
             errors_encountered: self.errors_encountered,
             error: self.error.clone(),
             sample: Vec::new(),
+            limited_by: Vec::new(),
         }
     }
 
@@ -188,7 +189,8 @@ pub(crate) async fn plan_batch(
     by_admin: bool,
     lock: bool,
 ) -> Result<Batch> {
-    let hard = policy.deletion_method == DeletionMethod::Hard;
+    // Archiving removes records from the hot tables as hard deletion does.
+    let hard = matches!(policy.deletion_method, DeletionMethod::Hard | DeletionMethod::Archive);
     // The next ids of the policy's records, in id order.
     let ids: Vec<Uuid> = match policy.entity_type {
         EntityType::Incident => {
@@ -283,6 +285,20 @@ pub(crate) async fn plan_batch(
     } else {
         Vec::new()
     };
+    // Sealed evidence is deleted by nobody until it is released (the evidence service's own
+    // rule for its deletion and disposal): retention keeps to it.
+    let sealed: Vec<Uuid> = if policy.entity_type == EntityType::Evidence {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+        evidence::table
+            .filter(evidence::organization_id.eq(org))
+            .filter(evidence::id.eq_any(&ids))
+            .filter(evidence::status.eq("SEALED"))
+            .select(evidence::id)
+            .load(tx.conn())
+            .await?
+    } else {
+        Vec::new()
+    };
     let now = timefmt::now();
     let mut plans = Vec::new();
     for (id, record, scope) in rows {
@@ -304,6 +320,8 @@ pub(crate) async fn plan_batch(
             Verdict::Eligible if decision.deletion.is_some_and(|d| d.0 == policy.id) => {
                 if referred.contains(&id) {
                     Planned::Skip("evidence or vulnerabilities still refer to it: their retention comes first".into())
+                } else if sealed.contains(&id) {
+                    Planned::Skip("sealed evidence is kept until its custody chain records RELEASED".into())
                 } else {
                     Planned::Act
                 }
@@ -340,7 +358,7 @@ fn not_runnable(policy: &PolicyRow) -> Problem {
     Problem::state_conflict(
         "Retention run not available",
         format!(
-            "Policy {:?}: audit entries are pruned by the audit chain's own retention (CUSTOS_AUDIT_RETENTION_DAYS, custos audit prune), not by runs",
+            "Policy {:?}: audit entries are only ever pruned (deletion_method hard), through the audit chain's own pruning, so the log stays verifiable; they are never soft-deleted or archived",
             policy.name
         ),
     )
@@ -376,15 +394,28 @@ impl RetentionService {
             )
             .into());
         }
-        if policy.entity_type == EntityType::AuditLog {
+        if policy.entity_type == EntityType::AuditLog && policy.deletion_method != DeletionMethod::Hard {
             return Err(not_runnable(&policy).into());
         }
-        if policy.deletion_method == DeletionMethod::Archive && !req.preview {
-            return Err(Problem::state_conflict(
-                "Archive runs not available yet",
-                format!("Policy {:?} archives; archive runs are not built yet (a preview is)", policy.name),
-            )
-            .into());
+        if req.preview && policy.entity_type == EntityType::AuditLog {
+            // The audit log goes by prefix, through its own pruning: the count of what would go.
+            let cutoff = self.audit_run_cutoff(org, &policy).await?;
+            let n = self.audit_entries_before(org, cutoff.before).await?;
+            let mut row = self.insert_run(&mut tx, ctx, new_id(), &policy, by_admin, None, true).await?;
+            row = diesel::update(runs::table.filter(runs::id.eq(row.id)))
+                .set((
+                    runs::status.eq(RunStatus::Completed),
+                    runs::finished_at.eq(timefmt::now()),
+                    runs::examined.eq(n),
+                    runs::hard_deleted.eq(n),
+                ))
+                .returning(RunRow::as_returning())
+                .get_result(tx.conn())
+                .await?;
+            tx.commit().await?;
+            let mut out = row.to_pb(true);
+            out.limited_by = cutoff.reasons;
+            return Ok(out);
         }
         if req.preview {
             see_deleted(&mut tx).await?;
@@ -527,10 +558,40 @@ impl RetentionService {
             )
             .into());
         }
+        if policy.entity_type == EntityType::AuditLog {
+            // One step: the chain prunes in its own transactions (each audited), and a rerun
+            // carries on where it stopped.
+            tx.commit().await?;
+            let cutoff = self.audit_run_cutoff(org, &policy).await?;
+            let removed = self.prune_audit(org, cutoff.before).await? as i64;
+            let mut tx = self.db.begin(org).await?;
+            let done: RunRow =
+                diesel::update(runs::table.filter(runs::organization_id.eq(org)).filter(runs::id.eq(run)))
+                    .set((
+                        runs::examined.eq(runs::examined + removed),
+                        runs::hard_deleted.eq(runs::hard_deleted + removed),
+                        runs::status.eq(RunStatus::Completed),
+                        runs::finished_at.eq(timefmt::now()),
+                    ))
+                    .returning(RunRow::as_returning())
+                    .get_result(tx.conn())
+                    .await?;
+            let mut after = done.audited();
+            after["limited_by"] = serde_json::json!(cutoff.reasons);
+            record_change(&mut tx, ctx, "complete", "retention_run", run, row.audited(), after).await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
         let batch = plan_batch(self, &mut tx, org, &policy, row.last_record, row.by_admin, true).await?;
         let acting: Vec<Uuid> = batch.plans.iter().filter(|(_, p)| *p == Planned::Act).map(|(id, _)| *id).collect();
         let now = timefmt::now();
         let action = acted(policy.deletion_method);
+        // Where the batch's archive went (archive runs), written before anything is removed.
+        let archived_to = if policy.deletion_method == DeletionMethod::Archive && !acting.is_empty() {
+            Some(self.archive_batch(&mut tx, ctx, &policy, run, &acting).await?)
+        } else {
+            None
+        };
         if !acting.is_empty() {
             apply(&mut tx, org, policy.entity_type, policy.deletion_method, &acting, run, now).await?;
         }
@@ -539,7 +600,9 @@ impl RetentionService {
             .iter()
             .map(|(id, plan)| {
                 let (a, reason) = match plan {
-                    Planned::Act => (action, String::new()),
+                    Planned::Act => {
+                        (action, archived_to.as_ref().map(|at| format!("archive {at}")).unwrap_or_default())
+                    }
                     Planned::Skip(why) => (ItemAction::Skipped, why.clone()),
                 };
                 (
@@ -562,6 +625,7 @@ impl RetentionService {
                 runs::skipped.eq(runs::skipped + skipped),
                 runs::soft_deleted.eq(runs::soft_deleted + if action == ItemAction::SoftDeleted { acted_n } else { 0 }),
                 runs::hard_deleted.eq(runs::hard_deleted + if action == ItemAction::HardDeleted { acted_n } else { 0 }),
+                runs::archived.eq(runs::archived + if action == ItemAction::Archived { acted_n } else { 0 }),
                 runs::last_record.eq(batch.last.or(row.last_record)),
             ))
             .execute(tx.conn())
@@ -569,6 +633,7 @@ impl RetentionService {
         let resource = policy.entity_type.to_string();
         let audit_action = match action {
             ItemAction::HardDeleted => "retention_hard_delete",
+            ItemAction::Archived => "retention_archive",
             _ => "retention_soft_delete",
         };
         record_many(
@@ -582,7 +647,8 @@ impl RetentionService {
                     resource_id: id.to_string(),
                     before: json!({ "id": id }),
                     after: json!({ "retention_run": run, "policy": policy.id, "policy_name": policy.name,
-                                   "deletion_method": policy.deletion_method.to_string(), "held_override": row.by_admin && policy.legal_hold_override }),
+                                   "deletion_method": policy.deletion_method.to_string(), "held_override": row.by_admin && policy.legal_hold_override,
+                                   "archive": archived_to }),
                 })
                 .collect(),
         )
@@ -863,15 +929,11 @@ async fn apply(
                         .execute(tx.conn())
                         .await?;
                 }
-                DeletionMethod::Hard => {
+                // Archived records leave the hot tables once their archive is written.
+                DeletionMethod::Hard | DeletionMethod::Archive => {
                     diesel::delete($t::table.filter($t::organization_id.eq(org)).filter($t::id.eq_any(ids)))
                         .execute(tx.conn())
                         .await?;
-                }
-                DeletionMethod::Archive => {
-                    return Err(
-                        Problem::state_conflict("Archive runs not available yet", "archiving comes later").into()
-                    );
                 }
             }
         };
@@ -880,7 +942,7 @@ async fn apply(
         EntityType::Incident => act_on!(incidents),
         EntityType::Evidence => act_on!(evidence),
         EntityType::Vulnerability => act_on!(vulnerabilities),
-        // Job records are only ever deleted for good (policies say `hard`).
+        // Job records are only ever deleted for good or archived (policies say `hard` or `archive`).
         EntityType::Job => {
             diesel::delete(jobs::table.filter(jobs::organization_id.eq(org)).filter(jobs::id.eq_any(ids)))
                 .execute(tx.conn())
@@ -954,8 +1016,8 @@ pub fn execute_job(service: RetentionService) -> Kind {
     .attempts(JOB_ATTEMPTS)
 }
 
-/// The kind the daily `retention` schedule starts: a run of every active policy that deletes by
-/// itself (not archive policies yet), one after another; each run started once (a job step).
+/// The kind the daily `retention` schedule starts: a run of every active policy that deletes or
+/// archives by itself, one after another; each run started once (a job step).
 pub fn scheduled_job(service: RetentionService) -> Kind {
     Kind::new(SCHEDULED_JOB, JobScope::Organization, "Runs every scheduled retention policy", move |job: Job| {
         let service = service.clone();
@@ -967,9 +1029,8 @@ pub fn scheduled_job(service: RetentionService) -> Kind {
                 let rows = policies::table
                     .filter(policies::organization_id.eq(org))
                     .filter(policies::is_active.eq(true))
-                    .filter(policies::auto_delete.eq(true))
+                    .filter(policies::auto_delete.eq(true).or(policies::auto_archive.eq(true)))
                     .filter(policies::entity_type.ne(EntityType::AuditLog))
-                    .filter(policies::deletion_method.ne(DeletionMethod::Archive))
                     .order(policies::id.asc())
                     .select(PolicyRow::as_select())
                     .load(tx.conn())
@@ -1025,4 +1086,35 @@ pub fn scheduled_job(service: RetentionService) -> Kind {
         }
     })
     .attempts(JOB_ATTEMPTS)
+}
+
+/// What a run of `policy` would do now, by the precedence rules with every active policy of its
+/// entity, in the caller's transaction: records acted on (deleted or archived) and skipped. For a
+/// policy document's dry run, whose transaction holds the configuration it would apply.
+pub(crate) async fn count_now(
+    service: &RetentionService,
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    policy: &PolicyRow,
+) -> Result<(i64, i64)> {
+    if !policy.is_active || !(policy.auto_delete || policy.auto_archive) || policy.entity_type == EntityType::AuditLog {
+        return Ok((0, 0));
+    }
+    see_deleted(tx).await?;
+    let (mut acted, mut skipped) = (0, 0);
+    let mut after = None;
+    loop {
+        // The daily run's view: it is not an admin's, so holds are never overridden.
+        let batch = plan_batch(service, tx, ctx.organization_id, policy, after, false, false).await?;
+        for (_, plan) in &batch.plans {
+            match plan {
+                Planned::Act => acted += 1,
+                Planned::Skip(_) => skipped += 1,
+            }
+        }
+        after = batch.last;
+        if !batch.more {
+            return Ok((acted, skipped));
+        }
+    }
 }

@@ -226,6 +226,8 @@ pub struct ServerOptions {
     pub auth_cache_seconds: Option<u64>,
     /// `CUSTOS_BLOB_STORE` (default: `blobs/` in the test's data directory).
     pub blob_store: Option<String>,
+    /// `CUSTOS_BLOB_STORES` (default: none).
+    pub blob_stores: Option<String>,
     /// Incident and vulnerability SLAs (default: the seed's).
     pub slas: Option<Slas>,
     /// `CUSTOS_AUDIT_SEARCH_SCAN` (default as in production).
@@ -341,6 +343,7 @@ impl TestServer {
                 blob_store: options
                     .blob_store
                     .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display())),
+                blob_stores: options.blob_stores,
                 max_upload_bytes: options.max_upload_bytes.unwrap_or(64 * 1024 * 1024),
             },
             slas: options.slas.unwrap_or_default(),

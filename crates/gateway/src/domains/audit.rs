@@ -43,6 +43,8 @@ fn serve(app: &App, config: &Config) -> Serving {
     let chain = app.audit.chain().clone();
     let (resumer, pruner) = (chain.clone(), chain.clone());
     let days = config.audit.retention_days;
+    // Retention policies over the audit log and legal holds limit the platform's pruning too.
+    let limits = super::retention::service(app);
     Serving {
         endpoints: vec![
             Endpoint::get(AUDIT, "The audit trail, newest first (auditors, admins)", op!(s, list_entries))
@@ -119,12 +121,20 @@ fn serve(app: &App, config: &Config) -> Serving {
                 Scope::Organization,
                 "Prunes the organisation's audit entries older than CUSTOS_AUDIT_RETENTION_DAYS",
                 move |job: Job| {
-                    let pruner = pruner.clone();
+                    let (pruner, limits) = (pruner.clone(), limits.clone());
                     async move {
                         let org = job.organization().ok_or_else(|| JobError::fatal("an organisation's job"))?;
-                        let outcome = pruner.prune(org, days).await.map_err(|e| JobError::from_problem(AuditError::from(e).into()))?;
+                        let limit = limits
+                            .audit_prune_limit(org, custos_core::timefmt::days_ago(days))
+                            .await
+                            .map_err(|e| JobError::from_problem(e.into()))?;
+                        let outcome = pruner
+                            .prune_before(org, limit.before)
+                            .await
+                            .map_err(|e| JobError::from_problem(AuditError::from(e).into()))?;
                         job.count("removed", outcome.removed as i64);
-                        Ok(serde_json::json!({ "removed": outcome.removed, "pruned_before": outcome.pruned_before, "days": days }))
+                        Ok(serde_json::json!({ "removed": outcome.removed, "pruned_before": outcome.pruned_before, "days": days,
+                                               "limited_by": limit.reasons }))
                     }
                 },
             ),
@@ -460,12 +470,18 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 Some(d) => d,
                 None => AuditConfig::from_env(std::path::Path::new("."))?.retention_days,
             };
+            let limits = super::retention::service(&app);
             for (org_id, slug) in organisations(&app, org.as_deref()).await? {
-                let outcome = app.audit.chain().prune(org_id, days).await?;
+                let limit =
+                    limits.audit_prune_limit(org_id, custos_core::timefmt::days_ago(days)).await.map_err(problem)?;
+                let outcome = app.audit.chain().prune_before(org_id, limit.before).await?;
                 println!(
                     "{slug}: {} entries older than {days} days pruned; the log now starts at {}",
                     outcome.removed, outcome.pruned_before
                 );
+                for reason in &limit.reasons {
+                    println!("{slug}: kept longer: {reason}");
+                }
             }
         }
     }

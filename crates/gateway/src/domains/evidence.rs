@@ -126,9 +126,10 @@ fn serve(app: &App, _config: &Config) -> Serving {
             move |job: Job| {
                 let sweeper = sweeper.clone();
                 async move {
-                    let age = custos_evidence::blobs::STAGING_MAX_AGE;
+                    let age = custos_blobs::store::STAGING_MAX_AGE;
                     // Each sweep removes only what nothing refers to: doing one twice is harmless.
-                    let staging = sweeper.blobs().sweep_staging(age).await.map_err(JobError::retry)?;
+                    let staging =
+                        sweeper.sweep_staging(age).await.map_err(|e| JobError::from_problem(Problem::from(e)))?;
                     job.count("staging_removed", staging as i64);
                     job.set_progress(0.5);
                     let unreferenced =

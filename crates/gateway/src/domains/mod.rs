@@ -14,6 +14,7 @@ pub mod identity;
 pub mod incidents;
 pub mod jobs;
 pub mod notify;
+pub mod residency;
 pub mod retention;
 pub mod vault;
 
@@ -41,6 +42,7 @@ pub const ALL: &[Domain] = &[
     vault::DOMAIN,
     notify::DOMAIN,
     retention::DOMAIN,
+    residency::DOMAIN,
 ];
 
 /// A domain as the gateway sees it.

@@ -1,12 +1,13 @@
-//! The blob store evidence files live in (`object_store`: a local directory or S3-compatible
-//! storage), content-addressed and never overwritten.
+//! One blob store (`object_store`: a local directory or S3-compatible storage): files stored
+//! content-addressed and never overwritten.
 //!
 //! An upload streams into a staging object under `uploads/` while SHA-256 and BLAKE3 are
 //! computed over the same bytes; memory stays at one multipart chunk or two whatever the file
 //! size. The finished object is then renamed, only if absent, to
-//! `<organisation>/blake3/<hh>/<blake3 hex>`: identical content shares one object, and an existing
-//! object is never replaced. Objects are per organisation, so deduplication reveals nothing
-//! across tenants.
+//! `[<storage prefix>/]<organisation>/blake3/<hh>/<blake3 hex>`: identical content shares one
+//! object, and an existing object is never replaced. Objects are per organisation, so
+//! deduplication reveals nothing across tenants; the storage prefix is the organisation's data
+//! residency setting (`storage_prefix`).
 //!
 //! `CUSTOS_BLOB_STORE` names the store: `file:///dir`, or `s3://bucket/prefix` with the usual `AWS_*`
 //! variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP` for other S3-compatible stores).
@@ -159,14 +160,14 @@ impl BlobStore {
     }
 
     /// The content objects (not staging) last written more than `min_age` ago, with the
-    /// organisation each belongs to (its key's first segment).
+    /// organisation each belongs to (the segment before `blake3` in its key).
     pub async fn content_older_than(&self, min_age: std::time::Duration) -> Result<Vec<(Uuid, String)>, BlobError> {
         let cutoff = std::time::SystemTime::now() - min_age;
         let mut found = Vec::new();
         let mut listing = self.store.list(None);
         while let Some(meta) = listing.try_next().await? {
             let key = meta.location.to_string();
-            let org = key.split('/').next().and_then(|first| Uuid::parse_str(first).ok());
+            let org = owner_of(&key);
             if let Some(org) = org
                 && std::time::SystemTime::from(meta.last_modified) < cutoff
             {
@@ -209,7 +210,14 @@ impl BlobStore {
     }
 
     /// Streams `body` into the store, refusing it once it passes `limit` bytes.
-    pub async fn ingest<S, E>(&self, organization_id: Uuid, body: S, limit: u64) -> Result<StoredBlob, BlobError>
+    /// `prefix` is the organisation's storage prefix, if it has one ([`check_prefix`]).
+    pub async fn ingest<S, E>(
+        &self,
+        organization_id: Uuid,
+        prefix: Option<&str>,
+        body: S,
+        limit: u64,
+    ) -> Result<StoredBlob, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: Display,
@@ -242,7 +250,7 @@ impl BlobStore {
         }
         writer.finish().await?;
         let digests = hashing.finish();
-        let key = content_key(organization_id, &digests.blake3);
+        let key = content_key(prefix, organization_id, &digests.blake3);
         let target = Path::from(key.as_str());
         let stored_already = match self.store.rename_if_not_exists(&staging, &target).await {
             Ok(()) => false,
@@ -311,6 +319,28 @@ impl BlobStore {
         Ok(Some(hashing.finish()))
     }
 
+    /// Writes the local file at `path` to `key` (replacing what is there: for objects named by
+    /// their writer, such as archives, never for content-addressed ones); its size.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<u64, BlobError> {
+        use tokio::io::AsyncReadExt;
+        let upload = self.store.put_multipart(&Path::from(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(IN_FLIGHT).await?;
+            writer.write(&buf[..n]);
+            size += n as u64;
+        }
+        writer.finish().await?;
+        Ok(size)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match self.store.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -342,8 +372,40 @@ fn read_file(file: std::fs::File) -> BoxStream<'static, Result<Bytes, BlobError>
     .boxed()
 }
 
-pub fn content_key(organization_id: Uuid, blake3_hex: &str) -> String {
-    format!("{organization_id}/blake3/{}/{blake3_hex}", &blake3_hex[..2])
+pub fn content_key(prefix: Option<&str>, organization_id: Uuid, blake3_hex: &str) -> String {
+    let key = format!("{organization_id}/blake3/{}/{blake3_hex}", &blake3_hex[..2]);
+    match prefix {
+        Some(prefix) => format!("{prefix}/{key}"),
+        None => key,
+    }
+}
+
+/// The organisation a content key belongs to: the segment before `blake3`.
+fn owner_of(key: &str) -> Option<Uuid> {
+    let segments: Vec<&str> = key.split('/').collect();
+    let at = segments.iter().position(|s| *s == "blake3")?;
+    Uuid::parse_str(segments.get(at.checked_sub(1)?)?).ok()
+}
+
+/// A storage prefix: path segments of letters, digits, `.`, `_` and `-`, separated by `/`, at
+/// most 200 characters, never `uploads` first (the staging area) nor `.`/`..`; what is wrong
+/// when it is not one.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > 200 {
+        return Err("must be 1 to 200 characters".into());
+    }
+    for segment in prefix.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err("must be path segments separated by single slashes, without . or ..".into());
+        }
+        if !segment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(format!("segment {segment:?} may hold only letters, digits, '.', '_' and '-'"));
+        }
+    }
+    if prefix.split('/').next() == Some("uploads") {
+        return Err("may not start with `uploads` (the staging area)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,12 +427,12 @@ mod tests {
     async fn ingest_hashes_addresses_by_content_and_deduplicates() {
         let store = BlobStore::from_url("memory://").unwrap();
         let org = Uuid::now_v7();
-        let a = store.ingest(org, chunks(&[b"hello ", b"world"]), 1024).await.unwrap();
+        let a = store.ingest(org, None, chunks(&[b"hello ", b"world"]), 1024).await.unwrap();
         assert_eq!(a.digests.size, 11);
         assert_eq!(a.digests.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         assert_eq!(a.digests.blake3, blake3::hash(b"hello world").to_hex().to_string());
-        assert_eq!(a.key, content_key(org, &a.digests.blake3));
-        let b = store.ingest(org, chunks(&[b"hello world"]), 1024).await.unwrap();
+        assert_eq!(a.key, content_key(None, org, &a.digests.blake3));
+        let b = store.ingest(org, None, chunks(&[b"hello world"]), 1024).await.unwrap();
         assert_eq!(a.key, b.key);
         assert_eq!(store.digest(&a.key).await.unwrap(), Some(a.digests));
     }
@@ -378,7 +440,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_limit_is_refused_and_leaves_nothing() {
         let store = BlobStore::from_url("memory://").unwrap();
-        let err = store.ingest(Uuid::now_v7(), chunks(&[b"0123456789", b"x"]), 10).await.unwrap_err();
+        let err = store.ingest(Uuid::now_v7(), None, chunks(&[b"0123456789", b"x"]), 10).await.unwrap_err();
         assert!(matches!(err, BlobError::TooLarge { limit: 10 }));
         let left: Vec<_> = store.store.list(None).collect().await;
         assert!(left.is_empty(), "{left:?}");
@@ -388,7 +450,7 @@ mod tests {
     async fn the_sweep_removes_stale_staging_only() {
         let dir = std::env::temp_dir().join(format!("custos-blobs-{}", Uuid::now_v7()));
         let store = BlobStore::from_url(&format!("file://{}", dir.display())).unwrap();
-        let kept = store.ingest(Uuid::now_v7(), chunks(&[b"evidence"]), 1024).await.unwrap();
+        let kept = store.ingest(Uuid::now_v7(), None, chunks(&[b"evidence"]), 1024).await.unwrap();
         std::fs::create_dir_all(dir.join("uploads")).unwrap();
         std::fs::write(dir.join("uploads/dead#1"), b"half an upload").unwrap();
         assert_eq!(store.sweep_staging(std::time::Duration::from_secs(3600)).await.unwrap(), 0, "too young");
@@ -396,6 +458,26 @@ mod tests {
         assert!(!dir.join("uploads/dead#1").exists());
         assert!(store.exists(&kept.key).await.unwrap(), "stored evidence is never swept");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_storage_prefix_leads_the_key_and_the_owner_is_still_found() {
+        let store = BlobStore::from_url("memory://").unwrap();
+        let org = Uuid::now_v7();
+        let blob = store.ingest(org, Some("company-data-eu/hot"), chunks(&[b"x"]), 10).await.unwrap();
+        assert!(blob.key.starts_with(&format!("company-data-eu/hot/{org}/blake3/")), "{}", blob.key);
+        let found = store.content_older_than(std::time::Duration::ZERO).await.unwrap();
+        assert_eq!(found, vec![(org, blob.key)]);
+    }
+
+    #[test]
+    fn storage_prefixes_are_plain_paths() {
+        for good in ["company-data-us", "a/b.c/d_e"] {
+            assert_eq!(check_prefix(good), Ok(()), "{good}");
+        }
+        for bad in ["", "/x", "x/", "a//b", "../x", "a/./b", "uploads/x", "sp ace", "ü"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

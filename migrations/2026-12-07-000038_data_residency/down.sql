@@ -1,0 +1,3 @@
+DROP TABLE policy_violations;
+ALTER TABLE evidence DROP COLUMN storage_region;
+DROP TABLE data_residency;
