@@ -4,7 +4,8 @@
 /// in the REST/JSON form.
 pub const JSON_TEXT_FIELDS: &[&str] =
     &["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail", "CustodyRecord.details",
-      "Job.counters", "Job.parameters", "Job.result"];
+      "Job.counters", "Job.parameters", "Job.result", "AdvanceWorkflowStepRequest.step_data",
+      "WorkflowInstance.step_data", "WorkflowHistoryEntry.data"];
 
 /// Fields (`Message.field`) a response carries only when the request asked for them: absent
 /// rather than `null` otherwise (so the seed's JSON shapes stay as they were), and not

@@ -369,3 +369,52 @@ async fn compliance_summary_counts_live_state() {
         s.get(&format!("/api/compliance/frameworks/{}/compliance_summary/", uuid::Uuid::now_v7()), &org.viewer).await;
     assert_eq!(status, 404);
 }
+
+/// Score history: the daily snapshot (once per framework and day, whatever the reruns), an admin's
+/// snapshot on demand, the series oldest first with its change, mapped coverage included; roles,
+/// tenancy and bad input.
+#[tokio::test(flavor = "multi_thread")]
+async fn score_history_is_kept_daily_and_on_demand() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let other = s.org("globex").await;
+    let fw = crate::create_framework(&s, &org, crate::seed_gdpr_body()).await;
+    let fw_id = crate::id(&fw);
+    let a = crate::create_requirement(&s, &org, &fw_id, "Art. 30", json!({})).await;
+    crate::create_requirement(&s, &org, &fw_id, "Art. 32", json!({})).await;
+    let path = format!("/api/compliance/frameworks/{fw_id}/score_history/");
+
+    let job = s.run_schedule(&org.admin, "score-snapshot").await;
+    assert_eq!(job["result"]["taken"], 1, "{job}");
+    assert_eq!(s.run_schedule(&org.admin, "score-snapshot").await["result"]["taken"], 0, "once a day");
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/requirements/{}/update_status/", crate::id(&a)),
+            &org.editor,
+            json!({"compliance_status": "COMPLIANT"}),
+        )
+        .await;
+    assert_eq!(status.as_u16() / 100, 2);
+    for token in [&org.editor, &org.viewer, &org.auditor] {
+        assert_eq!(s.post(&path, token, json!({})).await.0, 403);
+    }
+    let (status, snap) = s.post(&path, &org.admin, json!({})).await;
+    assert_eq!(status, 201, "{snap}");
+    assert_eq!((snap["source"].clone(), snap["compliance_percentage"].clone()), (json!("manual"), json!(50.0)));
+    let (status, history) = s.get(&path, &org.viewer).await;
+    assert_eq!(status, 200, "{history}");
+    let points = history["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(
+        (points[0]["source"].clone(), points[0]["compliance_percentage"].clone()),
+        (json!("schedule"), json!(0.0))
+    );
+    assert_eq!(history["change"], 50.0);
+    assert_eq!(points[1]["compliance_percentage_with_mapped"], 50.0);
+    let (_, future) = s.get(&format!("{path}?after=2999-01-01"), &org.viewer).await;
+    assert_eq!(future["points"].as_array().unwrap().len(), 0);
+    assert_eq!(s.get(&format!("{path}?after=yesterday"), &org.viewer).await.0, 400);
+    assert_eq!(s.get(&path, &other.admin).await.0, 404);
+    assert_eq!(s.post(&path, &other.admin, json!({})).await.0, 404);
+    assert_eq!(s.audit_count(org.id, "score_snapshot", "framework").await, 2);
+}

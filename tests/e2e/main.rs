@@ -42,6 +42,7 @@ mod tenancy;
 mod test_receivers;
 mod vault;
 mod vulnerabilities_rest;
+mod workflows;
 
 use custos_testkit::{TestOrg, TestServer};
 use serde_json::{Value, json};

@@ -40,6 +40,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-notify", Domain),
     ("custos-retention", Domain),
     ("custos-residency", Domain),
+    ("custos-workflows", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),

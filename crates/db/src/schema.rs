@@ -733,6 +733,83 @@ diesel::table! {
 }
 
 diesel::table! {
+    framework_score_snapshots (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        framework_id -> Uuid,
+        taken_at -> Timestamptz,
+        day -> Date,
+        source -> Text,
+        taken_by -> Text,
+        total_requirements -> Int8,
+        compliant -> Int8,
+        partially_compliant -> Int8,
+        non_compliant -> Int8,
+        not_assessed -> Int8,
+        implemented -> Int8,
+        overdue_assessments -> Int8,
+        compliance_percentage -> Float8,
+        covered_through_mappings -> Int8,
+        compliance_percentage_with_mapped -> Float8,
+    }
+}
+
+diesel::table! {
+    workflows (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        name -> Text,
+        description -> Text,
+        workflow_type -> Text,
+        status -> Text,
+        is_template -> Bool,
+        applicable_frameworks -> Array<Uuid>,
+        definition -> Jsonb,
+        template_key -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    workflow_instances (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        workflow_id -> Uuid,
+        title -> Text,
+        description -> Text,
+        related_incident -> Nullable<Uuid>,
+        assigned_to -> Nullable<Uuid>,
+        due_date -> Nullable<Timestamptz>,
+        status -> Text,
+        current_step -> Text,
+        definition -> Jsonb,
+        deadlines -> Jsonb,
+        current_due_at -> Nullable<Timestamptz>,
+        stakeholders -> Array<Uuid>,
+        step_data -> Jsonb,
+        started_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+        created_by -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    workflow_instance_history (instance_id, sequence) {
+        organization_id -> Uuid,
+        instance_id -> Uuid,
+        sequence -> Int4,
+        from_step -> Nullable<Text>,
+        to_step -> Text,
+        actor -> Text,
+        at -> Timestamptz,
+        data -> Jsonb,
+    }
+}
+
+diesel::table! {
     compliance_policies (id) {
         id -> Uuid,
         organization_id -> Uuid,
@@ -816,6 +893,10 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::joinable!(stale_access_findings -> access_reviews (review_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    framework_score_snapshots,
+    workflows,
+    workflow_instances,
+    workflow_instance_history,
     compliance_policies,
     compliance_policy_versions,
     data_residency,

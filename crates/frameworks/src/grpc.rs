@@ -26,6 +26,12 @@ impl FrameworksApi for FrameworksService {
     async fn delete_framework(&self, r: Request<pb::DeleteFrameworkRequest>) -> Reply<pb::DeleteFrameworkResponse> {
         unary(r, async |ctx, m| self.delete_framework(&ctx, m).await).await
     }
+    async fn get_score_history(&self, r: Request<pb::GetScoreHistoryRequest>) -> Reply<pb::ScoreHistory> {
+        unary(r, async |ctx, m| self.get_score_history(&ctx, m).await).await
+    }
+    async fn take_score_snapshot(&self, r: Request<pb::TakeScoreSnapshotRequest>) -> Reply<pb::ScoreSnapshot> {
+        unary(r, async |ctx, m| self.take_score_snapshot(&ctx, m).await).await
+    }
     async fn get_compliance_summary(&self, r: Request<pb::ComplianceSummaryRequest>) -> Reply<pb::ComplianceSummary> {
         unary(r, async |ctx, m| self.get_compliance_summary(&ctx, m).await).await
     }

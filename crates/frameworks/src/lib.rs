@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod import;
 pub mod mappings;
 pub mod model;
+pub mod score_history;
 pub mod service;
 
 pub use service::{FrameworksError, FrameworksService};

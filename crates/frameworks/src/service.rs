@@ -41,7 +41,7 @@ custos_db::service_error! {
     pub enum FrameworksError {}
 }
 
-type Result<T, E = FrameworksError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = FrameworksError> = std::result::Result<T, E>;
 
 #[derive(Clone)]
 pub struct FrameworksService {
@@ -210,59 +210,12 @@ impl FrameworksService {
         ctx: &RequestCtx,
         req: pb::ComplianceSummaryRequest,
     ) -> Result<pb::ComplianceSummary> {
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = BigInt)]
-            total: i64,
-            #[diesel(sql_type = BigInt)]
-            compliant: i64,
-            #[diesel(sql_type = BigInt)]
-            partially: i64,
-            #[diesel(sql_type = BigInt)]
-            non_compliant: i64,
-            #[diesel(sql_type = BigInt)]
-            not_assessed: i64,
-            #[diesel(sql_type = BigInt)]
-            implemented: i64,
-            #[diesel(sql_type = BigInt)]
-            overdue: i64,
-        }
         let id = parse_id("Framework", &req.id)?;
         let mut tx = self.begin(ctx, Access::Read).await?;
         find_framework(&mut tx, ctx, id).await?;
-        let row: Row = diesel::sql_query(
-            "SELECT count(*) AS total,
-                    count(*) FILTER (WHERE compliance_status = 'COMPLIANT') AS compliant,
-                    count(*) FILTER (WHERE compliance_status = 'PARTIALLY_COMPLIANT') AS partially,
-                    count(*) FILTER (WHERE compliance_status = 'NON_COMPLIANT') AS non_compliant,
-                    count(*) FILTER (WHERE compliance_status = 'NOT_ASSESSED') AS not_assessed,
-                    count(*) FILTER (WHERE is_implemented) AS implemented,
-                    count(*) FILTER (WHERE next_assessment_date < (now() AT TIME ZONE 'UTC')::date) AS overdue
-               FROM requirements WHERE organization_id = $1 AND framework_id = $2",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(ctx.organization_id)
-        .bind::<diesel::sql_types::Uuid, _>(id)
-        .get_result(tx.conn())
-        .await?;
-        let covered = match req.include_mapped {
-            Some(true) => Some(crate::mappings::covered_through_mappings(&mut tx, ctx.organization_id, id).await?),
-            _ => None,
-        };
+        let summary = summary_in(&mut tx, ctx.organization_id, id, req.include_mapped == Some(true)).await?;
         tx.commit().await?;
-        let percent = |n: i64| if row.total == 0 { 0.0 } else { (n as f64 * 1000.0 / row.total as f64).round() / 10.0 };
-        let percentage = percent(row.compliant);
-        Ok(pb::ComplianceSummary {
-            covered_through_mappings: covered,
-            compliance_percentage_with_mapped: covered.map(|c| percent(row.compliant + c)),
-            total_requirements: row.total,
-            compliant: row.compliant,
-            partially_compliant: row.partially,
-            non_compliant: row.non_compliant,
-            not_assessed: row.not_assessed,
-            implemented: row.implemented,
-            overdue_assessments: row.overdue,
-            compliance_percentage: percentage,
-        })
+        Ok(summary)
     }
 
     // ---- requirements -----------------------------------------------------------------------
@@ -1042,4 +995,60 @@ impl Detached {
         }
         Ok(())
     }
+}
+
+/// A framework's live compliance figures, in the caller's transaction (the summary endpoint's,
+/// and the score history's snapshots).
+pub(crate) async fn summary_in(
+    tx: &mut Tx,
+    org: Uuid,
+    id: Uuid,
+    include_mapped: bool,
+) -> Result<pb::ComplianceSummary> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        total: i64,
+        #[diesel(sql_type = BigInt)]
+        compliant: i64,
+        #[diesel(sql_type = BigInt)]
+        partially: i64,
+        #[diesel(sql_type = BigInt)]
+        non_compliant: i64,
+        #[diesel(sql_type = BigInt)]
+        not_assessed: i64,
+        #[diesel(sql_type = BigInt)]
+        implemented: i64,
+        #[diesel(sql_type = BigInt)]
+        overdue: i64,
+    }
+    let row: Row = diesel::sql_query(
+        "SELECT count(*) AS total,
+                count(*) FILTER (WHERE compliance_status = 'COMPLIANT') AS compliant,
+                count(*) FILTER (WHERE compliance_status = 'PARTIALLY_COMPLIANT') AS partially,
+                count(*) FILTER (WHERE compliance_status = 'NON_COMPLIANT') AS non_compliant,
+                count(*) FILTER (WHERE compliance_status = 'NOT_ASSESSED') AS not_assessed,
+                count(*) FILTER (WHERE is_implemented) AS implemented,
+                count(*) FILTER (WHERE next_assessment_date < (now() AT TIME ZONE 'UTC')::date) AS overdue
+           FROM requirements WHERE organization_id = $1 AND framework_id = $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(org)
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .get_result(tx.conn())
+    .await?;
+    let covered =
+        if include_mapped { Some(crate::mappings::covered_through_mappings(tx, org, id).await?) } else { None };
+    let percent = |n: i64| if row.total == 0 { 0.0 } else { (n as f64 * 1000.0 / row.total as f64).round() / 10.0 };
+    Ok(pb::ComplianceSummary {
+        covered_through_mappings: covered,
+        compliance_percentage_with_mapped: covered.map(|c| percent(row.compliant + c)),
+        total_requirements: row.total,
+        compliant: row.compliant,
+        partially_compliant: row.partially,
+        non_compliant: row.non_compliant,
+        not_assessed: row.not_assessed,
+        implemented: row.implemented,
+        overdue_assessments: row.overdue,
+        compliance_percentage: percent(row.compliant),
+    })
 }

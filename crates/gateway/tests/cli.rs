@@ -73,6 +73,7 @@ fn every_subcommand_has_help() {
         vec!["policy", "apply", "--help"],
         vec!["archive", "verify", "--help"],
         vec!["archive", "restore", "--help"],
+        vec!["check-compliance-status", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -619,6 +620,49 @@ fn policy_validate_reports_every_problem_with_its_place() {
     {
         assert!(out.contains(expected), "{expected}: {out}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `custos check-compliance-status` (seed 003's `check_compliance_status`): exit 0 when nothing
+/// is overdue, 1 when something is, 2 when it could not check; text and JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_compliance_status_exits_by_what_it_finds() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-status-cli-{}", db.name));
+    let run = |args: &[&str]| custos_in(args, &db.url, &dir);
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
+    let o = run(&["check-compliance-status"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("acme: ok"), "{}", stdout(&o));
+    assert!(run(&["seed", "--org", "acme"]).status.success());
+    let mut conn = db.superuser().await;
+    diesel::sql_query(
+        "UPDATE requirements SET next_assessment_date = '2020-01-01'
+          WHERE id = (SELECT id FROM requirements ORDER BY requirement_id LIMIT 1)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let o = run(&["check-compliance-status", "--org", "acme"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("acme: NEEDS ATTENTION") && stdout(&o).contains("overdue assessments: 1"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["check-compliance-status", "--format", "json", "--min-score", "50"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let acme = &report["organizations"][0];
+    assert_eq!(acme["overdue_assessments"]["count"], 1, "{report}");
+    assert_eq!(acme["overdue_assessments"]["items"][0]["next_assessment_date"], "2020-01-01");
+    assert_eq!(acme["frameworks_below_target"].as_array().unwrap().len(), 8, "every seeded framework is at 0 %");
+    assert_eq!(report["needs_attention"], true);
+    // Could not check: 2.
+    let o = custos(&["check-compliance-status"], Some("postgres://postgres@127.0.0.1:1/nothing"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(run(&["check-compliance-status", "--min-score", "101"]).status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

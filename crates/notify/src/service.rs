@@ -40,6 +40,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "requirement.assessment_overdue",
     "vulnerability.sla_breached",
     "incident.sla_breached",
+    "workflow.overdue",
 ];
 const KINDS: &[&str] = &["email", "webhook"];
 const CHANNELS: &str = "notification_channels";

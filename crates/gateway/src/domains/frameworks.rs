@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use custos_core::Problem;
 use custos_core::RequestCtx;
 use custos_frameworks::import::{self, IMPORT_MAX_BYTES};
-use custos_frameworks::{assessment_watch, catalog};
+use custos_frameworks::{assessment_watch, catalog, score_history};
 use custos_jobs::{ScheduleDef, Scope};
 use custos_proto::v1 as pb;
 use custos_proto::v1::frameworks_service_server::FrameworksServiceServer;
@@ -47,6 +47,8 @@ async fn read_document(mut file: IncomingFile) -> Result<String, Problem> {
 
 /// The daily watch announcing requirements whose next assessment date has passed.
 pub const ASSESSMENT_WATCH_SCHEDULE: &str = "assessment-watch";
+/// The daily snapshot of every active framework's score.
+pub const SCORE_SNAPSHOT_SCHEDULE: &str = "score-snapshot";
 
 const FW: &str = "/api/compliance/frameworks/";
 const FW_ID: &str = "/api/compliance/frameworks/{id}/";
@@ -123,6 +125,17 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 "Live compliance figures of a framework",
                 op!(s, get_compliance_summary),
             ),
+            Endpoint::get(
+                "/api/compliance/frameworks/{id}/score_history/",
+                "The framework's compliance score over time, oldest first (?after=, ?before=): for trend charts",
+                op!(s, get_score_history),
+            ),
+            Endpoint::post(
+                "/api/compliance/frameworks/{id}/score_history/",
+                "Take a snapshot of the framework's score now (admins)",
+                op!(s, take_score_snapshot),
+            )
+            .created(),
             Endpoint::get(REQ, "List compliance requirements", op!(s, list_requirements)).list(),
             Endpoint::post(REQ, "Create a requirement", op!(s, create_requirement))
                 .body_field("requirement")
@@ -200,14 +213,27 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 .max_decoding_message_size(IMPORT_MAX_BYTES as usize + 64 * 1024)
                 .max_encoding_message_size(IMPORT_MAX_BYTES as usize + 64 * 1024),
         )],
-        jobs: vec![import::import_job(), assessment_watch::assessment_watch_job(s.clone())],
-        schedules: vec![ScheduleDef::new(
-            ASSESSMENT_WATCH_SCHEDULE,
-            assessment_watch::ASSESSMENT_WATCH_JOB,
-            Scope::Organization,
-            "0 6 * * *",
-            "Announces requirements whose next assessment date has passed (once per due date)",
-        )],
+        jobs: vec![
+            import::import_job(),
+            assessment_watch::assessment_watch_job(s.clone()),
+            score_history::score_snapshot_job(s.clone()),
+        ],
+        schedules: vec![
+            ScheduleDef::new(
+                ASSESSMENT_WATCH_SCHEDULE,
+                assessment_watch::ASSESSMENT_WATCH_JOB,
+                Scope::Organization,
+                "0 6 * * *",
+                "Announces requirements whose next assessment date has passed (once per due date)",
+            ),
+            ScheduleDef::new(
+                SCORE_SNAPSHOT_SCHEDULE,
+                score_history::SCORE_SNAPSHOT_JOB,
+                Scope::Organization,
+                "30 0 * * *",
+                "Keeps today's compliance score of every active framework (score history)",
+            ),
+        ],
         ..Serving::default()
     }
 }
@@ -407,6 +433,13 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             }
             if o.unresolved.len() > 5 {
                 println!("{slug}: {} — and {} more not mapped", o.key, o.unresolved.len() - 5);
+            }
+        }
+        // The built-in workflow templates are part of what an organisation starts with.
+        if !args.no_builtin {
+            let workflows = custos_workflows::WorkflowsService::new(app.db.clone());
+            for (key, now) in workflows.seed_templates(&ctx).await.map_err(problem)? {
+                println!("{slug}: workflow template {key} {}", if now { "created" } else { "present" });
             }
         }
     }

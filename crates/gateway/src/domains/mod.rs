@@ -16,7 +16,9 @@ pub mod jobs;
 pub mod notify;
 pub mod residency;
 pub mod retention;
+pub mod status;
 pub mod vault;
+pub mod workflows;
 
 use std::convert::Infallible;
 
@@ -43,6 +45,8 @@ pub const ALL: &[Domain] = &[
     notify::DOMAIN,
     retention::DOMAIN,
     residency::DOMAIN,
+    workflows::DOMAIN,
+    status::DOMAIN,
 ];
 
 /// A domain as the gateway sees it.

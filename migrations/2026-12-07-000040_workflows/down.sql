@@ -1,0 +1,3 @@
+DROP TABLE workflow_instance_history;
+DROP TABLE workflow_instances;
+DROP TABLE workflows;
