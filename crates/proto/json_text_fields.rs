@@ -5,7 +5,7 @@
 pub const JSON_TEXT_FIELDS: &[&str] =
     &["AuditEntry.before", "AuditEntry.after", "AuditEntry.actor_detail", "CustodyRecord.details",
       "Job.counters", "Job.parameters", "Job.result", "AdvanceWorkflowStepRequest.step_data",
-      "WorkflowInstance.step_data", "WorkflowHistoryEntry.data"];
+      "WorkflowInstance.step_data", "WorkflowHistoryEntry.data", "ComplianceReport.content"];
 
 /// Fields (`Message.field`) a response carries only when the request asked for them: absent
 /// rather than `null` otherwise (so the seed's JSON shapes stay as they were), and not

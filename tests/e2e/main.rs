@@ -31,6 +31,7 @@ mod oscal_model;
 mod oscal_validator;
 mod partial_updates;
 mod platform;
+mod reports;
 mod requirements_rest;
 mod residency;
 mod retention;

@@ -66,6 +66,8 @@ async fn hand_written_schema_matches_the_migrations() {
         access_reviews,
         stale_access_findings,
         retention_policies,
+        compliance_reports,
+        report_sign_offs,
         framework_score_snapshots,
         workflows,
         workflow_instances,

@@ -41,6 +41,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-retention", Domain),
     ("custos-residency", Domain),
     ("custos-workflows", Domain),
+    ("custos-reports", Domain),
     ("custos-core", Kernel),
     ("custos-db", Kernel),
     ("custos-proto", Kernel),

@@ -733,6 +733,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    compliance_reports (id) {
+        id -> Uuid,
+        organization_id -> Uuid,
+        title -> Text,
+        description -> Text,
+        summary -> Text,
+        report_type -> Text,
+        status -> Text,
+        framework_id -> Nullable<Uuid>,
+        prepared_by -> Text,
+        content -> Nullable<Text>,
+        content_sha256 -> Nullable<Text>,
+        generated_at -> Nullable<Timestamptz>,
+        job_id -> Nullable<Uuid>,
+        published_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    report_sign_offs (report_id, sequence) {
+        organization_id -> Uuid,
+        report_id -> Uuid,
+        sequence -> Int4,
+        decision -> Text,
+        comment -> Text,
+        signer -> Text,
+        signed_at -> Timestamptz,
+        content_sha256 -> Text,
+    }
+}
+
+diesel::table! {
     framework_score_snapshots (id) {
         id -> Uuid,
         organization_id -> Uuid,
@@ -893,6 +927,8 @@ diesel::joinable!(evidence_requirements -> requirements (requirement_id));
 diesel::joinable!(job_steps -> jobs (job_id));
 diesel::joinable!(stale_access_findings -> access_reviews (review_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    compliance_reports,
+    report_sign_offs,
     framework_score_snapshots,
     workflows,
     workflow_instances,

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod incidents;
 pub mod jobs;
 pub mod notify;
+pub mod reports;
 pub mod residency;
 pub mod retention;
 pub mod status;
@@ -46,6 +47,7 @@ pub const ALL: &[Domain] = &[
     retention::DOMAIN,
     residency::DOMAIN,
     workflows::DOMAIN,
+    reports::DOMAIN,
     status::DOMAIN,
 ];
 

@@ -1,0 +1,3 @@
+DROP TABLE report_sign_offs;
+DROP TABLE compliance_reports;
+DROP FUNCTION custos_report_frozen();

@@ -1,0 +1,185 @@
+//! Compliance reports over REST and gRPC: prepared, generated as a job against a known state
+//! (scores, gaps by priority, overdue assessments, vulnerabilities past SLA, incidents, evidence,
+//! the score trend and mapped coverage), submitted, signed off on the SHA-256 of the exact content
+//! (an auditor recomputes it), approved content frozen (service and trigger), published, rendered
+//! as JSON and text; filters, roles, tenancy and audit entries.
+
+use custos_proto::v1 as pb;
+use custos_proto::v1::compliance_reports_service_client::ComplianceReportsServiceClient;
+use custos_testkit::TestServer;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{create_framework, create_requirement, id, seed_gdpr_body};
+
+const REPORTS: &str = "/api/compliance/reports/";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_are_generated_frozen_signed_off_and_rendered() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let other = s.org("globex").await;
+    let fw = create_framework(&s, &org, seed_gdpr_body()).await;
+    let fw_id = id(&fw);
+    let art30 = create_requirement(&s, &org, &fw_id, "Art. 30", json!({"priority": "HIGH"})).await;
+    create_requirement(&s, &org, &fw_id, "Art. 32", json!({"priority": "CRITICAL"})).await;
+    create_requirement(&s, &org, &fw_id, "Art. 33", json!({"priority": "LOW", "next_assessment_date": "2020-01-01"}))
+        .await;
+    let (status, _) = s
+        .post(
+            &format!("/api/compliance/requirements/{}/update_status/", id(&art30)),
+            &org.editor,
+            json!({"compliance_status": "COMPLIANT"}),
+        )
+        .await;
+    assert_eq!(status.as_u16() / 100, 2);
+    // A snapshot for the trend and the mapped coverage.
+    assert_eq!(
+        s.post(&format!("/api/compliance/frameworks/{fw_id}/score_history/"), &org.admin, json!({})).await.0,
+        201
+    );
+
+    let body = json!({"title": "GDPR assessment Q4", "description": "Quarterly", "report_type": "ASSESSMENT", "framework": fw_id});
+    assert_eq!(s.post(REPORTS, &org.viewer, body.clone()).await.0, 403);
+    assert_eq!(s.post(REPORTS, &org.editor, json!({"title": "x", "report_type": "BOOK"})).await.0, 400);
+    let (status, bad) = s.post(REPORTS, &other.editor, body.clone()).await;
+    assert_eq!(status, 400, "another organisation's framework: {bad}");
+    let (status, report) = s.post(REPORTS, &org.editor, body).await;
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["status"], "DRAFT");
+    let path = format!("{REPORTS}{}/", id(&report));
+    assert_eq!(s.get(&path, &other.admin).await.0, 404);
+    assert_eq!(s.post(&format!("{path}submit/"), &org.editor, json!({})).await.0, 409, "not generated yet");
+    assert_eq!(s.get(&format!("{path}render/?format=text"), &org.viewer).await.0, 409);
+
+    // Generated as a job, against the known state.
+    let (status, queued) = s.post(&format!("{path}generate/"), &org.editor, json!({})).await;
+    assert_eq!(status, 200, "{queued}");
+    let job = s.wait_for_job(&org.admin, queued["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, generated) = s.get(&path, &org.viewer).await;
+    let c = &generated["content"];
+    assert_eq!(c["summary"]["total_requirements"], 3, "{c}");
+    assert_eq!(c["summary"]["compliant"], 1);
+    assert_eq!(c["summary"]["compliance_percentage"], 33.3);
+    let gaps: Vec<&str> = c["gaps"].as_array().unwrap().iter().map(|g| g["requirement_id"].as_str().unwrap()).collect();
+    assert_eq!(gaps, ["Art. 32", "Art. 33"], "by priority: critical first");
+    assert_eq!(c["overdue_assessments"][0]["requirement_id"], "Art. 33");
+    assert_eq!(c["score_trend"].as_array().unwrap().len(), 1);
+    assert_eq!(c["mapped_coverage"]["covered_through_mappings"], 0);
+    assert_eq!(c["framework"]["name"], fw["name"]);
+    assert!(generated["generated_at"].is_string());
+
+    // Submitted, signed off on the exact content: an auditor recomputes its SHA-256.
+    assert_eq!(s.post(&format!("{path}submit/"), &org.editor, json!({})).await.0, 200);
+    for token in [&org.editor, &org.auditor, &org.viewer] {
+        assert_eq!(s.post(&format!("{path}sign_off/"), token, json!({"decision": "APPROVED"})).await.0, 403);
+    }
+    assert_eq!(s.post(&format!("{path}sign_off/"), &org.admin, json!({"decision": "MAYBE"})).await.0, 400);
+    let (status, approved) = s
+        .post(
+            &format!("{path}sign_off/"),
+            &org.admin,
+            json!({"decision": "APPROVED", "comment": "Board review 12 Dec"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["status"], "APPROVED");
+    let sign_off = &approved["sign_offs"][0];
+    assert_eq!(
+        (sign_off["decision"].clone(), sign_off["comment"].clone()),
+        (json!("APPROVED"), json!("Board review 12 Dec"))
+    );
+    let (_, rendered) = s.get(&format!("{path}render/?format=json"), &org.auditor).await;
+    let exact: String = {
+        let (_, r) = s.get(&path, &org.auditor).await;
+        serde_json::to_string(&r["content"]).unwrap()
+    };
+    let recomputed: String = Sha256::digest(exact.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(sign_off["content_sha256"], recomputed, "the signature names the exact content");
+    assert_eq!(rendered["content_sha256"], recomputed);
+
+    // Frozen: no change, no regeneration, no deletion — and the database refuses too.
+    assert_eq!(s.patch(&path, &org.editor, json!({"title": "Changed"})).await.0, 409);
+    assert_eq!(s.post(&format!("{path}generate/"), &org.editor, json!({})).await.0, 409);
+    assert_eq!(s.delete(&path, &org.admin).await.0, 409);
+    let err = s
+        .superuser_sql(&format!("UPDATE compliance_reports SET content = '{{}}' WHERE id = '{}'", id(&report)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+
+    // Published; rendered as text with the figures.
+    assert_eq!(s.post(&format!("{path}publish/"), &org.editor, json!({})).await.0, 403);
+    let (status, published) = s.post(&format!("{path}publish/"), &org.admin, json!({})).await;
+    assert_eq!((status.as_u16(), published["status"].clone()), (200, json!("PUBLISHED")));
+    let (status, text) = s.get(&format!("{path}render/?format=text"), &org.viewer).await;
+    assert_eq!(status, 200, "{text}");
+    let body = text["body"].as_str().unwrap();
+    for expected in [
+        "GDPR assessment Q4",
+        "Compliance: 33.3% (1 of 3 requirements compliant)",
+        "[CRITICAL] Art. 32",
+        "Overdue assessments (1):",
+    ] {
+        assert!(body.contains(expected), "{expected}: {body}");
+    }
+    assert_eq!(s.get(&format!("{path}render/?format=docx"), &org.viewer).await.0, 400);
+
+    // A rejection sends a report back to DRAFT, recorded.
+    let (_, second) =
+        s.post(REPORTS, &org.editor, json!({"title": "Gap analysis", "report_type": "GAP_ANALYSIS"})).await;
+    let p2 = format!("{REPORTS}{}/", id(&second));
+    let (_, q) = s.post(&format!("{p2}generate/"), &org.editor, json!({})).await;
+    s.wait_for_job(&org.admin, q["job_id"].as_str().unwrap()).await;
+    s.post(&format!("{p2}submit/"), &org.editor, json!({})).await;
+    let (_, rejected) =
+        s.post(&format!("{p2}sign_off/"), &org.admin, json!({"decision": "REJECTED", "comment": "add scope"})).await;
+    assert_eq!(
+        (rejected["status"].clone(), rejected["sign_offs"][0]["decision"].clone()),
+        (json!("DRAFT"), json!("REJECTED"))
+    );
+
+    // Filters.
+    let (_, page) = s
+        .get(&format!("{REPORTS}?framework={fw_id}&report_type=ASSESSMENT&status=PUBLISHED&search=q4"), &org.viewer)
+        .await;
+    assert_eq!(page["count"], 1, "{page}");
+    assert_eq!(s.get(&format!("{REPORTS}?status=SIGNED"), &org.viewer).await.0, 400);
+    assert_eq!(s.get(REPORTS, &other.viewer).await.1["count"], 0);
+    assert_eq!(s.audit_count(org.id, "sign_off", "compliance_report").await, 2);
+    assert_eq!(s.audit_count(org.id, "generate", "compliance_report").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_over_grpc_keep_roles_and_tenancy() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let other = s.org("globex").await;
+    let input = pb::ComplianceReportInput {
+        title: "Executive summary".into(),
+        report_type: "EXECUTIVE_SUMMARY".into(),
+        ..Default::default()
+    };
+    let mut viewer = ComplianceReportsServiceClient::new(s.grpc(Some(&org.viewer)).await);
+    let err = viewer
+        .create_compliance_report(pb::CreateComplianceReportRequest { report: Some(input.clone()) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let mut editor = ComplianceReportsServiceClient::new(s.grpc(Some(&org.editor)).await);
+    let r = editor
+        .create_compliance_report(pb::CreateComplianceReportRequest { report: Some(input) })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stranger = ComplianceReportsServiceClient::new(s.grpc(Some(&other.admin)).await);
+    let err = stranger.get_compliance_report(pb::GetComplianceReportRequest { id: r.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err =
+        editor.submit_compliance_report(pb::SubmitComplianceReportRequest { id: r.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let listed =
+        viewer.list_compliance_reports(pb::ListComplianceReportsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.count, 1);
+}
