@@ -74,6 +74,7 @@ fn every_subcommand_has_help() {
         vec!["archive", "verify", "--help"],
         vec!["archive", "restore", "--help"],
         vec!["check-compliance-status", "--help"],
+        vec!["report", "--help"],
     ] {
         let o = custos(&args, None);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -659,6 +660,25 @@ async fn check_compliance_status_exits_by_what_it_finds() {
     assert_eq!(acme["overdue_assessments"]["items"][0]["next_assessment_date"], "2020-01-01");
     assert_eq!(acme["frameworks_below_target"].as_array().unwrap().len(), 8, "every seeded framework is at 0 %");
     assert_eq!(report["needs_attention"], true);
+    // `custos report` (seed 003's generate_compliance_report): text and JSON, to stdout or a file.
+    let o = run(&["report", "--org", "acme", "--framework", "gdpr"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Framework: General Data Protection Regulation")
+            && stdout(&o).contains("Compliance: 0.0% (0 of 45"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("Overdue assessments ("), "{}", stdout(&o));
+    let out = dir.join("report.json");
+    let o =
+        run(&["report", "--org", "acme", "--type", "gap_analysis", "--format", "json", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(doc["report_type"], "GAP_ANALYSIS");
+    assert!(doc["content"]["summary"]["total_requirements"].as_i64().unwrap() > 100, "{}", doc["content"]["summary"]);
+    assert_clean_failure(&run(&["report", "--org", "acme", "--framework", "nope"]), "is not one of: GDPR");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM compliance_reports WHERE status = 'DRAFT'").await, 2);
     // Could not check: 2.
     let o = custos(&["check-compliance-status"], Some("postgres://postgres@127.0.0.1:1/nothing"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

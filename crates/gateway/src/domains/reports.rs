@@ -8,13 +8,18 @@ use custos_reports::service::generate_job;
 use http::StatusCode;
 
 use super::{Domain, GrpcService, Serving};
+use crate::cli::{DbArgs, app_for, organisations, problem};
 use crate::config::Config;
 use crate::op;
 use crate::rest::Endpoint;
 use crate::rest::openapi::{ApiDescription, ValueSet};
 use crate::server::App;
+use clap::{Args, Subcommand, ValueEnum};
+use custos_core::RequestCtx;
+use custos_proto::v1 as pb;
 
-pub const DOMAIN: Domain = Domain { name: "reports", serve, cli: None };
+pub const DOMAIN: Domain =
+    Domain { name: "reports", serve, cli: Some(crate::domain_cli!(ReportCommands, run, |_| false)) };
 
 const REPORTS: &str = "/api/compliance/reports/";
 const REPORT: &str = "/api/compliance/reports/{id}/";
@@ -88,4 +93,112 @@ fn serve(app: &App, _config: &Config) -> Serving {
         jobs: vec![generate_job(s.clone())],
         ..Serving::default()
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommands {
+    /// Generate a compliance report now (seed 003's `generate_compliance_report`): prepared,
+    /// generated from the live state and kept as a DRAFT report (its id on stderr), then printed
+    /// or written to --out.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The organisation (its slug; required when there are several).
+    #[arg(long)]
+    org: Option<String>,
+    /// The framework: its id, or its type (GDPR, ISO27001, …) when the organisation has one
+    /// active framework of that type. Default: the organisation as a whole.
+    #[arg(long)]
+    framework: Option<String>,
+    /// ASSESSMENT, GAP_ANALYSIS, AUDIT, EXECUTIVE_SUMMARY or STATEMENT_OF_APPLICABILITY.
+    #[arg(long = "type", default_value = "ASSESSMENT")]
+    report_type: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+async fn run(command: ReportCommands) -> anyhow::Result<()> {
+    let ReportCommands::Report(args) = command;
+    let app = app_for(&args.db).await?;
+    let orgs = organisations(&app, args.org.as_deref()).await?;
+    let [(org_id, slug)] = orgs.as_slice() else {
+        anyhow::bail!("{} organisations: name one with --org", orgs.len());
+    };
+    let ctx = RequestCtx::operator(*org_id, slug.clone());
+    let framework = match args.framework.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) if uuid::Uuid::parse_str(raw).is_ok() => Some(raw.to_owned()),
+        Some(kind) => {
+            let found = app
+                .frameworks
+                .list_frameworks(
+                    &ctx,
+                    pb::ListFrameworksRequest {
+                        framework_type: Some(kind.to_uppercase()),
+                        is_active: Some(true),
+                        page_size: Some(10),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(problem)?;
+            match found.results.as_slice() {
+                [one] => Some(one.id.clone()),
+                [] => anyhow::bail!("{slug} has no active {kind} framework"),
+                many => anyhow::bail!(
+                    "{slug} has {} active {kind} frameworks: name one by id ({})",
+                    many.len(),
+                    many.iter().map(|f| format!("{} {}", f.id, f.name)).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    };
+    let s = ReportsService::new(app.db.clone());
+    let title = format!("{} report — {slug}", args.report_type.trim().to_uppercase().replace('_', " ").to_lowercase());
+    let report = s
+        .create_compliance_report(
+            &ctx,
+            pb::CreateComplianceReportRequest {
+                report: Some(pb::ComplianceReportInput {
+                    title,
+                    report_type: args.report_type.trim().to_uppercase(),
+                    framework,
+                    ..Default::default()
+                }),
+            },
+        )
+        .await
+        .map_err(problem)?;
+    let id = uuid::Uuid::parse_str(&report.id)?;
+    s.generate_now(&ctx, id, None).await.map_err(problem)?;
+    let format = match args.format {
+        ReportFormat::Text => "text",
+        ReportFormat::Json => "json",
+    };
+    let rendered = s
+        .render_compliance_report(
+            &ctx,
+            pb::RenderComplianceReportRequest { id: report.id.clone(), format: format.into() },
+        )
+        .await
+        .map_err(problem)?;
+    match &args.out {
+        Some(path) => std::fs::write(path, &rendered.body).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => print!("{}", rendered.body),
+    }
+    eprintln!("report {} (DRAFT, content sha256 {})", report.id, rendered.content_sha256);
+    Ok(())
 }
