@@ -183,3 +183,77 @@ async fn reports_over_grpc_keep_roles_and_tenancy() {
         viewer.list_compliance_reports(pb::ListComplianceReportsRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.count, 1);
 }
+
+/// ISO 27001's Statement of Applicability: every control of the framework, applicable or not with
+/// its justification (an exclusion without one is refused), and its implementation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_of_applicability_lists_every_control_with_its_justification() {
+    let s = TestServer::start().await;
+    let org = s.org("acme").await;
+    let (status, fw) = s
+        .post(
+            "/api/compliance/frameworks/",
+            &org.editor,
+            json!({"name": "ISO/IEC 27001:2022", "framework_type": "ISO27001", "version": "2022"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{fw}");
+    let fw_id = id(&fw);
+    let (status, err) = s
+        .post(
+            "/api/compliance/requirements/",
+            &org.editor,
+            json!({"framework": fw_id, "requirement_id": "A.7.4", "title": "Physical security monitoring",
+                     "requirement_type": "PHYSICAL", "priority": "LOW", "is_applicable": false}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("applicability_justification"), "{err}");
+    let (status, excluded) = s
+        .post(
+            "/api/compliance/requirements/",
+            &org.editor,
+            json!({"framework": fw_id, "requirement_id": "A.7.4", "title": "Physical security monitoring",
+                     "requirement_type": "PHYSICAL", "priority": "LOW", "is_applicable": false,
+                     "applicability_justification": "Fully remote organisation: no premises"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{excluded}");
+    assert_eq!(excluded["is_applicable"], false);
+    create_requirement(&s, &org, &fw_id, "A.5.1", json!({"is_implemented": true})).await;
+    assert_eq!(
+        s.post(REPORTS, &org.editor, json!({"title": "SoA", "report_type": "STATEMENT_OF_APPLICABILITY"})).await.0,
+        400,
+        "a SoA is of one framework"
+    );
+    let (_, report) = s
+        .post(
+            REPORTS,
+            &org.editor,
+            json!({"title": "SoA 2026", "report_type": "STATEMENT_OF_APPLICABILITY", "framework": fw_id}),
+        )
+        .await;
+    let (_, queued) = s.post(&format!("{REPORTS}{}/generate/", id(&report)), &org.editor, json!({})).await;
+    assert_eq!(s.wait_for_job(&org.admin, queued["job_id"].as_str().unwrap()).await["status"], "succeeded");
+    let (_, generated) = s.get(&format!("{REPORTS}{}/", id(&report)), &org.viewer).await;
+    let soa = generated["content"]["statement_of_applicability"].as_array().unwrap().clone();
+    assert_eq!(soa.len(), 2, "{soa:?}");
+    let a74 = soa.iter().find(|c| c["requirement_id"] == "A.7.4").unwrap();
+    assert_eq!(
+        (a74["applicable"].clone(), a74["justification"].clone()),
+        (json!(false), json!("Fully remote organisation: no premises"))
+    );
+    let a51 = soa.iter().find(|c| c["requirement_id"] == "A.5.1").unwrap();
+    assert_eq!((a51["applicable"].clone(), a51["implemented"].clone()), (json!(true), json!(true)));
+    let (_, text) = s.get(&format!("{REPORTS}{}/render/?format=text", id(&report)), &org.viewer).await;
+    let body = text["body"].as_str().unwrap();
+    assert!(body.contains("Statement of Applicability (2 controls):"), "{body}");
+    assert!(body.contains("A.7.4 Physical security monitoring — not applicable: Fully remote organisation"), "{body}");
+    // Other reports carry no SoA.
+    let (_, plain) =
+        s.post(REPORTS, &org.editor, json!({"title": "Plain", "report_type": "AUDIT", "framework": fw_id})).await;
+    let (_, q) = s.post(&format!("{REPORTS}{}/generate/", id(&plain)), &org.editor, json!({})).await;
+    s.wait_for_job(&org.admin, q["job_id"].as_str().unwrap()).await;
+    let (_, plain) = s.get(&format!("{REPORTS}{}/", id(&plain)), &org.viewer).await;
+    assert!(plain["content"].get("statement_of_applicability").is_none(), "{plain}");
+}

@@ -86,6 +86,8 @@ diesel::table! {
         status_derived_from -> Nullable<Uuid>,
         external_id -> Nullable<Text>,
         attributes -> Jsonb,
+        is_applicable -> Bool,
+        applicability_justification -> Text,
     }
 }
 

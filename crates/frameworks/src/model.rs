@@ -209,6 +209,8 @@ pub struct RequirementRow {
     pub status_derived_from: Option<Uuid>,
     /// Its identifier in the document it was imported from.
     pub external_id: Option<String>,
+    pub is_applicable: bool,
+    pub applicability_justification: String,
 }
 
 impl RequirementRow {
@@ -237,6 +239,8 @@ impl RequirementRow {
             expired_evidence_count: 0,
             status_derived_from: self.status_derived_from.map(|r| r.to_string()),
             external_id: self.external_id.clone(),
+            is_applicable: self.is_applicable,
+            applicability_justification: self.applicability_justification.clone(),
         }
     }
 
@@ -255,6 +259,8 @@ impl RequirementRow {
             assigned_to: self.assigned_to.map(|u| u.to_string()),
             next_assessment_date: self.next_assessment_date.map(timefmt::date),
             implementation_notes: self.implementation_notes.clone(),
+            is_applicable: Some(self.is_applicable),
+            applicability_justification: self.applicability_justification.clone(),
         }
     }
 }
@@ -291,4 +297,6 @@ pub struct RequirementFields {
     pub assigned_to: Option<Uuid>,
     pub next_assessment_date: Option<Date>,
     pub implementation_notes: String,
+    pub is_applicable: bool,
+    pub applicability_justification: String,
 }

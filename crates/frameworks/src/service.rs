@@ -715,6 +715,16 @@ async fn validate_requirement(
             Some(parent)
         }
     };
+    let is_applicable = input.is_applicable.unwrap_or(true);
+    let applicability_justification =
+        filter::bounded_text("applicability_justification", input.applicability_justification.trim(), 5000)?;
+    if !is_applicable && applicability_justification.is_empty() {
+        return Err(Problem::invalid_field(
+            "applicability_justification",
+            "a requirement excluded from scope says why (ISO/IEC 27001 6.1.3 d: the Statement of Applicability justifies exclusions)",
+        )
+        .into());
+    }
     Ok(RequirementFields {
         framework_id,
         parent_id,
@@ -729,6 +739,8 @@ async fn validate_requirement(
         assigned_to,
         next_assessment_date: parse_opt_date("next_assessment_date", input.next_assessment_date.as_deref())?,
         implementation_notes: filter::bounded_text("implementation_notes", &input.implementation_notes, 20_000)?,
+        is_applicable,
+        applicability_justification,
     })
 }
 

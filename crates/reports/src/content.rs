@@ -71,15 +71,28 @@ SELECT jsonb_build_object(
                        WHERE e.disposed_at IS NULL AND (e.valid_until IS NULL OR e.valid_until >= (now() AT TIME ZONE 'UTC')::date)),
                     'expiring_within_30_days', (SELECT count(*) FROM evidence e WHERE e.organization_id = $1 AND e.disposed_at IS NULL
                         AND e.valid_until BETWEEN (now() AT TIME ZONE 'UTC')::date AND (now() AT TIME ZONE 'UTC')::date + 30)))
-) AS content
+) || CASE WHEN $4 THEN jsonb_build_object('statement_of_applicability',
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('requirement', id, 'requirement_id', requirement_id, 'title', title,
+                  'applicable', is_applicable, 'justification', applicability_justification, 'implemented', is_implemented,
+                  'compliance_status', compliance_status, 'implementation_notes', implementation_notes)
+                  ORDER BY section, requirement_id), '[]'::jsonb) FROM req))
+     ELSE '{}'::jsonb END AS content
 "#;
 
-/// Computes the content for organisation `org` (and `framework`, if given) in `tx`.
-pub async fn compute(tx: &mut Tx, org: Uuid, framework: Option<Uuid>) -> Result<Value, custos_db::DbError> {
+/// Computes the content for organisation `org` (and `framework`, if given) in `tx`; with
+/// `applicability`, the Statement of Applicability too: every requirement, applicable or not
+/// with its justification, and its implementation.
+pub async fn compute(
+    tx: &mut Tx,
+    org: Uuid,
+    framework: Option<Uuid>,
+    applicability: bool,
+) -> Result<Value, custos_db::DbError> {
     let row: Content = diesel::sql_query(CONTENT_SQL)
         .bind::<SqlUuid, _>(org)
         .bind::<Nullable<SqlUuid>, _>(framework)
         .bind::<Text, _>(FORMAT)
+        .bind::<diesel::sql_types::Bool, _>(applicability)
         .get_result(tx.conn())
         .await?;
     Ok(row.content)
@@ -170,6 +183,22 @@ pub fn render_text(title: &str, report_type: &str, generated_at: &str, content: 
         num(&i["critical"]),
         num(&i["mean_response_hours"])
     ));
+    if let Some(soa) = content.get("statement_of_applicability").and_then(Value::as_array) {
+        line(String::new());
+        line(format!("Statement of Applicability ({} controls):", soa.len()));
+        for c in soa {
+            let state = if c["applicable"] == Value::Bool(true) {
+                format!(
+                    "applicable, {} ({})",
+                    if c["implemented"] == Value::Bool(true) { "implemented" } else { "not implemented" },
+                    num(&c["compliance_status"])
+                )
+            } else {
+                format!("not applicable: {}", num(&c["justification"]))
+            };
+            line(format!("  {} {} — {state}", num(&c["requirement_id"]), num(&c["title"])));
+        }
+    }
     let e = &content["evidence"];
     line(format!(
         "Evidence: {} requirement(s) with valid evidence; {} item(s) expiring within 30 days",

@@ -112,12 +112,17 @@ struct Fields {
 }
 
 fn validate(input: pb::ComplianceReportInput) -> Result<Fields> {
+    let report_type: ReportType = choice("report_type", input.report_type.trim())?;
+    let framework = opt_uuid("framework", input.framework.as_deref())?;
+    if report_type == ReportType::StatementOfApplicability && framework.is_none() {
+        return Err(Problem::invalid_field("framework", "a Statement of Applicability is of one framework").into());
+    }
     Ok(Fields {
         title: required_text("title", input.title.trim(), 300)?,
         description: bounded_text("description", &input.description, 5000)?,
         summary: bounded_text("summary", &input.summary, 20_000)?,
-        report_type: choice("report_type", input.report_type.trim())?,
-        framework: opt_uuid("framework", input.framework.as_deref())?,
+        report_type,
+        framework,
     })
 }
 
@@ -415,7 +420,8 @@ impl ReportsService {
         let mut tx = self.db.begin(org).await?;
         let current = find(&mut tx, org, id, true).await?;
         state(&current, ReportStatus::Draft, "be generated again")?;
-        let value = content::compute(&mut tx, org, current.framework_id).await?;
+        let soa = current.report_type == ReportType::StatementOfApplicability;
+        let value = content::compute(&mut tx, org, current.framework_id, soa).await?;
         let text = serde_json::to_string(&value).map_err(Problem::internal)?;
         let digest = sha256(&text);
         let now = timefmt::now();

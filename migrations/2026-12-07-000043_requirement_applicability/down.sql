@@ -1,0 +1,2 @@
+ALTER TABLE requirements DROP CONSTRAINT requirements_exclusion_justified,
+  DROP COLUMN applicability_justification, DROP COLUMN is_applicable;
