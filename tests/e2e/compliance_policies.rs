@@ -19,39 +19,7 @@ const RESIDENCY: &str = "/api/compliance/data-residency/";
 const VIOLATIONS: &str = "/api/compliance/policy-violations/";
 
 /// Seed 004's example, exactly as it stands.
-const SEED: &str = "name: GDPR Compliance Policy
-version: 1.0.0
-type: gdpr
-
-enforcement:
-  level: hard  # soft or hard
-  scope: company
-
-rules:
-  - id: gdpr-001
-    name: Data Retention
-    type: retention
-    condition:
-      entity_type: Lead
-      age_days: 365
-    action: delete
-    severity: high
-
-retention:
-  policies:
-    - entity_type: Lead
-      retention_days: 365
-      deletion_method: soft
-    - entity_type: Contact
-      retention_days: 730
-      deletion_method: hard
-
-data_residency:
-  regions:
-    - us-east-1
-    - eu-west-1
-  enforce: true
-";
+const SEED: &str = include_str!("../../crates/retention/testdata/seed-004-policy.yaml");
 
 /// A document governing incidents: kept 30 days then soft-deleted, never deleted younger than 7
 /// days (rule r-keep), data in the EU only.

@@ -77,6 +77,51 @@ pub async fn record_change(
     record(tx, ctx, Change { action, resource_type, resource_id: id.to_string(), before, after }).await
 }
 
+/// What a periodic check announces about one resource (a passed deadline): the event for the
+/// notification channels, and the audit entry that records the announcement.
+pub struct Announcement<'a> {
+    /// The event type (`incident.sla_breached`).
+    pub event_type: &'a str,
+    /// What makes it the same announcement on the next run (`incident:<id>:response:<due>`).
+    pub key: String,
+    /// The audit entry's action (`sla_breached`) and resource.
+    pub action: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: uuid::Uuid,
+    pub payload: Value,
+}
+
+/// Announces `a` once per key, in `tx`: the event for the notification channels
+/// (`custos_db::outbox::emit_once`) and, when it is new, its audit entry. Whether it was new —
+/// periodic checks find the same passed deadline on every run, and only the first announces it.
+pub async fn announce_once(tx: &mut Tx, ctx: &RequestCtx, a: Announcement<'_>) -> Result<bool, DbError> {
+    let emitted =
+        custos_db::outbox::emit_once(tx, ctx.organization_id, a.event_type, &a.key, a.payload.clone()).await?;
+    if emitted.is_none() {
+        return Ok(false);
+    }
+    record_change(tx, ctx, a.action, a.resource_type, a.resource_id, Value::Null, a.payload).await?;
+    Ok(true)
+}
+
+/// The fields that differ between two forms of a resource as the audit trail keeps them (JSON
+/// objects; anything else counts as empty), leaving out `ignored` ones (ids, times), each with its
+/// value before and after as JSON text: what an impact report (a policy document's dry run) says
+/// a change does.
+pub fn changed_fields(before: &Value, after: &Value, ignored: &[&str]) -> Vec<custos_proto::v1::FieldChange> {
+    let empty = serde_json::Map::new();
+    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
+    let keys = b.keys().chain(a.keys().filter(|k| !b.contains_key(*k)));
+    keys.filter(|k| !ignored.contains(&k.as_str()))
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| custos_proto::v1::FieldChange {
+            field: k.clone(),
+            before: b.get(k).cloned().unwrap_or(Value::Null).to_string(),
+            after: a.get(k).cloned().unwrap_or(Value::Null).to_string(),
+        })
+        .collect()
+}
+
 /// A resource as the audit trail keeps it: its serialised form.
 pub fn snapshot<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)

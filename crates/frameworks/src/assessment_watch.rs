@@ -5,14 +5,14 @@
 //! new `next_assessment_date`) and missing that date again announces it again; a rerun of the
 //! watch announces nothing twice.
 
-use custos_audit_chain::record_change;
+use custos_audit_chain::{Announcement, announce_once};
 use custos_core::timefmt;
+use custos_db::DbError;
 use custos_db::schema::{frameworks, requirements};
-use custos_db::{DbError, outbox};
 use custos_jobs::{Job, JobError, Kind, Scope};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::Date;
 use uuid::Uuid;
 
@@ -70,10 +70,15 @@ pub fn assessment_watch_job(service: FrameworksService) -> Kind {
                         "next_assessment_date": due,
                         "assigned_to": assigned_to,
                     });
-                    let key = format!("requirement:{id}:{due}");
-                    if outbox::emit_once(&mut tx, org, ASSESSMENT_OVERDUE, &key, payload.clone()).await?.is_some() {
-                        record_change(&mut tx, &ctx, "assessment_overdue", "requirement", id, Value::Null, payload)
-                            .await?;
+                    let announcement = Announcement {
+                        event_type: ASSESSMENT_OVERDUE,
+                        key: format!("requirement:{id}:{due}"),
+                        action: "assessment_overdue",
+                        resource_type: "requirement",
+                        resource_id: id,
+                        payload,
+                    };
+                    if announce_once(&mut tx, &ctx, announcement).await? {
                         announced += 1;
                     }
                 }

@@ -6,14 +6,14 @@
 //! deadline, so a deadline moved later (an escalation restarting a clock) and missed again is
 //! announced again, and a rerun of the watch announces nothing twice.
 
-use custos_audit_chain::record_change;
+use custos_audit_chain::{Announcement, announce_once};
 use custos_core::timefmt;
+use custos_db::DbError;
 use custos_db::schema::{incidents, vulnerabilities};
-use custos_db::{DbError, outbox};
 use custos_jobs::{Job, JobError, Kind, Scope};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::IncidentsService;
 use crate::model::{IncidentRow, IncidentStatus, VulnerabilityRow, VulnerabilityStatus};
@@ -65,13 +65,15 @@ pub fn sla_watch_job(service: IncidentsService) -> Kind {
                             "due_at": due_at,
                             "assigned_to": incident.assigned_to,
                         });
-                        let key = format!("incident:{}:{deadline}:{due_at}", incident.id);
-                        if outbox::emit_once(&mut tx, org, INCIDENT_SLA_BREACHED, &key, payload.clone())
-                            .await?
-                            .is_some()
-                        {
-                            record_change(&mut tx, &ctx, "sla_breached", "incident", incident.id, Value::Null, payload)
-                                .await?;
+                        let announcement = Announcement {
+                            event_type: INCIDENT_SLA_BREACHED,
+                            key: format!("incident:{}:{deadline}:{due_at}", incident.id),
+                            action: "sla_breached",
+                            resource_type: "incident",
+                            resource_id: incident.id,
+                            payload,
+                        };
+                        if announce_once(&mut tx, &ctx, announcement).await? {
                             announced.0 += 1;
                         }
                     }
@@ -97,13 +99,15 @@ pub fn sla_watch_job(service: IncidentsService) -> Kind {
                         "due_at": due_at,
                         "assigned_to": v.assigned_to,
                     });
-                    let key = format!("vulnerability:{}:{due_at}", v.id);
-                    if outbox::emit_once(&mut tx, org, VULNERABILITY_SLA_BREACHED, &key, payload.clone())
-                        .await?
-                        .is_some()
-                    {
-                        record_change(&mut tx, &ctx, "sla_breached", "vulnerability", v.id, Value::Null, payload)
-                            .await?;
+                    let announcement = Announcement {
+                        event_type: VULNERABILITY_SLA_BREACHED,
+                        key: format!("vulnerability:{}:{due_at}", v.id),
+                        action: "sla_breached",
+                        resource_type: "vulnerability",
+                        resource_id: v.id,
+                        payload,
+                    };
+                    if announce_once(&mut tx, &ctx, announcement).await? {
                         announced.1 += 1;
                     }
                 }

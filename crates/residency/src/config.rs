@@ -2,7 +2,7 @@
 //! organisation (a second create is a 409; change it with PUT/PATCH). Never deleted: an
 //! organisation that no longer wants enforcement turns `enforce_region` off, which is audited.
 
-use custos_audit_chain::record_change;
+use custos_audit_chain::{changed_fields, record_change};
 use custos_blobs::{check_prefix, check_region_name};
 use custos_core::ctx::Access;
 use custos_core::filter::parse_id;
@@ -362,14 +362,14 @@ impl ResidencyService {
     ) -> Result<Option<pb::ResidencyImpact>> {
         let org = ctx.organization_id;
         let before = current(tx, org, true).await?;
-        let before_json = before.as_ref().map(|r| self.audited(r)).unwrap_or(Value::Object(Default::default()));
+        let before_json = before.as_ref().map(|r| self.audited(r)).unwrap_or(Value::Null);
         match (target, before) {
             (None, Some(row)) if row.policy_id == Some(policy) => {
                 diesel::delete(residency::table.filter(residency::id.eq(row.id))).execute(tx.conn()).await?;
                 record_change(tx, ctx, "delete", "data_residency", row.id, self.audited(&row), Value::Null).await?;
                 Ok(Some(pb::ResidencyImpact {
                     action: "remove".to_owned(),
-                    changes: changes(&before_json, &Value::Object(Default::default())),
+                    changes: changed_fields(&before_json, &Value::Null, &UNCHANGING),
                 }))
             }
             (None, _) => Ok(None),
@@ -390,28 +390,12 @@ impl ResidencyService {
                 let row = self.set_in(tx, ctx, fields, Some(policy)).await?;
                 Ok(Some(pb::ResidencyImpact {
                     action: action.to_owned(),
-                    changes: changes(&before_json, &self.audited(&row)),
+                    changes: changed_fields(&before_json, &self.audited(&row), &UNCHANGING),
                 }))
             }
         }
     }
 }
 
-/// The fields that differ between two audited forms (ids and times aside).
-fn changes(before: &Value, after: &Value) -> Vec<pb::FieldChange> {
-    const IGNORED: [&str; 4] = ["id", "created_at", "updated_at", "regions_without_store"];
-    let empty = serde_json::Map::new();
-    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
-    let mut keys: Vec<&String> = b.keys().chain(a.keys()).filter(|k| !IGNORED.contains(&k.as_str())).collect();
-    keys.dedup();
-    let mut seen = std::collections::HashSet::new();
-    keys.into_iter()
-        .filter(|k| seen.insert(k.as_str()))
-        .filter(|k| b.get(*k) != a.get(*k))
-        .map(|k| pb::FieldChange {
-            field: k.clone(),
-            before: b.get(k).cloned().unwrap_or(Value::Null).to_string(),
-            after: a.get(k).cloned().unwrap_or(Value::Null).to_string(),
-        })
-        .collect()
-}
+/// What an impact report leaves out of the configuration's changes.
+const UNCHANGING: [&str; 4] = ["id", "created_at", "updated_at", "regions_without_store"];

@@ -448,39 +448,7 @@ mod tests {
     use super::*;
 
     /// Seed 004's example, exactly as it stands.
-    const SEED: &str = "name: GDPR Compliance Policy
-version: 1.0.0
-type: gdpr
-
-enforcement:
-  level: hard  # soft or hard
-  scope: company
-
-rules:
-  - id: gdpr-001
-    name: Data Retention
-    type: retention
-    condition:
-      entity_type: Lead
-      age_days: 365
-    action: delete
-    severity: high
-
-retention:
-  policies:
-    - entity_type: Lead
-      retention_days: 365
-      deletion_method: soft
-    - entity_type: Contact
-      retention_days: 730
-      deletion_method: hard
-
-data_residency:
-  regions:
-    - us-east-1
-    - eu-west-1
-  enforce: true
-";
+    const SEED: &str = include_str!("../testdata/seed-004-policy.yaml");
 
     #[test]
     fn the_seeds_example_validates_with_warnings_for_entities_not_known_yet() {

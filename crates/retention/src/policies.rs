@@ -1,7 +1,7 @@
 //! Retention policies: every role reads them, admins write them. A locked policy (a
 //! preservation lock) can be extended but never loosened.
 
-use custos_audit_chain::record_change;
+use custos_audit_chain::{changed_fields, record_change};
 use custos_core::ctx::Access;
 use custos_core::filter::{
     bounded_text, choice, opt_choice, opt_uuid, parse_id, parse_uuid, required_text, search_pattern,
@@ -595,21 +595,8 @@ fn lock_stamp(
     }
 }
 
-/// What a change did to one retention policy, field by field (the audited JSON forms compared).
-fn changes(before: &Value, after: &Value) -> Vec<pb::FieldChange> {
-    const IGNORED: [&str; 4] = ["id", "created_at", "updated_at", "managed_by_policy"];
-    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else { return Vec::new() };
-    after
-        .iter()
-        .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
-        .filter(|(k, v)| before.get(*k) != Some(*v))
-        .map(|(k, v)| pb::FieldChange {
-            field: k.clone(),
-            before: before.get(k).cloned().unwrap_or(Value::Null).to_string(),
-            after: v.to_string(),
-        })
-        .collect()
-}
+/// What an impact report leaves out of a retention policy's changes.
+const UNCHANGING: [&str; 4] = ["id", "created_at", "updated_at", "managed_by_policy"];
 
 /// Makes the retention policies a policy document manages exactly `desired` (at most one per
 /// entity type), in the caller's transaction, each change audited: updated in place, created,
@@ -666,7 +653,7 @@ pub(crate) async fn converge_managed(
                 .map_err(|e| taken(e.into(), &fields.name))?;
                 record_change(tx, ctx, "update", "retention_policy", after.id, current.audited(), after.audited())
                     .await?;
-                let changed = changes(&current.audited(), &after.audited());
+                let changed = changed_fields(&current.audited(), &after.audited(), &UNCHANGING);
                 out.push((impact("update", Some(after.id), changed), Some(after)));
             }
             None => {
@@ -684,7 +671,7 @@ pub(crate) async fn converge_managed(
                     .await
                     .map_err(|e| taken(e.into(), &fields.name))?;
                 record_change(tx, ctx, "create", "retention_policy", row.id, Value::Null, row.audited()).await?;
-                let changed = changes(&Value::Object(Default::default()), &row.audited());
+                let changed = changed_fields(&Value::Null, &row.audited(), &UNCHANGING);
                 out.push((impact("create", Some(row.id), changed), Some(row)));
             }
         }

@@ -4,14 +4,14 @@
 //! `workflow_overdue` entry in the audit trail, in one transaction. Moving on to a step with a
 //! deadline of its own and missing that one announces it again; a rerun announces nothing twice.
 
-use custos_audit_chain::record_change;
+use custos_audit_chain::{Announcement, announce_once};
 use custos_core::timefmt;
+use custos_db::DbError;
 use custos_db::schema::{workflow_instances as instances, workflows};
-use custos_db::{DbError, outbox};
 use custos_jobs::{Job, JobError, Kind, Scope};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -72,10 +72,15 @@ pub fn overdue_watch_job(service: WorkflowsService) -> Kind {
                         "workflow": workflow,
                         "workflow_name": workflow_name,
                     });
-                    let key = format!("instance:{id}:{step}:{due}");
-                    if outbox::emit_once(&mut tx, org, WORKFLOW_OVERDUE, &key, payload.clone()).await?.is_some() {
-                        record_change(&mut tx, &ctx, "workflow_overdue", "workflow_instance", id, Value::Null, payload)
-                            .await?;
+                    let announcement = Announcement {
+                        event_type: WORKFLOW_OVERDUE,
+                        key: format!("instance:{id}:{step}:{due}"),
+                        action: "workflow_overdue",
+                        resource_type: "workflow_instance",
+                        resource_id: id,
+                        payload,
+                    };
+                    if announce_once(&mut tx, &ctx, announcement).await? {
                         announced += 1;
                     }
                 }
