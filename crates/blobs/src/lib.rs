@@ -37,12 +37,6 @@ impl BlobStores {
         Ok(stores)
     }
 
-    /// Adds (or replaces) a region's store.
-    pub fn with_region(mut self, name: &str, store: BlobStore) -> Self {
-        self.regions.insert(name.to_owned(), store);
-        self
-    }
-
     /// The store of `region`, the default one for `None`; `None` for a region without a store.
     pub fn get(&self, region: Option<&str>) -> Option<&BlobStore> {
         match region {
