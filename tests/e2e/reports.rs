@@ -2,7 +2,7 @@
 //! (scores, gaps by priority, overdue assessments, vulnerabilities past SLA, incidents, evidence,
 //! the score trend and mapped coverage), submitted, signed off on the SHA-256 of the exact content
 //! (an auditor recomputes it), approved content frozen (service and trigger), published, rendered
-//! as JSON and text; filters, roles, tenancy and audit entries.
+//! as JSON, text and PDF/A-2b (read back with poppler); filters, roles, tenancy and audit entries.
 
 use custos_proto::v1 as pb;
 use custos_proto::v1::compliance_reports_service_client::ComplianceReportsServiceClient;
@@ -113,11 +113,13 @@ async fn reports_are_generated_frozen_signed_off_and_rendered() {
     assert_eq!(s.post(&format!("{path}publish/"), &org.editor, json!({})).await.0, 403);
     let (status, published) = s.post(&format!("{path}publish/"), &org.admin, json!({})).await;
     assert_eq!((status.as_u16(), published["status"].clone()), (200, json!("PUBLISHED")));
-    let (status, text) = s.get(&format!("{path}render/?format=text"), &org.viewer).await;
-    assert_eq!(status, 200, "{text}");
-    let body = text["body"].as_str().unwrap();
+    let (status, headers, text) = s.download(&format!("{path}render/?format=text"), &org.viewer).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let body = String::from_utf8(text).unwrap();
     for expected in [
         "GDPR assessment Q4",
+        &format!("Content SHA-256: {recomputed}"),
         "Compliance: 33.3% (1 of 3 requirements compliant)",
         "[CRITICAL] Art. 32",
         "Overdue assessments (1):",
@@ -125,6 +127,59 @@ async fn reports_are_generated_frozen_signed_off_and_rendered() {
         assert!(body.contains(expected), "{expected}: {body}");
     }
     assert_eq!(s.get(&format!("{path}render/?format=docx"), &org.viewer).await.0, 400);
+
+    // As PDF/A-2b, read back by a real PDF reader (poppler): the figures, the tables, the chart's
+    // axis, the sign-off, the content's digest, every page numbered, the font embedded.
+    let (status, headers, pdf) = s.download(&format!("{path}render/?format=pdf"), &org.viewer).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&pdf));
+    assert_eq!(headers["content-type"], "application/pdf");
+    assert!(headers["content-disposition"].to_str().unwrap().contains(".pdf"), "{headers:?}");
+    let read = custos_testkit::read_pdf(&pdf);
+    assert_eq!(read.info("PDF version"), Some("1.7"));
+    assert_eq!(read.info("Title"), Some("GDPR assessment Q4"));
+    let pages = read.pages();
+    assert_eq!(read.info("Pages"), Some(pages.len().to_string().as_str()));
+    assert!(pages.len() >= 2, "a title page and the report: {}", read.text);
+    for (i, page) in pages.iter().enumerate() {
+        assert!(page.contains(&format!("Page {} of {}", i + 1, pages.len())), "page {}: {page}", i + 1);
+    }
+    let fonts: Vec<&str> = read.fonts.lines().skip(2).collect();
+    assert!(
+        !fonts.is_empty() && fonts.iter().all(|f| f.contains("DejaVuSans") && f.contains(" yes yes yes ")),
+        "{}",
+        read.fonts
+    );
+    let text = &read.text;
+    for expected in [
+        "GDPR assessment Q4",
+        "Published",
+        "Compliance score trend",
+        "100%",
+        "Gaps (2)",
+        "Critical",
+        "Art. 32",
+        "Overdue assessments (1)",
+        "2020-01-01",
+        "Board review 12 Dec",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in the PDF's text:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("Compliance ") && l.trim_end().ends_with("33.3%")),
+        "the score beside its label:\n{text}"
+    );
+    assert!(text.lines().any(|l| l.contains("Approved") && l.contains("UTC")), "who approved, when:\n{text}");
+    let unspaced: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(unspaced.contains(&recomputed), "the content's SHA-256 is on the title page:\n{text}");
+    // The same content renders to the same bytes, over gRPC too.
+    let mut grpc = ComplianceReportsServiceClient::new(s.grpc(Some(&org.auditor)).await);
+    let again = grpc
+        .render_compliance_report(pb::RenderComplianceReportRequest { id: id(&report), format: "pdf".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.content_type.as_str(), again.content_sha256.as_str()), ("application/pdf", recomputed.as_str()));
+    assert!(again.body == pdf, "a rendering can be made again and compared");
 
     // A rejection sends a report back to DRAFT, recorded.
     let (_, second) =
@@ -245,10 +300,16 @@ async fn a_statement_of_applicability_lists_every_control_with_its_justification
     );
     let a51 = soa.iter().find(|c| c["requirement_id"] == "A.5.1").unwrap();
     assert_eq!((a51["applicable"].clone(), a51["implemented"].clone()), (json!(true), json!(true)));
-    let (_, text) = s.get(&format!("{REPORTS}{}/render/?format=text", id(&report)), &org.viewer).await;
-    let body = text["body"].as_str().unwrap();
+    let (_, _, text) = s.download(&format!("{REPORTS}{}/render/?format=text", id(&report)), &org.viewer).await;
+    let body = String::from_utf8(text).unwrap();
     assert!(body.contains("Statement of Applicability (2 controls):"), "{body}");
     assert!(body.contains("A.7.4 Physical security monitoring — not applicable: Fully remote organisation"), "{body}");
+    let (status, _, pdf) = s.download(&format!("{REPORTS}{}/render/?format=pdf", id(&report)), &org.viewer).await;
+    assert_eq!(status, 200);
+    let read = custos_testkit::read_pdf(&pdf);
+    for expected in ["Statement of Applicability (2 controls)", "A.7.4", "Fully remote organisation", "Implemented"] {
+        assert!(read.text.contains(expected), "{expected:?} in the PDF's text:\n{}", read.text);
+    }
     // Other reports carry no SoA.
     let (_, plain) =
         s.post(REPORTS, &org.editor, json!({"title": "Plain", "report_type": "AUDIT", "framework": fw_id})).await;

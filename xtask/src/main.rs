@@ -7,7 +7,8 @@
 //!   `CUSTOS_TEST_DATABASE_URL`/`DATABASE_URL`, else the one on 127.0.0.1:5432, else a private
 //!   cluster. Each test makes its own database. Extra ARGS go to the test runner. Schemathesis
 //!   and compliance-trestle (the tests' OSCAL validator) are installed with pip when missing, and
-//!   so is aiosmtpd (the tests' SMTP server, `tests/tools/smtp_sink.py`).
+//!   so is aiosmtpd (the tests' SMTP server, `tests/tools/smtp_sink.py`); poppler-utils (the
+//!   report tests' PDF reader) is installed with apt-get when missing.
 //! * `cargo xtask test-s3` — the evidence tests that need an S3-compatible object store, against
 //!   moto's S3 server (installed with pip when missing) on a free local port.
 //! * `cargo xtask pg start|stop|url` — manage the private cluster by hand.
@@ -139,6 +140,7 @@ fn test(extra: &[String]) -> Result {
     let schemathesis = schemathesis()?;
     let oscal_validator = oscal_validator()?;
     let smtp_server = smtp_server()?;
+    pdf_reader()?;
     let nextest = output(cargo().args(["nextest", "--version"])).map(|(ok, _, _)| ok).unwrap_or(false);
     let mut cmd = cargo();
     if nextest {
@@ -203,6 +205,41 @@ fn oscal_validator() -> Result<String> {
     }
     let script = pg::workspace_root().join("tests/tools/oscal_validate.py");
     Ok(format!("python3 {}", script.display()))
+}
+
+/// The real PDF reader the report tests read PDFs back with (poppler's `pdftotext`, `pdfinfo`,
+/// `pdffonts`): Debian's poppler-utils, installed with apt-get when missing (or found in
+/// `CUSTOS_POPPLER_BIN`).
+fn pdf_reader() -> Result {
+    let dir = env("CUSTOS_POPPLER_BIN");
+    let tool = |name: &str| dir.as_ref().map_or(name.to_owned(), |d| format!("{d}/{name}"));
+    let works = || {
+        ["pdftotext", "pdfinfo", "pdffonts"]
+            .iter()
+            .all(|t| output(Command::new(tool(t)).arg("-v")).is_ok_and(|(ok, _, _)| ok))
+    };
+    if works() {
+        return Ok(());
+    }
+    println!("xtask: installing poppler-utils (apt-get install poppler-utils), the tests' PDF reader");
+    let install = || {
+        output(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends", "poppler-utils"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if !install().is_ok_and(|(ok, _, _)| ok) {
+        // A fresh machine may not have read its package lists yet.
+        status(Command::new("apt-get").args(["update", "-qq"]))?;
+        let (ok, _, err) = install()?;
+        if !ok {
+            return Err(format!(
+                "apt-get install poppler-utils failed (install it, or set CUSTOS_POPPLER_BIN):\n{err}"
+            ));
+        }
+    }
+    if works() { Ok(()) } else { Err("poppler-utils was installed but pdftotext cannot be run".to_owned()) }
 }
 
 /// The command (a prefix: `--port 0 --out DIR …` follow it) with which tests start a real SMTP
@@ -312,15 +349,15 @@ fn create_bucket(port: u16, bucket: &str) -> Result {
     }
 }
 
-/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]` / `bench lists [--sizes …]` / `bench jobs [--jobs N]` / `bench catalogue [--requirements N]` / `bench vault [--rows N]`: release build of
+/// `cargo xtask bench audit [--entries N]` / `bench upload [--mib N]` / `bench lists [--sizes …]` / `bench jobs [--jobs N]` / `bench catalogue [--requirements N]` / `bench vault [--rows N]` / `bench reports [--requirements N] [--links L]`: release build of
 /// `custos-bench`, against the same PostgreSQL the tests use.
 fn bench(args: &[String]) -> Result {
     if !matches!(
         args.first().map(String::as_str),
-        Some("audit" | "upload" | "lists" | "jobs" | "catalogue" | "vault" | "retention")
+        Some("audit" | "upload" | "lists" | "jobs" | "catalogue" | "vault" | "retention" | "reports")
     ) {
         return Err(
-            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N] | bench jobs [--jobs N] [--runs R] [--concurrency C] | bench catalogue [--runs R] [--requirements N] | bench vault [--rows N] [--runs R] | bench retention [--incidents N] [--held-percent P]"
+            "usage: cargo xtask bench audit [--entries N] | bench upload [--mib N] | bench lists [--sizes N,N,…] [--runs N] | bench jobs [--jobs N] [--runs R] [--concurrency C] | bench catalogue [--runs R] [--requirements N] | bench vault [--rows N] [--runs R] | bench retention [--incidents N] [--held-percent P] | bench reports [--requirements N] [--links L] [--runs R]"
                 .into(),
         );
     }

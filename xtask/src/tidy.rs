@@ -49,6 +49,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("custos-oscal", Kernel),
     ("custos-yaml", Kernel),
     ("custos-blobs", Kernel),
+    ("custos-pdf", Kernel),
     ("custos-gateway", Edge),
     ("custos-testkit", Tooling),
     ("custos-bench", Tooling),

@@ -2,6 +2,7 @@
 //! `custos-bench upload [--mib N]`: evidence file throughput and memory (see [`upload`]).
 //! `custos-bench lists [--sizes N,N,…] [--runs N]`: the lists at scale (see [`lists`]).
 //! `custos-bench vault [--rows N] [--runs R]`: field encryption and blind-index lookups (see [`vault`]).
+//! `custos-bench reports [--requirements N] [--links L] [--runs R]`: report generation and renderings (see [`reports`]).
 //!
 //! Runs against a fresh database on the test PostgreSQL server (see `custos-testkit`), with the
 //! real gateway: audited mutations per second with 1, 8 and 32 concurrent writers (in-process
@@ -16,6 +17,7 @@ mod catalogue;
 mod cpu;
 mod jobs;
 mod lists;
+mod reports;
 mod retention;
 mod upload;
 mod vault;
@@ -207,6 +209,9 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("jobs") {
         return jobs::run(&args[2..]).await;
     }
+    if args.get(1).map(String::as_str) == Some("reports") {
+        return reports::run(&args[2..]).await;
+    }
     if args.get(1).map(String::as_str) == Some("retention") {
         return retention::run(&args[2..]).await;
     }
@@ -224,7 +229,7 @@ async fn main() {
     }
     if args.get(1).map(String::as_str) != Some("audit") {
         eprintln!(
-            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | vault [--rows N] [--runs R] | retention [--incidents N] [--held-percent P] | leaf"
+            "usage: custos-bench audit [--entries N] [--skip-load | --load-only] [--pool N] [--verify-repeat K] [--verify-only] [--keep-export] | verify-file FILE | upload [--mib N] | lists [--sizes N,N,…] [--runs N] | jobs [--jobs N] [--runs R] [--concurrency C] | catalogue [--runs R] [--requirements N] | vault [--rows N] [--runs R] | retention [--incidents N] [--held-percent P] | reports [--requirements N] [--links L] [--runs R] | leaf"
         );
         std::process::exit(2);
     }

@@ -677,8 +677,23 @@ async fn check_compliance_status_exits_by_what_it_finds() {
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(doc["report_type"], "GAP_ANALYSIS");
     assert!(doc["content"]["summary"]["total_requirements"].as_i64().unwrap() > 100, "{}", doc["content"]["summary"]);
+    // As PDF, read back by poppler: every seeded GDPR article is a gap, listed over pages.
+    let out = dir.join("report.pdf");
+    let o = run(&["report", "--org", "acme", "--framework", "GDPR", "--format", "pdf", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = custos_testkit::read_pdf(&std::fs::read(&out).unwrap());
+    let pages = read.pages().len();
+    assert!(pages > 2, "{}", read.text);
+    for expected in
+        ["General Data Protection Regulation", "Gaps (45)", "Not assessed", &format!("Page {pages} of {pages}")]
+    {
+        assert!(read.text.contains(expected), "{expected:?}:\n{}", read.text);
+    }
+    // To standard output when it is not a terminal (here, a pipe).
+    let o = run(&["report", "--org", "acme", "--format", "pdf"]);
+    assert!(o.status.success() && o.stdout.starts_with(b"%PDF-1.7"), "{}", stderr(&o));
     assert_clean_failure(&run(&["report", "--org", "acme", "--framework", "nope"]), "is not one of: GDPR");
-    assert_eq!(count(&db, "SELECT count(*) AS n FROM compliance_reports WHERE status = 'DRAFT'").await, 2);
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM compliance_reports WHERE status = 'DRAFT'").await, 4);
     // Could not check: 2.
     let o = custos(&["check-compliance-status"], Some("postgres://postgres@127.0.0.1:1/nothing"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -107,7 +107,13 @@ fn num(v: &Value) -> String {
 }
 
 /// The report as text: a header, the figures, and the gaps listed by priority.
-pub fn render_text(title: &str, report_type: &str, generated_at: &str, content: &Value) -> String {
+pub fn render_text(
+    title: &str,
+    report_type: &str,
+    generated_at: &str,
+    content_sha256: &str,
+    content: &Value,
+) -> String {
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -116,6 +122,7 @@ pub fn render_text(title: &str, report_type: &str, generated_at: &str, content: 
     line(title.to_owned());
     line("=".repeat(title.chars().count()));
     line(format!("{report_type} — generated {generated_at}"));
+    line(format!("Content SHA-256: {content_sha256}"));
     if let Some(f) = content.get("framework").filter(|f| !f.is_null()) {
         line(format!("Framework: {} {}", num(&f["name"]), num(&f["version"])));
     }

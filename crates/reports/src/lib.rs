@@ -8,11 +8,14 @@
 //!   frozen as the exact JSON text generated, with its SHA-256 and time), submitted (IN_REVIEW),
 //!   signed off by an admin (APPROVED, or back to DRAFT), published; approved content never
 //!   changes (refused; a trigger refuses the rest).
+//! * [`pdf`] — a report as PDF/A-2b (`custos_pdf`): title page, figures, the score trend as a
+//!   chart, tables of gaps, overdue assessments and the Statement of Applicability, sign-offs.
 //! * [`grpc`] — the thin tonic adapter.
 
 pub mod content;
 pub mod grpc;
 pub mod model;
+pub mod pdf;
 pub mod service;
 
 pub use service::{ReportsError, ReportsService};

@@ -9,7 +9,7 @@ use custos_core::ctx::Access;
 use custos_core::filter::{bounded_text, choice, opt_choice, opt_uuid, parse_id, required_text, search_pattern};
 use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
-use custos_db::schema::{compliance_reports as reports, report_sign_offs as sign_offs};
+use custos_db::schema::{compliance_reports as reports, organizations, report_sign_offs as sign_offs, users};
 use custos_db::{Db, Tx, list, refs};
 use custos_jobs::queue::{self, NewJob};
 use custos_jobs::{Job, JobError, Kind, Scope};
@@ -534,8 +534,9 @@ impl ReportsService {
         Ok(out)
     }
 
-    /// `GET /api/compliance/reports/{id}/render/?format=json|text` (every role): the frozen
-    /// content as a document.
+    /// `GET /api/compliance/reports/{id}/render/?format=json|text|pdf` (every role): the frozen
+    /// content as a document — the report with its content (JSON), the text the command prints,
+    /// or the PDF/A-2b a board reads ([`crate::pdf`]). Each carries the content's SHA-256.
     pub async fn render_compliance_report(
         &self,
         ctx: &RequestCtx,
@@ -545,15 +546,23 @@ impl ReportsService {
         let format = match req.format.trim() {
             "" | "json" => "json",
             "text" => "text",
+            "pdf" => "pdf",
             other => {
-                return Err(Problem::invalid_field("format", format!("{other:?} is not json or text")).into());
+                return Err(Problem::invalid_field("format", format!("{other:?} is not json, text or pdf")).into());
             }
         };
         let mut tx = self.db.begin_as(ctx, Access::Read).await?;
         let row = find(&mut tx, ctx.organization_id, id, false).await?;
         let report = self.answer(&mut tx, ctx.organization_id, row.clone()).await?;
+        let names = if format == "pdf" { people(&mut tx, ctx.organization_id, &report).await? } else { HashMap::new() };
+        let organisation: String = organizations::table
+            .filter(organizations::id.eq(ctx.organization_id))
+            .select(organizations::name)
+            .first(tx.conn())
+            .await?;
         tx.commit().await?;
-        let (Some(text), Some(digest)) = (&row.content, &row.content_sha256) else {
+        let (Some(text), Some(digest), Some(generated_at)) = (&row.content, &row.content_sha256, row.generated_at)
+        else {
             return Err(Problem::state_conflict("Report not generated", "Generate the report first").into());
         };
         let content: Value = serde_json::from_str(text).map_err(Problem::internal)?;
@@ -563,14 +572,26 @@ impl ReportsService {
                 content::render_text(
                     &row.title,
                     &row.report_type.to_string(),
-                    &row.generated_at.map(timefmt::timestamp).unwrap_or_default(),
+                    &timefmt::timestamp(generated_at),
+                    digest,
                     &content,
-                ),
+                )
+                .into_bytes(),
             ),
+            "pdf" => {
+                // Laying out thousands of rows and subsetting the font is CPU work: off the runtime.
+                let pdf = tokio::task::spawn_blocking(move || {
+                    crate::pdf::render(&report, &content, &organisation, generated_at, &names)
+                })
+                .await
+                .map_err(Problem::internal)?
+                .map_err(Problem::internal)?;
+                ("application/pdf", pdf)
+            }
             _ => {
                 let mut doc = serde_json::to_value(&report).map_err(Problem::internal)?;
                 doc["content"] = content;
-                ("application/json", serde_json::to_string_pretty(&doc).map_err(Problem::internal)?)
+                ("application/json", serde_json::to_vec_pretty(&doc).map_err(Problem::internal)?)
             }
         };
         Ok(pb::RenderedReport {
@@ -580,6 +601,27 @@ impl ReportsService {
             content_sha256: digest.clone(),
         })
     }
+}
+
+/// Who the report's actors are (its preparer and signers, `user:<id>`), for a rendering people
+/// read: "Name (e-mail)".
+async fn people(tx: &mut Tx, org: Uuid, report: &pb::ComplianceReport) -> Result<HashMap<String, String>> {
+    let labels = std::iter::once(&report.prepared_by).chain(report.sign_offs.iter().map(|s| &s.signer));
+    let ids: Vec<Uuid> =
+        labels.filter_map(|l| l.strip_prefix("user:")).filter_map(|id| Uuid::parse_str(id).ok()).collect();
+    let found: Vec<(Uuid, String, String)> = users::table
+        .filter(users::organization_id.eq(org))
+        .filter(users::id.eq_any(&ids))
+        .select((users::id, users::display_name, users::email))
+        .load(tx.conn())
+        .await?;
+    Ok(found
+        .into_iter()
+        .map(|(id, name, email)| {
+            let shown = if name.trim().is_empty() { email } else { format!("{name} ({email})") };
+            (format!("user:{id}"), shown)
+        })
+        .collect())
 }
 
 async fn set_status(

@@ -667,6 +667,68 @@ pub fn validate_oscal(document: &Value) -> Result<(), String> {
     }
 }
 
+/// What a real PDF reader makes of a PDF: poppler's `pdftotext -layout` (the text, pages
+/// separated by form feeds), `pdfinfo` (`Pages:`, `PDF version:`, …) and `pdffonts` (each font,
+/// whether it is embedded). The tools are Debian's poppler-utils; `cargo xtask test` installs
+/// them when missing, and their directory may be given as `CUSTOS_POPPLER_BIN`. A missing tool
+/// fails the test.
+pub struct PdfReading {
+    pub text: String,
+    pub info: String,
+    pub fonts: String,
+}
+
+impl PdfReading {
+    /// The pages' text, in order.
+    pub fn pages(&self) -> Vec<&str> {
+        self.text.trim_end_matches('\u{c}').split('\u{c}').collect()
+    }
+
+    /// A line of `pdfinfo`'s answer: `info("Pages")` → `"3"`.
+    pub fn info(&self, key: &str) -> Option<&str> {
+        self.info.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+    }
+}
+
+/// Reads `pdf` with poppler (see [`PdfReading`]).
+pub fn read_pdf(pdf: &[u8]) -> PdfReading {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    let path = std::env::temp_dir().join(format!(
+        "custos-pdf-{}-{}.pdf",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, pdf).expect("write the PDF to read");
+    // Each tool as `TOOL OPTIONS… FILE [after…]` (pdftotext writes to standard output when told "-").
+    let run = |tool: &str, args: &[&str], after: &[&str]| {
+        let program = match std::env::var("CUSTOS_POPPLER_BIN") {
+            Ok(dir) if !dir.trim().is_empty() => PathBuf::from(dir).join(tool),
+            _ => PathBuf::from(tool),
+        };
+        let output =
+            std::process::Command::new(&program).args(args).arg(&path).args(after).output().unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): the PDF tests read PDFs with poppler-utils; run them with `cargo xtask test` \
+                 (it installs them) or `apt-get install poppler-utils`",
+                    program.display()
+                )
+            });
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{tool} could not read the PDF: {stderr}");
+        assert!(!stderr.contains("Syntax Error"), "{tool} found the PDF malformed: {stderr}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let reading = PdfReading {
+        text: run("pdftotext", &["-layout", "-enc", "UTF-8"], &["-"]),
+        info: run("pdfinfo", &[], &[]),
+        fonts: run("pdffonts", &[], &[]),
+    };
+    let _ = std::fs::remove_file(&path);
+    reading
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real receivers for notifications: an SMTP server and an HTTP webhook endpoint.
 // ---------------------------------------------------------------------------------------------

@@ -11,12 +11,15 @@ use super::{Domain, GrpcService, Serving};
 use crate::cli::{DbArgs, app_for, organisations, problem};
 use crate::config::Config;
 use crate::op;
-use crate::rest::Endpoint;
 use crate::rest::openapi::{ApiDescription, ValueSet};
+use crate::rest::{Download, Endpoint, FileDownload};
 use crate::server::App;
 use clap::{Args, Subcommand, ValueEnum};
+use custos_core::Problem;
 use custos_core::RequestCtx;
 use custos_proto::v1 as pb;
+use futures::StreamExt;
+use std::io::{IsTerminal, Write};
 
 pub const DOMAIN: Domain =
     Domain { name: "reports", serve, cli: Some(crate::domain_cli!(ReportCommands, run, |_| false)) };
@@ -27,6 +30,28 @@ const REPORT: &str = "/api/compliance/reports/{id}/";
 fn serve(app: &App, _config: &Config) -> Serving {
     let s = &ReportsService::new(app.db.clone()).with_job_waker(app.jobs.waker());
     let frozen = "The report is not a DRAFT (approved content is frozen)";
+    let render = {
+        let s = s.clone();
+        Download::new("render_compliance_report", move |ctx, req: pb::RenderComplianceReportRequest| {
+            let s = s.clone();
+            async move {
+                let id = req.id.trim().to_owned();
+                let rendered = s.render_compliance_report(&ctx, req).await.map_err(Problem::from)?;
+                let extension = if rendered.format == "text" { "txt" } else { rendered.format.as_str() };
+                let file_name = format!("compliance-report-{id}.{extension}");
+                let body = bytes::Bytes::from(rendered.body);
+                Ok(FileDownload {
+                    content_type: rendered.content_type,
+                    size: body.len() as u64,
+                    file_name,
+                    sha256: None,
+                    blake3: None,
+                    body: futures::stream::once(async move { Ok(body) }).boxed(),
+                })
+            }
+        })
+        .media_types(&["application/json", "text/plain", "application/pdf"])
+    };
     Serving {
         endpoints: vec![
             Endpoint::get(REPORTS, "List compliance reports", op!(s, list_compliance_reports)).list(),
@@ -66,10 +91,10 @@ fn serve(app: &App, _config: &Config) -> Serving {
                 op!(s, publish_compliance_report),
             )
             .fails(StatusCode::CONFLICT, "The report is not APPROVED"),
-            Endpoint::get(
+            Endpoint::download(
                 "/api/compliance/reports/{id}/render/",
-                "The report rendered: ?format=json|text",
-                op!(s, render_compliance_report),
+                "The report as a document: ?format=json|text|pdf (PDF/A-2b)",
+                render,
             )
             .fails(StatusCode::CONFLICT, "The report has not been generated"),
         ],
@@ -128,10 +153,15 @@ pub struct ReportArgs {
 enum ReportFormat {
     Text,
     Json,
+    /// PDF/A-2b; written to --out, or to standard output when that is not a terminal.
+    Pdf,
 }
 
 async fn run(command: ReportCommands) -> anyhow::Result<()> {
     let ReportCommands::Report(args) = command;
+    if matches!(args.format, ReportFormat::Pdf) && args.out.is_none() && std::io::stdout().is_terminal() {
+        anyhow::bail!("a PDF is not for a terminal: write it with --out FILE (or redirect standard output)");
+    }
     let app = app_for(&args.db).await?;
     let orgs = organisations(&app, args.org.as_deref()).await?;
     let [(org_id, slug)] = orgs.as_slice() else {
@@ -187,6 +217,7 @@ async fn run(command: ReportCommands) -> anyhow::Result<()> {
     let format = match args.format {
         ReportFormat::Text => "text",
         ReportFormat::Json => "json",
+        ReportFormat::Pdf => "pdf",
     };
     let rendered = s
         .render_compliance_report(
@@ -197,7 +228,10 @@ async fn run(command: ReportCommands) -> anyhow::Result<()> {
         .map_err(problem)?;
     match &args.out {
         Some(path) => std::fs::write(path, &rendered.body).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => print!("{}", rendered.body),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&rendered.body).and_then(|()| out.flush())?;
+        }
     }
     eprintln!("report {} (DRAFT, content sha256 {})", report.id, rendered.content_sha256);
     Ok(())
