@@ -200,6 +200,11 @@ async fn reports_are_generated_frozen_signed_off_and_rendered() {
         .get(&format!("{REPORTS}?framework={fw_id}&report_type=ASSESSMENT&status=PUBLISHED&search=q4"), &org.viewer)
         .await;
     assert_eq!(page["count"], 1, "{page}");
+    let editor = crate::user_id(&s, &org, "editor").await;
+    for preparer in [editor.clone(), format!("user:{editor}")] {
+        let (_, page) = s.get(&format!("{REPORTS}?prepared_by={preparer}"), &org.viewer).await;
+        assert_eq!(page["count"], 2, "a user's id or label: {page}");
+    }
     assert_eq!(s.get(&format!("{REPORTS}?status=SIGNED"), &org.viewer).await.0, 400);
     assert_eq!(s.get(REPORTS, &other.viewer).await.1["count"], 0);
     assert_eq!(s.audit_count(org.id, "sign_off", "compliance_report").await, 2);

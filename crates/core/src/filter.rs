@@ -135,6 +135,16 @@ pub fn opt_text(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// An optional filter on who did something (a report's `prepared_by`): an actor label as
+/// stored (`user:<id>`, `operator:<name>`, …), or a bare user id, which means that user's label;
+/// blank is absent.
+pub fn opt_actor(raw: Option<&str>) -> Option<String> {
+    opt_text(raw).map(|raw| match Uuid::parse_str(raw) {
+        Ok(user) => format!("user:{user}"),
+        Err(_) => raw.to_owned(),
+    })
+}
+
 /// An optional value of a closed set (a filter, an optional field); blank is absent.
 pub fn opt_choice<C: Choice>(field: &str, raw: Option<&str>) -> Result<Option<C>, Problem> {
     opt_text(raw).map(|raw| C::parse_field(field, raw)).transpose()

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use custos_audit_chain::record_change;
 use custos_core::ctx::Access;
-use custos_core::filter::{bounded_text, choice, opt_choice, opt_uuid, parse_id, required_text, search_pattern};
+use custos_core::filter::{
+    bounded_text, choice, opt_actor, opt_choice, opt_uuid, parse_id, required_text, search_pattern,
+};
 use custos_core::page::cursor;
 use custos_core::{ListRequest, Problem, RequestCtx, hex, new_id, timefmt, update};
 use custos_db::schema::{compliance_reports as reports, organizations, report_sign_offs as sign_offs, users};
@@ -223,7 +225,7 @@ impl ReportsService {
             framework: opt_uuid("framework", req.framework.as_deref())?,
             report_type: opt_choice("report_type", req.report_type.as_deref())?,
             status: opt_choice("status", req.status.as_deref())?,
-            prepared_by: req.prepared_by.as_deref().map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned),
+            prepared_by: opt_actor(req.prepared_by.as_deref()),
             search: search_pattern(req.search.as_deref()),
         };
         let after = list.after::<(OffsetDateTime, Uuid)>(REPORTS)?;
@@ -555,11 +557,15 @@ impl ReportsService {
         let row = find(&mut tx, ctx.organization_id, id, false).await?;
         let report = self.answer(&mut tx, ctx.organization_id, row.clone()).await?;
         let names = if format == "pdf" { people(&mut tx, ctx.organization_id, &report).await? } else { HashMap::new() };
-        let organisation: String = organizations::table
-            .filter(organizations::id.eq(ctx.organization_id))
-            .select(organizations::name)
-            .first(tx.conn())
-            .await?;
+        let organisation: String = if format == "pdf" {
+            organizations::table
+                .filter(organizations::id.eq(ctx.organization_id))
+                .select(organizations::name)
+                .first(tx.conn())
+                .await?
+        } else {
+            String::new()
+        };
         tx.commit().await?;
         let (Some(text), Some(digest), Some(generated_at)) = (&row.content, &row.content_sha256, row.generated_at)
         else {
