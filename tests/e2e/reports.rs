@@ -180,6 +180,14 @@ async fn reports_are_generated_frozen_signed_off_and_rendered() {
         .into_inner();
     assert_eq!((again.content_type.as_str(), again.content_sha256.as_str()), ("application/pdf", recomputed.as_str()));
     assert!(again.body == pdf, "a rendering can be made again and compared");
+    // Another organisation renders nothing of it, over either transport.
+    assert_eq!(s.download(&format!("{path}render/?format=pdf"), &other.admin).await.0, 404);
+    let mut stranger = ComplianceReportsServiceClient::new(s.grpc(Some(&other.admin)).await);
+    let err = stranger
+        .render_compliance_report(pb::RenderComplianceReportRequest { id: id(&report), format: "pdf".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
 
     // A rejection sends a report back to DRAFT, recorded.
     let (_, second) =
