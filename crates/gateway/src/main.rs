@@ -7,6 +7,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // An operator command's output may go to a reader that stops early (`| head`, a monitoring
+    // probe): end quietly as Unix tools do, by the signal, instead of panicking on the next write
+    // (Rust starts with SIGPIPE ignored). Not for `serve`; and the standard library's socket
+    // writes use MSG_NOSIGNAL, so a dropped database connection stays an error, not a signal.
+    #[cfg(unix)]
+    if !cli.is_serve() {
+        // SAFETY: before any other thread exists; only restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let json = std::env::var("CUSTOS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let default_level = if cli.is_serve() { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));

@@ -694,6 +694,21 @@ async fn check_compliance_status_exits_by_what_it_finds() {
     assert!(o.status.success() && o.stdout.starts_with(b"%PDF-1.7"), "{}", stderr(&o));
     assert_clean_failure(&run(&["report", "--org", "acme", "--framework", "nope"]), "is not one of: GDPR");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM compliance_reports WHERE status = 'DRAFT'").await, 4);
+    // A reader that stops at once (`| head -0`): the command ends by SIGPIPE like any Unix tool,
+    // never a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["check-compliance-status", "--org", "acme"])
+        .env("DATABASE_URL", &db.url)
+        .env("CUSTOS_DATA_DIR", &dir)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run custos");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait for custos");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&o.status), Some(13), "SIGPIPE: {:?}", o.status);
     // Could not check: 2.
     let o = custos(&["check-compliance-status"], Some("postgres://postgres@127.0.0.1:1/nothing"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
