@@ -2,7 +2,8 @@
 //! (held items skipped), removed from the hot tables, the archive verified offline with the
 //! platform's key (and any change to it refused), restored with its custody chain intact and its
 //! file readable again; an archive residency forbids (data copied out of its region) refused,
-//! recorded, and nothing removed.
+//! recorded, and nothing removed; a batch interrupted between batches or between its archive and
+//! its commit archives each record exactly once.
 
 use custos_retention::RetentionService;
 use custos_retention::archive_file;
@@ -356,5 +357,63 @@ async fn an_interrupted_archive_run_resumes_without_archiving_anything_twice() {
         }
     }
     assert_eq!(seen.len(), n as usize);
+    assert_eq!(s.audit_count(org.id, "retention_archive", "incident").await, n);
+}
+
+/// A crash after a batch's archive is written but before the batch commits (provoked: a deferred
+/// trigger fails the commit once): the archive is in the store and nothing was removed; the batch
+/// run again rewrites the same archive — one file, never two — then removes the records, each
+/// archived exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_commit_fails_after_its_archive_is_written_is_archived_once_when_run_again() {
+    let mut jobs = custos_testkit::test_jobs_config();
+    jobs.run = false;
+    let s = TestServer::start_with(ServerOptions { jobs: Some(jobs), ..Default::default() }).await;
+    let org = s.org("acme").await;
+    let n = 300;
+    s.insert_closed_incidents(org.id, n, "2020-01-01T00:00:00Z").await;
+    let (status, p) = s
+        .post(
+            POLICIES,
+            &org.admin,
+            json!({"name": "Archive old incidents", "policy_type": "INCIDENT_DATA",
+                                           "retention_days": 365, "auto_archive": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{p}");
+    let (status, started) = s.post(&format!("{POLICIES}{}/execute/", id(&p)), &org.admin, json!({})).await;
+    assert_eq!(status, 200, "{started}");
+    let run_id = uuid::Uuid::parse_str(started["id"].as_str().unwrap()).unwrap();
+    // A sequence is not rolled back with the failed transaction: the first commit fails, later ones pass.
+    for sql in [
+        "CREATE SEQUENCE test_commit_attempts",
+        "CREATE FUNCTION test_fail_first_commit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+         BEGIN
+           IF nextval('test_commit_attempts') = 1 THEN RAISE EXCEPTION 'simulated crash at commit'; END IF;
+           RETURN NULL;
+         END $$",
+        "CREATE CONSTRAINT TRIGGER test_crash_at_commit AFTER INSERT ON retention_run_items
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_fail_first_commit()",
+    ] {
+        s.superuser_sql(sql).await.expect("set up the failing commit");
+    }
+    let ctx = custos_core::RequestCtx::system(org.id, "test");
+    let err = retention(&s).run_batch(&ctx, run_id).await.expect_err("the commit fails");
+    let archives = files_under(&s.blob_dir().join("archives"));
+    assert_eq!(archives.len(), 1, "the archive was written before the commit ({err}): {archives:?}");
+    assert_eq!(s.get("/api/compliance/incidents/", &org.admin).await.1["count"], n, "nothing removed");
+    let (_, run) = s.get(&format!("{RUNS}{run_id}/"), &org.admin).await;
+    assert_eq!(run["archived"], 0, "{run}");
+
+    while retention(&s).run_batch(&ctx, run_id).await.expect("the batch again") {}
+    let again = files_under(&s.blob_dir().join("archives"));
+    assert_eq!(again, archives, "the same archive rewritten, not a second one");
+    let key = s.app().archive_signer.clone().unwrap().verifier();
+    let verified = archive_file::verify(std::fs::File::open(&again[0]).unwrap(), std::slice::from_ref(&key)).unwrap();
+    let ids: std::collections::HashSet<_> = verified.manifest.records.iter().map(|r| r.id).collect();
+    assert_eq!((verified.manifest.records.len(), ids.len()), (n as usize, n as usize), "each record once");
+    assert_eq!(s.get("/api/compliance/incidents/", &org.admin).await.1["count"], 0);
+    let (_, run) = s.get(&format!("{RUNS}{run_id}/"), &org.admin).await;
+    assert_eq!(run["archived"], n, "{run}");
     assert_eq!(s.audit_count(org.id, "retention_archive", "incident").await, n);
 }
