@@ -2,8 +2,8 @@
 //! (held items skipped), removed from the hot tables, the archive verified offline with the
 //! platform's key (and any change to it refused), restored with its custody chain intact and its
 //! file readable again; an archive residency forbids (data copied out of its region) refused,
-//! recorded, and nothing removed; a batch interrupted between batches or between its archive and
-//! its commit archives each record exactly once.
+//! recorded, and nothing removed; a run interrupted between batches, or a batch between its
+//! archive and its commit, archives each record exactly once.
 
 use custos_retention::RetentionService;
 use custos_retention::archive_file;
