@@ -268,6 +268,35 @@ const OLD_INCIDENTS: &str =
             '2019-01-01', '2020-01-01'
        FROM organizations o, generate_series(1, 3) g WHERE o.slug = 'acme'";
 
+/// A fresh database migrated by `custos migrate`, with the organisation `acme` made by `custos
+/// org create`, and the data directory (`custos-<what>-cli-<database>`) the commands share.
+async fn migrated_with_acme(what: &str) -> (TestDb, std::path::PathBuf) {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("custos-{what}-cli-{}", db.name));
+    assert!(custos_in(&["migrate"], &db.url, &dir).status.success());
+    assert!(custos_in(&["org", "create", "acme", "--name", "Acme"], &db.url, &dir).status.success());
+    (db, dir)
+}
+
+/// A retention policy of `acme` over incidents kept one year, deleting by `method` with its
+/// automatic switch `auto_column` (`auto_delete`, `auto_archive`) on, and `OLD_INCIDENTS` for it.
+async fn policy_over_old_incidents(db: &TestDb, name: &str, method: &str, auto_column: &str) -> uuid::Uuid {
+    let policy = uuid::Uuid::now_v7();
+    let mut conn = db.superuser().await;
+    for sql in [
+        format!(
+            "INSERT INTO retention_policies (id, organization_id, name, policy_type, entity_type, retention_period,
+                                             retention_unit, deletion_method, {auto_column})
+             SELECT '{policy}', id, '{name}', 'INCIDENT_DATA', 'incident', 1, 'YEARS', '{method}', true
+               FROM organizations WHERE slug = 'acme'"
+        ),
+        OLD_INCIDENTS.to_owned(),
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+    policy
+}
+
 fn custos_in(args: &[&str], database_url: &str, data_dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(args)
@@ -280,11 +309,8 @@ fn custos_in(args: &[&str], database_url: &str, data_dir: &std::path::Path) -> O
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_commands_verify_export_and_detect_tampering() {
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("custos-audit-cli-{}", db.name));
+    let (db, dir) = migrated_with_acme("audit").await;
     let run = |args: &[&str]| custos_in(args, &db.url, &dir);
-    assert!(run(&["migrate"]).status.success());
-    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
     for i in 0..5 {
         let o = run(&["token", "create", "--org", "acme", "--email", &format!("u{i}@acme.test"), "--role", "viewer"]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -468,11 +494,8 @@ async fn audit_commands_verify_export_and_detect_tampering() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_commands_run_a_schedule_here_and_show_every_job() {
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("custos-jobs-cli-{}", db.name));
+    let (db, dir) = migrated_with_acme("jobs").await;
     let run = |args: &[&str]| custos_in(args, &db.url, &dir);
-    assert!(run(&["migrate"]).status.success());
-    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
 
     let o = run(&["jobs", "schedules"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -550,24 +573,9 @@ async fn access_review_run_reviews_one_organisation_or_every_one() {
 /// `execute_retention`.
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_execute_previews_runs_a_policy_and_every_scheduled_one() {
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("custos-retention-cli-{}", db.name));
+    let (db, dir) = migrated_with_acme("retention").await;
     let run = |args: &[&str]| custos_in(args, &db.url, &dir);
-    assert!(run(&["migrate"]).status.success());
-    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
-    let policy = uuid::Uuid::now_v7();
-    let mut conn = db.superuser().await;
-    for sql in [
-        format!(
-            "INSERT INTO retention_policies (id, organization_id, name, policy_type, entity_type, retention_period,
-                                             retention_unit, deletion_method, auto_delete)
-             SELECT '{policy}', id, 'Old incidents', 'INCIDENT_DATA', 'incident', 1, 'YEARS', 'soft', true
-               FROM organizations WHERE slug = 'acme'"
-        ),
-        OLD_INCIDENTS.to_owned(),
-    ] {
-        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
-    }
+    let policy = policy_over_old_incidents(&db, "Old incidents", "soft", "auto_delete").await;
     let id = policy.to_string();
     let o = run(&["retention", "execute", "--policy-id", &id, "--preview"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -628,11 +636,8 @@ fn policy_validate_reports_every_problem_with_its_place() {
 /// is overdue, 1 when something is, 2 when it could not check; text and JSON.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_compliance_status_exits_by_what_it_finds() {
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("custos-status-cli-{}", db.name));
+    let (db, dir) = migrated_with_acme("status").await;
     let run = |args: &[&str]| custos_in(args, &db.url, &dir);
-    assert!(run(&["migrate"]).status.success());
-    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
     let o = run(&["check-compliance-status"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("acme: ok"), "{}", stdout(&o));
@@ -721,11 +726,8 @@ async fn check_compliance_status_exits_by_what_it_finds() {
 /// restore`), once.
 #[tokio::test(flavor = "multi_thread")]
 async fn archive_runs_verify_offline_and_restore() {
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("custos-archive-cli-{}", db.name));
+    let (db, dir) = migrated_with_acme("archive").await;
     let run = |args: &[&str]| custos_in(args, &db.url, &dir);
-    assert!(run(&["migrate"]).status.success());
-    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
     // The server's key, where a server keeps the one it generated.
     let seed = [5u8; 32];
     std::fs::create_dir_all(&dir).unwrap();
@@ -740,19 +742,7 @@ async fn archive_runs_verify_offline_and_restore() {
     )
     .verifier()
     .to_note_key();
-    let policy = uuid::Uuid::now_v7();
-    let mut conn = db.superuser().await;
-    for sql in [
-        format!(
-            "INSERT INTO retention_policies (id, organization_id, name, policy_type, entity_type, retention_period,
-                                             retention_unit, deletion_method, auto_archive)
-             SELECT '{policy}', id, 'Archive old incidents', 'INCIDENT_DATA', 'incident', 1, 'YEARS', 'archive', true
-               FROM organizations WHERE slug = 'acme'"
-        ),
-        OLD_INCIDENTS.to_owned(),
-    ] {
-        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
-    }
+    let policy = policy_over_old_incidents(&db, "Archive old incidents", "archive", "auto_archive").await;
     let o = run(&["retention", "execute", "--policy-id", &policy.to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("\"status\": \"succeeded\""), "{}", stdout(&o));
@@ -802,11 +792,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// `validate_policy` and `apply_policy`) on a stored document.
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_apply_dry_runs_then_applies_a_stored_document() {
-    let db = TestDb::empty().await;
-    let dir = std::env::temp_dir().join(format!("custos-policy-cli-{}", db.name));
+    let (db, dir) = migrated_with_acme("policy").await;
     let run = |args: &[&str]| custos_in(args, &db.url, &dir);
-    assert!(run(&["migrate"]).status.success());
-    assert!(run(&["org", "create", "acme", "--name", "Acme"]).status.success());
     let policy = uuid::Uuid::now_v7();
     let content = "name: Old incidents\nversion: v1\ntype: custom\nenforcement: {level: hard, scope: company}\n\
                    retention:\n  policies:\n    - {entity_type: incident, retention_days: 365, deletion_method: soft}\n";

@@ -629,6 +629,15 @@ impl Drop for TestServer {
     }
 }
 
+/// A path in the temporary directory no other test of this process uses:
+/// `custos-<what>-<pid>-<n><suffix>`, for the files and directories the real tools are given.
+fn scratch_path(what: &str, suffix: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("custos-{what}-{}-{n}{suffix}", std::process::id()))
+}
+
 /// Checks an OSCAL document (`{"catalog": …}`, `{"assessment-results": …}`, …) with a
 /// third-party implementation: compliance-trestle's models, through `tests/tools/oscal_validate.py`
 /// (unknown fields, malformed ids, uuids and timestamps, missing required fields are refused).
@@ -636,9 +645,6 @@ impl Drop for TestServer {
 /// sets it), else `python3 <workspace>/tests/tools/oscal_validate.py`. `Err` holds the
 /// validator's report; a missing python3 or compliance-trestle is an `Err` too, never a pass.
 pub fn validate_oscal(document: &Value) -> Result<(), String> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-
     const HINT: &str = "the OSCAL validator needs python3 and compliance-trestle: run the tests with \
                         `cargo xtask test` (it installs it), or `python3 -m pip install compliance-trestle`";
     let command = std::env::var("CUSTOS_OSCAL_VALIDATOR").ok().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| {
@@ -647,11 +653,7 @@ pub fn validate_oscal(document: &Value) -> Result<(), String> {
     });
     let mut words = command.split_whitespace();
     let program = words.next().ok_or("CUSTOS_OSCAL_VALIDATOR is blank")?;
-    let path = std::env::temp_dir().join(format!(
-        "custos-oscal-{}-{}.json",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let path = scratch_path("oscal", ".json");
     let bytes = serde_json::to_vec_pretty(document).map_err(|e| format!("cannot serialise the document: {e}"))?;
     std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let output = std::process::Command::new(program).args(words).arg(&path).output();
@@ -692,14 +694,7 @@ impl PdfReading {
 
 /// Reads `pdf` with poppler (see [`PdfReading`]).
 pub fn read_pdf(pdf: &[u8]) -> PdfReading {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-
-    let path = std::env::temp_dir().join(format!(
-        "custos-pdf-{}-{}.pdf",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let path = scratch_path("pdf", ".pdf");
     std::fs::write(&path, pdf).expect("write the PDF to read");
     // Each tool as `TOOL OPTIONS… FILE [after…]` (pdftotext writes to standard output when told "-").
     let run = |tool: &str, args: &[&str], after: &[&str]| {
@@ -853,9 +848,7 @@ impl SmtpSink {
     /// PLAIN/LOGIN with exactly those credentials (others get 535); `["--tls-cert", CERT,
     /// "--tls-key", KEY]` offers STARTTLS (add `"--require-starttls"` to insist on it).
     pub async fn start_with(args: &[&str]) -> SmtpSink {
-        use std::sync::atomic::{AtomicU64, Ordering};
         use tokio::io::AsyncBufReadExt;
-        static NEXT: AtomicU64 = AtomicU64::new(0);
 
         const HINT: &str = "the SMTP sink needs python3 and aiosmtpd: run the tests with `cargo xtask test` \
                             (it installs it), or `python3 -m pip install aiosmtpd`";
@@ -864,11 +857,7 @@ impl SmtpSink {
                 let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/tools/smtp_sink.py");
                 format!("python3 {}", script.canonicalize().unwrap_or(script).display())
             });
-        let dir = std::env::temp_dir().join(format!(
-            "custos-smtp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = scratch_path("smtp", "");
         let mail = dir.join("mail");
         std::fs::create_dir_all(&mail).unwrap_or_else(|e| panic!("cannot create {}: {e}", mail.display()));
         let stderr_path = dir.join("stderr.log");
